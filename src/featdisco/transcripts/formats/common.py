@@ -1,0 +1,188 @@
+"""What every format parser shares: its output type, field checks and ``<think>`` splitting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from featdisco.errors import BadRecord
+from featdisco.transcripts.model import (
+    AssistantMessage,
+    Message,
+    Part,
+    ReasoningPart,
+    TextPart,
+)
+from featdisco.transcripts.sources import type_name
+
+MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
+ID_KEYS = ("id", "conversation_id", "answer_id", "ans_id", "sample_id", "trajectory_id", "uid")
+_META_STR_MAX = 500
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A parser's output: messages plus what the record says about them.
+
+    ``id`` is the record's own id if it has one; ``suffix`` tells apart several
+    conversations in one record (HH-RLHF's chosen and rejected).
+    """
+
+    messages: list[Message]
+    model: str | None = None
+    id: str | None = None
+    suffix: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ParseContext:
+    """What a parser may need beyond the record: column mapping, joined side files."""
+
+    mapping: dict[str, str] = field(default_factory=dict)
+    questions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    questions_source: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class FormatSpec:
+    name: str
+    description: str
+    sniff: Callable[[dict[str, Any]], bool]
+    parse: Callable[[dict[str, Any], ParseContext], list[Conversation]]
+    auxiliary: bool = False  # a side file joined into others (MT-bench questions), not transcripts
+
+
+# ---------------------------------------------------------------- field access
+
+
+def get_list(rec: dict[str, Any], key: str, where: str | None = None) -> list[Any]:
+    value = rec.get(key)
+    if isinstance(value, str) and value[:1] == "[":  # a JSON-encoded column
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise BadRecord("malformed-json", f"{where or key}: not valid JSON") from None
+    if not isinstance(value, list):
+        raise BadRecord("wrong-type", f"{where or key}: expected an array, got {type_name(value)}")
+    return value
+
+
+def get_dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRecord("wrong-type", f"{where}: expected an object, got {type_name(value)}")
+    return value
+
+
+def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
+    if value is None and allow_none:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+
+
+def compact_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
+def model_of(rec: dict[str, Any]) -> str | None:
+    for key in MODEL_KEYS:
+        value = rec.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def id_of(rec: dict[str, Any], keys: tuple[str, ...] = ID_KEYS) -> str | None:
+    for key in keys:
+        value = rec.get(key)
+        if isinstance(value, str) and value or isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def scalar_metadata(rec: dict[str, Any], exclude: set[str] | frozenset[str]) -> dict[str, Any]:
+    """Top-level scalar fields not consumed by the parser (dataset, split, checkpoint, ...)."""
+    out: dict[str, Any] = {}
+    for key, value in rec.items():
+        if key in exclude or key in MODEL_KEYS:
+            continue
+        if isinstance(value, str):
+            out[key] = value if len(value) <= _META_STR_MAX else value[:_META_STR_MAX] + "…"
+        elif isinstance(value, bool | int | float) or value is None:
+            if value is not None:
+                out[key] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 50:
+            out[key] = value  # tags
+    return out
+
+
+# ---------------------------------------------------------------- <think> blocks
+
+_OPEN = re.compile(r"<(think|thinking)>", re.IGNORECASE)
+_CLOSE = re.compile(r"</(think|thinking)>", re.IGNORECASE)
+
+
+def split_think(text: str) -> tuple[list[str], str]:
+    """Separate ``<think>`` reasoning from visible text.
+
+    Handles several blocks, a lone ``</think>`` whose opening tag sat in the prompt
+    template (DeepSeek-R1 style), and an unclosed ``<think>`` cut off by a token limit
+    (all of the rest is reasoning).
+    """
+    if "<" not in text or not (_OPEN.search(text) or _CLOSE.search(text)):
+        return [], text
+    reasoning: list[str] = []
+    visible: list[str] = []
+    pos = 0
+    first_open = _OPEN.search(text)
+    first_close = _CLOSE.search(text)
+    if first_close and (not first_open or first_close.start() < first_open.start()):
+        reasoning.append(text[: first_close.start()])
+        pos = first_close.end()
+    while True:
+        m = _OPEN.search(text, pos)
+        if not m:
+            visible.append(text[pos:])
+            break
+        visible.append(text[pos : m.start()])
+        close = _CLOSE.search(text, m.end())
+        if not close:  # cut off mid-thought
+            reasoning.append(text[m.end() :])
+            break
+        reasoning.append(text[m.end() : close.start()])
+        pos = close.end()
+    reasoning = [r.strip() for r in reasoning if r.strip()]
+    return reasoning, "".join(visible).strip()
+
+
+def extract_think(messages: list[Message]) -> list[Message]:
+    """Apply :func:`split_think` to the text of every assistant message, whatever its format."""
+    out: list[Message] = []
+    for msg in messages:
+        if not isinstance(msg, AssistantMessage) or not any(
+            isinstance(p, TextPart) and "<" in p.text for p in msg.content
+        ):
+            out.append(msg)
+            continue
+        parts: list[Part] = []
+        for p in msg.content:
+            if isinstance(p, TextPart):
+                thoughts, visible = split_think(p.text)
+                parts.extend(ReasoningPart(t) for t in thoughts)
+                if visible:
+                    parts.append(TextPart(visible))
+            else:
+                parts.append(p)
+        out.append(AssistantMessage(tuple(parts)))
+    return out

@@ -1,0 +1,64 @@
+"""Anthropic HH-RLHF: whole dialogues as ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` strings.
+
+A record holds two dialogues (``chosen`` and ``rejected``) that share their prefix; each
+becomes a transcript, told apart by the ``variant`` metadata and an id suffix.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from featdisco.errors import BadRecord
+from featdisco.transcripts.formats.common import (
+    Conversation,
+    FormatSpec,
+    ParseContext,
+    id_of,
+    model_of,
+    scalar_metadata,
+)
+from featdisco.transcripts.model import Message, TextPart, make_message
+from featdisco.transcripts.sources import type_name
+
+VARIANTS = ("chosen", "rejected")
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def sniff(rec: dict[str, Any]) -> bool:
+    return any(isinstance(rec.get(v), str) and "\n\nHuman:" in rec[v] for v in VARIANTS)
+
+
+def parse_dialogue(text: str, where: str) -> list[Message]:
+    if not text.startswith("\n\n"):
+        text = "\n\n" + text.lstrip("\n")
+    pieces = _TURN.split(text)
+    if pieces[0].strip():
+        raise BadRecord("wrong-type", f"{where}: text before the first Human:/Assistant: marker")
+    messages: list[Message] = []
+    for speaker, body in zip(pieces[1::2], pieces[2::2], strict=True):
+        role = "user" if speaker == "Human" else "assistant"
+        body = body.strip()
+        messages.append(make_message(role, [TextPart(body)] if body else []))
+    if not messages:
+        raise BadRecord("wrong-type", f"{where}: no Human:/Assistant: turns found")
+    return messages
+
+
+def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    out: list[Conversation] = []
+    base_id = id_of(rec)
+    for variant in VARIANTS:
+        if variant not in rec:
+            continue
+        text = rec[variant]
+        if not isinstance(text, str):
+            raise BadRecord("wrong-type", f"{variant}: expected a string, got {type_name(text)}")
+        meta = scalar_metadata(rec, set(VARIANTS))
+        meta["variant"] = variant
+        out.append(Conversation(parse_dialogue(text, variant), model=model_of(rec), id=base_id,
+                                suffix=variant, metadata=meta))
+    return out
+
+
+SPEC = FormatSpec("hh-rlhf", "Anthropic HH-RLHF chosen/rejected dialogue strings", sniff, parse)

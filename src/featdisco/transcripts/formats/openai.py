@@ -1,0 +1,204 @@
+"""OpenAI-style chat messages (``role`` / ``content``), the lingua franca of transcript logs.
+
+Covers content-part lists, ``reasoning_content`` (DeepSeek, vLLM), ``reasoning`` and
+``reasoning_details`` (OpenRouter), ``thinking`` (Ollama), tool calls (current and legacy
+``function_call``), tool results, and Arena-Hard's assistant ``content`` object holding
+``thought`` / ``answer``. Inspect AI messages share this shape and this parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featdisco.errors import BadRecord
+from featdisco.transcripts.formats.common import (
+    Conversation,
+    FormatSpec,
+    ParseContext,
+    compact_json,
+    get_dict,
+    get_list,
+    get_str,
+    id_of,
+    model_of,
+    scalar_metadata,
+)
+from featdisco.transcripts.model import (
+    MediaPart,
+    Message,
+    Part,
+    ReasoningPart,
+    RedactedReasoningPart,
+    Role,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    make_message,
+)
+from featdisco.transcripts.sources import type_name
+
+MESSAGE_KEYS = ("messages", "conversation", "conversations", "chat", "dialog")
+ROLE_ALIASES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "model": "assistant",
+    "ai": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "ipython": "tool",
+}
+_TEXT_TYPES = {"text", "input_text", "output_text"}
+_MEDIA_TYPES = {"image_url", "image", "input_image", "input_audio", "audio", "file", "input_file",
+                "video", "document"}
+_REASONING_TYPES = {"reasoning", "thinking", "reasoning_text"}
+
+
+def messages_key(rec: dict[str, Any]) -> str | None:
+    for key in MESSAGE_KEYS:
+        value = rec.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], dict) and "role" in value[0]:
+            return key
+    return None
+
+
+def sniff(rec: dict[str, Any]) -> bool:
+    return messages_key(rec) is not None
+
+
+def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    key = messages_key(rec) or "messages"
+    items = get_list(rec, key)
+    messages = parse_messages(items, key)
+    return [Conversation(messages, model=model_of(rec), id=id_of(rec),
+                         metadata=scalar_metadata(rec, {key}))]
+
+
+def parse_messages(items: list[Any], prefix: str) -> list[Message]:
+    out: list[Message] = []
+    for i, item in enumerate(items):
+        where = f"{prefix}[{i}]"
+        msg = get_dict(item, where)
+        raw_role = msg.get("role")
+        if not isinstance(raw_role, str):
+            raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(raw_role)}")
+        role = ROLE_ALIASES.get(raw_role.lower())
+        if role is None:
+            raise BadRecord("unknown-role", f"{where}.role {raw_role!r} is not one of "
+                            "system, developer, user, assistant, tool, function")
+        parts = content_parts(msg.get("content"), f"{where}.content", role)
+        if role == "assistant":
+            parts = _reasoning_fields(msg, where) + parts + _tool_calls(msg, where)
+        if role == "tool":
+            text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+            call_id = msg.get("tool_call_id")
+            err = msg.get("error")
+            parts = [ToolResultPart(text, call_id if isinstance(call_id, str) else None,
+                                    is_error=bool(err))]
+        name = msg.get("name") or msg.get("function")
+        out.append(make_message(role, parts, tool_call_id=msg.get("tool_call_id"),
+                                name=name if isinstance(name, str) else None))
+    return out
+
+
+def content_parts(content: Any, where: str, role: Role) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if isinstance(content, dict):
+        if role == "assistant" and ("answer" in content or "thought" in content):  # Arena-Hard v2
+            parts: list[Part] = []
+            thought = get_str(content.get("thought"), f"{where}.thought")
+            if thought:
+                parts.append(ReasoningPart(thought))
+            answer = get_str(content.get("answer"), f"{where}.answer")
+            if answer:
+                parts.append(TextPart(answer))
+            return parts
+        content = [content]
+    if not isinstance(content, list):
+        raise BadRecord("wrong-type", f"{where}: expected a string or an array of parts, "
+                        f"got {type_name(content)}")
+    parts = []
+    for j, raw in enumerate(content):
+        pwhere = f"{where}[{j}]"
+        if isinstance(raw, str):
+            parts.append(TextPart(raw))
+            continue
+        part = get_dict(raw, pwhere)
+        ptype = part.get("type", "text")
+        if ptype in _TEXT_TYPES:
+            parts.append(TextPart(get_str(part.get("text"), f"{pwhere}.text")))
+        elif ptype == "refusal":
+            parts.append(TextPart(get_str(part.get("refusal"), f"{pwhere}.refusal")))
+        elif ptype in _REASONING_TYPES:
+            if part.get("redacted"):
+                parts.append(RedactedReasoningPart())
+            else:
+                text = part.get("reasoning", part.get("thinking", part.get("text")))
+                parts.append(ReasoningPart(get_str(text, f"{pwhere}.reasoning")))
+        elif ptype in _MEDIA_TYPES:
+            parts.append(MediaPart(str(ptype)))
+        elif ptype in ("tool_use", "tool_call", "function_call"):
+            parts.append(ToolCallPart(str(part.get("name", part.get("function", "tool"))),
+                                      compact_json(part.get("input", part.get("arguments", {}))),
+                                      part.get("id")))
+        elif isinstance(part.get("text"), str):
+            parts.append(TextPart(part["text"]))
+        else:
+            parts.append(MediaPart(str(ptype)))
+    return parts
+
+
+def _reasoning_fields(msg: dict[str, Any], where: str) -> list[Part]:
+    parts: list[Part] = []
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        value = msg.get(key)
+        if isinstance(value, str):
+            if value.strip():
+                parts.append(ReasoningPart(value))
+            break
+        if isinstance(value, dict):  # {"summary": ...} or {"content": ...}
+            text = value.get("content") or value.get("summary") or value.get("text")
+            if isinstance(text, str) and text.strip():
+                parts.append(ReasoningPart(text))
+            break
+        if value is not None:
+            raise BadRecord("wrong-type", f"{where}.{key}: expected a string, got {type_name(value)}")
+    details = msg.get("reasoning_details")
+    if isinstance(details, list) and not parts:
+        for d in details:
+            if not isinstance(d, dict):
+                continue
+            text = d.get("text") or d.get("summary")
+            if isinstance(text, str) and text.strip():
+                parts.append(ReasoningPart(text))
+            elif d.get("type") == "reasoning.encrypted" or d.get("data"):
+                parts.append(RedactedReasoningPart())
+    return parts
+
+
+def _tool_calls(msg: dict[str, Any], where: str) -> list[Part]:
+    parts: list[Part] = []
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        for k, call in enumerate(get_list(msg, "tool_calls", f"{where}.tool_calls")):
+            c = get_dict(call, f"{where}.tool_calls[{k}]")
+            fn = c.get("function")
+            if isinstance(fn, dict):  # OpenAI: {"name", "arguments": "<json text>"}
+                name, args = fn.get("name"), fn.get("arguments")
+            else:  # Inspect AI: "function": name, "arguments": {...}
+                name, args = fn, c.get("arguments")
+            parts.append(ToolCallPart(str(name or "tool"), compact_json(args if args is not None else {}),
+                                      c.get("id") if isinstance(c.get("id"), str) else None))
+    legacy = msg.get("function_call")
+    if isinstance(legacy, dict):
+        parts.append(ToolCallPart(str(legacy.get("name") or "function"),
+                                  compact_json(legacy.get("arguments", {}))))
+    return parts
+
+
+SPEC = FormatSpec("openai", "OpenAI chat messages (role/content)", sniff, parse)

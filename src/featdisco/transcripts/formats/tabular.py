@@ -1,0 +1,95 @@
+"""Flat tables of prompt / response columns, auto-detected or mapped with ``--map``.
+
+``--map user=prompt,response=output,thought=reasoning,model=generator,id=uid,system=sys``
+names which column plays which part; unmapped columns become metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featdisco.errors import BadRecord, FeatdiscoError
+from featdisco.transcripts.formats.common import (
+    Conversation,
+    FormatSpec,
+    ParseContext,
+    get_str,
+    scalar_metadata,
+)
+from featdisco.transcripts.model import Message, Part, ReasoningPart, TextPart, make_message
+
+TARGETS = ("user", "response", "thought", "system", "model", "id")
+_AUTO_PAIRS = (("prompt", "response"), ("prompt", "completion"), ("question", "answer"),
+               ("input", "output"), ("query", "response"), ("user", "assistant"))
+_AUTO_THOUGHT = ("reasoning", "thinking", "thought", "reasoning_content")
+
+
+def parse_mapping(spec: str | None) -> dict[str, str]:
+    """``"user=prompt,response=output"`` → ``{"user": "prompt", "response": "output"}``."""
+    if not spec:
+        return {}
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        target, sep, column = item.partition("=")
+        target, column = target.strip(), column.strip()
+        if not sep or not column:
+            raise FeatdiscoError(f"--map: {item!r} is not TARGET=COLUMN")
+        if target not in TARGETS:
+            raise FeatdiscoError(f"--map: unknown target {target!r}; use {', '.join(TARGETS)}")
+        out[target] = column
+    if "user" not in out and "response" not in out:
+        raise FeatdiscoError("--map needs at least user=COLUMN or response=COLUMN")
+    return out
+
+
+def auto_mapping(rec: dict[str, Any]) -> dict[str, str] | None:
+    for user, response in _AUTO_PAIRS:
+        if isinstance(rec.get(user), str) and isinstance(rec.get(response), str):
+            mapping = {"user": user, "response": response}
+            for t in _AUTO_THOUGHT:
+                if t in rec:
+                    mapping["thought"] = t
+                    break
+            return mapping
+    return None
+
+
+def sniff(rec: dict[str, Any]) -> bool:
+    return auto_mapping(rec) is not None
+
+
+def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    mapping = ctx.mapping or auto_mapping(rec) or {}
+    for target, column in mapping.items():
+        if column not in rec:
+            raise BadRecord("missing-field", f"column {column!r} (mapped to {target}) is missing; "
+                            f"columns are {', '.join(map(str, rec))}")
+    messages: list[Message] = []
+    if "system" in mapping:
+        system = get_str(rec.get(mapping["system"]), mapping["system"])
+        if system:
+            messages.append(make_message("system", [TextPart(system)]))
+    if "user" in mapping:
+        user = get_str(rec.get(mapping["user"]), mapping["user"])
+        messages.append(make_message("user", [TextPart(user)] if user else []))
+    parts: list[Part] = []
+    if "thought" in mapping:
+        thought = get_str(rec.get(mapping["thought"]), mapping["thought"])
+        if thought:
+            parts.append(ReasoningPart(thought))
+    if "response" in mapping:
+        response = get_str(rec.get(mapping["response"]), mapping["response"])
+        if response:
+            parts.append(TextPart(response))
+    if "response" in mapping or "thought" in mapping:
+        messages.append(make_message("assistant", parts))
+    model = rec.get(mapping["model"]) if "model" in mapping else None
+    rid = rec.get(mapping["id"]) if "id" in mapping else None
+    meta = scalar_metadata(rec, set(mapping.values()))
+    return [Conversation(messages, model=str(model) if model else None,
+                         id=str(rid) if rid not in (None, "") else None, metadata=meta)]
+
+
+SPEC = FormatSpec("tabular", "prompt/response columns (auto, or mapped with --map)", sniff, parse)

@@ -1,0 +1,226 @@
+"""Transcripts → pieces: one per user turn, one per assistant turn's reasoning, one per
+assistant turn's visible response. The autorater will see each piece alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featdisco.transcripts.model import (
+    AssistantMessage,
+    MediaPart,
+    Piece,
+    PieceKind,
+    ReasoningPart,
+    RedactedReasoningPart,
+    SystemMessage,
+    TextPart,
+    ToolCallPart,
+    Transcript,
+    UserMessage,
+)
+
+TOOL_ARGS_MAX = 200
+BASE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text", "model", "source", "record",
+                "format", "chars", "truncated", "redacted", "system", "metadata")
+PIECE_SCHEMA = pa.schema([
+    ("piece_id", pa.string()),
+    ("transcript_id", pa.string()),
+    ("turn", pa.int32()),
+    ("kind", pa.string()),
+    ("text", pa.large_string()),
+    ("model", pa.string()),
+    ("source", pa.string()),
+    ("record", pa.string()),
+    ("format", pa.string()),
+    ("chars", pa.int64()),
+    ("truncated", pa.bool_()),
+    ("redacted", pa.int32()),
+    ("system", pa.string()),
+    ("metadata", pa.string()),
+])
+
+
+@dataclass(slots=True)
+class SplitStats:
+    """Counts a user checks a split by: pieces per kind and model, and what was dropped."""
+
+    transcripts: int = 0
+    pieces: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, model)
+    empty_dropped: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    redacted_blocks: int = 0
+    redacted_only_turns: int = 0
+
+    def by_kind(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (kind, _model), n in self.pieces.items():
+            out[kind] += n
+        return dict(out)
+
+
+def render_tool_call(part: ToolCallPart) -> str:
+    args = part.arguments if len(part.arguments) <= TOOL_ARGS_MAX else part.arguments[:TOOL_ARGS_MAX] + "…"
+    return f"[tool call] {part.name}({args})"
+
+
+def _visible(parts: Iterable[Any], *, with_tools: bool) -> str:
+    out: list[str] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            if p.text.strip():
+                out.append(p.text)
+        elif isinstance(p, MediaPart):
+            out.append(f"[{p.media}]")
+        elif with_tools and isinstance(p, ToolCallPart):
+            out.append(render_tool_call(p))
+    return "\n\n".join(out).strip()
+
+
+def split_transcript(t: Transcript, *, max_chars: int | None = None,
+                     stats: SplitStats | None = None) -> list[Piece]:
+    """The pieces of one transcript; empty ones are dropped and counted in ``stats``."""
+    stats = stats if stats is not None else SplitStats()
+    stats.transcripts += 1
+    system = t.system
+    pieces: list[Piece] = []
+    turn = -1
+    for msg in t.messages:
+        if isinstance(msg, SystemMessage):
+            continue
+        turn += 1
+        candidates: list[tuple[PieceKind, str, int]] = []
+        if isinstance(msg, UserMessage):
+            candidates.append(("user", _visible(msg.content, with_tools=False), 0))
+        elif isinstance(msg, AssistantMessage):
+            thoughts = [p.text.strip() for p in msg.content if isinstance(p, ReasoningPart) and p.text.strip()]
+            redacted = sum(1 for p in msg.content if isinstance(p, RedactedReasoningPart))
+            stats.redacted_blocks += redacted
+            if redacted and not thoughts:
+                stats.redacted_only_turns += 1
+            if thoughts or redacted:
+                candidates.append(("thought", "\n\n".join(thoughts), redacted))
+            candidates.append(("response", _visible(msg.content, with_tools=True), 0))
+        for kind, text, redacted in candidates:
+            if not text:
+                if not (kind == "thought" and redacted):
+                    stats.empty_dropped[kind] += 1
+                continue
+            chars = len(text)
+            truncated = max_chars is not None and chars > max_chars
+            if truncated:
+                assert max_chars is not None
+                text = f"{text[:max_chars]}\n[… truncated {chars - max_chars} characters]"
+                stats.truncated += 1
+            stats.pieces[(kind, t.model or "")] += 1
+            pieces.append(Piece(
+                piece_id=f"{t.id}:{turn}:{kind}",
+                transcript_id=t.id,
+                turn=turn,
+                kind=kind,
+                text=text,
+                model=t.model,
+                source=t.source,
+                record=t.record,
+                format=t.format,
+                chars=chars,
+                truncated=truncated,
+                redacted=redacted,
+                system=system,
+                metadata=t.metadata,
+            ))
+    return pieces
+
+
+def iter_pieces(transcripts: Iterable[Transcript], *, max_chars: int | None = None,
+                stats: SplitStats | None = None) -> Iterator[Piece]:
+    for t in transcripts:
+        yield from split_transcript(t, max_chars=max_chars, stats=stats)
+
+
+def _meta_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def _batch(pieces: list[Piece], meta_columns: list[str]) -> pa.RecordBatch:
+    columns: dict[str, list[Any]] = {name: [] for name in BASE_COLUMNS}
+    for name in meta_columns:
+        columns[name] = []
+    for p in pieces:
+        columns["piece_id"].append(p.piece_id)
+        columns["transcript_id"].append(p.transcript_id)
+        columns["turn"].append(p.turn)
+        columns["kind"].append(p.kind)
+        columns["text"].append(p.text)
+        columns["model"].append(p.model)
+        columns["source"].append(p.source)
+        columns["record"].append(p.record)
+        columns["format"].append(p.format)
+        columns["chars"].append(p.chars)
+        columns["truncated"].append(p.truncated)
+        columns["redacted"].append(p.redacted)
+        columns["system"].append(p.system)
+        columns["metadata"].append(orjson.dumps(p.metadata, default=str).decode())
+        for name in meta_columns:
+            columns[name].append(_meta_value(p.metadata.get(name)))
+    return pa.RecordBatch.from_pydict(columns, schema=piece_schema(meta_columns))
+
+
+def piece_schema(meta_columns: list[str] | None = None) -> pa.Schema:
+    schema = PIECE_SCHEMA
+    for name in meta_columns or []:
+        if name in BASE_COLUMNS:
+            continue
+        schema = schema.append(pa.field(name, pa.string()))
+    return schema
+
+
+def _chunks(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
+    chunk: list[Piece] = []
+    for p in pieces:
+        chunk.append(p)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = None) -> pa.Table:
+    cols = [c for c in meta_columns or [] if c not in BASE_COLUMNS]
+    batches = [_batch(chunk, cols) for chunk in _chunks(pieces, 50_000)]
+    return pa.Table.from_batches(batches, schema=piece_schema(cols))
+
+
+def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
+                 meta_columns: list[str] | None = None, batch_rows: int = 20_000) -> int:
+    """Stream pieces into a Parquet file; written to a temporary name and renamed, so a
+    crash never leaves a half-written file where a finished one is expected."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    cols = [c for c in meta_columns or [] if c not in BASE_COLUMNS]
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, piece_schema(cols), compression="zstd") as writer:
+            for chunk in _chunks(pieces, batch_rows):
+                writer.write_batch(_batch(chunk, cols))
+                rows += len(chunk)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return rows
