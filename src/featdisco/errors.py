@@ -11,7 +11,7 @@ class FeatdiscoError(Exception):
     """A problem with the user's input or configuration, stated so they can fix it."""
 
 
-class BadRecord(Exception):  # noqa: N818 - it describes the record, not the exception
+class BadRecord(Exception):
     """One record cannot be read. Raised by parsers, which do not know where they are.
 
     ``reason`` is a short stable code (``malformed-json``, ``wrong-type``, ...) used to

@@ -7,6 +7,7 @@ filled in by an LLM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,7 +95,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 
 
-def make_message(role: Role, parts: list[Part], *, tool_call_id: str | None = None,
+def make_message(role: Role, parts: Sequence[Part], *, tool_call_id: str | None = None,
                  name: str | None = None) -> Message:
     content = tuple(parts)
     if role == "user":

@@ -38,7 +38,7 @@ class ReadOptions:
     paths allowed) to carry as metadata columns."""
 
     format: str | None = None
-    mapping: dict[str, str] = field(default_factory=dict)
+    mapping: dict[str, str] | str = field(default_factory=dict)
     model: str | None = None
     meta: list[str] = field(default_factory=list)
     skip_bad: bool = False
@@ -127,7 +127,8 @@ class _Reader:
             self.log(f"{path}: {spec.name} ({how})")
             if spec.auxiliary:
                 continue
-            ctx = ParseContext(mapping=self.opts.mapping)
+            mapping = self.opts.mapping if isinstance(self.opts.mapping, dict) else {}
+            ctx = ParseContext(mapping=mapping)
             if spec.name == "mt-bench":
                 qfile = self._question_file(path, explicit_questions)
                 if qfile is not None:
@@ -141,7 +142,7 @@ class _Reader:
         """Pick the file's format from its first records (the file is re-read to parse)."""
         if self.opts.format is not None:
             return path, FORMATS[self.opts.format], False
-        stream = iter_raw(path, self.opts.max_record_bytes)
+        stream = iter_raw(path, self.opts.max_record_bytes)  # a generator: closed below
         head: list[RawRecord] = []
         good = 0
         for raw in stream:
@@ -150,7 +151,7 @@ class _Reader:
                 good += 1
             if good >= SNIFF_RECORDS or raw.fatal:
                 break
-        stream.close()
+        stream.close()  # type: ignore[attr-defined]
         samples = [r.data for r in head if r.data is not None]
         if not samples:
             # Nothing readable to sniff: let the first error speak for the file.
@@ -218,7 +219,9 @@ class _Reader:
                 continue
             meta_extra = dict(raw.context or {})
             for name in self.opts.meta:
-                meta_extra[name] = _dotted(raw.data, name)
+                value = _dotted(raw.data, name)
+                if value is not None or name not in meta_extra:  # context (split) as fallback
+                    meta_extra[name] = value
             base_hash: str | None = None
             for conv in conversations:
                 tid = conv.id

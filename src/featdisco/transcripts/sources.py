@@ -109,7 +109,7 @@ def iter_raw(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> It
 
 def _open_binary(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
 
 

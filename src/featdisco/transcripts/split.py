@@ -206,7 +206,7 @@ def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = No
 
 
 def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
-                 meta_columns: list[str] | None = None, batch_rows: int = 20_000) -> int:
+                 meta_columns: list[str] | None = None, batch_rows: int = 5000) -> int:
     """Stream pieces into a Parquet file; written to a temporary name and renamed, so a
     crash never leaves a half-written file where a finished one is expected."""
     path = Path(path)

@@ -106,7 +106,7 @@ def model_of(rec: dict[str, Any]) -> str | None:
 def id_of(rec: dict[str, Any], keys: tuple[str, ...] = ID_KEYS) -> str | None:
     for key in keys:
         value = rec.get(key)
-        if isinstance(value, str) and value or isinstance(value, int) and not isinstance(value, bool):
+        if (isinstance(value, str) and value) or (isinstance(value, int) and not isinstance(value, bool)):
             return str(value)
     return None
 

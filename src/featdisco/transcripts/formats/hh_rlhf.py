@@ -18,7 +18,7 @@ from featdisco.transcripts.formats.common import (
     model_of,
     scalar_metadata,
 )
-from featdisco.transcripts.model import Message, TextPart, make_message
+from featdisco.transcripts.model import Message, Role, TextPart, make_message
 from featdisco.transcripts.sources import type_name
 
 VARIANTS = ("chosen", "rejected")
@@ -37,7 +37,7 @@ def parse_dialogue(text: str, where: str) -> list[Message]:
         raise BadRecord("wrong-type", f"{where}: text before the first Human:/Assistant: marker")
     messages: list[Message] = []
     for speaker, body in zip(pieces[1::2], pieces[2::2], strict=True):
-        role = "user" if speaker == "Human" else "assistant"
+        role: Role = "user" if speaker == "Human" else "assistant"
         body = body.strip()
         messages.append(make_message(role, [TextPart(body)] if body else []))
     if not messages:

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats.common import (
     Conversation,
@@ -49,7 +47,7 @@ def expand_inspect_log(doc: dict[str, Any]) -> Iterator[RawRecord]:
     for i, sample in enumerate(samples, start=1):
         where = _where(sample, i)
         if isinstance(sample, dict):
-            yield RawRecord(where, _wrap(doc["eval"], sample))
+            yield RawRecord(where, _wrap(get_dict(doc["eval"], "eval"), sample))
         else:
             yield RawRecord(where, None, BadRecord("wrong-type", "sample is not an object"))
 
@@ -75,7 +73,8 @@ def iter_eval_zip(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord("header.json", None, BadRecord("unreadable-file", f"cannot read header ({e})"),
                             fatal=True)
             return
-        eval_spec = header.get("eval") if isinstance(header.get("eval"), dict) else {}
+        spec = header.get("eval")
+        eval_spec: dict[str, Any] = spec if isinstance(spec, dict) else {}
         sample_names = sorted(n for n in names if n.startswith("samples/") and n.endswith(".json"))
         if not sample_names:
             yield RawRecord("samples/", None, BadRecord("empty-file", "eval archive has no samples"),

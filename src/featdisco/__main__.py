@@ -1,0 +1,3 @@
+from featdisco.cli import main
+
+main()
