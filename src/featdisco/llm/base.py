@@ -10,9 +10,9 @@ import datetime as dt
 import email.utils
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 
@@ -174,3 +174,40 @@ def messages_with_schema(messages: tuple[ChatMessage, ...],
     else:
         out.insert(0, {"role": "system", "content": instr})
     return out
+
+
+SHARD_CONNECTIONS = 32
+
+
+class _Closable(Protocol):
+    def is_closed(self) -> bool: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class ClientShards(Generic[C]):
+    """Several SDK clients, each with a small HTTP pool; a call goes to the least busy one.
+
+    httpx's pool scans all its connections for every request, so one pool of 1,000
+    connections costs O(1,000) per call and the client's CPU, not the server, caps the
+    throughput; shards of ``SHARD_CONNECTIONS`` keep that scan short.
+    """
+
+    def __init__(self, make: Callable[[int], C], concurrency: int) -> None:
+        n = max(1, -(-concurrency // SHARD_CONNECTIONS))
+        per = -(-concurrency // n)
+        self.clients = [make(per) for _ in range(n)]
+        self.busy = [0] * n
+
+    def acquire(self) -> tuple[int, C]:
+        busy = self.busy
+        i = busy.index(min(busy)) if len(busy) > 1 else 0
+        busy[i] += 1
+        return i, self.clients[i]
+
+    def release(self, i: int) -> None:
+        self.busy[i] -= 1
+
+    def closed(self) -> bool:
+        return any(c.is_closed() for c in self.clients)

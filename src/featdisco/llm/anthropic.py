@@ -1,0 +1,142 @@
+"""Backend for Anthropic's Messages API, on the official ``anthropic`` SDK (an extra:
+``pip install 'featdisco[anthropic]'``).
+
+Structured output goes through a forced tool call by default: the schema becomes the
+tool's ``input_schema`` and the model must call it, which is how Anthropic models give
+reliably shaped JSON. ``json_mode='prompt'`` puts the schema in the system prompt instead.
+The SDK's retries are off and errors map to the same :class:`LLMError` reasons as the
+openai backend, so the engine treats both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import Any, Literal
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import (
+    ClientShards,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    Usage,
+    error_from_status,
+    redact,
+    schema_instruction,
+)
+
+JSON_MODES: tuple[str, ...] = ("tool", "prompt")
+
+
+def _sdk() -> Any:
+    try:
+        import anthropic
+    except ImportError as e:
+        raise FeatdiscoError("the anthropic backend needs the anthropic SDK: "
+                             "pip install 'featdisco[anthropic]'") from e
+    return anthropic
+
+
+class AnthropicLLM:
+    """Calls ``model`` through the Messages API; the key comes from ``api_key`` or
+    ``ANTHROPIC_API_KEY`` and is never logged."""
+
+    name = "anthropic"
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 json_mode: Literal["tool", "prompt"] = "tool", concurrency: int = 64,
+                 timeout: float = 60.0) -> None:
+        if json_mode not in JSON_MODES:
+            raise FeatdiscoError(f"unknown JSON mode {json_mode!r} for anthropic; choose "
+                                 f"{' or '.join(JSON_MODES)}")
+        self._sdk = _sdk()
+        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise FeatdiscoError("the anthropic backend needs ANTHROPIC_API_KEY")
+        self._api_key = key
+        self.model = model
+        self.base_url = base_url
+        self.json_mode = json_mode
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self._pools: dict[int, ClientShards[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"AnthropicLLM(model={self.model!r}, json_mode={self.json_mode!r})"
+
+    def _shards(self) -> ClientShards[Any]:
+        loop = asyncio.get_running_loop()
+        shards = self._pools.get(id(loop))
+        if shards is None or shards.closed():
+            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
+            shards = ClientShards(self._make_client, self.concurrency)
+            self._pools[id(loop)] = shards
+        return shards
+
+    def _make_client(self, connections: int) -> Any:
+        import httpx2
+
+        limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+        timeout = httpx2.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        return self._sdk.AsyncAnthropic(
+            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=timeout,
+            http_client=httpx2.AsyncClient(limits=limits, timeout=timeout))
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        s = request.sampling
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        params: dict[str, Any] = {
+            "model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature,
+            "messages": [{"role": m.role, "content": m.content}
+                         for m in request.messages if m.role != "system"]}
+        if s.top_p is not None:
+            params["top_p"] = s.top_p
+        schema = request.schema
+        if schema is not None:
+            if self.json_mode == "tool" and schema.get("type") == "object":
+                params["tools"] = [{"name": request.schema_name, "input_schema": schema,
+                                    "description": "Record the reply in this exact shape."}]
+                params["tool_choice"] = {"type": "tool", "name": request.schema_name}
+            else:
+                system = (system + "\n\n" if system else "") + schema_instruction(schema)
+        if system:
+            params["system"] = system
+        return params
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        sdk = self._sdk
+        shards = self._shards()
+        i, client = shards.acquire()
+        try:
+            msg = await client.messages.create(**self._params(request))
+        except sdk.APITimeoutError as e:
+            raise LLMError("timeout", "request timed out", retryable=True) from e
+        except sdk.APIConnectionError as e:
+            raise LLMError("connection", redact(f"connection error: {e}", (self._api_key,)),
+                           retryable=True) from e
+        except sdk.APIStatusError as e:
+            raise error_from_status(e.status_code, e.response.headers, str(e.message),
+                                    (self._api_key,)) from e
+        finally:
+            shards.release(i)
+        text = ""
+        for block in msg.content:
+            if block.type == "tool_use":
+                text = json.dumps(block.input, ensure_ascii=False)
+                break
+            if block.type == "text":
+                text += block.text
+        refusal = text or "the model refused" if msg.stop_reason == "refusal" else None
+        usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
+        return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason,
+                           refusal=refusal)
+
+    async def aclose(self) -> None:
+        pools, self._pools = self._pools, {}
+        for shards in pools.values():
+            for c in shards.clients:
+                with contextlib.suppress(RuntimeError):
+                    await c.close()

@@ -1,0 +1,161 @@
+"""The persistent call cache: identical requests anywhere cost one call, reruns cost none.
+
+SQLite in WAL mode, one row per request key. Successes are reused; failures are kept with
+their reason (so a run can report them) but are never served from the cache, so the next
+run retries them.
+
+Durability: every finished call is committed on its own, with ``synchronous=NORMAL``. In
+WAL mode a commit is a write() into the WAL file, which survives ``kill -9`` of this process
+(only an OS crash or power cut can lose the last commits), at a cost of tens of
+microseconds per call rather than an fsync. So a killed run loses only its in-flight calls.
+
+What is stored is the reply, usage and provenance (backend, model, prompt version) — never
+request headers or keys; failure messages are redacted by the backends before they get here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from featdisco.llm.base import LLMRequest, Usage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,            -- 'ok' or 'failed'
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_version TEXT NOT NULL,
+    text TEXT,
+    data TEXT,                       -- the parsed JSON reply, as JSON
+    reason TEXT,
+    message TEXT,
+    attempts INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_prompt ON calls (prompt_version, status);
+"""
+
+
+def request_key(backend: str, model: str, request: LLMRequest) -> str:
+    """The cache key: sha256 of canonical JSON of everything that can change the reply.
+
+    That is the backend, model, prompt version, messages, schema (with its name, which the
+    server sees) and sampling parameters — and nothing else, so concurrency, timeouts, base
+    URL or key changes do not throw the cache away. Key order inside the schema does not
+    matter (canonical JSON sorts keys).
+    """
+    payload = {
+        "backend": backend,
+        "model": model,
+        "prompt_version": request.prompt_version,
+        "messages": [[m.role, m.content] for m in request.messages],
+        "schema": None if request.schema is None else [request.schema_name, request.schema],
+        "sampling": asdict(request.sampling),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCall:
+    key: str
+    status: str
+    text: str | None
+    data: Any
+    reason: str | None
+    message: str | None
+    attempts: int
+    usage: Usage
+
+
+class CallCache:
+    """One SQLite file of finished calls. Use from one thread (the engine's event loop);
+    other processes may read the file at the same time thanks to WAL."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"CallCache({str(self.path)!r})"
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
+        """Finished calls for these keys, successes and failures alike."""
+        out: dict[str, CachedCall] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT key, status, text, data, reason, message, attempts, input_tokens, "
+                f"output_tokens FROM calls WHERE key IN ({marks})", chunk)
+            for k, st, text, data, reason, msg, att, tin, tout in rows:
+                out[k] = CachedCall(k, st, text, None if data is None else json.loads(data),
+                                    reason, msg, att, Usage(tin, tout))
+        return out
+
+    def get(self, key: str) -> CachedCall | None:
+        return self.get_many([key]).get(key)
+
+    def put_ok(self, key: str, backend: str, model: str, prompt_version: str, text: str,
+               data: Any, usage: Usage, attempts: int) -> None:
+        self._put(key, "ok", backend, model, prompt_version, text,
+                  None if data is None else json.dumps(data, ensure_ascii=False),
+                  None, None, attempts, usage)
+
+    def put_failed(self, key: str, backend: str, model: str, prompt_version: str, reason: str,
+                   message: str, attempts: int, usage: Usage, text: str | None = None) -> None:
+        """Record a failure, unless a success is already stored (never downgrade)."""
+        self._db.execute(
+            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE "
+            "SET status=excluded.status, text=excluded.text, reason=excluded.reason, "
+            "message=excluded.message, attempts=calls.attempts + excluded.attempts, "
+            "input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens, "
+            "created=excluded.created WHERE calls.status != 'ok'",
+            (key, "failed", backend, model, prompt_version, text, None, reason, message[:1000],
+             attempts, usage.input_tokens, usage.output_tokens, time.time()))
+
+    def _put(self, key: str, status: str, backend: str, model: str, prompt_version: str,
+             text: str | None, data: str | None, reason: str | None, message: str | None,
+             attempts: int, usage: Usage) -> None:
+        # Autocommit mode: each statement is its own durable transaction.
+        self._db.execute(
+            "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key, status, backend, model, prompt_version, text, data, reason, message,
+             attempts, usage.input_tokens, usage.output_tokens, time.time()))
+
+    def stats(self) -> dict[str, int]:
+        """Row counts by status."""
+        return dict(self._db.execute("SELECT status, count(*) FROM calls GROUP BY status"))
+
+    def mean_output_tokens(self, backend: str, model: str, prompt_version: str) -> float | None:
+        """Observed mean reply length for this prompt, for cost estimates before a run."""
+        row = self._db.execute(
+            "SELECT avg(output_tokens), count(*) FROM calls WHERE status='ok' AND backend=? "
+            "AND model=? AND prompt_version=?", (backend, model, prompt_version)).fetchone()
+        return float(row[0]) if row and row[1] else None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> CallCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,365 @@
+"""The call engine under every stage: concurrency, limits, retries, validation, cache, cost.
+
+Stages hand it a list of requests and get back one :class:`CallResult` per request, in
+order, each either ``ok`` (with data that passed the schema), ``failed`` (with a reason)
+or ``skipped_budget``. Nothing is dropped: an exception from a backend becomes a failed
+result, not a lost call.
+
+Why it is built this way:
+
+* A fixed pool of ``concurrency`` workers pulls from a queue, rather than one task per
+  request, so a million-request stage holds a million small records, not a million
+  coroutines, and the client's CPU per call stays flat as concurrency grows.
+* Finished calls go to the cache one by one (see cache.py), so a killed run resumes
+  without resending anything that completed; identical requests share one key and are sent
+  once per run and once ever.
+* Transport faults (429, 5xx, resets, timeouts) are retried with exponential backoff and
+  full jitter, never sooner than the server's Retry-After. A reply that arrives but cannot
+  be used (refusal, empty, bad JSON, schema violation) gets one repair: the model sees its
+  reply and what was wrong with it. Re-asking blindly rarely changes a temperature-0 answer.
+* Under ``max_cost`` a call starts only if the money already spent, plus the estimated cost
+  of the calls in flight and of this one, stays within the cap; so the run stops at the cap,
+  not one concurrency's worth of calls after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import LLMBackend, LLMError, LLMRequest, LLMResponse, Usage
+from featdisco.llm.cache import CachedCall, CallCache, request_key
+from featdisco.llm.limits import TokenBucket, backoff_delay
+from featdisco.llm.prices import PriceTable, estimate_input_tokens, estimate_tokens
+from featdisco.llm.progress import Progress, make_progress
+from featdisco.llm.validate import ReplyProblem, check_reply, repair_request
+
+log = logging.getLogger("featdisco.llm")
+
+Status = Literal["ok", "failed", "skipped_budget"]
+
+
+@dataclass(slots=True)
+class CallResult:
+    """The outcome of one request. ``data`` is the parsed, schema-valid JSON (or the text
+    when no schema was given); ``cost`` is what this run paid for it (0 when cached, None
+    when the model has no known price)."""
+
+    key: str
+    status: Status
+    data: Any = None
+    text: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = 0.0
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What one or more runs did; ``cost`` is None when some call had no known price."""
+
+    calls: int = 0
+    unique: int = 0
+    cached: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped_budget: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = 0.0
+    elapsed: float = 0.0
+
+    def add(self, other: RunSummary) -> None:
+        for f in ("calls", "unique", "cached", "ok", "failed", "skipped_budget", "attempts",
+                  "input_tokens", "output_tokens", "elapsed"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.failed_by_reason.update(other.failed_by_reason)
+        self.cost = None if self.cost is None or other.cost is None else self.cost + other.cost
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "unique": self.unique, "cached": self.cached,
+                "ok": self.ok, "failed": self.failed, "skipped_budget": self.skipped_budget,
+                "failed_by_reason": dict(self.failed_by_reason), "attempts": self.attempts,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": self.cost, "elapsed_s": round(self.elapsed, 3)}
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in self.failed_by_reason.most_common())
+        cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
+        return (f"{self.calls} calls ({self.unique} unique, {self.cached} cached): "
+                f"{self.ok} ok, {self.failed} failed{f' ({reasons})' if reasons else ''}, "
+                f"{self.skipped_budget} skipped at the cost cap; {self.input_tokens:,} in / "
+                f"{self.output_tokens:,} out tokens, cost {cost}, {self.elapsed:.1f}s")
+
+
+@dataclass(slots=True)
+class Estimate:
+    """A dry run: what a run would send and roughly cost. ``output_tokens`` assumes the
+    mean reply length already seen for this prompt in the cache, else ``max_tokens``
+    (an upper bound); ``cost`` is None when the model has no known price."""
+
+    calls: int
+    unique: int
+    cached: int
+    to_send: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    output_basis: str
+
+    def __str__(self) -> str:
+        cost = "unknown (no price for this model)" if self.cost is None else f"${self.cost:.4f}"
+        return (f"{self.calls} calls, {self.unique} unique, {self.cached} already cached: "
+                f"{self.to_send} to send, about {self.input_tokens:,} input and "
+                f"{self.output_tokens:,} output tokens ({self.output_basis}), cost {cost}")
+
+
+class CallEngine:
+    """Runs requests against one backend. Parameters are fixed at construction; ``summary``
+    accumulates over every run of this engine, ``last_summary`` is the latest run's."""
+
+    def __init__(self, backend: LLMBackend, cache: CallCache | None = None, *,
+                 concurrency: int = 64, rpm: float | None = None, tpm: float | None = None,
+                 max_retries: int = 6, timeout: float = 60.0, max_cost: float | None = None,
+                 prices: PriceTable | None = None, progress: str | Progress | None = "auto",
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, repair: bool = True,
+                 seed: int | None = None) -> None:
+        if concurrency < 1:
+            raise FeatdiscoError("concurrency must be at least 1")
+        self.backend = backend
+        self.cache = cache
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.max_cost = max_cost
+        self.prices = prices or PriceTable()
+        self.progress = make_progress(progress)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.repair = repair
+        self._rpm = TokenBucket(rpm) if rpm else None
+        self._tpm = TokenBucket(tpm) if tpm else None
+        self._rng = random.Random(seed)
+        if max_cost is not None and not self.prices.known(backend.name, backend.model):
+            raise FeatdiscoError(
+                f"cannot enforce a cost cap: no price is known for model {backend.model!r}; "
+                "add it with a price file or drop --max-cost")
+        self._spent = 0.0
+        self._reserved = 0.0
+        self._stopped = False
+        self._mean_out: float | None = None
+        self._n_out = 0
+        self.summary = RunSummary()
+        self.last_summary = RunSummary()
+
+    @property
+    def spent(self) -> float:
+        """USD spent by this engine so far (priced calls only)."""
+        return self._spent
+
+    def key(self, request: LLMRequest) -> str:
+        return request_key(self.backend.name, self.backend.model, request)
+
+    # ------------------------------------------------------------------ estimates
+    def _expected_output(self, request: LLMRequest) -> float:
+        if self._mean_out is not None and self._n_out >= 10:
+            return min(self._mean_out, request.sampling.max_tokens)
+        return float(request.sampling.max_tokens)
+
+    def _attempt_cost(self, request: LLMRequest) -> float:
+        p = self.prices.cost(self.backend.name, self.backend.model,
+                             Usage(estimate_input_tokens(request),
+                                   int(self._expected_output(request))))
+        return p or 0.0
+
+    def dry_run(self, requests: Sequence[LLMRequest]) -> Estimate:
+        """Calls, tokens and cost a run would incur, without calling anything."""
+        keys = [self.key(r) for r in requests]
+        first = dict(zip(keys, requests, strict=True))
+        hits = self.cache.get_many(first) if self.cache else {}
+        todo = [r for k, r in first.items() if not (k in hits and hits[k].status == "ok")]
+        tin = sum(estimate_input_tokens(r) for r in todo)
+        tout = 0
+        basis = "max_tokens, an upper bound"
+        for r in todo:
+            seen = self.cache.mean_output_tokens(self.backend.name, self.backend.model,
+                                                 r.prompt_version) if self.cache else None
+            if seen is not None:
+                basis = "mean reply length seen in the cache"
+            tout += int(seen if seen is not None else r.sampling.max_tokens)
+        cost = self.prices.cost(self.backend.name, self.backend.model, Usage(tin, tout))
+        n_cached = len(first) - len(todo)
+        return Estimate(len(requests), len(first), n_cached, len(todo), tin, tout, cost, basis)
+
+    # ------------------------------------------------------------------ running
+    def run_sync(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
+        """:meth:`run` for synchronous callers; inside a running loop (a notebook) it runs
+        on a helper thread with its own loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(requests, desc))
+        with ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, self.run(requests, desc)).result()
+
+    async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
+        """One result per request, in the order given."""
+        t0 = time.monotonic()
+        keys = [self.key(r) for r in requests]
+        first: dict[str, LLMRequest] = {}
+        for k, r in zip(keys, requests, strict=True):
+            first.setdefault(k, r)
+        done: dict[str, CallResult] = {}
+        if self.cache is not None:
+            for k, c in self.cache.get_many(first).items():
+                if c.status == "ok":
+                    done[k] = _from_cache(c)
+        queue = deque((k, r) for k, r in first.items() if k not in done)
+        n_cached = len(done)
+        self.progress.start(len(first), n_cached, desc)
+        try:
+            workers = [asyncio.create_task(self._worker(queue, done))
+                       for _ in range(min(self.concurrency, len(queue)))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                raise
+        finally:
+            self.progress.finish()
+        results = [done[k] for k in keys]
+        s = RunSummary(calls=len(requests), unique=len(first), cached=n_cached)
+        for k in first:
+            res = done[k]
+            if res.status == "ok":
+                s.ok += 1
+            elif res.status == "failed":
+                s.failed += 1
+                s.failed_by_reason[res.reason or "unknown"] += 1
+            else:
+                s.skipped_budget += 1
+            if not res.cached:
+                s.attempts += res.attempts
+                s.input_tokens += res.usage.input_tokens
+                s.output_tokens += res.usage.output_tokens
+                s.cost = None if s.cost is None or res.cost is None else s.cost + res.cost
+        s.elapsed = time.monotonic() - t0
+        self.last_summary = s
+        self.summary.add(s)
+        return results
+
+    async def _worker(self, queue: deque[tuple[str, LLMRequest]],
+                      done: dict[str, CallResult]) -> None:
+        while queue:
+            key, request = queue.popleft()
+            result = await self._call(key, request)
+            done[key] = result
+            self.progress.advance(failed=result.status != "ok",
+                                  tokens=result.usage.input_tokens + result.usage.output_tokens,
+                                  cost=result.cost)
+
+    async def _call(self, key: str, request: LLMRequest) -> CallResult:
+        attempts = transport_failures = 0
+        repaired = False
+        usage = Usage()
+        cost: float | None = 0.0
+        current = request
+        while True:
+            est = self._attempt_cost(current) if self.max_cost is not None else 0.0
+            if self._stopped or (self.max_cost is not None
+                                 and self._spent + self._reserved + est > self.max_cost):
+                self._stopped = True
+                return CallResult(key, "skipped_budget", reason="budget", usage=usage,
+                                  cost=cost, attempts=attempts,
+                                  message=f"not sent: the cost cap ${self.max_cost} was reached")
+            if self._rpm is not None:
+                await self._rpm.acquire(1)
+            if self._tpm is not None:
+                await self._tpm.acquire(estimate_input_tokens(current)
+                                        + self._expected_output(current))
+            attempts += 1
+            self._reserved += est
+            err: LLMError | None = None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    resp = await self.backend.complete(current)
+            except TimeoutError:
+                err = LLMError("timeout", f"no reply within {self.timeout:g}s", retryable=True)
+            except LLMError as e:
+                err = e
+            except Exception as e:  # a backend bug must not lose the call or kill the run
+                log.warning("backend %s raised %s", self.backend.name, type(e).__name__,
+                            exc_info=True)
+                err = LLMError("backend-error", f"{type(e).__name__}: {e}"[:500], retryable=False)
+            finally:
+                self._reserved -= est
+            if err is not None:
+                transport_failures += 1
+                if err.retryable and transport_failures <= self.max_retries:
+                    await asyncio.sleep(backoff_delay(transport_failures, self.backoff_base,
+                                                      self.backoff_max, err.retry_after, self._rng))
+                    continue
+                return self._failed(key, request, err.reason, err.message, attempts, usage, cost)
+            u = self._usage(current, resp)
+            usage = usage + u
+            c = self.prices.cost(self.backend.name, self.backend.model, u)
+            if c is not None:
+                self._spent += c
+            cost = None if cost is None or c is None else cost + c
+            try:
+                data = check_reply(resp, request.schema)
+            except ReplyProblem as p:
+                if self.repair and not repaired:
+                    repaired = True
+                    current = repair_request(request, resp, p)
+                    continue
+                return self._failed(key, request, p.reason, p.message, attempts, usage, cost,
+                                    resp.text)
+            if self.cache is not None:
+                self.cache.put_ok(key, self.backend.name, self.backend.model,
+                                  request.prompt_version, resp.text, data, usage, attempts)
+            return CallResult(key, "ok", data=data, text=resp.text, usage=usage, cost=cost,
+                              attempts=attempts)
+
+    def _usage(self, request: LLMRequest, resp: LLMResponse) -> Usage:
+        u = resp.usage
+        if u.input_tokens == 0 and u.output_tokens == 0:  # server reported none: estimate
+            u = Usage(estimate_input_tokens(request), estimate_tokens(resp.text or ""))
+        self._n_out += 1
+        m = self._mean_out or 0.0
+        self._mean_out = m + (u.output_tokens - m) / self._n_out
+        return u
+
+    def _failed(self, key: str, request: LLMRequest, reason: str, message: str, attempts: int,
+                usage: Usage, cost: float | None, text: str | None = None) -> CallResult:
+        if self.cache is not None:
+            self.cache.put_failed(key, self.backend.name, self.backend.model,
+                                  request.prompt_version, reason, message, attempts, usage, text)
+        return CallResult(key, "failed", text=text, reason=reason, message=message, usage=usage,
+                          cost=cost, attempts=attempts)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+def _from_cache(c: CachedCall) -> CallResult:
+    return CallResult(c.key, "ok", data=c.data, text=c.text, usage=c.usage, cost=0.0,
+                      cached=True, attempts=c.attempts)

@@ -1,0 +1,184 @@
+"""Backend for any OpenAI-compatible chat-completions server, on the official SDK.
+
+One module serves OpenAI, Gemini's compatible endpoint, vLLM, Ollama, llama.cpp server,
+OpenRouter and Together, because they all speak the same wire protocol; what differs is
+how much of structured output they support, hence ``json_mode``:
+
+* ``schema`` (default): ``response_format`` of type ``json_schema`` with ``strict``; the
+  server constrains decoding, so replies nearly always validate.
+* ``object``: ``response_format`` ``json_object`` plus the schema in the prompt, for
+  servers that guarantee JSON syntax but not a schema.
+* ``prompt``: the schema in the prompt only, for servers that support neither.
+
+The SDK's own retries are off: the engine retries every backend the same way, and two
+retry layers multiply waits and hide failures. The HTTP pool is sized to the engine's
+concurrency, since a pool smaller than the number of in-flight calls queues requests
+inside the client where no limit or timeout of ours can see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, Literal
+
+import openai
+import orjson
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import (
+    ClientShards,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    Usage,
+    error_from_status,
+    messages_with_schema,
+    redact,
+)
+
+try:  # the SDK moved to httpx2; older releases take a plain httpx client
+    import httpx2 as _httpx
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx as _httpx  # type: ignore[no-redef]
+
+JsonMode = Literal["schema", "object", "prompt"]
+JSON_MODES: tuple[str, ...] = ("schema", "object", "prompt")
+
+# Reasoning models reject sampling parameters other than their defaults.
+_NO_SAMPLING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+class OpenAILLM:
+    """Calls ``model`` at ``base_url`` (None: api.openai.com) with the chat-completions API.
+
+    The API key comes from ``api_key`` or ``OPENAI_API_KEY``; it is never logged, and
+    error texts are redacted before they leave this module. Servers that need no key
+    (vLLM, Ollama) get a placeholder, as the SDK insists on one.
+    """
+
+    name = "openai"
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 json_mode: JsonMode = "schema", concurrency: int = 64, timeout: float = 60.0,
+                 max_tokens_param: str | None = None,
+                 default_headers: dict[str, str] | None = None) -> None:
+        if json_mode not in JSON_MODES:
+            raise FeatdiscoError(f"unknown JSON mode {json_mode!r}; choose one of "
+                                 f"{', '.join(JSON_MODES)}")
+        self.model = model
+        self.base_url = base_url
+        self.json_mode: JsonMode = json_mode
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key and base_url is None:
+            raise FeatdiscoError("the openai backend needs OPENAI_API_KEY (or --base-url for a "
+                                 "local OpenAI-compatible server)")
+        self._api_key = key or "not-needed"
+        official = base_url is None or "api.openai.com" in base_url
+        # OpenAI's newer models take max_completion_tokens only; most other servers
+        # know only max_tokens.
+        self._max_tokens_param = max_tokens_param or (
+            "max_completion_tokens" if official else "max_tokens")
+        self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
+        self._headers = default_headers
+        self._pools: dict[int, ClientShards[openai.AsyncOpenAI]] = {}
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
+
+    def _shards(self) -> ClientShards[openai.AsyncOpenAI]:
+        """The clients for the running event loop: an HTTP pool is bound to the loop that
+        opened it, and the sync wrapper runs each batch in a fresh loop."""
+        loop = asyncio.get_running_loop()
+        shards = self._pools.get(id(loop))
+        if shards is None or shards.closed():
+            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
+            shards = ClientShards(self._make_client, self.concurrency)
+            self._pools[id(loop)] = shards
+        return shards
+
+    def _make_client(self, connections: int) -> openai.AsyncOpenAI:
+        limits = _httpx.Limits(max_connections=connections,
+                               max_keepalive_connections=connections)
+        timeout = _httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        http = _httpx.AsyncClient(limits=limits, timeout=timeout)
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=timeout, http_client=http,
+                                  default_headers=self._headers)
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        s = request.sampling
+        params: dict[str, Any] = {"model": self.model, self._max_tokens_param: s.max_tokens}
+        if not self._omit_sampling:
+            params["temperature"] = s.temperature
+            if s.top_p is not None:
+                params["top_p"] = s.top_p
+        if s.seed is not None:
+            params["seed"] = s.seed
+        schema = request.schema
+        if schema is None:
+            params["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        elif self.json_mode == "schema":
+            params["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": request.schema_name, "schema": schema, "strict": True}}
+        else:
+            params["messages"] = messages_with_schema(request.messages, schema)
+            if self.json_mode == "object":
+                params["response_format"] = {"type": "json_object"}
+        return params
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        shards = self._shards()
+        i, client = shards.acquire()
+        try:
+            # The SDK's generic post: its auth, URL, headers, timeouts and error classes,
+            # without the typed create()'s recursive walk over the body (it descends into
+            # every message and the whole JSON schema: ~0.6 ms a call) or pydantic models
+            # for the reply; we read the few fields we need ourselves.
+            raw = await client.post("/chat/completions", body=self._params(request),
+                                    cast_to=_httpx.Response)
+            body = orjson.loads(raw.content)
+        except openai.APITimeoutError as e:
+            raise LLMError("timeout", "request timed out", retryable=True) from e
+        except openai.APIConnectionError as e:
+            raise LLMError("connection", redact(f"connection error: {e}", (self._api_key,)),
+                           retryable=True) from e
+        except openai.APIStatusError as e:
+            raise error_from_status(e.status_code, e.response.headers, e.message,
+                                    (self._api_key,)) from e
+        except (_httpx.TransportError, orjson.JSONDecodeError) as e:
+            # a connection dropped while reading the body, or a body that is not JSON
+            raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
+                           retryable=True) from e
+        finally:
+            shards.release(i)
+        return _read_completion(body)
+
+    async def aclose(self) -> None:
+        pools, self._pools = self._pools, {}
+        for shards in pools.values():
+            for c in shards.clients:
+                with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
+                    await c.close()
+
+
+def _read_completion(body: Any) -> LLMResponse:
+    """The first choice of a chat-completion body, tolerating servers that omit fields."""
+    try:
+        choice = body["choices"][0]
+        msg = choice.get("message") or {}
+    except (KeyError, IndexError, TypeError) as e:
+        raise LLMError("bad-response", "the reply had no choices", retryable=True) from e
+    u = body.get("usage") or {}
+    content = msg.get("content")
+    if isinstance(content, list):  # some servers return content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return LLMResponse(text=content or "",
+                       usage=Usage(int(u.get("prompt_tokens") or 0),
+                                   int(u.get("completion_tokens") or 0)),
+                       finish_reason=choice.get("finish_reason"),
+                       refusal=msg.get("refusal") or None)

@@ -1,0 +1,1 @@
+"""Test-only stand-ins for external services."""

@@ -1,0 +1,95 @@
+"""The openai backend against the fake over real HTTP: wire format and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from featdisco.llm.base import ChatMessage, LLMError, LLMRequest, parse_retry_after
+from featdisco.llm.openai import OpenAILLM
+from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply, echo_features
+from tests.llm.conftest import SCHEMA, make_engine, requests_for
+
+
+def _capture(seen: list[dict[str, Any]]) -> Any:
+    def handler(req: FakeRequest) -> Reply:
+        seen.append(req.body)
+        return echo_features(req)
+    return handler
+
+
+def test_structured_round_trip_over_http(fake: FakeOpenAIServer) -> None:
+    seen: list[dict[str, Any]] = []
+    fake.set_handler(_capture(seen))
+    engine = make_engine(fake, None)
+    [res] = engine.run_sync(requests_for(["A user asks about apples"]))
+    assert res.status == "ok"
+    assert res.data["echo"] == "A user asks about apples"
+    assert res.data["features"] and all(isinstance(f, str) for f in res.data["features"])
+    body = seen[0]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert body["response_format"]["json_schema"]["strict"] is True
+    assert body["max_tokens"] == 200 and body["temperature"] == 0.0
+    assert res.usage.input_tokens > 0 and res.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("mode", ["object", "prompt"])
+def test_json_modes_put_schema_in_prompt(fake: FakeOpenAIServer, mode: str) -> None:
+    seen: list[dict[str, Any]] = []
+    fake.set_handler(_capture(seen))
+    backend = OpenAILLM("m", base_url=fake.base_url, json_mode=mode)  # type: ignore[arg-type]
+    req = requests_for(["piece"])[0]
+    resp = asyncio.run(backend.complete(req))
+    assert json.loads(resp.text)["echo"] == "piece"
+    body = seen[0]
+    assert body["messages"][0]["role"] == "system"
+    assert json.dumps(SCHEMA, sort_keys=True) in body["messages"][0]["content"]
+    if mode == "object":
+        assert body["response_format"] == {"type": "json_object"}
+    else:
+        assert "response_format" not in body
+
+
+def _error_for(fake: FakeOpenAIServer, reply: Reply, timeout: float = 5.0) -> LLMError:
+    fake.set_handler(lambda req: reply)
+    backend = OpenAILLM("m", base_url=fake.base_url, api_key="sk-test", timeout=timeout)
+    req = LLMRequest((ChatMessage("user", "x"),))
+    with pytest.raises(LLMError) as info:
+        asyncio.run(backend.complete(req))
+    return info.value
+
+
+def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer) -> None:
+    err = _error_for(fake, Reply(status=429, headers={"retry-after": "7"},
+                                 raw_body=b'{"error": {"message": "slow down"}}'))
+    assert (err.reason, err.retryable, err.retry_after) == ("rate-limit", True, 7.0)
+    err = _error_for(fake, Reply(status=429, headers={"retry-after-ms": "250", "retry-after": "1"},
+                                 raw_body=b'{"error": {"message": "slow down"}}'))
+    assert err.retry_after == 0.25
+
+
+@pytest.mark.parametrize(("status", "reason", "retryable"), [
+    (500, "server-error", True), (503, "server-error", True), (400, "bad-request", False),
+    (401, "auth", False), (403, "forbidden", False), (404, "not-found", False)])
+def test_status_mapping(fake: FakeOpenAIServer, status: int, reason: str, retryable: bool) -> None:
+    err = _error_for(fake, Reply(status=status, raw_body=b'{"error": {"message": "no"}}'))
+    assert (err.reason, err.retryable) == (reason, retryable)
+
+
+def test_reset_and_timeout_and_garbage_are_retryable(fake: FakeOpenAIServer) -> None:
+    assert _error_for(fake, Reply(action="reset")).reason == "connection"
+    err = _error_for(fake, Reply(action="hang"), timeout=0.3)
+    assert (err.reason, err.retryable) == ("timeout", True)
+    err = _error_for(fake, Reply(raw_body=b"{this is not json"))
+    assert (err.reason, err.retryable) == ("bad-response", True)
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
