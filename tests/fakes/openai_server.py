@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None)
     args = p.parse_args(argv)
-    handler = echo_features
+    handler: Handler = echo_features
     if args.fault_rate > 0:
         handler = faulty(echo_features, args.fault_rate, args.seed)
     state = _State(handler, args.latency, args.api_key, 384)
