@@ -60,6 +60,114 @@ def split_cmd(
               max_record_bytes=int(max_record_mb * 1e6), show_stats=stats, quiet=quiet)
 
 
+InputsArg = Annotated[list[Path], typer.Argument(
+    help="Transcript files or folders (any format `featdisco formats` lists).", show_default=False)]
+FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="Force a record format.")]
+MapOpt = Annotated[str | None, typer.Option("--map", help="Map table columns, e.g. user=prompt,response=output.")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad records instead of stopping.")]
+LlmOpt = Annotated[str | None, typer.Option(
+    "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default local).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model name (env FEATDISCO_MODEL).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(
+    "--base-url", help="OpenAI-compatible server URL, e.g. a vLLM or Ollama server (env FEATDISCO_BASE_URL).")]
+EmbedderOpt = Annotated[str | None, typer.Option(
+    "--embedder", help="minilm (default, offline), st:MODEL_PATH or api:MODEL.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
+
+
+@app.command("run")
+def run_cmd(
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        help="Transcript files or folders. Leave out to rerun on the pieces already in --run-dir.",
+        show_default=False)] = None,
+    run_dir: Annotated[Path, typer.Option("--run-dir", "-d", help="Run directory (created if needed).")] = Path("runs/latest"),
+    llm: LlmOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    embedder: EmbedderOpt = None,
+    clusters: Annotated[str | None, typer.Option(
+        "--clusters", "-k", help="Clusters per kind: a number, 'auto' (default: grows with the number "
+        "of distinct features) or user=N,thought=N,response=N.")] = None,
+    min_features: Annotated[int, typer.Option("--min-features", min=1, help="Fewest features per piece.")] = 10,
+    max_features: Annotated[int, typer.Option("--max-features", min=1, help="Most features per piece.")] = 20,
+    max_piece_tokens: Annotated[int, typer.Option(
+        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before rating.")] = 2000,
+    max_cost: Annotated[float | None, typer.Option(
+        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Estimate calls, tokens and cost of featurizing, and spend nothing.")] = False,
+    concurrency: ConcurrencyOpt = 64,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
+    format: FormatOpt = None,
+    map_: MapOpt = None,
+    source_model: Annotated[str | None, typer.Option(
+        "--source-model", help="Model name for transcripts that do not name one.")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
+    skip_bad: SkipBadOpt = False,
+    top: Annotated[int, typer.Option("--top", min=0, help="Clusters of each kind to print.")] = 8,
+    quiet: QuietOpt = False,
+) -> None:
+    """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
+
+    A rerun redoes only what changed: stages whose inputs, config and prompt are unchanged
+    are skipped, and finished LLM calls come from the run's cache.
+    """
+    from featdisco.cli.run import parse_clusters, run_pipeline
+    from featdisco.pipeline import PipelineConfig
+    from featdisco.transcripts.read import ReadOptions
+
+    cfg = PipelineConfig(llm=llm, model=model, base_url=base_url, embedder=embedder,
+                         n_clusters=parse_clusters(clusters), min_features=min_features,
+                         max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
+                         seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost)
+    cfg.featurize_config()  # validates the feature bounds before any work
+    options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad)
+    run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
+                 quiet=quiet, top=top)
+
+
+@app.command("status")
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] = Path("runs/latest")) -> None:
+    """Show a run's stages: done or not, time, calls, cost and counts."""
+    from featdisco.cli.run import show_status
+
+    show_status(run_dir)
+
+
+@app.command("transform")
+def transform_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A fitted run directory (or a saved dictionary).")],
+    inputs: InputsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the new pieces, features, "
+                                         "assignments and activations.npz.")],
+    llm: LlmOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 64,
+    format: FormatOpt = None,
+    map_: MapOpt = None,
+    skip_bad: SkipBadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
+    to its nearest existing cluster."""
+    from featdisco.cli.run import log_line
+    from featdisco.estimator import transform_into
+    from featdisco.transcripts.read import ReadOptions
+
+    act = transform_into(run_dir, inputs, out_dir=output,
+                         read_options=ReadOptions(format=format, mapping=map_ or {}, skip_bad=skip_bad),
+                         overrides={"llm": llm, "model": model, "base_url": base_url,
+                                    "concurrency": concurrency}, log=log_line(quiet))
+    m = act.matrix
+    active = int((m.getnnz(axis=1) > 0).sum())
+    console.print(f"{m.shape[0]:,} pieces, {act.features.num_rows:,} features; {active:,} pieces activate "
+                  f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+
+
 @app.command("formats")
 def formats_cmd() -> None:
     """List the transcript formats featdisco reads, in detection order."""

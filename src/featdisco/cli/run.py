@@ -1,0 +1,153 @@
+"""``featdisco run``, ``status`` and ``transform``: call the pipeline, print what it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from rich.table import Table
+
+from featdisco.cli.common import console, err_console
+from featdisco.errors import FeatdiscoError
+from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult, dry_run
+from featdisco.run import MANIFEST, RunDir
+from featdisco.transcripts.model import PIECE_KINDS
+from featdisco.transcripts.read import ReadOptions
+
+
+def parse_clusters(spec: str | None) -> int | dict[str, int] | None:
+    """``40`` (every kind) or ``user=20,thought=60,response=40``."""
+    if spec is None or spec == "auto":
+        return None
+    try:
+        if "=" not in spec:
+            k = int(spec)
+            if k < 1:
+                raise ValueError
+            return k
+        out: dict[str, int] = {}
+        for item in spec.split(","):
+            kind, _, value = item.partition("=")
+            if kind.strip() not in PIECE_KINDS:
+                raise FeatdiscoError(f"--clusters: unknown kind {kind!r}; use user, thought, response")
+            out[kind.strip()] = int(value)
+            if out[kind.strip()] < 1:
+                raise ValueError
+        return out
+    except ValueError:
+        raise FeatdiscoError(f"--clusters: {spec!r} is not a positive number, 'auto', or "
+                             "KIND=N,... (e.g. user=20,response=40)") from None
+
+
+def log_line(quiet: bool) -> Any:
+    def log(msg: str) -> None:
+        if not quiet:
+            err_console.print(msg, markup=False, highlight=False)
+    return log
+
+
+def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfig,
+                 read_options: ReadOptions, dry: bool, quiet: bool, top: int) -> None:
+    log = log_line(quiet)
+    pipe = Pipeline(run_dir, cfg, log=log, progress="none" if quiet else "auto")
+    if not quiet and pipe.llm.name == "local":
+        log("note: the embedded local model gives demo-quality features; use --llm openai or "
+            "anthropic with a frontier model for research")
+    if dry:
+        pipe.split(inputs, read_options)
+        est = dry_run(pipe.dir.read_table("pieces.parquet"), pipe.engine, pipe.prompts["featurize"],
+                      cfg.featurize_config())
+        pipe.close()
+        console.print(f"dry run, featurize: {est}")
+        console.print("naming and rating add about one call per cluster plus one per 10 clusters.")
+        return
+    result = pipe.run(inputs, read_options)
+    print_summary(result)
+    print_top_clusters(result.clusters, top)
+    console.print(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
+                  "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
+    if not result.complete:
+        msg = result.stopped_reason or "some calls failed; rerun the same command to retry them"
+        console.print(f"[yellow]run incomplete: {msg}[/yellow]")
+
+
+def print_summary(result: RunResult) -> None:
+    table = Table(title="run summary", show_edge=False)
+    for col in ("stage", "status", "seconds", "counts"):
+        table.add_column(col, overflow="fold")
+    for t in result.stages:
+        table.add_row(t.name, "skipped (up to date)" if t.skipped else "ran", f"{t.seconds:.1f}",
+                      _short(t.counts))
+    console.print(table)
+    c = result.clusters
+    if c.num_rows:
+        kinds = c.column("kind").to_pylist()
+        per_kind = ", ".join(f"{k} {kinds.count(k)}" for k in PIECE_KINDS if k in kinds)
+        console.print(f"clusters: {c.num_rows} ({per_kind})")
+    s = result.llm
+    cost = "unknown (no price for this model)" if s.cost is None else f"${s.cost:.4f}"
+    console.print(f"LLM calls: {s.calls} ({s.cached} cached, {s.failed} failed"
+                  f"{', ' + str(dict(s.failed_by_reason)) if s.failed_by_reason else ''}), tokens "
+                  f"{s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
+
+
+def _short(counts: dict[str, Any]) -> str:
+    return orjson.dumps(counts, default=str).decode()[:160]
+
+
+def print_top_clusters(clusters: pa.Table, top: int, show_private: bool = False) -> None:
+    if clusters.num_rows == 0 or top <= 0:
+        return
+    rows = clusters.to_pylist()
+    for kind in PIECE_KINDS:
+        mine = [r for r in rows if r["kind"] == kind and (show_private or not r.get("private"))]
+        if not mine:
+            continue
+        mine.sort(key=lambda r: (-(r.get("interest") or 0), -r["pieces"]))
+        table = Table(title=f"top {kind} clusters by interest", show_edge=False)
+        table.add_column("id", justify="right")
+        table.add_column("interest", justify="right")
+        table.add_column("pieces", justify="right")
+        table.add_column("label", overflow="fold")
+        table.add_column("examples", overflow="fold")
+        for r in mine[:top]:
+            table.add_row(str(r["cluster_id"]), str(r.get("interest") or "-"), str(r["pieces"]),
+                          r.get("label") or "(unnamed)", "; ".join((r.get("examples") or [])[:3]))
+        console.print(table)
+        hidden = sum(1 for r in rows if r["kind"] == kind and r.get("private"))
+        if hidden and not show_private:
+            console.print(f"  ({hidden} {kind} clusters flagged private are hidden; --show-private)")
+
+
+def show_status(run_dir: Path) -> None:
+    if not (run_dir / MANIFEST).exists():
+        raise FeatdiscoError(f"{run_dir} is not a featdisco run (no {MANIFEST})")
+    rd = RunDir(run_dir)
+    m = rd.manifest
+    console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})")
+    cfg = m.get("config") or {}
+    console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
+                  f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}")
+    table = Table(show_edge=False)
+    for col in ("stage", "state", "seconds", "calls", "cost", "counts"):
+        table.add_column(col, overflow="fold")
+    for name in STAGES:
+        rec = rd.stage(name)
+        if rec is None:
+            table.add_row(name, "not run", "", "", "", "")
+            continue
+        state = "done" if rec.complete and all((run_dir / o).exists() for o in rec.outputs) else "incomplete"
+        llm = rec.llm or {}
+        cost = llm.get("cost_usd")
+        table.add_row(name, state, f"{rec.seconds:.1f}", str(llm.get("calls", "")),
+                      "" if not llm else ("unknown" if cost is None else f"${cost:.4f}"), _short(rec.counts))
+    console.print(table)
+    totals = m.get("llm_totals") or {}
+    if totals:
+        cost = totals.get("cost_usd")
+        console.print(f"LLM totals of the last run: {totals.get('calls', 0)} calls, {totals.get('cached', 0)} "
+                      f"cached, {totals.get('failed', 0)} failed, {totals.get('input_tokens', 0):,} in / "
+                      f"{totals.get('output_tokens', 0):,} out tokens, cost "
+                      f"{'unknown' if cost is None else f'${cost:.4f}'}")

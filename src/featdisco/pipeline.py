@@ -1,0 +1,458 @@
+"""The discovery run: split → featurize → embed → cluster → name → rate, in a run directory.
+
+Each stage reads the artefacts before it and writes its own; its fingerprint (config, prompt
+version, content hashes of its inputs) decides whether a rerun may skip it. This module only
+wires stages together; what each stage does lives in :mod:`featdisco.stages`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm.cache import CallCache
+from featdisco.llm.engine import CallEngine, RunSummary
+from featdisco.prompts import Prompt, load_prompt
+from featdisco.run import EMBED_CACHE, LLM_CACHE, RunDir, StageRecord, fingerprint, table_hash
+from featdisco.stages.cluster import SphericalKMeans, auto_n_clusters
+from featdisco.stages.embed import EmbeddingCache, embed_texts, load_matrix, save_matrix
+from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
+from featdisco.stages.name import name_clusters
+from featdisco.stages.rate import rate_clusters
+from featdisco.transcripts.model import PIECE_KINDS, Transcript
+from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
+from featdisco.transcripts.split import SplitStats, iter_pieces, pieces_to_table
+
+STAGES = ("split", "featurize", "embed", "cluster", "name", "rate")
+PROMPTS = ("featurize", "name", "rate")
+
+
+@dataclass(slots=True)
+class PipelineConfig:
+    """Everything that shapes a run's results. Which fields feed which stage's fingerprint
+    is spelled out in :func:`run_pipeline`, so changing one reruns only what depends on it."""
+
+    llm: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    embedder: str | None = None
+    n_clusters: int | dict[str, int] | None = None
+    min_features: int = 10
+    max_features: int = 20
+    max_piece_tokens: int = 2000
+    max_chars: int | None = None
+    sample_size: int = 100
+    rate_batch: int = 10
+    min_cluster_size: int = 3
+    seed: int = 0
+    concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout: float = 120.0
+    max_cost: float | None = None
+    prompt_files: dict[str, str] = field(default_factory=dict)
+
+    def k_for(self, kind: str, n_distinct: int) -> int:
+        k = self.n_clusters.get(kind) if isinstance(self.n_clusters, dict) else self.n_clusters
+        if k is None:
+            return auto_n_clusters(n_distinct)
+        if k > n_distinct:
+            raise FeatdiscoError(f"--clusters {k} is more than the {n_distinct} distinct {kind} "
+                                 "features; lower it or leave it unset for the automatic rule")
+        return k
+
+    def featurize_config(self) -> FeaturizeConfig:
+        return FeaturizeConfig(self.min_features, self.max_features, self.max_piece_tokens)
+
+
+@dataclass(slots=True)
+class StageTiming:
+    name: str
+    seconds: float
+    skipped: bool
+    counts: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_dir: Path
+    clusters: pa.Table
+    stages: list[StageTiming]
+    llm: RunSummary
+    complete: bool
+    stopped_reason: str | None = None
+
+
+Log = Callable[[str], None]
+
+
+class Pipeline:
+    """Holds the backends for one run; :meth:`run` executes or skips each stage."""
+
+    def __init__(self, run_dir: str | Path, config: PipelineConfig, *, llm: Any = None,
+                 embedder: Any = None, log: Log | None = None, progress: str = "auto") -> None:
+        self.dir = RunDir(run_dir)
+        self.cfg = config
+        self.log: Log = log or (lambda _m: None)
+        self.prompts: dict[str, Prompt] = {n: load_prompt(n, config.prompt_files.get(n)) for n in PROMPTS}
+        self._llm = llm
+        self._embedder = embedder
+        self._engine: CallEngine | None = None
+        self._progress = progress
+        self.timings: list[StageTiming] = []
+
+    # ------------------------------------------------------------ backends (lazy)
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            from featdisco.llm.registry import make_llm
+
+            self._llm = make_llm(self.cfg.llm, self.cfg.model, self.cfg.base_url,
+                                 concurrency=self.cfg.concurrency)
+        return self._llm
+
+    @property
+    def engine(self) -> CallEngine:
+        if self._engine is None:
+            self._engine = CallEngine(self.llm, CallCache(self.dir.file(LLM_CACHE)),
+                                      concurrency=self.cfg.concurrency, rpm=self.cfg.rpm,
+                                      tpm=self.cfg.tpm, timeout=self.cfg.timeout,
+                                      max_cost=self.cfg.max_cost, progress=self._progress,
+                                      seed=self.cfg.seed)
+        return self._engine
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from featdisco.embedders import make_embedder
+
+            self._embedder = make_embedder(self.cfg.embedder)
+        return self._embedder
+
+    def llm_id(self) -> dict[str, str]:
+        return {"backend": self.llm.name, "model": self.llm.model}
+
+    def close(self) -> None:
+        if self._engine is not None and self._engine.cache is not None:
+            self._engine.cache.close()
+
+    # ------------------------------------------------------------ stages
+
+    def split(self, inputs: Iterable[str | Path] | None, read_options: ReadOptions | None,
+              transcripts: Iterable[Transcript] | None = None) -> str:
+        t0 = time.perf_counter()
+        if inputs is None and transcripts is None:
+            rec = self.dir.stage("split")
+            if rec is None or not self.dir.file("pieces.parquet").exists():
+                raise FeatdiscoError(f"{self.dir.path} has no pieces yet: give transcript files to read")
+            self._timing("split", t0, True, rec.counts)
+            return rec.output_hash
+        report, stats = ReadReport(), SplitStats()
+        if transcripts is None:
+            assert inputs is not None
+            transcripts = read_transcripts(list(inputs), read_options or ReadOptions(), report=report,
+                                           log=self.log)
+        table = pieces_to_table(iter_pieces(transcripts, max_chars=self.cfg.max_chars, stats=stats))
+        if table.num_rows == 0:
+            raise FeatdiscoError("no pieces to work on: the input holds no user, thought or "
+                                 "response text")
+        out_hash = table_hash(table, ["piece_id", "kind", "text"])
+        counts = {"transcripts": stats.transcripts, **{k: v for k, v in stats.by_kind().items()},
+                  "skipped_records": sum(report.bad.values())}
+        prev = self.dir.stage("split")
+        if prev is None or prev.output_hash != out_hash or not self.dir.file("pieces.parquet").exists():
+            self.dir.write_table("pieces.parquet", table)
+        self.dir.record("split", StageRecord(fingerprint(out_hash), ["pieces.parquet"], out_hash, counts,
+                                             time.perf_counter() - t0))
+        self._timing("split", t0, False, counts)
+        return out_hash
+
+    def featurize(self, pieces_hash: str) -> tuple[str, bool]:
+        prompt = self.prompts["featurize"]
+        fcfg = self.cfg.featurize_config()
+        fp = fingerprint("featurize", pieces_hash, self.llm_id(), prompt.version, asdict(fcfg))
+        t0 = time.perf_counter()
+        if (rec := self.dir.is_current("featurize", fp)) is not None:
+            self._timing("featurize", t0, True, rec.counts)
+            return rec.output_hash, True
+        pieces = self.dir.read_table("pieces.parquet")
+        before = _snapshot(self.engine)
+        table, report = featurize(pieces, self.engine, prompt, fcfg)
+        out_hash = table_hash(table, ["feature_id", "kind", "text"])
+        self.dir.write_table("features.parquet", table)
+        complete = report.failed == 0
+        self.dir.record("featurize", StageRecord(fp, ["features.parquet"], out_hash, report.as_dict(),
+                                                 time.perf_counter() - t0, _delta(self.engine, before),
+                                                 complete=complete))
+        self._timing("featurize", t0, False, report.as_dict())
+        if report.failed:
+            self.log(f"featurize: {report.failed} of {report.pieces} pieces failed "
+                     f"({dict(report.failed_by_reason)}); a rerun retries them")
+        if report.truncated:
+            self.log(f"featurize: {report.truncated} pieces were longer than "
+                     f"{fcfg.max_piece_tokens} tokens and were truncated")
+        return out_hash, complete
+
+    def embed(self, features_hash: str) -> str:
+        fp = fingerprint("embed", features_hash, self.embedder.name)
+        t0 = time.perf_counter()
+        if (rec := self.dir.is_current("embed", fp)) is not None:
+            self._timing("embed", t0, True, rec.counts)
+            return rec.output_hash
+        features = self.dir.read_table("features.parquet")
+        strings = pc.unique(features.column("text")).to_pylist() if features.num_rows else []
+        strings.sort()
+        cache = EmbeddingCache(self.dir.file(EMBED_CACHE))
+        try:
+            matrix = embed_texts(strings, self.embedder, cache=cache)
+        finally:
+            close = getattr(cache, "close", None)
+            if close:
+                close()
+        save_matrix(self.dir.file("embeddings.npy"), matrix)
+        table = pa.table({"string_id": pa.array(range(len(strings)), pa.int64()),
+                          "text": pa.array(strings, pa.string())})
+        self.dir.write_table("strings.parquet", table)
+        out_hash = fingerprint(features_hash, self.embedder.name, matrix.shape)
+        counts = {"features": features.num_rows, "distinct_strings": len(strings),
+                  "dim": int(matrix.shape[1]) if matrix.ndim == 2 else 0}
+        self.dir.record("embed", StageRecord(fp, ["embeddings.npy", "strings.parquet"], out_hash, counts,
+                                             time.perf_counter() - t0))
+        self._timing("embed", t0, False, counts)
+        return out_hash
+
+    def cluster(self, features_hash: str, embed_hash: str) -> str:
+        kcfg = self.cfg.n_clusters
+        fp = fingerprint("cluster", features_hash, embed_hash, kcfg, self.cfg.seed, self.cfg.min_cluster_size)
+        t0 = time.perf_counter()
+        if (rec := self.dir.is_current("cluster", fp)) is not None:
+            self._timing("cluster", t0, True, rec.counts)
+            return rec.output_hash
+        features = self.dir.read_table("features.parquet")
+        strings = self.dir.read_table("strings.parquet").column("text").to_pylist()
+        string_index = {s: i for i, s in enumerate(strings)}
+        emb = load_matrix(self.dir.file("embeddings.npy"))
+        sids = np.fromiter((string_index[t] for t in features.column("text").to_pylist()),
+                           dtype=np.int64, count=features.num_rows)
+        kinds_arr = np.asarray(features.column("kind").to_pylist(), dtype=object)
+        cluster_of_feature = np.full(features.num_rows, -1, dtype=np.int64)
+        sim_of_feature = np.zeros(features.num_rows, dtype=np.float32)
+        parts: list[pa.Table] = []
+        counts: dict[str, Any] = {}
+        outputs = ["assignments.parquet", "clusters_base.parquet"]
+        offset = 0
+        for kind in PIECE_KINDS:
+            mask = kinds_arr == kind
+            if not mask.any():
+                continue
+            kind_sids = np.unique(sids[mask])  # each distinct string is clustered once
+            k = self.cfg.k_for(kind, len(kind_sids))
+            model = SphericalKMeans(n_clusters=k, seed=self.cfg.seed,
+                                    min_cluster_size=self.cfg.min_cluster_size)
+            model.fit(np.ascontiguousarray(emb[kind_sids]))
+            label_of_sid = np.full(len(strings), -1, dtype=np.int64)
+            label_of_sid[kind_sids] = model.labels_
+            sim_of_sid = np.zeros(len(strings), dtype=np.float32)
+            sim_of_sid[kind_sids] = model.similarity_
+            local = label_of_sid[sids[mask]]
+            cluster_of_feature[mask] = local + offset
+            sim_of_feature[mask] = sim_of_sid[sids[mask]]
+            save_matrix(self.dir.file(f"centroids_{kind}.npy"),
+                        np.asarray(model.cluster_centers_, dtype=np.float32))
+            outputs.append(f"centroids_{kind}.npy")
+            parts.append(pa.table({
+                "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
+                "kind": pa.array([kind] * k, pa.string()),
+                "cluster": pa.array(np.arange(k), pa.int64()),
+                "size": pa.array(np.bincount(local, minlength=k), pa.int64()),
+                "distinct": pa.array(np.bincount(model.labels_, minlength=k), pa.int64()),
+                "small": pa.array(np.asarray(model.small_clusters_, dtype=bool)),
+            }))
+            counts[kind] = {"features": int(mask.sum()), "distinct": len(kind_sids), "clusters": k,
+                            "small": int(np.asarray(model.small_clusters_).sum())}
+            offset += k
+        assignments = pa.table({
+            "feature_id": features.column("feature_id"),
+            "kind": features.column("kind"),
+            "cluster_id": pa.array(cluster_of_feature, pa.int64()),
+            "similarity": pa.array(sim_of_feature, pa.float32()),
+        })
+        spread = pa.table({"cluster_id": assignments.column("cluster_id"),
+                           "piece_id": features.column("piece_id"),
+                           "transcript_id": features.column("transcript_id")}) \
+            .group_by("cluster_id").aggregate([("piece_id", "count_distinct"),
+                                               ("transcript_id", "count_distinct")])
+        base = pa.concat_tables(parts).join(spread, "cluster_id", join_type="left outer") \
+            .sort_by("cluster_id")
+        base = base.rename_columns([{"piece_id_count_distinct": "pieces",
+                                     "transcript_id_count_distinct": "transcripts"}.get(c, c)
+                                    for c in base.column_names])
+        self.dir.write_table("assignments.parquet", assignments)
+        self.dir.write_table("clusters_base.parquet", base)
+        out_hash = table_hash(assignments, ["feature_id", "cluster_id"])
+        self.dir.record("cluster", StageRecord(fp, outputs, out_hash, counts, time.perf_counter() - t0))
+        self._timing("cluster", t0, False, counts)
+        return out_hash
+
+    def _members(self) -> tuple[pa.Table, list[list[str]]]:
+        base = self.dir.read_table("clusters_base.parquet")
+        features = self.dir.read_table("features.parquet")
+        assignments = self.dir.read_table("assignments.parquet")
+        members: list[list[str]] = [[] for _ in range(base.num_rows)]
+        for text, cid in zip(features.column("text").to_pylist(),
+                             assignments.column("cluster_id").to_pylist(), strict=True):
+            members[cid].append(text)
+        return base, members
+
+    def name(self, assign_hash: str) -> tuple[str, bool]:
+        prompt = self.prompts["name"]
+        fp = fingerprint("name", assign_hash, self.llm_id(), prompt.version, self.cfg.sample_size,
+                         self.cfg.seed)
+        t0 = time.perf_counter()
+        if (rec := self.dir.is_current("name", fp)) is not None:
+            self._timing("name", t0, True, rec.counts)
+            return rec.output_hash, True
+        base, members = self._members()
+        before = _snapshot(self.engine)
+        table, report = name_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
+                                      members, self.engine, prompt, sample_size=self.cfg.sample_size,
+                                      seed=self.cfg.seed)
+        self.dir.write_table("labels.parquet", table)
+        out_hash = table_hash(table, ["cluster_id", "label", "description"])
+        counts = {"clusters": report.clusters, "ok": report.ok, "failed": report.failed}
+        self.dir.record("name", StageRecord(fp, ["labels.parquet"], out_hash, counts, time.perf_counter() - t0,
+                                            _delta(self.engine, before), complete=report.failed == 0))
+        self._timing("name", t0, False, counts)
+        return out_hash, report.failed == 0
+
+    def rate(self, assign_hash: str, labels_hash: str) -> tuple[str, bool]:
+        prompt = self.prompts["rate"]
+        fp = fingerprint("rate", assign_hash, labels_hash, self.llm_id(), prompt.version,
+                         self.cfg.rate_batch, self.cfg.seed)
+        t0 = time.perf_counter()
+        if (rec := self.dir.is_current("rate", fp)) is not None:
+            self._timing("rate", t0, True, rec.counts)
+            return rec.output_hash, True
+        base, members = self._members()
+        labels = self.dir.read_table("labels.parquet").column("label").to_pylist()
+        examples = [_most_common(m, 5) for m in members]
+        before = _snapshot(self.engine)
+        table, report = rate_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
+                                      labels, examples, self.engine, prompt,
+                                      batch_size=self.cfg.rate_batch, seed=self.cfg.seed)
+        self.dir.write_table("ratings.parquet", table)
+        out_hash = table_hash(table, ["cluster_id", "interest", "private"])
+        counts = {"clusters": report.clusters, "batches": report.batches, "rated": report.rated,
+                  "failed": report.failed, "private": report.private}
+        self.dir.record("rate", StageRecord(fp, ["ratings.parquet"], out_hash, counts, time.perf_counter() - t0,
+                                            _delta(self.engine, before), complete=report.failed == 0))
+        self._timing("rate", t0, False, counts)
+        return out_hash, report.failed == 0
+
+    def assemble(self) -> pa.Table:
+        """The cluster table a researcher reads: base counts, label, rating, flags."""
+        base = self.dir.read_table("clusters_base.parquet")
+        labels = self.dir.read_table("labels.parquet")
+        ratings = self.dir.read_table("ratings.parquet")
+        _, members = self._members()
+        table = base.append_column("label", labels.column("label")) \
+            .append_column("description", labels.column("description")) \
+            .append_column("interest", ratings.column("interest")) \
+            .append_column("interest_reason", ratings.column("reason")) \
+            .append_column("private", ratings.column("private")) \
+            .append_column("examples", pa.array([_most_common(m, 10) for m in members],
+                                                pa.list_(pa.string())))
+        self.dir.write_table("clusters.parquet", table)
+        return table
+
+    def _timing(self, name: str, t0: float, skipped: bool, counts: dict[str, Any]) -> None:
+        self.timings.append(StageTiming(name, time.perf_counter() - t0, skipped, counts))
+        self.log(f"{name}: {'up to date, skipped' if skipped else 'done'} "
+                 f"({time.perf_counter() - t0:.1f}s)")
+
+    def save_prompts(self) -> None:
+        """Keep the exact prompt texts with the run, so ``transform`` featurizes new data
+        the way the dictionary was fitted even after the package's prompts change."""
+        folder = self.dir.file("prompts")
+        folder.mkdir(exist_ok=True)
+        for p in folder.glob("*.txt"):
+            p.unlink()
+        for prompt in self.prompts.values():
+            (folder / prompt.file).write_text(prompt.text, encoding="utf-8")
+
+    def run(self, inputs: Iterable[str | Path] | None = None, read_options: ReadOptions | None = None,
+            transcripts: Iterable[Transcript] | None = None) -> RunResult:
+        self.dir.update(config=_jsonable(asdict(self.cfg)),
+                        prompts={n: p.version for n, p in self.prompts.items()})
+        self.save_prompts()
+        try:
+            pieces_hash = self.split(inputs, read_options, transcripts)
+            features_hash, feat_ok = self.featurize(pieces_hash)
+            if self._stopped_at_cap():
+                return self._result(False, "stopped at the --max-cost cap during featurize; "
+                                    "rerun with a higher cap to continue (finished calls are cached)")
+            if self.dir.read_table("features.parquet").num_rows == 0:
+                raise FeatdiscoError("the autorater produced no features (every call failed?); "
+                                     "see the featurize counts above")
+            embed_hash = self.embed(features_hash)
+            assign_hash = self.cluster(features_hash, embed_hash)
+            labels_hash, name_ok = self.name(assign_hash)
+            _, rate_ok = self.rate(assign_hash, labels_hash)
+            stopped = "stopped at the --max-cost cap" if self._stopped_at_cap() else None
+            self.assemble()
+            return self._result(feat_ok and name_ok and rate_ok and stopped is None, stopped)
+        finally:
+            self.dir.update(llm_totals=self._engine.summary.as_dict() if self._engine else None)
+            self.close()
+
+    def _stopped_at_cap(self) -> bool:
+        return self._engine is not None and self._engine.summary.skipped_budget > 0
+
+    def _result(self, complete: bool, reason: str | None) -> RunResult:
+        clusters_path = self.dir.file("clusters.parquet")
+        clusters = self.dir.read_table("clusters.parquet") if clusters_path.exists() else pa.table({})
+        summary = self._engine.summary if self._engine else RunSummary()
+        return RunResult(self.dir.path, clusters, self.timings, summary, complete, reason)
+
+
+def dry_run(pieces: pa.Table, engine: CallEngine, prompt: Prompt, cfg: FeaturizeConfig) -> Any:
+    """Calls, tokens and cost of featurizing ``pieces`` (the bulk of a run's spend)."""
+    requests, _ = build_requests(pieces.column("text").to_pylist(), pieces.column("kind").to_pylist(),
+                                 prompt, cfg)
+    return engine.dry_run(requests)
+
+
+def _snapshot(engine: CallEngine) -> dict[str, Any]:
+    return engine.summary.as_dict()
+
+
+def _delta(engine: CallEngine, before: dict[str, Any]) -> dict[str, Any]:
+    after = engine.summary.as_dict()
+    out: dict[str, Any] = {}
+    for k, v in after.items():
+        b = before.get(k)
+        if isinstance(v, int | float) and isinstance(b, int | float):
+            out[k] = v - b
+        else:
+            out[k] = v
+    return out
+
+
+def _most_common(items: list[str], n: int) -> list[str]:
+    counts: dict[str, int] = {}
+    for x in items:
+        counts[x] = counts.get(x, 0) + 1
+    return [x for x, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -1,0 +1,151 @@
+"""A run is a directory: one Parquet (or .npy) artefact per stage, the LLM and embedding
+caches, and ``manifest.json`` saying what produced each artefact.
+
+A stage is skipped when its *fingerprint* — a hash of its config, its prompt version and
+the content hashes of the artefacts it reads — matches the manifest and its outputs exist.
+Names and timestamps of files play no part, so renaming inputs changes nothing while editing
+one prompt reruns exactly the stages downstream of it. Work inside a stage is resumable
+through the caches, so a killed stage restarts cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featdisco.errors import FeatdiscoError
+
+MANIFEST = "manifest.json"
+LLM_CACHE = "llm_cache.sqlite"
+EMBED_CACHE = "embed_cache"
+_TRACKED_PACKAGES = ("featdisco", "pyarrow", "numpy", "faiss-cpu", "onnxruntime", "openai",
+                     "anthropic", "llama_cpp_python", "scikit-learn")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (config dicts, prompt versions, content hashes)."""
+    raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def table_hash(table: pa.Table, columns: list[str]) -> str:
+    """Content hash of the given columns, independent of Parquet encoding and file name."""
+    h = hashlib.sha256(orjson.dumps(columns))
+    for batch in table.select(columns).combine_chunks().to_batches(max_chunksize=65_536):
+        h.update(orjson.dumps(batch.to_pydict(), default=str))
+    return h.hexdigest()[:24]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass(slots=True)
+class StageRecord:
+    """What the manifest keeps about one finished stage."""
+
+    fingerprint: str
+    outputs: list[str]
+    output_hash: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    llm: dict[str, Any] | None = None
+    complete: bool = True
+    finished_at: str = ""
+
+
+class RunDir:
+    """The run directory and its manifest; writes are atomic (temp file, then rename)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.manifest: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        mpath = self.path / MANIFEST
+        if not mpath.exists():
+            return {"created": _now(), "stages": {}}
+        try:
+            data = orjson.loads(mpath.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise FeatdiscoError(f"{mpath}: manifest is not valid JSON ({e}); delete it to rerun "
+                                 "every stage (the caches still make that cheap)") from None
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+            raise FeatdiscoError(f"{mpath}: not a featdisco manifest")
+        return data
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / MANIFEST).exists()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def stage(self, name: str) -> StageRecord | None:
+        raw = self.manifest["stages"].get(name)
+        return StageRecord(**raw) if isinstance(raw, dict) else None
+
+    def is_current(self, name: str, fp: str) -> StageRecord | None:
+        """The stage's record if it finished with this fingerprint and its outputs exist."""
+        rec = self.stage(name)
+        if rec is None or rec.fingerprint != fp or not rec.complete:
+            return None
+        if not all((self.path / o).exists() for o in rec.outputs):
+            return None
+        return rec
+
+    def record(self, name: str, rec: StageRecord) -> None:
+        rec.finished_at = _now()
+        self.manifest["stages"][name] = {k: getattr(rec, k) for k in rec.__slots__}  # type: ignore[attr-defined]
+        self.save()
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        self.save()
+
+    def save(self) -> None:
+        self.manifest["updated"] = _now()
+        self.manifest["versions"] = versions()
+        write_bytes_atomic(self.path / MANIFEST,
+                           orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+                                        default=str))
+
+    def write_table(self, name: str, table: pa.Table) -> Path:
+        path = self.path / name
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+        return path
+
+    def read_table(self, name: str) -> pa.Table:
+        path = self.path / name
+        if not path.exists():
+            raise FeatdiscoError(f"{path} is missing: run `featdisco run` first")
+        return pq.read_table(path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,175 @@
+"""Pieces → features: one autorater call per piece; the rater sees only that piece.
+
+The schema the LLM fills (``{"features": [...]}``) is not the record we store: a stored
+:data:`FEATURES_SCHEMA` row has ids and provenance, and its text is cleaned (whitespace,
+forbidden characters, duplicates within the piece, copies of the prompt's own examples).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import LLMRequest, Sampling
+from featdisco.llm.engine import CallEngine, CallResult
+from featdisco.prompts import Prompt
+
+KIND_DESCRIPTIONS = {
+    "user": "a message a user wrote to an AI assistant",
+    "thought": "the private reasoning (thoughts) an AI model wrote before answering",
+    "response": "a response an AI assistant wrote to a user",
+}
+CHARS_PER_TOKEN = 4
+FEATURES_SCHEMA = pa.schema([
+    ("feature_id", pa.string()),
+    ("piece_id", pa.string()),
+    ("transcript_id", pa.string()),
+    ("kind", pa.string()),
+    ("text", pa.string()),
+])
+_FORBIDDEN = re.compile(r"[()\[\]{}:;\"“”0-9#*_`<>|/\\]+")
+_SPACE = re.compile(r"\s+")
+_EXAMPLE_LINE = re.compile(r"^- [^:]+:\s*(.+)$", re.MULTILINE)
+
+
+@dataclass(slots=True)
+class FeaturizeConfig:
+    min_features: int = 10
+    max_features: int = 20
+    max_piece_tokens: int = 2000
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_features <= self.max_features:
+            raise FeatdiscoError(f"need 1 <= --min-features ({self.min_features}) <= --max-features "
+                                 f"({self.max_features})")
+        if self.max_piece_tokens < 50:
+            raise FeatdiscoError("--max-piece-tokens must be at least 50")
+
+
+@dataclass(slots=True)
+class FeaturizeReport:
+    pieces: int = 0
+    ok: int = 0
+    failed: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    features: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # duplicate, example, empty
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
+                "failed_by_reason": dict(self.failed_by_reason), "truncated": self.truncated,
+                "features": self.features, "dropped": dict(self.dropped)}
+
+
+def feature_schema(cfg: FeaturizeConfig) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"features": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 2, "maxLength": 120},
+            "minItems": cfg.min_features,
+            "maxItems": cfg.max_features,
+        }},
+        "required": ["features"],
+        "additionalProperties": False,
+    }
+
+
+def example_features(prompt: Prompt) -> frozenset[str]:
+    """The example features the prompt itself lists: small models copy them verbatim, so a
+    feature identical to one is dropped (SPEC: real chats showed this)."""
+    out: set[str] = set()
+    for line in _EXAMPLE_LINE.findall(prompt.system):
+        out.update(normalise_key(x) for x in line.split(";") if x.strip())
+    return frozenset(out)
+
+
+def normalise_key(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def clean_feature(text: str) -> str:
+    """Plain letters only, single spaces, first letter capitalised (SPEC step 3)."""
+    text = _SPACE.sub(" ", _FORBIDDEN.sub(" ", text)).strip(" .,-'")
+    return text[:1].upper() + text[1:] if text else ""
+
+
+def truncate_piece(text: str, max_tokens: int) -> tuple[str, bool]:
+    limit = max_tokens * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text, False
+    return f"{text[:limit]}\n[… truncated: {len(text) - limit} more characters not shown]", True
+
+
+def build_requests(texts: Sequence[str], kinds: Sequence[str], prompt: Prompt,
+                   cfg: FeaturizeConfig) -> tuple[list[LLMRequest], int]:
+    schema = feature_schema(cfg)
+    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_features * 16 + 64)
+    requests: list[LLMRequest] = []
+    truncated = 0
+    for text, kind in zip(texts, kinds, strict=True):
+        body, cut = truncate_piece(text, cfg.max_piece_tokens)
+        truncated += cut
+        messages = prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
+                                 min_features=cfg.min_features, max_features=cfg.max_features)
+        requests.append(LLMRequest(messages, schema=schema, schema_name="features",
+                                   sampling=sampling, prompt_version=prompt.version))
+    return requests, truncated
+
+
+def features_from_result(result: CallResult, examples: frozenset[str],
+                         dropped: Counter[str]) -> list[str]:
+    raw = result.data.get("features", []) if isinstance(result.data, dict) else []
+    seen: set[str] = set()
+    out: list[str] = []
+    for item in raw:
+        text = clean_feature(str(item))
+        key = normalise_key(text)
+        if not text:
+            dropped["empty"] += 1
+        elif key in examples:
+            dropped["example"] += 1
+        elif key in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def featurize(pieces: pa.Table, engine: CallEngine, prompt: Prompt,
+              cfg: FeaturizeConfig | None = None) -> tuple[pa.Table, FeaturizeReport]:
+    """Features of every piece; failed pieces are counted (and retried by the next run,
+    since the cache keeps only successes as final)."""
+    cfg = cfg or FeaturizeConfig()
+    report = FeaturizeReport(pieces=pieces.num_rows)
+    texts = pieces.column("text").to_pylist()
+    kinds = pieces.column("kind").to_pylist()
+    requests, report.truncated = build_requests(texts, kinds, prompt, cfg)
+    results = engine.run_sync(requests, desc="featurize")
+    examples = example_features(prompt)
+    cols: dict[str, list[str]] = {name: [] for name in FEATURES_SCHEMA.names}
+    for piece_id, tid, kind, result in zip(pieces.column("piece_id").to_pylist(),
+                                           pieces.column("transcript_id").to_pylist(), kinds,
+                                           results, strict=True):
+        if not result.ok:
+            report.failed += 1
+            report.failed_by_reason[result.reason or result.status] += 1
+            continue
+        report.ok += 1
+        for i, text in enumerate(features_from_result(result, examples, report.dropped)):
+            cols["feature_id"].append(f"{piece_id}#{i}")
+            cols["piece_id"].append(piece_id)
+            cols["transcript_id"].append(tid)
+            cols["kind"].append(kind)
+            cols["text"].append(text)
+    report.features = len(cols["text"])
+    return pa.table(cols, schema=FEATURES_SCHEMA), report

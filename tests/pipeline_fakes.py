@@ -1,0 +1,75 @@
+"""A scripted autorater for pipeline tests, served by the fake OpenAI server.
+
+Each piece is put in one of three known groups (by a hash of its text) and gets features
+drawn from that group's vocabulary, so a test knows the true grouping of every feature and
+can measure how well clustering recovers it. Naming and rating requests get answers derived
+from what they were shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+from tests.fakes.openai_server import FakeRequest, Reply
+
+GROUPS: dict[str, list[str]] = {
+    "markdown": [
+        "Uses markdown headers", "Markdown headings structure the answer", "Formats text with markdown sections",
+        "Heavy markdown formatting", "Uses bold markdown headings", "Organises content under markdown titles",
+        "Markdown formatted layout", "Structured with markdown headers", "Adds markdown section headings",
+        "Uses many markdown headings", "Markdown used for structure", "Section headers in markdown",
+    ],
+    "cooking": [
+        "Talks about cooking recipes", "Discusses food preparation", "Mentions kitchen ingredients",
+        "Describes how to cook a meal", "Recipe instructions", "Cooking techniques explained",
+        "Food and cuisine topic", "Lists ingredients for a dish", "Baking advice",
+        "Talks about preparing dinner", "Culinary tips", "Discusses flavours of food",
+    ],
+    "sadness": [
+        "Expresses sadness", "Melancholy tone", "Sounds depressed", "Mentions feeling lonely",
+        "Gloomy emotional mood", "Expresses grief", "Sad and downcast wording",
+        "Talks about feeling hopeless", "Emotional distress", "Sorrowful language", "Mentions crying",
+        "Low mood and despair",
+    ],
+}
+GROUP_NAMES = list(GROUPS)
+GROUP_OF_FEATURE = {f: g for g, feats in GROUPS.items() for f in feats}
+_PIECE = re.compile(r"<piece>\n(.*)\n</piece>", re.DOTALL)
+
+
+def group_of_text(text: str) -> str:
+    return GROUP_NAMES[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(GROUP_NAMES)]
+
+
+def features_for(text: str, n: int = 10) -> list[str]:
+    rng = random.Random(text)
+    return rng.sample(GROUPS[group_of_text(text)], n)
+
+
+def _user_text(req: FakeRequest) -> str:
+    msgs = req.body.get("messages", [])
+    return next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
+
+
+def pipeline_handler(req: FakeRequest) -> Reply:
+    """Featurize, name and rate requests, told apart by their prompts."""
+    user = _user_text(req)
+    m = _PIECE.search(user)
+    if m:
+        return Reply(content=json.dumps({"features": features_for(m.group(1))}))
+    if "sampled at random from one cluster" in user:
+        members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
+        votes = [GROUP_OF_FEATURE.get(x) for x in members]
+        top = max(GROUP_NAMES, key=lambda g: votes.count(g))
+        return Reply(content=json.dumps({"label": f"Cluster about {top}",
+                                         "description": f"Features about {top}."}))
+    if "For every cluster give" in user:
+        n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]
+        labels = re.findall(r"^\d+\. label: (.*)$", user, re.MULTILINE)
+        ratings = [{"id": i, "interest": 90 if "sadness" in labels[i - 1] else 20 + i,
+                    "reason": "Scripted rating.", "private": False} for i in range(1, n + 1)]
+        return Reply(content=json.dumps({"ratings": ratings}))
+    return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
