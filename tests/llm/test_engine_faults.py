@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import jsonschema
+import pytest
 
 from featdisco.llm.cache import CallCache
-from tests.fakes.openai_server import FAULTS, FakeOpenAIServer, echo_features, faulty
+from tests.fakes.openai_server import (
+    FAULTS,
+    FakeOpenAIServer,
+    FakeRequest,
+    Reply,
+    echo_features,
+    fault_reply,
+    faulty,
+)
 from tests.llm.conftest import SCHEMA, make_engine, requests_for
 
 CONTENT_REASONS = {"invalid-json", "schema", "refusal", "empty"}
@@ -53,17 +62,18 @@ def test_2000_calls_with_30_percent_faults(fake: FakeOpenAIServer, cache: CallCa
     assert sum(r.cached for r in again) == len(ok)
 
 
-def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
+                                    transport: str) -> None:
     # a fault on the first attempt only: every kind must end ok after retry or repair
     for kind in FAULTS:
         fake.reset()
-        from tests.fakes.openai_server import fault_reply
 
-        def handler(req, kind=kind):  # type: ignore[no-untyped-def]
+        def handler(req: FakeRequest, kind: str = kind) -> Reply:
             return fault_reply(kind, req) if req.attempt == 1 else echo_features(req)
 
         fake.set_handler(handler)
-        engine = make_engine(fake, cache, timeout=0.5)
+        engine = make_engine(fake, cache, timeout=0.5, transport=transport)
         [r] = engine.run_sync(requests_for([f"text for {kind}"]))
         assert r.status == "ok", (kind, r.reason, r.message)
         assert r.attempts == 2 and fake.total == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 
@@ -12,6 +13,15 @@ from featdisco.llm.base import ChatMessage, LLMError, LLMRequest, parse_retry_af
 from featdisco.llm.openai import OpenAILLM
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply, echo_features
 from tests.llm.conftest import SCHEMA, make_engine, requests_for
+
+
+def _complete(backend: OpenAILLM, req: LLMRequest) -> Any:
+    async def go() -> Any:
+        try:
+            return await backend.complete(req)
+        finally:
+            await backend.aclose_loop()
+    return asyncio.run(go())
 
 
 def _capture(seen: list[dict[str, Any]]) -> Any:
@@ -43,7 +53,7 @@ def test_json_modes_put_schema_in_prompt(fake: FakeOpenAIServer, mode: str) -> N
     fake.set_handler(_capture(seen))
     backend = OpenAILLM("m", base_url=fake.base_url, json_mode=mode)  # type: ignore[arg-type]
     req = requests_for(["piece"])[0]
-    resp = asyncio.run(backend.complete(req))
+    resp = _complete(backend, req)
     assert json.loads(resp.text)["echo"] == "piece"
     body = seen[0]
     assert body["messages"][0]["role"] == "system"
@@ -54,18 +64,25 @@ def test_json_modes_put_schema_in_prompt(fake: FakeOpenAIServer, mode: str) -> N
         assert "response_format" not in body
 
 
-def _error_for(fake: FakeOpenAIServer, reply: Reply, timeout: float = 5.0) -> LLMError:
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _error_for(fake: FakeOpenAIServer, reply: Reply, timeout: float = 5.0,
+               transport: str = "auto") -> LLMError:
     fake.set_handler(lambda req: reply)
-    backend = OpenAILLM("m", base_url=fake.base_url, api_key="sk-test", timeout=timeout)
+    backend = OpenAILLM("m", base_url=fake.base_url, api_key="sk-test", timeout=timeout,
+                        http_transport=transport)
     req = LLMRequest((ChatMessage("user", "x"),))
     with pytest.raises(LLMError) as info:
-        asyncio.run(backend.complete(req))
+        _complete(backend, req)
     return info.value
 
 
-def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer) -> None:
+def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer, transport: str) -> None:
     err = _error_for(fake, Reply(status=429, headers={"retry-after": "7"},
-                                 raw_body=b'{"error": {"message": "slow down"}}'))
+                                 raw_body=b'{"error": {"message": "slow down"}}'), 5.0, transport)
     assert (err.reason, err.retryable, err.retry_after) == ("rate-limit", True, 7.0)
     err = _error_for(fake, Reply(status=429, headers={"retry-after-ms": "250", "retry-after": "1"},
                                  raw_body=b'{"error": {"message": "slow down"}}'))
@@ -75,16 +92,19 @@ def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer) -> Non
 @pytest.mark.parametrize(("status", "reason", "retryable"), [
     (500, "server-error", True), (503, "server-error", True), (400, "bad-request", False),
     (401, "auth", False), (403, "forbidden", False), (404, "not-found", False)])
-def test_status_mapping(fake: FakeOpenAIServer, status: int, reason: str, retryable: bool) -> None:
-    err = _error_for(fake, Reply(status=status, raw_body=b'{"error": {"message": "no"}}'))
+def test_status_mapping(fake: FakeOpenAIServer, status: int, reason: str, retryable: bool,
+                        transport: str) -> None:
+    err = _error_for(fake, Reply(status=status, raw_body=b'{"error": {"message": "no"}}'), 5.0,
+                     transport)
     assert (err.reason, err.retryable) == (reason, retryable)
 
 
-def test_reset_and_timeout_and_garbage_are_retryable(fake: FakeOpenAIServer) -> None:
-    assert _error_for(fake, Reply(action="reset")).reason == "connection"
-    err = _error_for(fake, Reply(action="hang"), timeout=0.3)
+def test_reset_and_timeout_and_garbage_are_retryable(fake: FakeOpenAIServer,
+                                                      transport: str) -> None:
+    assert _error_for(fake, Reply(action="reset"), 5.0, transport).reason == "connection"
+    err = _error_for(fake, Reply(action="hang"), 0.3, transport)
     assert (err.reason, err.retryable) == ("timeout", True)
-    err = _error_for(fake, Reply(raw_body=b"{this is not json"))
+    err = _error_for(fake, Reply(raw_body=b"{this is not json"), 5.0, transport)
     assert (err.reason, err.retryable) == ("bad-response", True)
 
 
@@ -93,3 +113,14 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+
+
+def test_compressed_replies_are_decoded(fake: FakeOpenAIServer, transport: str) -> None:
+    body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": '{"echo": "z", "features": ["F"]}'}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+    fake.set_handler(lambda req: Reply(raw_body=gzip.compress(body),
+                                       headers={"content-encoding": "gzip"}))
+    backend = OpenAILLM("m", base_url=fake.base_url, http_transport=transport)
+    resp = _complete(backend, requests_for(["z"])[0])
+    assert json.loads(resp.text)["echo"] == "z" and resp.usage.output_tokens == 4

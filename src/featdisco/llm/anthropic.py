@@ -27,6 +27,7 @@ from featdisco.llm.base import (
     redact,
     schema_instruction,
 )
+from featdisco.llm.transport import make_http_client
 
 JSON_MODES: tuple[str, ...] = ("tool", "prompt")
 
@@ -48,7 +49,7 @@ class AnthropicLLM:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  json_mode: Literal["tool", "prompt"] = "tool", concurrency: int = 64,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, http_transport: str = "auto") -> None:
         if json_mode not in JSON_MODES:
             raise FeatdiscoError(f"unknown JSON mode {json_mode!r} for anthropic; choose "
                                  f"{' or '.join(JSON_MODES)}")
@@ -62,6 +63,7 @@ class AnthropicLLM:
         self.json_mode = json_mode
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
+        self.http_transport = http_transport
         self._pools: dict[int, ClientShards[Any]] = {}
 
     def __repr__(self) -> str:
@@ -77,13 +79,9 @@ class AnthropicLLM:
         return shards
 
     def _make_client(self, connections: int) -> Any:
-        import httpx2
-
-        limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
-        timeout = httpx2.Timeout(self.timeout, connect=min(10.0, self.timeout))
-        return self._sdk.AsyncAnthropic(
-            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=timeout,
-            http_client=httpx2.AsyncClient(limits=limits, timeout=timeout))
+        http = make_http_client(connections, self.timeout, self.http_transport)
+        return self._sdk.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
+                                        max_retries=0, timeout=http.timeout, http_client=http)
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -133,6 +131,13 @@ class AnthropicLLM:
         usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
         return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason,
                            refusal=refusal)
+
+    async def aclose_loop(self) -> None:
+        """Close the clients bound to the running loop (the engine's sync wrapper calls it
+        before its loop ends, so no connection outlives the loop that opened it)."""
+        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
+        for c in shards.clients if shards else ():
+            await c.close()
 
     async def aclose(self) -> None:
         pools, self._pools = self._pools, {}

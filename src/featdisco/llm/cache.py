@@ -4,10 +4,15 @@ SQLite in WAL mode, one row per request key. Successes are reused; failures are 
 their reason (so a run can report them) but are never served from the cache, so the next
 run retries them.
 
-Durability: every finished call is committed on its own, with ``synchronous=NORMAL``. In
+Durability: finished calls are committed at the end of the event-loop tick in which they
+finished (all of that tick's results in one transaction), with ``synchronous=NORMAL``. In
 WAL mode a commit is a write() into the WAL file, which survives ``kill -9`` of this process
 (only an OS crash or power cut can lose the last commits), at a cost of tens of
-microseconds per call rather than an fsync. So a killed run loses only its in-flight calls.
+microseconds rather than an fsync. So a killed run loses only the calls in flight, plus at
+most the results of its last loop tick, which had not yet been acted on. Committing each
+row on its own cost ~80-200 us a call here, a fifth of the client's budget at 5,000 calls/s;
+grouping by tick cuts that several-fold with the same guarantee. Outside an event loop
+every write commits at once.
 
 What is stored is the reply, usage and provenance (backend, model, prompt version) — never
 request headers or keys; failure messages are redacted by the backends before they get here.
@@ -15,6 +20,7 @@ request headers or keys; failure messages are redacted by the backends before th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -91,12 +97,16 @@ class CallCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        self._ok_rows: list[tuple[Any, ...]] = []
+        self._failed_rows: list[tuple[Any, ...]] = []
+        self._flush_scheduled = False
 
     def __repr__(self) -> str:
         return f"CallCache({str(self.path)!r})"
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
         """Finished calls for these keys, successes and failures alike."""
+        self.flush()
         out: dict[str, CachedCall] = {}
         keys = list(keys)
         for i in range(0, len(keys), 500):
@@ -122,36 +132,65 @@ class CallCache:
     def put_failed(self, key: str, backend: str, model: str, prompt_version: str, reason: str,
                    message: str, attempts: int, usage: Usage, text: str | None = None) -> None:
         """Record a failure, unless a success is already stored (never downgrade)."""
-        self._db.execute(
-            "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE "
-            "SET status=excluded.status, text=excluded.text, reason=excluded.reason, "
-            "message=excluded.message, attempts=calls.attempts + excluded.attempts, "
-            "input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens, "
-            "created=excluded.created WHERE calls.status != 'ok'",
+        self._failed_rows.append(
             (key, "failed", backend, model, prompt_version, text, None, reason, message[:1000],
              attempts, usage.input_tokens, usage.output_tokens, time.time()))
+        self._schedule()
 
     def _put(self, key: str, status: str, backend: str, model: str, prompt_version: str,
              text: str | None, data: str | None, reason: str | None, message: str | None,
              attempts: int, usage: Usage) -> None:
-        # Autocommit mode: each statement is its own durable transaction.
-        self._db.execute(
-            "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (key, status, backend, model, prompt_version, text, data, reason, message,
-             attempts, usage.input_tokens, usage.output_tokens, time.time()))
+        self._ok_rows.append((key, status, backend, model, prompt_version, text, data, reason,
+                              message, attempts, usage.input_tokens, usage.output_tokens,
+                              time.time()))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit every finished call not yet on disk, in one transaction."""
+        self._flush_scheduled = False
+        if not (self._ok_rows or self._failed_rows):
+            return
+        ok, self._ok_rows = self._ok_rows, []
+        failed, self._failed_rows = self._failed_rows, []
+        with self._db:  # BEGIN ... COMMIT
+            self._db.execute("BEGIN")
+            if ok:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", ok)
+            if failed:
+                self._db.executemany(
+                    "INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO "
+                    "UPDATE SET status=excluded.status, text=excluded.text, "
+                    "reason=excluded.reason, message=excluded.message, "
+                    "attempts=calls.attempts + excluded.attempts, "
+                    "input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens, "
+                    "created=excluded.created WHERE calls.status != 'ok'", failed)
 
     def stats(self) -> dict[str, int]:
         """Row counts by status."""
+        self.flush()
         return dict(self._db.execute("SELECT status, count(*) FROM calls GROUP BY status"))
 
     def mean_output_tokens(self, backend: str, model: str, prompt_version: str) -> float | None:
         """Observed mean reply length for this prompt, for cost estimates before a run."""
+        self.flush()
         row = self._db.execute(
             "SELECT avg(output_tokens), count(*) FROM calls WHERE status='ok' AND backend=? "
             "AND model=? AND prompt_version=?", (backend, model, prompt_version)).fetchone()
         return float(row[0]) if row and row[1] else None
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     def __enter__(self) -> CallCache:

@@ -212,12 +212,20 @@ class CallEngine:
     def run_sync(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
         """:meth:`run` for synchronous callers; inside a running loop (a notebook) it runs
         on a helper thread with its own loop."""
+        async def run_then_release() -> list[CallResult]:
+            try:
+                return await self.run(requests, desc)
+            finally:  # the loop ends here: close what the backend opened on it
+                release = getattr(self.backend, "aclose_loop", None)
+                if release is not None:
+                    await release()
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run(requests, desc))
+            return asyncio.run(run_then_release())
         with ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, self.run(requests, desc)).result()
+            return ex.submit(asyncio.run, run_then_release()).result()
 
     async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
         """One result per request, in the order given."""
@@ -244,6 +252,8 @@ class CallEngine:
                     w.cancel()
                 raise
         finally:
+            if self.cache is not None:
+                self.cache.flush()
             self.progress.finish()
         results = [done[k] for k in keys]
         s = RunSummary(calls=len(requests), unique=len(first), cached=n_cached)

@@ -37,6 +37,7 @@ from featdisco.llm.base import (
     messages_with_schema,
     redact,
 )
+from featdisco.llm.transport import make_http_client
 
 try:  # the SDK moved to httpx2; older releases take a plain httpx client
     import httpx2 as _httpx
@@ -63,7 +64,8 @@ class OpenAILLM:
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  json_mode: JsonMode = "schema", concurrency: int = 64, timeout: float = 60.0,
                  max_tokens_param: str | None = None,
-                 default_headers: dict[str, str] | None = None) -> None:
+                 default_headers: dict[str, str] | None = None,
+                 http_transport: str = "auto") -> None:
         if json_mode not in JSON_MODES:
             raise FeatdiscoError(f"unknown JSON mode {json_mode!r}; choose one of "
                                  f"{', '.join(JSON_MODES)}")
@@ -84,6 +86,7 @@ class OpenAILLM:
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
+        self.http_transport = http_transport  # 'auto': aiohttp when installed (transport.py)
         self._pools: dict[int, ClientShards[openai.AsyncOpenAI]] = {}
 
     def __repr__(self) -> str:  # never show the key
@@ -101,12 +104,9 @@ class OpenAILLM:
         return shards
 
     def _make_client(self, connections: int) -> openai.AsyncOpenAI:
-        limits = _httpx.Limits(max_connections=connections,
-                               max_keepalive_connections=connections)
-        timeout = _httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
-        http = _httpx.AsyncClient(limits=limits, timeout=timeout)
+        http = make_http_client(connections, self.timeout, self.http_transport)
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                  timeout=timeout, http_client=http,
+                                  timeout=http.timeout, http_client=http,
                                   default_headers=self._headers)
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
@@ -137,10 +137,11 @@ class OpenAILLM:
         try:
             # The SDK's generic post: its auth, URL, headers, timeouts and error classes,
             # without the typed create()'s recursive walk over the body (it descends into
-            # every message and the whole JSON schema: ~0.6 ms a call) or pydantic models
-            # for the reply; we read the few fields we need ourselves.
-            raw = await client.post("/chat/completions", body=self._params(request),
-                                    cast_to=_httpx.Response)
+            # every message and the whole JSON schema: ~0.6 ms a call), its deep copy of
+            # the body, or pydantic models for the reply. Measured in bench/llm_engine.py.
+            raw = await client.post("/chat/completions", content=orjson.dumps(self._params(request)),
+                                    cast_to=_httpx.Response,
+                                    options={"headers": {"Content-Type": "application/json"}})
             body = orjson.loads(raw.content)
         except openai.APITimeoutError as e:
             raise LLMError("timeout", "request timed out", retryable=True) from e
@@ -157,6 +158,13 @@ class OpenAILLM:
         finally:
             shards.release(i)
         return _read_completion(body)
+
+    async def aclose_loop(self) -> None:
+        """Close the clients bound to the running loop (the engine's sync wrapper calls it
+        before its loop ends, so no connection outlives the loop that opened it)."""
+        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
+        for c in shards.clients if shards else ():
+            await c.close()
 
     async def aclose(self) -> None:
         pools, self._pools = self._pools, {}
