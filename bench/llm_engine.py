@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
@@ -41,6 +42,18 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         raise RuntimeError("fake server did not start")
     return proc, f"http://127.0.0.1:{line[1]}/v1"
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 def cpu_seconds() -> float:
@@ -74,12 +87,18 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=20000)
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--conc", type=int, nargs="+", default=[256, 1000])
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop for the client (auto: uvloop when installed)")
     args = p.parse_args()
+    factory = loop_factory(args.loop)
+    print(f"client event loop: {'uvloop' if factory else 'asyncio'}; "
+          f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     proc, url = start_server(args.latency)
     try:
         with tempfile.TemporaryDirectory() as d:
             for conc in args.conc:
-                r = asyncio.run(one_run(url, args.calls + conc, conc, f"c{conc}", d))
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    r = runner.run(one_run(url, args.calls + conc, conc, f"c{conc}", d))
                 ideal = r["calls"] * args.latency / conc
                 print(f"concurrency {conc:>5}: {int(r['calls'])} calls in {r['wall']:.2f}s, "
                       f"ideal {ideal:.2f}s, ratio {r['wall'] / ideal:.3f} (target <= 1.15); "

@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -220,12 +220,16 @@ class CallEngine:
                 if release is not None:
                     await release()
 
+        def in_new_loop() -> list[CallResult]:
+            with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+                return runner.run(run_then_release())
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(run_then_release())
+            return in_new_loop()
         with ThreadPoolExecutor(1) as ex:
-            return ex.submit(asyncio.run, run_then_release()).result()
+            return ex.submit(in_new_loop).result()
 
     async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
         """One result per request, in the order given."""
@@ -368,6 +372,15 @@ class CallEngine:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: the same calls with less event-loop overhead per call."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _from_cache(c: CachedCall) -> CallResult:
