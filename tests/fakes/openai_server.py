@@ -177,7 +177,9 @@ class _Conn(asyncio.Protocol):
             s.total = 0
             self._send(200, {}, b"{}")
             return
-        if s.api_key is not None and headers.get("authorization") != f"Bearer {s.api_key}":
+        authorised = (headers.get("authorization") == f"Bearer {s.api_key}"
+                      or headers.get("x-api-key") == s.api_key)
+        if s.api_key is not None and not authorised:
             self._send(401, {}, _error_body("Incorrect API key provided: sk-****", "invalid_api_key"))
             return
         try:
@@ -189,6 +191,8 @@ class _Conn(asyncio.Protocol):
             self._embeddings(payload)
         elif path.endswith("/chat/completions"):
             self._chat(payload, headers, path)
+        elif path.endswith("/v1/messages"):
+            self._chat(payload, headers, path, anthropic=True)
         else:
             self._send(404, {}, _error_body(f"no route {method} {path}", "not_found"))
 
@@ -202,7 +206,8 @@ class _Conn(asyncio.Protocol):
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         self.loop.call_later(self.s.latency, self._send, 200, {}, json.dumps(body).encode())
 
-    def _chat(self, payload: dict[str, Any], headers: dict[str, str], path: str) -> None:
+    def _chat(self, payload: dict[str, Any], headers: dict[str, str], path: str,
+              anthropic: bool = False) -> None:
         s = self.s
         msgs = payload.get("messages") or []
         users = [m.get("content") for m in msgs if m.get("role") == "user"]
@@ -222,6 +227,8 @@ class _Conn(asyncio.Protocol):
             self.loop.call_later(delay, self._reset)
             return
         body = reply.raw_body
+        if body is None and anthropic:
+            body = self._anthropic_body(payload, reply)
         if body is None:
             s.counter += 1
             prompt_chars = sum(len(str(m.get("content", ""))) for m in msgs)
@@ -238,6 +245,32 @@ class _Conn(asyncio.Protocol):
                           "total_tokens": (prompt_chars + out_chars) // 4 + 2},
             }).encode()
         self.loop.call_later(delay, self._send, reply.status, reply.headers, body)
+
+    def _anthropic_body(self, payload: dict[str, Any], reply: Reply) -> bytes:
+        """A Messages API reply: a tool_use block when a tool was forced and the scripted
+        content is a JSON object, else a text block."""
+        self.s.counter += 1
+        content: list[dict[str, Any]] = []
+        stop = "end_turn"
+        forced = (payload.get("tool_choice") or {}).get("name")
+        try:
+            data = json.loads(reply.content or "")
+        except ValueError:
+            data = None
+        if forced and isinstance(data, dict):
+            content.append({"type": "tool_use", "id": f"toolu_{self.s.counter}",
+                            "name": forced, "input": data})
+            stop = "tool_use"
+        elif reply.content:
+            content.append({"type": "text", "text": reply.content})
+        if reply.refusal:
+            stop = "refusal"
+        return json.dumps({
+            "id": f"msg_{self.s.counter}", "type": "message", "role": "assistant",
+            "model": payload.get("model", "fake"), "content": content, "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": len(json.dumps(payload)) // 4,
+                      "output_tokens": len(reply.content or "") // 4 + 1}}).encode()
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         t = self.transport
@@ -281,6 +314,10 @@ class FakeOpenAIServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def hits(self) -> Counter[str]:

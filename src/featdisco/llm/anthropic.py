@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 from typing import Any, Literal
@@ -64,6 +65,10 @@ class AnthropicLLM:
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
         self.http_transport = http_transport
+        # Recent SDKs (and the models they target) dropped temperature/top_p; follow the
+        # installed SDK rather than send what its API version rejects.
+        create = self._sdk.resources.messages.AsyncMessages.create
+        self._takes_sampling = "temperature" in inspect.signature(create).parameters
         self._pools: dict[int, ClientShards[Any]] = {}
 
     def __repr__(self) -> str:
@@ -87,11 +92,13 @@ class AnthropicLLM:
         s = request.sampling
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         params: dict[str, Any] = {
-            "model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature,
+            "model": self.model, "max_tokens": s.max_tokens,
             "messages": [{"role": m.role, "content": m.content}
                          for m in request.messages if m.role != "system"]}
-        if s.top_p is not None:
-            params["top_p"] = s.top_p
+        if self._takes_sampling:
+            params["temperature"] = s.temperature
+            if s.top_p is not None:
+                params["top_p"] = s.top_p
         schema = request.schema
         if schema is not None:
             if self.json_mode == "tool" and schema.get("type") == "object":
