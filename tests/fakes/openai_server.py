@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAULTS = ("rate_limit", "server_error", "reset", "hang", "malformed_json",
-          "schema_break", "refusal", "empty")
+          "schema_break", "refusal", "empty", "empty_list")
 
 
 @dataclass
@@ -91,6 +91,8 @@ def fault_reply(kind: str, req: FakeRequest, retry_after_ms: int = 20) -> Reply:
         return Reply(content="I'm sorry, but I can't help with that request.")
     if kind == "empty":
         return Reply(content="")
+    if kind == "empty_list":  # valid JSON, but no features: breaks minItems
+        return Reply(content=json.dumps({"echo": req.key, "features": []}))
     raise ValueError(f"unknown fault {kind!r}")
 
 
