@@ -60,6 +60,22 @@ def test_non_retryable_fails_at_once(fake: FakeOpenAIServer) -> None:
     assert (r.status, r.reason, r.attempts) == ("failed", "bad-request", 1)
 
 
+def test_a_bad_key_stops_the_run_keeping_what_finished(fake: FakeOpenAIServer,
+                                                      cache: CallCache) -> None:
+    def handler(req: FakeRequest) -> Reply:
+        if req.key.startswith("late"):
+            return Reply(status=401, raw_body=b'{"error": {"message": "key revoked"}}')
+        return echo_features(req)
+
+    fake.set_handler(handler)
+    texts = [f"early {i}" for i in range(5)] + [f"late {i}" for i in range(200)]
+    engine = make_engine(fake, cache, concurrency=4)
+    with pytest.raises(FeatdiscoError, match=r"rejected the run \(auth\).*key revoked"):
+        engine.run_sync(requests_for(texts))
+    assert fake.total < 20  # it stopped instead of failing 200 calls one by one
+    assert cache.stats()["ok"] == 5
+
+
 def test_retries_stop_after_max_retries(fake: FakeOpenAIServer) -> None:
     fake.set_handler(lambda req: Reply(status=503, raw_body=b'{"error": {"message": "down"}}'))
     [r] = make_engine(fake, None, max_retries=3).run_sync(requests_for(["p"]))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from featdisco.errors import FeatdiscoError
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.registry import make_llm
@@ -35,12 +36,14 @@ def test_api_key_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         backend = make_llm("openai", "gpt-4o-mini", fake.base_url, concurrency=8)
         cache = CallCache(tmp_path / "calls.sqlite")
         engine = CallEngine(backend, cache, progress="log", max_retries=1, backoff_base=0.01)
-        results = engine.run_sync(requests_for(["ok one", "auth fails", "down again"]))
+        results = engine.run_sync(requests_for(["ok one", "down again"]))
+        with pytest.raises(FeatdiscoError) as stopped:
+            engine.run_sync(requests_for(["auth fails"]))
         cache.close()
-    assert [r.status for r in results] == ["ok", "failed", "failed"]  # the key was used
-    assert results[1].reason == "auth"
+    assert [r.status for r in results] == ["ok", "failed"]  # the key was used and accepted
+    assert "(auth)" in str(stopped.value)
     texts = [repr(results), str(engine.summary), repr(backend), repr(engine.last_summary),
-             caplog.text, *(r.message or "" for r in results)]
+             caplog.text, str(stopped.value), *(r.message or "" for r in results)]
     for f in tmp_path.iterdir():  # the database, its WAL and shared-memory files
         texts.append(f.read_bytes().decode("latin-1"))
     blob = "\n".join(texts)

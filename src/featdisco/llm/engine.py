@@ -3,7 +3,9 @@
 Stages hand it a list of requests and get back one :class:`CallResult` per request, in
 order, each either ``ok`` (with data that passed the schema), ``failed`` (with a reason)
 or ``skipped_budget``. Nothing is dropped: an exception from a backend becomes a failed
-result, not a lost call.
+result, not a lost call. Only errors that every later call would hit too (a bad key, an
+unknown model) stop the run, with a FeatdiscoError naming the cause and everything finished
+kept in the cache.
 
 Why it is built this way:
 
@@ -45,6 +47,10 @@ from featdisco.llm.validate import ReplyProblem, check_reply, repair_request
 log = logging.getLogger("featdisco.llm")
 
 Status = Literal["ok", "failed", "skipped_budget"]
+
+# Errors that every later call would hit too (a bad key, no such model, no credit): the run
+# stops with one clear message instead of recording the same failure for every request.
+FATAL_REASONS = frozenset({"auth", "forbidden", "not-found", "payment-required"})
 
 
 @dataclass(slots=True)
@@ -164,6 +170,7 @@ class CallEngine:
         self._spent = 0.0
         self._reserved = 0.0
         self._stopped = False
+        self._fatal: LLMError | None = None
         self._mean_out: float | None = None
         self._n_out = 0
         self.summary = RunSummary()
@@ -259,6 +266,12 @@ class CallEngine:
             if self.cache is not None:
                 self.cache.flush()
             self.progress.finish()
+        if self._fatal is not None:
+            err, self._fatal = self._fatal, None
+            raise FeatdiscoError(
+                f"stopped: the {self.backend.name} server rejected the run ({err.reason}): "
+                f"{err.message}. {len(done) - n_cached} calls finished and are cached; "
+                f"fix the problem and rerun to continue")
         results = [done[k] for k in keys]
         s = RunSummary(calls=len(requests), unique=len(first), cached=n_cached)
         for k in first:
@@ -282,7 +295,7 @@ class CallEngine:
 
     async def _worker(self, queue: deque[tuple[str, LLMRequest]],
                       done: dict[str, CallResult]) -> None:
-        while queue:
+        while queue and self._fatal is None:
             key, request = queue.popleft()
             result = await self._call(key, request)
             done[key] = result
@@ -319,6 +332,8 @@ class CallEngine:
                 err = LLMError("timeout", f"no reply within {self.timeout:g}s", retryable=True)
             except LLMError as e:
                 err = e
+            except FeatdiscoError:  # a configuration problem (e.g. no local model): say so
+                raise
             except Exception as e:  # a backend bug must not lose the call or kill the run
                 log.warning("backend %s raised %s", self.backend.name, type(e).__name__,
                             exc_info=True)
@@ -331,6 +346,8 @@ class CallEngine:
                     await asyncio.sleep(backoff_delay(transport_failures, self.backoff_base,
                                                       self.backoff_max, err.retry_after, self._rng))
                     continue
+                if err.reason in FATAL_REASONS:
+                    self._fatal = err
                 return self._failed(key, request, err.reason, err.message, attempts, usage, cost)
             u = self._usage(current, resp)
             usage = usage + u
