@@ -17,7 +17,7 @@ from tests.fakes.openai_server import FakeRequest, Reply
 
 GROUPS: dict[str, list[str]] = {
     "markdown": [
-        "Uses markdown headers", "Markdown headings structure the answer", "Formats text with markdown sections",
+        "Relies on markdown headers", "Markdown headings structure the answer", "Formats text with markdown sections",
         "Heavy markdown formatting", "Uses bold markdown headings", "Organises content under markdown titles",
         "Markdown formatted layout", "Structured with markdown headers", "Adds markdown section headings",
         "Uses many markdown headings", "Markdown used for structure", "Section headers in markdown",
@@ -64,7 +64,8 @@ def pipeline_handler(req: FakeRequest) -> Reply:
         members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
         votes = [GROUP_OF_FEATURE.get(x) for x in members]
         top = max(GROUP_NAMES, key=lambda g: votes.count(g))
-        return Reply(content=json.dumps({"label": f"Cluster about {top}",
+        prefix = "Short cluster" if "short, concise label" in user else "Cluster"
+        return Reply(content=json.dumps({"label": f"{prefix} about {top}",
                                          "description": f"Features about {top}."}))
     if "For every cluster give" in user:
         n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]

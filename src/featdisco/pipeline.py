@@ -63,7 +63,7 @@ class PipelineConfig:
     def k_for(self, kind: str, n_distinct: int) -> int:
         k = self.n_clusters.get(kind) if isinstance(self.n_clusters, dict) else self.n_clusters
         if k is None:
-            return auto_n_clusters(n_distinct)
+            return max(1, min(auto_n_clusters(n_distinct), n_distinct))
         if k > n_distinct:
             raise FeatdiscoError(f"--clusters {k} is more than the {n_distinct} distinct {kind} "
                                  "features; lower it or leave it unset for the automatic rule")
@@ -254,11 +254,12 @@ class Pipeline:
             mask = kinds_arr == kind
             if not mask.any():
                 continue
-            kind_sids = np.unique(sids[mask])  # each distinct string is clustered once
+            # Each distinct string is clustered once, weighted by how often it occurs.
+            kind_sids, weights = np.unique(sids[mask], return_counts=True)
             k = self.cfg.k_for(kind, len(kind_sids))
             model = SphericalKMeans(n_clusters=k, seed=self.cfg.seed,
                                     min_cluster_size=self.cfg.min_cluster_size)
-            model.fit(np.ascontiguousarray(emb[kind_sids]))
+            model.fit(np.ascontiguousarray(emb[kind_sids]), sample_weight=weights.astype(np.float32))
             label_of_sid = np.full(len(strings), -1, dtype=np.int64)
             label_of_sid[kind_sids] = model.labels_
             sim_of_sid = np.zeros(len(strings), dtype=np.float32)

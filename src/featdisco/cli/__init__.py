@@ -49,6 +49,8 @@ def split_cmd(
         "--skip-bad", help="Skip bad records (counted by reason) instead of stopping.")] = False,
     max_record_mb: Annotated[float, typer.Option(
         "--max-record-mb", min=0.001, help="Largest record accepted, in MB.")] = 16.0,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Read at most this many records from each file.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print piece counts by kind and model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
@@ -57,7 +59,7 @@ def split_cmd(
 
     run_split(inputs=inputs, output=output, format=format, mapping=map_, model=model, meta=meta,
               questions=questions, max_chars=max_chars, skip_bad=skip_bad,
-              max_record_bytes=int(max_record_mb * 1e6), show_stats=stats, quiet=quiet)
+              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet)
 
 
 InputsArg = Annotated[list[Path], typer.Argument(
@@ -107,6 +109,8 @@ def run_cmd(
         "--source-model", help="Model name for transcripts that do not name one.")] = None,
     max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
     skip_bad: SkipBadOpt = False,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Read at most this many records from each file.")] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="Clusters of each kind to print.")] = 8,
     quiet: QuietOpt = False,
 ) -> None:
@@ -124,7 +128,8 @@ def run_cmd(
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost)
     cfg.featurize_config()  # validates the feature bounds before any work
-    options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad)
+    options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
+                          limit=limit)
     run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
                  quiet=quiet, top=top)
 

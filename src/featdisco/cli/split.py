@@ -14,11 +14,12 @@ from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
               model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
-              skip_bad: bool, max_record_bytes: int, show_stats: bool, quiet: bool) -> None:
+              skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
+              quiet: bool) -> None:
     meta_fields = [m.strip() for m in (meta or "").split(",") if m.strip()]
     options = ReadOptions(format=format, mapping=mapping or {}, model=model, meta=meta_fields,
                           skip_bad=skip_bad, questions=[questions] if questions else [],
-                          max_record_bytes=max_record_bytes)
+                          max_record_bytes=max_record_bytes, limit=limit)
     report = ReadReport()
     stats = SplitStats()
 

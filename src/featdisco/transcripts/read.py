@@ -44,6 +44,7 @@ class ReadOptions:
     skip_bad: bool = False
     questions: list[Path] = field(default_factory=list)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    limit: int | None = None  # records read per file: a quick look at a big input
 
     def __post_init__(self) -> None:
         if isinstance(self.mapping, str):
@@ -201,6 +202,8 @@ class _Reader:
                     records: Iterator[RawRecord], file_report: FileReport) -> Iterator[Transcript]:
         source = str(path)
         for raw in records:
+            if self.opts.limit is not None and file_report.records >= self.opts.limit:
+                break
             if raw.data is None:
                 assert raw.error is not None
                 self._bad(path, raw.where, raw.error, file_report)

@@ -1,0 +1,249 @@
+"""The whole discovery pipeline over real HTTP against the fake LLM server, on real pieces
+from ../shared/data, with the real MiniLM embedder and faiss clustering."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+import featdisco
+from featdisco.errors import FeatdiscoError
+from featdisco.estimator import FeatureDiscovery
+from featdisco.pipeline import Pipeline, PipelineConfig
+from tests.conftest import write_jsonl
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.pipeline_fakes import GROUP_OF_FEATURE, group_of_text, pipeline_handler
+
+K = 3  # clusters per kind = the number of planted groups
+CONCURRENCY = 2  # of the killed CLI runs
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(pipeline_handler) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Real MT-bench answers of two models to the first 8 questions, plus a few
+    transcripts with reasoning so that all three kinds of piece occur."""
+    root = tmp_path_factory.mktemp("inputs")
+    bench = root / "mt_bench"
+    (bench / "model_answer").mkdir(parents=True)
+    questions = (shared_data / "mt_bench" / "question.jsonl").read_text().splitlines()[:8]
+    (bench / "question.jsonl").write_text("\n".join(questions) + "\n")
+    for model in ("gpt-4", "llama-13b"):
+        lines = (shared_data / "mt_bench" / "model_answer" / f"{model}.jsonl").read_text().splitlines()[:8]
+        (bench / "model_answer" / f"{model}.jsonl").write_text("\n".join(lines) + "\n")
+    write_jsonl(root / "reasoning.jsonl", [
+        {"id": f"r{i}", "model": "thinker", "messages": [
+            {"role": "user", "content": f"Question number {i} about topic {i * 7}"},
+            {"role": "assistant", "content": f"<think>Let me think about topic {i * 7} step {i}.</think>"
+                                             f"Answer {i}."}]}
+        for i in range(12)])
+    return root
+
+
+def config(server: FakeOpenAIServer, **kw: object) -> PipelineConfig:
+    base = {"llm": "openai", "model": "fake-rater", "base_url": server.base_url, "n_clusters": K,
+            "concurrency": 8}
+    base.update(kw)
+    return PipelineConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def fitted(server: FakeOpenAIServer, inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    os.environ["OPENAI_API_KEY"] = "sk-test-not-a-real-key"
+    run_dir = tmp_path_factory.mktemp("run")
+    result = Pipeline(run_dir, config(server)).run([inputs])
+    assert result.complete
+    return run_dir
+
+
+def test_clusters_recover_planted_groups(fitted: Path) -> None:
+    features = pq.read_table(fitted / "features.parquet").to_pylist()
+    assignments = pq.read_table(fitted / "assignments.parquet").to_pylist()
+    truth = [GROUP_OF_FEATURE[f["text"]] for f in features]
+    found = [a["cluster_id"] for a in assignments]
+    kinds = {f["kind"] for f in features}
+    assert kinds == {"user", "thought", "response"}
+    nmi = normalized_mutual_info_score([f"{f['kind']}:{t}" for f, t in zip(features, truth, strict=True)],
+                                       found)
+    assert nmi > 0.9, nmi
+    # and each feature's piece really was put in the group the script chose for its text
+    pieces = {p["piece_id"]: p for p in pq.read_table(fitted / "pieces.parquet").to_pylist()}
+    assert all(group_of_text(pieces[f["piece_id"]]["text"]) == GROUP_OF_FEATURE[f["text"]] for f in features)
+
+
+def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Path) -> None:
+    clusters = pq.read_table(fitted / "clusters.parquet").to_pylist()
+    assert len(clusters) == 3 * K
+    for c in clusters:
+        assert c["label"].startswith("Cluster about ")
+        assert 1 <= c["interest"] <= 100 and c["private"] is False
+        assert c["size"] > 0 and c["pieces"] > 0 and c["examples"]
+    # The script rates the sadness clusters highest: interest must follow the label.
+    sad = [c["interest"] for c in clusters if "sadness" in c["label"]]
+    assert sad and all(i == 90 for i in sad)
+    labels = pq.read_table(fitted / "labels.parquet").to_pylist()
+    assert all(0 < len(lab["sample"]) <= 100 for lab in labels)
+    for name in ("manifest.json", "llm_cache.sqlite", "pieces.parquet", "features.parquet", "strings.parquet",
+                 "embeddings.npy", "assignments.parquet", "clusters_base.parquet", "labels.parquet",
+                 "ratings.parquet", "clusters.parquet", "centroids_user.npy", "centroids_thought.npy",
+                 "centroids_response.npy"):
+        assert (fitted / name).exists(), name
+    manifest = json.loads((fitted / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "rate"}
+    assert all(s["complete"] for s in manifest["stages"].values())
+    assert manifest["prompts"]["featurize"].startswith("featurize.v1.txt@")
+    assert manifest["stages"]["featurize"]["llm"]["calls"] > 0
+    for path in fitted.rglob("*"):
+        if path.is_file():
+            assert b"sk-test-not-a-real-key" not in path.read_bytes(), path
+
+
+def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inputs: Path, fitted: Path) -> None:
+    before = server.total
+    pipe = Pipeline(fitted, config(server))
+    result = pipe.run([inputs])
+    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True]
+    assert server.total == before
+
+
+def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
+        server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted, run_dir)
+    prompt = featdisco.prompts.load_prompt("name")
+    edited = tmp_path / "name.v1.txt"
+    edited.write_text(prompt.text.replace("concise label", "short, concise label"))
+    before = server.total
+    result = Pipeline(run_dir, config(server, prompt_files={"name": str(edited)})).run([inputs])
+    ran = [t.name for t in result.stages if not t.skipped]
+    assert ran == ["split", "name", "rate"]  # split always re-reads; its output hash is unchanged
+    labels = pq.read_table(run_dir / "clusters.parquet").column("label").to_pylist()
+    assert all(label.startswith("Short cluster about") for label in labels)
+    # One naming call per cluster, one rating batch per kind (K < 10); nothing else.
+    assert server.total - before == 3 * K + 3
+
+
+def test_transform_sends_new_features_to_the_clusters_of_their_group(
+        server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    new = write_jsonl(tmp_path / "new.jsonl", [
+        {"id": f"n{i}", "model": "new-model", "messages": [
+            {"role": "user", "content": f"A brand new request {i} never seen before"},
+            {"role": "assistant", "content": f"<think>Fresh reasoning {i}</think>Fresh answer {i}"}]}
+        for i in range(10)])
+    est = FeatureDiscovery.load(fitted)
+    act = est.transform(new, out_dir=tmp_path / "out")
+    clusters = {c["cluster_id"]: c for c in est.clusters_.to_pylist()}
+    feats = act.features.to_pylist()
+    assert len(feats) == 10 * 3 * 10
+    right = sum(1 for f in feats if clusters[f["cluster_id"]]["label"].endswith(GROUP_OF_FEATURE[f["text"]])
+                and clusters[f["cluster_id"]]["kind"] == f["kind"])
+    assert right / len(feats) > 0.95
+    assert act.matrix.shape == (act.pieces.num_rows, len(clusters))
+    assert (act.matrix.getnnz(axis=1) >= 1).all()
+    assert (tmp_path / "out" / "activations.npz").exists()
+
+
+def test_estimator_fit_transform_save_load(server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:
+    est = FeatureDiscovery(llm="openai", model="fake-rater", base_url=server.base_url, n_clusters=K,
+                           run_dir=tmp_path / "run", concurrency=8)
+    act = est.fit_transform([inputs])
+    assert act.matrix.shape == (act.pieces.num_rows, est.clusters_.num_rows)
+    saved = est.save(tmp_path / "saved")
+    loaded = FeatureDiscovery.load(saved)
+    assert loaded.clusters_.equals(est.clusters_)
+    assert sorted(p.name for p in saved.iterdir()) == ["centroids_response.npy", "centroids_thought.npy",
+                                                       "centroids_user.npy", "clusters.parquet",
+                                                       "manifest.json", "prompts"]
+
+
+def test_bad_config_is_a_clear_error(server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:
+    with pytest.raises(FeatdiscoError, match="unknown LLM backend|unknown backend"):
+        Pipeline(tmp_path / "a", PipelineConfig(llm="nope")).run([inputs])
+    with pytest.raises(FeatdiscoError, match=r"--clusters 5000 is more than the \d+ distinct"):
+        Pipeline(tmp_path / "b", config(server, n_clusters=5000)).run([inputs])
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"messages": [{"role": "user", "content": ""}]}])
+    with pytest.raises(FeatdiscoError, match="no pieces to work on"):
+        Pipeline(tmp_path / "c", config(server)).run([empty])
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+
+def _cli_run(server: FakeOpenAIServer, inputs: Path, run_dir: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "featdisco", "run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai",
+         "--model", "fake-rater", "--base-url", server.base_url, "--clusters", str(K), "--concurrency",
+         str(CONCURRENCY),
+         "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stages_done(run_dir: Path) -> set[str]:
+    try:
+        return set(json.loads((run_dir / "manifest.json").read_text())["stages"])
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+@pytest.mark.parametrize("kill_after", ["featurize-midway", "featurize", "embed", "cluster", "name"])
+def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, fitted: Path,
+                                        tmp_path: Path, kill_after: str) -> None:
+    slow = FakeOpenAIServer(pipeline_handler, latency=0.05).start()
+    try:
+        run_dir = tmp_path / "run"
+        proc = _cli_run(slow, inputs, run_dir)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if kill_after == "featurize-midway" and slow.total >= 10:
+                break
+            if kill_after in _stages_done(run_dir):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        first_hits = Counter(slow.hits)
+        done_before = _stages_done(run_dir)
+        resumed = _cli_run(slow, inputs, run_dir)
+        out, err = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, err
+        # No request that had been answered was sent again: only those in flight at the
+        # kill (at most --concurrency of them) may be repeated.
+        again = [k for k, n in slow.hits.items() if n > 1]
+        assert len(again) <= CONCURRENCY, f"{len(again)} requests sent twice, e.g. {again[:2]}"
+        assert all(n <= 2 for n in slow.hits.values())
+        assert sum(first_hits.values()) > 0
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        for stage in done_before - {"split"}:
+            assert manifest["stages"][stage]["finished_at"] <= manifest["updated"]
+        # The resumed result equals the uninterrupted one.
+        got = pq.read_table(run_dir / "clusters.parquet").select(["cluster_id", "kind", "size", "label", "interest"])
+        want = pq.read_table(fitted / "clusters.parquet").select(["cluster_id", "kind", "size", "label", "interest"])
+        assert got.equals(want)
+        np.testing.assert_array_equal(np.load(run_dir / "centroids_user.npy"), np.load(fitted / "centroids_user.npy"))
+    finally:
+        slow.stop()
