@@ -145,6 +145,10 @@ def _threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+SMALL_FIT_WORK = 2e7  # n_train · k under which restarts cost well under a second
+SMALL_FIT_RESTARTS = 10
+
+
 class SphericalKMeans:
     """Spherical k-means in scikit-learn style; two-level on CPU for large ``n · k``.
 
@@ -164,8 +168,10 @@ class SphericalKMeans:
         min_cluster_size: int = 3,
         max_points_per_centroid: int = 256,
         n_threads: int | None = None,
+        n_init: int | None = None,
     ) -> None:
         self.n_clusters = n_clusters
+        self.n_init = n_init
         self.seed = seed
         self.n_iter = n_iter
         self.two_level = two_level
@@ -270,6 +276,7 @@ class SphericalKMeans:
             k,
             spherical=True,
             seed=seed,
+            nredo=self._restarts(len(X), k),
             niter=self.n_iter,
             max_points_per_centroid=self.max_points_per_centroid,
             min_points_per_centroid=1,  # small cells are expected; silence faiss's warning
@@ -279,6 +286,13 @@ class SphericalKMeans:
         centers = np.array(km.centroids, dtype=np.float32)
         centers /= np.linalg.norm(centers, axis=1, keepdims=True)
         return centers
+
+    def _restarts(self, n: int, k: int) -> int:
+        """``n_init``, or by default several restarts (keeping the best objective) when a
+        fit is cheap: small fits are where one unlucky seeding merges two clear themes."""
+        if self.n_init is not None:
+            return max(1, self.n_init)
+        return SMALL_FIT_RESTARTS if min(n, k * self.max_points_per_centroid) * k <= SMALL_FIT_WORK else 1
 
     @staticmethod
     def _check_weights(sample_weight: ArrayLike | None, n: int) -> NDArray[np.float32] | None:
