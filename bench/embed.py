@@ -1,0 +1,200 @@
+"""Benchmark the embed stage on the default model: overhead and the gain from de-duplication.
+
+1. Throughput on distinct strings: ``embed_texts`` (no cache, and with a cold on-disk
+   cache) against raw onnxruntime on the same model file, the same tokenizer, the same
+   strings and the same model batch size, in the same process, runs interleaved and the
+   best of ``--reps`` kept. Raw comes twice: the naive loop in input order, and the same
+   loop over strings sorted by token count (the same padding work ``embed_texts`` does, so
+   the ratio against it is the pure overhead of hashing, de-duplication and caching).
+2. De-duplication on a realistic feature list: ``--occurrences`` feature strings drawn
+   with Zipf-like repetition (rank r has weight 1/r^s) from a vocabulary of realistic
+   short feature phrases (SPEC.md's example features first, then phrases composed from
+   behaviour templates); time to embed every occurrence (raw, sorted) against
+   ``embed_texts``, which embeds each distinct string once. Also a warm-cache rerun.
+
+    python bench/embed.py [--distinct 3000] [--occurrences 20000] [--zipf 1.1] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from featdisco.embedders.onnx_minilm import (
+    MAX_SEQ_LENGTH,
+    OnnxMiniLM,
+    _load_session,
+    _usable_cores,
+    default_model_path,
+    default_tokenizer_path,
+    mean_pool,
+)
+from featdisco.stages.embed import EmbeddingCache, EmbedStats, embed_texts
+
+SPEC_EXAMPLES = [
+    "Talks about apples", "Uses markdown", "Emojis", "Bullet points", "Backtracks",
+    "Self-corrects", "Lacks a needed tool", "Hallucinates a tool call",
+    "Adopts an expert coder persona", "Roleplaying", "Few-shot prompt", "Very fictional",
+    "Shows evaluation awareness", "Model is depressed", "Sycophantic response",
+    "Thoughts disjointed and hard to follow", "In Mandarin", "Polite tone",
+]
+VERBS = ["Uses", "Mentions", "Explains", "Asks about", "Refuses", "Apologises for",
+         "Summarises", "Questions", "Lists", "Compares", "Recommends", "Warns about",
+         "Speculates about", "Corrects", "Repeats", "Describes", "Defines", "Jokes about",
+         "Plans", "Checks", "Tracks", "Avoids", "Praises", "Criticises", "Quotes"]
+OBJECTS = ["markdown tables", "code blocks", "the token budget", "a numbered list",
+           "the user's feelings", "safety guidelines", "a Python function", "SQL queries",
+           "historical dates", "medical advice", "legal risk", "its own mistake",
+           "the system prompt", "a fictional scenario", "an earlier step", "HTTP status codes",
+           "unit conversions", "a recipe", "travel plans", "a poem", "financial advice",
+           "the final answer", "edge cases", "the user's identity", "copyright",
+           "math notation", "a tool call", "a JSON schema", "the word count", "a citation"]
+MODIFIERS = ["", "", "", " in detail", " briefly", " repeatedly", " step by step",
+             " without being asked", " in Spanish", " with emojis", " at length",
+             " in the first sentence", " with hedging", " confidently"]
+
+
+def feature_vocabulary(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct realistic feature phrases: SPEC.md's examples, then template phrases
+    in a shuffled order (so frequency rank does not follow template order)."""
+    combos = [f"{v} {o}{m}" for v, o, m in itertools.product(VERBS, OBJECTS, MODIFIERS)]
+    combos = list(dict.fromkeys(combos))
+    random.Random(seed).shuffle(combos)
+    vocab = list(dict.fromkeys(SPEC_EXAMPLES + combos))
+    if n > len(vocab):
+        raise SystemExit(f"at most {len(vocab)} distinct phrases available")
+    return vocab[:n]
+
+
+def zipf_occurrences(vocab: list[str], m: int, s: float, seed: int = 0) -> list[str]:
+    """``m`` draws from ``vocab`` where rank r has probability proportional to 1/r^s."""
+    w = 1.0 / np.arange(1, len(vocab) + 1) ** s
+    idx = np.random.default_rng(seed).choice(len(vocab), size=m, p=w / w.sum())
+    return [vocab[i] for i in idx]
+
+
+class RawOnnx:
+    """The baseline: a plain onnxruntime loop with the same session options, tokenizer
+    (padding to the batch's longest) and pooling maths, nothing else."""
+
+    def __init__(self, batch_size: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(default_tokenizer_path()))
+        self.tok.enable_truncation(max_length=MAX_SEQ_LENGTH)
+        self.tok.enable_padding()
+        self.sess = _load_session(default_model_path(), _usable_cores())
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str], sort: bool) -> np.ndarray:
+        order = None
+        if sort:  # by token count, as embed_texts' batcher does: padding then matches too
+            lens = [sum(e.attention_mask) for e in self.tok.encode_batch(texts)]
+            order = sorted(range(len(texts)), key=lens.__getitem__)
+        seq = [texts[i] for i in order] if order is not None else texts
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        for s in range(0, len(seq), self.batch_size):
+            enc = self.tok.encode_batch(seq[s:s + self.batch_size])
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            h = self.sess.run(None, {"input_ids": ids, "attention_mask": mask,
+                                     "token_type_ids": np.zeros_like(ids)})[0]
+            out[s:s + len(enc)] = mean_pool(h, mask)
+        if order is not None:
+            res = np.empty_like(out)
+            res[order] = out
+            return res
+        return out
+
+
+def best_of(reps: int, fns: dict[str, Callable[[], object]]) -> dict[str, tuple[float, float]]:
+    """Best wall time and best process CPU time of each function over ``reps`` interleaved
+    rounds. Interleaving spreads background load evenly over the contenders; CPU time
+    (all threads of this process) is the steadier figure on a shared machine, since time
+    slices taken by other processes do not count in it."""
+    best = dict.fromkeys(fns, (float("inf"), float("inf")))
+    for _ in range(reps):
+        for name, fn in fns.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            w, c = time.perf_counter() - w, time.process_time() - c
+            best[name] = (min(best[name][0], w), min(best[name][1], c))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--distinct", type=int, default=3000)
+    ap.add_argument("--occurrences", type=int, default=20000)
+    ap.add_argument("--zipf", type=float, default=1.1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+
+    bs = args.batch_size
+    emb = OnnxMiniLM(batch_size=bs)
+    raw = RawOnnx(bs)
+    vocab = feature_vocabulary(args.distinct)
+    emb.embed(vocab[:200])
+    raw.embed(vocab[:200], sort=False)  # warm both sessions up
+    print(f"model {emb.name}, {_usable_cores()} cores, model batch {bs}, "
+          f"{len(vocab)} distinct strings, mean {np.mean([len(v) for v in vocab]):.0f} chars")
+
+    check = np.abs(embed_texts(vocab, emb) - raw.embed(vocab, sort=False)).max()
+    print(f"max |embed_texts - raw| over all rows: {check:.2e}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        caches = iter(range(10**6))
+
+        def cold_cache() -> None:
+            with EmbeddingCache(Path(tmp) / f"c{next(caches)}.sqlite") as c:
+                embed_texts(vocab, emb, c)
+
+        t = best_of(args.reps, {
+            "raw onnxruntime, input order": lambda: raw.embed(vocab, sort=False),
+            "raw onnxruntime, token-sorted": lambda: raw.embed(vocab, sort=True),
+            "embed_texts, no cache": lambda: embed_texts(vocab, emb),
+            "embed_texts, cold disk cache": cold_cache,
+        })
+    print(f"\n1. distinct strings per second (best of {args.reps}, interleaved): wall, CPU")
+    for name, (wall, cpu) in t.items():
+        print(f"   {name:34s} {len(vocab) / wall:8.0f} /s wall {len(vocab) / cpu:8.0f} /s CPU")
+    for ours in ("embed_texts, no cache", "embed_texts, cold disk cache"):
+        for base in ("raw onnxruntime, input order", "raw onnxruntime, token-sorted"):
+            print(f"   {ours} / {base}: {t[base][0] / t[ours][0]:.3f}x wall, "
+                  f"{t[base][1] / t[ours][1]:.3f}x CPU")
+
+    occ = zipf_occurrences(vocab, args.occurrences, args.zipf)
+    counts = Counter(occ)
+    n_distinct = len(counts)
+    top = sum(c for _, c in counts.most_common(10))
+    print(f"\n2. de-duplication: {len(occ)} occurrences, Zipf s={args.zipf}, {n_distinct} "
+          f"distinct ({n_distinct / len(occ):.1%}); top 10 phrases are {top / len(occ):.1%} "
+          "of occurrences")
+    t2 = best_of(1, {"raw": lambda: raw.embed(occ, sort=True),
+                     "dedup": lambda: embed_texts(occ, emb)})
+    (rw, rc), (dw, dc) = t2["raw"], t2["dedup"]
+    print(f"   raw (every occurrence, token-sorted):  {rw:7.2f} s wall {rc:7.2f} s CPU")
+    print(f"   embed_texts (each distinct once):      {dw:7.2f} s wall {dc:7.2f} s CPU")
+    print(f"   effective speed-up: {rw / dw:.1f}x wall, {rc / dc:.1f}x CPU "
+          f"({len(occ) / dw:.0f} occurrences/s)")
+    with tempfile.TemporaryDirectory() as tmp, EmbeddingCache(Path(tmp) / "c.sqlite") as c:
+        embed_texts(occ, emb, c)
+        st = EmbedStats()
+        t0 = time.perf_counter()
+        embed_texts(occ, emb, c, stats=st)
+        warm = time.perf_counter() - t0
+    print(f"   warm-cache rerun: {warm:.3f} s ({len(occ) / warm:.0f} occurrences/s, "
+          f"{st.cached} from cache, {st.embedded} embedded)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Embedding backends behind one protocol, chosen by name.
+
+``make_embedder()`` gives the offline default (all-MiniLM-L6-v2, int8 ONNX, no torch);
+``"st:<path>"`` a local sentence-transformers model; ``"api:<model>"`` an OpenAI-compatible
+embeddings server. Backends are imported only when chosen, so a missing optional
+dependency matters only to the user who asked for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from featdisco.embedders.base import Embedder, EmbedderError, l2_normalize
+
+DEFAULT_EMBEDDER = "minilm"
+
+__all__ = ["DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "l2_normalize", "make_embedder"]
+
+
+def make_embedder(name: str | None = None, **opts: Any) -> Embedder:
+    """Build the embedder ``name`` names (``minilm`` when None), passing ``opts`` to it.
+
+    Unknown names and unknown options are a clear :class:`EmbedderError`, since they
+    usually come straight from a config file or a command line.
+    """
+    spec = (name or DEFAULT_EMBEDDER).strip()
+    kind, sep, arg = spec.partition(":")
+    cls: Any
+    args: tuple[Any, ...] = ()
+    if spec == "minilm":
+        from featdisco.embedders.onnx_minilm import OnnxMiniLM as cls
+    elif sep and kind == "st" and arg:
+        from featdisco.embedders.sentence_transformers import SentenceTransformerEmbedder as cls
+        args = (arg,)
+    elif sep and kind == "api" and arg:
+        from featdisco.embedders.api import ApiEmbedder as cls
+        args = (arg,)
+    else:
+        raise EmbedderError(f"unknown embedder {spec!r}: use minilm, st:<model directory> "
+                            "or api:<model name>")
+    params = list(inspect.signature(cls.__init__).parameters)
+    allowed = params[1 + len(args):]  # after self and what the name already gave
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise EmbedderError(f"embedder {spec!r} has no option {', '.join(unknown)} "
+                            f"(it takes: {', '.join(allowed)})")
+    embedder: Embedder = cls(*args, **opts)
+    return embedder
