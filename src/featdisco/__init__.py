@@ -13,8 +13,18 @@ from featdisco.transcripts import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The estimator pulls in faiss, onnxruntime and the LLM SDKs: load it only when asked.
+    if name == "FeatureDiscovery":
+        from featdisco.estimator import FeatureDiscovery
+
+        return FeatureDiscovery
+    raise AttributeError(f"module 'featdisco' has no attribute {name!r}")
+
 __all__ = [
     "FeatdiscoError",
+    "FeatureDiscovery",
     "InputError",
     "Piece",
     "ReadOptions",

@@ -31,10 +31,10 @@ def test_examples_duplicates_and_empties_are_dropped() -> None:
     assert {"uses markdown headers", "in mandarin", "shows evaluation awareness"} <= examples
     result = CallResult("k", "ok", data={"features": [
         "Uses markdown headers", "Counts remaining tokens", "counts  remaining tokens", "42", "In Mandarin",
-        "Quotes a poem"]})
+        "Quotes a poem", "A journey that leaves you with the spirit of Aloha in every heartfelt smile"]})
     dropped: Counter[str] = Counter()
     assert features_from_result(result, examples, dropped) == ["Counts remaining tokens", "Quotes a poem"]
-    assert dropped == {"example": 2, "duplicate": 1, "empty": 1}
+    assert dropped == {"example": 2, "duplicate": 1, "empty": 1, "too_long": 1}
 
 
 def test_requests_carry_the_piece_alone_and_truncate_long_ones() -> None:

@@ -93,6 +93,10 @@ def print_summary(result: RunResult) -> None:
                   f"{s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
 
 
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _short(counts: dict[str, Any]) -> str:
     return orjson.dumps(counts, default=str).decode()[:160]
 
@@ -114,7 +118,8 @@ def print_top_clusters(clusters: pa.Table, top: int, show_private: bool = False)
         table.add_column("examples", overflow="fold")
         for r in mine[:top]:
             table.add_row(str(r["cluster_id"]), str(r.get("interest") or "-"), str(r["pieces"]),
-                          r.get("label") or "(unnamed)", "; ".join((r.get("examples") or [])[:3]))
+                          r.get("label") or "(unnamed)",
+                          "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]))
         console.print(table)
         hidden = sum(1 for r in rows if r["kind"] == kind and r.get("private"))
         if hidden and not show_private:

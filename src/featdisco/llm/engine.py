@@ -151,7 +151,10 @@ class CallEngine:
             raise FeatdiscoError("concurrency must be at least 1")
         self.backend = backend
         self.cache = cache
-        self.concurrency = concurrency
+        # A backend that serves one call at a time (the in-process model) says so; more
+        # workers would only queue behind it and eat their timeouts waiting.
+        backend_max = getattr(backend, "max_concurrency", None)
+        self.concurrency = min(concurrency, backend_max) if backend_max else concurrency
         self.max_retries = max_retries
         self.timeout = timeout
         self.max_cost = max_cost

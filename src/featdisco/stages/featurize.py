@@ -26,6 +26,7 @@ KIND_DESCRIPTIONS = {
     "response": "a response an AI assistant wrote to a user",
 }
 CHARS_PER_TOKEN = 4
+MAX_FEATURE_WORDS = 12  # the prompt asks for under ten words
 FEATURES_SCHEMA = pa.schema([
     ("feature_id", pa.string()),
     ("piece_id", pa.string()),
@@ -135,6 +136,8 @@ def features_from_result(result: CallResult, examples: frozenset[str],
         key = normalise_key(text)
         if not text:
             dropped["empty"] += 1
+        elif len(text.split()) > MAX_FEATURE_WORDS:  # a quotation or a summary, not a feature
+            dropped["too_long"] += 1
         elif key in examples:
             dropped["example"] += 1
         elif key in seen:
