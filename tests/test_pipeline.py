@@ -181,7 +181,7 @@ def test_estimator_fit_transform_save_load(server: FakeOpenAIServer, inputs: Pat
 
 
 def test_bad_config_is_a_clear_error(server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:
-    with pytest.raises(FeatdiscoError, match="unknown LLM backend|unknown backend"):
+    with pytest.raises(FeatdiscoError, match=r"unknown LLM backend|unknown backend"):
         Pipeline(tmp_path / "a", PipelineConfig(llm="nope")).run([inputs])
     with pytest.raises(FeatdiscoError, match=r"--clusters 5000 is more than the \d+ distinct"):
         Pipeline(tmp_path / "b", config(server, n_clusters=5000)).run([inputs])
@@ -229,7 +229,7 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         first_hits = Counter(slow.hits)
         done_before = _stages_done(run_dir)
         resumed = _cli_run(slow, inputs, run_dir)
-        out, err = resumed.communicate(timeout=180)
+        _out, err = resumed.communicate(timeout=180)
         assert resumed.returncode == 0, err
         # No request that had been answered was sent again: only those in flight at the
         # kill (at most --concurrency of them) may be repeated.

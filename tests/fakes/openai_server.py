@@ -377,10 +377,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--handler", default=None,
+                   help="module:function returning a Reply for each request (default: echo)")
     args = p.parse_args(argv)
     handler: Handler = echo_features
+    if args.handler:
+        import importlib
+
+        module, _, func = args.handler.partition(":")
+        handler = getattr(importlib.import_module(module), func)
     if args.fault_rate > 0:
-        handler = faulty(echo_features, args.fault_rate, args.seed)
+        handler = faulty(handler, args.fault_rate, args.seed)
     state = _State(handler, args.latency, args.api_key, 384)
 
     async def run() -> None:

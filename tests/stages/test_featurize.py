@@ -15,7 +15,6 @@ from featdisco.stages.featurize import (
     clean_feature,
     example_features,
     features_from_result,
-    truncate_piece,
 )
 
 

@@ -1,0 +1,87 @@
+"""Benchmark the whole discovery run: 10k transcripts, the fake LLM at zero latency (in its
+own process), the real MiniLM embedder and faiss clustering. Prints wall time per stage and
+the run's peak RSS (targets: ≤ 15 minutes, ≤ 4 GB).
+
+    python bench/pipeline.py [--transcripts 10000] [--concurrency 256] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["model", "user", "answer", "reason", "budget", "token", "roleplay", "code", "python", "error", "fix", "explain", "step", "check", "again", "travel", "recipe", "poem", "proof", "email", "review", "plan", "risk", "policy", "safety", "weather", "chess", "tax", "movie"]
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def generate(path: Path, n: int) -> None:
+    rng = random.Random(0)
+    with path.open("w") as f:
+        for i in range(n):
+            messages = []
+            for _ in range(rng.randint(1, 2)):
+                messages.append({"role": "user", "content": sentence(rng, rng.randint(8, 60))})
+                think = f"<think>{sentence(rng, rng.randint(20, 120))}</think>" if rng.random() < 0.5 else ""
+                messages.append({"role": "assistant", "content": think + sentence(rng, rng.randint(20, 150))})
+            f.write(json.dumps({"id": f"t{i}", "model": rng.choice(["model-a", "model-b"]),
+                                "messages": messages}) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transcripts", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="featdisco-bench-pipeline-"))
+    data = tmp / "transcripts.jsonl"
+    generate(data, args.transcripts)
+    server = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
+                               "--handler", "tests.pipeline_fakes:zipf_handler"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split()[1])
+        run_dir = tmp / "run"
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "featdisco", "run", str(data), "--run-dir", str(run_dir), "--llm", "openai",
+             "--model", "fake-rater", "--base-url", f"http://127.0.0.1:{port}/v1",
+             "--concurrency", str(args.concurrency), "-q"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"featdisco run failed:\n{proc.stderr.read() if proc.stderr else ''}")
+    finally:
+        server.terminate()
+        server.wait()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    print(f"{args.transcripts:,} transcripts, fake LLM at zero latency, concurrency {args.concurrency}")
+    for name, rec in manifest["stages"].items():
+        counts = {k: v for k, v in rec["counts"].items() if not isinstance(v, dict)}
+        print(f"  {name:<10} {rec['seconds']:8.1f} s   {counts}")
+    print(f"total wall {wall:.1f} s (target ≤ 900 s), peak RSS {usage.ru_maxrss / 1024:.0f} MiB "
+          f"(target ≤ 4096 MiB)")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        print(f"kept {tmp}")
+
+
+if __name__ == "__main__":
+    main()
