@@ -49,6 +49,7 @@ test: install-test
 
 test-slow: install-test install-local install-st
 	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q tests/embedders/test_sentence_transformers.py
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench

@@ -10,6 +10,7 @@ through the caches, so a killed stage restarts cheaply.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import platform
@@ -113,7 +114,7 @@ class RunDir:
 
     def record(self, name: str, rec: StageRecord) -> None:
         rec.finished_at = _now()
-        self.manifest["stages"][name] = {k: getattr(rec, k) for k in rec.__slots__}  # type: ignore[attr-defined]
+        self.manifest["stages"][name] = dataclasses.asdict(rec)
         self.save()
 
     def update(self, **fields: Any) -> None:

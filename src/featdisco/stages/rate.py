@@ -85,7 +85,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
     report = RateReport(clusters=len(cluster_ids), batches=len(groups))
     found: dict[int, tuple[int | None, str | None, bool | None, str]] = {}
     for group, res in zip(groups, results, strict=True):
-        got = {}
+        got: dict[int, dict[str, Any]] = {}
         if res.ok and isinstance(res.data, dict):
             for r in res.data.get("ratings", []):
                 got.setdefault(int(r["id"]), r)
@@ -101,13 +101,13 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                               bool(r["private"]), "ok")
     rows: dict[str, list[Any]] = {n: [] for n in RATINGS_SCHEMA.names}
     for pos, cid in enumerate(cluster_ids):
-        interest, reason, private, status = found[pos]
+        interest, why, private, state = found[pos]
         rows["cluster_id"].append(int(cid))
         rows["interest"].append(interest)
-        rows["reason"].append(reason)
+        rows["reason"].append(why)
         rows["private"].append(private)
-        rows["status"].append(status)
-        report.rated += status == "ok"
-        report.failed += status != "ok"
+        rows["status"].append(state)
+        report.rated += state == "ok"
+        report.failed += state != "ok"
         report.private += bool(private)
     return pa.table(rows, schema=RATINGS_SCHEMA), report
