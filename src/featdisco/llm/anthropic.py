@@ -10,8 +10,6 @@ openai backend, so the engine treats both alike.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import json
 import os
@@ -19,10 +17,10 @@ from typing import Any, Literal
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import (
-    ClientShards,
     LLMError,
     LLMRequest,
     LLMResponse,
+    LoopClients,
     Usage,
     error_from_status,
     redact,
@@ -69,19 +67,10 @@ class AnthropicLLM:
         # installed SDK rather than send what its API version rejects.
         create = self._sdk.resources.messages.AsyncMessages.create
         self._takes_sampling = "temperature" in inspect.signature(create).parameters
-        self._pools: dict[int, ClientShards[Any]] = {}
+        self._clients: LoopClients[Any] = LoopClients(self._make_client, self.concurrency)
 
     def __repr__(self) -> str:
         return f"AnthropicLLM(model={self.model!r}, json_mode={self.json_mode!r})"
-
-    def _shards(self) -> ClientShards[Any]:
-        loop = asyncio.get_running_loop()
-        shards = self._pools.get(id(loop))
-        if shards is None or shards.closed():
-            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
-            shards = ClientShards(self._make_client, self.concurrency)
-            self._pools[id(loop)] = shards
-        return shards
 
     def _make_client(self, connections: int) -> Any:
         http = make_http_client(connections, self.timeout, self.http_transport)
@@ -113,7 +102,7 @@ class AnthropicLLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         sdk = self._sdk
-        shards = self._shards()
+        shards = self._clients.shards()
         i, client = shards.acquire()
         try:
             msg = await client.messages.create(**self._params(request))
@@ -140,15 +129,7 @@ class AnthropicLLM:
                            refusal=refusal)
 
     async def aclose_loop(self) -> None:
-        """Close the clients bound to the running loop (the engine's sync wrapper calls it
-        before its loop ends, so no connection outlives the loop that opened it)."""
-        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
-        for c in shards.clients if shards else ():
-            await c.close()
+        await self._clients.aclose_loop()
 
     async def aclose(self) -> None:
-        pools, self._pools = self._pools, {}
-        for shards in pools.values():
-            for c in shards.clients:
-                with contextlib.suppress(RuntimeError):
-                    await c.close()
+        await self._clients.aclose()

@@ -6,6 +6,8 @@ retries, validation, caching and cost live in the engine, once, for all of them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import json
@@ -211,3 +213,38 @@ class ClientShards(Generic[C]):
 
     def closed(self) -> bool:
         return any(c.is_closed() for c in self.clients)
+
+
+class LoopClients(Generic[C]):
+    """The :class:`ClientShards` of each running event loop.
+
+    An HTTP pool is bound to the loop that opened it, and the engine's sync wrapper runs
+    each batch in a fresh loop; so every backend keeps one set of clients per loop and
+    closes a loop's clients before that loop ends.
+    """
+
+    def __init__(self, make: Callable[[int], C], concurrency: int) -> None:
+        self._make = make
+        self._concurrency = concurrency
+        self._pools: dict[int, ClientShards[C]] = {}
+
+    def shards(self) -> ClientShards[C]:
+        loop = id(asyncio.get_running_loop())
+        shards = self._pools.get(loop)
+        if shards is None or shards.closed():
+            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
+            shards = ClientShards(self._make, self._concurrency)
+            self._pools[loop] = shards
+        return shards
+
+    async def aclose_loop(self) -> None:
+        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
+        for c in shards.clients if shards else ():
+            await c.close()  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        pools, self._pools = self._pools, {}
+        for shards in pools.values():
+            for c in shards.clients:
+                with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
+                    await c.close()  # type: ignore[attr-defined]

@@ -18,8 +18,6 @@ inside the client where no limit or timeout of ours can see them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from typing import Any, Literal
 
@@ -28,10 +26,10 @@ import orjson
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import (
-    ClientShards,
     LLMError,
     LLMRequest,
     LLMResponse,
+    LoopClients,
     Usage,
     error_from_status,
     messages_with_schema,
@@ -87,21 +85,10 @@ class OpenAILLM:
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
         self.http_transport = http_transport  # 'auto': aiohttp when installed (transport.py)
-        self._pools: dict[int, ClientShards[openai.AsyncOpenAI]] = {}
+        self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
-
-    def _shards(self) -> ClientShards[openai.AsyncOpenAI]:
-        """The clients for the running event loop: an HTTP pool is bound to the loop that
-        opened it, and the sync wrapper runs each batch in a fresh loop."""
-        loop = asyncio.get_running_loop()
-        shards = self._pools.get(id(loop))
-        if shards is None or shards.closed():
-            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
-            shards = ClientShards(self._make_client, self.concurrency)
-            self._pools[id(loop)] = shards
-        return shards
 
     def _make_client(self, connections: int) -> openai.AsyncOpenAI:
         http = make_http_client(connections, self.timeout, self.http_transport)
@@ -132,7 +119,7 @@ class OpenAILLM:
         return params
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        shards = self._shards()
+        shards = self._clients.shards()
         i, client = shards.acquire()
         try:
             # The SDK's generic post: its auth, URL, headers, timeouts and error classes,
@@ -160,18 +147,10 @@ class OpenAILLM:
         return _read_completion(body)
 
     async def aclose_loop(self) -> None:
-        """Close the clients bound to the running loop (the engine's sync wrapper calls it
-        before its loop ends, so no connection outlives the loop that opened it)."""
-        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
-        for c in shards.clients if shards else ():
-            await c.close()
+        await self._clients.aclose_loop()
 
     async def aclose(self) -> None:
-        pools, self._pools = self._pools, {}
-        for shards in pools.values():
-            for c in shards.clients:
-                with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
-                    await c.close()
+        await self._clients.aclose()
 
 
 def _read_completion(body: Any) -> LLMResponse:
