@@ -60,6 +60,16 @@ class FormatSpec:
 # ---------------------------------------------------------------- field access
 
 
+def list_key(rec: dict[str, Any], keys: tuple[str, ...], marker: str) -> str | None:
+    """The first of ``keys`` holding a non-empty array of objects whose first has ``marker``
+    (``role`` for chat messages, ``from`` for ShareGPT turns)."""
+    for key in keys:
+        value = rec.get(key)
+        if isinstance(value, list) and value and isinstance(value[0], dict) and marker in value[0]:
+            return key
+    return None
+
+
 def get_list(rec: dict[str, Any], key: str, where: str | None = None) -> list[Any]:
     value = rec.get(key)
     if isinstance(value, str) and value[:1] == "[":  # a JSON-encoded column

@@ -20,6 +20,7 @@ from featdisco.transcripts.formats.common import (
     get_list,
     get_str,
     id_of,
+    list_key,
     model_of,
     scalar_metadata,
 )
@@ -57,11 +58,7 @@ _REASONING_TYPES = {"reasoning", "thinking", "reasoning_text"}
 
 
 def messages_key(rec: dict[str, Any]) -> str | None:
-    for key in MESSAGE_KEYS:
-        value = rec.get(key)
-        if isinstance(value, list) and value and isinstance(value[0], dict) and "role" in value[0]:
-            return key
-    return None
+    return list_key(rec, MESSAGE_KEYS, "role")
 
 
 def sniff(rec: dict[str, Any]) -> bool:

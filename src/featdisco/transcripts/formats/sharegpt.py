@@ -13,6 +13,7 @@ from featdisco.transcripts.formats.common import (
     get_list,
     get_str,
     id_of,
+    list_key,
     model_of,
     scalar_metadata,
 )
@@ -38,11 +39,7 @@ ROLES: dict[str, Role] = {
 
 
 def _key(rec: dict[str, Any]) -> str | None:
-    for key in KEYS:
-        value = rec.get(key)
-        if isinstance(value, list) and value and isinstance(value[0], dict) and "from" in value[0]:
-            return key
-    return None
+    return list_key(rec, KEYS, "from")
 
 
 def sniff(rec: dict[str, Any]) -> bool:
