@@ -111,7 +111,7 @@ class OpenAILLM:
         elif self.json_mode == "schema":
             params["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             params["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.schema_name, "schema": schema, "strict": True}}
+                "name": request.schema_name, "schema": strict_schema(schema), "strict": True}}
         else:
             params["messages"] = messages_with_schema(request.messages, schema)
             if self.json_mode == "object":
@@ -169,3 +169,20 @@ def _read_completion(body: Any) -> LLMResponse:
                                    int(u.get("completion_tokens") or 0)),
                        finish_reason=choice.get("finish_reason"),
                        refusal=msg.get("refusal") or None)
+
+
+# Size and range bounds that OpenAI's strict mode rejects ("... is not permitted") on some
+# models: the server gets the shape only; the engine still validates every reply against
+# the full schema and repairs what breaks it, and the prompt states the bounds in words.
+_STRICT_UNSUPPORTED = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minimum",
+                                 "maximum", "pattern", "format", "uniqueItems"})
+
+
+def strict_schema(schema: Any) -> Any:
+    """``schema`` without the keywords strict structured outputs may refuse."""
+    if isinstance(schema, dict):
+        return {k: strict_schema(v) for k, v in schema.items()
+                if k not in _STRICT_UNSUPPORTED or not isinstance(v, int | float | str | bool)}
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
