@@ -247,3 +247,25 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         np.testing.assert_array_equal(np.load(run_dir / "centroids_user.npy"), np.load(fitted / "centroids_user.npy"))
     finally:
         slow.stop()
+
+
+def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+
+    status = CliRunner().invoke(app, ["status", str(fitted)])
+    assert status.exit_code == 0, status.output
+    for stage in ("split", "featurize", "embed", "cluster", "name", "rate"):
+        assert stage in status.output
+    assert "done" in status.output and "not run" not in status.output
+    new = write_jsonl(tmp_path / "new.jsonl", [
+        {"id": "x1", "messages": [{"role": "user", "content": "Something else entirely"},
+                                  {"role": "assistant", "content": "A reply"}]}])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["transform", str(fitted), str(new), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "2 pieces, 20 features; 2 pieces activate" in result.output
+    assert (out / "activations.npz").exists() and (out / "assignments.parquet").exists()
+    missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
+    assert "is not a featdisco run" in str(missing.exception)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 from rich.table import Table
 
@@ -98,7 +97,16 @@ def _clip(text: str, n: int) -> str:
 
 
 def _short(counts: dict[str, Any]) -> str:
-    return orjson.dumps(counts, default=str).decode()[:160]
+    """``{"features": 106, "dropped": {"duplicate": 17}}`` → ``features 106; dropped: duplicate 17``."""
+    parts = []
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            if value:
+                parts.append(f"{key}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                                                    for k, v in value.items()))
+        elif value not in (0, None) or key in ("failed",):
+            parts.append(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}")
+    return "; ".join(parts)
 
 
 def print_top_clusters(clusters: pa.Table, top: int, show_private: bool = False) -> None:
