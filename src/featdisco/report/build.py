@@ -1,0 +1,171 @@
+"""``featdisco report DIR``: turn a fitted run directory into ``DIR/report/``.
+
+The page (index.html, app.js, app.css, copied from ``static/``) loads ``data/overview.js``
+first, a few kilobytes whatever the run's size; the cluster lists, the cluster and
+transcript pages and the search index are shards loaded when a view needs them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+
+from featdisco.errors import FeatdiscoError
+from featdisco.report import tables
+from featdisco.report.analysis import write_analyses
+from featdisco.report.layout import cluster_layout
+from featdisco.report.search import transcript_postings, write_search
+from featdisco.report.shards import ShardWriter
+
+REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
+            "clusters.parquet")
+STATIC = ("index.html", "app.js", "app.css")
+KINDS = ("user", "thought", "response")
+TOP_N = 8  # clusters of each kind on the overview
+
+
+@dataclass(slots=True)
+class ReportStats:
+    """What a build wrote: where, how much, and how long each step took."""
+
+    path: Path
+    files: int = 0
+    bytes: int = 0
+    first_view_bytes: int = 0  # index.html + app.js + app.css + overview.js
+    clusters: int = 0
+    transcripts: int = 0
+    pieces: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _hist(values: np.ndarray, bins: np.ndarray) -> dict[str, list[float]]:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _size_bins(sizes: np.ndarray) -> np.ndarray:
+    top = max(float(sizes.max()) if len(sizes) else 1.0, 1.0)
+    return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
+
+
+def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
+              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int]) -> dict[str, Any]:
+    stages = {name: {k: rec.get(k) for k in ("counts", "seconds", "llm", "complete", "finished_at")}
+              for name, rec in manifest.get("stages", {}).items() if isinstance(rec, dict)}
+    per_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        rows = [c for c in clusters if c["kind"] == kind]
+        if not rows:
+            continue
+        sizes = np.asarray([c["size"] for c in rows], dtype=float)
+        interest = np.asarray([c["interest"] for c in rows if c["interest"] is not None], dtype=float)
+        ranked = sorted(rows, key=lambda c: (-(c["interest"] or 0), -c["size"]))
+        per_kind[kind] = {
+            "clusters": len(rows), "private": sum(bool(c["private"]) for c in rows),
+            "features": int(sizes.sum()), "pieces": kinds_pieces.get(kind, 0),
+            "sizes": _hist(sizes, _size_bins(sizes)),
+            "interest": _hist(interest, np.arange(0, 101, 5)),
+            # the top clusters with and without private ones, so the toggle needs no other shard
+            "top": [c["cluster_id"] for c in ranked if not c["private"]][:TOP_N],
+            "top_all": [c["cluster_id"] for c in ranked][:TOP_N],
+        }
+    top_ids = {i for k in per_kind.values() for i in k["top"] + k["top_all"]}
+    return {
+        "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
+        "created": manifest.get("created"), "updated": manifest.get("updated"),
+        "llm_totals": manifest.get("llm_totals", {}), "stages": stages,
+        "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,
+        "clusters": {c["cluster_id"]: _brief(c) for c in clusters if c["cluster_id"] in top_ids},
+        "n_clusters": len(clusters), "analyses": analyses,
+        "shards": {"t": tables.TRANSCRIPTS_PER_SHARD, "c": tables.CLUSTERS_PER_SHARD,
+                   "ti": tables.DIRECTORY_PER_SHARD},
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _brief(c: dict[str, Any]) -> list[Any]:
+    """A cluster in the lists and the map: [id, label, size, pieces, transcripts, interest,
+    private, x, y, description] (arrays, not objects: 20k of them must load fast)."""
+    return [c["cluster_id"], c["label"], c["size"], c["pieces"], c["transcripts"], c["interest"],
+            bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True) -> ReportStats:
+    """Write the report of a fitted run to ``out`` (default ``run_dir/report``)."""
+    run = Path(run_dir)
+    missing = [n for n in REQUIRED if not (run / n).exists()]
+    if missing:
+        raise FeatdiscoError(f"{run} is not a finished run (missing {', '.join(missing)}): "
+                             "run `featdisco run` to completion first")
+    dest = Path(out) if out else run / "report"
+    data = dest / "data"
+    if data.exists():
+        shutil.rmtree(data)  # stale shards of an earlier build would mislead
+    writer = ShardWriter(data)
+    stats = ReportStats(dest)
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        now = time.perf_counter()
+        stats.seconds[name] = round(now - t0, 2)
+        t0 = now
+
+    try:
+        manifest = orjson.loads((run / "manifest.json").read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
+    clusters_t = pq.read_table(run / "clusters.parquet")
+    layout = cluster_layout(run, clusters_t)
+    clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
+    for c in clusters:
+        c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+    lap("clusters")
+    order = tables.piece_order(run)
+    feats = tables.feature_table(run)
+    counts = tables.feature_counts(feats)
+    lap("features")
+    stats.transcripts = len(order.transcript_ids)
+    stats.pieces = len(order.tidx)
+    tables.write_transcripts(run, writer, order, feats)
+    lap("transcripts")
+    tables.write_clusters(run, writer, clusters_t, order, feats, counts)
+    lap("cluster pages")
+    if search:
+        posts = transcript_postings(run, order.tidx)
+        write_search(writer, clusters_t, counts, posts)
+        del posts
+    lap("search")
+    del feats
+    for kind in KINDS:
+        rows = [_brief(c) for c in clusters if c["kind"] == kind]
+        if rows:
+            writer.write(f"k/{kind}.js", f"k/{kind}", rows)
+    analyses = write_analyses(run, writer)
+    kinds_pieces = dict(zip(*np.unique(
+        pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
+        return_counts=True), strict=True))
+    overview = _overview(manifest, clusters, stats.pieces, stats.transcripts, analyses,
+                         {str(k): int(v) for k, v in kinds_pieces.items()})
+    overview["search"] = search
+    ov_bytes = writer.write("overview.js", "overview", overview)
+    static = resources.files("featdisco.report") / "static"
+    page_bytes = 0
+    for name in STATIC:
+        blob = (static / name).read_bytes()
+        (dest / name).write_bytes(blob)
+        page_bytes += len(blob)
+    lap("overview")
+    stats.files = writer.files + len(STATIC)
+    stats.bytes = writer.bytes + page_bytes
+    stats.first_view_bytes = page_bytes + ov_bytes
+    stats.clusters = len(clusters)
+    return stats
