@@ -112,6 +112,15 @@ def run_cmd(
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Read at most this many records from each file.")] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="Clusters of each kind to print.")] = 8,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
+        "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
+        "the batches already submitted.")] = False,
+    batch_poll: Annotated[float, typer.Option(
+        "--batch-poll", min=0.1, help="Seconds between polls of submitted batches.")] = 30.0,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
+        "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster).")] = "local",
     quiet: QuietOpt = False,
 ) -> None:
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
@@ -126,7 +135,8 @@ def run_cmd(
     cfg = PipelineConfig(llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
-                         seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost)
+                         seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                         batch=batch, batch_poll=batch_poll, executor=executor)
     cfg.featurize_config()  # validates the feature bounds before any work
     options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
                           limit=limit)
@@ -184,6 +194,7 @@ def formats_cmd() -> None:
 
 def _register_optional_apps() -> None:
     """Sub-commands whose modules land separately; each registers itself if present."""
+    __import__("featdisco.cli.report", fromlist=["register"]).register(app)  # report, serve
     try:
         from featdisco.cli.models import models_app
     except ImportError:
