@@ -23,7 +23,7 @@ from featdisco.llm.engine import CallEngine, RunSummary
 from featdisco.prompts import Prompt, load_prompt
 from featdisco.run import EMBED_CACHE, LLM_CACHE, RunDir, StageRecord, fingerprint, table_hash
 from featdisco.stages.cluster import SphericalKMeans, auto_n_clusters
-from featdisco.stages.embed import EmbeddingCache, embed_texts, load_matrix, save_matrix
+from featdisco.stages.embed import EmbeddingCache, load_matrix, save_matrix
 from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
 from featdisco.stages.name import name_clusters
 from featdisco.stages.rate import rate_clusters
@@ -59,6 +59,10 @@ class PipelineConfig:
     timeout: float = 120.0
     max_cost: float | None = None
     prompt_files: dict[str, str] = field(default_factory=dict)
+    # How calls are made, not what they return: none of these enter a fingerprint.
+    batch: bool = False  # provider batch APIs (half price, up to 24 h)
+    batch_poll: float = 30.0  # seconds between batch polls
+    executor: str = "local"  # 'local' (asyncio) or 'ray' (Ray Data)
 
     def k_for(self, kind: str, n_distinct: int) -> int:
         k = self.n_clusters.get(kind) if isinstance(self.n_clusters, dict) else self.n_clusters
@@ -106,6 +110,7 @@ class Pipeline:
         self._llm = llm
         self._embedder = embedder
         self._engine: CallEngine | None = None
+        self._executor: Any = None
         self._progress = progress
         self.timings: list[StageTiming] = []
 
@@ -123,12 +128,27 @@ class Pipeline:
     @property
     def engine(self) -> CallEngine:
         if self._engine is None:
-            self._engine = CallEngine(self.llm, CallCache(self.dir.file(LLM_CACHE)),
-                                      concurrency=self.cfg.concurrency, rpm=self.cfg.rpm,
-                                      tpm=self.cfg.tpm, timeout=self.cfg.timeout,
-                                      max_cost=self.cfg.max_cost, progress=self._progress,
-                                      seed=self.cfg.seed)
+            options: dict[str, Any] = dict(
+                concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
+                timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
+                seed=self.cfg.seed)
+            cache = CallCache(self.dir.file(LLM_CACHE))
+            if self.cfg.batch:
+                from featdisco.llm.batch import BatchEngine
+
+                self._engine = BatchEngine(self.llm, cache, poll_interval=self.cfg.batch_poll,
+                                           **options)
+            else:
+                self._engine = self.executor.make_engine(self.llm, cache, self.cfg, options)
         return self._engine
+
+    @property
+    def executor(self) -> Any:
+        if self._executor is None:
+            from featdisco.executors import make_executor
+
+            self._executor = make_executor(self.cfg.executor)
+        return self._executor
 
     @property
     def embedder(self) -> Any:
@@ -213,7 +233,7 @@ class Pipeline:
         strings.sort()
         cache = EmbeddingCache(self.dir.file(EMBED_CACHE))
         try:
-            matrix = embed_texts(strings, self.embedder, cache=cache)
+            matrix = self.executor.embed(strings, self.embedder, cache, self.cfg)
         finally:
             close = getattr(cache, "close", None)
             if close:

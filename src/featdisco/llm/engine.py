@@ -276,7 +276,14 @@ class CallEngine:
                 f"{err.message}. {len(done) - n_cached} calls finished and are cached; "
                 f"fix the problem and rerun to continue")
         results = [done[k] for k in keys]
-        s = RunSummary(calls=len(requests), unique=len(first), cached=n_cached)
+        self._summarise(len(requests), first, done, n_cached, t0)
+        return results
+
+    def _summarise(self, n_requests: int, first: dict[str, LLMRequest],
+                   done: dict[str, CallResult], n_cached: int, t0: float) -> None:
+        """Account one run in ``last_summary`` and ``summary`` (shared with the engines
+        that fill the cache another way: provider batches, Ray)."""
+        s = RunSummary(calls=n_requests, unique=len(first), cached=n_cached)
         for k in first:
             res = done[k]
             if res.status == "ok":
@@ -294,7 +301,6 @@ class CallEngine:
         s.elapsed = time.monotonic() - t0
         self.last_summary = s
         self.summary.add(s)
-        return results
 
     async def _worker(self, queue: deque[tuple[str, LLMRequest]],
                       done: dict[str, CallResult]) -> None:

@@ -1,0 +1,52 @@
+"""Where featurize and embed run: one protocol, a local and a Ray implementation.
+
+An executor decides only *where* the work happens. Both keep the same cache semantics (the
+run's LLM and embedding caches are written as results arrive, by the driver) and give the
+same results, so the choice never enters a stage's fingerprint, and a run started on one
+executor can be resumed on the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from featdisco.errors import FeatdiscoError
+
+if TYPE_CHECKING:
+    from featdisco.llm.base import LLMBackend
+    from featdisco.llm.cache import CallCache
+    from featdisco.llm.engine import CallEngine
+    from featdisco.stages.embed import EmbeddingCache
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+
+    def make_engine(self, backend: LLMBackend, cache: CallCache, cfg: Any,
+                    options: dict[str, Any]) -> CallEngine:
+        """The engine the LLM stages call (``cfg`` is the :class:`PipelineConfig`;
+        ``options`` the :class:`CallEngine` keyword arguments)."""
+        ...
+
+    def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
+              cfg: Any) -> np.ndarray:
+        """One unit-norm float32 row per string, in order."""
+        ...
+
+
+def make_executor(name: str | None) -> Executor:
+    name = (name or "local").lower()
+    if name == "local":
+        from featdisco.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from featdisco.executors.ray import RayExecutor
+
+        return RayExecutor()
+    raise FeatdiscoError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

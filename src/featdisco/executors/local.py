@@ -1,0 +1,27 @@
+"""The default executor: the asyncio call engine and the in-process embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from featdisco.llm.base import LLMBackend
+from featdisco.llm.cache import CallCache
+from featdisco.llm.engine import CallEngine
+from featdisco.stages.embed import EmbeddingCache, embed_texts
+
+
+class LocalExecutor:
+    """Everything in this process: one event loop for the calls, one embedder."""
+
+    name = "local"
+
+    def make_engine(self, backend: LLMBackend, cache: CallCache, cfg: Any,
+                    options: dict[str, Any]) -> CallEngine:
+        return CallEngine(backend, cache, **options)
+
+    def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
+              cfg: Any) -> np.ndarray:
+        return embed_texts(strings, embedder, cache=cache)
