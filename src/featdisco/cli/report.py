@@ -31,9 +31,9 @@ def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool) -> Pat
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files only; no directory listings outside the report, no request log noise."""
+    """Static files of the report folder, without a log line per request."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

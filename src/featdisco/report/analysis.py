@@ -19,13 +19,16 @@ MAX_ROWS = 5000  # rows per analysis shown in the page (the file on disk keeps t
 
 
 def _clean(values: list[Any]) -> list[Any]:
-    """JSON-safe cells: NaN/inf become null, nested values become text."""
+    """JSON-safe cells: NaN/inf become null, lists of scalars stay lists, anything else
+    nested becomes text."""
     out: list[Any] = []
     for v in values:
         if isinstance(v, float) and not math.isfinite(v):
             out.append(None)
         elif isinstance(v, bool | int | float | str) or v is None:
             out.append(v)
+        elif isinstance(v, list) and all(isinstance(x, bool | int | float | str) for x in v):
+            out.append(_clean(v))  # e.g. the user clusters that drive a probe
         else:
             out.append(str(v))
     return out

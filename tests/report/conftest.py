@@ -1,0 +1,93 @@
+"""Fixtures for report tests: one small real run with hostile text, its report, and a
+headless Debian chromium driven by Playwright when both are installed.
+
+Browser tests skip when chromium or Playwright is missing, unless FEATDISCO_BROWSER_TESTS
+is ``required`` (CI sets it), where a missing browser fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featdisco.report import build_report
+from tests.report.runs import IMG, SCRIPT, build_run
+
+CHROMIUM = os.environ.get("FEATDISCO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def hostile_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The fitted run, with analysis outputs planted beside it (columns as the analyses
+    write them, labels carrying payloads)."""
+    run = build_run(tmp_path_factory.mktemp("report-run"), shared_data)
+    clusters = pq.read_table(run / "clusters.parquet")
+    ids = clusters.column("cluster_id").to_pylist()
+    kinds = clusters.column("kind").to_pylist()
+    resp = [i for i, k in zip(ids, kinds, strict=True) if k != "user"]
+    user = [i for i, k in zip(ids, kinds, strict=True) if k == "user"]
+    pq.write_table(pa.table({
+        "cluster_id": ids, "rate_gpt-4": [0.1 * (i % 5) for i in ids],
+        "rate_gpt-4_lo": [max(0.0, 0.1 * (i % 5) - 0.05) for i in ids],
+        "rate_gpt-4_hi": [0.1 * (i % 5) + 0.05 for i in ids],
+        "rate_llama-13b": [0.05 * (i % 3) for i in ids],
+        "rate_llama-13b_lo": [0.0 for _ in ids], "rate_llama-13b_hi": [0.05 * (i % 3) + 0.1 for i in ids],
+        "ratio": [1.5 for _ in ids], "q": [0.01 if i % 2 else 0.5 for i in ids],
+    }), run / "analysis_compare.parquet")
+    pq.write_table(pa.table({
+        "target": resp, "f1": [0.9 - 0.1 * j for j in range(len(resp))],
+        "baseline_f1": [0.2 for _ in resp], "top_user_clusters": [user[:2] for _ in resp],
+        "note": [f"probe {SCRIPT}" for _ in resp],
+    }), run / "analysis_probes.parquet")
+    parents = [{"cluster_id": 1000, "parent_id": None, "label": f"Parent {IMG}"}] + [
+        {"cluster_id": i, "parent_id": 1000, "label": None} for i in ids]
+    pq.write_table(pa.Table.from_pylist(parents), run / "analysis_hierarchy.parquet")
+    (run / "analysis_broken.parquet").write_bytes(b"not parquet")
+    return run
+
+
+@pytest.fixture(scope="session")
+def report_dir(hostile_run: Path) -> Path:
+    build_report(hostile_run)
+    return hostile_run / "report"
+
+
+def _browser_required() -> bool:
+    return os.environ.get("FEATDISCO_BROWSER_TESTS") == "required"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """A headless chromium (Debian's, not Playwright's download, which cannot reach the net)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if _browser_required():
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        if _browser_required():
+            pytest.fail(f"no chromium at {CHROMIUM}")
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: FEATDISCO_SCREENSHOTS if set (CI keeps them), else a temp dir."""
+    env = os.environ.get("FEATDISCO_SCREENSHOTS")
+    path = Path(env) if env else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
