@@ -1,0 +1,175 @@
+"""Which clusters each piece and each transcript activates, as sparse binary matrices.
+
+Every analysis starts here: probes, comparisons and co-occurrence are all questions about
+these two matrices. A piece activates a cluster when any of its features was assigned to
+it; a transcript activates the union of its pieces' clusters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import sparse
+
+from featdisco.dictionary import activation_matrix
+from featdisco.errors import FeatdiscoError
+from featdisco.run import RunDir
+
+PIECE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "model", "text", "metadata")
+
+
+@dataclass(slots=True)
+class Activations:
+    """Pieces × clusters and transcripts × clusters, with the row and column tables.
+
+    ``pieces`` has one row per piece (same order as ``piece_matrix`` rows) and a
+    ``transcript_row`` column indexing ``transcript_matrix``; ``clusters`` has one row per
+    cluster id ``0..n-1`` (``cluster_id``, ``kind``, ``label``).
+    """
+
+    pieces: pd.DataFrame
+    clusters: pd.DataFrame
+    transcript_ids: list[str]
+    piece_matrix: sparse.csr_matrix
+    transcript_matrix: sparse.csr_matrix
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.clusters)
+
+    def kind_mask(self, kind: str) -> np.ndarray:
+        """Boolean mask over clusters of one kind."""
+        return np.asarray(self.clusters["kind"].to_numpy() == kind)
+
+    def column(self, name: str) -> pd.Series:
+        """A piece column, or a key of the pieces' metadata JSON when no column has that name."""
+        if name in self.pieces.columns and name != "metadata":
+            return self.pieces[name]
+        values = [_meta(m).get(name) for m in self.pieces["metadata"]]
+        if all(v is None for v in values):
+            cols = sorted(c for c in self.pieces.columns if c not in ("text", "metadata"))
+            keys = sorted({k for m in self.pieces["metadata"][:1000] for k in _meta(m)})
+            raise FeatdiscoError(f"no piece column or metadata key named {name!r}; columns: "
+                                 f"{', '.join(cols)}; metadata keys: {', '.join(keys) or 'none'}")
+        return pd.Series([None if v is None else str(v) for v in values], index=self.pieces.index,
+                         dtype=object)
+
+
+def _meta(raw: Any) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_clusters(run: RunDir) -> pd.DataFrame:
+    """The cluster table (``clusters.parquet``, or the unnamed base table of a run stopped
+    before naming), indexed 0..n-1 by cluster id."""
+    name = "clusters.parquet" if run.file("clusters.parquet").exists() else "clusters_base.parquet"
+    table = run.read_table(name)
+    df = table.to_pandas()
+    if "label" not in df.columns:
+        df["label"] = None
+    df = df.sort_values("cluster_id").reset_index(drop=True)
+    if not np.array_equal(df["cluster_id"].to_numpy(), np.arange(len(df))):
+        raise FeatdiscoError(f"{run.path}/{name}: cluster ids are not 0..{len(df) - 1}")
+    df["label"] = [lab if isinstance(lab, str) and lab else f"{k} cluster {c}"
+                   for lab, k, c in zip(df["label"], df["kind"], df["cluster"], strict=True)]
+    return df
+
+
+def load_activations(run_dir: str | Path) -> Activations:
+    """Build both matrices from a fitted run directory."""
+    run = RunDir(run_dir)
+    if not run.file("assignments.parquet").exists():
+        raise FeatdiscoError(f"{run.path} has no assignments.parquet: run `featdisco run` into it first")
+    ptable = run.read_table("pieces.parquet")
+    pieces = ptable.select([c for c in PIECE_COLUMNS if c in ptable.column_names]).to_pandas()
+    extra = [c for c in ptable.column_names if c not in PIECE_COLUMNS and c not in
+             ("source", "record", "format", "chars", "truncated", "redacted", "system")]
+    for c in extra:
+        pieces[c] = ptable.column(c).to_pandas()
+    features = run.read_table("features.parquet").select(["feature_id", "piece_id"])
+    assignments = run.read_table("assignments.parquet").select(["feature_id", "cluster_id"])
+    if features.num_rows != assignments.num_rows or not features.column("feature_id").equals(
+            assignments.column("feature_id")):
+        assignments = features.join(assignments, "feature_id", join_type="left outer")
+        cluster_col = pc.fill_null(assignments.column("cluster_id"), -1)
+        feature_pieces = assignments.column("piece_id").to_pylist()
+    else:
+        cluster_col = assignments.column("cluster_id")
+        feature_pieces = features.column("piece_id").to_pylist()
+    clusters = read_clusters(run)
+    cids = np.asarray(cluster_col.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if len(cids) and cids.max() >= len(clusters):
+        raise FeatdiscoError(f"{run.path}: assignments name cluster {cids.max()}, the cluster table "
+                             f"has {len(clusters)}")
+    known = set(pieces["piece_id"])
+    if any(p not in known for p in feature_pieces):
+        raise FeatdiscoError(f"{run.path}: features.parquet names pieces missing from pieces.parquet")
+    pm = activation_matrix(pieces["piece_id"].tolist(), feature_pieces, cids, len(clusters))
+    codes, uniques = pd.factorize(pieces["transcript_id"], sort=False)
+    pieces["transcript_row"] = codes
+    tm = _transcript_matrix(pm, codes, len(uniques))
+    return Activations(pieces, clusters, [str(u) for u in uniques], pm.tocsr(), tm)
+
+
+def _transcript_matrix(pm: sparse.csr_matrix, rows: np.ndarray, n: int) -> sparse.csr_matrix:
+    """OR of the piece rows of each transcript (a 0/1 indicator product, then clipped)."""
+    agg = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, np.arange(len(rows)))),
+                            shape=(n, len(rows)))
+    tm = (agg @ pm.astype(np.int32)).tocsr()
+    tm.data[:] = 1
+    return tm.astype(np.int8)
+
+
+def frequency(act: Activations) -> pd.DataFrame:
+    """Each cluster's frequency: pieces that activate it out of the pieces of its kind, and
+    distinct transcripts out of the transcripts that have a piece of that kind."""
+    kinds = act.pieces["kind"].to_numpy()
+    piece_counts = np.asarray(act.piece_matrix.getnnz(axis=0))
+    transcript_counts = np.asarray(act.transcript_matrix.getnnz(axis=0))
+    n_pieces, n_transcripts = {}, {}
+    for kind in np.unique(kinds):
+        mask = kinds == kind
+        n_pieces[kind] = int(mask.sum())
+        n_transcripts[kind] = len(np.unique(act.pieces["transcript_row"].to_numpy()[mask]))
+    c = act.clusters
+    df = pd.DataFrame({
+        "cluster_id": c["cluster_id"].to_numpy(),
+        "kind": c["kind"].to_numpy(),
+        "label": c["label"].to_numpy(),
+        "pieces": piece_counts,
+        "kind_pieces": [n_pieces.get(k, 0) for k in c["kind"]],
+        "transcripts": transcript_counts,
+        "kind_transcripts": [n_transcripts.get(k, 0) for k in c["kind"]],
+    })
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["piece_rate"] = np.where(df["kind_pieces"] > 0, df["pieces"] / df["kind_pieces"], 0.0)
+        df["transcript_rate"] = np.where(df["kind_transcripts"] > 0,
+                                         df["transcripts"] / df["kind_transcripts"], 0.0)
+    return df.sort_values(["kind", "pieces"], ascending=[True, False]).reset_index(drop=True)
+
+
+def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame) -> Path:
+    """Write ``analysis_<name>.parquet`` atomically into the run directory."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return RunDir(run_dir).write_table(f"analysis_{name}.parquet", table)
+
+
+def cluster_frequency(run_dir: str | Path, *, write: bool = True) -> pd.DataFrame:
+    """:func:`frequency` of a run directory, saved as ``analysis_frequency.parquet``."""
+    df = frequency(load_activations(run_dir))
+    if write:
+        write_analysis(run_dir, "frequency", df)
+    return df
