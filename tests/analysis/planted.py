@@ -4,6 +4,7 @@ Parquet, without any LLM or embedder, for the statistics tests."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,8 @@ class PlantedPiece:
 
 
 def write_run(path: Path, pieces: list[PlantedPiece], clusters: list[tuple[str, str]],
-              centroids: dict[str, np.ndarray] | None = None) -> Path:
+              centroids: dict[str, np.ndarray] | None = None,
+              feature_text: Callable[[int, int], str] | None = None) -> Path:
     """``clusters``: (kind, label) per cluster id 0..n-1; a piece's features are one per cluster."""
     path.mkdir(parents=True, exist_ok=True)
     rows = {"piece_id": [], "transcript_id": [], "turn": [], "kind": [], "text": [], "model": [],
@@ -46,7 +48,8 @@ def write_run(path: Path, pieces: list[PlantedPiece], clusters: list[tuple[str, 
             feats["piece_id"].append(pid)
             feats["transcript_id"].append(p.transcript_id)
             feats["kind"].append(p.kind)
-            feats["text"].append(f"feature of {clusters[c][1]} number {i % 3}")
+            feats["text"].append(feature_text(c, len(feats["text"])) if feature_text
+                                 else f"feature of {clusters[c][1]} number {i % 3}")
             assign["feature_id"].append(fid)
             assign["kind"].append(p.kind)
             assign["cluster_id"].append(c)

@@ -130,3 +130,29 @@ def test_compare_by_transcript_and_metadata_errors(compare_run: Path) -> None:
     with pytest.raises(FeatdiscoError, match="two or more"):
         run_compare(compare_run, "model", groups=["model-a"], write=False)
     assert isinstance(df, pd.DataFrame) and np.isfinite(df["p_value"]).all()
+
+
+def test_cooccurrence_finds_the_planted_pair_within_pieces_and_transcripts(tmp_path: Path) -> None:
+    from featdisco.analysis.cooccurrence import run_cooccurrence
+
+    rng = random.Random(3)
+    pieces = []
+    for t in range(400):
+        together = rng.random() < 0.2
+        resp = [c for c, r in ((UNREL1, 0.3), (UNREL2, 0.3)) if rng.random() < r]
+        if together:
+            resp += [DIFF, EQUAL]
+        users = [CAUSE] if together else ([1] if rng.random() < 0.5 else [])
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", users))
+        pieces.append(PlantedPiece(f"t{t}", 1, "response", resp))
+    run = write_run(tmp_path / "co", pieces, USER + RESP)
+    df = run_cooccurrence(run, min_support=5)
+    piece = df[df["level"] == "piece"].iloc[0]
+    assert {piece["cluster_a"], piece["cluster_b"]} == {DIFF, EQUAL} and piece["significant"]
+    assert piece["together"] == piece["count_a"] == piece["count_b"]
+    assert piece["lift"] == pytest.approx(piece["units"] / piece["together"])
+    tr = df[(df["level"] == "transcript") & (df["cluster_a"] == CAUSE) & (df["cluster_b"] == DIFF)]
+    assert len(tr) == 1 and tr.iloc[0]["significant"] and tr.iloc[0]["kind_a"] == "user"
+    independent = df[(df["cluster_a"] == UNREL1) & (df["cluster_b"] == UNREL2) & (df["level"] == "piece")]
+    assert independent.empty or not independent.iloc[0]["significant"]
+    assert (df["together"] >= 5).all()
