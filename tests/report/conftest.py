@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featdisco.report import build_report
-from tests.report.runs import IMG, SCRIPT, build_run
+from tests.report.runs import IMG, build_run
 
 CHROMIUM = os.environ.get("FEATDISCO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -27,27 +27,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 @pytest.fixture(scope="session")
 def hostile_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """The fitted run, with analysis outputs planted beside it (columns as the analyses
-    write them, labels carrying payloads)."""
+    """The fitted run, with its comparison by model and its probes, and a planted hierarchy
+    (a parent whose label carries a payload) and a broken analysis file."""
     run = build_run(tmp_path_factory.mktemp("report-run"), shared_data)
     clusters = pq.read_table(run / "clusters.parquet")
     ids = clusters.column("cluster_id").to_pylist()
-    kinds = clusters.column("kind").to_pylist()
-    resp = [i for i, k in zip(ids, kinds, strict=True) if k != "user"]
-    user = [i for i, k in zip(ids, kinds, strict=True) if k == "user"]
-    pq.write_table(pa.table({
-        "cluster_id": ids, "rate_gpt-4": [0.1 * (i % 5) for i in ids],
-        "rate_gpt-4_lo": [max(0.0, 0.1 * (i % 5) - 0.05) for i in ids],
-        "rate_gpt-4_hi": [0.1 * (i % 5) + 0.05 for i in ids],
-        "rate_llama-13b": [0.05 * (i % 3) for i in ids],
-        "rate_llama-13b_lo": [0.0 for _ in ids], "rate_llama-13b_hi": [0.05 * (i % 3) + 0.1 for i in ids],
-        "ratio": [1.5 for _ in ids], "q": [0.01 if i % 2 else 0.5 for i in ids],
-    }), run / "analysis_compare.parquet")
-    pq.write_table(pa.table({
-        "target": resp, "f1": [0.9 - 0.1 * j for j in range(len(resp))],
-        "baseline_f1": [0.2 for _ in resp], "top_user_clusters": [user[:2] for _ in resp],
-        "note": [f"probe {SCRIPT}" for _ in resp],
-    }), run / "analysis_probes.parquet")
+    # the real analyses, run on this run (they carry the hostile labels along)
+    from featdisco.analysis.compare import run_compare
+    from featdisco.analysis.probes import run_probes
+
+    run_compare(run, by="model")
+    run_probes(run)
     parents = [{"cluster_id": 1000, "parent_id": None, "label": f"Parent {IMG}"}] + [
         {"cluster_id": i, "parent_id": 1000, "label": None} for i in ids]
     pq.write_table(pa.Table.from_pylist(parents), run / "analysis_hierarchy.parquet")

@@ -142,7 +142,7 @@ def test_map_and_analyses(page: Any, shots: Path) -> None:
     page.wait_for_selector("text=compare")
     assert page.locator("main a:text-is('broken')").count() == 0
     page.click("main a:text-is('compare')")
-    page.wait_for_selector("h2:has-text('Rates per group')")
+    page.wait_for_selector("h2:has-text('Rate of each cluster per group')")
     assert page.locator("svg.plot line.whisker").count() > 0
     shot(page, shots, "analysis-compare")
     page.goto(page.url.split("#")[0] + "#/a/probes")

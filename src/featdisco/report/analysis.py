@@ -50,7 +50,7 @@ def write_analyses(run_dir: Path, writer: ShardWriter) -> list[dict[str, Any]]:
         table = pf.read().slice(0, MAX_ROWS) if rows else pf.schema_arrow.empty_table()
         columns = {c: _clean(table.column(c).to_pylist()) for c in table.column_names}
         meta = {k.decode(errors="replace"): v.decode(errors="replace")
-                for k, v in (pf.schema_arrow.metadata or {}).items() if not k.startswith(b"ARROW")}
+                for k, v in (pf.schema_arrow.metadata or {}).items() if not k.startswith(b"ARROW") and k != b"pandas"}
         writer.write(f"a/{name}.js", f"a/{name}", {"name": name, "rows": rows, "columns": columns,
                                                    "meta": meta})
         found.append({"name": name, "rows": rows, "columns": table.column_names,

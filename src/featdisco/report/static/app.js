@@ -170,7 +170,7 @@ function histogram(h, opts) {
 
 /* Horizontal bars with intervals: rows of {label, groups: [{name, value, lo, hi}]} */
 function intervalBars(rows, groupNames, xlabel) {
-  const rowH = 16 * Math.max(1, groupNames.length) + 10, L = 260, R = 60, W = 760, T = 24;
+  const rowH = 16 * Math.max(1, groupNames.length) + 10, L = 260, R = 130, W = 860, T = 24;
   const H = T + rows.length * rowH + 30;
   let max = 0;
   rows.forEach((r) => r.groups.forEach((g) => { max = Math.max(max, g.hi ?? g.value ?? 0, g.value ?? 0); }));
@@ -524,7 +524,7 @@ async function viewMap() {
   });
   show(el("h1", null, "Map of clusters"),
     el("p", { class: "muted" }, "Each dot is a cluster, placed by a 2-D projection (PCA) of its centroid; area grows with its number of features. Nearby clusters hold similar features. Hover to read a label, click to open it."),
-    el("div", { class: "toolbar" }, boxes), canvas);
+    el("div", { class: "legendbar" }, boxes), canvas);
   draw();
 }
 
@@ -540,6 +540,7 @@ function viewAnalyses() {
 const CLUSTER_COL = /(^|_)(cluster|cluster_id|target|target_id|parent_id|child_id|source_id|user_cluster|cluster_a|cluster_b)$/;
 
 function cellFor(col, v, byId) {
+  if (Array.isArray(v)) return /cluster|driver/.test(col) ? driverCell(v, byId) : v.map(String).join(", ");
   if (typeof v === "number" && CLUSTER_COL.test(col) && byId.has(v)) return el("span", null, clusterLink(byId.get(v)), el("span", { class: "muted small" }, ` #${v}`));
   if (typeof v === "number") return fmt(v);
   if (typeof v === "boolean") return v ? "yes" : "no";
@@ -552,18 +553,22 @@ async function viewAnalysis(name) {
   const rows = [];
   for (let i = 0; i < n; i++) rows.push(Object.fromEntries(cols.map((c) => [c, a.columns[c][i]])));
   const visible = rows.filter((r) => S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private));
-  const plots = analysisPlots(name, cols, visible, byId);
+  const rates = cols.includes("rate_high") ? await tryLoad("a/" + name + "_rates") : null;
+  const plots = analysisPlots(name, cols, visible, byId, rates);
   const shown = visible.slice(0, 300);
+  const linked = cols.some((c) => CLUSTER_COL.test(c));
+  const useful = cols.filter((c) => !(linked && /(^|_)labels?$/.test(c))).filter((c) => shown.some((r) => r[c] !== null && r[c] !== undefined && !(Array.isArray(r[c]) && !r[c].length)));
   show(el("div", { class: "crumbs" }, el("a", { href: "#/analyses" }, "analyses"), " › ", name),
     el("h1", null, name),
     el("p", { class: "muted" }, `${fmt(a.rows)} rows` + (a.rows > n ? `, the first ${fmt(n)} loaded` : "") + `; the table shows ${shown.length}.`),
     Object.keys(a.meta || {}).length ? table(["", ""], Object.entries(a.meta), "kv") : null,
-    plots, section("Table", table(cols, shown.map((r) => cols.map((c) => cellFor(c, r[c], byId))))));
+    plots, section("Table", el("div", { class: "scroll" }, table(useful, shown.map((r) => useful.map((c) => cellFor(c, r[c], byId)))))),
+    useful.length < cols.length ? el("p", { class: "muted small" }, `Left out (empty, or labels already shown as links): ${cols.filter((c) => !useful.includes(c)).join(", ")}.`) : null);
 }
 
 function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 
-function analysisPlots(name, cols, rows, byId) {
+function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
   const f1 = pick(cols, "f1", "test_f1", "F1");
   if (f1) {
@@ -572,6 +577,8 @@ function analysisPlots(name, cols, rows, byId) {
     vals.forEach((v) => { counts[Math.min(19, Math.max(0, Math.floor(v * 20)))]++; });
     out.push(section("Probe F1 distribution", histogram({ edges, counts }, { title: `F1 of ${vals.length} probes`, xlabel: "test F1" })));
     const target = pick(cols, "target", "target_id", "cluster_id");
+    const beat = pick(cols, "beats_baseline");
+    if (beat) out.push(el("p", null, `${rows.filter((r) => r[beat]).length} of ${vals.length} fitted probes beat the prior baseline.`));
     const base = pick(cols, "baseline_f1", "prior_f1", "base_f1");
     if (target) {
       const top = [...rows].filter((r) => typeof r[f1] === "number").sort((a, b) => b[f1] - a[f1]).slice(0, 25);
@@ -580,15 +587,35 @@ function analysisPlots(name, cols, rows, byId) {
         top.map((r) => [cellFor("target", r[target], byId), fmt(r[f1]), base ? fmt(r[base]) : null, drivers ? driverCell(r[drivers], byId) : null].filter((x) => x !== null)))));
     }
   }
-  const rateCols = cols.filter((c) => /^rate_/.test(c) && !/_(lo|hi|low|high)$/.test(c));
   const cid = pick(cols, "cluster_id", "cluster");
-  if (rateCols.length >= 2 && cid) {
-    const q = pick(cols, "q", "q_value", "p_adj", "fdr", "p_adjusted"), ratio = pick(cols, "ratio", "rate_ratio");
-    const top = rows.slice(0, 20).filter((r) => byId.has(r[cid]));
-    const bars = top.map((r) => ({ label: byId.get(r[cid]).label || String(r[cid]),
-      note: (ratio && typeof r[ratio] === "number" ? `×${r[ratio].toFixed(2)}` : "") + (q && typeof r[q] === "number" && r[q] < 0.05 ? " *" : ""),
-      groups: rateCols.map((c) => ({ name: c.slice(5), value: r[c], lo: r[pick(cols, c + "_lo", c + "_low") || ""] ?? null, hi: r[pick(cols, c + "_hi", c + "_high") || ""] ?? null })) }));
-    if (bars.length) out.push(section("Rates per group (Wilson 95% intervals; * significant after correction)", intervalBars(bars, rateCols.map((c) => c.slice(5)), "share of transcripts with the cluster")));
+  if (cid && cols.includes("rate_high") && cols.includes("group_high")) {
+    // analysis_compare: one row per cluster, ranked; intervals come from compare_rates
+    const long = rates ? rates.columns : null;
+    const byCluster = new Map();
+    if (long && long.cluster_id) long.cluster_id.forEach((c, i) => {
+      if (!byCluster.has(c)) byCluster.set(c, []);
+      byCluster.get(c).push({ name: String(long.group[i]), value: long.rate[i], lo: long.ci_low ? long.ci_low[i] : null, hi: long.ci_high ? long.ci_high[i] : null });
+    });
+    const top = rows.filter((r) => byId.has(r[cid])).slice(0, 20);
+    const groupNames = [...new Set(top.flatMap((r) => byCluster.has(r[cid]) ? byCluster.get(r[cid]).map((g) => g.name) : [String(r.group_high), String(r.group_low)]))].sort();
+    const bars = top.map((r) => {
+      const gs = byCluster.get(r[cid]) || [{ name: String(r.group_high), value: r.rate_high }, { name: String(r.group_low), value: r.rate_low }];
+      const ratio = typeof r.rate_ratio === "number" ? (r.rate_ratio > 1e9 ? "only in " + r.group_high : `${r.group_high} ×${r.rate_ratio.toFixed(1)}`) : "";
+      return { label: byId.get(r[cid]).label || String(r[cid]), note: ratio + (r.significant ? " *" : ""),
+        groups: groupNames.map((n) => gs.find((g) => g.name === n) || { name: n, value: 0, lo: null, hi: null }) };
+    });
+    if (bars.length) out.push(section("Rate of each cluster per group, most different first (95% Wilson intervals; * significant after Benjamini–Hochberg)",
+      intervalBars(bars, groupNames, "share of pieces with the cluster")));
+  } else if (cid && cols.includes("group") && cols.includes("rate")) {
+    // analysis_compare_rates alone: the clusters with the highest rate in any group
+    const best = new Map();
+    rows.forEach((r) => { if (byId.has(r[cid])) best.set(r[cid], Math.max(best.get(r[cid]) ?? 0, r.rate ?? 0)); });
+    const ids = [...best.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20).map((e) => e[0]);
+    const groupNames = [...new Set(rows.map((r) => String(r.group)))].sort();
+    const bars = ids.map((id) => ({ label: byId.get(id).label || String(id), note: "",
+      groups: groupNames.map((n) => { const r = rows.find((x) => x[cid] === id && String(x.group) === n);
+        return r ? { name: n, value: r.rate, lo: r.ci_low ?? null, hi: r.ci_high ?? null } : { name: n, value: 0, lo: null, hi: null }; }) }));
+    if (bars.length) out.push(section("Rate per group (95% Wilson intervals)", intervalBars(bars, groupNames, "share of pieces with the cluster")));
   }
   const parent = pick(cols, "parent_id", "parent");
   const child = pick(cols, "cluster_id", "child_id", "node_id");
