@@ -94,12 +94,15 @@ def test_search_for_a_feature(page: Any, shots: Path) -> None:
     shot(page, shots, "search")
     page.fill("#q", "hawaii")
     page.press("#q", "Enter")
-    page.wait_for_selector("h2:has-text('Transcripts whose text')")
-    assert page.locator("h2:has-text('Transcripts whose text') + table tbody tr").count() >= 2  # two models answered
+    # The previous results stay on the page until the new ones render: wait for the rows.
+    rows = "h2:has-text('Transcripts whose text') + table tbody tr"
+    page.wait_for_selector(f"{rows} >> nth=1")  # two models answered
+    assert "awaii" in page.locator(rows).first.inner_text()
     page.fill("#q", "cooking cluster")
     page.press("#q", "Enter")
-    page.wait_for_selector("h2:has-text('Clusters whose label')")
-    assert page.locator("h2:has-text('Clusters whose label') + table tbody tr").count() >= 2
+    labels = "h2:has-text('Clusters whose label') + table tbody tr"
+    page.wait_for_selector(f"{labels} >> nth=1")
+    assert all("cooking" in t for t in page.locator(labels).all_inner_texts())
 
 
 def test_private_cluster_hidden_until_asked(page: Any, shots: Path) -> None:
