@@ -84,3 +84,7 @@ def test_ray_run_equals_local_run(cluster: None, server: FakeOpenAIServer, tmp_p
                                                      executor="ray"), progress="none")
     pipe.featurize(pipe.split(None, None))
     assert sum(server.hits.values()) == 0
+    # Ray logs its runtime_env: the API key must not be in any file Ray wrote.
+    session = Path("/tmp/ray/session_latest").resolve()
+    leaked = [f for f in session.rglob("*") if f.is_file() and b"sk-test-not-a-real-key" in f.read_bytes()]
+    assert not leaked, leaked

@@ -37,9 +37,10 @@ from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.stages.embed import EmbeddingCache, text_key
 
-# Secrets the workers need to call the LLM; passed through Ray's runtime_env, never logged.
-KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FEATDISCO_LLM", "FEATDISCO_MODEL",
-           "FEATDISCO_BASE_URL")
+# Backend choice the workers need, passed through Ray's runtime_env. API keys are NOT:
+# Ray writes runtime_env to its session logs, and a key must never reach a file. Workers
+# of a local Ray inherit the driver's environment; on a cluster, set the key on the nodes.
+FORWARDED_ENV = ("FEATDISCO_LLM", "FEATDISCO_MODEL", "FEATDISCO_BASE_URL")
 SHARD_REQUESTS = 512  # requests per featurize shard: big enough to keep a worker's pool busy
 EMBED_BATCH = 256  # as embed_texts' default, so batches match a local run's
 
@@ -53,7 +54,7 @@ def _ray() -> Any:
 
 
 def _remote_args() -> dict[str, Any]:
-    env = {k: os.environ[k] for k in KEY_ENV if k in os.environ}
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     return {"runtime_env": {"env_vars": env}} if env else {}
 
 
