@@ -116,20 +116,25 @@ class AnthropicLLM:
                                     (self._api_key,)) from e
         finally:
             shards.release(i)
-        text = ""
-        for block in msg.content:
-            if block.type == "tool_use":
-                text = json.dumps(block.input, ensure_ascii=False)
-                break
-            if block.type == "text":
-                text += block.text
-        refusal = text or "the model refused" if msg.stop_reason == "refusal" else None
-        usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
-        return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason,
-                           refusal=refusal)
+        return read_message(msg)
 
     async def aclose_loop(self) -> None:
         await self._clients.aclose_loop()
 
     async def aclose(self) -> None:
         await self._clients.aclose()
+
+
+def read_message(msg: Any) -> LLMResponse:
+    """A Messages API reply as an :class:`LLMResponse`: a forced tool call's input as JSON
+    text, else the text blocks. The batch reader uses it too, so both read replies alike."""
+    text = ""
+    for block in msg.content:
+        if block.type == "tool_use":
+            text = json.dumps(block.input, ensure_ascii=False)
+            break
+        if block.type == "text":
+            text += block.text
+    refusal = text or "the model refused" if msg.stop_reason == "refusal" else None
+    usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
+    return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason, refusal=refusal)

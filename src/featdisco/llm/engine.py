@@ -241,9 +241,10 @@ class CallEngine:
         with ThreadPoolExecutor(1) as ex:
             return ex.submit(in_new_loop).result()
 
-    async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
-        """One result per request, in the order given."""
-        t0 = time.monotonic()
+    def _plan(self, requests: Sequence[LLMRequest]
+              ) -> tuple[list[str], dict[str, LLMRequest], dict[str, CallResult]]:
+        """Each request's key, the first request of each distinct key (identical requests
+        are sent once), and the results the cache already holds as successes."""
         keys = [self.key(r) for r in requests]
         first: dict[str, LLMRequest] = {}
         for k, r in zip(keys, requests, strict=True):
@@ -253,6 +254,12 @@ class CallEngine:
             for k, c in self.cache.get_many(first).items():
                 if c.status == "ok":
                     done[k] = _from_cache(c)
+        return keys, first, done
+
+    async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
+        """One result per request, in the order given."""
+        t0 = time.monotonic()
+        keys, first, done = self._plan(requests)
         queue = deque((k, r) for k, r in first.items() if k not in done)
         n_cached = len(done)
         self.progress.start(len(first), n_cached, desc)

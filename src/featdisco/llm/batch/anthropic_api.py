@@ -12,8 +12,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from featdisco.llm.anthropic import AnthropicLLM
-from featdisco.llm.base import LLMError, LLMRequest, LLMResponse, Usage, error_from_status, redact
+from featdisco.llm.anthropic import AnthropicLLM, read_message
+from featdisco.llm.base import LLMError, LLMRequest, LLMResponse, error_from_status, redact
 from featdisco.llm.batch.api import BatchState
 
 _ERROR_REASONS = {"invalid_request_error": "bad-request", "authentication_error": "auth",
@@ -75,19 +75,6 @@ def _read_result(result: Any, key: str) -> LLMResponse | LLMError:
     return LLMError(reason, f"the batch request was {kind}", retryable=True)
 
 
-def read_message(msg: Any) -> LLMResponse:
-    """A Messages API reply as an :class:`LLMResponse`: a forced tool call's input as JSON
-    text, else the text blocks (as the online backend reads it)."""
-    text = ""
-    for block in msg.content:
-        if block.type == "tool_use":
-            text = json.dumps(block.input, ensure_ascii=False)
-            break
-        if block.type == "text":
-            text += block.text
-    refusal = text or "the model refused" if msg.stop_reason == "refusal" else None
-    usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
-    return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason, refusal=refusal)
 
 
 __all__ = ["AnthropicBatchAPI", "error_from_status", "read_message"]

@@ -33,14 +33,7 @@ class FillingEngine(CallEngine):
             raise FeatdiscoError(f"{type(self).__name__} needs a call cache: results come back "
                                  "through it")
         t0 = time.monotonic()
-        keys = [self.key(r) for r in requests]
-        first: dict[str, LLMRequest] = {}
-        for k, r in zip(keys, requests, strict=True):
-            first.setdefault(k, r)
-        done: dict[str, CallResult] = {}
-        for k, c in self.cache.get_many(first).items():
-            if c.status == "ok":
-                done[k] = _from_cache(c)
+        keys, first, done = self._plan(requests)
         n_cached = len(done)
         todo = {k: r for k, r in first.items() if k not in done}
         self.progress.start(len(first), n_cached, desc)
