@@ -2,7 +2,7 @@
 own process), the real MiniLM embedder and faiss clustering. Prints wall time per stage and
 the run's peak RSS (targets: ≤ 15 minutes, ≤ 4 GB).
 
-    python bench/pipeline.py [--transcripts 10000] [--concurrency 256] [--keep]
+    python bench/pipeline.py [--transcripts 10000] [--concurrency 256] [--executor local|ray] [--keep]
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["model", "user", "answer", "reason", "budget", "token", "roleplay", "code", "python", "error", "fix", "explain", "step", "check", "again", "travel", "recipe", "poem", "proof", "email", "review", "plan", "risk", "policy", "safety", "weather", "chess", "tax", "movie"]
@@ -38,29 +40,26 @@ def generate(path: Path, n: int) -> None:
                                 "messages": messages}) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transcripts", type=int, default=10_000)
-    ap.add_argument("--concurrency", type=int, default=256)
-    ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
+def run_benchmark(transcripts: int, concurrency: int, executor: str = "local",
+                  keep: bool = False) -> tuple[float, float, dict[str, Any]]:
+    """One whole run in a subprocess: (wall seconds, peak RSS in MiB, the run's manifest)."""
     tmp = Path(tempfile.mkdtemp(prefix="featdisco-bench-pipeline-"))
     data = tmp / "transcripts.jsonl"
-    generate(data, args.transcripts)
+    generate(data, transcripts)
     server = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
                                "--handler", "tests.pipeline_fakes:zipf_handler"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
+    run_dir = tmp / "run"
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
-        run_dir = tmp / "run"
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "featdisco", "run", str(data), "--run-dir", str(run_dir), "--llm", "openai",
              "--model", "fake-rater", "--base-url", f"http://127.0.0.1:{port}/v1",
-             "--concurrency", str(args.concurrency), "-q"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
+             "--concurrency", str(concurrency), "--executor", executor, "-q"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         if os.waitstatus_to_exitcode(status) != 0:
@@ -69,18 +68,34 @@ def main() -> None:
         server.terminate()
         server.wait()
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    print(f"{args.transcripts:,} transcripts, fake LLM at zero latency, concurrency {args.concurrency}")
+    if keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp)
+    return wall, usage.ru_maxrss / 1024, manifest
+
+
+def print_stages(manifest: dict[str, Any]) -> float:
+    total = 0.0
     for name, rec in manifest["stages"].items():
+        total += rec["seconds"]
         counts = {k: v for k, v in rec["counts"].items() if not isinstance(v, dict)}
         print(f"  {name:<10} {rec['seconds']:8.1f} s   {counts}")
-    print(f"total wall {wall:.1f} s (target ≤ 900 s), peak RSS {usage.ru_maxrss / 1024:.0f} MiB "
-          f"(target ≤ 4096 MiB)")
-    if not args.keep:
-        import shutil
+    return total
 
-        shutil.rmtree(tmp)
-    else:
-        print(f"kept {tmp}")
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--transcripts", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--executor", choices=("local", "ray"), default="local")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep)
+    print(f"{args.transcripts:,} transcripts, fake LLM at zero latency, concurrency {args.concurrency}, "
+          f"executor {args.executor}")
+    print_stages(manifest)
+    print(f"total wall {wall:.1f} s (target ≤ 900 s), peak RSS {rss:.0f} MiB (target ≤ 4096 MiB)")
 
 
 if __name__ == "__main__":
