@@ -17,14 +17,12 @@ from typing import Any, Literal
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import (
-    LLMError,
     LLMRequest,
     LLMResponse,
     LoopClients,
     Usage,
-    error_from_status,
-    redact,
     schema_instruction,
+    sdk_error,
 )
 from featdisco.llm.transport import make_http_client
 
@@ -106,14 +104,8 @@ class AnthropicLLM:
         i, client = shards.acquire()
         try:
             msg = await client.messages.create(**self._params(request))
-        except sdk.APITimeoutError as e:
-            raise LLMError("timeout", "request timed out", retryable=True) from e
-        except sdk.APIConnectionError as e:
-            raise LLMError("connection", redact(f"connection error: {e}", (self._api_key,)),
-                           retryable=True) from e
-        except sdk.APIStatusError as e:
-            raise error_from_status(e.status_code, e.response.headers, str(e.message),
-                                    (self._api_key,)) from e
+        except sdk.APIError as e:
+            raise sdk_error(sdk, e, (self._api_key,)) from e
         finally:
             shards.release(i)
         return read_message(msg)

@@ -248,3 +248,16 @@ class LoopClients(Generic[C]):
             for c in shards.clients:
                 with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
                     await c.close()  # type: ignore[attr-defined]
+
+
+def sdk_error(sdk: Any, exc: Exception, secrets: tuple[str, ...]) -> LLMError:
+    """An official SDK's exception as an :class:`LLMError`. The openai and anthropic SDKs
+    share one exception hierarchy (timeout ⊂ connection error ⊂ API error; status error ⊂
+    API error), so one mapping serves both backends."""
+    if isinstance(exc, sdk.APITimeoutError):
+        return LLMError("timeout", "request timed out", retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return LLMError("connection", redact(f"connection error: {exc}", secrets), retryable=True)
+    if isinstance(exc, sdk.APIStatusError):
+        return error_from_status(exc.status_code, exc.response.headers, str(exc.message), secrets)
+    return LLMError("api-error", redact(f"{type(exc).__name__}: {exc}", secrets), retryable=False)

@@ -31,9 +31,8 @@ from featdisco.llm.base import (
     LLMResponse,
     LoopClients,
     Usage,
-    error_from_status,
     messages_with_schema,
-    redact,
+    sdk_error,
 )
 from featdisco.llm.transport import make_http_client
 
@@ -130,14 +129,8 @@ class OpenAILLM:
                                     cast_to=_httpx.Response,
                                     options={"headers": {"Content-Type": "application/json"}})
             body = orjson.loads(raw.content)
-        except openai.APITimeoutError as e:
-            raise LLMError("timeout", "request timed out", retryable=True) from e
-        except openai.APIConnectionError as e:
-            raise LLMError("connection", redact(f"connection error: {e}", (self._api_key,)),
-                           retryable=True) from e
-        except openai.APIStatusError as e:
-            raise error_from_status(e.status_code, e.response.headers, e.message,
-                                    (self._api_key,)) from e
+        except openai.APIError as e:
+            raise sdk_error(openai, e, (self._api_key,)) from e
         except (_httpx.TransportError, orjson.JSONDecodeError) as e:
             # a connection dropped while reading the body, or a body that is not JSON
             raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
