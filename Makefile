@@ -43,6 +43,7 @@ demo: install-local
 	FEATDISCO_LLM_THREADS=$${FEATDISCO_LLM_THREADS:-$$(nproc)} $(FEATDISCO) run \
 	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
 	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --run-dir $(DEMO_DIR)
+	$(FEATDISCO) report $(DEMO_DIR)
 
 test: install-test
 	$(PY) -m pytest -q -m "not slow"

@@ -67,6 +67,8 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
     print_top_clusters(result.clusters, top)
     console.print(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
                   "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
+    console.print(f"browse them: featdisco report {result.run_dir}  (then open "
+                  f"{result.run_dir}/report/index.html)")
     if not result.complete:
         msg = result.stopped_reason or "some calls failed; rerun the same command to retry them"
         console.print(f"[yellow]run incomplete: {msg}[/yellow]")
