@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,7 +21,7 @@ from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, RunSummary
 from featdisco.prompts import Prompt, load_prompt
 from featdisco.run import EMBED_CACHE, LLM_CACHE, RunDir, StageRecord, fingerprint, table_hash
-from featdisco.stages.cluster import SphericalKMeans, auto_n_clusters
+from featdisco.stages.cluster import auto_n_clusters, cluster_features
 from featdisco.stages.embed import EmbeddingCache, load_matrix, save_matrix
 from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
 from featdisco.stages.name import name_clusters
@@ -257,68 +256,18 @@ class Pipeline:
         if (rec := self.dir.is_current("cluster", fp)) is not None:
             self._timing("cluster", t0, True, rec.counts)
             return rec.output_hash
-        features = self.dir.read_table("features.parquet")
-        strings = self.dir.read_table("strings.parquet").column("text").to_pylist()
-        string_index = {s: i for i, s in enumerate(strings)}
-        emb = load_matrix(self.dir.file("embeddings.npy"))
-        sids = np.fromiter((string_index[t] for t in features.column("text").to_pylist()),
-                           dtype=np.int64, count=features.num_rows)
-        kinds_arr = np.asarray(features.column("kind").to_pylist(), dtype=object)
-        cluster_of_feature = np.full(features.num_rows, -1, dtype=np.int64)
-        sim_of_feature = np.zeros(features.num_rows, dtype=np.float32)
-        parts: list[pa.Table] = []
-        counts: dict[str, Any] = {}
+        result = cluster_features(
+            self.dir.read_table("features.parquet"),
+            self.dir.read_table("strings.parquet").column("text").to_pylist(),
+            load_matrix(self.dir.file("embeddings.npy")), self.cfg.k_for, kinds=PIECE_KINDS,
+            seed=self.cfg.seed, min_cluster_size=self.cfg.min_cluster_size)
         outputs = ["assignments.parquet", "clusters_base.parquet"]
-        offset = 0
-        for kind in PIECE_KINDS:
-            mask = kinds_arr == kind
-            if not mask.any():
-                continue
-            # Each distinct string is clustered once, weighted by how often it occurs.
-            kind_sids, weights = np.unique(sids[mask], return_counts=True)
-            k = self.cfg.k_for(kind, len(kind_sids))
-            model = SphericalKMeans(n_clusters=k, seed=self.cfg.seed,
-                                    min_cluster_size=self.cfg.min_cluster_size)
-            model.fit(np.ascontiguousarray(emb[kind_sids]), sample_weight=weights.astype(np.float32))
-            label_of_sid = np.full(len(strings), -1, dtype=np.int64)
-            label_of_sid[kind_sids] = model.labels_
-            sim_of_sid = np.zeros(len(strings), dtype=np.float32)
-            sim_of_sid[kind_sids] = model.similarity_
-            local = label_of_sid[sids[mask]]
-            cluster_of_feature[mask] = local + offset
-            sim_of_feature[mask] = sim_of_sid[sids[mask]]
-            save_matrix(self.dir.file(f"centroids_{kind}.npy"),
-                        np.asarray(model.cluster_centers_, dtype=np.float32))
+        for kind, centers in result.centroids.items():
+            save_matrix(self.dir.file(f"centroids_{kind}.npy"), centers)
             outputs.append(f"centroids_{kind}.npy")
-            parts.append(pa.table({
-                "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
-                "kind": pa.array([kind] * k, pa.string()),
-                "cluster": pa.array(np.arange(k), pa.int64()),
-                "size": pa.array(np.bincount(local, minlength=k), pa.int64()),
-                "distinct": pa.array(np.bincount(model.labels_, minlength=k), pa.int64()),
-                "small": pa.array(np.asarray(model.small_clusters_, dtype=bool)),
-            }))
-            counts[kind] = {"features": int(mask.sum()), "distinct": len(kind_sids), "clusters": k,
-                            "small": int(np.asarray(model.small_clusters_).sum())}
-            offset += k
-        assignments = pa.table({
-            "feature_id": features.column("feature_id"),
-            "kind": features.column("kind"),
-            "cluster_id": pa.array(cluster_of_feature, pa.int64()),
-            "similarity": pa.array(sim_of_feature, pa.float32()),
-        })
-        spread = pa.table({"cluster_id": assignments.column("cluster_id"),
-                           "piece_id": features.column("piece_id"),
-                           "transcript_id": features.column("transcript_id")}) \
-            .group_by("cluster_id").aggregate([("piece_id", "count_distinct"),
-                                               ("transcript_id", "count_distinct")])
-        base = pa.concat_tables(parts).join(spread, "cluster_id", join_type="left outer") \
-            .sort_by("cluster_id")
-        base = base.rename_columns([{"piece_id_count_distinct": "pieces",
-                                     "transcript_id_count_distinct": "transcripts"}.get(c, c)
-                                    for c in base.column_names])
+        assignments, counts = result.assignments, result.counts
         self.dir.write_table("assignments.parquet", assignments)
-        self.dir.write_table("clusters_base.parquet", base)
+        self.dir.write_table("clusters_base.parquet", result.clusters)
         out_hash = table_hash(assignments, ["feature_id", "cluster_id"])
         self.dir.record("cluster", StageRecord(fp, outputs, out_hash, counts, time.perf_counter() - t0))
         self._timing("cluster", t0, False, counts)

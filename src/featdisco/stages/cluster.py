@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
+import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
 from featdisco.errors import FeatdiscoError
@@ -325,3 +328,82 @@ class SphericalKMeans:
     def fit_predict(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> NDArray[np.int64]:
         """Fit, then return ``labels_``."""
         return self.fit(X, sample_weight).labels_
+
+
+# -- the stage: features of each kind → clusters ------------------------------------------
+
+
+@dataclass(slots=True)
+class ClusteredFeatures:
+    """The cluster stage's output. ``assignments``: feature_id, kind, cluster_id,
+    similarity. ``clusters``: cluster_id (global over kinds), kind, cluster (within the
+    kind), size, distinct, small, pieces, transcripts. ``centroids``: per kind, k × d."""
+
+    assignments: pa.Table
+    clusters: pa.Table
+    centroids: dict[str, NDArray[np.float32]]
+    counts: dict[str, Any]
+
+
+def cluster_features(features: pa.Table, strings: Sequence[str], embeddings: NDArray[np.float32],
+                     k_for: Callable[[str, int], int], *, kinds: Sequence[str],
+                     seed: int = 0, min_cluster_size: int = 3) -> ClusteredFeatures:
+    """Cluster each kind's features separately (SPEC step 5). ``embeddings[i]`` is the
+    vector of ``strings[i]``; ``k_for(kind, n_distinct)`` picks k. Each distinct string is
+    clustered once, weighted by how often it occurs, and every feature takes its string's
+    cluster."""
+    index = {s: i for i, s in enumerate(strings)}
+    sids = np.fromiter((index[t] for t in features.column("text").to_pylist()), dtype=np.int64,
+                       count=features.num_rows)
+    kind_of = np.asarray(features.column("kind").to_pylist(), dtype=object)
+    cluster_of = np.full(features.num_rows, -1, dtype=np.int64)
+    sim_of = np.zeros(features.num_rows, dtype=np.float32)
+    parts: list[pa.Table] = []
+    centroids: dict[str, NDArray[np.float32]] = {}
+    counts: dict[str, Any] = {}
+    offset = 0
+    for kind in kinds:
+        mask = kind_of == kind
+        if not mask.any():
+            continue
+        kind_sids, weights = np.unique(sids[mask], return_counts=True)
+        k = k_for(kind, len(kind_sids))
+        model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size)
+        model.fit(np.ascontiguousarray(embeddings[kind_sids]), sample_weight=weights.astype(np.float32))
+        label_of_sid = np.full(len(strings), -1, dtype=np.int64)
+        label_of_sid[kind_sids] = model.labels_
+        sim_of_sid = np.zeros(len(strings), dtype=np.float32)
+        sim_of_sid[kind_sids] = model.similarity_
+        local = label_of_sid[sids[mask]]
+        cluster_of[mask] = local + offset
+        sim_of[mask] = sim_of_sid[sids[mask]]
+        centroids[kind] = np.asarray(model.cluster_centers_, dtype=np.float32)
+        small = np.asarray(model.small_clusters_, dtype=bool)
+        parts.append(pa.table({
+            "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
+            "kind": pa.array([kind] * k, pa.string()),
+            "cluster": pa.array(np.arange(k), pa.int64()),
+            "size": pa.array(np.bincount(local, minlength=k), pa.int64()),
+            "distinct": pa.array(np.bincount(model.labels_, minlength=k), pa.int64()),
+            "small": pa.array(small),
+        }))
+        counts[kind] = {"features": int(mask.sum()), "distinct": len(kind_sids), "clusters": k,
+                        "small": int(small.sum())}
+        offset += k
+    assignments = pa.table({
+        "feature_id": features.column("feature_id"),
+        "kind": features.column("kind"),
+        "cluster_id": pa.array(cluster_of, pa.int64()),
+        "similarity": pa.array(sim_of, pa.float32()),
+    })
+    spread = pa.table({"cluster_id": assignments.column("cluster_id"),
+                       "piece_id": features.column("piece_id"),
+                       "transcript_id": features.column("transcript_id")}) \
+        .group_by("cluster_id").aggregate([("piece_id", "count_distinct"),
+                                           ("transcript_id", "count_distinct")])
+    clusters = pa.concat_tables(parts).join(spread, "cluster_id", join_type="left outer") \
+        .sort_by("cluster_id")
+    clusters = clusters.rename_columns([{"piece_id_count_distinct": "pieces",
+                                         "transcript_id_count_distinct": "transcripts"}.get(c, c)
+                                        for c in clusters.column_names])
+    return ClusteredFeatures(assignments, clusters, centroids, counts)
