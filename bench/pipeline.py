@@ -41,13 +41,13 @@ def generate(path: Path, n: int) -> None:
 
 
 def run_benchmark(transcripts: int, concurrency: int, executor: str = "local",
-                  keep: bool = False) -> tuple[float, float, dict[str, Any]]:
+                  keep: bool = False, rater: str = "zipf") -> tuple[float, float, dict[str, Any]]:
     """One whole run in a subprocess: (wall seconds, peak RSS in MiB, the run's manifest)."""
     tmp = Path(tempfile.mkdtemp(prefix="featdisco-bench-pipeline-"))
     data = tmp / "transcripts.jsonl"
     generate(data, transcripts)
     server = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
-                               "--handler", "tests.pipeline_fakes:zipf_handler"],
+                               "--handler", f"tests.pipeline_fakes:{rater}_handler"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     run_dir = tmp / "run"
     try:
@@ -89,11 +89,15 @@ def main() -> None:
     ap.add_argument("--transcripts", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
+    ap.add_argument("--rater", choices=("zipf", "unique"), default="zipf",
+                    help="zipf: features from a 6,000-phrase vocabulary (fast embed); unique: "
+                         "mostly unique features, as a frontier rater gives")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep)
-    print(f"{args.transcripts:,} transcripts, fake LLM at zero latency, concurrency {args.concurrency}, "
-          f"executor {args.executor}")
+    wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep,
+                                        args.rater)
+    print(f"{args.transcripts:,} transcripts, fake LLM at zero latency ({args.rater} rater), "
+          f"concurrency {args.concurrency}, executor {args.executor}")
     print_stages(manifest)
     print(f"total wall {wall:.1f} s (target ≤ 900 s), peak RSS {rss:.0f} MiB (target ≤ 4096 MiB)")
 
