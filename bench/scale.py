@@ -2,13 +2,13 @@
 its own process), the real MiniLM embedder and faiss clustering. Prints seconds per stage,
 the run's peak RSS (target < 8 GB), and a linear extrapolation to 1M transcripts.
 
-    python bench/scale.py [--transcripts 100000] [--executor local|ray] [--keep]
+    python bench/scale.py [--transcripts 100000] [--executor local|ray] [--rater unique|zipf] [--keep]
 
-The transcripts are bench/pipeline.py's generator (1-2 turns, half with thoughts); the fake
-rater gives 12 Zipf-distributed features per piece from a 6,000-phrase vocabulary, so the
-embed stage here embeds few distinct strings: real raters give mostly unique strings (a
-public replication: 33.9k unique of 42.5k), and docs/scale.md estimates that cost
-separately from measured embedder throughput.
+The transcripts are bench/pipeline.py's generator (1-2 turns, half with thoughts). The
+default rater gives 12 features per piece, 9 of them built from the piece's own words, so
+most are unique, as a frontier rater's are (a public replication: 33.9k distinct of 42.5k);
+``--rater zipf`` draws all 12 from a 6,000-phrase vocabulary, which leaves embed and
+cluster almost nothing to do and so understates their time and memory.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ def main() -> None:
     ap.add_argument("--transcripts", type=int, default=100_000)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
+    ap.add_argument("--rater", choices=("zipf", "unique"), default="unique",
+                    help="unique (default): mostly unique features, as a frontier rater gives; "
+                         "zipf: a 6,000-phrase vocabulary, which understates embed and cluster")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep)
-    print(f"{args.transcripts:,} transcripts, executor {args.executor}, fake LLM at zero latency, "
+    wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep,
+                                        args.rater)
+    print(f"{args.transcripts:,} transcripts, executor {args.executor}, fake LLM at zero latency "
+          f"({args.rater} rater), "
           f"concurrency {args.concurrency}, {os.cpu_count()} CPUs")
     total = print_stages(manifest)
     print(f"total wall {wall:.1f} s, peak RSS {rss / 1024:.2f} GB (target < 8 GB)")
