@@ -269,3 +269,18 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     assert (out / "activations.npz").exists() and (out / "assignments.parquet").exists()
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
     assert "is not a featdisco run" in str(missing.exception)
+
+
+def test_transform_of_fitted_transcripts_costs_no_calls(server: FakeOpenAIServer, inputs: Path,
+                                                        fitted: Path, tmp_path: Path) -> None:
+    """transform shares the fitted run's LLM cache: pieces seen at fit time are free, and
+    they land in the clusters fit put them in."""
+    before = server.total
+    act = FeatureDiscovery.load(fitted).transform([inputs], out_dir=tmp_path / "again")
+    assert server.total == before
+    fit_assign = dict(zip(pq.read_table(fitted / "assignments.parquet").column("feature_id").to_pylist(),
+                          pq.read_table(fitted / "assignments.parquet").column("cluster_id").to_pylist(),
+                          strict=True))
+    again = act.features.to_pylist()
+    assert len(again) == len(fit_assign)
+    assert all(fit_assign[f["feature_id"]] == f["cluster_id"] for f in again)

@@ -22,7 +22,7 @@ from scipy import sparse
 from featdisco.dictionary import Dictionary, activation_matrix
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import Pipeline, PipelineConfig, RunResult
-from featdisco.run import MANIFEST
+from featdisco.run import LLM_CACHE, MANIFEST
 from featdisco.stages.embed import load_matrix
 from featdisco.transcripts.model import Transcript
 from featdisco.transcripts.read import ReadOptions
@@ -189,7 +189,9 @@ def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | N
     cfg = PipelineConfig(**cfg_dict)
     dictionary = dictionary or Dictionary.load(fitted_dir)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="featdisco-transform-"))
-    pipe = Pipeline(out, cfg, llm=llm, embedder=embedder, log=log)
+    fitted_cache = fitted_dir / LLM_CACHE
+    pipe = Pipeline(out, cfg, llm=llm, embedder=embedder, log=log,
+                    llm_cache=fitted_cache if fitted_cache.exists() else None)
     inputs, transcripts = _split_source(X)
     try:
         pieces_hash = pipe.split(inputs, read_options, transcripts)

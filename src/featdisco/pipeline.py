@@ -101,8 +101,11 @@ class Pipeline:
     """Holds the backends for one run; :meth:`run` executes or skips each stage."""
 
     def __init__(self, run_dir: str | Path, config: PipelineConfig, *, llm: Any = None,
-                 embedder: Any = None, log: Log | None = None, progress: str = "auto") -> None:
+                 embedder: Any = None, log: Log | None = None, progress: str = "auto",
+                 llm_cache: str | Path | None = None) -> None:
         self.dir = RunDir(run_dir)
+        # ``transform`` shares the fitted run's cache, so a piece seen at fit time is free.
+        self.llm_cache_path = Path(llm_cache) if llm_cache else self.dir.file(LLM_CACHE)
         self.cfg = config
         self.log: Log = log or (lambda _m: None)
         self.prompts: dict[str, Prompt] = {n: load_prompt(n, config.prompt_files.get(n)) for n in PROMPTS}
@@ -131,7 +134,7 @@ class Pipeline:
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
                 seed=self.cfg.seed)
-            cache = CallCache(self.dir.file(LLM_CACHE))
+            cache = CallCache(self.llm_cache_path)
             if self.cfg.batch:
                 from featdisco.llm.batch import BatchEngine
 
