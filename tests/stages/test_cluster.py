@@ -3,6 +3,8 @@ deterministic, new points go to their nearest centroid, and bad input fails clea
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
@@ -167,3 +169,37 @@ def test_auto_n_clusters() -> None:
     ]
     with pytest.raises(FeatdiscoError):
         auto_n_clusters(0)
+
+
+def test_cluster_features_drops_a_centroid_no_string_is_nearest_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After two-level fitting a centroid can end up with no members; it must not become a
+    cluster (it would be named from nothing) and the others are renumbered densely."""
+    import pyarrow as pa
+
+    from featdisco.stages import cluster as stage
+
+    class WithAnEmptyCentroid(stage.SphericalKMeans):
+        def fit(self, X: Any, sample_weight: Any = None) -> Any:
+            self.n_clusters -= 1
+            super().fit(X, sample_weight)
+            far = -np.asarray(X, dtype=np.float32).mean(axis=0)
+            far /= np.linalg.norm(far)
+            self.cluster_centers_ = np.vstack([far[None, :], self.cluster_centers_])  # index 0: empty
+            self.labels_ = self.labels_ + 1
+            self.small_clusters_ = np.concatenate([[True], self.small_clusters_])
+            return self
+
+    monkeypatch.setattr(stage, "SphericalKMeans", WithAnEmptyCentroid)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(2, 16)).astype(np.float32)
+    emb = np.vstack([c + 0.05 * rng.normal(size=(5, 16)) for c in centers]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    strings = [f"s{i}" for i in range(10)]
+    features = pa.table({"feature_id": [f"f{i}" for i in range(10)], "piece_id": [f"p{i}" for i in range(10)],
+                         "transcript_id": ["t"] * 10, "kind": ["user"] * 10, "text": strings})
+    out = stage.cluster_features(features, strings, emb, lambda kind, n: 3, kinds=["user"])
+    assert out.clusters.num_rows == 2
+    assert out.centroids["user"].shape == (2, 16)
+    assert sorted(set(out.assignments.column("cluster_id").to_pylist())) == [0, 1]
+    assert out.counts["user"]["empty_dropped"] == 1
+    assert out.clusters.column("pieces").null_count == 0

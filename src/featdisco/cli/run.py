@@ -119,7 +119,7 @@ def print_top_clusters(clusters: pa.Table, top: int, show_private: bool = False)
         mine = [r for r in rows if r["kind"] == kind and (show_private or not r.get("private"))]
         if not mine:
             continue
-        mine.sort(key=lambda r: (-(r.get("interest") or 0), -r["pieces"]))
+        mine.sort(key=lambda r: (-(r.get("interest") or 0), -(r.get("pieces") or 0)))
         table = Table(title=f"top {kind} clusters by interest", show_edge=False)
         table.add_column("id", justify="right")
         table.add_column("interest", justify="right")

@@ -370,25 +370,31 @@ def cluster_features(features: pa.Table, strings: Sequence[str], embeddings: NDA
         k = k_for(kind, len(kind_sids))
         model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size)
         model.fit(np.ascontiguousarray(embeddings[kind_sids]), sample_weight=weights.astype(np.float32))
+        # A centroid that no string is nearest to (possible after two-level fitting) would
+        # be named from nothing: drop it and renumber the rest.
+        used = np.bincount(model.labels_, minlength=k) > 0
+        renumber = np.cumsum(used) - 1
+        labels = renumber[model.labels_]
+        empty, k = int(k - used.sum()), int(used.sum())
         label_of_sid = np.full(len(strings), -1, dtype=np.int64)
-        label_of_sid[kind_sids] = model.labels_
+        label_of_sid[kind_sids] = labels
         sim_of_sid = np.zeros(len(strings), dtype=np.float32)
         sim_of_sid[kind_sids] = model.similarity_
         local = label_of_sid[sids[mask]]
         cluster_of[mask] = local + offset
         sim_of[mask] = sim_of_sid[sids[mask]]
-        centroids[kind] = np.asarray(model.cluster_centers_, dtype=np.float32)
-        small = np.asarray(model.small_clusters_, dtype=bool)
+        centroids[kind] = np.asarray(model.cluster_centers_, dtype=np.float32)[used]
+        small = np.asarray(model.small_clusters_, dtype=bool)[used]
         parts.append(pa.table({
             "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
             "kind": pa.array([kind] * k, pa.string()),
             "cluster": pa.array(np.arange(k), pa.int64()),
             "size": pa.array(np.bincount(local, minlength=k), pa.int64()),
-            "distinct": pa.array(np.bincount(model.labels_, minlength=k), pa.int64()),
+            "distinct": pa.array(np.bincount(labels, minlength=k), pa.int64()),
             "small": pa.array(small),
         }))
         counts[kind] = {"features": int(mask.sum()), "distinct": len(kind_sids), "clusters": k,
-                        "small": int(small.sum())}
+                        "small": int(small.sum()), "empty_dropped": empty}
         offset += k
     assignments = pa.table({
         "feature_id": features.column("feature_id"),
