@@ -15,25 +15,11 @@ import os
 import time
 from pathlib import Path
 
-from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.local import LocalLLM
+from featdisco.prompts import load_prompt
+from featdisco.stages.featurize import FeaturizeConfig, build_requests
 
 DATA = Path(os.environ.get("FEATDISCO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-SCHEMA = {
-    "type": "object",
-    "properties": {"features": {"type": "array", "minItems": 10, "maxItems": 20,
-                                "items": {"type": "string", "minLength": 1, "maxLength": 60}}},
-    "required": ["features"], "additionalProperties": False,
-}
-SYSTEM = (
-    "You describe one piece of a chat transcript as a list of 10 to 20 short features. "
-    "A feature is a phrase of two to six words naming a notable aspect of the piece: its "
-    "topic, style, formatting, reasoning, persona, tone, language or quality. Do not copy "
-    "sentences from the piece. Examples of the range: Uses markdown headers, Numbered list, "
-    "Enthusiastic tone, Explains with an analogy, Talks about apples, In Mandarin. "
-    'Use plain letters only. Reply with JSON: {"features": [...]}.')
-
-
 def pieces(n: int, chars: int) -> list[str]:
     """The ``n`` first-turn gpt-4 MT-bench answers closest to ``chars`` characters long."""
     path = DATA / "mt_bench" / "model_answer" / "gpt-4.jsonl"
@@ -48,14 +34,14 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     llm = LocalLLM(n_threads=args.threads)
+    prompt = load_prompt("featurize")
     t = time.perf_counter()
     llm.load()
     print(f"load: {time.perf_counter() - t:.1f} s, threads {llm.n_threads}")
     times = []
     for piece in pieces(args.pieces, args.chars):
-        req = LLMRequest(messages=(ChatMessage("system", SYSTEM),
-                                   ChatMessage("user", f"Piece (response):\n\n{piece}")),
-                         schema=SCHEMA, sampling=Sampling(temperature=0.0, max_tokens=600))
+        # the featurize stage's own request: its packaged prompt, schema and sampling
+        [req], _ = build_requests([piece], ["response"], prompt, FeaturizeConfig())
         t = time.perf_counter()
         resp = await llm.complete(req)
         dt = time.perf_counter() - t

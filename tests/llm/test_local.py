@@ -319,15 +319,6 @@ def test_local_backend_without_model_says_how_to_install(
 
 # --- the real model ----------------------------------------------------------------------
 
-SYSTEM = (
-    "You describe one piece of a chat transcript as a list of 10 to 20 short features. "
-    "A feature is a phrase of two to six words naming a notable aspect of the piece: its "
-    "topic, style, formatting, reasoning, persona, tone, language or quality. Do not copy "
-    "sentences from the piece. Examples of the range: Uses markdown headers, Numbered list, "
-    "Enthusiastic tone, Explains with an analogy, Talks about apples, In Mandarin. "
-    'Use plain letters only. Reply with JSON: {"features": [...]}.')
-
-
 def _real_piece(shared_data: Path, target: int = 1500) -> str:
     """The first-turn gpt-4 MT-bench answer whose length is closest to ``target`` characters."""
     answers = [json.loads(line)["choices"][0]["turns"][0] for line in
@@ -353,12 +344,13 @@ def local_llm() -> Any:
 def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Path) -> None:
     import jsonschema
 
-    from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
+    from featdisco.prompts import load_prompt
+    from featdisco.stages.featurize import FeaturizeConfig, build_requests
 
     piece = _real_piece(shared_data)
-    req = LLMRequest(
-        messages=(ChatMessage("system", SYSTEM), ChatMessage("user", f"Piece (response):\n\n{piece}")),
-        schema=FEATURE_SCHEMA, schema_name="features", sampling=Sampling(temperature=0.0, max_tokens=600))
+    # exactly the request the featurize stage sends: the packaged prompt and its schema
+    [req], _ = build_requests([piece], ["response"], load_prompt("featurize"), FeaturizeConfig())
+    assert req.schema is not None
     t0 = time.perf_counter()
     resp = asyncio.run(local_llm.complete(req))
     elapsed = time.perf_counter() - t0
@@ -366,7 +358,7 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
           f"in / {resp.usage.output_tokens} out tokens; {resp.text}", file=sys.stderr)
 
     data = json.loads(resp.text)  # strict: a raw control character in a string would fail here
-    jsonschema.validate(data, FEATURE_SCHEMA)
+    jsonschema.validate(data, req.schema)
     feats = data["features"]
     assert 10 <= len(feats) <= 20
     assert all(f.strip() for f in feats)
