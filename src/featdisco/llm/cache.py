@@ -84,19 +84,25 @@ class CachedCall:
     usage: Usage
 
 
+def open_db(path: Path, schema: str) -> sqlite3.Connection:
+    """The run's SQLite file in WAL mode, in autocommit, with ``schema`` applied; shared by
+    the call cache and the batch store, which live in the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.executescript(schema)
+    return db
+
+
 class CallCache:
     """One SQLite file of finished calls. Use from one thread (the engine's event loop);
     other processes may read the file at the same time thanks to WAL."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA)
         self._ok_rows: list[tuple[Any, ...]] = []
         self._failed_rows: list[tuple[Any, ...]] = []
         self._flush_scheduled = False

@@ -14,12 +14,13 @@ between the provider's reply and that commit is the one case that can pay twice.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from featdisco.llm.cache import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -67,12 +68,7 @@ class BatchStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA)
 
     def add(self, batch_id: str, provider: str, backend: str, model: str,
             items: Iterable[tuple[str, str, str, dict[str, Any] | None]]) -> None:
