@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # docstrings are rewrapped, not shown with their source line breaks
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
