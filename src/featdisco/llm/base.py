@@ -158,6 +158,23 @@ def error_from_status(status: int, headers: Mapping[str, str] | None, message: s
                     retry_after=parse_retry_after(headers) if retryable else None)
 
 
+def status_error(status: int, headers: Mapping[str, str] | None, body: bytes,
+                 secrets: tuple[str | None, ...] = ()) -> LLMError:
+    """An error reply read off the wire (the lean HTTP path, which has no SDK exception to
+    hand to :func:`sdk_error`) as an :class:`LLMError`: the same text the SDKs give
+    ("Error code: 429 - <the body's error.message>"), the same mapping."""
+    message = f"Error code: {status}"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    err = data.get("error", data) if isinstance(data, dict) else None
+    text = err.get("message") if isinstance(err, dict) else None
+    if isinstance(text, str) and text:
+        message += f" - {text}"
+    return error_from_status(status, headers, message, secrets)
+
+
 def schema_instruction(schema: dict[str, Any]) -> str:
     """The words that ask for JSON when the transport cannot enforce a schema itself."""
     return ("Reply with a single JSON value and nothing else (no prose, no code fences). "
@@ -193,11 +210,14 @@ class ClientShards(Generic[C]):
 
     httpx's pool scans all its connections for every request, so one pool of 1,000
     connections costs O(1,000) per call and the client's CPU, not the server, caps the
-    throughput; shards of ``SHARD_CONNECTIONS`` keep that scan short.
+    throughput; shards of ``shard_size`` (default ``SHARD_CONNECTIONS``) keep that scan
+    short. ``shard_size=None`` makes one client with every connection, for pools that
+    do not scan (aiohttp's).
     """
 
-    def __init__(self, make: Callable[[int], C], concurrency: int) -> None:
-        n = max(1, -(-concurrency // SHARD_CONNECTIONS))
+    def __init__(self, make: Callable[[int], C], concurrency: int,
+                 shard_size: int | None = SHARD_CONNECTIONS) -> None:
+        n = 1 if shard_size is None else max(1, -(-concurrency // shard_size))
         per = -(-concurrency // n)
         self.clients = [make(per) for _ in range(n)]
         self.busy = [0] * n
@@ -223,9 +243,11 @@ class LoopClients(Generic[C]):
     closes a loop's clients before that loop ends.
     """
 
-    def __init__(self, make: Callable[[int], C], concurrency: int) -> None:
+    def __init__(self, make: Callable[[int], C], concurrency: int,
+                 shard_size: int | None = SHARD_CONNECTIONS) -> None:
         self._make = make
         self._concurrency = concurrency
+        self._shard_size = shard_size
         self._pools: dict[int, ClientShards[C]] = {}
 
     def shards(self) -> ClientShards[C]:
@@ -233,7 +255,7 @@ class LoopClients(Generic[C]):
         shards = self._pools.get(loop)
         if shards is None or shards.closed():
             self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
-            shards = ClientShards(self._make, self._concurrency)
+            shards = ClientShards(self._make, self._concurrency, self._shard_size)
             self._pools[loop] = shards
         return shards
 

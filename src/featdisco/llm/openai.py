@@ -33,8 +33,9 @@ from featdisco.llm.base import (
     Usage,
     messages_with_schema,
     sdk_error,
+    status_error,
 )
-from featdisco.llm.transport import make_http_client
+from featdisco.llm.transport import JsonPoster, lean_wanted, make_http_client
 
 try:  # the SDK moved to httpx2; older releases take a plain httpx client
     import httpx2 as _httpx
@@ -84,7 +85,14 @@ class OpenAILLM:
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
         self.http_transport = http_transport  # 'auto': aiohttp when installed (transport.py)
+        self._lean = lean_wanted(http_transport)
+        self._config: openai.AsyncOpenAI | None = None  # the SDK client the lean path reads
+        self._url = ""
         self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
+        # aiohttp's pool hands out a free connection without scanning the others, so the
+        # lean path needs no shards: one session per loop with every connection.
+        self._posters: LoopClients[JsonPoster] = LoopClients(self._make_poster, self.concurrency,
+                                                             shard_size=None)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
@@ -94,6 +102,32 @@ class OpenAILLM:
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
                                   timeout=http.timeout, http_client=http,
                                   default_headers=self._headers)
+
+    def _sdk_config(self) -> openai.AsyncOpenAI | None:
+        """The SDK client whose settings the lean path sends with, or None when those
+        settings are more than a base URL and fixed headers (custom auth such as workload
+        identity, default query parameters), which only the SDK itself can apply."""
+        if self._config is None:
+            self._config = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
+                                              max_retries=0, timeout=self.timeout,
+                                              default_headers=self._headers)
+        cfg = self._config
+        if cfg.custom_auth is not None or cfg.default_query:
+            return None
+        return cfg
+
+    def _make_poster(self, connections: int) -> JsonPoster:
+        cfg = self._config
+        assert cfg is not None
+        # What the SDK's own request would carry (auth, organization and project, user
+        # agent, platform and any default_headers), read inside the running loop so that
+        # X-Stainless-Async names it; Omit markers dropped, as the SDK drops them.
+        headers = {k: v for k, v in {**cfg.auth_headers, **cfg.default_headers}.items()
+                   if isinstance(v, str)}
+        headers["X-Stainless-Retry-Count"] = "0"
+        headers["X-Stainless-Read-Timeout"] = str(self.timeout)
+        self._url = str(cfg.base_url) + "chat/completions"  # the SDK keeps a trailing slash
+        return JsonPoster(connections, self.timeout, headers, (self._api_key,))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -118,6 +152,31 @@ class OpenAILLM:
         return params
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
+        content = orjson.dumps(self._params(request))
+        if self._lean:
+            if self._config is None:  # first call: settings only the SDK can apply go to it
+                self._lean = self._sdk_config() is not None
+            if self._lean:
+                return await self._complete_lean(content)
+        return await self._complete_sdk(content)
+
+    async def _complete_lean(self, content: bytes) -> LLMResponse:
+        shards = self._posters.shards()
+        i, poster = shards.acquire()
+        try:
+            status, headers, raw = await poster.post(self._url, content)
+        finally:
+            shards.release(i)
+        if not 200 <= status < 300:  # redirects are not followed, as on the SDK path
+            raise status_error(status, headers, raw, (self._api_key,))
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
+                           retryable=True) from e
+        return _read_completion(body)
+
+    async def _complete_sdk(self, content: bytes) -> LLMResponse:
         shards = self._clients.shards()
         i, client = shards.acquire()
         try:
@@ -125,7 +184,7 @@ class OpenAILLM:
             # without the typed create()'s recursive walk over the body (it descends into
             # every message and the whole JSON schema: ~0.6 ms a call), its deep copy of
             # the body, or pydantic models for the reply. Measured in bench/llm_engine.py.
-            raw = await client.post("/chat/completions", content=orjson.dumps(self._params(request)),
+            raw = await client.post("/chat/completions", content=content,
                                     cast_to=_httpx.Response,
                                     options={"headers": {"Content-Type": "application/json"}})
             body = orjson.loads(raw.content)
@@ -140,10 +199,15 @@ class OpenAILLM:
         return _read_completion(body)
 
     async def aclose_loop(self) -> None:
+        await self._posters.aclose_loop()
         await self._clients.aclose_loop()
 
     async def aclose(self) -> None:
+        await self._posters.aclose()
         await self._clients.aclose()
+        if self._config is not None:  # it never sent anything; this just frees its pool
+            await self._config.close()
+            self._config = None
 
 
 def _read_completion(body: Any) -> LLMResponse:

@@ -11,7 +11,10 @@ through aiohttp. Where aiohttp is not installed the backends fall back to httpx'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from featdisco.llm.base import LLMError, redact
 
 try:
     import httpx2 as _httpx
@@ -79,6 +82,59 @@ class AiohttpTransport(_httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def lean_wanted(transport: str) -> bool:
+    """Whether a backend should send on :class:`JsonPoster` rather than through its SDK:
+    'aiohttp' insists (and fails without it), 'auto' takes it when installed, 'httpx'
+    keeps the SDK's own path."""
+    if transport not in ("auto", "aiohttp", "httpx"):
+        raise ValueError(f"unknown HTTP transport {transport!r}; choose auto, aiohttp or httpx")
+    if transport == "aiohttp" and aiohttp is None:
+        raise RuntimeError("http_transport='aiohttp' needs aiohttp installed")
+    return transport != "httpx" and aiohttp is not None
+
+
+class JsonPoster:
+    """POSTs prepared JSON bodies on one aiohttp session, no SDK in between.
+
+    For one event loop (open it inside the running loop). The headers and timeouts are
+    fixed when it opens, because a backend sends the same ones on every call; with the
+    SDK and the httpx shim gone, a call costs about what aiohttp itself costs. A reply of
+    any status comes back as (status, headers, body) for the caller to judge; what never
+    became a reply (timeouts, refused or reset connections, a body cut short) is raised
+    as a retryable :class:`LLMError` with ``secrets`` redacted from its text.
+    """
+
+    def __init__(self, connections: int, timeout: float, headers: Mapping[str, str],
+                 secrets: tuple[str | None, ...] = ()) -> None:
+        if aiohttp is None:
+            raise RuntimeError("aiohttp is not installed")
+        self._secrets = secrets
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections,
+                                         ttl_dns_cache=300)
+        # sock_read bounds each wait for bytes, as httpx's read timeout does on the SDK
+        # path; the engine bounds the whole call on top.
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, timeout),
+                                          sock_read=timeout))
+
+    def is_closed(self) -> bool:
+        return bool(self._session.closed)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def post(self, url: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        try:
+            async with self._session.post(url, data=body, allow_redirects=False) as r:
+                return r.status, r.headers, await r.read()
+        except TimeoutError as e:  # aiohttp's own timeouts subclass it too
+            raise LLMError("timeout", "request timed out", retryable=True) from e
+        except (aiohttp.ClientError, OSError) as e:  # refused, reset, cut short
+            raise LLMError("connection", redact(f"connection error: {type(e).__name__}: {e}",
+                                                self._secrets)[:500], retryable=True) from e
 
 
 def make_http_client(connections: int, timeout: float, transport: str = "auto") -> Any:
