@@ -72,7 +72,10 @@ def run_benchmark(transcripts: int, concurrency: int, executor: str = "local",
         print(f"kept {tmp}")
     else:
         shutil.rmtree(tmp)
-    return wall, usage.ru_maxrss / 1024, manifest
+    # Each stage resets the kernel's peak-RSS mark (run.reset_peak_rss) to record its own
+    # peak, which also resets ru_maxrss: the run's peak is the largest stage peak.
+    stage_peaks = [rec.get("peak_rss_mib") or 0.0 for rec in manifest["stages"].values()]
+    return wall, max([usage.ru_maxrss / 1024, *stage_peaks]), manifest
 
 
 def print_stages(manifest: dict[str, Any]) -> float:
@@ -80,7 +83,8 @@ def print_stages(manifest: dict[str, Any]) -> float:
     for name, rec in manifest["stages"].items():
         total += rec["seconds"]
         counts = {k: v for k, v in rec["counts"].items() if not isinstance(v, dict)}
-        print(f"  {name:<10} {rec['seconds']:8.1f} s   {counts}")
+        peak = rec.get("peak_rss_mib") or 0
+        print(f"  {name:<10} {rec['seconds']:8.1f} s  peak {peak:7.0f} MiB   {counts}")
     return total
 
 

@@ -20,9 +20,17 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, RunSummary
 from featdisco.prompts import Prompt, load_prompt
-from featdisco.run import EMBED_CACHE, LLM_CACHE, RunDir, StageRecord, fingerprint, table_hash
+from featdisco.run import (
+    EMBED_CACHE,
+    LLM_CACHE,
+    RunDir,
+    StageRecord,
+    fingerprint,
+    reset_peak_rss,
+    table_hash,
+)
 from featdisco.stages.cluster import auto_n_clusters, cluster_features
-from featdisco.stages.embed import EmbeddingCache, load_matrix, save_matrix
+from featdisco.stages.embed import EmbeddingCache, NpyWriter, save_matrix
 from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
 from featdisco.stages.name import name_clusters
 from featdisco.stages.rate import rate_clusters
@@ -111,6 +119,7 @@ class Pipeline:
         self.prompts: dict[str, Prompt] = {n: load_prompt(n, config.prompt_files.get(n)) for n in PROMPTS}
         self._llm = llm
         self._embedder = embedder
+        self._own_embedder = embedder is None
         self._engine: CallEngine | None = None
         self._executor: Any = None
         self._progress = progress
@@ -171,7 +180,7 @@ class Pipeline:
 
     def split(self, inputs: Iterable[str | Path] | None, read_options: ReadOptions | None,
               transcripts: Iterable[Transcript] | None = None) -> str:
-        t0 = time.perf_counter()
+        t0 = _begin()
         if inputs is None and transcripts is None:
             rec = self.dir.stage("split")
             if rec is None or not self.dir.file("pieces.parquet").exists():
@@ -202,7 +211,7 @@ class Pipeline:
         prompt = self.prompts["featurize"]
         fcfg = self.cfg.featurize_config()
         fp = fingerprint("featurize", pieces_hash, self.llm_id(), prompt.version, asdict(fcfg))
-        t0 = time.perf_counter()
+        t0 = _begin()
         if (rec := self.dir.is_current("featurize", fp)) is not None:
             self._timing("featurize", t0, True, rec.counts)
             return rec.output_hash, True
@@ -226,27 +235,30 @@ class Pipeline:
 
     def embed(self, features_hash: str) -> str:
         fp = fingerprint("embed", features_hash, self.embedder.name)
-        t0 = time.perf_counter()
+        t0 = _begin()
         if (rec := self.dir.is_current("embed", fp)) is not None:
             self._timing("embed", t0, True, rec.counts)
             return rec.output_hash
         features = self.dir.read_table("features.parquet")
         strings = pc.unique(features.column("text")).to_pylist() if features.num_rows else []
         strings.sort()
+        n_features = features.num_rows
+        del features  # the matrix may be large; hold no more than the strings meanwhile
+        dim = int(self.embedder.dim)
         cache = EmbeddingCache(self.dir.file(EMBED_CACHE))
+        writer = NpyWriter(self.dir.file("embeddings.npy"), len(strings), dim)
         try:
-            matrix = self.executor.embed(strings, self.embedder, cache, self.cfg)
+            self.executor.embed(strings, self.embedder, cache, self.cfg, writer)
+            writer.commit()
         finally:
-            close = getattr(cache, "close", None)
-            if close:
-                close()
-        save_matrix(self.dir.file("embeddings.npy"), matrix)
+            writer.abort()  # no-op after commit
+            cache.close()
+        shape = (len(strings), dim)
         table = pa.table({"string_id": pa.array(range(len(strings)), pa.int64()),
                           "text": pa.array(strings, pa.string())})
         self.dir.write_table("strings.parquet", table)
-        out_hash = fingerprint(features_hash, self.embedder.name, matrix.shape)
-        counts = {"features": features.num_rows, "distinct_strings": len(strings),
-                  "dim": int(matrix.shape[1]) if matrix.ndim == 2 else 0}
+        out_hash = fingerprint(features_hash, self.embedder.name, shape)
+        counts = {"features": n_features, "distinct_strings": len(strings), "dim": dim}
         self.dir.record("embed", StageRecord(fp, ["embeddings.npy", "strings.parquet"], out_hash, counts,
                                              time.perf_counter() - t0))
         self._timing("embed", t0, False, counts)
@@ -255,14 +267,14 @@ class Pipeline:
     def cluster(self, features_hash: str, embed_hash: str) -> str:
         kcfg = self.cfg.n_clusters
         fp = fingerprint("cluster", features_hash, embed_hash, kcfg, self.cfg.seed, self.cfg.min_cluster_size)
-        t0 = time.perf_counter()
+        t0 = _begin()
         if (rec := self.dir.is_current("cluster", fp)) is not None:
             self._timing("cluster", t0, True, rec.counts)
             return rec.output_hash
         result = cluster_features(
             self.dir.read_table("features.parquet"),
-            self.dir.read_table("strings.parquet").column("text").to_pylist(),
-            load_matrix(self.dir.file("embeddings.npy")), self.cfg.k_for, kinds=PIECE_KINDS,
+            self.dir.read_table("strings.parquet").column("text"),
+            self.dir.file("embeddings.npy"), self.cfg.k_for, kinds=PIECE_KINDS,
             seed=self.cfg.seed, min_cluster_size=self.cfg.min_cluster_size)
         outputs = ["assignments.parquet", "clusters_base.parquet"]
         for kind, centers in result.centroids.items():
@@ -290,7 +302,7 @@ class Pipeline:
         prompt = self.prompts["name"]
         fp = fingerprint("name", assign_hash, self.llm_id(), prompt.version, self.cfg.sample_size,
                          self.cfg.seed)
-        t0 = time.perf_counter()
+        t0 = _begin()
         if (rec := self.dir.is_current("name", fp)) is not None:
             self._timing("name", t0, True, rec.counts)
             return rec.output_hash, True
@@ -311,7 +323,7 @@ class Pipeline:
         prompt = self.prompts["rate"]
         fp = fingerprint("rate", assign_hash, labels_hash, self.llm_id(), prompt.version,
                          self.cfg.rate_batch, self.cfg.seed)
-        t0 = time.perf_counter()
+        t0 = _begin()
         if (rec := self.dir.is_current("rate", fp)) is not None:
             self._timing("rate", t0, True, rec.counts)
             return rec.output_hash, True
@@ -377,6 +389,8 @@ class Pipeline:
                 raise FeatdiscoError("the autorater produced no features (every call failed?); "
                                      "see the featurize counts above")
             embed_hash = self.embed(features_hash)
+            if self._own_embedder:  # its model and buffers are not needed after embed
+                self._embedder = None
             assign_hash = self.cluster(features_hash, embed_hash)
             labels_hash, name_ok = self.name(assign_hash)
             _, rate_ok = self.rate(assign_hash, labels_hash)
@@ -402,6 +416,12 @@ def dry_run(pieces: pa.Table, engine: CallEngine, prompt: Prompt, cfg: Featurize
     requests, _ = build_requests(pieces.column("text").to_pylist(), pieces.column("kind").to_pylist(),
                                  prompt, cfg)
     return engine.dry_run(requests)
+
+
+def _begin() -> float:
+    """A stage's start: its clock, and a fresh peak-memory window for its record."""
+    reset_peak_rss()
+    return time.perf_counter()
 
 
 def _snapshot(engine: CallEngine) -> dict[str, Any]:

@@ -33,6 +33,31 @@ _TRACKED_PACKAGES = ("featdisco", "pyarrow", "numpy", "faiss-cpu", "onnxruntime"
                      "anthropic", "llama_cpp_python", "scikit-learn")
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window (Linux: ``clear_refs`` 5 resets VmHWM), so each stage
+    records its own peak rather than the run's so far. Elsewhere a no-op."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory since :func:`reset_peak_rss` (or since start), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-able parts (config dicts, prompt versions, content hashes)."""
     raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
@@ -69,6 +94,7 @@ class StageRecord:
     llm: dict[str, Any] | None = None
     complete: bool = True
     finished_at: str = ""
+    peak_rss_mib: float = 0.0  # the process's peak resident memory during the stage
 
 
 class RunDir:
@@ -114,6 +140,8 @@ class RunDir:
 
     def record(self, name: str, rec: StageRecord) -> None:
         rec.finished_at = _now()
+        if not rec.peak_rss_mib:
+            rec.peak_rss_mib = round(peak_rss_mib(), 1)
         self.manifest["stages"][name] = dataclasses.asdict(rec)
         self.save()
 
@@ -135,11 +163,11 @@ class RunDir:
         os.replace(tmp, path)
         return path
 
-    def read_table(self, name: str) -> pa.Table:
+    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         path = self.path / name
         if not path.exists():
             raise FeatdiscoError(f"{path} is missing: run `featdisco run` first")
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -14,10 +14,13 @@ from featdisco.embedders.onnx_minilm import OnnxMiniLM
 from featdisco.stages.embed import (
     EmbeddingCache,
     EmbedStats,
+    NpyWriter,
     create_matrix,
     embed_distinct,
+    embed_into,
     embed_texts,
     load_matrix,
+    read_rows,
     save_matrix,
     text_key,
 )
@@ -165,3 +168,45 @@ def test_batches_follow_the_backends_token_lengths() -> None:
     x = embed_texts(texts, toy, batch_size=2)
     assert toy.batches == [["ddddd", "bbbb"], ["eee", "cc"], ["a"]]
     assert x.shape == (6, 2)
+
+
+def test_npy_writer_streams_rows_into_place_and_resumes_from_cache(tmp_path: Path,
+                                                                  minilm: OnnxMiniLM) -> None:
+    """The run's matrix is written batch by batch to disk, never held whole: the file reads
+    back exactly as the in-memory result, and a crash leaves no half-written matrix."""
+    distinct = list(dict.fromkeys(FEATURES))
+    ref, _ = embed_distinct(distinct, minilm)
+    path = tmp_path / "embeddings.npy"
+    crashing = CountingEmbedder(minilm, fail_after=1)
+    with EmbeddingCache(tmp_path / "emb.sqlite") as cache:
+        w = NpyWriter(path, len(distinct), 384)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            embed_into(distinct, crashing, w, cache, batch_size=3)
+        w.abort()
+    assert not path.exists() and not (tmp_path / "embeddings.npy.tmp").exists()
+    again = CountingEmbedder(minilm)
+    with EmbeddingCache(tmp_path / "emb.sqlite") as cache:
+        w = NpyWriter(path, len(distinct), 384)
+        embed_into(distinct, again, w, cache, batch_size=3)
+        w.commit()
+    assert len(again.texts) == len(distinct) - 3  # the first batch came from the cache
+    np.testing.assert_allclose(load_matrix(path), ref, atol=1e-6)
+
+
+def test_npy_writer_refuses_a_matrix_with_rows_never_written(tmp_path: Path) -> None:
+    w = NpyWriter(tmp_path / "m.npy", 4, 2)
+    w.write(np.array([3, 0]), np.ones((2, 2), np.float32))
+    with pytest.raises(EmbedderError, match="2 of 4 rows"):
+        w.commit()
+    assert not (tmp_path / "m.npy").exists() and not (tmp_path / "m.npy.tmp").exists()
+
+
+def test_read_rows_matches_fancy_indexing(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((1000, 5)).astype(np.float32)
+    p = save_matrix(tmp_path / "m.npy", x)
+    rows = np.random.default_rng(1).integers(0, 1000, 300)  # unsorted, with repeats
+    np.testing.assert_array_equal(read_rows(p, rows, chunk_rows=64), x[rows])
+    np.testing.assert_array_equal(read_rows(p, np.arange(1000)), x)
+    assert read_rows(p, np.zeros(0, np.int64)).shape == (0, 5)
+    with pytest.raises(IndexError):
+        read_rows(p, np.array([1000]))

@@ -203,3 +203,31 @@ def test_cluster_features_drops_a_centroid_no_string_is_nearest_to(monkeypatch: 
     assert sorted(set(out.assignments.column("cluster_id").to_pylist())) == [0, 1]
     assert out.counts["user"]["empty_dropped"] == 1
     assert out.clusters.column("pieces").null_count == 0
+
+
+def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) -> None:
+    """The pipeline passes the path of embeddings.npy so only one kind's rows are in memory;
+    the result must be the one the in-memory matrix gives."""
+    import pyarrow as pa
+
+    from featdisco.stages.cluster import cluster_features
+    from featdisco.stages.embed import save_matrix
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(3, 16)).astype(np.float32)
+    emb = np.vstack([c + 0.05 * rng.normal(size=(20, 16)) for c in centers]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    strings = [f"s{i:02d}" for i in range(60)]
+    texts = [strings[i % 60] for i in range(150)]
+    kinds = ["user" if i % 2 else "response" for i in range(150)]
+    features = pa.table({"feature_id": [f"f{i}" for i in range(150)],
+                         "piece_id": [f"p{i // 5}" for i in range(150)],
+                         "transcript_id": [f"t{i // 10}" for i in range(150)],
+                         "kind": kinds, "text": texts})
+    k_for = lambda kind, n: 3  # noqa: E731
+    in_memory = cluster_features(features, strings, emb, k_for, kinds=["user", "response"])
+    on_disk = cluster_features(features, pa.array(strings), save_matrix(tmp_path / "e.npy", emb),
+                               k_for, kinds=["user", "response"])
+    assert in_memory.assignments.equals(on_disk.assignments)
+    assert in_memory.clusters.equals(on_disk.clusters)
+    assert in_memory.clusters.num_rows == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,39 @@ def test_requests_carry_the_piece_alone_and_truncate_long_ones() -> None:
 def test_bad_feature_bounds() -> None:
     with pytest.raises(FeatdiscoError, match="min-features"):
         FeaturizeConfig(min_features=12, max_features=5)
+
+
+def test_featurize_in_chunks_equals_one_pass(tmp_path: Path) -> None:
+    """Big runs featurize a chunk of pieces at a time to bound memory; the features table
+    must not depend on the chunking, and identical pieces in later chunks cost no call."""
+    import pyarrow as pa
+
+    from featdisco.llm.cache import CallCache
+    from featdisco.llm.engine import CallEngine
+    from featdisco.llm.openai import OpenAILLM
+    from featdisco.stages.featurize import featurize
+    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.pipeline_fakes import pipeline_handler
+
+    texts = [f"Piece number {i % 23} about something" for i in range(40)]  # 23 distinct
+    pieces = pa.table({"piece_id": [f"p{i}" for i in range(40)],
+                       "transcript_id": [f"t{i // 3}" for i in range(40)],
+                       "kind": ["user" if i % 2 else "response" for i in range(40)],
+                       "text": texts})
+    prompt = load_prompt("featurize")
+    tables = []
+    with FakeOpenAIServer(pipeline_handler) as srv:
+        for name, chunk in (("one", 1000), ("chunked", 7)):
+            srv.reset()
+            llm = OpenAILLM("fake", base_url=srv.base_url, api_key="sk-test", concurrency=4)
+            cache = CallCache(str(tmp_path / f"{name}.sqlite"))
+            engine = CallEngine(llm, cache, concurrency=4, progress="none")
+            table, report = featurize(pieces, engine, prompt, chunk_pieces=chunk)
+            cache.close()
+            assert report.ok == 40 and report.failed == 0
+            distinct_requests = len({(t, k) for t, k in zip(texts, pieces.column("kind").to_pylist(),
+                                                             strict=True)})
+            assert srv.total == distinct_requests
+            tables.append(table)
+    assert tables[0].num_rows >= 400
+    assert tables[0].equals(tables[1])

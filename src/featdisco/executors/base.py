@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from featdisco.errors import FeatdiscoError
 
 if TYPE_CHECKING:
     from featdisco.llm.base import LLMBackend
     from featdisco.llm.cache import CallCache
     from featdisco.llm.engine import CallEngine
-    from featdisco.stages.embed import EmbeddingCache
+    from featdisco.stages.embed import EmbeddingCache, RowSink
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
@@ -34,8 +32,9 @@ class Executor(Protocol):
         ...
 
     def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
-              cfg: Any) -> np.ndarray:
-        """One unit-norm float32 row per string, in order."""
+              cfg: Any, out: RowSink) -> None:
+        """Write one unit-norm float32 row per distinct string into ``out`` (row i for
+        ``strings[i]``), storing new rows in ``cache`` as they arrive."""
         ...
 
 

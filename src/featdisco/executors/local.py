@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from featdisco.llm.base import LLMBackend
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine
-from featdisco.stages.embed import EmbeddingCache, embed_texts
+from featdisco.stages.embed import EmbeddingCache, RowSink, embed_into
 
 
 class LocalExecutor:
@@ -23,5 +21,5 @@ class LocalExecutor:
         return CallEngine(backend, cache, **options)
 
     def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
-              cfg: Any) -> np.ndarray:
-        return embed_texts(strings, embedder, cache=cache)
+              cfg: Any, out: RowSink) -> None:
+        embed_into(strings, embedder, out, cache=cache)

@@ -14,7 +14,7 @@ into the run's SQLite caches as each shard's output streams back. Why the driver
 
 Results equal a local run's: LLM shards run the same :class:`CallEngine` (retries, repair,
 validation) with no cache of their own, and embedding shards are the very batches, in the
-same order and of the same size, that :func:`embed_distinct` would embed locally, so even
+same order and of the same size, that :func:`embed_into` would embed locally, so even
 padding is identical. Clustering stays on the driver (it needs every vector at once).
 """
 
@@ -35,7 +35,7 @@ from featdisco.llm.base import LLMBackend, LLMRequest, Usage
 from featdisco.llm.batch.fill import FillingEngine
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, CallResult
-from featdisco.stages.embed import EmbeddingCache, text_key
+from featdisco.stages.embed import EmbeddingCache, RowSink, fill_from_cache, length_order, text_key
 
 # Backend choice the workers need, passed through Ray's runtime_env. API keys are NOT:
 # Ray writes runtime_env to its session logs, and a key must never reach a file. Workers
@@ -177,36 +177,27 @@ class RayExecutor:
         return self.workers or max(1, int(_ray().cluster_resources().get("CPU", 1)))
 
     def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
-              cfg: Any) -> np.ndarray:
-        """Like :func:`embed_texts` on distinct ``strings``: cached rows from the cache, the
+              cfg: Any, out: RowSink) -> None:
+        """Like :func:`embed_into` on distinct ``strings``: cached rows from the cache, the
         rest embedded on Ray in the batches a local run would use."""
         ray = _ray()
         dim, name = int(embedder.dim), embedder.name
         if len(set(strings)) != len(strings):
             raise ValueError("RayExecutor.embed expects distinct strings")
-        vectors = np.empty((len(strings), dim), dtype=np.float32)
         keys = [text_key(t) for t in strings]
-        missing = np.arange(len(strings))
-        if cache is not None:
-            found, rows = cache.get(name, dim, keys)
-            vectors[found] = rows
-            missing = np.flatnonzero(~found)
+        missing = fill_from_cache(cache, name, dim, keys, out)
         if len(missing) == 0:
-            return vectors
-        todo = [strings[int(i)] for i in missing]
-        lengths_of = getattr(embedder, "token_lengths", None)
-        lengths = lengths_of(todo) if callable(lengths_of) else [len(t) for t in todo]
-        order = missing[np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")]
+            return
+        order = length_order(embedder, strings, missing)
         rows_in = [{"idx": order[s:s + EMBED_BATCH].tolist(),
                     "texts": [strings[int(i)] for i in order[s:s + EMBED_BATCH]]}
                    for s in range(0, len(order), EMBED_BATCH)]
         ds = ray.data.from_items(rows_in, override_num_blocks=min(len(rows_in), 4 * self._n()))
-        out = ds.map(_EmbedShard, compute=ray.data.ActorPoolStrategy(size=self._n()),
-                     fn_constructor_kwargs={"spec": cfg.embedder, "expect": name}, num_cpus=1)
-        for row in out.iter_rows():
+        result = ds.map(_EmbedShard, compute=ray.data.ActorPoolStrategy(size=self._n()),
+                        fn_constructor_kwargs={"spec": cfg.embedder, "expect": name}, num_cpus=1)
+        for row in result.iter_rows():
             idx = np.asarray(row["idx"], dtype=np.int64)
             x = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(idx), dim)
-            vectors[idx] = x
+            out.write(idx, x)
             if cache is not None:
                 cache.put(name, [keys[i] for i in idx], x)
-        return vectors

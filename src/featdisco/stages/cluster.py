@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import ArrayLike, NDArray
 
 from featdisco.errors import FeatdiscoError
+from featdisco.stages.embed import read_rows
 
 # Two-level is chosen automatically when n_train · k exceeds this. Measured with faiss-cpu
 # 1.15 on 2 cores at d = 384: flat spherical Lloyd runs at ≈ 64 GFLOP/s, so 2.5e8 · 384 · 2
@@ -345,17 +348,26 @@ class ClusteredFeatures:
     counts: dict[str, Any]
 
 
-def cluster_features(features: pa.Table, strings: Sequence[str], embeddings: NDArray[np.float32],
+def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.ChunkedArray,
+                     embeddings: NDArray[np.float32] | str | os.PathLike[str],
                      k_for: Callable[[str, int], int], *, kinds: Sequence[str],
                      seed: int = 0, min_cluster_size: int = 3) -> ClusteredFeatures:
     """Cluster each kind's features separately (SPEC step 5). ``embeddings[i]`` is the
     vector of ``strings[i]``; ``k_for(kind, n_distinct)`` picks k. Each distinct string is
     clustered once, weighted by how often it occurs, and every feature takes its string's
-    cluster."""
-    index = {s: i for i, s in enumerate(strings)}
-    sids = np.fromiter((index[t] for t in features.column("text").to_pylist()), dtype=np.int64,
-                       count=features.num_rows)
-    kind_of = np.asarray(features.column("kind").to_pylist(), dtype=object)
+    cluster.
+
+    ``embeddings`` may be the path of the ``.npy`` matrix: then only one kind's rows are in
+    memory at a time, read with file reads rather than a memmap (see :func:`read_rows`).
+    Strings are matched in Arrow, so millions of feature texts never become Python objects.
+    """
+    values = strings if isinstance(strings, pa.Array | pa.ChunkedArray) else pa.array(strings, pa.string())
+    n_strings = len(values)
+    found = pc.index_in(features.column("text"), value_set=values)
+    if found.null_count:
+        raise FeatdiscoError(f"{found.null_count} feature texts have no embedding; rerun the embed stage")
+    sids = found.to_numpy(zero_copy_only=False).astype(np.int64)
+    del found
     cluster_of = np.full(features.num_rows, -1, dtype=np.int64)
     sim_of = np.zeros(features.num_rows, dtype=np.float32)
     parts: list[pa.Table] = []
@@ -363,22 +375,25 @@ def cluster_features(features: pa.Table, strings: Sequence[str], embeddings: NDA
     counts: dict[str, Any] = {}
     offset = 0
     for kind in kinds:
-        mask = kind_of == kind
+        mask = pc.equal(features.column("kind"), kind).to_numpy(zero_copy_only=False)
         if not mask.any():
             continue
         kind_sids, weights = np.unique(sids[mask], return_counts=True)
+        vectors = (read_rows(embeddings, kind_sids) if isinstance(embeddings, str | os.PathLike)
+                   else np.ascontiguousarray(embeddings[kind_sids]))
         k = k_for(kind, len(kind_sids))
         model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size)
-        model.fit(np.ascontiguousarray(embeddings[kind_sids]), sample_weight=weights.astype(np.float32))
+        model.fit(vectors, sample_weight=weights.astype(np.float32))
+        del vectors
         # A centroid that no string is nearest to (possible after two-level fitting) would
         # be named from nothing: drop it and renumber the rest.
         used = np.bincount(model.labels_, minlength=k) > 0
         renumber = np.cumsum(used) - 1
         labels = renumber[model.labels_]
         empty, k = int(k - used.sum()), int(used.sum())
-        label_of_sid = np.full(len(strings), -1, dtype=np.int64)
+        label_of_sid = np.full(n_strings, -1, dtype=np.int64)
         label_of_sid[kind_sids] = labels
-        sim_of_sid = np.zeros(len(strings), dtype=np.float32)
+        sim_of_sid = np.zeros(n_strings, dtype=np.float32)
         sim_of_sid[kind_sids] = model.similarity_
         local = label_of_sid[sids[mask]]
         cluster_of[mask] = local + offset

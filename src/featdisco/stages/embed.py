@@ -16,20 +16,24 @@ table would spill each one to an overflow page) with a unique index on the key:
 * a row's blob length is checked against the model's recorded ``dim``, so a changed model
   under an old name fails loudly rather than returning vectors of the wrong shape.
 
-Matrices the later stages read are plain ``.npy`` files of float32, written atomically, so a
-run too large for memory can memory-map them.
+Matrices the later stages read are plain ``.npy`` files of float32, written atomically. The
+run's matrix is never held whole: :class:`NpyWriter` puts each batch's rows in place as it is
+embedded, and :func:`read_rows` gives the cluster stage one kind's rows at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from featdisco.embedders.base import Embedder, EmbedderError, check_output
 
@@ -161,6 +165,143 @@ class EmbedStats:
     batches: int = 0
 
 
+class RowSink(Protocol):
+    """Where embedded rows go: an array in memory or a ``.npy`` file on disk."""
+
+    def write(self, rows: NDArray[np.int64], x: NDArray[np.float32]) -> None:
+        """Store ``x[i]`` as row ``rows[i]``."""
+        ...
+
+
+class ArraySink:
+    """Rows into an in-memory matrix (the Python API's small inputs)."""
+
+    def __init__(self, out: NDArray[np.float32]) -> None:
+        self.out = out
+
+    def write(self, rows: NDArray[np.int64], x: NDArray[np.float32]) -> None:
+        self.out[rows] = x
+
+
+class NpyWriter:
+    """Rows written in place into a float32 ``.npy`` file, in any order, with ``pwrite``.
+
+    Why not a writable memmap: every page of a memmap the process has written stays in its
+    resident set until the kernel writes it back, so a 4 GB matrix shows up as 4 GB of
+    RSS; pages written with ``pwrite`` belong to the OS page cache, not the process. The
+    file is built under a temporary name and renamed by :meth:`commit` once every row has
+    been written, so a crash leaves the old file or none, never a half-filled matrix.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], n: int, dim: int) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.shape = (n, dim)
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
+        self._offset = header.tell()
+        self._row_bytes = 4 * dim
+        self._done = np.zeros(n, dtype=bool)
+        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self._fd, header.getvalue())
+        os.ftruncate(self._fd, self._offset + n * self._row_bytes)
+
+    def write(self, rows: NDArray[np.int64], x: NDArray[np.float32]) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        x = np.ascontiguousarray(x, dtype="<f4")
+        if x.shape != (len(rows), self.shape[1]):
+            raise ValueError(f"{len(rows)} rows but an array of shape {x.shape}")
+        order = np.argsort(rows, kind="stable")
+        rows, x = rows[order], x[order]
+        # one pwrite per run of consecutive rows
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            if a < b:
+                os.pwrite(self._fd, x[a:b].tobytes(), self._offset + int(rows[a]) * self._row_bytes)
+        self._done[rows] = True
+
+    def commit(self) -> Path:
+        """Check every row was written, sync, and move the file into place."""
+        missing = int((~self._done).sum())
+        if missing:
+            self.abort()
+            raise EmbedderError(f"{missing} of {self.shape[0]} rows of {self.path} were never "
+                                "embedded")
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.tmp.unlink(missing_ok=True)
+
+
+def fill_from_cache(cache: EmbeddingCache | None, name: str, dim: int, keys: Sequence[bytes],
+                    out: RowSink, chunk: int = 65_536) -> NDArray[np.int64]:
+    """Write the cached rows of ``keys`` to ``out`` (a chunk at a time, so a resumed run over
+    millions of strings never holds them all); return the positions not in the cache."""
+    if cache is None:
+        return np.arange(len(keys), dtype=np.int64)
+    missing: list[NDArray[np.int64]] = []
+    for s in range(0, len(keys), chunk):
+        found, rows = cache.get(name, dim, keys[s:s + chunk])
+        pos = np.arange(s, s + len(found), dtype=np.int64)
+        if len(rows):
+            out.write(pos[found], rows)
+        missing.append(pos[~found])
+    return np.concatenate(missing) if missing else np.zeros(0, dtype=np.int64)
+
+
+def length_order(embedder: Embedder, strings: Sequence[str],
+                 todo: NDArray[np.int64]) -> NDArray[np.int64]:
+    """``todo`` shortest first (by the backend's ``token_lengths`` when it has one), so each
+    batch pads to a similar length."""
+    texts = [strings[int(i)] for i in todo]
+    lengths_of = getattr(embedder, "token_lengths", None)
+    lengths = lengths_of(texts) if callable(lengths_of) else [len(t) for t in texts]
+    return todo[np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")]
+
+
+def embed_into(
+    strings: Sequence[str],
+    embedder: Embedder,
+    out: RowSink,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
+    stats: EmbedStats | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Embed distinct ``strings`` into ``out`` row by row: cached rows first, the rest in
+    batches stored in ``cache`` as they finish, so an interrupted call resumes where it
+    stopped and nothing but one batch is ever held in memory."""
+    if batch_size < 1:
+        raise EmbedderError("batch_size must be at least 1")
+    dim = int(embedder.dim)
+    st = stats if stats is not None else EmbedStats()
+    keys = [text_key(t) for t in strings] if cache is not None else []
+    missing = (fill_from_cache(cache, embedder.name, dim, keys, out) if cache is not None
+               else np.arange(len(strings), dtype=np.int64))
+    st.cached = len(strings) - len(missing)
+    order = length_order(embedder, strings, missing)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        x = check_output(np.asarray(embedder.embed([strings[i] for i in idx])),
+                         len(idx), dim, embedder.name)
+        out.write(idx, x)
+        if cache is not None:
+            cache.put(embedder.name, [keys[i] for i in idx], x)
+        st.embedded += len(idx)
+        st.batches += 1
+        if progress is not None:
+            progress(st.embedded, len(order))
+
+
 def embed_distinct(
     texts: Sequence[str],
     embedder: Embedder,
@@ -173,10 +314,7 @@ def embed_distinct(
 
     Returns ``(vectors, inverse)``: one row per distinct string in order of first
     appearance, and for each input its row, so ``vectors[inverse]`` is aligned with
-    ``texts``. Strings missing from ``cache`` are embedded shortest first (by the
-    backend's ``token_lengths`` when it has one, so each batch pads to a similar length)
-    and stored after every batch, so an interrupted call resumes where it stopped.
-    ``progress(done, total)`` is told after each batch.
+    ``texts``. ``progress(done, total)`` is told after each batch.
     """
     if batch_size < 1:
         raise EmbedderError("batch_size must be at least 1")
@@ -185,36 +323,10 @@ def embed_distinct(
                           dtype=np.int64, count=len(texts))
     distinct = list(index)
     del index
-    dim = int(embedder.dim)
-    vectors = np.empty((len(distinct), dim), dtype=np.float32)
+    vectors = np.empty((len(distinct), int(embedder.dim)), dtype=np.float32)
     st = stats if stats is not None else EmbedStats()
     st.texts, st.distinct = len(texts), len(distinct)
-
-    keys: list[bytes] = []
-    missing = np.arange(len(distinct))
-    if cache is not None:
-        keys = [text_key(t) for t in distinct]
-        found, rows = cache.get(embedder.name, dim, keys)
-        vectors[found] = rows
-        missing = np.flatnonzero(~found)
-    st.cached = len(distinct) - len(missing)
-
-    todo = [distinct[i] for i in missing]
-    lengths_of = getattr(embedder, "token_lengths", None)
-    lengths = lengths_of(todo) if callable(lengths_of) else [len(t) for t in todo]
-    order = missing[np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")]
-    del todo
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        x = check_output(np.asarray(embedder.embed([distinct[i] for i in idx])),
-                         len(idx), dim, embedder.name)
-        vectors[idx] = x
-        if cache is not None:
-            cache.put(embedder.name, [keys[i] for i in idx], x)
-        st.embedded += len(idx)
-        st.batches += 1
-        if progress is not None:
-            progress(st.embedded, len(order))
+    embed_into(distinct, embedder, ArraySink(vectors), cache, batch_size, st, progress)
     return vectors, inverse
 
 
@@ -263,6 +375,44 @@ def create_matrix(path: str | os.PathLike[str], n: int, dim: int) -> np.memmap:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, dim))
+
+
+def read_rows(path: str | os.PathLike[str], rows: NDArray[np.int64],
+              chunk_rows: int = 32_768) -> NDArray[np.float32]:
+    """Rows ``rows`` of a float32 ``.npy`` matrix, in that order, read with plain file reads.
+
+    Why not fancy-indexing a memmap: every page a memmap touches stays in the process's
+    resident set (a 4 GB matrix read once shows as 4 GB of RSS); pages read with ``pread``
+    belong to the OS page cache. The file is read in sequential windows, each only as far
+    as the rows it needs, so memory is the result plus one window.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        if dtype != np.dtype("<f4") or fortran or len(shape) != 2:
+            raise EmbedderError(f"{path} is not a C-ordered float32 matrix")
+        offset, (n, dim) = f.tell(), shape
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"row out of range for {path} with {n} rows")
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        fd, row_bytes = f.fileno(), 4 * dim
+        a = 0
+        while a < len(wanted):
+            first = int(wanted[a])
+            b = int(np.searchsorted(wanted, first + chunk_rows, side="left"))
+            last = int(wanted[b - 1])
+            buf = os.pread(fd, (last - first + 1) * row_bytes, offset + first * row_bytes)
+            if len(buf) != (last - first + 1) * row_bytes:
+                raise EmbedderError(f"{path} is shorter than its header says")
+            block = np.frombuffer(buf, dtype=np.float32).reshape(-1, dim)
+            out[order[a:b]] = block[wanted[a:b] - first]
+            a = b
+    return out
 
 
 def load_matrix(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:

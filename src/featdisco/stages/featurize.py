@@ -148,31 +148,50 @@ def features_from_result(result: CallResult, examples: frozenset[str],
     return out
 
 
+CHUNK_PIECES = 32_768  # pieces whose requests and replies are in memory at once
+
+
 def featurize(pieces: pa.Table, engine: CallEngine, prompt: Prompt,
-              cfg: FeaturizeConfig | None = None) -> tuple[pa.Table, FeaturizeReport]:
+              cfg: FeaturizeConfig | None = None,
+              chunk_pieces: int = CHUNK_PIECES) -> tuple[pa.Table, FeaturizeReport]:
     """Features of every piece; failed pieces are counted (and retried by the next run,
-    since the cache keeps only successes as final)."""
+    since the cache keeps only successes as final).
+
+    Pieces go to the engine ``chunk_pieces`` at a time and each chunk's features become
+    compact Arrow columns before the next is built: rendered requests (~2.5 kB each) and
+    parsed replies are what would otherwise grow with the run, about 1 GB per 100k pieces.
+    A chunk boundary drains the engine's workers once, which costs at most one call's
+    latency per chunk.
+    """
     cfg = cfg or FeaturizeConfig()
     report = FeaturizeReport(pieces=pieces.num_rows)
-    texts = pieces.column("text").to_pylist()
-    kinds = pieces.column("kind").to_pylist()
-    requests, report.truncated = build_requests(texts, kinds, prompt, cfg)
-    results = engine.run_sync(requests, desc="featurize")
     examples = example_features(prompt)
-    cols: dict[str, list[str]] = {name: [] for name in FEATURES_SCHEMA.names}
-    for piece_id, tid, kind, result in zip(pieces.column("piece_id").to_pylist(),
-                                           pieces.column("transcript_id").to_pylist(), kinds,
-                                           results, strict=True):
-        if not result.ok:
-            report.failed += 1
-            report.failed_by_reason[result.reason or result.status] += 1
-            continue
-        report.ok += 1
-        for i, text in enumerate(features_from_result(result, examples, report.dropped)):
-            cols["feature_id"].append(f"{piece_id}#{i}")
-            cols["piece_id"].append(piece_id)
-            cols["transcript_id"].append(tid)
-            cols["kind"].append(kind)
-            cols["text"].append(text)
-    report.features = len(cols["text"])
-    return pa.table(cols, schema=FEATURES_SCHEMA), report
+    n_chunks = max(1, -(-pieces.num_rows // chunk_pieces))
+    batches: list[pa.RecordBatch] = []
+    for c, start in enumerate(range(0, pieces.num_rows, chunk_pieces)):
+        part = pieces.slice(start, chunk_pieces)
+        kinds = part.column("kind").to_pylist()
+        requests, truncated = build_requests(part.column("text").to_pylist(), kinds, prompt, cfg)
+        report.truncated += truncated
+        desc = "featurize" if n_chunks == 1 else f"featurize {c + 1}/{n_chunks}"
+        results = engine.run_sync(requests, desc=desc)
+        del requests
+        cols: dict[str, list[str]] = {name: [] for name in FEATURES_SCHEMA.names}
+        for piece_id, tid, kind, result in zip(part.column("piece_id").to_pylist(),
+                                               part.column("transcript_id").to_pylist(), kinds,
+                                               results, strict=True):
+            if not result.ok:
+                report.failed += 1
+                report.failed_by_reason[result.reason or result.status] += 1
+                continue
+            report.ok += 1
+            for i, text in enumerate(features_from_result(result, examples, report.dropped)):
+                cols["feature_id"].append(f"{piece_id}#{i}")
+                cols["piece_id"].append(piece_id)
+                cols["transcript_id"].append(tid)
+                cols["kind"].append(kind)
+                cols["text"].append(text)
+        batches.append(pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA))
+    table = pa.Table.from_batches(batches, schema=FEATURES_SCHEMA)
+    report.features = table.num_rows
+    return table, report
