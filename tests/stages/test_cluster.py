@@ -231,3 +231,15 @@ def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) ->
     assert in_memory.assignments.equals(on_disk.assignments)
     assert in_memory.clusters.equals(on_disk.clusters)
     assert in_memory.clusters.num_rows == 6
+
+
+def test_gpu_request_without_a_gpu_is_a_clear_error(data: tuple) -> None:
+    """faiss-cpu sees no GPU: the default quietly fits on the CPU, asking for one fails."""
+    from featdisco.stages.cluster import gpu_count
+
+    X = data[0]
+    assert gpu_count() == 0
+    model = SphericalKMeans(n_clusters=3, seed=0).fit(X)
+    assert model.gpus_ == 0
+    with pytest.raises(FeatdiscoError, match="faiss sees no GPU"):
+        SphericalKMeans(n_clusters=3, gpu=True).fit(X)

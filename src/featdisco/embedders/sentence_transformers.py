@@ -22,14 +22,16 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model from ``path``, rows L2-normalised.
 
     ``name`` defaults to ``st:<resolved path>``; pass ``name=`` when the same directory may
-    hold different weights over time, so the cache does not mix them.
+    hold different weights over time, so the cache does not mix them. ``device=None`` lets
+    sentence-transformers pick CUDA (or MPS) when torch sees one, else the CPU: the way to
+    embed on a GPU.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        device: str | None = "cpu",
+        device: str | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
         name: str | None = None,

@@ -176,6 +176,17 @@ class RayExecutor:
     def _n(self) -> int:
         return self.workers or max(1, int(_ray().cluster_resources().get("CPU", 1)))
 
+    def _embed_resources(self, spec: str | None) -> dict[str, Any]:
+        """One embedding actor per CPU; for a sentence-transformers model on a cluster with
+        GPUs, one per GPU instead (torch picks the device Ray assigns). The default ONNX
+        MiniLM runs on CPU only, so it never holds a GPU."""
+        ray = _ray()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus and (spec or "").startswith("st:"):
+            n = min(self.workers or gpus, gpus)
+            return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": 1}
+        return {"compute": ray.data.ActorPoolStrategy(size=self._n()), "num_cpus": 1}
+
     def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,
               cfg: Any, out: RowSink) -> None:
         """Like :func:`embed_into` on distinct ``strings``: cached rows from the cache, the
@@ -193,8 +204,8 @@ class RayExecutor:
                     "texts": [strings[int(i)] for i in order[s:s + EMBED_BATCH]]}
                    for s in range(0, len(order), EMBED_BATCH)]
         ds = ray.data.from_items(rows_in, override_num_blocks=min(len(rows_in), 4 * self._n()))
-        result = ds.map(_EmbedShard, compute=ray.data.ActorPoolStrategy(size=self._n()),
-                        fn_constructor_kwargs={"spec": cfg.embedder, "expect": name}, num_cpus=1)
+        result = ds.map(_EmbedShard, fn_constructor_kwargs={"spec": cfg.embedder, "expect": name},
+                        **self._embed_resources(cfg.embedder))
         for row in result.iter_rows():
             idx = np.asarray(row["idx"], dtype=np.int64)
             x = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(idx), dim)

@@ -124,11 +124,23 @@ def allocate(sizes: NDArray[np.float64], caps: NDArray[np.int64], k: int) -> NDA
     return alloc
 
 
+def gpu_count() -> int:
+    """GPUs faiss can use: 0 with faiss-cpu, the visible devices with faiss-gpu."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except Exception:  # a GPU build without a usable driver
+        return 0
+
+
 def nearest(
-    X: NDArray[np.float32], centers: NDArray[np.float32]
+    X: NDArray[np.float32], centers: NDArray[np.float32], gpus: int = 0
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Exact nearest centroid by inner product (faiss ``IndexFlatIP``), in blocks."""
-    index = faiss.IndexFlatIP(centers.shape[1])
+    """Exact nearest centroid by inner product (faiss ``IndexFlatIP``, on ``gpus`` GPUs
+    when > 0), in blocks."""
+    index: Any = faiss.IndexFlatIP(centers.shape[1])
+    if gpus > 0:
+        index = faiss.index_cpu_to_all_gpus(index, ngpu=gpus)
     index.add(np.ascontiguousarray(centers, dtype=np.float32))
     labels = np.empty(len(X), dtype=np.int64)
     sims = np.empty(len(X), dtype=np.float32)
@@ -162,7 +174,10 @@ class SphericalKMeans:
     ``cluster_centers_`` (k × d unit float32), ``labels_``, ``similarity_`` (cosine to own
     centroid), ``sizes_`` (points, or summed ``sample_weight``, per cluster),
     ``small_clusters_`` (size < ``min_cluster_size``), ``inertia_`` (Σ w·(1 − cosine)),
-    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level.
+    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``.
+
+    ``gpu=None`` (default) fits and assigns on every GPU faiss sees, which is none unless
+    faiss-gpu is installed; on a GPU the fit stays flat at any k.
     """
 
     def __init__(
@@ -175,8 +190,10 @@ class SphericalKMeans:
         max_points_per_centroid: int = 256,
         n_threads: int | None = None,
         n_init: int | None = None,
+        gpu: bool | None = None,
     ) -> None:
         self.n_clusters = n_clusters
+        self.gpu = gpu
         self.n_init = n_init
         self.seed = seed
         self.n_iter = n_iter
@@ -210,10 +227,11 @@ class SphericalKMeans:
                 f"n_clusters={k} is larger than the number of distinct vectors ({n_distinct} "
                 f"of {len(Xc)}); choose at most {n_distinct} clusters"
             )
+        self.gpus_ = self._gpus()
         n_train = min(n_distinct, k * self.max_points_per_centroid)
         use_two = self.two_level
-        if use_two is None:
-            use_two = n_train * k > TWO_LEVEL_MIN_WORK
+        if use_two is None:  # a GPU does the flat fit's n·k work quickly: two-level is for CPU
+            use_two = n_train * k > TWO_LEVEL_MIN_WORK and self.gpus_ == 0
         with _threads(self.n_threads):
             self.coarse_centers_: NDArray[np.float32] | None = None
             self.center_parent_: NDArray[np.int64] | None = None
@@ -222,7 +240,7 @@ class SphericalKMeans:
             else:
                 centers = self._kmeans(Xu, wu, k, self.seed)
             self.cluster_centers_ = centers
-            self.labels_, self.similarity_ = nearest(Xc, centers)
+            self.labels_, self.similarity_ = nearest(Xc, centers, self.gpus_)
         self.two_level_ = bool(use_two and k > 1)
         weights = np.ones(len(Xc)) if w is None else w.astype(np.float64)
         self.sizes_ = np.bincount(self.labels_, weights=weights, minlength=k)
@@ -244,7 +262,7 @@ class SphericalKMeans:
         """
         k1 = max(1, round(math.sqrt(k)))
         coarse = self._kmeans(X, w, k1, self.seed)
-        cell, _ = nearest(X, coarse)
+        cell, _ = nearest(X, coarse, self.gpus_)
         sizes = np.bincount(cell, weights=w, minlength=k1).astype(np.float64)
         members = np.argsort(cell, kind="stable")
         bounds = np.searchsorted(cell[members], np.arange(k1 + 1))
@@ -287,11 +305,23 @@ class SphericalKMeans:
             max_points_per_centroid=self.max_points_per_centroid,
             min_points_per_centroid=1,  # small cells are expected; silence faiss's warning
             init_method=faiss.ClusteringInitMethod_AFK_MC2,
+            gpu=self.gpus_ or False,
         )
         km.train(np.ascontiguousarray(X), weights=w)
         centers = np.array(km.centroids, dtype=np.float32)
         centers /= np.linalg.norm(centers, axis=1, keepdims=True)
         return centers
+
+    def _gpus(self) -> int:
+        """``gpu=None``: every GPU faiss sees (none with faiss-cpu); True: the same, but
+        having none is an error; False: CPU."""
+        if self.gpu is False:
+            return 0
+        n = gpu_count()
+        if self.gpu and n == 0:
+            raise FeatdiscoError("gpu=True, but faiss sees no GPU: install faiss-gpu (or "
+                                 "faiss-gpu-cu12) in place of faiss-cpu, or leave gpu unset")
+        return n
 
     def _restarts(self, n: int, k: int) -> int:
         """``n_init``, or by default several restarts (keeping the best objective) when a
@@ -322,7 +352,7 @@ class SphericalKMeans:
                 f"{self.cluster_centers_.shape[1]}"
             )
         with _threads(self.n_threads):
-            return nearest(Xc, self.cluster_centers_)
+            return nearest(Xc, self.cluster_centers_, getattr(self, "gpus_", 0))
 
     def predict(self, X: ArrayLike) -> NDArray[np.int64]:
         """Cluster index of each new unit vector."""
