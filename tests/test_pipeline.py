@@ -284,3 +284,31 @@ def test_transform_of_fitted_transcripts_costs_no_calls(server: FakeOpenAIServer
     again = act.features.to_pylist()
     assert len(again) == len(fit_assign)
     assert all(fit_assign[f["feature_id"]] == f["cluster_id"] for f in again)
+
+
+def test_cluster_members_match_plain_lists() -> None:
+    """Naming and examples read each cluster's members from Arrow one cluster at a time;
+    they must see what per-cluster Python lists would give, ties and non-ASCII included."""
+    import random
+
+    import pyarrow as pa
+
+    from featdisco.pipeline import ClusterMembers
+
+    rng = random.Random(0)
+    vocab = ["Uses markdown", "Émojis", "apple", "Zebra", "Polite tone", "ünïcode", "a", "b"]
+    texts = [rng.choice(vocab) for _ in range(500)]
+    cids = [rng.randrange(7) for _ in range(500)]  # cluster 7 of 8 stays empty
+    members = ClusterMembers(pa.chunked_array([texts[:200], texts[200:]]), pa.chunked_array([cids]), 8)
+    plain: list[list[str]] = [[] for _ in range(8)]
+    for t, c in zip(texts, cids, strict=True):
+        plain[c].append(t)
+    assert len(members) == 8
+    for c in range(8):
+        assert members[c] == sorted(set(plain[c]))
+        counts: dict[str, int] = {}
+        for t in plain[c]:
+            counts[t] = counts.get(t, 0) + 1
+        expect = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+        assert members.most_common(c, 3) == expect
+    assert members[7] == [] and members[-1] == [] and members[1:3] == [members[1], members[2]]

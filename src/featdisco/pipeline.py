@@ -8,11 +8,12 @@ wires stages together; what each stage does lives in :mod:`featdisco.stages`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -288,15 +289,11 @@ class Pipeline:
         self._timing("cluster", t0, False, counts)
         return out_hash
 
-    def _members(self) -> tuple[pa.Table, list[list[str]]]:
+    def _members(self) -> tuple[pa.Table, ClusterMembers]:
         base = self.dir.read_table("clusters_base.parquet")
-        features = self.dir.read_table("features.parquet")
-        assignments = self.dir.read_table("assignments.parquet")
-        members: list[list[str]] = [[] for _ in range(base.num_rows)]
-        for text, cid in zip(features.column("text").to_pylist(),
-                             assignments.column("cluster_id").to_pylist(), strict=True):
-            members[cid].append(text)
-        return base, members
+        return base, ClusterMembers(self.dir.read_table("features.parquet", ["text"]).column("text"),
+                                    self.dir.read_table("assignments.parquet", ["cluster_id"]).column("cluster_id"),
+                                    base.num_rows)
 
     def name(self, assign_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["name"]
@@ -329,7 +326,7 @@ class Pipeline:
             return rec.output_hash, True
         base, members = self._members()
         labels = self.dir.read_table("labels.parquet").column("label").to_pylist()
-        examples = [_most_common(m, 5) for m in members]
+        examples = [members.most_common(i, 5) for i in range(len(members))]
         before = _snapshot(self.engine)
         table, report = rate_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
                                       labels, examples, self.engine, prompt,
@@ -354,7 +351,7 @@ class Pipeline:
             .append_column("interest", ratings.column("interest")) \
             .append_column("interest_reason", ratings.column("reason")) \
             .append_column("private", ratings.column("private")) \
-            .append_column("examples", pa.array([_most_common(m, 10) for m in members],
+            .append_column("examples", pa.array([members.most_common(i, 10) for i in range(len(members))],
                                                 pa.list_(pa.string())))
         self.dir.write_table("clusters.parquet", table)
         return table
@@ -440,11 +437,47 @@ def _delta(engine: CallEngine, before: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _most_common(items: list[str], n: int) -> list[str]:
-    counts: dict[str, int] = {}
-    for x in items:
-        counts[x] = counts.get(x, 0) + 1
-    return [x for x, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+class ClusterMembers(Sequence[list[str]]):
+    """Each cluster's distinct member texts (sorted) and how often each occurs, held in Arrow
+    and turned into Python strings one cluster at a time.
+
+    Naming samples distinct members and the examples are the most frequent ones, so the
+    (cluster, text, count) triples are all they need; at 100k transcripts that is a few
+    hundred MB of Arrow instead of ~4M Python strings in per-cluster lists.
+    """
+
+    def __init__(self, texts: pa.ChunkedArray, cluster_ids: pa.ChunkedArray, n_clusters: int) -> None:
+        grouped = (pa.table({"cluster_id": cluster_ids, "text": texts})
+                   .group_by(["cluster_id", "text"]).aggregate([([], "count_all")])
+                   .sort_by([("cluster_id", "ascending"), ("text", "ascending")]))
+        self._texts = grouped.column("text").combine_chunks()
+        self._counts = grouped.column("count_all").to_numpy()
+        cids = grouped.column("cluster_id").to_numpy()
+        self._bounds = np.searchsorted(cids, np.arange(n_clusters + 1))
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        a, b = int(self._bounds[i]), int(self._bounds[i + 1])
+        return self._texts.slice(a, b - a).to_pylist()
+
+    def most_common(self, i: int, n: int) -> list[str]:
+        """The ``n`` most frequent members of cluster ``i``, ties broken alphabetically."""
+        a, b = int(self._bounds[i]), int(self._bounds[i + 1])
+        top = np.argsort(-self._counts[a:b], kind="stable")[:n]  # texts are sorted: stable keeps ties in order
+        texts = self._texts.slice(a, b - a)
+        return [texts[int(j)].as_py() for j in top]
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
