@@ -2,10 +2,19 @@
 
 Prints, per concurrency level, the wall time against the ideal (calls x latency /
 concurrency; the target is at most 1.15x) and the client's CPU time per call. The fake
-runs in its own process so that its CPU is not counted as the client's; the client runs
-the whole real path: engine, cache (SQLite on disk), openai SDK, HTTP.
+runs in its own process(es) so that its CPU is not counted as the client's; the client
+runs the whole real path: engine, cache (SQLite on disk), openai backend, HTTP.
+
+Beside each engine line it prints a floor: the same calls from a bare aiohttp client (no
+engine, cache, validation or backend), against the same server in the same run. On a
+small machine the client and the fake share the CPUs, so the ideal can be out of reach
+for any Python client; the floor shows how much of the gap is the engine's. The fake's
+own CPU per request is printed too, as is how many processes serve it (``--server-procs``:
+with 2, two fakes share the port through SO_REUSEPORT and the kernel spreads the
+connections between them; default 1).
 
     .venv/bin/python bench/llm_engine.py [--calls 20000] [--latency 0.2] [--conc 256 1000]
+        [--server-procs 1] [--no-floor] [--transport auto|aiohttp|httpx]
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine
@@ -32,16 +43,41 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["echo", 
                          "features": {"type": "array", "items": {"type": "string"}}}}
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
-                             "--latency", str(latency)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if not line or line[0] != "READY":
-        proc.kill()
-        raise RuntimeError("fake server did not start")
-    return proc, f"http://127.0.0.1:{line[1]}/v1"
+def start_server(latency: float, procs: int = 1) -> tuple[list[subprocess.Popen[str]], str]:
+    """``procs`` fake servers on one port (SO_REUSEPORT when more than one)."""
+    out: list[subprocess.Popen[str]] = []
+    port = "0"
+    for _ in range(procs):
+        cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", port,
+               "--latency", str(latency)] + (["--reuse-port"] if procs > 1 else [])
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        out.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "READY":
+            stop_server(out)
+            raise RuntimeError("fake server did not start")
+        port = line[1]
+    return out, f"http://127.0.0.1:{port}/v1"
+
+
+def stop_server(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
+
+
+def server_cpu(procs: list[subprocess.Popen[str]]) -> float:
+    """CPU seconds the fake's processes have used (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -61,25 +97,76 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def one_run(base_url: str, calls: int, conc: int, tag: str, cache_dir: str) -> dict[str, float]:
-    backend = OpenAILLM("gpt-4o-mini", base_url=base_url, api_key="sk-bench", concurrency=conc)
+TEXT = ("Summarise the behaviour shown in this piece of a transcript. " * 8).strip()
+SYSTEM = "You describe transcript pieces."
+
+
+async def one_run(base_url: str, calls: int, conc: int, tag: str, cache_dir: str,
+                  transport: str = "auto", server: Callable[[], float] = lambda: 0.0
+                  ) -> dict[str, float]:
+    backend = OpenAILLM("gpt-4o-mini", base_url=base_url, api_key="sk-bench", concurrency=conc,
+                        http_transport=transport)
     cache = CallCache(os.path.join(cache_dir, f"cache-{conc}.sqlite"))
     engine = CallEngine(backend, cache, concurrency=conc, progress="none", timeout=30)
-    text = ("Summarise the behaviour shown in this piece of a transcript. " * 8).strip()
-    reqs = [LLMRequest((ChatMessage("system", "You describe transcript pieces."),
-                        ChatMessage("user", f"{tag} piece {i}: {text}")), schema=SCHEMA,
+    reqs = [LLMRequest((ChatMessage("system", SYSTEM),
+                        ChatMessage("user", f"{tag} piece {i}: {TEXT}")), schema=SCHEMA,
                        sampling=Sampling(max_tokens=256), prompt_version="bench-v1")
             for i in range(calls)]
     # warm the pool and the code paths so connection set-up is not billed to the run
     await engine.run(reqs[:conc])
     rest = reqs[conc:]
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
     results = await engine.run(rest)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
     await engine.aclose()
     cache.close()
     bad = sum(r.status != "ok" for r in results)
-    return {"calls": len(rest), "wall": wall, "cpu": cpu, "failed": bad}
+    return {"calls": len(rest), "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
+
+
+async def floor_run(base_url: str, calls: int, conc: int, tag: str,
+                    server: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
+    """The same requests from a bare aiohttp client: one session, ``conc`` tasks, the body
+    built with orjson and the reply parsed, nothing else."""
+    import aiohttp
+
+    url = base_url + "/chat/completions"
+    headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA,
+                                                  "strict": True}}
+    bad = 0
+
+    async def one(session: aiohttp.ClientSession, i: int) -> None:
+        nonlocal bad
+        body = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 256, "temperature": 0.0,
+                             "messages": [{"role": "system", "content": SYSTEM},
+                                          {"role": "user", "content": f"{tag} piece {i}: {TEXT}"}],
+                             "response_format": fmt})
+        async with session.post(url, data=body, headers=headers) as r:
+            reply = orjson.loads(await r.read())
+        bad += r.status != 200 or not reply["choices"][0]["message"]["content"]
+
+    async def drain(session: aiohttp.ClientSession, todo: list[int]) -> None:
+        while todo:
+            await one(session, todo.pop())
+
+    connector = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        warm = list(range(calls, calls + conc))
+        await asyncio.gather(*(drain(session, warm) for _ in range(conc)))
+        todo = list(range(calls))
+        s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(drain(session, todo) for _ in range(conc)))
+        wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
+    return {"calls": calls, "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
+
+
+def report(label: str, r: dict[str, float], conc: int, latency: float) -> None:
+    ideal = r["calls"] * latency / conc
+    print(f"  {label:<7} {int(r['calls'])} calls in {r['wall']:.2f}s, ideal {ideal:.2f}s, "
+          f"ratio {r['wall'] / ideal:.3f}; client CPU {r['cpu'] / r['calls'] * 1e6:.0f} us/call, "
+          f"server CPU {r['server'] / r['calls'] * 1e6:.0f} us/call; failed {int(r['failed'])}",
+          flush=True)
 
 
 def main() -> None:
@@ -89,24 +176,36 @@ def main() -> None:
     p.add_argument("--conc", type=int, nargs="+", default=[256, 1000])
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                    help="event loop for the client (auto: uvloop when installed)")
+    p.add_argument("--server-procs", type=int, default=1,
+                   help="fake server processes sharing the port with SO_REUSEPORT")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare-aiohttp floor")
+    p.add_argument("--transport", choices=["auto", "aiohttp", "httpx"], default="auto",
+                   help="the openai backend's http_transport (httpx: the SDK's own path)")
     args = p.parse_args()
     factory = loop_factory(args.loop)
-    print(f"client event loop: {'uvloop' if factory else 'asyncio'}; "
+    print(f"client event loop: {'uvloop' if factory else 'asyncio'}; transport "
+          f"{args.transport}; fake server: {args.server_procs} process(es)"
+          f"{' on one port via SO_REUSEPORT' if args.server_procs > 1 else ''}; "
           f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-    proc, url = start_server(args.latency)
+    procs, url = start_server(args.latency, args.server_procs)
+
+    def server() -> float:
+        return server_cpu(procs)
+
     try:
         with tempfile.TemporaryDirectory() as d:
             for conc in args.conc:
+                print(f"concurrency {conc} (target: engine ratio <= 1.15)", flush=True)
                 with asyncio.Runner(loop_factory=factory) as runner:
-                    r = runner.run(one_run(url, args.calls + conc, conc, f"c{conc}", d))
-                ideal = r["calls"] * args.latency / conc
-                print(f"concurrency {conc:>5}: {int(r['calls'])} calls in {r['wall']:.2f}s, "
-                      f"ideal {ideal:.2f}s, ratio {r['wall'] / ideal:.3f} (target <= 1.15); "
-                      f"client CPU {r['cpu'] / r['calls'] * 1e6:.0f} us/call; "
-                      f"failed {int(r['failed'])}", flush=True)
+                    r = runner.run(one_run(url, args.calls + conc, conc, f"c{conc}", d,
+                                           args.transport, server))
+                report("engine", r, conc, args.latency)
+                if not args.no_floor:
+                    with asyncio.Runner(loop_factory=factory) as runner:
+                        r = runner.run(floor_run(url, args.calls, conc, f"f{conc}", server))
+                    report("floor", r, conc, args.latency)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(procs)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 FAULTS = ("rate_limit", "server_error", "reset", "hang", "malformed_json",
           "schema_break", "refusal", "empty", "empty_list")
 
@@ -69,7 +71,7 @@ def echo_features(req: FakeRequest) -> Reply:
     so a test can check that each reply went back to the request that asked for it."""
     digest = hashlib.sha256(req.key.encode()).hexdigest()
     feats = [f"Feature {chr(97 + int(c, 16))} about the text" for c in digest[:3]]
-    return Reply(content=json.dumps({"echo": req.key, "features": feats}))
+    return Reply(content=orjson.dumps({"echo": req.key, "features": feats}).decode())
 
 
 def fault_reply(kind: str, req: FakeRequest, retry_after_ms: int = 20) -> Reply:
@@ -144,8 +146,7 @@ class _Conn(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -156,7 +157,7 @@ class _Conn(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            head = self.buf[:end].decode("latin-1").split("\r\n")
             headers = {}
             for line in head[1:]:
                 k, _, v = line.partition(":")
@@ -185,8 +186,8 @@ class _Conn(asyncio.Protocol):
             self._send(401, {}, _error_body("Incorrect API key provided: sk-****", "invalid_api_key"))
             return
         try:
-            payload = json.loads(body) if body else {}
-        except ValueError:
+            payload = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
             self._send(400, {}, _error_body("bad json body", "invalid_request"))
             return
         if path.endswith("/embeddings"):
@@ -237,7 +238,7 @@ class _Conn(asyncio.Protocol):
             out_chars = len(reply.content or "")
             message: dict[str, Any] = {"role": "assistant", "content": reply.content,
                                        "refusal": reply.refusal}
-            body = json.dumps({
+            body = orjson.dumps({
                 "id": f"chatcmpl-{s.counter}", "object": "chat.completion",
                 "created": int(time.time()), "model": payload.get("model", "fake"),
                 "choices": [{"index": 0, "message": message,
@@ -245,7 +246,7 @@ class _Conn(asyncio.Protocol):
                 "usage": {"prompt_tokens": prompt_chars // 4 + 1,
                           "completion_tokens": out_chars // 4 + 1,
                           "total_tokens": (prompt_chars + out_chars) // 4 + 2},
-            }).encode()
+            })
         self.loop.call_later(delay, self._send, reply.status, reply.headers, body)
 
     def _anthropic_body(self, payload: dict[str, Any], reply: Reply) -> bytes:
@@ -294,10 +295,10 @@ class _Conn(asyncio.Protocol):
         t.abort()
 
 
-async def _serve(state: _State, port: int) -> asyncio.Server:
+async def _serve(state: _State, port: int, reuse_port: bool = False) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _Conn(state), "127.0.0.1", port, backlog=4096,
-                                    reuse_address=True)
+                                    reuse_address=True, reuse_port=reuse_port or None)
 
 
 class FakeOpenAIServer:
@@ -379,6 +380,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-key", default=None)
     p.add_argument("--handler", default=None,
                    help="module:function returning a Reply for each request (default: echo)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="bind with SO_REUSEPORT, so that several processes started on the same "
+                        "port share its connections (the benchmark's server on two cores); each "
+                        "process keeps its own hit counters")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="event loop (auto: uvloop when installed)")
     args = p.parse_args(argv)
     handler: Handler = echo_features
     if args.handler:
@@ -391,13 +398,23 @@ def main(argv: list[str] | None = None) -> None:
     state = _State(handler, args.latency, args.api_key, 384)
 
     async def run() -> None:
-        server = await _serve(state, args.port)
+        server = await _serve(state, args.port, args.reuse_port)
         print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
         async with server:
             await server.serve_forever()
 
+    factory = None
+    if args.loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if args.loop == "uvloop":
+                raise
+        else:
+            factory = uvloop.new_event_loop
     try:
-        asyncio.run(run())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run())
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from typing import Any
 
 import pytest
@@ -127,3 +128,75 @@ def test_compressed_replies_are_decoded(fake: FakeOpenAIServer, transport: str) 
     backend = OpenAILLM("m", base_url=fake.base_url, http_transport=transport)
     resp = _complete(backend, requests_for(["z"])[0])
     assert json.loads(resp.text)["echo"] == "z" and resp.usage.output_tokens == 4
+
+
+def test_engine_waits_out_retry_after_then_succeeds(fake: FakeOpenAIServer, transport: str) -> None:
+    arrivals: list[float] = []
+
+    def handler(req: FakeRequest) -> Reply:
+        arrivals.append(time.monotonic())
+        if req.attempt == 1:
+            return Reply(status=429, headers={"retry-after-ms": "300"},
+                         raw_body=b'{"error": {"message": "slow down"}}')
+        return echo_features(req)
+
+    fake.set_handler(handler)
+    [res] = make_engine(fake, None, transport=transport).run_sync(requests_for(["later"]))
+    assert res.status == "ok" and res.attempts == 2
+    assert arrivals[1] - arrivals[0] >= 0.3  # the server's wait, not the 0.05 s backoff cap
+
+
+def _sent_headers(fake: FakeOpenAIServer, backend: OpenAILLM) -> dict[str, str]:
+    seen: list[dict[str, str]] = []
+
+    def handler(req: FakeRequest) -> Reply:
+        seen.append(req.headers)
+        return echo_features(req)
+
+    fake.set_handler(handler)
+    _complete(backend, requests_for(["h"])[0])
+    return seen[0]
+
+
+def test_sdk_configuration_reaches_the_server(fake: FakeOpenAIServer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean path sends what the SDK would: its auth, organization and project (from
+    the SDK's own environment variables), user agent and the caller's default headers,
+    to the base URL the SDK resolved (here from OPENAI_BASE_URL)."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    sent = {}
+    for transport in ("aiohttp", "httpx"):
+        backend = OpenAILLM("m", api_key="sk-test", http_transport=transport,
+                            default_headers={"X-Team": "research"})
+        sent[transport] = _sent_headers(fake, backend)
+    lean = sent["aiohttp"]
+    assert lean["authorization"] == "Bearer sk-test"
+    assert lean["openai-organization"] == "org-test"
+    assert lean["openai-project"] == "proj-test"
+    assert lean["x-team"] == "research"
+    assert lean["user-agent"].startswith("AsyncOpenAI/Python")
+    assert lean["content-type"] == "application/json"
+    # the same headers as the SDK's own request, apart from connection-level ones
+    transport_level = {"host", "content-length", "accept-encoding", "connection"}
+    assert {k: v for k, v in lean.items() if k not in transport_level} == \
+        {k: v for k, v in sent["httpx"].items() if k not in transport_level}
+
+
+def test_key_never_in_lean_errors(fake: FakeOpenAIServer) -> None:
+    key = "sk-proj-LEANSECRET0123456789"
+    fake.set_handler(lambda req: Reply(status=401, raw_body=(
+        '{"error": {"message": "Incorrect API key provided: ' + key + '"}}').encode()))
+    backend = OpenAILLM("m", base_url=fake.base_url, api_key=key, http_transport="aiohttp")
+    with pytest.raises(LLMError) as info:
+        _complete(backend, requests_for(["k"])[0])
+    assert info.value.reason == "auth" and "Incorrect API key provided" in info.value.message
+    assert "LEANSECRET" not in info.value.message and "LEANSECRET" not in repr(backend)
+    # nothing listens on port 9: a connection error, its text redacted all the same
+    backend = OpenAILLM("m", base_url=f"http://127.0.0.1:9/{key}", api_key=key,
+                        http_transport="aiohttp")
+    with pytest.raises(LLMError) as info:
+        _complete(backend, requests_for(["k"])[0])
+    assert info.value.reason == "connection" and info.value.retryable
+    assert "LEANSECRET" not in info.value.message

@@ -26,11 +26,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from featdisco.llm.base import LLMRequest, Usage
+import orjson
+
+from featdisco.llm.base import LLMRequest, Sampling, Usage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -52,6 +54,11 @@ CREATE INDEX IF NOT EXISTS calls_prompt ON calls (prompt_version, status);
 """
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
+_schema_json: dict[tuple[int, str], tuple[dict[str, Any], str]] = {}
+
+
 def request_key(backend: str, model: str, request: LLMRequest) -> str:
     """The cache key: sha256 of canonical JSON of everything that can change the reply.
 
@@ -59,17 +66,40 @@ def request_key(backend: str, model: str, request: LLMRequest) -> str:
     server sees) and sampling parameters — and nothing else, so concurrency, timeouts, base
     URL or key changes do not throw the cache away. Key order inside the schema does not
     matter (canonical JSON sorts keys).
+
+    The JSON is that of one sorted dict ``{"backend", "messages", "model",
+    "prompt_version", "sampling", "schema"}``, written out part by part so that the
+    schema, the same object for every request of a stage, is serialised once (cached by
+    identity, like its validator: schemas are not changed in place once sent). The bytes,
+    and so every key already stored, are unchanged.
     """
-    payload = {
-        "backend": backend,
-        "model": model,
-        "prompt_version": request.prompt_version,
-        "messages": [[m.role, m.content] for m in request.messages],
-        "schema": None if request.schema is None else [request.schema_name, request.schema],
-        "sampling": asdict(request.sampling),
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    schema = request.schema
+    if schema is None:
+        schema_part = "null"
+    else:
+        hit = _schema_json.get((id(schema), request.schema_name))
+        if hit is None or hit[0] is not schema:
+            if len(_schema_json) > 256:
+                _schema_json.clear()
+            hit = (schema, _canonical([request.schema_name, schema]))
+            _schema_json[(id(schema), request.schema_name)] = hit
+        schema_part = hit[1]
+    s = request.sampling
+    blob = "".join((
+        '{"backend":', _canonical(backend),
+        ',"messages":', _canonical([[m.role, m.content] for m in request.messages]),
+        ',"model":', _canonical(model),
+        ',"prompt_version":', _canonical(request.prompt_version),
+        ',"sampling":', _canonical({f: getattr(s, f) for f in _SAMPLING_FIELDS}),
+        ',"schema":', schema_part, "}"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _to_json(data: Any) -> str:
+    try:
+        return orjson.dumps(data).decode()
+    except (orjson.JSONEncodeError, TypeError):  # not from a JSON parser (huge ints, tuples)
+        return json.dumps(data, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +162,7 @@ class CallCache:
     def put_ok(self, key: str, backend: str, model: str, prompt_version: str, text: str,
                data: Any, usage: Usage, attempts: int) -> None:
         self._put(key, "ok", backend, model, prompt_version, text,
-                  None if data is None else json.dumps(data, ensure_ascii=False),
+                  None if data is None else _to_json(data),
                   None, None, attempts, usage)
 
     def put_failed(self, key: str, backend: str, model: str, prompt_version: str, reason: str,

@@ -88,6 +88,7 @@ class OpenAILLM:
         self._lean = lean_wanted(http_transport)
         self._config: openai.AsyncOpenAI | None = None  # the SDK client the lean path reads
         self._url = ""
+        self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
         # aiohttp's pool hands out a free connection without scanning the others, so the
         # lean path needs no shards: one session per loop with every connection.
@@ -143,13 +144,25 @@ class OpenAILLM:
             params["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
         elif self.json_mode == "schema":
             params["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
-            params["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.schema_name, "schema": strict_schema(schema), "strict": True}}
+            params["response_format"] = self._response_format(schema, request.schema_name)
         else:
             params["messages"] = messages_with_schema(request.messages, schema)
             if self.json_mode == "object":
                 params["response_format"] = {"type": "json_object"}
         return params
+
+    def _response_format(self, schema: dict[str, Any], name: str) -> dict[str, Any]:
+        # Built once per schema object (kept alive beside its id, so the id cannot be
+        # reused), as the validator and the cache key's JSON are: a stage sends one schema
+        # thousands of times.
+        hit = self._formats.get((id(schema), name))
+        if hit is None or hit[0] is not schema:
+            if len(self._formats) > 64:
+                self._formats.clear()
+            hit = (schema, {"type": "json_schema", "json_schema": {
+                "name": name, "schema": strict_schema(schema), "strict": True}})
+            self._formats[(id(schema), name)] = hit
+        return hit[1]
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         content = orjson.dumps(self._params(request))
