@@ -39,6 +39,8 @@ class LLMRequest:
 
     ``prompt_version`` names the versioned prompt file the messages came from; it is part
     of the cache key so that editing a prompt invalidates exactly its cached replies.
+    ``schema`` is not to be changed in place once sent: its validator, cache-key JSON and
+    wire form are kept per schema object, since a stage sends one object many times.
     """
 
     messages: tuple[ChatMessage, ...]

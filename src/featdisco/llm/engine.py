@@ -19,6 +19,10 @@ Why it is built this way:
   full jitter, never sooner than the server's Retry-After. A reply that arrives but cannot
   be used (refusal, empty, bad JSON, schema violation) gets one repair: the model sees its
   reply and what was wrong with it. Re-asking blindly rarely changes a temperature-0 answer.
+* While calls are in flight the garbage collector's young generation is sized to what
+  they hold (``_relaxed_gc``): at the default threshold, objects of calls waiting on the
+  network live through several collections, reach the old generation and trigger full
+  collections, which cost a third of the client's CPU at 1,000 concurrent calls.
 * Under ``max_cost`` a call starts only if the money already spent, plus the estimated cost
   of the calls in flight and of this one, stays within the cap; so the run stops at the cap,
   not one concurrency's worth of calls after it.
@@ -27,11 +31,14 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import random
+import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -267,7 +274,8 @@ class CallEngine:
             workers = [asyncio.create_task(self._worker(queue, done))
                        for _ in range(min(self.concurrency, len(queue)))]
             try:
-                await asyncio.gather(*workers)
+                with _relaxed_gc(len(workers)):
+                    await asyncio.gather(*workers)
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -405,6 +413,46 @@ class CallEngine:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+# Objects each call in flight keeps alive (the HTTP client's request, response, headers,
+# futures and buffers; the engine's own records): a young generation this many times the
+# concurrency is mostly calls that have already finished.
+_GC_OBJECTS_PER_CALL = 40
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
+
+
+@contextlib.contextmanager
+def _relaxed_gc(in_flight: int) -> Iterator[None]:
+    """Collect the young generation less often while ``in_flight`` calls are out.
+
+    With hundreds of calls each waiting ~0.2 s, the default threshold (700 allocations)
+    collects many times during every call's life: its objects survive into the older
+    generations, die there, and keep triggering full collections that walk every object
+    in the process. Measured at 1,000 concurrent calls, the collector took ~0.1 ms per
+    call, a third of the client's CPU; with the young generation sized to what the calls
+    in flight hold, objects die young and it took ~7 us. Reference cycles are still
+    collected, just in larger batches. Process-wide, so nested and concurrent runs share
+    one setting and the last to finish restores the caller's.
+    """
+    global _gc_users, _gc_saved
+    want = _GC_OBJECTS_PER_CALL * in_flight
+    with _gc_lock:
+        current = gc.get_threshold()
+        if _gc_users == 0:
+            _gc_saved = current
+        _gc_users += 1
+        if current[0] and want > current[0]:  # 0: collection is off; leave it off
+            gc.set_threshold(want, current[1], current[2])
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -7,6 +7,12 @@ caps one process near 800 calls/s. aiohttp's C-accelerated HTTP/1.1 client does 
 work in about half the CPU (bench/llm_engine.py). The SDK still builds the request, adds
 auth, reads the status and raises its own error classes; only the bytes on the wire move
 through aiohttp. Where aiohttp is not installed the backends fall back to httpx's own.
+
+The openai backend goes one step further with :class:`JsonPoster`: even over aiohttp, the
+SDK's request building and the httpx objects around each call were two thirds of the
+client's CPU, so it posts its prepared JSON on aiohttp itself and keeps the SDK only for
+configuration (see openai.py). The anthropic backend still sends through its SDK on
+:class:`AiohttpTransport`.
 """
 
 from __future__ import annotations
