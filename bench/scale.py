@@ -5,10 +5,15 @@ the run's peak RSS (target < 8 GB), and a linear extrapolation to 1M transcripts
     python bench/scale.py [--transcripts 100000] [--executor local|ray] [--rater unique|zipf] [--keep]
 
 The transcripts are bench/pipeline.py's generator (1-2 turns, half with thoughts). The
-default rater gives 12 features per piece, 9 of them built from the piece's own words, so
-most are unique, as a frontier rater's are (a public replication: 33.9k distinct of 42.5k);
+default rater (tests/pipeline_fakes.py ``unique_handler``) gives 12 features per piece: 3
+from a Zipf vocabulary, 4 from the piece's own words, 5 that also carry a word of a synthetic
+lexicon, so about half of all features are distinct at 100k transcripts, as with a frontier
+rater (a public replication: 33.9k distinct of 42.5k, at a much smaller scale).
 ``--rater zipf`` draws all 12 from a 6,000-phrase vocabulary, which leaves embed and
 cluster almost nothing to do and so understates their time and memory.
+
+Peak RSS is per stage (each stage resets the kernel's high-water mark, see
+``featdisco.run.reset_peak_rss``); the run's peak is the largest of them.
 """
 
 from __future__ import annotations
