@@ -243,3 +243,28 @@ def test_gpu_request_without_a_gpu_is_a_clear_error(data: tuple) -> None:
     assert model.gpus_ == 0
     with pytest.raises(FeatdiscoError, match="faiss sees no GPU"):
         SphericalKMeans(n_clusters=3, gpu=True).fit(X)
+
+
+def test_cluster_features_fits_a_sample_of_a_big_kind_and_assigns_every_string(tmp_path: Any) -> None:
+    """Past max_fit_rows distinct strings a kind is fitted on a sample, then every string is
+    assigned in blocks: the planted groups must still come out whole, sizes must count all
+    features, and the small-cluster flags must follow those sizes."""
+    import pyarrow as pa
+
+    from featdisco.stages.cluster import cluster_features
+    from featdisco.stages.embed import save_matrix
+
+    X, y, _ = planted(4, 400, d=32, noise=0.3, seed=5)
+    strings = [f"s{i:03d}" for i in range(400)]
+    texts = strings + strings[:100]  # the first 100 strings occur twice
+    features = pa.table({"feature_id": [f"f{i}" for i in range(500)],
+                         "piece_id": [f"p{i}" for i in range(500)],
+                         "transcript_id": [f"t{i}" for i in range(500)],
+                         "kind": ["user"] * 500, "text": texts})
+    out = cluster_features(features, strings, save_matrix(tmp_path / "e.npy", X),
+                           lambda kind, n: 4, kinds=["user"], max_fit_rows=50, min_cluster_size=3)
+    got = np.asarray(out.assignments.column("cluster_id").to_pylist()[:400])
+    assert normalized_mutual_info_score(y, got) > 0.99
+    clusters = out.clusters.to_pydict()
+    assert sum(clusters["size"]) == 500 and sum(clusters["distinct"]) == 400
+    assert clusters["small"] == [s < 3 for s in clusters["size"]]

@@ -34,6 +34,11 @@ from featdisco.stages.embed import read_rows
 # per centroid, n_train · k ≤ 256 · k², so this only triggers from k ≈ 1,000 upwards;
 # bench/cluster.py (1M × 384, k = 2,000) measures the gap it closes.
 TWO_LEVEL_MIN_WORK = 2.5e8
+# Distinct strings of one kind that a fit holds in memory (1.5 kB each at 384-d: 3 GB);
+# beyond it the fit uses a sample and assignment runs in blocks. A 100k-transcript run has
+# about 1M per kind, so this applies from a few hundred thousand transcripts up.
+MAX_FIT_ROWS = 2_000_000
+_ASSIGN_ROWS = 262_144
 _CHUNK = 65_536  # rows per block when scanning or searching, to bound memory on memmaps
 _NORM_TOL = 1e-3
 
@@ -381,7 +386,8 @@ class ClusteredFeatures:
 def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.ChunkedArray,
                      embeddings: NDArray[np.float32] | str | os.PathLike[str],
                      k_for: Callable[[str, int], int], *, kinds: Sequence[str],
-                     seed: int = 0, min_cluster_size: int = 3) -> ClusteredFeatures:
+                     seed: int = 0, min_cluster_size: int = 3,
+                     max_fit_rows: int = MAX_FIT_ROWS) -> ClusteredFeatures:
     """Cluster each kind's features separately (SPEC step 5). ``embeddings[i]`` is the
     vector of ``strings[i]``; ``k_for(kind, n_distinct)`` picks k. Each distinct string is
     clustered once, weighted by how often it occurs, and every feature takes its string's
@@ -390,7 +396,16 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
     ``embeddings`` may be the path of the ``.npy`` matrix: then only one kind's rows are in
     memory at a time, read with file reads rather than a memmap (see :func:`read_rows`).
     Strings are matched in Arrow, so millions of feature texts never become Python objects.
+    A kind with more than ``max_fit_rows`` distinct strings is fitted on a uniform sample of
+    that many (weights kept, so the objective is unbiased) and then assigned a block at a
+    time, so memory stays bounded however large the run; below it, every string is used.
     """
+
+    def rows_of(idx: NDArray[np.int64]) -> NDArray[np.float32]:
+        if isinstance(embeddings, str | os.PathLike):
+            return read_rows(embeddings, idx)
+        return np.ascontiguousarray(embeddings[idx])
+
     values = strings if isinstance(strings, pa.Array | pa.ChunkedArray) else pa.array(strings, pa.string())
     n_strings = len(values)
     found = pc.index_in(features.column("text"), value_set=values)
@@ -409,27 +424,34 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
         if not mask.any():
             continue
         kind_sids, weights = np.unique(sids[mask], return_counts=True)
-        vectors = (read_rows(embeddings, kind_sids) if isinstance(embeddings, str | os.PathLike)
-                   else np.ascontiguousarray(embeddings[kind_sids]))
         k = k_for(kind, len(kind_sids))
         model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size)
-        model.fit(vectors, sample_weight=weights.astype(np.float32))
-        del vectors
+        sampled = len(kind_sids) > max(max_fit_rows, k)
+        fit_rows = (np.sort(np.random.default_rng(seed).choice(len(kind_sids), max(max_fit_rows, k),
+                                                              replace=False))
+                    if sampled else slice(None))
+        model.fit(rows_of(kind_sids[fit_rows]), sample_weight=weights[fit_rows].astype(np.float32))
+        if sampled:  # every string to its nearest centroid, a block of rows at a time
+            parts_l, parts_s = zip(*(model.assign(rows_of(kind_sids[s:s + _ASSIGN_ROWS]))
+                                     for s in range(0, len(kind_sids), _ASSIGN_ROWS)), strict=True)
+            raw_labels, raw_sims = np.concatenate(parts_l), np.concatenate(parts_s)
+        else:
+            raw_labels, raw_sims = model.labels_, model.similarity_
         # A centroid that no string is nearest to (possible after two-level fitting) would
         # be named from nothing: drop it and renumber the rest.
-        used = np.bincount(model.labels_, minlength=k) > 0
+        used = np.bincount(raw_labels, minlength=k) > 0
         renumber = np.cumsum(used) - 1
-        labels = renumber[model.labels_]
+        labels = renumber[raw_labels]
         empty, k = int(k - used.sum()), int(used.sum())
         label_of_sid = np.full(n_strings, -1, dtype=np.int64)
         label_of_sid[kind_sids] = labels
         sim_of_sid = np.zeros(n_strings, dtype=np.float32)
-        sim_of_sid[kind_sids] = model.similarity_
+        sim_of_sid[kind_sids] = raw_sims
         local = label_of_sid[sids[mask]]
         cluster_of[mask] = local + offset
         sim_of[mask] = sim_of_sid[sids[mask]]
         centroids[kind] = np.asarray(model.cluster_centers_, dtype=np.float32)[used]
-        small = np.asarray(model.small_clusters_, dtype=bool)[used]
+        small = np.bincount(local, minlength=k) < min_cluster_size
         parts.append(pa.table({
             "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
             "kind": pa.array([kind] * k, pa.string()),
