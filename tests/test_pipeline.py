@@ -259,6 +259,9 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     for stage in ("split", "featurize", "embed", "cluster", "name", "rate"):
         assert stage in status.output
     assert "done" in status.output and "not run" not in status.output
+    assert "peak MiB" in status.output
+    manifest = json.loads((fitted / "manifest.json").read_text())
+    assert all(rec["peak_rss_mib"] > 0 for rec in manifest["stages"].values())  # each stage's own peak
     new = write_jsonl(tmp_path / "new.jsonl", [
         {"id": "x1", "messages": [{"role": "user", "content": "Something else entirely"},
                                   {"role": "assistant", "content": "A reply"}]}])

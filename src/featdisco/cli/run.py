@@ -146,17 +146,18 @@ def show_status(run_dir: Path) -> None:
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
                   f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}")
     table = Table(show_edge=False)
-    for col in ("stage", "state", "seconds", "calls", "cost", "counts"):
+    for col in ("stage", "state", "seconds", "peak MiB", "calls", "cost", "counts"):
         table.add_column(col, overflow="fold")
     for name in STAGES:
         rec = rd.stage(name)
         if rec is None:
-            table.add_row(name, "not run", "", "", "", "")
+            table.add_row(name, "not run", "", "", "", "", "")
             continue
         state = "done" if rec.complete and all((run_dir / o).exists() for o in rec.outputs) else "incomplete"
         llm = rec.llm or {}
         cost = llm.get("cost_usd")
-        table.add_row(name, state, f"{rec.seconds:.1f}", str(llm.get("calls", "")),
+        table.add_row(name, state, f"{rec.seconds:.1f}", f"{rec.peak_rss_mib:.0f}" if rec.peak_rss_mib else "",
+                      str(llm.get("calls", "")),
                       "" if not llm else ("unknown" if cost is None else f"${cost:.4f}"), _short(rec.counts))
     console.print(table)
     totals = m.get("llm_totals") or {}
