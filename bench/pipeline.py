@@ -88,16 +88,24 @@ def print_stages(manifest: dict[str, Any]) -> float:
     return total
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transcripts", type=int, default=10_000)
+RATER_HELP = ("zipf: features from a 6,000-phrase vocabulary, which leaves embed and cluster "
+              "little to do; unique: about half the features distinct, as a frontier rater gives")
+
+
+def benchmark_args(description: str, transcripts: int, rater: str) -> argparse.Namespace:
+    """The options bench/pipeline.py and bench/scale.py share; only their defaults differ."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--transcripts", type=int, default=transcripts)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
-    ap.add_argument("--rater", choices=("zipf", "unique"), default="zipf",
-                    help="zipf: features from a 6,000-phrase vocabulary (fast embed); unique: "
-                         "mostly unique features, as a frontier rater gives")
-    ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--rater", choices=("zipf", "unique"), default=rater,
+                    help=f"{RATER_HELP} (default: {rater})")
+    ap.add_argument("--keep", action="store_true", help="keep the generated data and run directory")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = benchmark_args(__doc__.splitlines()[0], 10_000, "zipf")
     wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep,
                                         args.rater)
     print(f"{args.transcripts:,} transcripts, fake LLM at zero latency ({args.rater} rater), "

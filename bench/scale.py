@@ -18,25 +18,20 @@ Peak RSS is per stage (each stage resets the kernel's high-water mark, see
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import print_stages, run_benchmark  # bench/ is not a package: imported by path
+from pipeline import (  # bench/ is not a package: imported by path
+    benchmark_args,
+    print_stages,
+    run_benchmark,
+)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--transcripts", type=int, default=100_000)
-    ap.add_argument("--concurrency", type=int, default=256)
-    ap.add_argument("--executor", choices=("local", "ray"), default="local")
-    ap.add_argument("--rater", choices=("zipf", "unique"), default="unique",
-                    help="unique (default): mostly unique features, as a frontier rater gives; "
-                         "zipf: a 6,000-phrase vocabulary, which understates embed and cluster")
-    ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
+    args = benchmark_args(__doc__.splitlines()[0], 100_000, "unique")
     wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep,
                                         args.rater)
     print(f"{args.transcripts:,} transcripts, executor {args.executor}, fake LLM at zero latency "
