@@ -35,6 +35,19 @@ def write_jsonl(path: Path, records: Iterable[Any], *, gz: bool = False) -> Path
     return path
 
 
+def copy_mt_bench(root: Path, shared_data: Path, n_questions: int) -> Path:
+    """The first ``n_questions`` real MT-bench questions and the gpt-4 and llama-13b answers
+    to them, laid out as in the dataset (``root/mt_bench``)."""
+    bench = root / "mt_bench"
+    (bench / "model_answer").mkdir(parents=True, exist_ok=True)
+    questions = (shared_data / "mt_bench" / "question.jsonl").read_text().splitlines()[:n_questions]
+    (bench / "question.jsonl").write_text("\n".join(questions) + "\n")
+    for model in ("gpt-4", "llama-13b"):
+        answers = (shared_data / "mt_bench" / "model_answer" / f"{model}.jsonl").read_text().splitlines()
+        (bench / "model_answer" / f"{model}.jsonl").write_text("\n".join(answers[:n_questions]) + "\n")
+    return bench
+
+
 def write_json(path: Path, value: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value), encoding="utf-8")

@@ -22,7 +22,7 @@ import featdisco
 from featdisco.errors import FeatdiscoError
 from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline, PipelineConfig
-from tests.conftest import write_jsonl
+from tests.conftest import copy_mt_bench, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import GROUP_OF_FEATURE, group_of_text, pipeline_handler
 
@@ -46,13 +46,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """Real MT-bench answers of two models to the first 8 questions, plus a few
     transcripts with reasoning so that all three kinds of piece occur."""
     root = tmp_path_factory.mktemp("inputs")
-    bench = root / "mt_bench"
-    (bench / "model_answer").mkdir(parents=True)
-    questions = (shared_data / "mt_bench" / "question.jsonl").read_text().splitlines()[:8]
-    (bench / "question.jsonl").write_text("\n".join(questions) + "\n")
-    for model in ("gpt-4", "llama-13b"):
-        lines = (shared_data / "mt_bench" / "model_answer" / f"{model}.jsonl").read_text().splitlines()[:8]
-        (bench / "model_answer" / f"{model}.jsonl").write_text("\n".join(lines) + "\n")
+    copy_mt_bench(root, shared_data, 8)
     write_jsonl(root / "reasoning.jsonl", [
         {"id": f"r{i}", "model": "thinker", "messages": [
             {"role": "user", "content": f"Question number {i} about topic {i * 7}"},

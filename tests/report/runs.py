@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from featdisco.pipeline import Pipeline, PipelineConfig
-from tests.conftest import write_jsonl
+from tests.conftest import copy_mt_bench, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 from tests.pipeline_fakes import pipeline_handler
 
@@ -47,13 +47,7 @@ def hostile_handler(req: FakeRequest) -> Reply:
 def write_inputs(root: Path, shared_data: Path) -> Path:
     """Real MT-bench answers of two models to 6 questions, plus transcripts with thoughts,
     some carrying payloads in user, thought and response text."""
-    bench = root / "mt_bench"
-    (bench / "model_answer").mkdir(parents=True, exist_ok=True)
-    questions = (shared_data / "mt_bench" / "question.jsonl").read_text().splitlines()[:6]
-    (bench / "question.jsonl").write_text("\n".join(questions) + "\n")
-    for model in ("gpt-4", "llama-13b"):
-        lines = (shared_data / "mt_bench" / "model_answer" / f"{model}.jsonl").read_text().splitlines()[:6]
-        (bench / "model_answer" / f"{model}.jsonl").write_text("\n".join(lines) + "\n")
+    copy_mt_bench(root, shared_data, 6)
     write_jsonl(root / "reasoning.jsonl", [
         {"id": f"r{i}", "model": "thinker", "messages": [
             {"role": "user", "content": f"Question {i} about topic {i * 7}. {PAYLOADS[i % 3]}"},
