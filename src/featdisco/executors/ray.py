@@ -42,7 +42,7 @@ from featdisco.stages.embed import EmbeddingCache, RowSink, fill_from_cache, len
 # of a local Ray inherit the driver's environment; on a cluster, set the key on the nodes.
 FORWARDED_ENV = ("FEATDISCO_LLM", "FEATDISCO_MODEL", "FEATDISCO_BASE_URL")
 SHARD_REQUESTS = 512  # requests per featurize shard: big enough to keep a worker's pool busy
-EMBED_BATCH = 256  # as embed_texts' default, so batches match a local run's
+EMBED_BATCH = 256  # as embed_into's default, so batches match a local run's
 
 
 def _ray() -> Any:

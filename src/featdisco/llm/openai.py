@@ -124,6 +124,7 @@ class OpenAILLM:
             self._config = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
                                               max_retries=0, timeout=self.timeout,
                                               default_headers=self._headers)
+            self._url = str(self._config.base_url) + "chat/completions"  # the SDK keeps a trailing slash
         cfg = self._config
         if cfg.custom_auth is not None or cfg.default_query:
             return None
@@ -139,7 +140,6 @@ class OpenAILLM:
                    if isinstance(v, str)}
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
-        self._url = str(cfg.base_url) + "chat/completions"  # the SDK keeps a trailing slash
         return JsonPoster(connections, self.timeout, headers, (self._api_key,))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
