@@ -5,8 +5,9 @@ concurrency; the target is at most 1.15x) and the client's CPU time per call. Th
 runs in its own process(es) so that its CPU is not counted as the client's; the client
 runs the whole real path: engine, cache (SQLite on disk), openai backend, HTTP.
 
-Beside each engine line it prints a floor: the same calls from a bare aiohttp client (no
-engine, cache, validation or backend), against the same server in the same run. On a
+Beside each engine line it prints a floor: the same calls from a bare client (no engine,
+cache, validation or backend) on the HTTP client the engine's transport uses (h1.py's for
+auto and h1, aiohttp's otherwise), against the same server in the same run. On a
 small machine the client and the fake share the CPUs, so the ideal can be out of reach
 for any Python client; the floor shows how much of the gap is the engine's. The fake's
 own CPU per request is printed too, as is how many processes serve it (``--server-procs``:
@@ -14,7 +15,7 @@ with 2, two fakes share the port through SO_REUSEPORT and the kernel spreads the
 connections between them; default 1).
 
     .venv/bin/python bench/llm_engine.py [--calls 20000] [--latency 0.2] [--conc 256 1000]
-        [--server-procs 1] [--no-floor] [--transport auto|aiohttp|httpx]
+        [--server-procs 1] [--no-floor] [--transport auto|h1|aiohttp|httpx]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import orjson
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, _relaxed_gc
+from featdisco.llm.h1 import H1Poster
 from featdisco.llm.openai import OpenAILLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,48 +126,67 @@ async def one_run(base_url: str, calls: int, conc: int, tag: str, cache_dir: str
     return {"calls": len(rest), "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
 
 
-async def floor_run(base_url: str, calls: int, conc: int, tag: str,
+async def floor_run(base_url: str, calls: int, conc: int, tag: str, client: str,
                     server: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
-    """The same requests from a bare aiohttp client: one session, ``conc`` tasks, the body
-    built with orjson and the reply parsed, nothing else — under the same garbage
-    collector setting as the engine's runs, so that the gap is the engine's own code."""
-    import aiohttp
-
+    """The same requests from a bare client: ``conc`` tasks on one HTTP client (``client``:
+    'h1', the engine's default lean client, or 'aiohttp'), the body built with orjson and
+    the reply parsed, nothing else — under the same garbage collector setting as the
+    engine's runs, so that the gap is the engine's own code."""
     url = base_url + "/chat/completions"
-    headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
     fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA,
                                                   "strict": True}}
+    auth = {"Authorization": "Bearer sk-bench"}
     bad = 0
 
-    async def one(session: aiohttp.ClientSession, i: int) -> None:
-        nonlocal bad
-        body = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 256, "temperature": 0.0,
+    def body(i: int) -> bytes:
+        return orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 256, "temperature": 0.0,
                              "messages": [{"role": "system", "content": SYSTEM},
                                           {"role": "user", "content": f"{tag} piece {i}: {TEXT}"}],
                              "response_format": fmt})
-        async with session.post(url, data=body, headers=headers) as r:
-            reply = orjson.loads(await r.read())
-        bad += r.status != 200 or not reply["choices"][0]["message"]["content"]
 
-    async def drain(session: aiohttp.ClientSession, todo: list[int]) -> None:
+    if client == "h1":
+        poster = H1Poster(conc, 30.0, auth)
+
+        async def post(i: int) -> tuple[int, bytes]:
+            status, _, raw = await poster.post(url, body(i))
+            return status, raw
+
+        async def close() -> None:
+            await poster.close()
+    else:
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc))
+        headers = {**auth, "Content-Type": "application/json"}
+
+        async def post(i: int) -> tuple[int, bytes]:
+            async with session.post(url, data=body(i), headers=headers) as r:
+                return r.status, await r.read()
+
+        async def close() -> None:
+            await session.close()
+
+    async def drain(todo: list[int]) -> None:
+        nonlocal bad
         while todo:
-            await one(session, todo.pop())
+            status, raw = await post(todo.pop())
+            reply = orjson.loads(raw)
+            bad += status != 200 or not reply["choices"][0]["message"]["content"]
 
-    connector = aiohttp.TCPConnector(limit=conc)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        warm = list(range(calls, calls + conc))
-        await asyncio.gather(*(drain(session, warm) for _ in range(conc)))
-        todo = list(range(calls))
-        s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
-        with _relaxed_gc(conc):
-            await asyncio.gather(*(drain(session, todo) for _ in range(conc)))
-        wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
+    warm = list(range(calls, calls + conc))
+    await asyncio.gather(*(drain(warm) for _ in range(conc)))
+    todo = list(range(calls))
+    s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
+    with _relaxed_gc(conc):
+        await asyncio.gather(*(drain(todo) for _ in range(conc)))
+    wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
+    await close()
     return {"calls": calls, "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
 
 
 def report(label: str, r: dict[str, float], conc: int, latency: float) -> None:
     ideal = r["calls"] * latency / conc
-    print(f"  {label:<7} {int(r['calls'])} calls in {r['wall']:.2f}s, ideal {ideal:.2f}s, "
+    print(f"  {label:<13} {int(r['calls'])} calls in {r['wall']:.2f}s, ideal {ideal:.2f}s, "
           f"ratio {r['wall'] / ideal:.3f}; client CPU {r['cpu'] / r['calls'] * 1e6:.0f} us/call, "
           f"server CPU {r['server'] / r['calls'] * 1e6:.0f} us/call; failed {int(r['failed'])}",
           flush=True)
@@ -180,11 +201,14 @@ def main() -> None:
                    help="event loop for the client (auto: uvloop when installed)")
     p.add_argument("--server-procs", type=int, default=1,
                    help="fake server processes sharing the port with SO_REUSEPORT")
-    p.add_argument("--no-floor", action="store_true", help="skip the bare-aiohttp floor")
-    p.add_argument("--transport", choices=["auto", "aiohttp", "httpx"], default="auto",
+    p.add_argument("--no-floor", action="store_true", help="skip the bare-client floor")
+    p.add_argument("--transport", choices=["auto", "h1", "aiohttp", "httpx"], default="auto",
                    help="the openai backend's http_transport (httpx: the SDK's own path)")
     args = p.parse_args()
     factory = loop_factory(args.loop)
+    # the floor uses the HTTP client the engine's lean path uses (httpx: aiohttp's, the
+    # cheapest client the SDK path could hope for)
+    client = "h1" if args.transport in ("auto", "h1") else "aiohttp"
     print(f"client event loop: {'uvloop' if factory else 'asyncio'}; transport "
           f"{args.transport}; fake server: {args.server_procs} process(es)"
           f"{' on one port via SO_REUSEPORT' if args.server_procs > 1 else ''}; "
@@ -204,8 +228,9 @@ def main() -> None:
                 report("engine", r, conc, args.latency)
                 if not args.no_floor:
                     with asyncio.Runner(loop_factory=factory) as runner:
-                        r = runner.run(floor_run(url, args.calls, conc, f"f{conc}", server))
-                    report("floor", r, conc, args.latency)
+                        r = runner.run(floor_run(url, args.calls, conc, f"f{conc}", client,
+                                                 server))
+                    report(f"floor {client}", r, conc, args.latency)
     finally:
         stop_server(procs)
 

@@ -62,7 +62,7 @@ def test_2000_calls_with_30_percent_faults(fake: FakeOpenAIServer, cache: CallCa
     assert sum(r.cached for r in again) == len(ok)
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["h1", "aiohttp", "httpx"])
 def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
                                     transport: str) -> None:
     # a fault on the first attempt only: every kind must end ok after retry or repair

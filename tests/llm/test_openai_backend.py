@@ -68,7 +68,7 @@ def test_json_modes_put_schema_in_prompt(fake: FakeOpenAIServer, mode: str) -> N
         assert "response_format" not in body
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["h1", "aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -167,35 +167,36 @@ def test_sdk_configuration_reaches_the_server(fake: FakeOpenAIServer,
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
     sent = {}
-    for transport in ("aiohttp", "httpx"):
+    for transport in ("h1", "aiohttp", "httpx"):
         backend = OpenAILLM("m", api_key="sk-test", http_transport=transport,
                             default_headers={"X-Team": "research"})
         sent[transport] = _sent_headers(fake, backend)
-    lean = sent["aiohttp"]
-    assert lean["authorization"] == "Bearer sk-test"
-    assert lean["openai-organization"] == "org-test"
-    assert lean["openai-project"] == "proj-test"
-    assert lean["x-team"] == "research"
-    assert lean["user-agent"].startswith("AsyncOpenAI/Python")
-    assert lean["content-type"] == "application/json"
-    # the same headers as the SDK's own request, apart from connection-level ones
     transport_level = {"host", "content-length", "accept-encoding", "connection"}
-    assert {k: v for k, v in lean.items() if k not in transport_level} == \
-        {k: v for k, v in sent["httpx"].items() if k not in transport_level}
+    for lean in (sent["h1"], sent["aiohttp"]):
+        assert lean["authorization"] == "Bearer sk-test"
+        assert lean["openai-organization"] == "org-test"
+        assert lean["openai-project"] == "proj-test"
+        assert lean["x-team"] == "research"
+        assert lean["user-agent"].startswith("AsyncOpenAI/Python")
+        assert lean["content-type"] == "application/json"
+        # the same headers as the SDK's own request, apart from connection-level ones
+        assert {k: v for k, v in lean.items() if k not in transport_level} == \
+            {k: v for k, v in sent["httpx"].items() if k not in transport_level}
 
 
-def test_key_never_in_lean_errors(fake: FakeOpenAIServer) -> None:
+@pytest.mark.parametrize("lean", ["h1", "aiohttp"])
+def test_key_never_in_lean_errors(fake: FakeOpenAIServer, lean: str) -> None:
     key = "sk-proj-LEANSECRET0123456789"
     fake.set_handler(lambda req: Reply(status=401, raw_body=(
         '{"error": {"message": "Incorrect API key provided: ' + key + '"}}').encode()))
-    backend = OpenAILLM("m", base_url=fake.base_url, api_key=key, http_transport="aiohttp")
+    backend = OpenAILLM("m", base_url=fake.base_url, api_key=key, http_transport=lean)
     with pytest.raises(LLMError) as info:
         _complete(backend, requests_for(["k"])[0])
     assert info.value.reason == "auth" and "Incorrect API key provided" in info.value.message
     assert "LEANSECRET" not in info.value.message and "LEANSECRET" not in repr(backend)
     # nothing listens on port 9: a connection error, its text redacted all the same
     backend = OpenAILLM("m", base_url=f"http://127.0.0.1:9/{key}", api_key=key,
-                        http_transport="aiohttp")
+                        http_transport=lean)
     with pytest.raises(LLMError) as info:
         _complete(backend, requests_for(["k"])[0])
     assert info.value.reason == "connection" and info.value.retryable

@@ -13,14 +13,15 @@ how much of structured output they support, hence ``json_mode``:
 The SDK stays the source of configuration — base URL (including ``OPENAI_BASE_URL``),
 auth, organization and project (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``), user agent and
 any default headers — because that is what users and the providers' docs configure. But
-it does not send the calls when aiohttp is installed: building each request through the
-SDK and httpx cost ~0.5 ms of client CPU a call, which at 1,000 concurrent calls of
-200 ms made the client, not the server, the limit. The lean path reads the SDK client's
-resolved settings once per event loop and posts orjson bodies on one aiohttp session
-(transport.JsonPoster), about what a bare aiohttp client costs. Settings only the SDK can
-apply (custom auth such as workload identity, default query parameters) send through the
-SDK instead, as does ``http_transport='httpx'``; both paths turn failures into the same
-:class:`LLMError` through ``error_from_status`` in base.py.
+it does not send the calls: building each request through the SDK and httpx cost ~0.5 ms
+of client CPU a call, which at 1,000 concurrent calls of 200 ms made the client, not the
+server, the limit. The lean path reads the SDK client's resolved settings once per event
+loop and posts orjson bodies with a lean poster: h1.py's keep-alive HTTP/1.1 client
+(~25 µs a call), or aiohttp's (transport.JsonPoster, ~100 µs) where an environment proxy
+applies or httptools is missing. Settings only the SDK can apply (custom auth such as
+workload identity, default query parameters) send through the SDK instead, as does
+``http_transport='httpx'``; every path turns failures into the same :class:`LLMError`
+through ``error_from_status`` in base.py.
 
 The SDK's own retries are off: the engine retries every backend the same way, and two
 retry layers multiply waits and hide failures. The HTTP pool is sized to the engine's
@@ -47,7 +48,8 @@ from featdisco.llm.base import (
     sdk_error,
     status_error,
 )
-from featdisco.llm.transport import JsonPoster, lean_wanted, make_http_client
+from featdisco.llm.h1 import H1Poster
+from featdisco.llm.transport import TRANSPORTS, JsonPoster, lean_kind, make_http_client
 
 try:  # the SDK moved to httpx2; older releases take a plain httpx client
     import httpx2 as _httpx
@@ -96,15 +98,18 @@ class OpenAILLM:
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
-        self.http_transport = http_transport  # 'auto': aiohttp when installed (transport.py)
-        self._lean = lean_wanted(http_transport)
+        if http_transport not in TRANSPORTS:
+            raise ValueError(f"unknown HTTP transport {http_transport!r}; "
+                             f"choose {', '.join(TRANSPORTS)}")
+        self.http_transport = http_transport  # 'auto': see transport.lean_kind
+        self._lean: str | None = "pending" if http_transport != "httpx" else None
         self._config: openai.AsyncOpenAI | None = None  # the SDK client the lean path reads
         self._url = ""
         self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
-        # aiohttp's pool hands out a free connection without scanning the others, so the
-        # lean path needs no shards: one session per loop with every connection.
-        self._posters: LoopClients[JsonPoster] = LoopClients(self._make_poster, self.concurrency,
+        # The lean posters hand out a free connection without scanning the others, so the
+        # lean path needs no shards: one poster per loop with every connection.
+        self._posters: LoopClients[H1Poster | JsonPoster] = LoopClients(self._make_poster, self.concurrency,
                                                              shard_size=None)
 
     def __repr__(self) -> str:  # never show the key
@@ -130,7 +135,7 @@ class OpenAILLM:
             return None
         return cfg
 
-    def _make_poster(self, connections: int) -> JsonPoster:
+    def _make_poster(self, connections: int) -> H1Poster | JsonPoster:
         cfg = self._config
         assert cfg is not None
         # What the SDK's own request would carry (auth, organization and project, user
@@ -140,7 +145,8 @@ class OpenAILLM:
                    if isinstance(v, str)}
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
-        return JsonPoster(connections, self.timeout, headers, (self._api_key,))
+        kind = H1Poster if self._lean == "h1" else JsonPoster
+        return kind(connections, self.timeout, headers, (self._api_key,))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -178,11 +184,12 @@ class OpenAILLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         content = orjson.dumps(self._params(request))
+        if self._lean is not None and self._config is None:
+            # first call (or first after aclose): settings only the SDK can apply go to it
+            cfg = self._sdk_config()  # also resolves self._url
+            self._lean = lean_kind(self.http_transport, self._url) if cfg is not None else None
         if self._lean:
-            if self._config is None:  # first call: settings only the SDK can apply go to it
-                self._lean = self._sdk_config() is not None
-            if self._lean:
-                return await self._complete_lean(content)
+            return await self._complete_lean(content)
         return await self._complete_sdk(content)
 
     async def _complete_lean(self, content: bytes) -> LLMResponse:

@@ -8,10 +8,11 @@ work in about half the CPU (bench/llm_engine.py). The SDK still builds the reque
 auth, reads the status and raises its own error classes; only the bytes on the wire move
 through aiohttp. Where aiohttp is not installed the backends fall back to httpx's own.
 
-The openai backend goes one step further with :class:`JsonPoster`: even over aiohttp, the
-SDK's request building and the httpx objects around each call were two thirds of the
-client's CPU, so it posts its prepared JSON on aiohttp itself and keeps the SDK only for
-configuration (see openai.py). The anthropic backend still sends through its SDK on
+The openai backend goes further: even over aiohttp, the SDK's request building and the
+httpx objects around each call were two thirds of the client's CPU, so it posts its
+prepared JSON itself and keeps the SDK only for configuration (see openai.py), on h1.py's
+lean client or, where an environment proxy applies, on aiohttp (:class:`JsonPoster`);
+:func:`lean_kind` chooses. The anthropic backend still sends through its SDK on
 :class:`AiohttpTransport`.
 """
 
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMError, redact
 
 try:
@@ -90,15 +93,40 @@ class AiohttpTransport(_httpx.AsyncBaseTransport):
             self._session = None
 
 
-def lean_wanted(transport: str) -> bool:
-    """Whether a backend should send on :class:`JsonPoster` rather than through its SDK:
-    'aiohttp' insists (and fails without it), 'auto' takes it when installed, 'httpx'
-    keeps the SDK's own path."""
-    if transport not in ("auto", "aiohttp", "httpx"):
-        raise ValueError(f"unknown HTTP transport {transport!r}; choose auto, aiohttp or httpx")
-    if transport == "aiohttp" and aiohttp is None:
-        raise RuntimeError("http_transport='aiohttp' needs aiohttp installed")
-    return transport != "httpx" and aiohttp is not None
+TRANSPORTS = ("auto", "h1", "aiohttp", "httpx")
+
+
+def lean_kind(transport: str, url: str) -> str | None:
+    """Which lean poster a backend sends ``url``'s calls on, or None for its SDK's own path.
+
+    'auto' takes the h1 client (h1.py) when httptools is installed and no environment
+    proxy applies to ``url``, else aiohttp's (which goes through the proxy), else the SDK.
+    'h1' and 'aiohttp' insist and fail when they cannot serve; 'httpx' keeps the SDK path.
+    """
+    from featdisco.llm import h1
+
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown HTTP transport {transport!r}; choose {', '.join(TRANSPORTS)}")
+    if transport == "httpx":
+        return None
+    if transport == "aiohttp" or (transport == "auto" and not h1.available()):
+        if aiohttp is None:
+            if transport == "aiohttp":
+                raise FeatdiscoError("http_transport='aiohttp' needs aiohttp installed")
+            return None
+        return "aiohttp"
+    proxy = h1.proxy_for(url)
+    if transport == "h1":
+        if not h1.available():
+            raise FeatdiscoError("http_transport='h1' needs httptools installed")
+        if proxy is not None:
+            raise FeatdiscoError(f"http_transport='h1' cannot go through the proxy the "
+                               f"environment sets for {urlsplit(url).hostname}; use auto "
+                               "or aiohttp")
+        return "h1"
+    if proxy is None:
+        return "h1"
+    return "aiohttp" if aiohttp is not None else None
 
 
 class JsonPoster:
@@ -121,8 +149,9 @@ class JsonPoster:
                                          ttl_dns_cache=300)
         # sock_read bounds each wait for bytes, as httpx's read timeout does on the SDK
         # path; the engine bounds the whole call on top.
+        # trust_env: proxies from the environment, as the SDK's httpx client takes them
         self._session = aiohttp.ClientSession(
-            connector=connector, headers=dict(headers),
+            connector=connector, headers=dict(headers), trust_env=True,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, timeout),
                                           sock_read=timeout))
 
@@ -145,11 +174,12 @@ class JsonPoster:
 
 def make_http_client(connections: int, timeout: float, transport: str = "auto") -> Any:
     """An httpx client for the SDKs: on aiohttp when ``transport`` is 'aiohttp' (or 'auto'
-    and aiohttp is installed), else httpx's own pool of ``connections``."""
+    or 'h1', which has no SDK transport, and aiohttp is installed), else httpx's own pool
+    of ``connections``."""
     t = _httpx.Timeout(timeout, connect=min(10.0, timeout))
-    if transport == "aiohttp" or (transport == "auto" and available()):
+    if transport == "aiohttp" or (transport in ("auto", "h1") and available()):
         return _httpx.AsyncClient(transport=AiohttpTransport(connections), timeout=t)
-    if transport not in ("auto", "httpx"):
-        raise ValueError(f"unknown HTTP transport {transport!r}; choose auto, aiohttp or httpx")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown HTTP transport {transport!r}; choose {', '.join(TRANSPORTS)}")
     limits = _httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return _httpx.AsyncClient(limits=limits, timeout=t)

@@ -1,0 +1,332 @@
+"""The lean HTTP/1.1 client against scripted raw TCP servers: the wire forms real servers
+send (chunked, close-delimited, compressed, interim replies), broken replies, the pool,
+cancellation, TLS, and when the openai backend picks it."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from featdisco.errors import FeatdiscoError
+from featdisco.llm import h1
+from featdisco.llm.base import LLMError
+from featdisco.llm.h1 import H1Poster
+from featdisco.llm.transport import lean_kind
+
+Script = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server whose every connection runs ``script``; counts connections and keeps
+    the requests it read."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.script(self, r, w)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                w.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=self.ssl)
+        return self
+
+    ssl: Any = None
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{port}/v1/chat/completions"
+
+    async def read_request(self, r: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+        head = await r.readuntil(b"\r\n\r\n")
+        line, *rest = head[:-4].split(b"\r\n")
+        headers = {k.decode().lower(): v.decode().strip()
+                   for k, v in (x.split(b":", 1) for x in rest)}
+        body = await r.readexactly(int(headers["content-length"]))
+        self.requests.append((line, headers, body))
+        return line, headers, body
+
+
+def _reply(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def serve_each(make: Callable[[int], bytes]) -> Script:
+    """Answer every request on a connection with ``make(request number)``."""
+    async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await s.read_request(r)
+            w.write(make(len(s.requests)))
+            await w.drain()
+    return script
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    async def go() -> Any:
+        return await coro
+    return asyncio.run(go())
+
+
+def test_request_bytes_and_keep_alive_reuse() -> None:
+    async def go() -> None:
+        async with RawServer(serve_each(lambda n: _reply(b'{"n": %d}' % n))) as srv:
+            p = H1Poster(4, 5.0, {"Authorization": "Bearer k", "X-Team": "r",
+                                  "Content-Type": "text/plain"})
+            for i in range(3):
+                status, headers, body = await p.post(srv.url, b'{"i": %d}' % i)
+                assert (status, body) == (200, b'{"n": %d}' % (i + 1))
+                assert headers["content-length"] == str(len(body))
+            await p.close()
+            port = srv.url.split(":")[2].split("/")[0]
+        assert srv.connections == 1  # one keep-alive connection carried all three
+        line, headers, body = srv.requests[2]
+        assert line == b"POST /v1/chat/completions HTTP/1.1"
+        assert headers["host"] == f"127.0.0.1:{port}"
+        assert headers["authorization"] == "Bearer k" and headers["x-team"] == "r"
+        assert headers["content-type"] == "application/json"  # ours, not the caller's
+        assert body == b'{"i": 2}'
+    run(go())
+
+
+@pytest.mark.parametrize("form", ["chunked", "close", "interim", "gzip", "deflate", "raw-deflate"])
+def test_reply_forms(form: str) -> None:
+    payload = b'{"choices": []}' * 50
+    if form == "chunked":
+        wire = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in (payload[:7], payload[7:]))
+                + b"0\r\n\r\n")
+    elif form == "close":  # no length: the body ends when the server closes
+        wire = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + payload
+    elif form == "interim":
+        wire = b"HTTP/1.1 100 Continue\r\n\r\n" + _reply(payload)
+    elif form == "gzip":
+        wire = _reply(gzip.compress(payload), "Content-Encoding: gzip")
+    elif form == "deflate":
+        wire = _reply(zlib.compress(payload), "Content-Encoding: deflate")
+    else:
+        c = zlib.compressobj(wbits=-15)
+        wire = _reply(c.compress(payload) + c.flush(), "Content-Encoding: deflate")
+
+    async def go() -> int:
+
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await s.read_request(r)
+            w.write(wire)
+            await w.drain()
+            if form == "close":
+                return  # the handler closes the connection
+            await s.read_request(r)
+            w.write(_reply(b"second"))
+            await w.drain()
+
+        async with RawServer(script) as srv:
+            p = H1Poster(4, 5.0, {})
+            status, _, body = await p.post(srv.url, b"{}")
+            assert (status, body) == (200, payload)
+            status, _, body = await p.post(srv.url, b"{}")
+            assert (status, body) == (200, b"second" if form != "close" else payload)
+            await p.close()
+        return srv.connections
+
+    # a close-delimited reply cannot be followed on its connection; the others are reused
+    assert run(go()) == (2 if form == "close" else 1)
+
+
+def test_status_and_headers_reach_the_caller() -> None:
+    async def go() -> None:
+        wire = _reply(b'{"error": {}}', "Retry-After-Ms: 250", "X-Multi: a", "X-Multi: b",
+                      status="429 Too Many Requests")
+        async with RawServer(serve_each(lambda n: wire)) as srv:
+            p = H1Poster(1, 5.0, {})
+            status, headers, body = await p.post(srv.url, b"{}")
+            await p.close()
+        assert status == 429 and body == b'{"error": {}}'
+        assert headers["retry-after-ms"] == "250" and headers["x-multi"] == "a, b"
+    run(go())
+
+
+@pytest.mark.parametrize("fault", ["cut-short", "garbage", "reset", "bad-gzip"])
+def test_broken_replies_are_retryable_connection_errors(fault: str) -> None:
+    async def go() -> LLMError:
+
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await s.read_request(r)
+            if fault == "cut-short":
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+            elif fault == "garbage":
+                w.write(b"SMTP ready\r\n\r\n")
+            elif fault == "bad-gzip":
+                w.write(_reply(b"not gzip at all", "Content-Encoding: gzip"))
+            else:
+                w.transport.abort()
+                return
+            await w.drain()
+            if fault == "bad-gzip":
+                await asyncio.sleep(1)
+
+        async with RawServer(script) as srv:
+            p = H1Poster(1, 5.0, {"Authorization": "Bearer sk-SECRET"}, ("sk-SECRET",))
+            with pytest.raises(LLMError) as info:
+                await p.post(srv.url, b"{}")
+            # the pool survives: the failed connection is dropped, not reused
+            assert not p._busy and not p._idle
+            await p.close()
+        return info.value
+
+    err = run(go())
+    assert (err.reason, err.retryable) == ("connection", True)
+    assert "SECRET" not in err.message
+
+
+def test_pool_bounds_connections_and_queues_the_rest() -> None:
+    async def go() -> None:
+        open_now = peak = 0
+
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal open_now, peak
+            open_now += 1
+            peak = max(peak, open_now)
+            try:
+                while True:
+                    await s.read_request(r)
+                    await asyncio.sleep(0.02)
+                    w.write(_reply(b"ok"))
+                    await w.drain()
+            finally:
+                open_now -= 1
+
+        async with RawServer(script) as srv:
+            p = H1Poster(3, 5.0, {})
+            replies = await asyncio.gather(*(p.post(srv.url, b"{}") for _ in range(30)))
+            await p.close()
+        assert [r[2] for r in replies] == [b"ok"] * 30
+        assert srv.connections == 3 and peak == 3
+    run(go())
+
+
+def test_timeout_and_cancellation_free_the_connection() -> None:
+    async def go() -> None:
+
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while True:
+                _, _, body = await s.read_request(r)
+                if body == b"hang":
+                    await asyncio.sleep(30)
+                w.write(_reply(b"ok"))
+                await w.drain()
+
+        async with RawServer(script) as srv:
+            p = H1Poster(1, 0.3, {})
+            with pytest.raises(LLMError) as info:
+                await p.post(srv.url, b"hang")
+            assert (info.value.reason, info.value.retryable) == ("timeout", True)
+            task = asyncio.ensure_future(p.post(srv.url, b"hang"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # the one connection's place is free again: a normal call goes through
+            assert (await p.post(srv.url, b"fine"))[2] == b"ok"
+            await p.close()
+        assert srv.connections == 3  # each interrupted connection was dropped
+    run(go())
+
+
+def test_connections_closed_or_idle_too_long_are_not_reused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> int:
+
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            _, _, body = await s.read_request(r)
+            w.write(_reply(b"ok"))
+            await w.drain()
+            if body == b"then-close":
+                return  # a server ending an idle keep-alive connection
+            await s.read_request(r)
+            w.write(_reply(b"ok"))
+            await w.drain()
+            await asyncio.sleep(5)
+
+        async with RawServer(script) as srv:
+            p = H1Poster(2, 5.0, {})
+            await p.post(srv.url, b"then-close")
+            await asyncio.sleep(0.1)  # the close arrives while the connection is idle
+            assert (await p.post(srv.url, b"stay"))[2] == b"ok"  # on a fresh connection
+            monkeypatch.setattr(h1, "KEEP_ALIVE", 0.05)
+            await asyncio.sleep(0.1)  # open, but idle longer than we trust
+            assert (await p.post(srv.url, b"stay"))[2] == b"ok"
+            await p.close()
+        return srv.connections
+
+    assert run(go()) == 3
+
+
+def test_tls_verifies_against_the_configured_roots(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    roots = tmp_path / "roots.pem"
+    ca.cert_pem.write_to_path(str(roots))
+
+    async def go(trusted: bool) -> Any:
+        srv = RawServer(serve_each(lambda n: _reply(b"secret reply")))
+        srv.ssl = server_ctx
+        async with srv:
+            if trusted:
+                monkeypatch.setenv("SSL_CERT_FILE", str(roots))
+            else:
+                monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            p = H1Poster(1, 5.0, {})
+            try:
+                return await p.post(srv.url, b"{}")
+            except LLMError as e:
+                return e
+            finally:
+                await p.close()
+
+    assert run(go(True))[2] == b"secret reply"
+    err = run(go(False))  # certifi's roots do not know this CA
+    assert isinstance(err, LLMError) and err.reason == "connection"
+    assert "CERTIFICATE_VERIFY_FAILED" in err.message
+
+
+def test_auto_goes_through_an_environment_proxy_on_aiohttp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url = "https://api.example.com/v1/chat/completions"
+    assert lean_kind("auto", url) == "h1"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert lean_kind("auto", url) == "aiohttp"
+    assert lean_kind("aiohttp", url) == "aiohttp" and lean_kind("httpx", url) is None
+    with pytest.raises(FeatdiscoError, match="proxy"):
+        lean_kind("h1", url)
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert lean_kind("auto", url) == "h1"
+    with pytest.raises(ValueError, match="unknown HTTP transport"):
+        lean_kind("curl", url)
