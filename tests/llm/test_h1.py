@@ -330,3 +330,31 @@ def test_auto_goes_through_an_environment_proxy_on_aiohttp(
     assert lean_kind("auto", url) == "h1"
     with pytest.raises(ValueError, match="unknown HTTP transport"):
         lean_kind("curl", url)
+
+
+def test_header_values_cannot_smuggle_lines() -> None:
+    async def go() -> None:
+        with pytest.raises(ValueError, match="X-Team"):
+            H1Poster(1, 5.0, {"X-Team": "r\r\nX-Admin: yes"})
+    run(go())
+
+
+def test_bytes_after_a_reply_drop_the_connection() -> None:
+    """A server that sends more than one reply per request is out of step; the connection
+    must not be reused, or the next call would read the stray reply as its own."""
+    async def go() -> list[bytes]:
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await s.read_request(r)
+            w.write(_reply(b"first") + _reply(b"stray"))
+            await w.drain()
+            await asyncio.sleep(5)
+
+        async with RawServer(script) as srv:
+            p = H1Poster(1, 5.0, {})
+            out = [(await p.post(srv.url, b"{}"))[2]]
+            await asyncio.sleep(0.05)
+            out.append((await p.post(srv.url, b"{}"))[2])
+            await p.close()
+        return out
+
+    assert run(go()) == [b"first", b"first"]

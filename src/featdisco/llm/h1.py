@@ -119,6 +119,9 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the stream is out of step
+            self.abort()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -139,6 +142,10 @@ class _Conn(asyncio.Protocol):
         self._fail(_Dead(why))
 
     # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second reply in one read: the stream is out of step
+            self.abort()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -197,6 +204,9 @@ class H1Poster:
         self._timeout = timeout
         self._connect_timeout = min(10.0, timeout)
         self._secrets = secrets
+        for k, v in headers.items():
+            if any(c in f"{k}{v}" for c in "\r\n\0"):
+                raise ValueError(f"header {k!r} holds a line break or NUL")
         self._fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items()
                               if k.lower() not in _OWN_HEADERS)
         self._loop = asyncio.get_running_loop()
@@ -280,7 +290,7 @@ class H1Poster:
                 raise LLMError("connection", "client closed", retryable=True)
             while self._idle:
                 c = self._idle.pop()  # newest first: the oldest are the likeliest to expire
-                if c.closed:
+                if c.closed or c.transport is None or c.transport.is_closing():
                     continue
                 if self._loop.time() - c.idle_since > KEEP_ALIVE:
                     c.abort()  # servers drop idle connections; one may be closing right now
