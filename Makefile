@@ -7,9 +7,15 @@ FEATDISCO := $(VENV)/bin/featdisco
 DATA ?= ../shared/data
 DEMO_DIR ?= runs/demo
 # llama.cpp's native build enables this CPU's AMX kernels, which crash on first use on some
-# x86 machines; a portable AVX2 build runs everywhere from ~2013 on.
+# x86 machines; so it is built for AVX2, plus the AVX-512 and VNNI kernels this CPU has
+# (it is compiled here, for here): those read the prompt ~1.5x faster.
 ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+cpu_opt = $(if $(filter $(1),$(CPU_FLAGS)),$(2))
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  $(call cpu_opt,avx_vnni,-DGGML_AVX_VNNI=ON) $(call cpu_opt,avx512f,-DGGML_AVX512=ON) \
+  $(call cpu_opt,avx512vbmi,-DGGML_AVX512_VBMI=ON) $(call cpu_opt,avx512_vnni,-DGGML_AVX512_VNNI=ON) \
+  $(call cpu_opt,avx512_bf16,-DGGML_AVX512_BF16=ON)
 else
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif

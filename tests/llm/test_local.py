@@ -369,6 +369,48 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
 
 
 @pytest.mark.slow
+def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
+                                                             shared_data: Path) -> None:
+    """The one-token grammar check (local._GreedyGrammarSampler) must choose exactly what
+    llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses."""
+    from featdisco.llm.local import _GreedyGrammarSampler, schema_to_grammar
+    from featdisco.prompts import load_prompt
+    from featdisco.stages.featurize import FeaturizeConfig, build_requests
+
+    llm = local_llm._load_locked()
+    # a tight schema, so the grammar refuses the model's first choice now and then
+    schema = {"type": "object", "additionalProperties": False, "required": ["features"],
+              "properties": {"features": {"type": "array", "minItems": 3, "maxItems": 5,
+                                          "items": {"type": "string", "maxLength": 12}}}}
+    grammar = llama_cpp.LlamaGrammar.from_string(schema_to_grammar(schema), verbose=False)
+    [req], _ = build_requests([_real_piece(shared_data, 600)], ["response"],
+                              load_prompt("featurize"), FeaturizeConfig())
+    msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+    cls = type(llm)
+    original = cls._init_sampler
+    used: list[Any] = []
+
+    def spy(self: Any, **kw: Any) -> Any:
+        used.append(original(self, **kw))
+        return used[-1]
+
+    def generate(init_sampler: Any) -> str:
+        cls._init_sampler = init_sampler
+        try:
+            out = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=120,
+                                             grammar=grammar)
+        finally:
+            cls._init_sampler = original
+        return str(out["choices"][0]["message"]["content"])
+
+    fast, stock = generate(spy), generate(llama_cpp.Llama._init_sampler)
+    assert [type(x) for x in used] == [_GreedyGrammarSampler]
+    assert used[0].refusals > 0  # the full pass ran too, not only the one-token check
+    assert fast == stock
+    assert len(json.loads(fast)["features"]) >= 3
+
+
+@pytest.mark.slow
 def test_cancelled_calls_do_not_break_the_backend(local_llm: Any) -> None:
     """Calls cancelled by a timeout (one generating, one still queued) leave the backend
     serving, and the next call gives the same answer as on a fresh backend."""
@@ -421,3 +463,38 @@ def test_models_cli_path_status_install(fake_parts: tuple[ModelSpec, bytes, Path
     res = runner.invoke(models_app, ["clean"])
     assert res.exit_code == 0 and not inst.parts_cache_dir().exists()
     assert (models / "fake.gguf").exists()
+
+
+# --- threads -----------------------------------------------------------------------------
+
+
+def test_thread_count_leaves_busy_cores_to_their_owners(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featdisco.llm import local
+
+    monkeypatch.delenv("FEATDISCO_LLM_THREADS", raising=False)
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(4)))
+    for busy, threads in ((0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (7.0, 1)):
+        monkeypatch.setattr(local, "_others_busy_cores", lambda busy=busy: busy)
+        assert local._default_threads() == threads
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(local, "_others_busy_cores", lambda: 0.0)
+    assert local._default_threads() == 8  # decoding is memory bound past ~8
+    monkeypatch.setenv("FEATDISCO_LLM_THREADS", "3")
+    assert local._default_threads() == 3
+    monkeypatch.setenv("FEATDISCO_LLM_THREADS", "two")
+    with pytest.raises(FeatdiscoError, match="FEATDISCO_LLM_THREADS"):
+        local._default_threads()
+
+
+def test_a_busy_neighbour_is_seen() -> None:
+    import subprocess
+
+    from featdisco.llm.local import _others_busy_cores
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert _others_busy_cores(0.5) > 0.7
+    finally:
+        spin.kill()
+        spin.wait()

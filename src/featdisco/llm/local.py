@@ -16,6 +16,12 @@ Design notes (why):
   ``[^"\\\\]`` which admits raw control characters (a literal newline or tab inside a
   string), making the reply invalid JSON. We exclude U+0000–U+001F and U+007F, as
   upstream llama.cpp's converter now does.
+* Greedy decoding (temperature 0, what the stages use) under a grammar runs on
+  :class:`_GreedyGrammarSampler`: llama-cpp-python's stock chain runs the grammar over all
+  151k candidate tokens at every step (~30 ms a token, a third of decoding here), while
+  greedy only needs to know whether the top token is allowed. It asks the grammar about
+  that one token and runs the full pass only when it is refused — the same token, as
+  llama.cpp's own sampler does it (a slow test checks the outputs are identical).
 * A call whose awaiting task is cancelled (the engine's timeout) while still queued is
   dropped without generating. One already generating runs to the end (at most
   ``max_tokens``): llama-cpp-python swallows exceptions raised in its sampling callbacks,
@@ -30,6 +36,7 @@ import json
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -91,25 +98,131 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
     return patch_grammar(json_schema_to_gbnf(json.dumps(schema)))
 
 
-def _default_threads() -> int:
-    """One thread fewer than the cores this process may use (at least 1, at most 8).
+class _GreedyGrammarSampler:
+    """The greedy token under a grammar, with the grammar asked about one token per step
+    unless it refuses that one. Stands in for llama-cpp-python's ``LlamaSampler`` (its
+    ``sample(ctx, idx)`` and ``close()``); the grammar sampler's state advances with every
+    accepted token exactly as in the stock chain."""
 
-    Why not all of them: ggml's threads meet at a barrier after every graph node, so when
-    any other work (the engine's event loop, the cache, a neighbour process) takes a core,
-    a thread that waits for a descheduled peer stalls the whole token. Measured on a shared
-    2-core machine: 71 s per piece with 1 thread against 480 s with 2. Decoding is bound by
-    memory bandwidth, so more than about 8 threads gains nothing.
+    def __init__(self, llama_cpp: Any, vocab: Any, grammar: Any, n_vocab: int) -> None:
+        import numpy as np
+
+        self._c = llama_cpp
+        self._np = np
+        self._n = n_vocab
+        self._grammar = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
+        if not self._grammar:
+            raise LLMError("bad-schema", "llama.cpp rejected the grammar", retryable=False)
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._all: Any = None  # the full candidate array, made on the first refusal
+        self._view: Any = None
+        self._ids: Any = None
+        self.refusals = 0  # steps where the full pass ran
+
+    def _apply(self, data: Any, size: int) -> None:
+        arr = self._c.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
+        self._c.llama_sampler_apply(self._grammar, self._c.ctypes.byref(arr))
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:
+        np = self._np
+        logits = np.ctypeslib.as_array(self._c.llama_get_logits_ith(ctx.ctx, idx),
+                                       shape=(self._n,))
+        token = int(np.argmax(logits))  # the first maximum, as llama.cpp's greedy picks
+        one = self._one[0]
+        one.id, one.logit, one.p = token, float(logits[token]), 0.0
+        self._apply(self._one, 1)
+        if one.logit == float("-inf"):  # refused: mask every candidate, take the best left
+            self.refusals += 1
+            if self._all is None:
+                self._all = (self._c.llama_token_data * self._n)()
+                self._view = np.frombuffer(self._all, dtype=np.dtype(
+                    [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+                self._ids = np.arange(self._n, dtype=np.int32)
+            self._view["id"] = self._ids
+            self._view["logit"] = logits
+            self._view["p"] = 0.0
+            self._apply(self._all, self._n)
+            token = int(np.argmax(self._view["logit"]))
+            if self._view["logit"][token] == float("-inf"):
+                raise LLMError("local-error", "the grammar allows no next token",
+                               retryable=False)
+        self._c.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def close(self) -> None:
+        if self._grammar:
+            self._c.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+
+def _llama_class(llama_cpp: Any) -> Any:
+    """``llama_cpp.Llama`` whose greedy decoding under a grammar uses
+    :class:`_GreedyGrammarSampler`; every other sampling set-up is the stock chain."""
+
+    class _Llama(llama_cpp.Llama):
+        def _init_sampler(self, **kw: Any) -> Any:
+            grammar = kw.get("grammar")
+            if (grammar is not None and kw.get("temp") == 0.0
+                    and not kw.get("logits_processor")
+                    and kw.get("repeat_penalty", 1.0) == 1.0
+                    and not kw.get("frequency_penalty") and not kw.get("presence_penalty")
+                    and hasattr(grammar, "_grammar") and hasattr(grammar, "_root")):
+                return _GreedyGrammarSampler(llama_cpp, self._model.vocab, grammar,
+                                             self._n_vocab)
+            return super()._init_sampler(**kw)
+
+    return _Llama
+
+
+def _default_threads() -> int:
+    """A thread per core that no other process is using right now (at least 1, at most 8).
+
+    Why not simply all of them: ggml's threads meet at a barrier after every graph node, so
+    when other work takes a core, a thread that waits for a descheduled peer stalls the
+    whole token. Measured on a 2-core machine with a neighbour busy on one core: 71 s per
+    piece with 1 thread against 480 s with 2. On the same machine quiet, 2 threads take
+    19 s against 31 s with 1. So the cores other processes kept busy over a short sample
+    are left to them. Decoding is bound by memory bandwidth, so more than about 8 threads
+    gains nothing. ``FEATDISCO_LLM_THREADS`` overrides.
     """
-    env = os.environ.get("FEATDISCO_LLM_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise FeatdiscoError(f"FEATDISCO_LLM_THREADS must be a positive integer, got {env!r}")
-        return int(env)
+    env = _threads_from_env()
+    if env is not None:
+        return env
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores - 1, 8))
+    return max(1, min(cores - round(_others_busy_cores()), 8))
+
+
+def _threads_from_env() -> int | None:
+    env = os.environ.get("FEATDISCO_LLM_THREADS", "").strip()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise FeatdiscoError(f"FEATDISCO_LLM_THREADS must be a positive integer, got {env!r}")
+    return int(env)
+
+
+def _others_busy_cores(window: float = 0.3) -> float:
+    """How many cores processes other than this one kept busy over ``window`` seconds
+    (Linux ``/proc/stat``; 0 where it cannot tell)."""
+    def sample() -> tuple[float, float]:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        t = os.times()
+        # user nice system idle iowait irq softirq steal: all but idle and iowait is busy
+        return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK"), \
+            t.user + t.system
+
+    try:
+        busy0, own0 = sample()
+        time.sleep(window)
+        busy1, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / window
 
 
 class _Cancelled(Exception):
@@ -132,6 +245,8 @@ class LocalLLM:
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None) -> None:
+        if n_threads is None:
+            _threads_from_env()  # a bad FEATDISCO_LLM_THREADS is reported now, not mid-run
         if importlib.util.find_spec("llama_cpp") is None:
             raise FeatdiscoError(INSTALL_HINT)
         if model_path is None or model_path == LOCAL_MODEL.model_id:  # `--model` may name it
@@ -141,7 +256,7 @@ class LocalLLM:
             if not self.model_path.is_file():
                 raise FeatdiscoError(f"local model file not found: {self.model_path}")
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or _default_threads()
+        self.n_threads = n_threads  # None: chosen when the weights load (_default_threads)
         self._llm: Any = None
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
@@ -157,8 +272,10 @@ class LocalLLM:
     def _load_locked(self) -> Any:
         if self._llm is None:
             llama_cpp = _import_llama_cpp()
+            if self.n_threads is None:
+                self.n_threads = _default_threads()
             try:
-                self._llm = llama_cpp.Llama(
+                self._llm = _llama_class(llama_cpp)(
                     model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                     n_threads_batch=self.n_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
