@@ -141,6 +141,27 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     assert server.total - before == 3 * K + 3
 
 
+def test_new_cluster_code_reruns_clustering_and_what_follows_from_the_caches(
+        server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run made by older stage code is not kept as if current: bumping a stage's
+    STAGE_VERSION reruns that stage; downstream stages whose inputs come out the same are
+    served by the caches, so no LLM call is repeated."""
+    import shutil
+
+    from featdisco.stages import cluster as cluster_stage
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted, run_dir)
+    monkeypatch.setattr(cluster_stage, "STAGE_VERSION", cluster_stage.STAGE_VERSION + 1)
+    before = server.total
+    result = Pipeline(run_dir, config(server)).run([inputs])
+    ran = [t.name for t in result.stages if not t.skipped]
+    assert ran[:2] == ["split", "cluster"] and "featurize" not in ran and "embed" not in ran
+    assert server.total == before  # same clusters: naming and rating answered from the cache
+    assert pq.read_table(run_dir / "clusters.parquet").num_rows == 3 * K
+
+
 def test_transform_sends_new_features_to_the_clusters_of_their_group(
         server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
     new = write_jsonl(tmp_path / "new.jsonl", [

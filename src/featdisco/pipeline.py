@@ -30,6 +30,11 @@ from featdisco.run import (
     reset_peak_rss,
     table_hash,
 )
+from featdisco.stages import cluster as cluster_stage
+from featdisco.stages import embed as embed_stage
+from featdisco.stages import featurize as featurize_stage
+from featdisco.stages import name as name_stage
+from featdisco.stages import rate as rate_stage
 from featdisco.stages.cluster import auto_n_clusters, cluster_features
 from featdisco.stages.embed import EmbeddingCache, NpyWriter, save_matrix
 from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
@@ -211,7 +216,8 @@ class Pipeline:
     def featurize(self, pieces_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["featurize"]
         fcfg = self.cfg.featurize_config()
-        fp = fingerprint("featurize", pieces_hash, self.llm_id(), prompt.version, asdict(fcfg))
+        fp = fingerprint("featurize", featurize_stage.STAGE_VERSION, pieces_hash, self.llm_id(),
+                         prompt.version, asdict(fcfg))
         t0 = _begin()
         if (rec := self.dir.is_current("featurize", fp)) is not None:
             self._timing("featurize", t0, True, rec.counts)
@@ -235,7 +241,7 @@ class Pipeline:
         return out_hash, complete
 
     def embed(self, features_hash: str) -> str:
-        fp = fingerprint("embed", features_hash, self.embedder.name)
+        fp = fingerprint("embed", embed_stage.STAGE_VERSION, features_hash, self.embedder.name)
         t0 = _begin()
         if (rec := self.dir.is_current("embed", fp)) is not None:
             self._timing("embed", t0, True, rec.counts)
@@ -267,7 +273,8 @@ class Pipeline:
 
     def cluster(self, features_hash: str, embed_hash: str) -> str:
         kcfg = self.cfg.n_clusters
-        fp = fingerprint("cluster", features_hash, embed_hash, kcfg, self.cfg.seed, self.cfg.min_cluster_size)
+        fp = fingerprint("cluster", cluster_stage.STAGE_VERSION, features_hash, embed_hash, kcfg,
+                         self.cfg.seed, self.cfg.min_cluster_size)
         t0 = _begin()
         if (rec := self.dir.is_current("cluster", fp)) is not None:
             self._timing("cluster", t0, True, rec.counts)
@@ -297,7 +304,7 @@ class Pipeline:
 
     def name(self, assign_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["name"]
-        fp = fingerprint("name", assign_hash, self.llm_id(), prompt.version, self.cfg.sample_size,
+        fp = fingerprint("name", name_stage.STAGE_VERSION, assign_hash, self.llm_id(), prompt.version, self.cfg.sample_size,
                          self.cfg.seed)
         t0 = _begin()
         if (rec := self.dir.is_current("name", fp)) is not None:
@@ -318,7 +325,7 @@ class Pipeline:
 
     def rate(self, assign_hash: str, labels_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["rate"]
-        fp = fingerprint("rate", assign_hash, labels_hash, self.llm_id(), prompt.version,
+        fp = fingerprint("rate", rate_stage.STAGE_VERSION, assign_hash, labels_hash, self.llm_id(), prompt.version,
                          self.cfg.rate_batch, self.cfg.seed)
         t0 = _begin()
         if (rec := self.dir.is_current("rate", fp)) is not None:

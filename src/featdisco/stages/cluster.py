@@ -28,6 +28,10 @@ from numpy.typing import ArrayLike, NDArray
 from featdisco.errors import FeatdiscoError
 from featdisco.stages.embed import read_rows
 
+# Bump when this stage's output for the same inputs and config changes (a fix, a new
+# column): a run made with older code then redoes this stage instead of keeping stale results.
+STAGE_VERSION = 1
+
 # Two-level is chosen automatically when n_train · k exceeds this. Measured with faiss-cpu
 # 1.15 on 2 cores at d = 384: flat spherical Lloyd runs at ≈ 64 GFLOP/s, so 2.5e8 · 384 · 2
 # flops is ≈ 3 s per iteration, ≈ 1 minute for 20 iterations. With the default 256 points

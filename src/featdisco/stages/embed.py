@@ -37,6 +37,10 @@ from numpy.typing import NDArray
 
 from featdisco.embedders.base import Embedder, EmbedderError, check_output
 
+# Bump when this stage's output for the same inputs and config changes (a fix, a new
+# column): a run made with older code then redoes this stage instead of keeping stale results.
+STAGE_VERSION = 1
+
 _LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's variable limit
 
 _FORMAT = 1  # PRAGMA user_version of caches this code writes

@@ -20,6 +20,10 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.prompts import Prompt
 
+# Bump when this stage's output for the same inputs and config changes (a fix, a new
+# column): a run made with older code then redoes this stage instead of keeping stale results.
+STAGE_VERSION = 1
+
 KIND_DESCRIPTIONS = {
     "user": "a message a user wrote to an AI assistant",
     "thought": "the private reasoning (thoughts) an AI model wrote before answering",

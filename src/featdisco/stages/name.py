@@ -16,6 +16,10 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
 
+# Bump when this stage's output for the same inputs and config changes (a fix, a new
+# column): a run made with older code then redoes this stage instead of keeping stale results.
+STAGE_VERSION = 1
+
 KIND_PLURALS = {"user": "user messages", "thought": "an AI model's private reasoning (thoughts)",
                 "response": "an AI assistant's responses"}
 LABELS_SCHEMA = pa.schema([

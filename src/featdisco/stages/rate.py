@@ -15,6 +15,10 @@ from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
 from featdisco.stages.name import KIND_PLURALS
 
+# Bump when this stage's output for the same inputs and config changes (a fix, a new
+# column): a run made with older code then redoes this stage instead of keeping stale results.
+STAGE_VERSION = 1
+
 RATINGS_SCHEMA = pa.schema([
     ("cluster_id", pa.int64()),
     ("interest", pa.int32()),
