@@ -1,8 +1,9 @@
 """A run is a directory: one Parquet (or .npy) artefact per stage, the LLM and embedding
 caches, and ``manifest.json`` saying what produced each artefact.
 
-A stage is skipped when its *fingerprint* — a hash of its config, its prompt version and
-the content hashes of the artefacts it reads — matches the manifest and its outputs exist.
+A stage is skipped when its *fingerprint* — a hash of its config, its prompt version, its
+code version and the content hashes of the artefacts it reads — matches the manifest and
+its outputs exist.
 Names and timestamps of files play no part, so renaming inputs changes nothing while editing
 one prompt reruns exactly the stages downstream of it. Work inside a stage is resumable
 through the caches, so a killed stage restarts cheaply.
