@@ -358,3 +358,43 @@ def test_bytes_after_a_reply_drop_the_connection() -> None:
         return out
 
     assert run(go()) == [b"first", b"first"]
+
+
+@pytest.mark.parametrize("credentials", ["agent:pa%40ss@", ""])
+def test_auto_sends_through_the_environment_proxy_with_its_credentials(
+        monkeypatch: pytest.MonkeyPatch, credentials: str) -> None:
+    """With HTTP_PROXY set, the openai backend's calls reach the origin only through the
+    proxy (an absolute-form request line, the proxy's credentials as Proxy-Authorization),
+    as the SDK's own client would send them."""
+    import base64
+    import json
+
+    from featdisco.llm.openai import OpenAILLM
+    from tests.llm.conftest import requests_for
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    content = json.dumps({"echo": "p", "features": ["Via a proxy"]})
+    completion = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+
+    async def go() -> RawServer:
+        async with RawServer(serve_each(lambda n: _reply(completion))) as proxy:
+            port = proxy.url.split(":")[2].split("/")[0]
+            monkeypatch.setenv("HTTP_PROXY", f"http://{credentials}127.0.0.1:{port}")
+            # the origin's name does not resolve: only the proxy can answer for it
+            backend = OpenAILLM("m", base_url="http://llm.invalid:8080/v1", api_key="sk-x")
+            resp = await backend.complete(requests_for(["p"])[0])
+            await backend.aclose_loop()
+            assert json.loads(resp.text)["features"] == ["Via a proxy"]
+        return proxy
+
+    proxy = run(go())
+    line, headers, _ = proxy.requests[0]
+    assert line == b"POST http://llm.invalid:8080/v1/chat/completions HTTP/1.1"
+    # the proxy gets its own credentials, never the API key in their place
+    assert headers.get("proxy-authorization") == (
+        "Basic " + base64.b64encode(b"agent:pa@ss").decode() if credentials else None)
+    assert headers["authorization"] == "Bearer sk-x"

@@ -48,7 +48,7 @@ from featdisco.llm.base import (
     sdk_error,
     status_error,
 )
-from featdisco.llm.h1 import H1Poster
+from featdisco.llm.h1 import H1Poster, proxy_for
 from featdisco.llm.transport import TRANSPORTS, JsonPoster, lean_kind, make_http_client
 
 try:  # the SDK moved to httpx2; older releases take a plain httpx client
@@ -145,8 +145,10 @@ class OpenAILLM:
                    if isinstance(v, str)}
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
-        kind = H1Poster if self._lean == "h1" else JsonPoster
-        return kind(connections, self.timeout, headers, (self._api_key,))
+        if self._lean == "h1":
+            return H1Poster(connections, self.timeout, headers, (self._api_key,))
+        return JsonPoster(connections, self.timeout, headers, (self._api_key,),
+                          proxy=proxy_for(self._url))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
