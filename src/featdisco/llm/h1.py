@@ -31,6 +31,7 @@ import urllib.request
 import zlib
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from featdisco.llm.base import LLMError, redact
@@ -218,6 +219,11 @@ class H1Poster:
         self._opening = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
+        # Race IPv6 and IPv4 addresses as aiohttp does, so that a host with a broken IPv6
+        # route connects in 0.25 s rather than after a timeout; uvloop lacks the option.
+        self._eyeballs: dict[str, Any] = (
+            {"happy_eyeballs_delay": 0.25} if isinstance(self._loop, asyncio.BaseEventLoop)
+            else {})
         self._closed = False
 
     def is_closed(self) -> bool:
@@ -316,7 +322,7 @@ class H1Poster:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await self._loop.create_connection(
                     _Conn, host, port, ssl=self._ssl,
-                    server_hostname=host if self._ssl else None)
+                    server_hostname=host if self._ssl else None, **self._eyeballs)
         except BaseException as e:
             self._opening -= 1
             self._wake()  # its place is free again
