@@ -109,8 +109,8 @@ class OpenAILLM:
         self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
         # The lean posters hand out a free connection without scanning the others, so the
         # lean path needs no shards: one poster per loop with every connection.
-        self._posters: LoopClients[H1Poster | JsonPoster] = LoopClients(self._make_poster, self.concurrency,
-                                                             shard_size=None)
+        self._posters: LoopClients[H1Poster | JsonPoster] = LoopClients(
+            self._make_poster, self.concurrency, shard_size=None)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
