@@ -141,6 +141,35 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     assert server.total - before == 3 * K + 3
 
 
+def test_streamed_split_and_featurize_do_not_depend_on_batch_sizes(
+        server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split and featurize stream through small batches (pieces 5 at a time, features of 7
+    pieces at a time) yet write the same artefacts, with the same content hashes, as the
+    fitted run that went in one batch each."""
+    import functools
+
+    import featdisco.pipeline as pipeline_module
+    from featdisco.stages import featurize as featurize_stage
+    from featdisco.transcripts.split import piece_batches
+
+    monkeypatch.setattr(pipeline_module, "piece_batches",
+                        functools.partial(piece_batches, batch_rows=5))
+    monkeypatch.setattr(featurize_stage, "CHUNK_PIECES", 7)
+    run_dir = tmp_path / "streamed"
+    assert Pipeline(run_dir, config(server)).run([inputs]).complete
+    for name in ("pieces.parquet", "features.parquet"):
+        assert pq.read_table(run_dir / name).equals(pq.read_table(fitted / name)), name
+        assert pq.ParquetFile(run_dir / name).metadata.num_row_groups > 1, name
+    ours = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    theirs = json.loads((fitted / "manifest.json").read_text())["stages"]
+    for stage in ("split", "featurize"):
+        assert ours[stage]["output_hash"] == theirs[stage]["output_hash"], stage
+    assert ours["featurize"]["counts"]["features"] == pq.read_metadata(
+        fitted / "features.parquet").num_rows
+    assert not list(run_dir.glob(".*.tmp-*"))  # no temporary artefact left behind
+
+
 def test_new_cluster_code_reruns_clustering_and_what_follows_from_the_caches(
         server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

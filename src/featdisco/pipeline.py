@@ -16,6 +16,7 @@ from typing import Any, overload
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.cache import CallCache
@@ -26,6 +27,7 @@ from featdisco.run import (
     LLM_CACHE,
     RunDir,
     StageRecord,
+    TableHasher,
     fingerprint,
     reset_peak_rss,
     table_hash,
@@ -37,12 +39,18 @@ from featdisco.stages import name as name_stage
 from featdisco.stages import rate as rate_stage
 from featdisco.stages.cluster import auto_n_clusters, cluster_features
 from featdisco.stages.embed import EmbeddingCache, NpyWriter, save_matrix
-from featdisco.stages.featurize import FeaturizeConfig, build_requests, featurize
+from featdisco.stages.featurize import (
+    FEATURES_SCHEMA,
+    FeaturizeConfig,
+    FeaturizeReport,
+    build_requests,
+    featurize_chunks,
+)
 from featdisco.stages.name import name_clusters
 from featdisco.stages.rate import rate_clusters
 from featdisco.transcripts.model import PIECE_KINDS, Transcript
 from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
-from featdisco.transcripts.split import SplitStats, iter_pieces, pieces_to_table
+from featdisco.transcripts.split import SplitStats, iter_pieces, piece_batches, piece_schema
 
 STAGES = ("split", "featurize", "embed", "cluster", "name", "rate")
 PROMPTS = ("featurize", "name", "rate")
@@ -198,16 +206,24 @@ class Pipeline:
             assert inputs is not None
             transcripts = read_transcripts(list(inputs), read_options or ReadOptions(), report=report,
                                            log=self.log)
-        table = pieces_to_table(iter_pieces(transcripts, max_chars=self.cfg.max_chars, stats=stats))
-        if table.num_rows == 0:
-            raise FeatdiscoError("no pieces to work on: the input holds no user, thought or "
-                                 "response text")
-        out_hash = table_hash(table, ["piece_id", "kind", "text"])
+        # Streamed to disk a batch at a time and hashed on the way: the pieces of a big run
+        # (all their text) never sit in memory together.
+        hasher = TableHasher(["piece_id", "kind", "text"])
+        writer = self.dir.table_writer("pieces.parquet", piece_schema())
+        try:
+            for batch in piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars,
+                                                   stats=stats)):
+                writer.write(batch)
+                hasher.update(batch)
+            if writer.rows == 0:
+                raise FeatdiscoError("no pieces to work on: the input holds no user, thought "
+                                     "or response text")
+            writer.commit()
+        finally:
+            writer.abort()
+        out_hash = hasher.hexdigest()
         counts = {"transcripts": stats.transcripts, **{k: v for k, v in stats.by_kind().items()},
                   "skipped_records": sum(report.bad.values())}
-        prev = self.dir.stage("split")
-        if prev is None or prev.output_hash != out_hash or not self.dir.file("pieces.parquet").exists():
-            self.dir.write_table("pieces.parquet", table)
         self.dir.record("split", StageRecord(fingerprint(out_hash), ["pieces.parquet"], out_hash, counts,
                                              time.perf_counter() - t0))
         self._timing("split", t0, False, counts)
@@ -222,11 +238,26 @@ class Pipeline:
         if (rec := self.dir.is_current("featurize", fp)) is not None:
             self._timing("featurize", t0, True, rec.counts)
             return rec.output_hash, True
-        pieces = self.dir.read_table("pieces.parquet")
+        # Pieces are read a chunk at a time and features written as each chunk finishes:
+        # neither all the pieces' text nor all the features are held at once.
+        pieces = pq.ParquetFile(self.dir.file("pieces.parquet"))
+        n = pieces.metadata.num_rows
+        chunks = pieces.iter_batches(batch_size=featurize_stage.CHUNK_PIECES,
+                                     columns=["piece_id", "transcript_id", "kind", "text"])
+        report = FeaturizeReport(pieces=n)
         before = _snapshot(self.engine)
-        table, report = featurize(pieces, self.engine, prompt, fcfg)
-        out_hash = table_hash(table, ["feature_id", "kind", "text"])
-        self.dir.write_table("features.parquet", table)
+        hasher = TableHasher(["feature_id", "kind", "text"])
+        writer = self.dir.table_writer("features.parquet", FEATURES_SCHEMA)
+        try:
+            for batch in featurize_chunks(chunks, self.engine, prompt, fcfg, report,
+                                          n_chunks=-(-n // featurize_stage.CHUNK_PIECES)):
+                writer.write(batch)
+                hasher.update(batch)
+            writer.commit()
+        finally:
+            writer.abort()
+            pieces.close()
+        out_hash = hasher.hexdigest()
         complete = report.failed == 0
         self.dir.record("featurize", StageRecord(fp, ["features.parquet"], out_hash, report.as_dict(),
                                                  time.perf_counter() - t0, _delta(self.engine, before),
@@ -246,7 +277,7 @@ class Pipeline:
         if (rec := self.dir.is_current("embed", fp)) is not None:
             self._timing("embed", t0, True, rec.counts)
             return rec.output_hash
-        features = self.dir.read_table("features.parquet")
+        features = self.dir.read_table("features.parquet", columns=["text"])
         strings = pc.unique(features.column("text")).to_pylist() if features.num_rows else []
         strings.sort()
         n_features = features.num_rows
@@ -389,7 +420,7 @@ class Pipeline:
             if self._stopped_at_cap():
                 return self._result(False, "stopped at the --max-cost cap during featurize; "
                                     "rerun with a higher cap to continue (finished calls are cached)")
-            if self.dir.read_table("features.parquet").num_rows == 0:
+            if pq.read_metadata(self.dir.file("features.parquet")).num_rows == 0:
                 raise FeatdiscoError("the autorater produced no features (every call failed?); "
                                      "see the featurize counts above")
             embed_hash = self.embed(features_hash)

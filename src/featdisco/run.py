@@ -65,12 +65,81 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
+_HASH_ROWS = 65_536
+
+
+class TableHasher:
+    """:func:`table_hash` fed a batch at a time, so a stage can hash what it streams to
+    disk without holding it: rows are regrouped into the same 65,536-row blocks, so the
+    digest equals ``table_hash`` of the whole table however the batches were cut."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self._h = hashlib.sha256(orjson.dumps(columns))
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        part = (batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
+        self._pending.append(part.select(self.columns))
+        self._rows += part.num_rows
+        if self._rows >= _HASH_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        whole = table.num_rows if final else table.num_rows - table.num_rows % _HASH_ROWS
+        for block in table.slice(0, whole).to_batches(max_chunksize=_HASH_ROWS):
+            self._h.update(orjson.dumps(block.to_pydict(), default=str))
+        rest = table.slice(whole)
+        self._pending, self._rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    def hexdigest(self) -> str:
+        if self._pending:
+            self._flush(final=True)
+        return self._h.hexdigest()[:24]
+
+
 def table_hash(table: pa.Table, columns: list[str]) -> str:
     """Content hash of the given columns, independent of Parquet encoding and file name."""
-    h = hashlib.sha256(orjson.dumps(columns))
-    for batch in table.select(columns).combine_chunks().to_batches(max_chunksize=65_536):
-        h.update(orjson.dumps(batch.to_pydict(), default=str))
-    return h.hexdigest()[:24]
+    h = TableHasher(columns)
+    h.update(table)
+    return h.hexdigest()
+
+
+class TableWriter:
+    """Record batches streamed into a Parquet file under a temporary name; the file takes
+    its real name only when :meth:`commit` is called, so a crash or an error mid-stage never
+    leaves a partial artefact where a finished one is expected."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.rows = 0
+        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, schema,
+                                                                 compression="zstd")
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        assert self._writer is not None, "written after commit or abort"
+        if isinstance(batch, pa.Table):
+            self._writer.write_table(batch)
+        else:
+            self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> Path:
+        assert self._writer is not None, "committed twice or after abort"
+        self._writer.close()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (a no-op after :meth:`commit`)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)
 
 
 def versions() -> dict[str, str]:
@@ -158,11 +227,16 @@ class RunDir:
                                         default=str))
 
     def write_table(self, name: str, table: pa.Table) -> Path:
-        path = self.path / name
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-        return path
+        writer = self.table_writer(name, table.schema)
+        try:
+            writer.write(table)
+            return writer.commit()
+        finally:
+            writer.abort()
+
+    def table_writer(self, name: str, schema: pa.Schema) -> TableWriter:
+        """A :class:`TableWriter` for artefact ``name``: commit it, or abort it on failure."""
+        return TableWriter(self.path / name, schema)
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         path = self.path / name

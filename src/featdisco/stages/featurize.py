@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,25 +159,36 @@ def featurize(pieces: pa.Table, engine: CallEngine, prompt: Prompt,
               cfg: FeaturizeConfig | None = None,
               chunk_pieces: int = CHUNK_PIECES) -> tuple[pa.Table, FeaturizeReport]:
     """Features of every piece; failed pieces are counted (and retried by the next run,
-    since the cache keeps only successes as final).
+    since the cache keeps only successes as final). :func:`featurize_chunks` on a table."""
+    report = FeaturizeReport(pieces=pieces.num_rows)
+    chunks = (pieces.slice(start, chunk_pieces)
+              for start in range(0, pieces.num_rows, chunk_pieces))
+    batches = list(featurize_chunks(chunks, engine, prompt, cfg, report,
+                                    n_chunks=-(-pieces.num_rows // chunk_pieces)))
+    return pa.Table.from_batches(batches, schema=FEATURES_SCHEMA), report
 
-    Pieces go to the engine ``chunk_pieces`` at a time and each chunk's features become
-    compact Arrow columns before the next is built: rendered requests (~2.5 kB each) and
-    parsed replies are what would otherwise grow with the run, about 1 GB per 100k pieces.
-    A chunk boundary drains the engine's workers once, which costs at most one call's
-    latency per chunk.
+
+def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEngine,
+                     prompt: Prompt, cfg: FeaturizeConfig | None, report: FeaturizeReport,
+                     n_chunks: int | None = None) -> Iterator[pa.RecordBatch]:
+    """The features of each chunk of pieces (columns piece_id, transcript_id, kind, text),
+    as one record batch per chunk; ``report`` counts as it goes.
+
+    Each chunk goes to the engine whole and its features become compact Arrow columns
+    before the next is read: rendered requests (~2.5 kB each) and parsed replies are what
+    would otherwise grow with the run, about 1 GB per 100k pieces. With chunks read from
+    Parquet and batches written back as they come, neither the pieces nor the features of
+    a run sit in memory together. A chunk boundary drains the engine's workers once, which
+    costs at most one call's latency per chunk.
     """
     cfg = cfg or FeaturizeConfig()
-    report = FeaturizeReport(pieces=pieces.num_rows)
     examples = example_features(prompt)
-    n_chunks = max(1, -(-pieces.num_rows // chunk_pieces))
-    batches: list[pa.RecordBatch] = []
-    for c, start in enumerate(range(0, pieces.num_rows, chunk_pieces)):
-        part = pieces.slice(start, chunk_pieces)
+    for c, part in enumerate(chunks):
         kinds = part.column("kind").to_pylist()
         requests, truncated = build_requests(part.column("text").to_pylist(), kinds, prompt, cfg)
         report.truncated += truncated
-        desc = "featurize" if n_chunks == 1 else f"featurize {c + 1}/{n_chunks}"
+        desc = ("featurize" if n_chunks == 1 else
+                f"featurize {c + 1}/{n_chunks}" if n_chunks else f"featurize {c + 1}")
         results = engine.run_sync(requests, desc=desc)
         del requests
         cols: dict[str, list[str]] = {name: [] for name in FEATURES_SCHEMA.names}
@@ -195,7 +206,6 @@ def featurize(pieces: pa.Table, engine: CallEngine, prompt: Prompt,
                 cols["transcript_id"].append(tid)
                 cols["kind"].append(kind)
                 cols["text"].append(text)
-        batches.append(pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA))
-    table = pa.Table.from_batches(batches, schema=FEATURES_SCHEMA)
-    report.features = table.num_rows
-    return table, report
+        batch = pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA)
+        report.features += batch.num_rows
+        yield batch

@@ -4,7 +4,6 @@ assistant turn's visible response. The autorater will see each piece alone.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from featdisco.transcripts.model import (
     AssistantMessage,
@@ -199,28 +197,33 @@ def _chunks(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
         yield chunk
 
 
-def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = None) -> pa.Table:
+def piece_batches(pieces: Iterable[Piece], meta_columns: list[str] | None = None,
+                  batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+    """Pieces as Arrow record batches of ``batch_rows``, so a caller can stream them to disk
+    without holding the whole set."""
     cols = [c for c in meta_columns or [] if c not in BASE_COLUMNS]
-    batches = [_batch(chunk, cols) for chunk in _chunks(pieces, 50_000)]
-    return pa.Table.from_batches(batches, schema=piece_schema(cols))
+    for chunk in _chunks(pieces, batch_rows):
+        yield _batch(chunk, cols)
+
+
+def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = None) -> pa.Table:
+    return pa.Table.from_batches(list(piece_batches(pieces, meta_columns)),
+                                 schema=piece_schema(meta_columns))
 
 
 def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
                  meta_columns: list[str] | None = None, batch_rows: int = 5000) -> int:
     """Stream pieces into a Parquet file; written to a temporary name and renamed, so a
     crash never leaves a half-written file where a finished one is expected."""
+    from featdisco.run import TableWriter
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    cols = [c for c in meta_columns or [] if c not in BASE_COLUMNS]
-    rows = 0
+    writer = TableWriter(path, piece_schema(meta_columns))
     try:
-        with pq.ParquetWriter(tmp, piece_schema(cols), compression="zstd") as writer:
-            for chunk in _chunks(pieces, batch_rows):
-                writer.write_batch(_batch(chunk, cols))
-                rows += len(chunk)
-        os.replace(tmp, path)
+        for batch in piece_batches(pieces, meta_columns, batch_rows):
+            writer.write(batch)
+        writer.commit()
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    return rows
+        writer.abort()
+    return writer.rows
