@@ -46,7 +46,7 @@ install-st: install
 	$(PIP) install --quiet -e '.[st]'
 
 demo: install-local
-	FEATDISCO_LLM_THREADS=$${FEATDISCO_LLM_THREADS:-$$(nproc)} $(FEATDISCO) run \
+	$(FEATDISCO) run \
 	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
 	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --run-dir $(DEMO_DIR)
 	$(FEATDISCO) report $(DEMO_DIR)
@@ -55,6 +55,7 @@ test: install-test
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: install-test install-local install-st
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e '.[local-server]'
 	$(PY) -m pytest -q -m slow
 	$(PY) -m pytest -q tests/embedders/test_sentence_transformers.py
 
