@@ -318,6 +318,39 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     assert "is not a featdisco run" in str(missing.exception)
 
 
+def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(
+        server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run --dry-run` splits, then estimates featurize from pieces.parquet read in chunks
+    (3 pieces at a time here), sending nothing; on the fitted run's cache every call is
+    already paid for, and the estimate says so."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import featdisco.cli.run as cli_run
+    from featdisco.cli import app
+
+    monkeypatch.setattr(cli_run, "DRY_RUN_BATCH", 3)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    n_pieces = pq.read_metadata(fitted / "pieces.parquet").num_rows
+    args = ["--llm", "openai", "--model", "fake-rater", "--base-url", server.base_url]
+    before = server.total
+    fresh = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "dry"),
+                                     "--dry-run", *args])
+    assert fresh.exit_code == 0, fresh.output
+    assert f"dry run, featurize: {n_pieces} calls" in fresh.output
+    assert "0 already cached" in fresh.output
+    assert not (tmp_path / "dry" / "features.parquet").exists()
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted, run_dir)
+    again = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(run_dir),
+                                     "--dry-run", *args])
+    assert again.exit_code == 0, again.output
+    assert " 0 to send" in again.output and "already cached" in again.output
+    assert server.total == before
+
+
 def test_transform_of_fitted_transcripts_costs_no_calls(server: FakeOpenAIServer, inputs: Path,
                                                         fitted: Path, tmp_path: Path) -> None:
     """transform shares the fitted run's LLM cache: pieces seen at fit time are free, and

@@ -8,7 +8,7 @@ wires stages together; what each stage does lives in :mod:`featdisco.stages`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, RunSummary
 from featdisco.prompts import Prompt, load_prompt
@@ -446,11 +447,22 @@ class Pipeline:
         return RunResult(self.dir.path, clusters, self.timings, summary, complete, reason)
 
 
-def dry_run(pieces: pa.Table, engine: CallEngine, prompt: Prompt, cfg: FeaturizeConfig) -> Any:
-    """Calls, tokens and cost of featurizing ``pieces`` (the bulk of a run's spend)."""
-    requests, _ = build_requests(pieces.column("text").to_pylist(), pieces.column("kind").to_pylist(),
-                                 prompt, cfg)
-    return engine.dry_run(requests)
+def dry_run(pieces: pa.Table | Iterable[pa.RecordBatch], engine: CallEngine, prompt: Prompt,
+            cfg: FeaturizeConfig) -> Any:
+    """Calls, tokens and cost of featurizing ``pieces`` (the bulk of a run's spend): a table,
+    or record batches (kind, text) read a chunk at a time, as from ``pieces.parquet``, so
+    that a dry run of a big run holds one chunk of rendered requests, not all of them."""
+    if isinstance(pieces, pa.Table):
+        step = featurize_stage.CHUNK_PIECES
+        pieces = (pieces.slice(i, step) for i in range(0, pieces.num_rows, step))
+
+    def requests() -> Iterator[LLMRequest]:
+        for part in pieces:
+            reqs, _ = build_requests(part.column("text").to_pylist(),
+                                     part.column("kind").to_pylist(), prompt, cfg)
+            yield from reqs
+
+    return engine.dry_run(requests())
 
 
 def _begin() -> float:

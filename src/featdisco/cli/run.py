@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from rich.table import Table
 
 from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.engine import DRY_RUN_BATCH
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult, dry_run
 from featdisco.run import MANIFEST, RunDir
 from featdisco.transcripts.model import PIECE_KINDS
@@ -56,8 +58,10 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             "anthropic with a frontier model for research")
     if dry:
         pipe.split(inputs, read_options)
-        est = dry_run(pipe.dir.read_table("pieces.parquet"), pipe.engine, pipe.prompts["featurize"],
-                      cfg.featurize_config())
+        pieces = pq.ParquetFile(pipe.dir.file("pieces.parquet"))
+        est = dry_run(pieces.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
+                      pipe.engine, pipe.prompts["featurize"], cfg.featurize_config())
+        pieces.close()
         pipe.close()
         console.print(f"dry run, featurize: {est}")
         console.print("naming and rating add about one call per cluster plus one per 10 clusters.")

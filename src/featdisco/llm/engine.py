@@ -38,7 +38,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -120,6 +120,9 @@ class RunSummary:
                 f"{self.ok} ok, {self.failed} failed{f' ({reasons})' if reasons else ''}, "
                 f"{self.skipped_budget} skipped at the cost cap; {self.input_tokens:,} in / "
                 f"{self.output_tokens:,} out tokens, cost {cost}, {self.elapsed:.1f}s")
+
+
+DRY_RUN_BATCH = 32_768  # distinct requests looked up in the cache at once by a dry run
 
 
 @dataclass(slots=True)
@@ -206,24 +209,49 @@ class CallEngine:
                                    int(self._expected_output(request))))
         return p or 0.0
 
-    def dry_run(self, requests: Sequence[LLMRequest]) -> Estimate:
-        """Calls, tokens and cost a run would incur, without calling anything."""
-        keys = [self.key(r) for r in requests]
-        first = dict(zip(keys, requests, strict=True))
-        hits = self.cache.get_many(first) if self.cache else {}
-        todo = [r for k, r in first.items() if not (k in hits and hits[k].status == "ok")]
-        tin = sum(estimate_input_tokens(r) for r in todo)
-        tout = 0
+    def dry_run(self, requests: Iterable[LLMRequest]) -> Estimate:
+        """Calls, tokens and cost a run would incur, without calling anything.
+
+        ``requests`` may be a generator: they are keyed and looked up in the cache
+        :data:`DRY_RUN_BATCH` at a time, so estimating millions of calls holds their keys,
+        not the rendered requests. The mean reply length is read from the cache once per
+        prompt version (it is an aggregate over every cached call).
+        """
+        seen: set[str] = set()
+        batch: dict[str, LLMRequest] = {}
+        mean_out: dict[str, float | None] = {}
+        calls = cached = tin = tout = 0
         basis = "max_tokens, an upper bound"
-        for r in todo:
-            seen = self.cache.mean_output_tokens(self.backend.name, self.backend.model,
-                                                 r.prompt_version) if self.cache else None
-            if seen is not None:
-                basis = "mean reply length seen in the cache"
-            tout += int(seen if seen is not None else r.sampling.max_tokens)
+
+        def settle() -> None:
+            nonlocal cached, tin, tout, basis
+            hits = self.cache.get_many(batch) if self.cache else {}
+            for k, r in batch.items():
+                if k in hits and hits[k].status == "ok":
+                    cached += 1
+                    continue
+                tin += estimate_input_tokens(r)
+                if r.prompt_version not in mean_out:
+                    mean_out[r.prompt_version] = self.cache.mean_output_tokens(
+                        self.backend.name, self.backend.model, r.prompt_version) \
+                        if self.cache else None
+                reply = mean_out[r.prompt_version]
+                if reply is not None:
+                    basis = "mean reply length seen in the cache"
+                tout += int(reply if reply is not None else r.sampling.max_tokens)
+            batch.clear()
+
+        for r in requests:
+            calls += 1
+            k = self.key(r)
+            if k not in seen:
+                seen.add(k)
+                batch[k] = r
+                if len(batch) >= DRY_RUN_BATCH:
+                    settle()
+        settle()
         cost = self.prices.cost(self.backend.name, self.backend.model, Usage(tin, tout))
-        n_cached = len(first) - len(todo)
-        return Estimate(len(requests), len(first), n_cached, len(todo), tin, tout, cost, basis)
+        return Estimate(calls, len(seen), cached, len(seen) - cached, tin, tout, cost, basis)
 
     # ------------------------------------------------------------------ running
     def run_sync(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
