@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +32,7 @@ class RawServer:
         self.script = script
         self.connections = 0
         self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
+        self.heads: list[bytes] = []  # each request's head as sent, duplicates and all
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> RawServer:
@@ -59,6 +62,7 @@ class RawServer:
 
     async def read_request(self, r: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
         head = await r.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
         line, *rest = head[:-4].split(b"\r\n")
         headers = {k.decode().lower(): v.decode().strip()
                    for k, v in (x.split(b":", 1) for x in rest)}
@@ -398,3 +402,150 @@ def test_auto_sends_through_the_environment_proxy_with_its_credentials(
     assert headers.get("proxy-authorization") == (
         "Basic " + base64.b64encode(b"agent:pa@ss").decode() if credentials else None)
     assert headers["authorization"] == "Bearer sk-x"
+
+
+def test_a_reply_read_a_byte_at_a_time() -> None:
+    """Replies come in as many TCP reads as the network likes: here one byte each, a
+    100 Continue, then a chunked, gzipped body with a trailer and a mixed-case
+    Transfer-Encoding, after which the connection is still reused."""
+    payload = b'{"choices": [{"message": {"content": "byte by byte"}}]}' * 20
+    packed = gzip.compress(payload)
+    wire = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n"
+            b"Content-Encoding: gzip\r\n\r\n"
+            + b"".join(b"%x\r\n%b\r\n" % (len(c), c)
+                       for c in (packed[:len(packed) // 2], packed[len(packed) // 2:]))
+            + b"0\r\nX-Trailer: t\r\n\r\n")
+
+    async def go() -> int:
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while True:
+                await s.read_request(r)
+                for i in range(len(wire)):
+                    w.write(wire[i:i + 1])
+                    await w.drain()
+
+        async with RawServer(script) as srv:
+            p = H1Poster(2, 5.0, {})
+            for _ in range(2):
+                status, _, body = await p.post(srv.url, b"{}")
+                assert (status, body) == (200, payload)
+            await p.close()
+        return srv.connections
+
+    assert run(go()) == 1
+
+
+def test_an_empty_compressed_body_keeps_its_status() -> None:
+    """A 429 with an empty body marked gzip is still a 429 with its Retry-After, not an
+    unreadable reply."""
+    async def go() -> tuple[int, dict[str, str], bytes]:
+        wire = _reply(b"", "Content-Encoding: gzip", "Retry-After: 7",
+                      status="429 Too Many Requests")
+        async with RawServer(serve_each(lambda n: wire)) as srv:
+            p = H1Poster(1, 5.0, {})
+            reply = await p.post(srv.url, b"{}")
+            await p.close()
+        return reply
+
+    status, headers, body = run(go())
+    assert (status, headers["retry-after"], body) == (429, "7", b"")
+
+
+def test_a_reset_cuts_a_close_delimited_reply_short() -> None:
+    """A reply without a length ends at close, but only a clean close: a reset midway is a
+    connection error, not a truncated success."""
+    async def go() -> LLMError:
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await s.read_request(r)
+            w.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"choices": [{"mess')
+            await w.drain()
+            await asyncio.sleep(0.05)
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()  # with SO_LINGER 0: an RST, not a FIN
+
+        async with RawServer(script) as srv:
+            p = H1Poster(1, 5.0, {})
+            with pytest.raises(LLMError) as info:
+                await p.post(srv.url, b"{}")
+            await p.close()
+        return info.value
+
+    err = run(go())
+    assert (err.reason, err.retryable) == ("connection", True)
+
+
+def test_closing_the_client_fails_queued_and_running_calls_as_calls() -> None:
+    async def go() -> list[BaseException]:
+        async def script(s: RawServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await s.read_request(r)
+            await asyncio.sleep(30)
+
+        async with RawServer(script) as srv:
+            p = H1Poster(1, 30.0, {})
+            running = asyncio.ensure_future(p.post(srv.url, b"{}"))
+            queued = asyncio.ensure_future(p.post(srv.url, b"{}"))
+            await asyncio.sleep(0.1)
+            await p.close()
+            out = await asyncio.gather(running, queued, return_exceptions=True)
+        return list(out)
+
+    for err in run(go()):
+        assert isinstance(err, LLMError) and err.reason == "connection", err
+        assert "closed" in err.message
+
+
+def test_caller_headers_replace_the_sdks_whatever_their_case(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As httpx merges them: a default header named in another case replaces the SDK's,
+    so the request carries one Authorization and one User-Agent, the caller's."""
+    import json
+
+    from featdisco.llm.openai import OpenAILLM
+    from tests.llm.conftest import requests_for
+
+    reply = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": json.dumps({"echo": "h", "features": ["F"]})}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+
+    async def go() -> bytes:
+        async with RawServer(serve_each(lambda n: _reply(reply))) as srv:
+            base = srv.url.rsplit("/chat/completions", 1)[0]
+            backend = OpenAILLM("m", base_url=base, api_key="sk-x", http_transport="h1",
+                                default_headers={"authorization": "Bearer gateway",
+                                                 "user-agent": "myapp/1"})
+            await backend.complete(requests_for(["h"])[0])
+            await backend.aclose_loop()
+        return srv.heads[0].lower()
+
+    head = run(go())
+    assert head.count(b"\r\nauthorization:") == 1 and b"authorization: bearer gateway" in head
+    assert head.count(b"\r\nuser-agent:") == 1 and b"user-agent: myapp/1" in head
+
+
+def test_proxy_settings_as_httpx_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from featdisco.llm.transport import JsonPoster
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url = "https://api.example.com/v1/chat/completions"
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.internal:3128")  # no scheme: http://
+    assert h1.proxy_for(url) == "http://proxy.internal:3128"
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "http://all.internal:8080")  # the fallback for any scheme
+    assert h1.proxy_for(url) == "http://all.internal:8080" and lean_kind("auto", url) == "aiohttp"
+    monkeypatch.setenv("ALL_PROXY", "socks5://socks.internal:1080")  # only httpx speaks SOCKS
+    assert lean_kind("auto", url) is None
+
+    async def go() -> LLMError:  # nothing listens on port 9; the password stays out
+        p = JsonPoster(1, 5.0, {}, ("sk-x",), proxy="http://agent:s3cr%40t@127.0.0.1:9")
+        try:
+            with pytest.raises(LLMError) as info:
+                await p.post("http://llm.invalid/v1/chat/completions", b"{}")
+        finally:
+            await p.close()
+        return info.value
+
+    err = run(go())
+    assert err.reason == "connection" and "s3cr" not in err.message

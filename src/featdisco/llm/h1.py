@@ -49,13 +49,18 @@ def available() -> bool:
 
 
 def proxy_for(url: str) -> str | None:
-    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY`` ...) sets for ``url``,
-    as httpx would use it; None for a direct connection."""
+    """The proxy the environment (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY`` ...) sets for
+    ``url``, as httpx reads it (a bare ``host:port`` means ``http://host:port``); None for
+    a direct connection."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if host and urllib.request.proxy_bypass(host):
         return None
-    return urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -72,9 +77,9 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 # Seconds an idle connection is trusted to stay open. Servers close idle keep-alive
-# connections after their own timeout (often 5-75 s) and a request written as that
-# happens is lost; aiohttp keeps 15 s too.
-KEEP_ALIVE = 15.0
+# connections after their own timeout (uvicorn, which vLLM runs on, and llama.cpp's server
+# after 5 s) and a request written as that happens is lost, so stay under the shortest.
+KEEP_ALIVE = 4.0
 
 
 class _Dead(Exception):
@@ -136,7 +141,7 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         if self._waiter is None:
             return
-        if self._head_done and not self._framed:  # a reply that ends at close
+        if exc is None and self._head_done and not self._framed:  # a reply that ends at close
             self.on_message_complete()
             return
         why = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection"
@@ -155,7 +160,10 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._head_done = True
         h = self._headers
-        self._framed = "content-length" in h or "chunked" in h.get("transfer-encoding", "")
+        # a reply whose end is in the stream leaves the connection reusable; 204 and 304
+        # have no body by definition
+        self._framed = ("content-length" in h or "chunked" in h.get("transfer-encoding", "").lower()
+                        or self._parser.get_status_code() in (204, 304))
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -172,7 +180,7 @@ class _Conn(asyncio.Protocol):
         if w is None or w.done():
             return
         coding = headers.get("content-encoding", "identity").strip().lower()
-        if coding in ("gzip", "x-gzip", "deflate"):
+        if body and coding in ("gzip", "x-gzip", "deflate"):
             try:  # wbits 47: gzip or zlib header, detected
                 body = zlib.decompress(body, 47) if coding != "deflate" else _inflate(body)
             except zlib.error as e:
@@ -234,12 +242,13 @@ class H1Poster:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for c in [*self._idle, *self._busy]:
+            c._fail(_Dead("the client was closed"))
             c.abort()
         self._idle.clear()
         self._busy.clear()
-        for w in self._waiters:
+        for w in self._waiters:  # each wakes, sees the pool closed and fails as a call
             if not w.done():
-                w.cancel()
+                w.set_result(None)
 
     # -- requests
     def _head(self, url: str) -> bytes:

@@ -141,8 +141,15 @@ class OpenAILLM:
         # What the SDK's own request would carry (auth, organization and project, user
         # agent, platform and any default_headers), read inside the running loop so that
         # X-Stainless-Async names it; Omit markers dropped, as the SDK drops them.
-        headers = {k: v for k, v in {**cfg.auth_headers, **cfg.default_headers}.items()
-                   if isinstance(v, str)}
+        # Merged without regard to case, the later value winning, as httpx merges them:
+        # a caller's "authorization" or "user-agent" replaces the SDK's, not joins it.
+        merged: dict[str, tuple[str, str]] = {}
+        for k, v in {**cfg.auth_headers, **cfg.default_headers}.items():
+            if isinstance(v, str):
+                merged[k.lower()] = (k, v)
+            else:  # an Omit marker removes the header, whatever its case
+                merged.pop(k.lower(), None)
+        headers = dict(merged.values())
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
         if self._lean == "h1":

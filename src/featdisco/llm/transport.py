@@ -117,6 +117,8 @@ def lean_kind(transport: str, url: str) -> str | None:
             return None
         return "aiohttp"
     proxy = h1.proxy_for(url)
+    if proxy is not None and urlsplit(proxy).scheme not in ("http", "https"):
+        return None  # a SOCKS proxy: only the SDK's httpx client speaks it
     if transport == "h1":
         if not h1.available():
             raise FeatdiscoError("http_transport='h1' needs httptools installed")
@@ -150,6 +152,8 @@ class JsonPoster:
         # trust_env looks the environment and ~/.netrc up again on every request, which
         # tripled the client's CPU per call at 1,000 in flight.
         self._proxy, proxy_auth = _split_proxy(proxy)
+        if proxy and (password := urlsplit(proxy).password):  # never in an error message
+            self._secrets = (*secrets, password, unquote(password))
         # Through a proxy the headers go with each request, not on the session: aiohttp
         # builds the proxy's own headers from the session's, and a session Authorization
         # header would reach the proxy as Proxy-Authorization — the API key, handed over.
@@ -198,6 +202,11 @@ def _split_proxy(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
     if not proxy:
         return None, None
     parts = urlsplit(proxy)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise FeatdiscoError(f"the proxy set in the environment is not a valid URL: "
+                             f"{parts.scheme}://{parts.hostname}:…") from None
     if parts.username is None:
         return proxy, None
     host = parts.hostname or ""
