@@ -318,6 +318,39 @@ def test_tls_verifies_against_the_configured_roots(
     assert "CERTIFICATE_VERIFY_FAILED" in err.message
 
 
+def test_tls_sends_the_host_name_and_checks_the_certificate_names_it(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By name, as real endpoints are reached: the name goes in SNI (which shared front
+    ends route on) and the certificate must be for that name."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    roots = tmp_path / "roots.pem"
+    ca.cert_pem.write_to_path(str(roots))
+    monkeypatch.setenv("SSL_CERT_FILE", str(roots))
+
+    async def go(cert_for: str) -> tuple[Any, list[str | None]]:
+        names: list[str | None] = []
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(cert_for).configure_cert(ctx)
+        ctx.sni_callback = lambda sock, name, c: names.append(name)  # type: ignore[assignment]
+        srv = RawServer(serve_each(lambda n: _reply(b"by name")))
+        srv.ssl = ctx
+        async with srv:
+            url = srv.url.replace("127.0.0.1", "localhost")
+            p = H1Poster(1, 5.0, {})
+            try:
+                return await p.post(url, b"{}"), names
+            except LLMError as e:
+                return e, names
+            finally:
+                await p.close()
+
+    reply, names = run(go("localhost"))
+    assert reply[2] == b"by name" and names == ["localhost"]
+    err, _ = run(go("someone-else.test"))
+    assert isinstance(err, LLMError) and "CERTIFICATE_VERIFY_FAILED" in err.message
+
+
 def test_auto_goes_through_an_environment_proxy_on_aiohttp(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
