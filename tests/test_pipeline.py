@@ -293,6 +293,23 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         slow.stop()
 
 
+def test_a_second_run_in_the_same_directory_is_refused_before_it_spends(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:
+    from tests.test_run import _hold_lock
+
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    holder = _hold_lock(run_dir)
+    before = server.total
+    try:
+        with pytest.raises(FeatdiscoError, match="another featdisco process"):
+            Pipeline(run_dir, config(server)).run([inputs])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert server.total == before and not (run_dir / "pieces.parquet").exists()
+
+
 def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

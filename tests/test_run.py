@@ -3,14 +3,19 @@ and the all-or-nothing Parquet writer."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featdisco.run import RunDir, TableHasher, table_hash
+from featdisco.errors import FeatdiscoError
+from featdisco.run import RunDir, RunLock, TableHasher, table_hash
 
 
 def _table(n: int) -> pa.Table:
@@ -54,3 +59,34 @@ def test_an_aborted_writer_leaves_the_previous_artefact(tmp_path: Path) -> None:
     writer.commit()
     writer.abort()  # after commit: nothing to undo
     assert pq.read_table(tmp_path / "pieces.parquet").num_rows == 6 and writer.rows == 6
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[str]:
+    """Another process that takes the run directory and keeps it."""
+    code = ("import sys, time; from pathlib import Path; from featdisco.run import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_one_process_at_a_time_and_a_killed_one_never_blocks(tmp_path: Path) -> None:
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(FeatdiscoError, match=f"another featdisco process \\(pid {holder.pid}\\)"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # what the killed process was writing, and a finished artefact beside it
+    (tmp_path / f".features.parquet.tmp-{holder.pid}").write_bytes(b"half")
+    (tmp_path / "pieces.parquet").write_bytes(b"whole")
+    lock = RunLock(tmp_path)
+    lock.acquire()  # the kernel dropped the dead process's lock
+    assert not list(tmp_path.glob(".*.tmp-*")) and (tmp_path / "pieces.parquet").exists()
+    lock.acquire()  # again from the holder: nothing changes
+    with pytest.raises(FeatdiscoError, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()  # a second Pipeline in this same process is refused too
+    lock.release()
+    RunLock(tmp_path).acquire()

@@ -194,6 +194,7 @@ def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | N
                     llm_cache=fitted_cache if fitted_cache.exists() else None)
     inputs, transcripts = _split_source(X)
     try:
+        pipe.lock()
         pieces_hash = pipe.split(inputs, read_options, transcripts)
         features_hash, _ = pipe.featurize(pieces_hash)
         pipe.embed(features_hash)

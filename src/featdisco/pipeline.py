@@ -27,6 +27,7 @@ from featdisco.run import (
     EMBED_CACHE,
     LLM_CACHE,
     RunDir,
+    RunLock,
     StageRecord,
     TableHasher,
     fingerprint,
@@ -127,6 +128,7 @@ class Pipeline:
                  embedder: Any = None, log: Log | None = None, progress: str = "auto",
                  llm_cache: str | Path | None = None) -> None:
         self.dir = RunDir(run_dir)
+        self._lock = RunLock(self.dir.path)  # taken by whatever writes: run, transform, dry run
         # ``transform`` shares the fitted run's cache, so a piece seen at fit time is free.
         self.llm_cache_path = Path(llm_cache) if llm_cache else self.dir.file(LLM_CACHE)
         self.cfg = config
@@ -187,9 +189,15 @@ class Pipeline:
     def llm_id(self) -> dict[str, str]:
         return {"backend": self.llm.name, "model": self.llm.model}
 
+    def lock(self) -> None:
+        """Take the run directory for this process (:class:`~featdisco.run.RunLock`); a
+        second process gets a clear error instead of paying for the same calls again."""
+        self._lock.acquire()
+
     def close(self) -> None:
         if self._engine is not None and self._engine.cache is not None:
             self._engine.cache.close()
+        self._lock.release()
 
     # ------------------------------------------------------------ stages
 
@@ -412,6 +420,7 @@ class Pipeline:
 
     def run(self, inputs: Iterable[str | Path] | None = None, read_options: ReadOptions | None = None,
             transcripts: Iterable[Transcript] | None = None) -> RunResult:
+        self.lock()
         self.dir.update(config=_jsonable(asdict(self.cfg)),
                         prompts={n: p.version for n, p in self.prompts.items()})
         self.save_prompts()

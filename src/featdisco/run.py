@@ -27,6 +27,11 @@ import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 MANIFEST = "manifest.json"
 LLM_CACHE = "llm_cache.sqlite"
 EMBED_CACHE = "embed_cache"
@@ -165,6 +170,44 @@ class StageRecord:
     complete: bool = True
     finished_at: str = ""
     peak_rss_mib: float = 0.0  # the process's peak resident memory during the stage
+
+
+class RunLock:
+    """One process at a time works in a run directory.
+
+    Two runs in one directory would each send the calls the other is sending (paying
+    twice) and overwrite each other's artefacts. The lock is ``flock`` on ``.lock``, so the
+    kernel releases it when its process ends, even by kill -9: a crashed run never blocks
+    the next. Holding it also makes it safe to delete temporary files that a killed run
+    left behind. Where ``fcntl`` does not exist (Windows) there is no lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None or fcntl is None:
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise FeatdiscoError(f"another featdisco process (pid {holder}) is working in "
+                                 f"{self.path}: wait for it to finish or stop it, then rerun "
+                                 "(finished work is kept)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        self._fd = fd
+        for stale in self.path.glob(".*.tmp-*"):  # from a run that was killed mid-write
+            stale.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 class RunDir:

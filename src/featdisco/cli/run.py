@@ -57,12 +57,15 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
         log("note: the embedded local model gives demo-quality features; use --llm openai or "
             "anthropic with a frontier model for research")
     if dry:
-        pipe.split(inputs, read_options)
-        pieces = pq.ParquetFile(pipe.dir.file("pieces.parquet"))
-        est = dry_run(pieces.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
-                      pipe.engine, pipe.prompts["featurize"], cfg.featurize_config())
-        pieces.close()
-        pipe.close()
+        try:
+            pipe.lock()
+            pipe.split(inputs, read_options)
+            pieces = pq.ParquetFile(pipe.dir.file("pieces.parquet"))
+            est = dry_run(pieces.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
+                          pipe.engine, pipe.prompts["featurize"], cfg.featurize_config())
+            pieces.close()
+        finally:
+            pipe.close()
         console.print(f"dry run, featurize: {est}")
         console.print("naming and rating add about one call per cluster plus one per 10 clusters.")
         return
