@@ -9,13 +9,14 @@ request head plus the body to an idle keep-alive connection and lets httptools (
 llhttp parser uvicorn uses) parse the reply, chunked or not, in the protocol's
 ``data_received``. No objects are made per call beyond the reply itself.
 
-It handles what real endpoints do: TLS (certifi's roots when installed, or
+It handles what real endpoints do: TLS (SNI; certifi's roots when installed, or
 ``SSL_CERT_FILE``/``SSL_CERT_DIR``), gzip/deflate bodies, chunked and read-to-close
 replies, ``Connection: close``, interim 1xx replies, and keep-alive connections the
 server closes while idle (connections idle longer than :data:`KEEP_ALIVE` are not
 reused; a call lost on one that closed anyway fails as a retryable connection error, as
-a POST must: the client cannot know whether the server saw it). It does not do proxies or redirects; the openai
-backend uses aiohttp where an environment proxy applies (see :func:`proxy_for`).
+a POST must: the client cannot know whether the server saw it). It does not do proxies
+or redirects; the openai backend uses aiohttp where an environment proxy applies (see
+:func:`proxy_for`).
 
 Timeouts are per call, checked by one sweeper per pool rather than a timer per call; the
 engine bounds each whole call on top. Errors come out as retryable :class:`LLMError` s
