@@ -39,7 +39,7 @@ from featdisco.stages import embed as embed_stage
 from featdisco.stages import featurize as featurize_stage
 from featdisco.stages import name as name_stage
 from featdisco.stages import rate as rate_stage
-from featdisco.stages.cluster import auto_n_clusters, cluster_features
+from featdisco.stages.cluster import auto_n_clusters, cluster_features, string_ids
 from featdisco.stages.embed import EmbeddingCache, NpyWriter, save_matrix
 from featdisco.stages.featurize import (
     FEATURES_SCHEMA,
@@ -319,11 +319,18 @@ class Pipeline:
         if (rec := self.dir.is_current("cluster", fp)) is not None:
             self._timing("cluster", t0, True, rec.counts)
             return rec.output_hash
+        # Feature texts are matched to their strings a block at a time and not kept: the
+        # text column is the bulk of a big run's features table.
+        strings = self.dir.read_table("strings.parquet").column("text")
+        path = self.dir.file("features.parquet")
+        with pq.ParquetFile(path) as pf:
+            sids = string_ids((b.column(0) for b in pf.iter_batches(
+                batch_size=1 << 20, columns=["text"])), pf.metadata.num_rows, strings)
         result = cluster_features(
-            self.dir.read_table("features.parquet"),
-            self.dir.read_table("strings.parquet").column("text"),
-            self.dir.file("embeddings.npy"), self.cfg.k_for, kinds=PIECE_KINDS,
-            seed=self.cfg.seed, min_cluster_size=self.cfg.min_cluster_size)
+            self.dir.read_table("features.parquet",
+                                ["feature_id", "piece_id", "transcript_id", "kind"]),
+            strings, self.dir.file("embeddings.npy"), self.cfg.k_for, kinds=PIECE_KINDS,
+            seed=self.cfg.seed, min_cluster_size=self.cfg.min_cluster_size, sids=sids)
         outputs = ["assignments.parquet", "clusters_base.parquet"]
         for kind, centers in result.centroids.items():
             save_matrix(self.dir.file(f"centroids_{kind}.npy"), centers)

@@ -210,7 +210,7 @@ def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) ->
     the result must be the one the in-memory matrix gives."""
     import pyarrow as pa
 
-    from featdisco.stages.cluster import cluster_features
+    from featdisco.stages.cluster import cluster_features, string_ids
     from featdisco.stages.embed import save_matrix
 
     rng = np.random.default_rng(3)
@@ -231,6 +231,19 @@ def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) ->
     assert in_memory.assignments.equals(on_disk.assignments)
     assert in_memory.clusters.equals(on_disk.clusters)
     assert in_memory.clusters.num_rows == 6
+    # as the pipeline calls it: texts matched a block at a time, the table without them
+    blocks = (pa.array(texts[i:i + 40]) for i in range(0, 150, 40))
+    sids = string_ids(blocks, 150, pa.array(strings))
+    assert sids.tolist() == [i % 60 for i in range(150)]
+    streamed = cluster_features(features.drop_columns(["text"]), pa.array(strings),
+                                save_matrix(tmp_path / "e2.npy", emb), k_for,
+                                kinds=["user", "response"], sids=sids)
+    assert streamed.assignments.equals(in_memory.assignments)
+    assert streamed.clusters.equals(in_memory.clusters)
+    with pytest.raises(FeatdiscoError, match="1 feature texts have no embedding"):
+        string_ids([pa.array(["s01", "never embedded"])], 2, strings)
+    with pytest.raises(FeatdiscoError, match="expected 3 feature texts, read 2"):
+        string_ids([pa.array(["s01", "s02"])], 3, strings)
 
 
 def test_gpu_request_without_a_gpu_is_a_clear_error(data: tuple) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -387,11 +387,33 @@ class ClusteredFeatures:
     counts: dict[str, Any]
 
 
+def string_ids(texts: Iterable[pa.Array | pa.ChunkedArray], n: int,
+               strings: Sequence[str] | pa.Array | pa.ChunkedArray) -> NDArray[np.int64]:
+    """The index in ``strings`` of each of ``n`` feature texts, given in pieces (e.g. a
+    Parquet column read a block at a time), so the texts need not be in memory together."""
+    values = strings if isinstance(strings, pa.Array | pa.ChunkedArray) else pa.array(strings, pa.string())
+    out = np.empty(n, dtype=np.int64)
+    pos = 0
+    for part in texts:
+        found = pc.index_in(part, value_set=values)
+        if found.null_count:
+            raise FeatdiscoError(f"{found.null_count} feature texts have no embedding; rerun "
+                                 "the embed stage")
+        if pos + len(found) > n:
+            raise FeatdiscoError(f"expected {n} feature texts, read more")
+        out[pos:pos + len(found)] = found.to_numpy(zero_copy_only=False)
+        pos += len(found)
+    if pos != n:
+        raise FeatdiscoError(f"expected {n} feature texts, read {pos}")
+    return out
+
+
 def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.ChunkedArray,
                      embeddings: NDArray[np.float32] | str | os.PathLike[str],
                      k_for: Callable[[str, int], int], *, kinds: Sequence[str],
                      seed: int = 0, min_cluster_size: int = 3,
-                     max_fit_rows: int = MAX_FIT_ROWS) -> ClusteredFeatures:
+                     max_fit_rows: int = MAX_FIT_ROWS,
+                     sids: NDArray[np.int64] | None = None) -> ClusteredFeatures:
     """Cluster each kind's features separately (SPEC step 5). ``embeddings[i]`` is the
     vector of ``strings[i]``; ``k_for(kind, n_distinct)`` picks k. Each distinct string is
     clustered once, weighted by how often it occurs, and every feature takes its string's
@@ -403,6 +425,8 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
     A kind with more than ``max_fit_rows`` distinct strings is fitted on a uniform sample of
     that many (weights kept, so the objective is unbiased) and then assigned a block at a
     time, so memory stays bounded however large the run; below it, every string is used.
+    ``sids`` (from :func:`string_ids`) gives each feature's string index directly; then
+    ``features`` needs no ``text`` column, which is the bulk of a big run's features table.
     """
 
     def rows_of(idx: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -410,13 +434,9 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
             return read_rows(embeddings, idx)
         return np.ascontiguousarray(embeddings[idx])
 
-    values = strings if isinstance(strings, pa.Array | pa.ChunkedArray) else pa.array(strings, pa.string())
-    n_strings = len(values)
-    found = pc.index_in(features.column("text"), value_set=values)
-    if found.null_count:
-        raise FeatdiscoError(f"{found.null_count} feature texts have no embedding; rerun the embed stage")
-    sids = found.to_numpy(zero_copy_only=False).astype(np.int64)
-    del found
+    n_strings = len(strings)
+    if sids is None:
+        sids = string_ids([features.column("text")], features.num_rows, strings)
     cluster_of = np.full(features.num_rows, -1, dtype=np.int64)
     sim_of = np.zeros(features.num_rows, dtype=np.float32)
     parts: list[pa.Table] = []
