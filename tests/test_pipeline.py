@@ -293,6 +293,33 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         slow.stop()
 
 
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                  (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_say_so(inputs: Path, tmp_path: Path,
+                                                    sig: int, code: int, said: str) -> None:
+    """Ctrl-C, and SIGTERM as `timeout` and Slurm send it, stop a run mid-featurize with a
+    message, leave no half-written artefact, and free the directory for the rerun."""
+    slow = FakeOpenAIServer(pipeline_handler, latency=0.05).start()
+    try:
+        run_dir = tmp_path / "run"
+        proc = _cli_run(slow, inputs, run_dir)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and slow.total < 10:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()}"
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        assert f"featdisco: {said}; finished work is kept" in err
+        assert "Traceback" not in err
+        assert not list(run_dir.glob(".*.tmp-*"))
+        resumed = _cli_run(slow, inputs, run_dir)
+        _out, err = resumed.communicate(timeout=180)
+        assert resumed.returncode == 0, err
+    finally:
+        slow.stop()
+
+
 def test_a_second_run_in_the_same_directory_is_refused_before_it_spends(
         server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:
     from tests.test_run import _hold_lock

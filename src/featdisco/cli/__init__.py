@@ -5,6 +5,7 @@ User errors (:class:`FeatdiscoError`) become one line on stderr and exit status 
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -207,15 +208,37 @@ def _register_optional_apps() -> None:
 _register_optional_apps()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, ``kill``), raised like Ctrl-C so that every ``finally``
+    runs: half-written artefacts are dropped, the caches closed, the run directory freed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except FeatdiscoError as e:
         err_console.print(f"featdisco: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("featdisco: interrupted; finished work is kept", markup=False)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # raised outside a command
+        _interrupted(e)
+    except SystemExit as e:
+        # typer turns an interrupt inside a command into a silent exit 130
+        cause = getattr(e.__context__, "__cause__", None)
+        if e.code == 130 and isinstance(cause, KeyboardInterrupt):
+            _interrupted(cause)
+        raise
+
+
+def _interrupted(e: KeyboardInterrupt) -> None:
+    how = "stopped by SIGTERM" if isinstance(e, _Terminated) else "interrupted"
+    err_console.print(f"featdisco: {how}; finished work is kept, and rerunning the same "
+                      "command resumes", markup=False)
+    sys.exit(143 if isinstance(e, _Terminated) else 130)
 
 
 __all__ = ["app", "fail", "main"]
