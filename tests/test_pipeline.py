@@ -372,10 +372,10 @@ def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(
 
     from typer.testing import CliRunner
 
-    import featdisco.cli.run as cli_run
+    import featdisco.pipeline as pipeline_module
     from featdisco.cli import app
 
-    monkeypatch.setattr(cli_run, "DRY_RUN_BATCH", 3)
+    monkeypatch.setattr(pipeline_module, "DRY_RUN_BATCH", 3)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     n_pieces = pq.read_metadata(fitted / "pieces.parquet").num_rows
     args = ["--llm", "openai", "--model", "fake-rater", "--base-url", server.base_url]
@@ -392,6 +392,15 @@ def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(
                                      "--dry-run", *args])
     assert again.exit_code == 0, again.output
     assert " 0 to send" in again.output and "already cached" in again.output
+    # other transcripts against a finished run: estimated, and the run left as it was
+    kept = {name: (run_dir / name).read_bytes() for name in ("pieces.parquet", "manifest.json")}
+    other = write_jsonl(tmp_path / "other.jsonl", [
+        {"id": "o1", "messages": [{"role": "user", "content": "Entirely new question"},
+                                  {"role": "assistant", "content": "An entirely new answer"}]}])
+    new = CliRunner().invoke(app, ["run", str(other), "--run-dir", str(run_dir), "--dry-run", *args])
+    assert new.exit_code == 0, new.output
+    assert "dry run, featurize: 2 calls, 2 unique, 0 already cached" in new.output
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
     assert server.total == before
 
 

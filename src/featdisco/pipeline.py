@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import CallEngine, RunSummary
+from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
 from featdisco.prompts import Prompt, load_prompt
 from featdisco.run import (
     EMBED_CACHE,
@@ -211,17 +211,12 @@ class Pipeline:
             self._timing("split", t0, True, rec.counts)
             return rec.output_hash
         report, stats = ReadReport(), SplitStats()
-        if transcripts is None:
-            assert inputs is not None
-            transcripts = read_transcripts(list(inputs), read_options or ReadOptions(), report=report,
-                                           log=self.log)
         # Streamed to disk a batch at a time and hashed on the way: the pieces of a big run
         # (all their text) never sit in memory together.
         hasher = TableHasher(["piece_id", "kind", "text"])
         writer = self.dir.table_writer("pieces.parquet", piece_schema())
         try:
-            for batch in piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars,
-                                                   stats=stats)):
+            for batch in self._piece_batches(inputs, read_options, transcripts, report, stats):
                 writer.write(batch)
                 hasher.update(batch)
             if writer.rows == 0:
@@ -237,6 +232,34 @@ class Pipeline:
                                              time.perf_counter() - t0))
         self._timing("split", t0, False, counts)
         return out_hash
+
+    def _piece_batches(self, inputs: Iterable[str | Path] | None, read_options: ReadOptions | None,
+                       transcripts: Iterable[Transcript] | None, report: ReadReport,
+                       stats: SplitStats | None = None,
+                       batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        if transcripts is None:
+            assert inputs is not None
+            transcripts = read_transcripts(list(inputs), read_options or ReadOptions(),
+                                           report=report, log=self.log)
+        pieces = iter_pieces(transcripts, max_chars=self.cfg.max_chars, stats=stats)
+        return piece_batches(pieces) if batch_rows is None else piece_batches(pieces, batch_rows=batch_rows)
+
+    def estimate(self, inputs: Iterable[str | Path] | None = None,
+                 read_options: ReadOptions | None = None) -> Any:
+        """Calls, tokens and cost of featurizing ``inputs`` — or, with none, the pieces this
+        run already split — without sending anything or writing to the run directory: a
+        dry run against a finished run must leave it as it was."""
+        fcfg, prompt = self.cfg.featurize_config(), self.prompts["featurize"]
+        if inputs is not None:
+            batches = self._piece_batches(inputs, read_options, None, ReadReport(),
+                                          batch_rows=DRY_RUN_BATCH)
+            return dry_run(batches, self.engine, prompt, fcfg)
+        path = self.dir.file("pieces.parquet")
+        if not path.exists():
+            raise FeatdiscoError(f"{self.dir.path} has no pieces yet: give transcript files to read")
+        with pq.ParquetFile(path) as pf:
+            return dry_run(pf.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
+                           self.engine, prompt, fcfg)
 
     def featurize(self, pieces_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["featurize"]

@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.table import Table
 
 from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
-from featdisco.llm.engine import DRY_RUN_BATCH
-from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult, dry_run
+from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.run import MANIFEST, RunDir
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
@@ -58,12 +56,8 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             "anthropic with a frontier model for research")
     if dry:
         try:
-            pipe.lock()
-            pipe.split(inputs, read_options)
-            pieces = pq.ParquetFile(pipe.dir.file("pieces.parquet"))
-            est = dry_run(pieces.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
-                          pipe.engine, pipe.prompts["featurize"], cfg.featurize_config())
-            pieces.close()
+            pipe.lock()  # it reads the run's cache; a run writing there is not disturbed
+            est = pipe.estimate(inputs, read_options)
         finally:
             pipe.close()
         console.print(f"dry run, featurize: {est}")
