@@ -358,6 +358,11 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     assert result.exit_code == 0, result.output
     assert "2 pieces, 20 features; 2 pieces activate" in result.output
     assert (out / "activations.npz").exists() and (out / "assignments.parquet").exists()
+    # into the fitted run itself: refused, and the fitted run untouched
+    before = (fitted / "pieces.parquet").read_bytes()
+    onto = CliRunner().invoke(app, ["transform", str(fitted), str(new), "-o", str(fitted), "-q"])
+    assert onto.exit_code != 0 and "holds a fitted run" in str(onto.exception)
+    assert (fitted / "pieces.parquet").read_bytes() == before
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
     assert "is not a featdisco run" in str(missing.exception)
 
