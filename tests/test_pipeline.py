@@ -409,6 +409,34 @@ def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(
     assert server.total == before
 
 
+def test_cli_run_stopped_at_the_cost_cap_says_so_and_exits_3(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces held back at --max-cost are not failures, the summary says how many were not
+    sent, no outputs are announced that do not exist, and the exit status tells a script
+    the run is incomplete; a rerun with a higher cap finishes it."""
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    run_dir = tmp_path / "capped"
+    args = ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai", "--model",
+            "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K),
+            "--concurrency", "1"]
+    before = server.total
+    capped = CliRunner().invoke(app, [*args, "--max-cost", "0.0003"])
+    assert capped.exit_code == 3, capped.output
+    assert "not sent: cost cap reached" in capped.output and "run incomplete" in capped.output
+    assert "outputs in" not in capped.output and not (run_dir / "clusters.parquet").exists()
+    counts = json.loads((run_dir / "manifest.json").read_text())["stages"]["featurize"]["counts"]
+    assert counts["not_sent"] > 0 and counts["failed"] == 0
+    assert counts["ok"] == server.total - before  # what was sent, and only that
+    done = CliRunner().invoke(app, [*args, "--max-cost", "10"])
+    assert done.exit_code == 0, done.output
+    assert (run_dir / "clusters.parquet").exists()
+
+
 def test_transform_of_fitted_transcripts_costs_no_calls(server: FakeOpenAIServer, inputs: Path,
                                                         fitted: Path, tmp_path: Path) -> None:
     """transform shares the fitted run's LLM cache: pieces seen at fit time are free, and

@@ -290,7 +290,7 @@ class Pipeline:
             writer.abort()
             pieces.close()
         out_hash = hasher.hexdigest()
-        complete = report.failed == 0
+        complete = report.failed == 0 and report.not_sent == 0
         self.dir.record("featurize", StageRecord(fp, ["features.parquet"], out_hash, report.as_dict(),
                                                  time.perf_counter() - t0, _delta(self.engine, before),
                                                  complete=complete))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import typer
 from rich.table import Table
 
 from featdisco.cli.common import console, err_console
@@ -66,13 +67,19 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
     result = pipe.run(inputs, read_options)
     print_summary(result)
     print_top_clusters(result.clusters, top)
-    console.print(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
-                  "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
-    console.print(f"browse them: featdisco report {result.run_dir}  (then open "
-                  f"{result.run_dir}/report/index.html)")
+    if (result.run_dir / "clusters.parquet").exists():
+        console.print(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
+                      "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
+        console.print(f"browse them: featdisco report {result.run_dir}  (then open "
+                      f"{result.run_dir}/report/index.html)")
     if not result.complete:
         msg = result.stopped_reason or "some calls failed; rerun the same command to retry them"
         console.print(f"[yellow]run incomplete: {msg}[/yellow]")
+        # scripts and schedulers must be able to tell a partial run from a finished one
+        raise typer.Exit(INCOMPLETE_EXIT)
+
+
+INCOMPLETE_EXIT = 3  # the run stopped at the cost cap or has failed calls; a rerun resumes
 
 
 def print_summary(result: RunResult) -> None:
@@ -90,9 +97,10 @@ def print_summary(result: RunResult) -> None:
         console.print(f"clusters: {c.num_rows} ({per_kind})")
     s = result.llm
     cost = "unknown (no price for this model)" if s.cost is None else f"${s.cost:.4f}"
-    console.print(f"LLM calls: {s.calls} ({s.cached} cached, {s.failed} failed"
-                  f"{', ' + str(dict(s.failed_by_reason)) if s.failed_by_reason else ''}), tokens "
-                  f"{s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
+    capped = f", {s.skipped_budget} not sent: cost cap reached" if s.skipped_budget else ""
+    console.print(f"LLM requests: {s.calls} ({s.cached} cached, {s.failed} failed"
+                  f"{', ' + str(dict(s.failed_by_reason)) if s.failed_by_reason else ''}{capped}), "
+                  f"tokens {s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
 
 
 def _clip(text: str, n: int) -> str:

@@ -64,13 +64,15 @@ class FeaturizeReport:
     ok: int = 0
     failed: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
+    not_sent: int = 0  # held back at the --max-cost cap: not failures, sent by a rerun
     truncated: int = 0
     features: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # duplicate, example, empty
 
     def as_dict(self) -> dict[str, Any]:
         return {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
-                "failed_by_reason": dict(self.failed_by_reason), "truncated": self.truncated,
+                "failed_by_reason": dict(self.failed_by_reason), "not_sent": self.not_sent,
+                "truncated": self.truncated,
                 "features": self.features, "dropped": dict(self.dropped)}
 
 
@@ -195,6 +197,9 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
         for piece_id, tid, kind, result in zip(part.column("piece_id").to_pylist(),
                                                part.column("transcript_id").to_pylist(), kinds,
                                                results, strict=True):
+            if result.status == "skipped_budget":
+                report.not_sent += 1
+                continue
             if not result.ok:
                 report.failed += 1
                 report.failed_by_reason[result.reason or result.status] += 1
