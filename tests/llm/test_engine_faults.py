@@ -77,3 +77,44 @@ def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
         [r] = engine.run_sync(requests_for([f"text for {kind}"]))
         assert r.status == "ok", (kind, r.reason, r.message)
         assert r.attempts == 2 and fake.total == 2
+
+
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+def test_an_unreachable_server_stops_the_run_at_once_and_a_lost_one_mid_run_does_not(
+        cache: CallCache, transport: str) -> None:
+    """Nothing listening at the URL, before any call got through: a wrong --base-url or a
+    server that is down. The run stops after a few tries of the first calls, naming the
+    URL, instead of backing off on every piece. Once calls have got through, a lost
+    connection is a passing fault: retried, then recorded per call as before."""
+    import socket
+
+    from featdisco.errors import FeatdiscoError
+    from featdisco.llm.engine import UNREACHABLE_TRIES
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing will listen on it
+    dead = f"http://127.0.0.1:{port}/v1"
+
+    class Dead:
+        base_url = dead
+
+    engine = make_engine(Dead(), cache, transport=transport, max_retries=6,  # type: ignore[arg-type]
+                         concurrency=8)
+    requests = requests_for([f"p{i}" for i in range(40)])
+    with pytest.raises(FeatdiscoError, match=f"cannot reach the openai server at {dead}"):
+        engine.run_sync(requests)
+    # only the calls in flight were tried, each UNREACHABLE_TRIES times, not 7; the rest
+    # were never started, and the tried ones are recorded as failed, for the rerun
+    tried = cache.get_many([engine.key(r) for r in requests])
+    assert 0 < len(tried) < len(requests)
+    assert {(c.status, c.attempts) for c in tried.values()} == {("failed", UNREACHABLE_TRIES)}
+    srv = FakeOpenAIServer(echo_features).start()
+    try:
+        live = make_engine(srv, cache, transport=transport, max_retries=2)
+        assert all(r.status == "ok" for r in live.run_sync(requests_for(["first"])))
+        srv.stop()  # the server goes away mid-run
+        [r] = live.run_sync(requests_for(["second"]))
+        assert (r.status, r.reason, r.attempts) == ("failed", "connection", 3)
+    finally:
+        srv.stop()

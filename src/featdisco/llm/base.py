@@ -69,15 +69,19 @@ class LLMResponse:
 
 class LLMError(Exception):
     """A failed call. ``retryable`` tells the engine whether backing off may help;
-    ``retry_after`` carries the server's Retry-After in seconds when it gave one."""
+    ``retry_after`` carries the server's Retry-After in seconds when it gave one;
+    ``unreachable`` says no connection to the server could be made at all (refused, no
+    such host), which, before any call has got through, means a wrong URL or a server that
+    is down rather than a passing fault."""
 
     def __init__(self, reason: str, message: str, *, retryable: bool,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+        self.unreachable = unreachable
 
 
 @runtime_checkable

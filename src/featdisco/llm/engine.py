@@ -58,6 +58,8 @@ Status = Literal["ok", "failed", "skipped_budget"]
 # Errors that every later call would hit too (a bad key, no such model, no credit): the run
 # stops with one clear message instead of recording the same failure for every request.
 FATAL_REASONS = frozenset({"auth", "forbidden", "not-found", "payment-required"})
+# Failed connects of one call, before any call has reached the server, that stop the run.
+UNREACHABLE_TRIES = 3
 
 
 @dataclass(slots=True)
@@ -184,6 +186,7 @@ class CallEngine:
         self._reserved = 0.0
         self._stopped = False
         self._fatal: LLMError | None = None
+        self._reached = False  # some call has had an answer from the server
         self._mean_out: float | None = None
         self._n_out = 0
         self.summary = RunSummary()
@@ -314,10 +317,18 @@ class CallEngine:
             self.progress.finish()
         if self._fatal is not None:
             err, self._fatal = self._fatal, None
+            answered = sum(r.status == "ok" and not r.cached for r in done.values())
+            finished = (f"{answered} calls were answered and are cached; fix the problem and "
+                        "rerun to continue")
+            if err.unreachable:
+                url = getattr(self.backend, "base_url", None) or "its default URL"
+                raise FeatdiscoError(
+                    f"stopped: cannot reach the {self.backend.name} server at {url} "
+                    f"({err.message}); check --base-url and that the server is running. "
+                    f"{finished}")
             raise FeatdiscoError(
                 f"stopped: the {self.backend.name} server rejected the run ({err.reason}): "
-                f"{err.message}. {len(done) - n_cached} calls finished and are cached; "
-                f"fix the problem and rerun to continue")
+                f"{err.message}. {finished}")
         results = [done[k] for k in keys]
         self._summarise(len(requests), first, done, n_cached, t0)
         return results
@@ -394,6 +405,13 @@ class CallEngine:
                 self._reserved -= est
             if err is not None:
                 transport_failures += 1
+                if err.reason not in ("connection", "timeout"):
+                    self._reached = True  # the server answered, if only with an error
+                if (err.unreachable and not self._reached
+                        and transport_failures >= UNREACHABLE_TRIES):
+                    self._fatal = err  # nothing has got through: a wrong URL or a server down
+                    return self._failed(key, request, err.reason, err.message, attempts,
+                                        usage, cost)
                 if err.retryable and transport_failures <= self.max_retries:
                     await asyncio.sleep(backoff_delay(transport_failures, self.backoff_base,
                                                       self.backoff_max, err.retry_after, self._rng))
@@ -401,6 +419,7 @@ class CallEngine:
                 if err.reason in FATAL_REASONS:
                     self._fatal = err
                 return self._failed(key, request, err.reason, err.message, attempts, usage, cost)
+            self._reached = True
             u = self._usage(current, resp)
             usage = usage + u
             c = self.prices.cost(self.backend.name, self.backend.model, u)

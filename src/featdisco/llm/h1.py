@@ -342,7 +342,8 @@ class H1Poster:
             if isinstance(e, OSError):
                 raise LLMError("connection", self._text(
                     f"connection error: cannot connect to {host}:{port}: "
-                    f"{type(e).__name__}: {e}"), retryable=True) from None
+                    f"{type(e).__name__}: {e}"), retryable=True,
+                    unreachable=not isinstance(e, ssl.SSLError)) from None
             raise
         self._opening -= 1
         self._busy.add(conn)

@@ -193,8 +193,11 @@ class JsonPoster:
         except TimeoutError as e:  # aiohttp's own timeouts subclass it too
             raise LLMError("timeout", "request timed out", retryable=True) from e
         except (aiohttp.ClientError, OSError) as e:  # refused, reset, cut short
+            unreachable = (isinstance(e, aiohttp.ClientConnectorError)
+                           and not isinstance(e, aiohttp.ClientSSLError))
             raise LLMError("connection", redact(f"connection error: {type(e).__name__}: {e}",
-                                                self._secrets)[:500], retryable=True) from e
+                                                self._secrets)[:500], retryable=True,
+                           unreachable=unreachable) from e
 
 
 def _split_proxy(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
