@@ -120,6 +120,8 @@ def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inpu
     result = pipe.run([inputs])
     assert [t.skipped for t in result.stages] == [False, True, True, True, True, True]
     assert server.total == before
+    # the totals of the run that made the calls stay on record for `featdisco status`
+    assert json.loads((fitted / "manifest.json").read_text())["llm_totals"]["calls"] > 0
 
 
 def test_changing_the_naming_prompt_reruns_only_naming_and_rating(

@@ -473,7 +473,8 @@ class Pipeline:
             self.assemble()
             return self._result(feat_ok and name_ok and rate_ok and stopped is None, stopped)
         finally:
-            self.dir.update(llm_totals=self._engine.summary.as_dict() if self._engine else None)
+            if self._engine is not None:  # a rerun that called nothing keeps the last totals
+                self.dir.update(llm_totals=self._engine.summary.as_dict())
             self.close()
 
     def _stopped_at_cap(self) -> bool:
