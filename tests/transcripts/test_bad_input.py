@@ -36,7 +36,9 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     truncated.write_bytes(full[: len(full) // 2])
     return {
         "malformed-json": (write_lines(tmp / "malformed.jsonl", [GOOD_LINE.encode(), b'{"messages": [}']),
-                           "malformed.jsonl, line 2: malformed JSON"),
+                           "malformed.jsonl, line 2: malformed JSON (unexpected character, "
+                           "expected a JSON value at column 15)"),
+
         "wrong-type": (write_jsonl(tmp / "types.jsonl", [GOOD, {"messages": [{"role": "user", "content": 7}]}]),
                        "types.jsonl, line 2: messages[0].content: expected a string or an array of parts, "
                        "got number"),
@@ -63,6 +65,16 @@ def test_each_bad_input_is_one_clear_line_with_exit_2(tmp_path: Path, reason: st
     assert fragment in message, message
     assert f"[{reason}]" in message
     assert not out.exists()  # nothing half-written
+
+
+def test_a_record_cut_short_is_placed_where_it_ends(tmp_path: Path) -> None:
+    """Not "column 1" of the line after it, as the parser sees the record's newline."""
+    from featdisco.transcripts.sources import BadRecord, decode_json_object
+
+    with pytest.raises(BadRecord, match=r"unexpected end of data at column 30\)"):
+        decode_json_object(b'{"messages": [{"role": "user"\n')
+    with pytest.raises(BadRecord, match=r"at line 2, column 7\)"):
+        decode_json_object(b'{"a": 1,\n "b": }')
 
 
 def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:

@@ -123,10 +123,12 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRecord("invalid-utf8", f"invalid UTF-8 at byte {e.start}") from None
+    text = text.rstrip("\r\n")  # a cut-off record ends at its newline, not after it
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise BadRecord("malformed-json", f"malformed JSON ({e.msg} at column {e.colno})") from None
+        where = f"line {e.lineno}, column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
+        raise BadRecord("malformed-json", f"malformed JSON ({e.msg} at {where})") from None
     if not isinstance(value, dict):
         raise BadRecord("wrong-type", f"expected a JSON object, got {type_name(value)}")
     return value
