@@ -72,16 +72,19 @@ def _hold_lock(path: Path) -> subprocess.Popen[str]:
 
 
 def test_one_process_at_a_time_and_a_killed_one_never_blocks(tmp_path: Path) -> None:
+    assert RunLock(tmp_path).holder() is None
     holder = _hold_lock(tmp_path)
     try:
         with pytest.raises(FeatdiscoError, match=f"another featdisco process \\(pid {holder.pid}\\)"):
             RunLock(tmp_path).acquire()
+        assert RunLock(tmp_path).holder() == str(holder.pid)  # what `featdisco status` shows
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # what the killed process was writing, and a finished artefact beside it
     (tmp_path / f".features.parquet.tmp-{holder.pid}").write_bytes(b"half")
     (tmp_path / "pieces.parquet").write_bytes(b"whole")
+    assert RunLock(tmp_path).holder() is None
     lock = RunLock(tmp_path)
     lock.acquire()  # the kernel dropped the dead process's lock
     assert not list(tmp_path.glob(".*.tmp-*")) and (tmp_path / "pieces.parquet").exists()

@@ -204,6 +204,19 @@ class RunLock:
         for stale in self.path.glob(".*.tmp-*"):  # from a run that was killed mid-write
             stale.unlink(missing_ok=True)
 
+    def holder(self) -> str | None:
+        """The pid of another process working in the directory now, else None."""
+        if fcntl is None or self._fd is not None or not (self.path / ".lock").exists():
+            return None
+        fd = os.open(self.path / ".lock", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # also drops the shared lock, if it was granted
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock

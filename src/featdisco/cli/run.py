@@ -12,7 +12,7 @@ from rich.table import Table
 from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
-from featdisco.run import MANIFEST, RunDir
+from featdisco.run import MANIFEST, RunDir, RunLock
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
 
@@ -151,6 +151,9 @@ def show_status(run_dir: Path) -> None:
     rd = RunDir(run_dir)
     m = rd.manifest
     console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})")
+    if (pid := RunLock(rd.path).holder()) is not None:
+        console.print(f"in progress: featdisco process {pid} is working in this run now; "
+                      "stages it has not finished show as not run or incomplete")
     cfg = m.get("config") or {}
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
                   f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}")
