@@ -339,6 +339,24 @@ def test_a_second_run_in_the_same_directory_is_refused_before_it_spends(
     assert server.total == before and not (run_dir / "pieces.parquet").exists()
 
 
+def test_bad_input_on_a_first_run_leaves_no_half_made_run(
+        server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """A first run that stops at its input (here a malformed line) leaves no run folder
+    behind; a folder that already held something keeps it."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [}\n')
+    run_dir = tmp_path / "new-run"
+    with pytest.raises(FeatdiscoError, match="bad.jsonl, line 1"):
+        Pipeline(run_dir, config(server)).run([bad])
+    assert not run_dir.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(FeatdiscoError):
+        Pipeline(mine, config(server)).run([bad])
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -7,6 +7,7 @@ wires stages together; what each stage does lives in :mod:`featdisco.stages`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from featdisco.prompts import Prompt, load_prompt
 from featdisco.run import (
     EMBED_CACHE,
     LLM_CACHE,
+    MANIFEST,
     RunDir,
     RunLock,
     StageRecord,
@@ -438,6 +440,17 @@ class Pipeline:
         self.log(f"{name}: {'up to date, skipped' if skipped else 'done'} "
                  f"({time.perf_counter() - t0:.1f}s)")
 
+    def _unmake(self) -> None:
+        """Remove what starting a run wrote in a new directory (nothing else was there)."""
+        self._lock.release()
+        for name in (MANIFEST, ".lock"):
+            self.dir.file(name).unlink(missing_ok=True)
+        for prompt in self.prompts.values():
+            (self.dir.file("prompts") / prompt.file).unlink(missing_ok=True)
+        for folder in (self.dir.file("prompts"), self.dir.path):
+            with contextlib.suppress(OSError):  # not empty: something else is there; keep it
+                folder.rmdir()
+
     def save_prompts(self) -> None:
         """Keep the exact prompt texts with the run, so ``transform`` featurizes new data
         the way the dictionary was fitted even after the package's prompts change."""
@@ -451,11 +464,17 @@ class Pipeline:
     def run(self, inputs: Iterable[str | Path] | None = None, read_options: ReadOptions | None = None,
             transcripts: Iterable[Transcript] | None = None) -> RunResult:
         self.lock()
+        fresh = not self.dir.exists
         self.dir.update(config=_jsonable(asdict(self.cfg)),
                         prompts={n: p.version for n, p in self.prompts.items()})
         self.save_prompts()
         try:
-            pieces_hash = self.split(inputs, read_options, transcripts)
+            try:
+                pieces_hash = self.split(inputs, read_options, transcripts)
+            except FeatdiscoError:
+                if fresh:  # bad or missing input on a first run: leave no half-made run
+                    self._unmake()
+                raise
             features_hash, feat_ok = self.featurize(pieces_hash)
             if self._stopped_at_cap():
                 return self._result(False, "stopped at the --max-cost cap during featurize; "
