@@ -346,7 +346,7 @@ def test_bad_input_on_a_first_run_leaves_no_half_made_run(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [}\n')
     run_dir = tmp_path / "new-run"
-    with pytest.raises(FeatdiscoError, match="bad.jsonl, line 1"):
+    with pytest.raises(FeatdiscoError, match=r"bad\.jsonl, line 1"):
         Pipeline(run_dir, config(server)).run([bad])
     assert not run_dir.exists()
     mine = tmp_path / "mine"
