@@ -149,14 +149,10 @@ def test_streamed_split_and_featurize_do_not_depend_on_batch_sizes(
     """Split and featurize stream through small batches (pieces 5 at a time, features of 7
     pieces at a time) yet write the same artefacts, with the same content hashes, as the
     fitted run that went in one batch each."""
-    import functools
-
-    import featdisco.pipeline as pipeline_module
     from featdisco.stages import featurize as featurize_stage
-    from featdisco.transcripts.split import piece_batches
+    from featdisco.transcripts import split as split_module
 
-    monkeypatch.setattr(pipeline_module, "piece_batches",
-                        functools.partial(piece_batches, batch_rows=5))
+    monkeypatch.setattr(split_module, "BATCH_ROWS", 5)
     monkeypatch.setattr(featurize_stage, "CHUNK_PIECES", 7)
     run_dir = tmp_path / "streamed"
     assert Pipeline(run_dir, config(server)).run([inputs]).complete

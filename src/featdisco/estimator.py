@@ -172,14 +172,6 @@ def _manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _stages_in(run_dir: Path) -> dict[str, Any]:
-    try:
-        stages = orjson.loads((run_dir / MANIFEST).read_bytes()).get("stages")
-    except (OSError, ValueError):
-        return {}
-    return stages if isinstance(stages, dict) else {}
-
-
 def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | None = None,
                    read_options: ReadOptions | None = None, llm: Any = None, embedder: Any = None,
                    dictionary: Dictionary | None = None, overrides: dict[str, Any] | None = None,
@@ -199,7 +191,8 @@ def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | N
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="featdisco-transform-"))
     # Writing new pieces and assignments over a fitted run would leave its clusters
     # describing transcripts they were not fitted on.
-    if out.resolve() == fitted_dir.resolve() or "cluster" in _stages_in(out):
+    if out.resolve() == fitted_dir.resolve() or (
+            (out / MANIFEST).exists() and "cluster" in (_manifest(out).get("stages") or {})):
         raise FeatdiscoError(f"{out} holds a fitted run: write the transform's output to "
                              "another folder (-o)")
     fitted_cache = fitted_dir / LLM_CACHE

@@ -31,7 +31,6 @@ from featdisco.run import (
     RunDir,
     RunLock,
     StageRecord,
-    TableHasher,
     fingerprint,
     reset_peak_rss,
     table_hash,
@@ -215,19 +214,11 @@ class Pipeline:
         report, stats = ReadReport(), SplitStats()
         # Streamed to disk a batch at a time and hashed on the way: the pieces of a big run
         # (all their text) never sit in memory together.
-        hasher = TableHasher(["piece_id", "kind", "text"])
-        writer = self.dir.table_writer("pieces.parquet", piece_schema())
-        try:
-            for batch in self._piece_batches(inputs, read_options, transcripts, report, stats):
-                writer.write(batch)
-                hasher.update(batch)
-            if writer.rows == 0:
-                raise FeatdiscoError("no pieces to work on: the input holds no user, thought "
-                                     "or response text")
-            writer.commit()
-        finally:
-            writer.abort()
-        out_hash = hasher.hexdigest()
+        _, out_hash = self.dir.write_stream(
+            "pieces.parquet", piece_schema(),
+            self._piece_batches(inputs, read_options, transcripts, report, stats),
+            ["piece_id", "kind", "text"],
+            empty_error="no pieces to work on: the input holds no user, thought or response text")
         counts = {"transcripts": stats.transcripts, **{k: v for k, v in stats.by_kind().items()},
                   "skipped_records": sum(report.bad.values())}
         self.dir.record("split", StageRecord(fingerprint(out_hash), ["pieces.parquet"], out_hash, counts,
@@ -243,8 +234,8 @@ class Pipeline:
             assert inputs is not None
             transcripts = read_transcripts(list(inputs), read_options or ReadOptions(),
                                            report=report, log=self.log)
-        pieces = iter_pieces(transcripts, max_chars=self.cfg.max_chars, stats=stats)
-        return piece_batches(pieces) if batch_rows is None else piece_batches(pieces, batch_rows=batch_rows)
+        return piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars, stats=stats),
+                             batch_rows=batch_rows)
 
     def estimate(self, inputs: Iterable[str | Path] | None = None,
                  read_options: ReadOptions | None = None) -> Any:
@@ -274,24 +265,17 @@ class Pipeline:
             return rec.output_hash, True
         # Pieces are read a chunk at a time and features written as each chunk finishes:
         # neither all the pieces' text nor all the features are held at once.
-        pieces = pq.ParquetFile(self.dir.file("pieces.parquet"))
-        n = pieces.metadata.num_rows
-        chunks = pieces.iter_batches(batch_size=featurize_stage.CHUNK_PIECES,
-                                     columns=["piece_id", "transcript_id", "kind", "text"])
-        report = FeaturizeReport(pieces=n)
         before = _snapshot(self.engine)
-        hasher = TableHasher(["feature_id", "kind", "text"])
-        writer = self.dir.table_writer("features.parquet", FEATURES_SCHEMA)
-        try:
-            for batch in featurize_chunks(chunks, self.engine, prompt, fcfg, report,
-                                          n_chunks=-(-n // featurize_stage.CHUNK_PIECES)):
-                writer.write(batch)
-                hasher.update(batch)
-            writer.commit()
-        finally:
-            writer.abort()
-            pieces.close()
-        out_hash = hasher.hexdigest()
+        with pq.ParquetFile(self.dir.file("pieces.parquet")) as pieces:
+            n = pieces.metadata.num_rows
+            report = FeaturizeReport(pieces=n)
+            chunks = pieces.iter_batches(batch_size=featurize_stage.CHUNK_PIECES,
+                                         columns=["piece_id", "transcript_id", "kind", "text"])
+            _, out_hash = self.dir.write_stream(
+                "features.parquet", FEATURES_SCHEMA,
+                featurize_chunks(chunks, self.engine, prompt, fcfg, report,
+                                 n_chunks=-(-n // featurize_stage.CHUNK_PIECES)),
+                ["feature_id", "kind", "text"])
         complete = report.failed == 0 and report.not_sent == 0
         self.dir.record("featurize", StageRecord(fp, ["features.parquet"], out_hash, report.as_dict(),
                                                  time.perf_counter() - t0, _delta(self.engine, before),
@@ -376,8 +360,8 @@ class Pipeline:
 
     def name(self, assign_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["name"]
-        fp = fingerprint("name", name_stage.STAGE_VERSION, assign_hash, self.llm_id(), prompt.version, self.cfg.sample_size,
-                         self.cfg.seed)
+        fp = fingerprint("name", name_stage.STAGE_VERSION, assign_hash, self.llm_id(),
+                         prompt.version, self.cfg.sample_size, self.cfg.seed)
         t0 = _begin()
         if (rec := self.dir.is_current("name", fp)) is not None:
             self._timing("name", t0, True, rec.counts)
@@ -397,8 +381,8 @@ class Pipeline:
 
     def rate(self, assign_hash: str, labels_hash: str) -> tuple[str, bool]:
         prompt = self.prompts["rate"]
-        fp = fingerprint("rate", rate_stage.STAGE_VERSION, assign_hash, labels_hash, self.llm_id(), prompt.version,
-                         self.cfg.rate_batch, self.cfg.seed)
+        fp = fingerprint("rate", rate_stage.STAGE_VERSION, assign_hash, labels_hash,
+                         self.llm_id(), prompt.version, self.cfg.rate_batch, self.cfg.seed)
         t0 = _begin()
         if (rec := self.dir.is_current("rate", fp)) is not None:
             self._timing("rate", t0, True, rec.counts)
@@ -506,14 +490,11 @@ class Pipeline:
         return RunResult(self.dir.path, clusters, self.timings, summary, complete, reason)
 
 
-def dry_run(pieces: pa.Table | Iterable[pa.RecordBatch], engine: CallEngine, prompt: Prompt,
+def dry_run(pieces: Iterable[pa.RecordBatch], engine: CallEngine, prompt: Prompt,
             cfg: FeaturizeConfig) -> Any:
-    """Calls, tokens and cost of featurizing ``pieces`` (the bulk of a run's spend): a table,
-    or record batches (kind, text) read a chunk at a time, as from ``pieces.parquet``, so
-    that a dry run of a big run holds one chunk of rendered requests, not all of them."""
-    if isinstance(pieces, pa.Table):
-        step = featurize_stage.CHUNK_PIECES
-        pieces = (pieces.slice(i, step) for i in range(0, pieces.num_rows, step))
+    """Calls, tokens and cost of featurizing ``pieces`` (the bulk of a run's spend): record
+    batches (kind, text) read a chunk at a time, as from ``pieces.parquet``, so that a dry
+    run of a big run holds one chunk of rendered requests, not all of them."""
 
     def requests() -> Iterator[LLMRequest]:
         for part in pieces:

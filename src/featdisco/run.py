@@ -16,6 +16,7 @@ import hashlib
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -293,6 +294,26 @@ class RunDir:
     def table_writer(self, name: str, schema: pa.Schema) -> TableWriter:
         """A :class:`TableWriter` for artefact ``name``: commit it, or abort it on failure."""
         return TableWriter(self.path / name, schema)
+
+    def write_stream(self, name: str, schema: pa.Schema,
+                     batches: Iterable[pa.RecordBatch], hash_columns: list[str],
+                     empty_error: str | None = None) -> tuple[int, str]:
+        """Stream ``batches`` into artefact ``name``, hashing ``hash_columns`` on the way
+        (:class:`TableHasher`), so a stage never holds its whole output; the file takes its
+        name only once every batch is written. Returns the rows and the content hash.
+        ``empty_error``: refuse to write an empty artefact, with this message."""
+        hasher = TableHasher(hash_columns)
+        writer = self.table_writer(name, schema)
+        try:
+            for batch in batches:
+                writer.write(batch)
+                hasher.update(batch)
+            if empty_error is not None and writer.rows == 0:
+                raise FeatdiscoError(empty_error)
+            writer.commit()
+        finally:
+            writer.abort()
+        return writer.rows, hasher.hexdigest()
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         path = self.path / name

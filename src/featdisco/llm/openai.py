@@ -49,7 +49,7 @@ from featdisco.llm.base import (
     status_error,
 )
 from featdisco.llm.h1 import H1Poster, proxy_for
-from featdisco.llm.transport import TRANSPORTS, JsonPoster, lean_kind, make_http_client
+from featdisco.llm.transport import JsonPoster, check_transport, lean_kind, make_http_client
 
 try:  # the SDK moved to httpx2; older releases take a plain httpx client
     import httpx2 as _httpx
@@ -98,9 +98,7 @@ class OpenAILLM:
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
-        if http_transport not in TRANSPORTS:
-            raise ValueError(f"unknown HTTP transport {http_transport!r}; "
-                             f"choose {', '.join(TRANSPORTS)}")
+        check_transport(http_transport)
         self.http_transport = http_transport  # 'auto': see transport.lean_kind
         self._lean: str | None = "pending" if http_transport != "httpx" else None
         self._config: openai.AsyncOpenAI | None = None  # the SDK client the lean path reads

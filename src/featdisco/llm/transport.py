@@ -97,6 +97,11 @@ class AiohttpTransport(_httpx.AsyncBaseTransport):
 TRANSPORTS = ("auto", "h1", "aiohttp", "httpx")
 
 
+def check_transport(transport: str) -> None:
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown HTTP transport {transport!r}; choose {', '.join(TRANSPORTS)}")
+
+
 def lean_kind(transport: str, url: str) -> str | None:
     """Which lean poster a backend sends ``url``'s calls on, or None for its SDK's own path.
 
@@ -106,8 +111,7 @@ def lean_kind(transport: str, url: str) -> str | None:
     """
     from featdisco.llm import h1
 
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown HTTP transport {transport!r}; choose {', '.join(TRANSPORTS)}")
+    check_transport(transport)
     if transport == "httpx":
         return None
     if transport == "aiohttp" or (transport == "auto" and not h1.available()):
@@ -124,8 +128,8 @@ def lean_kind(transport: str, url: str) -> str | None:
             raise FeatdiscoError("http_transport='h1' needs httptools installed")
         if proxy is not None:
             raise FeatdiscoError(f"http_transport='h1' cannot go through the proxy the "
-                               f"environment sets for {urlsplit(url).hostname}; use auto "
-                               "or aiohttp")
+                                 f"environment sets for {urlsplit(url).hostname}; use auto "
+                                 "or aiohttp")
         return "h1"
     if proxy is None:
         return "h1"
@@ -224,10 +228,9 @@ def make_http_client(connections: int, timeout: float, transport: str = "auto") 
     """An httpx client for the SDKs: on aiohttp when ``transport`` is 'aiohttp' (or 'auto'
     or 'h1', which has no SDK transport, and aiohttp is installed), else httpx's own pool
     of ``connections``."""
+    check_transport(transport)
     t = _httpx.Timeout(timeout, connect=min(10.0, timeout))
     if transport == "aiohttp" or (transport in ("auto", "h1") and available()):
         return _httpx.AsyncClient(transport=AiohttpTransport(connections), timeout=t)
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown HTTP transport {transport!r}; choose {', '.join(TRANSPORTS)}")
     limits = _httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return _httpx.AsyncClient(limits=limits, timeout=t)

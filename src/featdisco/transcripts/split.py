@@ -197,12 +197,15 @@ def _chunks(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
         yield chunk
 
 
+BATCH_ROWS = 50_000  # pieces per record batch unless a caller asks otherwise
+
+
 def piece_batches(pieces: Iterable[Piece], meta_columns: list[str] | None = None,
-                  batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
-    """Pieces as Arrow record batches of ``batch_rows``, so a caller can stream them to disk
-    without holding the whole set."""
+                  batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Pieces as Arrow record batches of ``batch_rows`` (default :data:`BATCH_ROWS`), so a
+    caller can stream them to disk without holding the whole set."""
     cols = [c for c in meta_columns or [] if c not in BASE_COLUMNS]
-    for chunk in _chunks(pieces, batch_rows):
+    for chunk in _chunks(pieces, batch_rows or BATCH_ROWS):
         yield _batch(chunk, cols)
 
 
