@@ -69,12 +69,12 @@ def worker(method: str, data: Path, out: Path, k: int, args: argparse.Namespace)
     X = np.load(data, mmap_mode="r")
     t = time.perf_counter()
     if method == "two-level":
-        from featdisco.stages.cluster import SphericalKMeans
+        from featdisco.stages.kmeans import SphericalKMeans
 
         km = SphericalKMeans(k, seed=args.seed, n_iter=args.iters, two_level=True)
         centers = km.fit(X).cluster_centers_
     elif method == "ours-auto":
-        from featdisco.stages.cluster import SphericalKMeans
+        from featdisco.stages.kmeans import SphericalKMeans
 
         km = SphericalKMeans(k, seed=args.seed, n_iter=args.iters)
         centers = km.fit(X).cluster_centers_
@@ -123,7 +123,7 @@ def run_child(method: str, data: Path, out: Path, args: argparse.Namespace) -> t
 
 def score(X: np.ndarray, centers: np.ndarray) -> tuple[float, np.ndarray]:
     """Σ (1 − cos) to the nearest normalised centroid, and the labels (same for every method)."""
-    from featdisco.stages.cluster import nearest
+    from featdisco.stages.kmeans import nearest
 
     c = centers / np.linalg.norm(centers, axis=1, keepdims=True)
     labels, sims = nearest(X, np.ascontiguousarray(c, dtype=np.float32))

@@ -1,16 +1,16 @@
 """Benchmark the embed stage on the default model: overhead and the gain from de-duplication.
 
-1. Throughput on distinct strings: ``embed_texts`` (no cache, and with a cold on-disk
+1. Throughput on distinct strings: ``embed_rows`` (no cache, and with a cold on-disk
    cache) against raw onnxruntime on the same model file, the same tokenizer, the same
    strings and the same model batch size, in the same process, runs interleaved and the
    best of ``--reps`` kept. Raw comes twice: the naive loop in input order, and the same
-   loop over strings sorted by token count (the same padding work ``embed_texts`` does, so
+   loop over strings sorted by token count (the same padding work ``embed_rows`` does, so
    the ratio against it is the pure overhead of hashing, de-duplication and caching).
 2. De-duplication on a realistic feature list: ``--occurrences`` feature strings drawn
    with Zipf-like repetition (rank r has weight 1/r^s) from a vocabulary of realistic
    short feature phrases (SPEC.md's example features first, then phrases composed from
    behaviour templates); time to embed every occurrence (raw, sorted) against
-   ``embed_texts``, which embeds each distinct string once. Also a warm-cache rerun.
+   ``embed_rows``, which embeds each distinct string once. Also a warm-cache rerun.
 
     python bench/embed.py [--distinct 3000] [--occurrences 20000] [--zipf 1.1] [--reps 3]
 """
@@ -37,7 +37,8 @@ from featdisco.embedders.onnx_minilm import (
     default_tokenizer_path,
     mean_pool,
 )
-from featdisco.stages.embed import EmbeddingCache, EmbedStats, embed_texts
+from featdisco.stages.embed import EmbedStats, embed_distinct
+from featdisco.storage.embed_cache import EmbeddingCache
 
 SPEC_EXAMPLES = [
     "Talks about apples", "Uses markdown", "Emojis", "Bullet points", "Backtracks",
@@ -60,6 +61,13 @@ OBJECTS = ["markdown tables", "code blocks", "the token budget", "a numbered lis
 MODIFIERS = ["", "", "", " in detail", " briefly", " repeatedly", " step by step",
              " without being asked", " in Spanish", " with emojis", " at length",
              " in the first sentence", " with hedging", " confidently"]
+
+
+def embed_rows(texts: list[str], embedder: object, cache: object = None,
+               stats: EmbedStats | None = None) -> np.ndarray:
+    """Rows aligned with ``texts``, each distinct string embedded once (the embed stage)."""
+    vectors, inverse = embed_distinct(texts, embedder, cache, stats=stats)  # type: ignore[arg-type]
+    return vectors[inverse]
 
 
 def feature_vocabulary(n: int, seed: int = 0) -> list[str]:
@@ -96,7 +104,7 @@ class RawOnnx:
 
     def embed(self, texts: list[str], sort: bool) -> np.ndarray:
         order = None
-        if sort:  # by token count, as embed_texts' batcher does: padding then matches too
+        if sort:  # by token count, as embed_rows' batcher does: padding then matches too
             lens = [sum(e.attention_mask) for e in self.tok.encode_batch(texts)]
             order = sorted(range(len(texts)), key=lens.__getitem__)
         seq = [texts[i] for i in order] if order is not None else texts
@@ -148,26 +156,26 @@ def main() -> None:
     print(f"model {emb.name}, {_usable_cores()} cores, model batch {bs}, "
           f"{len(vocab)} distinct strings, mean {np.mean([len(v) for v in vocab]):.0f} chars")
 
-    check = np.abs(embed_texts(vocab, emb) - raw.embed(vocab, sort=False)).max()
-    print(f"max |embed_texts - raw| over all rows: {check:.2e}")
+    check = np.abs(embed_rows(vocab, emb) - raw.embed(vocab, sort=False)).max()
+    print(f"max |embed_rows - raw| over all rows: {check:.2e}")
 
     with tempfile.TemporaryDirectory() as tmp:
         caches = iter(range(10**6))
 
         def cold_cache() -> None:
             with EmbeddingCache(Path(tmp) / f"c{next(caches)}.sqlite") as c:
-                embed_texts(vocab, emb, c)
+                embed_rows(vocab, emb, c)
 
         t = best_of(args.reps, {
             "raw onnxruntime, input order": lambda: raw.embed(vocab, sort=False),
             "raw onnxruntime, token-sorted": lambda: raw.embed(vocab, sort=True),
-            "embed_texts, no cache": lambda: embed_texts(vocab, emb),
-            "embed_texts, cold disk cache": cold_cache,
+            "embed_rows, no cache": lambda: embed_rows(vocab, emb),
+            "embed_rows, cold disk cache": cold_cache,
         })
     print(f"\n1. distinct strings per second (best of {args.reps}, interleaved): wall, CPU")
     for name, (wall, cpu) in t.items():
         print(f"   {name:34s} {len(vocab) / wall:8.0f} /s wall {len(vocab) / cpu:8.0f} /s CPU")
-    for ours in ("embed_texts, no cache", "embed_texts, cold disk cache"):
+    for ours in ("embed_rows, no cache", "embed_rows, cold disk cache"):
         for base in ("raw onnxruntime, input order", "raw onnxruntime, token-sorted"):
             print(f"   {ours} / {base}: {t[base][0] / t[ours][0]:.3f}x wall, "
                   f"{t[base][1] / t[ours][1]:.3f}x CPU")
@@ -180,17 +188,17 @@ def main() -> None:
           f"distinct ({n_distinct / len(occ):.1%}); top 10 phrases are {top / len(occ):.1%} "
           "of occurrences")
     t2 = best_of(1, {"raw": lambda: raw.embed(occ, sort=True),
-                     "dedup": lambda: embed_texts(occ, emb)})
+                     "dedup": lambda: embed_rows(occ, emb)})
     (rw, rc), (dw, dc) = t2["raw"], t2["dedup"]
     print(f"   raw (every occurrence, token-sorted):  {rw:7.2f} s wall {rc:7.2f} s CPU")
-    print(f"   embed_texts (each distinct once):      {dw:7.2f} s wall {dc:7.2f} s CPU")
+    print(f"   embed_rows (each distinct once):      {dw:7.2f} s wall {dc:7.2f} s CPU")
     print(f"   effective speed-up: {rw / dw:.1f}x wall, {rc / dc:.1f}x CPU "
           f"({len(occ) / dw:.0f} occurrences/s)")
     with tempfile.TemporaryDirectory() as tmp, EmbeddingCache(Path(tmp) / "c.sqlite") as c:
-        embed_texts(occ, emb, c)
+        embed_rows(occ, emb, c)
         st = EmbedStats()
         t0 = time.perf_counter()
-        embed_texts(occ, emb, c, stats=st)
+        embed_rows(occ, emb, c, stats=st)
         warm = time.perf_counter() - t0
     print(f"   warm-cache rerun: {warm:.3f} s ({len(occ) / warm:.0f} occurrences/s, "
           f"{st.cached} from cache, {st.embedded} embedded)")

@@ -13,7 +13,7 @@ rater (a public replication: 33.9k distinct of 42.5k, at a much smaller scale).
 cluster almost nothing to do and so understates their time and memory.
 
 Peak RSS is per stage (each stage resets the kernel's high-water mark, see
-``featdisco.run.reset_peak_rss``); the run's peak is the largest of them.
+``featdisco.rundir.reset_peak_rss``); the run's peak is the largest of them.
 """
 
 from __future__ import annotations

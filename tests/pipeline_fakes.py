@@ -37,6 +37,8 @@ GROUPS: dict[str, list[str]] = {
 }
 GROUP_NAMES = list(GROUPS)
 GROUP_OF_FEATURE = {f: g for g, feats in GROUPS.items() for f in feats}
+REWORD = "Word every feature anew."  # a featurize prompt with this line gets reworded features
+REWORDED = "in new words"
 _PIECE = re.compile(r"<piece>\n(.*)\n</piece>", re.DOTALL)
 
 
@@ -59,12 +61,17 @@ def pipeline_handler(req: FakeRequest) -> Reply:
     user = _user_text(req)
     m = _PIECE.search(user)
     if m:
-        return Reply(content=json.dumps({"features": features_for(m.group(1))}))
+        # A featurize prompt that asks for it words every feature differently, keeping its group.
+        reword = any(REWORD in str(msg.get("content")) for msg in req.body.get("messages", []))
+        return Reply(content=json.dumps({"features": [f"{f} {REWORDED}" if reword else f
+                                                      for f in features_for(m.group(1))]}))
     if "sampled at random from one cluster" in user:
         members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
-        votes = [GROUP_OF_FEATURE.get(x) for x in members]
+        votes = [GROUP_OF_FEATURE.get(x.removesuffix(f" {REWORDED}")) for x in members]
         top = max(GROUP_NAMES, key=lambda g: votes.count(g))
         prefix = "Short cluster" if "short, concise label" in user else "Cluster"
+        if sum(x.endswith(REWORDED) for x in members) > len(members) / 2:
+            prefix = "Reworded cluster"
         return Reply(content=json.dumps({"label": f"{prefix} about {top}",
                                          "description": f"Features about {top}."}))
     if "For every cluster give" in user:

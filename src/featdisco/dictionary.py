@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from featdisco.errors import FeatdiscoError
+from featdisco.stages.kmeans import nearest
 from featdisco.transcripts.model import PIECE_KINDS
-
-_CHUNK = 8192
 
 
 @dataclass(slots=True)
@@ -49,19 +48,19 @@ class Dictionary:
         return cls(clusters, centroids, offsets)
 
     def assign(self, kinds: list[str], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest cluster (global id) and cosine similarity for each unit vector; -1 for a
-        kind the dictionary has no clusters for."""
+        """Nearest cluster (global id) and cosine similarity for each unit vector, by the
+        rule the cluster stage assigns with (:func:`~featdisco.stages.kmeans.nearest`); -1
+        for a kind the dictionary has no clusters for."""
         out = np.full(len(kinds), -1, dtype=np.int64)
         sim = np.zeros(len(kinds), dtype=np.float32)
         kinds_arr = np.asarray(kinds, dtype=object)
         for kind, cents in self.centroids.items():
             rows = np.nonzero(kinds_arr == kind)[0]
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start:start + _CHUNK]
-                scores = vectors[chunk] @ cents.T
-                best = scores.argmax(axis=1)
-                out[chunk] = best + self.offsets[kind]
-                sim[chunk] = scores[np.arange(len(chunk)), best]
+            if len(rows):
+                best, score = nearest(np.ascontiguousarray(vectors[rows], dtype=np.float32),
+                                      np.asarray(cents, dtype=np.float32))
+                out[rows] = best + self.offsets[kind]
+                sim[rows] = score
         return out, sim
 
 

@@ -1,8 +1,11 @@
-"""``FeatureDiscovery``: the method as a scikit-learn-style estimator for notebooks.
+"""``FeatureDiscovery``: the method as a scikit-learn estimator for notebooks.
 
-``fit`` runs the whole pipeline into a run directory; ``transform`` featurizes new
-transcripts and sends each new feature to its nearest fitted cluster, returning a sparse
-piece × cluster activation matrix. Parameters live in ``__init__``; fitted state ends in ``_``.
+Parameters are stored by ``__init__`` exactly as given (so ``clone``, ``get_params`` and
+``set_params`` work) and checked by ``fit``; fitted state ends in ``_``. ``fit`` runs the
+pipeline into ``run_dir`` (or a temporary folder it removes, keeping the dictionary in
+memory); ``transform`` featurizes new transcripts and sends each feature to its nearest
+fitted centroid — the rule the cluster stage itself assigns by, and the one path both
+``fit_transform`` and ``transform`` read activations through.
 """
 
 from __future__ import annotations
@@ -10,36 +13,28 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
-from featdisco.dictionary import Dictionary, activation_matrix
+from featdisco.analysis.activations import Activations, load_activations
+from featdisco.dictionary import Dictionary
 from featdisco.errors import FeatdiscoError
-from featdisco.pipeline import Pipeline, PipelineConfig, RunResult
-from featdisco.run import LLM_CACHE, MANIFEST
-from featdisco.stages.embed import load_matrix
+from featdisco.pipeline import ENCODE, Pipeline, PipelineConfig, config_from_manifest, read_manifest
+from featdisco.prompts import Prompt, saved_copy
+from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir
+from featdisco.storage.matrix import load_matrix
 from featdisco.transcripts.model import Transcript
 from featdisco.transcripts.read import ReadOptions
 
 Source = str | Path | Iterable[str | Path] | Iterable[Transcript]
-_SAVED = ("clusters.parquet", MANIFEST)
-
-
-@dataclass(slots=True)
-class Activations:
-    """Which clusters each piece activates. ``matrix[i, j]`` is 1 when a feature of piece
-    ``pieces[i]`` fell in cluster ``clusters[j]`` (rows of the cluster table)."""
-
-    matrix: sparse.csr_matrix
-    pieces: pa.Table
-    clusters: pa.Table
-    features: pa.Table
 
 
 def _split_source(source: Source) -> tuple[list[str | Path] | None, list[Transcript] | None]:
@@ -51,177 +46,240 @@ def _split_source(source: Source) -> tuple[list[str | Path] | None, list[Transcr
     return items, None  # type: ignore[return-value]
 
 
-class FeatureDiscovery:
+class FeatureDiscovery(BaseEstimator):
     """Discover a dictionary of behaviours from transcripts.
 
     ``llm`` is a backend name (``openai``, ``anthropic``, ``local``) or an object following
     :class:`featdisco.llm.base.LLMBackend`; ``embedder`` a name (``minilm``, ``st:PATH``,
-    ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`. Other keyword
-    arguments are :class:`featdisco.pipeline.PipelineConfig` fields.
+    ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`; ``prompts`` maps a
+    prompt name (``featurize``, ``name``, ``rate``) to a file of the user's. The rest are
+    :class:`featdisco.pipeline.PipelineConfig` fields.
     """
 
-    def __init__(self, llm: Any = None, embedder: Any = None, n_clusters: int | dict[str, int] | None = None,
-                 *, model: str | None = None, base_url: str | None = None, min_features: int = 10,
-                 max_features: int = 20, seed: int = 0, run_dir: str | Path | None = None,
-                 **config: Any) -> None:
+    def __init__(self, *, llm: Any = None, model: str | None = None, base_url: str | None = None,
+                 embedder: Any = None, n_clusters: int | dict[str, int] | None = None,
+                 min_features: int = 10, max_features: int = 20, max_piece_tokens: int = 2000,
+                 max_chars: int | None = None, sample_size: int = 100, rate_batch: int = 10,
+                 min_cluster_size: int = 3, seed: int = 0, concurrency: int = 64,
+                 rpm: float | None = None, tpm: float | None = None, timeout: float = 120.0,
+                 max_cost: float | None = None, prompts: dict[str, str | Path] | None = None,
+                 batch: bool = False, executor: str = "local",
+                 run_dir: str | Path | None = None) -> None:
         self.llm = llm
-        self.embedder = embedder
-        self.n_clusters = n_clusters
         self.model = model
         self.base_url = base_url
+        self.embedder = embedder
+        self.n_clusters = n_clusters
         self.min_features = min_features
         self.max_features = max_features
+        self.max_piece_tokens = max_piece_tokens
+        self.max_chars = max_chars
+        self.sample_size = sample_size
+        self.rate_batch = rate_batch
+        self.min_cluster_size = min_cluster_size
         self.seed = seed
+        self.concurrency = concurrency
+        self.rpm = rpm
+        self.tpm = tpm
+        self.timeout = timeout
+        self.max_cost = max_cost
+        self.prompts = prompts
+        self.batch = batch
+        self.executor = executor
         self.run_dir = run_dir
-        known = {f.name for f in fields(PipelineConfig)}
-        unknown = set(config) - known
-        if unknown:
-            raise FeatdiscoError(f"unknown FeatureDiscovery option(s): {', '.join(sorted(unknown))}")
-        self.config = config
 
     # ------------------------------------------------------------ helpers
 
     def _config(self) -> PipelineConfig:
-        return PipelineConfig(
-            llm=self.llm if isinstance(self.llm, str) else None, model=self.model, base_url=self.base_url,
-            embedder=self.embedder if isinstance(self.embedder, str) else None, n_clusters=self.n_clusters,
-            min_features=self.min_features, max_features=self.max_features, seed=self.seed, **self.config)
+        """The parameters as a pipeline config, validated (scikit-learn: in ``fit``)."""
+        params = self.get_params(deep=False)
+        if not isinstance(params["llm"], str | None) and not hasattr(params["llm"], "complete"):
+            raise FeatdiscoError(f"llm must be a backend name or an LLM backend object, not {params['llm']!r}")
+        unknown = set(params["prompts"] or {}) - {"featurize", "name", "rate"}
+        if unknown:
+            raise FeatdiscoError(f"prompts: unknown prompt name(s) {', '.join(sorted(unknown))}; "
+                                 "use featurize, name or rate")
+        cfg = PipelineConfig(
+            llm=params.pop("llm") if isinstance(self.llm, str) else None,
+            embedder=params.pop("embedder") if isinstance(self.embedder, str) else None,
+            prompt_files={k: str(v) for k, v in (params.pop("prompts") or {}).items()},
+            **{k: v for k, v in params.items() if k not in ("llm", "embedder", "prompts", "run_dir")})
+        FeatureDiscovery._check_numbers(cfg)
+        return cfg
 
-    def _pipeline(self, run_dir: Path, cfg: PipelineConfig) -> Pipeline:
-        return Pipeline(run_dir, cfg, llm=None if isinstance(self.llm, str | None) else self.llm,
-                        embedder=None if isinstance(self.embedder, str | None) else self.embedder)
+    @staticmethod
+    def _check_numbers(cfg: PipelineConfig) -> None:
+        for name in ("min_features", "max_features", "sample_size", "rate_batch", "concurrency"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or value < 1:
+                raise FeatdiscoError(f"{name} must be a positive integer, not {value!r}")
+        if cfg.min_features > cfg.max_features:
+            raise FeatdiscoError(f"min_features ({cfg.min_features}) is more than max_features "
+                                 f"({cfg.max_features})")
+
+    def _backends(self) -> dict[str, Any]:
+        return {"llm": None if isinstance(self.llm, str | None) else self.llm,
+                "embedder": None if isinstance(self.embedder, str | None) else self.embedder}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "dictionary_"):
-            raise FeatdiscoError("this FeatureDiscovery is not fitted: call fit() or load() first")
+            raise NotFittedError("this FeatureDiscovery is not fitted: call fit() or load() first")
 
     # ------------------------------------------------------------ API
 
     def fit(self, X: Source, y: None = None, *, read_options: ReadOptions | None = None) -> FeatureDiscovery:
         """Run the whole pipeline on ``X`` (paths or transcripts)."""
-        run_dir = Path(self.run_dir) if self.run_dir else Path(tempfile.mkdtemp(prefix="featdisco-run-"))
-        inputs, transcripts = _split_source(X)
-        result: RunResult = self._pipeline(run_dir, self._config()).run(inputs, read_options, transcripts)
-        if not result.complete:
-            raise FeatdiscoError(f"the run in {run_dir} did not complete"
-                                 f"{': ' + result.stopped_reason if result.stopped_reason else ''}; "
-                                 "fit() again to resume")
-        self.run_dir_ = run_dir
-        self.result_ = result
-        self.dictionary_ = Dictionary.load(run_dir)
-        self.clusters_ = self.dictionary_.clusters
+        self._fit(X, read_options, keep_activations=False)
         return self
 
     def fit_transform(self, X: Source, y: None = None, *,
                       read_options: ReadOptions | None = None) -> Activations:
         """Fit, then the activations of the fitted pieces themselves (no extra calls)."""
-        self.fit(X, read_options=read_options)
-        d = self.run_dir_
-        from featdisco.run import RunDir
+        act = self._fit(X, read_options, keep_activations=True)
+        assert act is not None
+        return act
 
-        rd = RunDir(d)
-        pieces = rd.read_table("pieces.parquet")
-        features = rd.read_table("features.parquet")
-        assignments = rd.read_table("assignments.parquet")
-        cids = np.asarray(assignments.column("cluster_id").to_numpy(), dtype=np.int64)
-        m = activation_matrix(pieces.column("piece_id").to_pylist(),
-                              features.column("piece_id").to_pylist(), cids, self.dictionary_.n_clusters)
-        return Activations(m, pieces, self.clusters_, features.append_column("cluster_id", pa.array(cids)))
+    def _fit(self, X: Source, read_options: ReadOptions | None, keep_activations: bool) -> Activations | None:
+        cfg = self._config()
+        temporary = self.run_dir is None
+        run_dir = Path(tempfile.mkdtemp(prefix="featdisco-run-")) if temporary else Path(str(self.run_dir))
+        try:
+            pipe = Pipeline(run_dir, cfg, **self._backends())
+            inputs, transcripts = _split_source(X)
+            result = pipe.run(inputs, read_options, transcripts)
+            if not result.complete:
+                raise FeatdiscoError(f"the run in {run_dir} did not complete"
+                                     f"{': ' + result.stopped_reason if result.stopped_reason else ''}; "
+                                     "fit() again to resume" + (" (pass run_dir= to keep it)" if temporary else ""))
+            self.dictionary_ = Dictionary.load(run_dir)
+            self.prompts_ = dict(pipe.prompts)
+            self.config_ = cfg
+            self.manifest_ = read_manifest(run_dir)
+            self.run_dir_ = None if temporary else run_dir
+            act = _activations(run_dir, self.dictionary_) if keep_activations else None
+        finally:
+            if temporary:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        return act
+
+    @property
+    def clusters_(self) -> pa.Table:
+        self._check_fitted()
+        return self.dictionary_.clusters
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The label of each cluster (each column of the activation matrix)."""
+        self._check_fitted()
+        kinds = self.dictionary_.clusters.column("kind").to_pylist()
+        ids = self.dictionary_.clusters.column("cluster_id").to_pylist()
+        labels = self.dictionary_.clusters.column("label").to_pylist()
+        return np.asarray([lab or f"{k} cluster {i}" for lab, k, i in zip(labels, kinds, ids, strict=True)],
+                          dtype=object)
 
     def transform(self, X: Source, *, out_dir: str | Path | None = None,
                   read_options: ReadOptions | None = None) -> Activations:
-        """Featurize new transcripts and assign each feature to its nearest fitted cluster."""
+        """Featurize new transcripts and assign each feature to its nearest fitted cluster.
+        ``out_dir`` keeps the new pieces, features and assignments; without it they go to a
+        temporary folder that is removed."""
         self._check_fitted()
-        return transform_into(self.run_dir_, X, out_dir=out_dir, read_options=read_options,
-                              llm=None if isinstance(self.llm, str | None) else self.llm,
-                              embedder=None if isinstance(self.embedder, str | None) else self.embedder,
-                              dictionary=self.dictionary_)
+        cache = self.run_dir_ / LLM_CACHE if self.run_dir_ is not None else None
+        return transform_with(self.dictionary_, self.config_, self.prompts_, X, out_dir=out_dir,
+                              read_options=read_options, fitted_cache=cache,
+                              fitted_dir=self.run_dir_, **self._backends())
 
     def save(self, path: str | Path) -> Path:
-        """Copy the fitted dictionary (cluster table, centroids, prompts, manifest) to ``path``."""
+        """Write the fitted dictionary (cluster table, centroids, prompts, manifest) to ``path``."""
         self._check_fitted()
         dest = Path(path)
         dest.mkdir(parents=True, exist_ok=True)
-        src = Path(self.run_dir_)
-        for name in (*_SAVED, *(f.name for f in src.glob("centroids_*.npy"))):
-            shutil.copy2(src / name, dest / name)
-        if (src / "prompts").is_dir():
-            shutil.copytree(src / "prompts", dest / "prompts", dirs_exist_ok=True)
+        pq.write_table(self.dictionary_.clusters, dest / "clusters.parquet")
+        for kind, centers in self.dictionary_.centroids.items():
+            np.save(dest / f"centroids_{kind}.npy", centers)
+        for prompt in self.prompts_.values():
+            copy = saved_copy(dest, prompt)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(prompt.text, encoding="utf-8")
+        (dest / MANIFEST).write_bytes(orjson.dumps(self.manifest_, option=orjson.OPT_INDENT_2, default=str))
         return dest
 
     @classmethod
     def load(cls, path: str | Path, llm: Any = None, embedder: Any = None) -> FeatureDiscovery:
         """A fitted estimator from a run directory or a :meth:`save` folder."""
         path = Path(path)
-        manifest = _manifest(path)
-        cfg = dict(manifest.get("config") or {})
-        est = cls(llm=llm if llm is not None else cfg.pop("llm", None),
-                  embedder=embedder if embedder is not None else cfg.pop("embedder", None),
-                  **{k: v for k, v in cfg.items() if k not in ("llm", "embedder")})
-        est.run_dir_ = path
+        cfg = config_from_manifest(path)
+        params = {f: getattr(cfg, f) for f in cls._get_param_names() if hasattr(cfg, f)}
+        params["llm"] = llm if llm is not None else cfg.llm
+        params["embedder"] = embedder if embedder is not None else cfg.embedder
+        params["prompts"] = cfg.prompt_files or None
+        params["run_dir"] = path
+        est = cls(**params)
         est.dictionary_ = Dictionary.load(path)
-        est.clusters_ = est.dictionary_.clusters
+        est.prompts_ = Pipeline.load_prompts(cfg)
+        est.config_ = cfg
+        est.manifest_ = read_manifest(path)
+        est.run_dir_ = path
         return est
 
 
-def _manifest(path: Path) -> dict[str, Any]:
-    mpath = path / MANIFEST
-    if not mpath.exists():
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {MANIFEST})")
-    data = orjson.loads(mpath.read_bytes())
-    return data if isinstance(data, dict) else {}
+def _activations(run_dir: Path, dictionary: Dictionary) -> Activations:
+    """The activations of a run's pieces, read through the one path: ``assignments.parquet``
+    (nearest fitted centroid) and the fitted cluster table."""
+    return load_activations(run_dir, clusters=dictionary.clusters, with_features=True)
+
+
+def assign_run(run: RunDir, dictionary: Dictionary) -> pa.Table:
+    """Each feature of ``run`` to its nearest centroid of ``dictionary``: ``assignments.parquet``."""
+    features = run.read_table("features.parquet", ["feature_id", "kind", "text"])
+    strings = run.read_table("strings.parquet").column("text")
+    emb = load_matrix(run.file("embeddings.npy"))
+    from featdisco.stages.cluster import string_ids
+
+    rows = string_ids([features.column("text")], features.num_rows, strings)
+    vectors = (np.asarray(emb[rows]) if len(rows)
+               else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 1), dtype=np.float32))
+    cids, sims = dictionary.assign(features.column("kind").to_pylist(), vectors)
+    return pa.table({"feature_id": features.column("feature_id"), "kind": features.column("kind"),
+                     "cluster_id": pa.array(cids, pa.int64()), "similarity": pa.array(sims, pa.float32())})
+
+
+def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict[str, Prompt], X: Source, *,
+                   out_dir: str | Path | None = None, read_options: ReadOptions | None = None,
+                   llm: Any = None, embedder: Any = None, fitted_cache: Path | None = None,
+                   fitted_dir: Path | None = None, log: Any = None) -> Activations:
+    """Apply a fitted dictionary to new transcripts: split, featurize (with the fitted
+    prompts, through the fitted run's LLM cache when there is one) and embed into
+    ``out_dir``, then assign each feature to its nearest centroid."""
+    temporary = out_dir is None
+    out = Path(tempfile.mkdtemp(prefix="featdisco-transform-")) if temporary else Path(str(out_dir))
+    # Writing new pieces and assignments over a fitted run would leave its clusters
+    # describing transcripts they were not fitted on.
+    if (fitted_dir is not None and out.resolve() == Path(fitted_dir).resolve()) or (
+            (out / MANIFEST).exists() and "cluster" in (read_manifest(out).get("stages") or {})):
+        raise FeatdiscoError(f"{out} holds a fitted run: write the transform's output to another folder (-o)")
+    try:
+        pipe = Pipeline(out, config, llm=llm, embedder=embedder, log=log, prompts=prompts,
+                        llm_cache=fitted_cache if fitted_cache is not None and fitted_cache.exists() else None)
+        inputs, transcripts = _split_source(X)
+        pipe.run(inputs, read_options, transcripts, stages=ENCODE)
+        if fitted_dir is not None:
+            pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()))
+        pipe.dir.write_table("assignments.parquet", assign_run(pipe.dir, dictionary))
+        act = _activations(out, dictionary)
+        if not temporary:
+            sparse.save_npz(pipe.dir.file("activations.npz"), act.piece_matrix)
+        return act
+    finally:
+        if temporary:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | None = None,
                    read_options: ReadOptions | None = None, llm: Any = None, embedder: Any = None,
-                   dictionary: Dictionary | None = None, overrides: dict[str, Any] | None = None,
-                   log: Any = None) -> Activations:
-    """Apply the dictionary fitted in ``fitted_dir`` to new transcripts, writing the new
-    pieces, features, assignments and activation matrix to ``out_dir``."""
+                   overrides: dict[str, Any] | None = None, log: Any = None) -> Activations:
+    """Apply the dictionary fitted in ``fitted_dir`` (a run or a saved dictionary) to new
+    transcripts, with its own prompts and config (``overrides`` change how calls are made)."""
     fitted_dir = Path(fitted_dir)
-    manifest = _manifest(fitted_dir)
-    known = {f.name for f in fields(PipelineConfig)}
-    cfg_dict = {k: v for k, v in (manifest.get("config") or {}).items() if k in known}
-    cfg_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    prompt_dir = fitted_dir / "prompts"
-    if prompt_dir.is_dir():  # the exact prompts the dictionary was fitted with
-        cfg_dict["prompt_files"] = {p.name.split(".")[0]: str(p) for p in prompt_dir.glob("*.txt")}
-    cfg = PipelineConfig(**cfg_dict)
-    dictionary = dictionary or Dictionary.load(fitted_dir)
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="featdisco-transform-"))
-    # Writing new pieces and assignments over a fitted run would leave its clusters
-    # describing transcripts they were not fitted on.
-    if out.resolve() == fitted_dir.resolve() or (
-            (out / MANIFEST).exists() and "cluster" in (_manifest(out).get("stages") or {})):
-        raise FeatdiscoError(f"{out} holds a fitted run: write the transform's output to "
-                             "another folder (-o)")
-    fitted_cache = fitted_dir / LLM_CACHE
-    pipe = Pipeline(out, cfg, llm=llm, embedder=embedder, log=log,
-                    llm_cache=fitted_cache if fitted_cache.exists() else None)
-    inputs, transcripts = _split_source(X)
-    try:
-        pipe.lock()
-        pieces_hash = pipe.split(inputs, read_options, transcripts)
-        features_hash, _ = pipe.featurize(pieces_hash)
-        pipe.embed(features_hash)
-    finally:
-        pipe.close()
-    pieces = pipe.dir.read_table("pieces.parquet")
-    features = pipe.dir.read_table("features.parquet")
-    strings = pipe.dir.read_table("strings.parquet").column("text").to_pylist()
-    index = {s: i for i, s in enumerate(strings)}
-    emb = load_matrix(pipe.dir.file("embeddings.npy"))
-    rows = np.fromiter((index[t] for t in features.column("text").to_pylist()), dtype=np.int64,
-                       count=features.num_rows)
-    vectors = np.asarray(emb[rows]) if len(rows) else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 1),
-                                                                 dtype=np.float32)
-    cids, sims = dictionary.assign(features.column("kind").to_pylist(), vectors)
-    assignments = pa.table({"feature_id": features.column("feature_id"), "kind": features.column("kind"),
-                            "cluster_id": pa.array(cids, pa.int64()),
-                            "similarity": pa.array(sims, pa.float32())})
-    pipe.dir.write_table("assignments.parquet", assignments)
-    m = activation_matrix(pieces.column("piece_id").to_pylist(), features.column("piece_id").to_pylist(),
-                          cids, dictionary.n_clusters)
-    sparse.save_npz(pipe.dir.file("activations.npz"), m)
-    return Activations(m, pieces, dictionary.clusters,
-                       features.append_column("cluster_id", pa.array(cids, pa.int64())))
+    cfg = config_from_manifest(fitted_dir, overrides)
+    return transform_with(Dictionary.load(fitted_dir), cfg, Pipeline.load_prompts(cfg), X, out_dir=out_dir,
+                          read_options=read_options, llm=llm, embedder=embedder,
+                          fitted_cache=fitted_dir / LLM_CACHE, fitted_dir=fitted_dir, log=log)

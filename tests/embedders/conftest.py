@@ -38,3 +38,12 @@ class CountingEmbedder:
 @pytest.fixture
 def counting(minilm: OnnxMiniLM) -> CountingEmbedder:
     return CountingEmbedder(minilm)
+
+
+def embed_rows(texts: Sequence[str], embedder: object, cache: object = None,
+               batch_size: int = 256, stats: object = None) -> np.ndarray:
+    """Rows aligned with ``texts``: what the embed stage writes, each distinct string once."""
+    from featdisco.stages.embed import embed_distinct
+
+    vectors, inverse = embed_distinct(texts, embedder, cache, batch_size, stats)  # type: ignore[arg-type]
+    return vectors[inverse]

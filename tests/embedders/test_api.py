@@ -11,8 +11,9 @@ import pytest
 
 from featdisco.embedders import EmbedderError, make_embedder
 from featdisco.embedders.api import ApiEmbedder
-from featdisco.stages.embed import EmbeddingCache, embed_texts
+from featdisco.storage.embed_cache import EmbeddingCache
 
+from .conftest import embed_rows
 from .embeddings_server import DIM, EmbeddingsServer, fake_vector
 
 KEY = "sk-test-0123456789abcdefghij"
@@ -66,8 +67,8 @@ def test_with_cache_embeds_each_distinct_string_once(server: EmbeddingsServer,
     e = ApiEmbedder("m", base_url=server.base_url, api_key=KEY, dim=DIM, batch_size=100)
     texts = ["Uses markdown", "Polite tone", "Uses markdown"] * 5
     with EmbeddingCache(tmp_path / "c.sqlite") as cache:
-        x1 = embed_texts(texts, e, cache)
-        x2 = embed_texts(texts, e, cache)
+        x1 = embed_rows(texts, e, cache)
+        x2 = embed_rows(texts, e, cache)
     assert [sorted(r["input"]) for r in server.requests] == [["Polite tone", "Uses markdown"]]
     np.testing.assert_array_equal(x1, x2)
 

@@ -1,4 +1,4 @@
-"""embed_texts: de-duplication, the on-disk cache, resuming after a crash, matrix files."""
+"""embed_distinct: de-duplication, the on-disk cache, resuming after a crash, matrix files."""
 
 from __future__ import annotations
 
@@ -11,21 +11,11 @@ import pytest
 
 from featdisco.embedders import EmbedderError
 from featdisco.embedders.onnx_minilm import OnnxMiniLM
-from featdisco.stages.embed import (
-    EmbeddingCache,
-    EmbedStats,
-    NpyWriter,
-    create_matrix,
-    embed_distinct,
-    embed_into,
-    embed_texts,
-    load_matrix,
-    read_rows,
-    save_matrix,
-    text_key,
-)
+from featdisco.stages.embed import EmbedStats, embed_distinct, embed_into
+from featdisco.storage.embed_cache import EmbeddingCache, text_key
+from featdisco.storage.matrix import NpyWriter, load_matrix, read_rows, save_matrix
 
-from .conftest import CountingEmbedder
+from .conftest import CountingEmbedder, embed_rows
 
 FEATURES = ["Uses markdown", "Bullet points", "Polite tone", "Uses markdown", "Emojis",
             "Bullet points", "Uses markdown", "Self-corrects", "In Mandarin", "Polite tone",
@@ -35,7 +25,7 @@ FEATURES = ["Uses markdown", "Bullet points", "Polite tone", "Uses markdown", "E
 def test_each_distinct_string_embedded_once_rows_aligned(counting: CountingEmbedder,
                                                          minilm: OnnxMiniLM) -> None:
     stats = EmbedStats()
-    x = embed_texts(FEATURES, counting, batch_size=4, stats=stats)
+    x = embed_rows(FEATURES, counting, batch_size=4, stats=stats)
     distinct = list(dict.fromkeys(FEATURES))
     assert sorted(counting.texts) == sorted(distinct)
     assert counting.calls == -(-len(distinct) // 4)
@@ -46,15 +36,15 @@ def test_each_distinct_string_embedded_once_rows_aligned(counting: CountingEmbed
 
 
 def test_cached_equals_uncached_and_rerun_hits_cache(tmp_path: Path, minilm: OnnxMiniLM) -> None:
-    plain = embed_texts(FEATURES, minilm, batch_size=3)
+    plain = embed_rows(FEATURES, minilm, batch_size=3)
     first = CountingEmbedder(minilm)
     with EmbeddingCache(tmp_path / "emb.sqlite") as cache:
-        cold = embed_texts(FEATURES, first, cache, batch_size=3)
+        cold = embed_rows(FEATURES, first, cache, batch_size=3)
     assert first.calls > 0
     again = CountingEmbedder(minilm)
     stats = EmbedStats()
     with EmbeddingCache(tmp_path / "emb.sqlite") as cache:  # reopened: really on disk
-        warm = embed_texts(FEATURES, again, cache, batch_size=3, stats=stats)
+        warm = embed_rows(FEATURES, again, cache, batch_size=3, stats=stats)
         assert cache.count(minilm.name) == 10 and cache.count("other") == 0
     assert again.calls == 0 and stats.cached == 10 and stats.embedded == 0
     np.testing.assert_allclose(cold, plain, atol=1e-5)
@@ -63,9 +53,9 @@ def test_cached_equals_uncached_and_rerun_hits_cache(tmp_path: Path, minilm: Onn
 
 def test_only_new_strings_reach_the_embedder(tmp_path: Path, minilm: OnnxMiniLM) -> None:
     with EmbeddingCache(tmp_path / "c.sqlite") as cache:
-        embed_texts(FEATURES[:6], minilm, cache)
+        embed_rows(FEATURES[:6], minilm, cache)
         spy = CountingEmbedder(minilm)
-        x = embed_texts(FEATURES, spy, cache)
+        x = embed_rows(FEATURES, spy, cache)
     assert sorted(spy.texts) == sorted(set(FEATURES) - set(FEATURES[:6]))
     np.testing.assert_allclose(x, minilm.embed(FEATURES), atol=1e-5)
 
@@ -74,11 +64,11 @@ def test_crash_mid_run_keeps_finished_batches(tmp_path: Path, minilm: OnnxMiniLM
     path = tmp_path / "c.sqlite"
     crashing = CountingEmbedder(minilm, fail_after=2)
     with EmbeddingCache(path) as cache, pytest.raises(RuntimeError, match="simulated"):
-        embed_texts(FEATURES, crashing, cache, batch_size=3)
+        embed_rows(FEATURES, crashing, cache, batch_size=3)
     with EmbeddingCache(path) as cache:
         assert cache.count(minilm.name) == 6  # two whole batches, nothing half-written
         resumed = CountingEmbedder(minilm)
-        x = embed_texts(FEATURES, resumed, cache, batch_size=3)
+        x = embed_rows(FEATURES, resumed, cache, batch_size=3)
     assert len(resumed.texts) == 4 and not set(resumed.texts) & set(crashing.texts)
     np.testing.assert_allclose(x, minilm.embed(FEATURES), atol=1e-5)
 
@@ -109,19 +99,13 @@ def test_bad_embedder_output_is_caught(minilm: OnnxMiniLM) -> None:
             return super().embed(texts)[:-1]
 
     with pytest.raises(EmbedderError, match="returned shape"):
-        embed_texts(["a", "b"], Short(minilm))
+        embed_rows(["a", "b"], Short(minilm))
 
 
-def test_distinct_and_out(tmp_path: Path, minilm: OnnxMiniLM) -> None:
+def test_distinct_rows(minilm: OnnxMiniLM) -> None:
     vecs, inv = embed_distinct(FEATURES, minilm)
     assert vecs.shape == (10, 384) and inv.tolist()[:4] == [0, 1, 2, 0]
-    out = create_matrix(tmp_path / "x.npy", len(FEATURES), 384)
-    got = embed_texts(FEATURES, minilm, out=out)
-    out.flush()
-    np.testing.assert_array_equal(load_matrix(tmp_path / "x.npy"), vecs[inv])
-    assert got is out
-    with pytest.raises(ValueError, match="out must be"):
-        embed_texts(FEATURES, minilm, out=np.zeros((2, 384), np.float32))
+    np.testing.assert_allclose(np.linalg.norm(vecs[inv], axis=1), 1.0, atol=1e-5)
 
 
 def test_matrix_roundtrip_memmapped(tmp_path: Path) -> None:
@@ -139,7 +123,7 @@ def test_matrix_roundtrip_memmapped(tmp_path: Path) -> None:
 
 def test_cache_is_sqlite_wal(tmp_path: Path, minilm: OnnxMiniLM) -> None:
     with EmbeddingCache(tmp_path / "c.sqlite") as cache:
-        embed_texts(["x"], minilm, cache)
+        embed_rows(["x"], minilm, cache)
     db = sqlite3.connect(tmp_path / "c.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     (blob,) = db.execute("SELECT vector FROM vectors").fetchone()
@@ -165,7 +149,7 @@ def test_batches_follow_the_backends_token_lengths() -> None:
 
     toy = Ranked()
     texts = ["a", "bbbb", "cc", "ddddd", "eee", "bbbb"]
-    x = embed_texts(texts, toy, batch_size=2)
+    x = embed_rows(texts, toy, batch_size=2)
     assert toy.batches == [["ddddd", "bbbb"], ["eee", "cc"], ["a"]]
     assert x.shape == (6, 2)
 

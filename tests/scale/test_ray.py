@@ -13,7 +13,7 @@ import pytest
 
 from featdisco.llm.cache import CallCache
 from featdisco.pipeline import Pipeline, PipelineConfig
-from featdisco.run import LLM_CACHE
+from featdisco.rundir import LLM_CACHE
 from tests.conftest import write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import pipeline_handler
@@ -82,7 +82,7 @@ def test_ray_run_equals_local_run(cluster: None, server: FakeOpenAIServer, tmp_p
     pipe = Pipeline(tmp_path / "ray", PipelineConfig(llm="openai", model="fake-rater",
                                                      base_url=server.base_url, n_clusters=3,
                                                      executor="ray"), progress="none")
-    pipe.featurize(pipe.split(None, None))
+    pipe.run(stages=("split", "featurize"))
     assert sum(server.hits.values()) == 0
     # Ray logs its runtime_env: the API key must not be in any file Ray wrote.
     session = Path("/tmp/ray/session_latest").resolve()

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from featdisco.errors import FeatdiscoError
-from featdisco.stages.cluster import SphericalKMeans, allocate, auto_n_clusters, check_vectors
+from featdisco.stages.kmeans import SphericalKMeans, allocate, auto_n_clusters, check_vectors
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -211,7 +211,7 @@ def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) ->
     import pyarrow as pa
 
     from featdisco.stages.cluster import cluster_features, string_ids
-    from featdisco.stages.embed import save_matrix
+    from featdisco.storage.matrix import save_matrix
 
     rng = np.random.default_rng(3)
     centers = rng.normal(size=(3, 16)).astype(np.float32)
@@ -248,7 +248,7 @@ def test_cluster_features_reads_the_matrix_file_like_the_array(tmp_path: Any) ->
 
 def test_gpu_request_without_a_gpu_is_a_clear_error(data: tuple) -> None:
     """faiss-cpu sees no GPU: the default quietly fits on the CPU, asking for one fails."""
-    from featdisco.stages.cluster import gpu_count
+    from featdisco.stages.kmeans import gpu_count
 
     X = data[0]
     assert gpu_count() == 0
@@ -265,7 +265,7 @@ def test_cluster_features_fits_a_sample_of_a_big_kind_and_assigns_every_string(t
     import pyarrow as pa
 
     from featdisco.stages.cluster import cluster_features
-    from featdisco.stages.embed import save_matrix
+    from featdisco.storage.matrix import save_matrix
 
     X, y, _ = planted(4, 400, d=32, noise=0.3, seed=5)
     strings = [f"s{i:03d}" for i in range(400)]

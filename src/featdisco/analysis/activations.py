@@ -20,7 +20,7 @@ from scipy import sparse
 
 from featdisco.dictionary import activation_matrix
 from featdisco.errors import FeatdiscoError
-from featdisco.run import RunDir
+from featdisco.rundir import RunDir
 
 PIECE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "model", "text", "metadata")
 
@@ -39,6 +39,12 @@ class Activations:
     transcript_ids: list[str]
     piece_matrix: sparse.csr_matrix
     transcript_matrix: sparse.csr_matrix
+    features: pa.Table | None = None  # with ``with_features``: feature_id, piece_id, kind, text, cluster_id
+
+    @property
+    def matrix(self) -> sparse.csr_matrix:
+        """Pieces × clusters (``piece_matrix``): what ``transform`` returns as the encoding."""
+        return self.piece_matrix
 
     @property
     def n_clusters(self) -> int:
@@ -72,11 +78,12 @@ def _meta(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def read_clusters(run: RunDir) -> pd.DataFrame:
+def read_clusters(run: RunDir, table: pa.Table | None = None) -> pd.DataFrame:
     """The cluster table (``clusters.parquet``, or the unnamed base table of a run stopped
-    before naming), indexed 0..n-1 by cluster id."""
+    before naming, or ``table`` when given), indexed 0..n-1 by cluster id."""
     name = "clusters.parquet" if run.file("clusters.parquet").exists() else "clusters_base.parquet"
-    table = run.read_table(name)
+    if table is None:
+        table = run.read_table(name)
     df = table.to_pandas()
     if "label" not in df.columns:
         df["label"] = None
@@ -88,8 +95,11 @@ def read_clusters(run: RunDir) -> pd.DataFrame:
     return df
 
 
-def load_activations(run_dir: str | Path) -> Activations:
-    """Build both matrices from a fitted run directory."""
+def load_activations(run_dir: str | Path, *, clusters: pa.Table | None = None,
+                     with_features: bool = False) -> Activations:
+    """Build both matrices from a run directory's assignments; ``clusters``: the fitted
+    cluster table when the run is a transform's output; ``with_features``: keep each
+    feature's text and cluster too."""
     run = RunDir(run_dir)
     if not run.file("assignments.parquet").exists():
         raise FeatdiscoError(f"{run.path} has no assignments.parquet: run `featdisco run` into it first")
@@ -109,19 +119,23 @@ def load_activations(run_dir: str | Path) -> Activations:
     else:
         cluster_col = assignments.column("cluster_id")
         feature_pieces = features.column("piece_id").to_pylist()
-    clusters = read_clusters(run)
+    cluster_table = read_clusters(run, clusters)
     cids = np.asarray(cluster_col.to_numpy(zero_copy_only=False), dtype=np.int64)
-    if len(cids) and cids.max() >= len(clusters):
+    if len(cids) and cids.max() >= len(cluster_table):
         raise FeatdiscoError(f"{run.path}: assignments name cluster {cids.max()}, the cluster table "
-                             f"has {len(clusters)}")
+                             f"has {len(cluster_table)}")
     known = set(pieces["piece_id"])
     if any(p not in known for p in feature_pieces):
         raise FeatdiscoError(f"{run.path}: features.parquet names pieces missing from pieces.parquet")
-    pm = activation_matrix(pieces["piece_id"].tolist(), feature_pieces, cids, len(clusters))
+    pm = activation_matrix(pieces["piece_id"].tolist(), feature_pieces, cids, len(cluster_table))
     codes, uniques = pd.factorize(pieces["transcript_id"], sort=False)
     pieces["transcript_row"] = codes
     tm = _transcript_matrix(pm, codes, len(uniques))
-    return Activations(pieces, clusters, [str(u) for u in uniques], pm.tocsr(), tm)
+    feats = None
+    if with_features:
+        feats = run.read_table("features.parquet", ["feature_id", "piece_id", "kind", "text"]) \
+            .append_column("cluster_id", pa.array(cids, pa.int64()))
+    return Activations(pieces, cluster_table, [str(u) for u in uniques], pm.tocsr(), tm, feats)
 
 
 def _transcript_matrix(pm: sparse.csr_matrix, rows: np.ndarray, n: int) -> sparse.csr_matrix:

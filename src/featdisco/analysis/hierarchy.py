@@ -18,8 +18,8 @@ from featdisco.analysis.activations import read_clusters, write_analysis
 from featdisco.analysis.llm import open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.prompts import load_prompt
-from featdisco.run import RunDir
-from featdisco.stages.cluster import SphericalKMeans
+from featdisco.rundir import RunDir
+from featdisco.stages.kmeans import SphericalKMeans
 from featdisco.stages.name import name_clusters
 
 

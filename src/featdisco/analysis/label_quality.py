@@ -33,7 +33,7 @@ def score_schema(n: int) -> dict[str, Any]:
 
 
 def _members_by_cluster(run_dir: Path) -> dict[int, list[str]]:
-    from featdisco.run import RunDir
+    from featdisco.rundir import RunDir
 
     run = RunDir(run_dir)
     feats = run.read_table("features.parquet").select(["feature_id", "text"]).to_pandas()
@@ -124,6 +124,6 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
 
 
 def read_clusters_indexed(run_dir: Path) -> pd.DataFrame:
-    from featdisco.run import RunDir
+    from featdisco.rundir import RunDir
 
     return read_clusters(RunDir(run_dir)).set_index("cluster_id", drop=False)

@@ -7,24 +7,17 @@ cost accounting, and default to the backend and model recorded in the run's mani
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from featdisco.pipeline import Pipeline, PipelineConfig
-from featdisco.run import RunDir
+from featdisco.pipeline import Pipeline, config_from_manifest
 
 
 def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | None = None,
                   base_url: str | None = None, concurrency: int | None = None,
                   max_cost: float | None = None) -> Pipeline:
-    """A pipeline on ``run_dir`` configured from its manifest, with explicit overrides."""
-    saved: dict[str, Any] = RunDir(run_dir).manifest.get("config") or {}
-    known = {f.name for f in fields(PipelineConfig)}
-    cfg = {k: v for k, v in saved.items() if k in known}
-    for key, value in (("llm", llm), ("model", model), ("base_url", base_url),
-                       ("concurrency", concurrency), ("max_cost", max_cost)):
-        if value is not None:
-            cfg[key] = value
-    cfg["prompt_files"] = {}  # analyses use their own packaged prompts
-    return Pipeline(run_dir, PipelineConfig(**cfg), progress="none")
+    """A pipeline on ``run_dir`` configured from its manifest, with explicit overrides; the
+    analyses use their own packaged prompts."""
+    cfg = config_from_manifest(run_dir, dict(llm=llm, model=model, base_url=base_url,
+                                             concurrency=concurrency, max_cost=max_cost),
+                               fitted_prompts=False, required=False)
+    return Pipeline(run_dir, cfg, progress="none")

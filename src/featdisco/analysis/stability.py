@@ -20,9 +20,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from featdisco.analysis.activations import read_clusters, write_analysis
 from featdisco.errors import FeatdiscoError
-from featdisco.run import RunDir
-from featdisco.stages.cluster import SphericalKMeans
-from featdisco.stages.embed import load_matrix
+from featdisco.rundir import RunDir
+from featdisco.stages.kmeans import SphericalKMeans
+from featdisco.storage.matrix import load_matrix
 
 
 def best_jaccard(ref: np.ndarray, new: np.ndarray, w: np.ndarray) -> np.ndarray:

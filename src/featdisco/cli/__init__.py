@@ -123,6 +123,10 @@ def run_cmd(
     executor: Annotated[str, typer.Option(
         "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
         "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster).")] = "local",
+    prompt: Annotated[list[str] | None, typer.Option(
+        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name or rate; "
+        "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
+        "and the run keeps a copy.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
@@ -130,16 +134,17 @@ def run_cmd(
     A rerun redoes only what changed: stages whose inputs, config and prompt are unchanged
     are skipped, and finished LLM calls come from the run's cache.
     """
-    from featdisco.cli.run import parse_clusters, run_pipeline
-    from featdisco.pipeline import PipelineConfig
+    from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
+    from featdisco.pipeline import Pipeline, PipelineConfig
     from featdisco.transcripts.read import ReadOptions
 
-    cfg = PipelineConfig(llm=llm, model=model, base_url=base_url, embedder=embedder,
+    cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
                          batch=batch, batch_poll=batch_poll, executor=executor)
     cfg.featurize_config()  # validates the feature bounds before any work
+    Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
     options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
                           limit=limit)
     run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
@@ -181,7 +186,8 @@ def transform_cmd(
                                     "concurrency": concurrency}, log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
-    console.print(f"{m.shape[0]:,} pieces, {act.features.num_rows:,} features; {active:,} pieces activate "
+    n_features = act.features.num_rows if act.features is not None else 0
+    console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
                   f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
 
 

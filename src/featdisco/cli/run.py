@@ -12,7 +12,7 @@ from rich.table import Table
 from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
-from featdisco.run import MANIFEST, RunDir, RunLock
+from featdisco.rundir import MANIFEST, RunDir, RunLock
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
 
@@ -39,6 +39,17 @@ def parse_clusters(spec: str | None) -> int | dict[str, int] | None:
     except ValueError:
         raise FeatdiscoError(f"--clusters: {spec!r} is not a positive number, 'auto', or "
                              "KIND=N,... (e.g. user=20,response=40)") from None
+
+
+def parse_prompts(specs: list[str] | None) -> dict[str, str]:
+    """``--prompt featurize=PATH`` (repeatable) → {name: path}."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise FeatdiscoError(f"--prompt {spec!r}: use NAME=PATH, e.g. featurize=my_prompt.txt")
+        out[name.strip()] = path.strip()
+    return out
 
 
 def log_line(quiet: bool) -> Any:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from featdisco.llm.base import LLMBackend
     from featdisco.llm.cache import CallCache
     from featdisco.llm.engine import CallEngine
-    from featdisco.stages.embed import EmbeddingCache, RowSink
+    from featdisco.stages.embed import RowSink
+    from featdisco.storage.embed_cache import EmbeddingCache
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 

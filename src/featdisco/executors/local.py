@@ -8,7 +8,8 @@ from typing import Any
 from featdisco.llm.base import LLMBackend
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine
-from featdisco.stages.embed import EmbeddingCache, RowSink, embed_into
+from featdisco.stages.embed import RowSink, embed_into
+from featdisco.storage.embed_cache import EmbeddingCache
 
 
 class LocalExecutor:

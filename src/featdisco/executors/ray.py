@@ -35,7 +35,8 @@ from featdisco.llm.base import LLMBackend, LLMRequest, Usage
 from featdisco.llm.batch.fill import FillingEngine
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import CallEngine, CallResult
-from featdisco.stages.embed import EmbeddingCache, RowSink, fill_from_cache, length_order, text_key
+from featdisco.stages.embed import RowSink, fill_from_cache, length_order
+from featdisco.storage.embed_cache import EmbeddingCache, text_key
 
 # Backend choice the workers need, passed through Ray's runtime_env. API keys are NOT:
 # Ray writes runtime_env to its session logs, and a key must never reach a file. Workers

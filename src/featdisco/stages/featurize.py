@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.prompts import Prompt
+from featdisco.stages.base import Stage, StageContext, StageResult
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
@@ -214,3 +216,48 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
         batch = pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA)
         report.features += batch.num_rows
         yield batch
+
+
+class FeaturizeStage(Stage):
+    """``pieces.parquet`` → ``features.parquet``: the bulk of a run's spend."""
+
+    name = "featurize"
+    version = STAGE_VERSION
+    reads = ("pieces.parquet",)
+    writes = ("features.parquet",)
+    config = ("min_features", "max_features", "max_piece_tokens")
+    prompt = "featurize"
+    backends = ("llm",)
+
+    @staticmethod
+    def settings(config: Any) -> FeaturizeConfig:
+        return FeaturizeConfig(config.min_features, config.max_features, config.max_piece_tokens)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        fcfg = self.settings(ctx.config)
+        engine = ctx.engine
+        # Pieces are read a chunk at a time and features written as each chunk finishes:
+        # neither all the pieces' text nor all the features are held at once.
+        with pq.ParquetFile(ctx.path("pieces.parquet")) as pieces:
+            n = pieces.metadata.num_rows
+            report = FeaturizeReport(pieces=n)
+            chunks = pieces.iter_batches(batch_size=CHUNK_PIECES,
+                                         columns=["piece_id", "transcript_id", "kind", "text"])
+            rows = ctx.write_stream("features.parquet", FEATURES_SCHEMA,
+                                    featurize_chunks(chunks, engine, ctx.prompt, fcfg, report,
+                                                     n_chunks=-(-n // CHUNK_PIECES)))
+        if report.failed:
+            ctx.log(f"featurize: {report.failed} of {report.pieces} pieces failed "
+                    f"({dict(report.failed_by_reason)}); a rerun retries them")
+        if report.truncated:
+            ctx.log(f"featurize: {report.truncated} pieces were longer than "
+                    f"{fcfg.max_piece_tokens} tokens and were truncated")
+        stop = None
+        if engine.summary.skipped_budget > 0:
+            stop = ("stopped at the --max-cost cap during featurize; rerun with a higher cap to "
+                    "continue (finished calls are cached)")
+        elif rows == 0:
+            raise FeatdiscoError("the autorater produced no features (every call failed?); "
+                                 "see the featurize counts above")
+        return StageResult(report.as_dict(), complete=report.failed == 0 and report.not_sent == 0,
+                           stop=stop)

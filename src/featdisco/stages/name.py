@@ -15,6 +15,8 @@ import pyarrow as pa
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
+from featdisco.stages.base import Stage, StageContext, StageResult
+from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
@@ -83,3 +85,25 @@ def name_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], members: Seq
         rows["sample"].append(sample)
         rows["status"].append("ok" if ok else f"failed: {res.reason or res.status}")
     return pa.table(rows, schema=LABELS_SCHEMA), report
+
+
+class NameStage(Stage):
+    """Clusters → a ~5-word label and a sentence each, from random members' *texts* (so the
+    feature texts, not only the partition, are an input: new wordings rename)."""
+
+    name = "name"
+    version = STAGE_VERSION
+    reads = MEMBER_ARTEFACTS
+    writes = ("labels.parquet",)
+    config = ("sample_size", "seed")
+    prompt = "name"
+    backends = ("llm",)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        base, members = ClusterMembers.read(ctx)
+        table, report = name_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
+                                      members, ctx.engine, ctx.prompt, sample_size=ctx.config.sample_size,
+                                      seed=ctx.config.seed)
+        ctx.write_table("labels.parquet", table)
+        return StageResult({"clusters": report.clusters, "ok": report.ok, "failed": report.failed},
+                           complete=report.failed == 0)

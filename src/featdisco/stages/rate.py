@@ -13,6 +13,8 @@ import pyarrow as pa
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
+from featdisco.stages.base import Stage, StageContext, StageResult
+from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
 from featdisco.stages.name import KIND_PLURALS
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
@@ -115,3 +117,27 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         report.failed += state != "ok"
         report.private += bool(private)
     return pa.table(rows, schema=RATINGS_SCHEMA), report
+
+
+class RateStage(Stage):
+    """Clusters (label + most common members) → interest 1-100, a reason, a privacy flag."""
+
+    name = "rate"
+    version = STAGE_VERSION
+    reads = (*MEMBER_ARTEFACTS, "labels.parquet")
+    writes = ("ratings.parquet",)
+    config = ("rate_batch", "seed")
+    prompt = "rate"
+    backends = ("llm",)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        base, members = ClusterMembers.read(ctx)
+        labels = ctx.read_table("labels.parquet").column("label").to_pylist()
+        examples = [members.most_common(i, 5) for i in range(len(members))]
+        table, report = rate_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
+                                      labels, examples, ctx.engine, ctx.prompt,
+                                      batch_size=ctx.config.rate_batch, seed=ctx.config.seed)
+        ctx.write_table("ratings.parquet", table)
+        return StageResult({"clusters": report.clusters, "batches": report.batches, "rated": report.rated,
+                            "failed": report.failed, "private": report.private},
+                           complete=report.failed == 0)

@@ -218,7 +218,7 @@ def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
                  meta_columns: list[str] | None = None, batch_rows: int = 5000) -> int:
     """Stream pieces into a Parquet file; written to a temporary name and renamed, so a
     crash never leaves a half-written file where a finished one is expected."""
-    from featdisco.run import TableWriter
+    from featdisco.storage.tables import TableWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,10 @@
 """A run is a directory: one Parquet (or .npy) artefact per stage, the LLM and embedding
-caches, and ``manifest.json`` saying what produced each artefact.
+caches, and ``manifest.json`` saying what produced each artefact and its content hash.
 
-A stage is skipped when its *fingerprint* — a hash of its config, its prompt version, its
-code version and the content hashes of the artefacts it reads — matches the manifest and
-its outputs exist.
-Names and timestamps of files play no part, so renaming inputs changes nothing while editing
-one prompt reruns exactly the stages downstream of it. Work inside a stage is resumable
-through the caches, so a killed stage restarts cheaply.
+The manifest keeps each artefact's content hash (with the size and mtime it was taken at,
+so an unchanged file is not read again) and each stage's fingerprint; the stage runner
+(:mod:`featdisco.stages.base`) compares them to decide what to redo. Work inside a stage is
+resumable through the caches, so a killed stage restarts cheaply.
 """
 
 from __future__ import annotations
@@ -15,8 +13,8 @@ import dataclasses
 import hashlib
 import os
 import platform
+import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
+from featdisco.storage.tables import TableWriter, write_bytes_atomic
 
 try:
     import fcntl
@@ -69,83 +68,6 @@ def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-able parts (config dicts, prompt versions, content hashes)."""
     raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.sha256(raw).hexdigest()[:24]
-
-
-_HASH_ROWS = 65_536
-
-
-class TableHasher:
-    """:func:`table_hash` fed a batch at a time, so a stage can hash what it streams to
-    disk without holding it: rows are regrouped into the same 65,536-row blocks, so the
-    digest equals ``table_hash`` of the whole table however the batches were cut."""
-
-    def __init__(self, columns: list[str]) -> None:
-        self.columns = columns
-        self._h = hashlib.sha256(orjson.dumps(columns))
-        self._pending: list[pa.Table] = []
-        self._rows = 0
-
-    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
-        part = (batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
-        self._pending.append(part.select(self.columns))
-        self._rows += part.num_rows
-        if self._rows >= _HASH_ROWS:
-            self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        table = pa.concat_tables(self._pending).combine_chunks()
-        whole = table.num_rows if final else table.num_rows - table.num_rows % _HASH_ROWS
-        for block in table.slice(0, whole).to_batches(max_chunksize=_HASH_ROWS):
-            self._h.update(orjson.dumps(block.to_pydict(), default=str))
-        rest = table.slice(whole)
-        self._pending, self._rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-
-    def hexdigest(self) -> str:
-        if self._pending:
-            self._flush(final=True)
-        return self._h.hexdigest()[:24]
-
-
-def table_hash(table: pa.Table, columns: list[str]) -> str:
-    """Content hash of the given columns, independent of Parquet encoding and file name."""
-    h = TableHasher(columns)
-    h.update(table)
-    return h.hexdigest()
-
-
-class TableWriter:
-    """Record batches streamed into a Parquet file under a temporary name; the file takes
-    its real name only when :meth:`commit` is called, so a crash or an error mid-stage never
-    leaves a partial artefact where a finished one is expected."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self.rows = 0
-        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, schema,
-                                                                 compression="zstd")
-
-    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        assert self._writer is not None, "written after commit or abort"
-        if isinstance(batch, pa.Table):
-            self._writer.write_table(batch)
-        else:
-            self._writer.write_batch(batch)
-        self.rows += batch.num_rows
-
-    def commit(self) -> Path:
-        assert self._writer is not None, "committed twice or after abort"
-        self._writer.close()
-        self._writer = None
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Drop the temporary file (a no-op after :meth:`commit`)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-            self._tmp.unlink(missing_ok=True)
 
 
 def versions() -> dict[str, str]:
@@ -203,7 +125,10 @@ class RunLock:
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         self._fd = fd
         for stale in self.path.glob(".*.tmp-*"):  # from a run that was killed mid-write
-            stale.unlink(missing_ok=True)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
     def holder(self) -> str | None:
         """The pid of another process working in the directory now, else None."""
@@ -284,36 +209,30 @@ class RunDir:
                                         default=str))
 
     def write_table(self, name: str, table: pa.Table) -> Path:
-        writer = self.table_writer(name, table.schema)
+        writer = TableWriter(self.path / name, table.schema)
         try:
             writer.write(table)
             return writer.commit()
         finally:
             writer.abort()
 
-    def table_writer(self, name: str, schema: pa.Schema) -> TableWriter:
-        """A :class:`TableWriter` for artefact ``name``: commit it, or abort it on failure."""
-        return TableWriter(self.path / name, schema)
-
-    def write_stream(self, name: str, schema: pa.Schema,
-                     batches: Iterable[pa.RecordBatch], hash_columns: list[str],
-                     empty_error: str | None = None) -> tuple[int, str]:
-        """Stream ``batches`` into artefact ``name``, hashing ``hash_columns`` on the way
-        (:class:`TableHasher`), so a stage never holds its whole output; the file takes its
-        name only once every batch is written. Returns the rows and the content hash.
-        ``empty_error``: refuse to write an empty artefact, with this message."""
-        hasher = TableHasher(hash_columns)
-        writer = self.table_writer(name, schema)
+    def artefact_hash(self, name: str, fresh: bool = False) -> str | None:
+        """The content hash of artefact ``name`` (None when absent). Taken from the file's
+        bytes, and remembered with its size and mtime so an unchanged file is read once;
+        ``fresh`` hashes it again whatever the manifest says (a stage just wrote it)."""
+        path = self.path / name
         try:
-            for batch in batches:
-                writer.write(batch)
-                hasher.update(batch)
-            if empty_error is not None and writer.rows == 0:
-                raise FeatdiscoError(empty_error)
-            writer.commit()
-        finally:
-            writer.abort()
-        return writer.rows, hasher.hexdigest()
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        known = self.manifest.setdefault("artefacts", {})
+        entry = known.get(name)
+        if (not fresh and isinstance(entry, dict) and entry.get("size") == st.st_size
+                and entry.get("mtime_ns") == st.st_mtime_ns):
+            return str(entry["hash"])
+        digest = file_hash(path)
+        known[name] = {"hash": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return digest
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         path = self.path / name
@@ -322,10 +241,13 @@ class RunDir:
         return pq.read_table(path, columns=columns)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def file_hash(path: Path) -> str:
+    """blake2b of a file's bytes, read a megabyte at a time."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _now() -> str:

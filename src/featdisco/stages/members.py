@@ -1,0 +1,65 @@
+"""Each cluster's member feature texts, as naming, rating and the cluster table read them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+import numpy as np
+import pyarrow as pa
+
+from featdisco.stages.base import StageContext
+
+
+class ClusterMembers(Sequence[list[str]]):
+    """Each cluster's distinct member texts (sorted) and how often each occurs, held in Arrow
+    and turned into Python strings one cluster at a time.
+
+    Naming samples distinct members and the examples are the most frequent ones, so the
+    (cluster, text, count) triples are all they need; at 100k transcripts that is a few
+    hundred MB of Arrow instead of ~4M Python strings in per-cluster lists.
+    """
+
+    def __init__(self, texts: pa.ChunkedArray, cluster_ids: pa.ChunkedArray, n_clusters: int) -> None:
+        grouped = (pa.table({"cluster_id": cluster_ids, "text": texts})
+                   .group_by(["cluster_id", "text"]).aggregate([([], "count_all")])
+                   .sort_by([("cluster_id", "ascending"), ("text", "ascending")]))
+        self._texts = grouped.column("text").combine_chunks()
+        self._counts = grouped.column("count_all").to_numpy()
+        cids = grouped.column("cluster_id").to_numpy()
+        self._bounds = np.searchsorted(cids, np.arange(n_clusters + 1))
+
+    @classmethod
+    def read(cls, ctx: StageContext) -> tuple[pa.Table, ClusterMembers]:
+        """The cluster table and members of a stage that declares the three artefacts."""
+        base = ctx.read_table("clusters_base.parquet")
+        return base, cls(ctx.read_table("features.parquet", ["text"]).column("text"),
+                         ctx.read_table("assignments.parquet", ["cluster_id"]).column("cluster_id"),
+                         base.num_rows)
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        a, b = int(self._bounds[i]), int(self._bounds[i + 1])
+        return self._texts.slice(a, b - a).to_pylist()
+
+    def most_common(self, i: int, n: int) -> list[str]:
+        """The ``n`` most frequent members of cluster ``i``, ties broken alphabetically."""
+        a, b = int(self._bounds[i]), int(self._bounds[i + 1])
+        top = np.argsort(-self._counts[a:b], kind="stable")[:n]  # texts are sorted: stable keeps ties in order
+        texts = self._texts.slice(a, b - a)
+        return [texts[int(j)].as_py() for j in top]
+
+
+MEMBER_ARTEFACTS = ("clusters_base.parquet", "features.parquet", "assignments.parquet")
