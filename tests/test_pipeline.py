@@ -105,7 +105,8 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "rate", "assemble"}
+    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "curate", "name", "rate",
+                                       "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v1.txt@")
     assert manifest["stages"]["featurize"]["llm"]["calls"] > 0
@@ -118,7 +119,7 @@ def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inpu
     before = server.total
     pipe = Pipeline(fitted, config(server))
     result = pipe.run([inputs])
-    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True]
+    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True, True]
     assert server.total == before
     # the totals of the run that made the calls stay on record for `featdisco status`
     assert json.loads((fitted / "manifest.json").read_text())["llm_totals"]["calls"] > 0

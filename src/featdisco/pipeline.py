@@ -26,6 +26,7 @@ from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
+from featdisco.stages.curate import CurateStage
 from featdisco.stages.embed import EmbedStage
 from featdisco.stages.featurize import FeaturizeConfig, FeaturizeStage, build_requests
 from featdisco.stages.name import NameStage
@@ -36,7 +37,7 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
 PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
-                               NameStage(), RateStage(), AssembleStage())
+                               CurateStage(), NameStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
 ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
 

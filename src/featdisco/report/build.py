@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
+from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
@@ -128,6 +129,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
         c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+    hidden = [c for c in clusters if c.get("hidden")]  # hidden by `featdisco edit`: listed nowhere
+    clusters = [c for c in clusters if not c.get("hidden")]
     lap("clusters")
     order = tables.piece_order(run)
     feats = tables.feature_table(run)
@@ -156,6 +159,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     overview = _overview(manifest, clusters, stats.pieces, stats.transcripts, analyses,
                          {str(k): int(v) for k, v in kinds_pieces.items()})
     overview["search"] = search
+    overview["curation"] = report_summary(run, hidden)
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"
     page_bytes = 0
