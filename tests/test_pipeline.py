@@ -105,7 +105,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "curate", "name", "rate",
+    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "curate", "rate",
                                        "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v1.txt@")
@@ -137,7 +137,8 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     before = server.total
     result = Pipeline(run_dir, config(server, prompt_files={"name": str(edited)})).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    assert ran == ["split", "name", "rate", "assemble"]  # split always re-reads; its output is unchanged
+    # split always re-reads (its output is unchanged); curate names what edits make with this prompt
+    assert ran == ["split", "name", "curate", "rate", "assemble"]
     labels = pq.read_table(run_dir / "clusters.parquet").column("label").to_pylist()
     assert all(label.startswith("Short cluster about") for label in labels)
     # One naming call per cluster, one rating batch per kind (K < 10); nothing else.

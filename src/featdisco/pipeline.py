@@ -37,7 +37,7 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
 PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
-                               CurateStage(), NameStage(), RateStage(), AssembleStage())
+                               NameStage(), CurateStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
 ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
 

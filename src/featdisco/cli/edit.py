@@ -29,7 +29,7 @@ from featdisco.curation import (
 )
 from featdisco.errors import FeatdiscoError
 
-AFTER_EMBED = ("cluster", "curate", "name", "rate", "assemble")
+AFTER_EMBED = ("cluster", "name", "curate", "rate", "assemble")  # cached: only edits cost anything
 IdsArg = Annotated[list[int], typer.Argument(help="Cluster ids, as the report and clusters.parquet show them.",
                                              show_default=False)]
 

@@ -27,7 +27,7 @@ from featdisco.transcripts.model import PIECE_KINDS
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 3  # 3: writes kmeans_* (the curate stage writes the partition the run reads)
+STAGE_VERSION = 3  # 2: every string to its nearest final centroid; 3: raw_ names (merge writes the final)
 _ASSIGN_ROWS = 262_144
 
 
@@ -181,10 +181,9 @@ class ClusterStage(Stage):
     name = "cluster"
     version = STAGE_VERSION
     reads = ("features.parquet", "strings.parquet", "embeddings.npy")
-    # The k-means partition; the curate stage applies the researcher's edits to it and
-    # writes assignments.parquet, clusters_base.parquet and centroids_*.npy.
-    writes = ("kmeans_assignments.parquet", "kmeans_clusters.parquet",
-              *(f"kmeans_centroids_{kind}.npy" for kind in PIECE_KINDS))
+    # The k-means partition; the merge stage writes the final one under the names without raw_.
+    writes = ("raw_assignments.parquet", "raw_clusters.parquet",
+              *(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS))
     config = ("n_clusters", "seed", "min_cluster_size")
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -200,7 +199,7 @@ class ClusterStage(Stage):
             strings, ctx.path("embeddings.npy"), lambda kind, n: k_for(cfg.n_clusters, kind, n),
             kinds=PIECE_KINDS, seed=cfg.seed, min_cluster_size=cfg.min_cluster_size, sids=sids)
         for kind, centers in result.centroids.items():
-            save_matrix(ctx.output(f"kmeans_centroids_{kind}.npy"), centers)
-        ctx.write_table("kmeans_assignments.parquet", result.assignments)
-        ctx.write_table("kmeans_clusters.parquet", result.clusters)
+            save_matrix(ctx.output(f"raw_centroids_{kind}.npy"), centers)
+        ctx.write_table("raw_assignments.parquet", result.assignments)
+        ctx.write_table("raw_clusters.parquet", result.clusters)
         return StageResult(result.counts)
