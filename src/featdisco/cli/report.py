@@ -16,10 +16,11 @@ from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
 
 
-def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool) -> Path:
+def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool, map_points: int | None = None) -> Path:
     from featdisco.report import build_report
+    from featdisco.report.map import MAP_POINTS
 
-    stats = build_report(run_dir, output, search=search)
+    stats = build_report(run_dir, output, search=search, map_points=map_points or MAP_POINTS)
     if not quiet:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in stats.seconds.items())
         err_console.print(f"built in {sum(stats.seconds.values()):.1f}s ({timing})", markup=False)
@@ -48,13 +49,16 @@ def register(app: typer.Typer) -> None:
         search: Annotated[bool, typer.Option(
             "--search/--no-search", help="Build the search index over labels, features and piece text.")] = True,
         open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser when built.")] = False,
+        map_points: Annotated[int | None, typer.Option(
+            "--map-points", min=1, help="Most points the map lays out (cluster centroids plus a sample "
+            "of features; default 20000).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     ) -> None:
         """Build a static explorer of a run: overview, clusters by kind, cluster and transcript
         pages, search, a map and plots (and any analyses). It opens from file:// with no
         server or internet, so the folder can be zipped and shared; untrusted text is shown
         as text, and clusters the rater flagged private are hidden unless asked."""
-        path = _build(run_dir, output, search, quiet)
+        path = _build(run_dir, output, search, quiet, map_points)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())
 

@@ -22,13 +22,13 @@ from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
-from featdisco.report.layout import cluster_layout
+from featdisco.report.map import MAP_POINTS, map_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
             "clusters.parquet")
-STATIC = ("index.html", "app.js", "app.css")
+STATIC = ("index.html", "app.js", "app.css", "map.js", "map.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -99,8 +99,10 @@ def _brief(c: dict[str, Any]) -> list[Any]:
             bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True) -> ReportStats:
-    """Write the report of a fitted run to ``out`` (default ``run_dir/report``)."""
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True,
+                 map_points: int = MAP_POINTS) -> ReportStats:
+    """Write the report of a fitted run to ``out`` (default ``run_dir/report``); the map
+    lays out at most ``map_points`` points."""
     run = Path(run_dir)
     missing = [n for n in REQUIRED if not (run / n).exists()]
     if missing:
@@ -125,10 +127,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     except orjson.JSONDecodeError as e:
         raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
     clusters_t = pq.read_table(run / "clusters.parquet")
-    layout = cluster_layout(run, clusters_t)
+    layout = map_layout(run, clusters_t, max_points=map_points,
+                        seed=int((manifest.get("config") or {}).get("seed") or 0))
+    writer.write("map.js", "map", layout.shard)
+    lap("map")
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
-        c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+        c["x"], c["y"] = layout.positions.get(c["cluster_id"], (None, None))
     hidden = [c for c in clusters if c.get("hidden")]  # hidden by `featdisco edit`: listed nowhere
     clusters = [c for c in clusters if not c.get("hidden")]
     lap("clusters")
