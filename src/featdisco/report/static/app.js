@@ -295,11 +295,12 @@ function viewOverview() {
 
 /* Your edits (featdisco edit): each one applied or stale (its clusters are gone), and what is hidden. */
 function curationSection(cur) {
-  const stale = cur.edits.filter((e) => e.status === "stale").length;
+  const stale = cur.edits.filter((e) => e.status === "stale").length, hidden = new Set(cur.hidden.map((h) => h[0]));
   return section(`Your edits (${cur.edits.length}${stale ? `, ${stale} stale` : ""})`, el("div", { class: "curation" },
     cur.edits.length ? table(["#", "edit", "status", "clusters now"], cur.edits.map((e) => [String(e.index), e.edit,
       e.status === "stale" ? el("span", { class: "stale" }, "stale: " + (e.reason || "")) : e.status,
-      el("span", null, (e.now || []).flatMap((id, i) => [i ? ", " : "", el("a", { href: "#/c/" + Number(id) }, "#" + Number(id))]))])) : null,
+      el("span", null, (e.now || []).flatMap((id, i) => [i ? ", " : "", hidden.has(id) ? `#${Number(id)} (hidden)`
+        : el("a", { href: "#/c/" + Number(id) }, "#" + Number(id))]))])) : null,
     cur.hidden.length ? el("p", { class: "muted" }, `Hidden (not listed anywhere in this report): `
       + cur.hidden.map((h) => `${h[1]} #${h[0]} ${h[2] ?? ""}`).join("; ")) : null));
 }
@@ -514,7 +515,9 @@ async function viewAnalysis(name) {
   const cols = Object.keys(a.columns), n = cols.length ? a.columns[cols[0]].length : 0;
   const rows = [];
   for (let i = 0; i < n; i++) rows.push(Object.fromEntries(cols.map((c) => [c, a.columns[c][i]])));
-  const visible = rows.filter((r) => S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private));
+  const hiddenIds = new Set(((S.ov.curation || {}).hidden || []).map((h) => h[0]));  // hidden by featdisco edit
+  const visible = rows.filter((r) => !cols.some((c) => CLUSTER_COL.test(c) && hiddenIds.has(r[c]))
+    && (S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private)));
   const rates = cols.includes("rate_high") ? await tryLoad("a/" + name + "_rates") : null;
   const plots = analysisPlots(name, cols, visible, byId, rates);
   const shown = visible.slice(0, 300);
