@@ -41,7 +41,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
         raise FeatdiscoError("--levels must be 2 or 3")
     run = RunDir(run_dir)
     clusters = read_clusters(run)
-    size = clusters["size"].to_numpy(dtype=np.float64) if "size" in clusters else np.ones(len(clusters))
+    size = clusters["size"].to_numpy(dtype=np.int64) if "size" in clusters else np.ones(len(clusters), np.int64)
     nodes: list[dict[str, Any]] = []
     to_name: list[tuple[int, str, list[str]]] = []  # node position, kind, child labels
     for kind in sorted(clusters["kind"].unique()):
@@ -55,9 +55,9 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
         for i, (_, row) in enumerate(sub.iterrows()):
             nodes.append({"node_id": ids[i], "parent_id": -1, "level": 0, "kind": kind,
                           "cluster_id": int(row["cluster_id"]), "label": row["label"],
-                          "description": row.get("description"), "size": float(size[row["cluster_id"]]),
+                          "description": row.get("description"), "size": int(size[row["cluster_id"]]),
                           "children": 0, "leaves": 1})
-        weights = size[sub["cluster_id"].to_numpy()]
+        weights = size[sub["cluster_id"].to_numpy()].astype(np.float64)
         for level in range(1, levels):
             n = len(ids)
             k = max(1, round(n / (branching or math.sqrt(n)))) if n > 1 else 1
@@ -73,12 +73,12 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
                     nodes[m]["parent_id"] = pid
                 nodes.append({"node_id": pid, "parent_id": -1, "level": level, "kind": kind, "cluster_id": -1,
                               "label": None, "description": None,
-                              "size": float(sum(nodes[m]["size"] for m in members)),
+                              "size": int(sum(nodes[m]["size"] for m in members)),
                               "children": len(members), "leaves": int(sum(nodes[m]["leaves"] for m in members))})
                 to_name.append((pid, kind, [str(nodes[m]["label"]) for m in members]))
             ids = [pid for _, pid in parent_ids]
             vecs = centers[[g for g, _ in parent_ids]]
-            weights = np.array([nodes[p]["size"] for p in ids])
+            weights = np.array([nodes[p]["size"] for p in ids], dtype=np.float64)
             if len(ids) == 1:
                 break
     _name(run_dir, nodes, to_name, seed, llm, model, base_url, concurrency)

@@ -1,0 +1,80 @@
+"""Issue 16 item 5: every table is machine-readable (--json, --csv) and readable anywhere
+(not squeezed into 80 columns when piped), cluster tables show the cluster id, and integer
+sizes print as integers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from featdisco.cli import app
+from tests.analysis.planted import PlantedPiece, write_run
+
+LONG = "Pirate speech with many nautical idioms and a parrot on the shoulder"
+
+
+def run_with_long_label(path: Path) -> Path:
+    pieces = []
+    for t in range(60):
+        model = "a" if t % 2 else "b"
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", [t % 2], model=model))
+        pieces.append(PlantedPiece(f"t{t}", 1, "response", [2] + ([3] if model == "a" else []), model=model))
+    return write_run(path, pieces, [("user", "U0"), ("user", "U1"), ("response", "R0"), ("response", LONG)])
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return run_with_long_label(tmp_path / "run")
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_json_rows_are_keyed_like_the_parquet(run: Path) -> None:
+    out = invoke("compare", str(run), "--by", "model", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    stored = pq.read_table(run / "analysis_compare.parquet")
+    assert len(rows) == stored.num_rows and set(rows[0]) == set(stored.column_names)
+    assert rows[0]["label"] == LONG and rows[0]["cluster_id"] == 3 and rows[0]["count_high"] == 30
+
+
+def test_csv_has_a_header_and_every_row(run: Path) -> None:
+    out = invoke("frequency", str(run), "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 4 and rows[0].keys() >= {"cluster_id", "label", "pieces", "piece_rate"}
+    assert {r["label"] for r in rows} == {"U0", "U1", "R0", LONG}
+    assert all(r["pieces"].isdigit() for r in rows)
+
+
+def test_top_limits_machine_rows_and_json_and_csv_exclude_each_other(run: Path) -> None:
+    out = invoke("cooccur", str(run), "--min-support", "3", "--json", "--top", "1")
+    levels = [json.loads(line)["level"] for line in out.splitlines()]
+    assert sorted(levels) == ["piece", "transcript"]  # one row per level, as in the tables
+    result = CliRunner().invoke(app, ["frequency", str(run), "--json", "--csv"])
+    assert "cannot be combined" in str(result.exception)  # main() prints it, exit status 2
+
+
+def test_piped_tables_are_not_squeezed_and_show_the_cluster_id(run: Path) -> None:
+    out = invoke("compare", str(run), "--by", "model")
+    assert LONG in out  # one line, not folded "Pira / te / spee / ch"
+    header = next(line for line in out.splitlines() if "label" in line)
+    assert "cluster_id" in header
+    row = next(line for line in out.splitlines() if LONG in line)
+    assert [c.strip() for c in row.split("│")][1] == "3"
+    co = invoke("cooccur", str(run), "--min-support", "3")
+    assert "cluster_a" in co and LONG in co
+
+
+def test_labels_are_printed_as_text_not_markup(tmp_path: Path) -> None:
+    pieces = [PlantedPiece(f"t{t}", 0, "user", [0]) for t in range(5)]
+    run = write_run(tmp_path / "run", pieces, [("user", "Uses [bold]tags[/bold]")])
+    assert "Uses [bold]tags[/bold]" in invoke("frequency", str(run))
