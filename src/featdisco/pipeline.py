@@ -23,6 +23,7 @@ from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
+from featdisco.runsummary import record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
@@ -217,8 +218,9 @@ class Pipeline(Backends):
                 stopped = "stopped at the --max-cost cap"
             return self._result(complete and stopped is None, stopped)
         finally:
-            if self._engine is not None:  # a rerun that called nothing keeps the last totals
-                self.dir.update(llm_totals=self._engine.summary.as_dict())
+            if self._engine is not None:  # totals over every invocation; calling nothing keeps them
+                record_invocation(self.dir, self._engine.summary.as_dict(),
+                                  stages={t.name: t.llm for t in self.timings if t.llm})
             self.close()
 
     def _llm_summary(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import open_pipeline
+from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir
@@ -106,4 +106,4 @@ def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[
                 nodes[p]["label"] = label or f"Group of {nodes[p]['children']} clusters"
                 nodes[p]["description"] = desc
     finally:
-        pipe.close()
+        close_pipeline(pipe, "hierarchy")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import open_pipeline
+from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.prompts import load_prompt
@@ -99,7 +99,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
     try:
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
-        pipe.close()
+        close_pipeline(pipe, "label_quality")
     rows = []
     for (cid, label, items), res in zip(plans, results, strict=True):
         n_mem = sum(m for _, m in items)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featdisco.pipeline import Pipeline, config_from_manifest
+from featdisco.runsummary import record_invocation
 
 
 def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | None = None,
@@ -21,3 +22,12 @@ def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | N
                                              concurrency=concurrency, max_cost=max_cost),
                                fitted_prompts=False, required=False)
     return Pipeline(run_dir, cfg, progress="none")
+
+
+def close_pipeline(pipe: Pipeline, analysis: str) -> None:
+    """Add the analysis's LLM use to the run's totals (``featdisco status``, the report), then
+    close the pipeline."""
+    try:
+        record_invocation(pipe.dir, pipe.engine.summary.as_dict(), analysis=analysis)
+    finally:
+        pipe.close()

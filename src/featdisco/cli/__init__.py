@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from featdisco.cli.common import console, err_console, fail
+from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
 
 app = typer.Typer(
@@ -113,7 +114,13 @@ def run_cmd(
     skip_bad: SkipBadOpt = False,
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Read at most this many records from each file.")] = None,
-    top: Annotated[int, typer.Option("--top", min=0, help="Clusters of each kind to print.")] = 8,
+    top: Annotated[int | None, typer.Option(
+        "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
+        show_default=False)] = None,
+    show_private: Annotated[bool, typer.Option(
+        "--show-private", help="Also print clusters flagged private (hidden by default).")] = False,
+    json_: JsonOpt = False,
+    csv_: CsvOpt = False,
     batch: Annotated[bool, typer.Option(
         "--batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
         "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
@@ -148,15 +155,18 @@ def run_cmd(
     options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
                           limit=limit)
     run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
-                 quiet=quiet, top=top)
+                 quiet=quiet, top=top, out=Output.of(json_, csv_), show_private=show_private)
 
 
 @app.command("status")
-def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] = Path("runs/latest")) -> None:
-    """Show a run's stages: done or not, time, calls, cost and counts."""
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] = Path("runs/latest"),
+               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object: stages, LLM totals "
+                                                   "over every invocation and of the last one.")] = False) -> None:
+    """Show a run's stages: done or not, time, calls, cost and counts, and the LLM totals of
+    every invocation together and of the last one."""
     from featdisco.cli.run import show_status
 
-    show_status(run_dir)
+    show_status(run_dir, json_)
 
 
 @app.command("transform")

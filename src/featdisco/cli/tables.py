@@ -81,9 +81,10 @@ class Output:
 def to_frame(data: pd.DataFrame | pa.Table | Sequence[dict[str, Any]]) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
-    if isinstance(data, pa.Table):
-        return pd.DataFrame(data.to_pylist(), columns=data.column_names)
-    return pd.DataFrame(list(data))
+    rows = data.to_pylist() if isinstance(data, pa.Table) else list(data)
+    names = data.column_names if isinstance(data, pa.Table) else list(dict.fromkeys(k for r in rows for k in r))
+    # object columns: a missing cell stays None instead of turning a column of counts into floats
+    return pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in names})
 
 
 def plain(v: Any) -> Any:
@@ -148,7 +149,8 @@ def print_table(df: pd.DataFrame, columns: Sequence[str], title: str | None, top
     cols = [c for c in columns if c in df.columns]
     table = Table(title=title, show_edge=False)
     for c in cols:
-        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        numeric = all(isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+                      for v in df[c].head(1000) if v is not None and v is not pd.NA)
         table.add_column(c, overflow="fold", max_width=CELL_WIDTH if terminal else None,
                          justify="right" if numeric else "left", no_wrap=not terminal)
     shown = df if top is None else df.head(top)

@@ -24,6 +24,7 @@ from featdisco.report.analysis import write_analyses
 from featdisco.report.layout import cluster_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
+from featdisco.runsummary import headline, run_totals, stage_cells
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
             "clusters.parquet")
@@ -56,10 +57,9 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
-def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
+def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
               analyses: list[dict[str, Any]], kinds_pieces: dict[str, int]) -> dict[str, Any]:
-    stages = {name: {k: rec.get(k) for k in ("counts", "seconds", "llm", "complete", "finished_at")}
-              for name, rec in manifest.get("stages", {}).items() if isinstance(rec, dict)}
+    totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
     for kind in KINDS:
         rows = [c for c in clusters if c["kind"] == kind]
@@ -81,7 +81,9 @@ def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces
     return {
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
         "created": manifest.get("created"), "updated": manifest.get("updated"),
-        "llm_totals": manifest.get("llm_totals", {}), "stages": stages,
+        # the same totals and words as `featdisco status` and the run summary
+        "totals": totals.as_dict(), "headline": headline(totals),
+        "stages": [stage_cells(s) for s in totals.stages],
         "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,
         "clusters": {c["cluster_id"]: _brief(c) for c in clusters if c["cluster_id"] in top_ids},
         "n_clusters": len(clusters), "analyses": analyses,
@@ -153,7 +155,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     kinds_pieces = dict(zip(*np.unique(
         pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
         return_counts=True), strict=True))
-    overview = _overview(manifest, clusters, stats.pieces, stats.transcripts, analyses,
+    overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
                          {str(k): int(v) for k, v in kinds_pieces.items()})
     overview["search"] = search
     ov_bytes = writer.write("overview.js", "overview", overview)

@@ -246,29 +246,26 @@ function statCard(label, value, note) {
 }
 
 function viewOverview() {
-  const ov = S.ov, cfg = ov.config || {}, tot = ov.llm_totals || {};
+  const ov = S.ov, cfg = ov.config || {}, tots = ov.totals || {}, tot = tots.llm_totals || {};
   const feats = Object.values(ov.kinds).reduce((a, k) => a + k.features, 0);
   const cost = tot.cost_usd === null || tot.cost_usd === undefined ? "unknown" : "$" + tot.cost_usd.toFixed(2);
+  const runs = tot.invocations || 0;
   const cards = el("div", { class: "cards" },
     statCard("transcripts", fmt(ov.transcripts)), statCard("pieces", fmt(ov.pieces)),
     statCard("features", fmt(feats)), statCard("clusters", fmt(ov.n_clusters)),
-    statCard("LLM calls", fmt(tot.calls), tot.cached ? fmt(tot.cached) + " from cache" : null),
+    statCard("LLM calls sent", fmt(tot.sent || 0), `${runs} invocation${runs === 1 ? "" : "s"}` + (tot.cached ? ` · ${fmt(tot.cached)} from cache` : "")),
     statCard("tokens", fmt((tot.input_tokens || 0) + (tot.output_tokens || 0)),
-      `${fmt(tot.input_tokens)} in · ${fmt(tot.output_tokens)} out`),
+      `${fmt(tot.input_tokens || 0)} in · ${fmt(tot.output_tokens || 0)} out`),
     statCard("cost", cost, cost === "unknown" ? "no price known for this model" : null));
+  const headline = el("div", { class: "headline" }, (ov.headline || []).concat(tots.notes || []).map((line) => el("p", { class: "muted" }, line)));
   const cfgRows = [["rater LLM", `${cfg.llm ?? "–"} · ${cfg.model ?? "–"}`], ["embedder", cfg.embedder ?? "minilm (default)"],
     ["clusters (k)", typeof cfg.n_clusters === "object" && cfg.n_clusters ? JSON.stringify(cfg.n_clusters) : String(cfg.n_clusters ?? "auto")],
     ["features per piece", `${cfg.min_features ?? "–"}–${cfg.max_features ?? "–"}`], ["seed", String(cfg.seed ?? "–")],
     ["featdisco", (ov.versions || {}).featdisco ?? "–"], ["run created", ov.created ?? "–"], ["report built", ov.built]];
-  const order = ["split", "featurize", "embed", "cluster", "name", "rate"];
-  const rank = (n) => (order.indexOf(n) + 1) || 99;
-  const stageRows = Object.entries(ov.stages).sort((a, b) => rank(a[0]) - rank(b[0])).map(([name, st]) => {
-    const llm = st.llm || {};
-    return [name, st.seconds === null || st.seconds === undefined ? "–" : st.seconds.toFixed(1) + " s",
-      llm.calls !== undefined ? fmt(llm.calls) : "", llm.input_tokens !== undefined ? fmt(llm.input_tokens + (llm.output_tokens || 0)) : "",
-      llm.cost_usd !== undefined && llm.cost_usd !== null ? "$" + llm.cost_usd.toFixed(2) : "",
-      summarise(st.counts)];
-  });
+  const stageRows = (ov.stages || []).map((st) => [st.stage, st.state,
+    st.seconds === null || st.seconds === undefined ? "–" : st.seconds.toFixed(1) + " s",
+    st.calls === null || st.calls === undefined ? "" : fmt(st.calls), st.tokens === null || st.tokens === undefined ? "" : fmt(st.tokens),
+    st.cost || "", st.counts || ""]);
   const kinds = KINDS.filter((k) => ov.kinds[k]).map((k) => {
     const info = ov.kinds[k];
     const ids = S.showPrivate ? info.top_all : info.top;
@@ -285,18 +282,11 @@ function viewOverview() {
   const analyses = ov.analyses.length ? el("ul", null, ov.analyses.map((a) => el("li", null,
     el("a", { href: "#/a/" + a.name }, a.name), el("span", { class: "muted" }, ` ${fmt(a.rows)} rows`)))) :
     empty("No analyses in this run yet (featdisco probe / compare write them).");
-  show(el("h1", null, "Run overview"), cards,
+  show(el("h1", null, "Run overview"), cards, headline,
     el("div", { class: "two" }, section("Configuration", table(["", ""], cfgRows, "kv")),
       section("Analyses", analyses)),
-    section("Stages", table(["stage", "time", "LLM calls", "tokens", "cost", "counts"], stageRows, "grid stages")),
+    section("Stages (LLM use over every invocation)", table(["stage", "state", "time", "LLM calls sent", "tokens", "cost", "counts"], stageRows, "grid stages")),
     section("Most interesting clusters of each kind", el("div", { class: "kinds" }, kinds)));
-}
-
-function summarise(counts) {
-  if (!counts || typeof counts !== "object") return "";
-  return Object.entries(counts).filter(([, v]) => typeof v === "number" || typeof v === "object")
-    .map(([k, v]) => typeof v === "number" ? `${k} ${fmt(v)}` : `${k}: ${Object.entries(v).filter(([, x]) => typeof x === "number").map(([a, x]) => `${a} ${fmt(x)}`).join(", ")}`)
-    .filter((s) => !s.endsWith(": ")).join(" · ");
 }
 
 /* ---------------------------------------------------------------- cluster list */
