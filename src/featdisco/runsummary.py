@@ -34,8 +34,6 @@ def usage(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     out["invocations"] = int(s.get("invocations", 1) if summary else 0)
     out["cost_usd"] = s.get("cost_usd", 0.0) if summary else 0.0
     out["failed_by_reason"] = dict(s.get("failed_by_reason") or {})
-    if s.get("prices"):
-        out["prices"] = s["prices"]
     return out
 
 
@@ -48,13 +46,11 @@ def add(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, A
     for k, v in y["failed_by_reason"].items():
         reasons[k] = reasons.get(k, 0) + v
     out["failed_by_reason"] = reasons
-    if y.get("prices") or x.get("prices"):
-        out["prices"] = y.get("prices") or x.get("prices")
     return out
 
 
 def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mapping[str, Any] | None = None,
-                      analysis: str | None = None) -> None:
+                      analysis: str | None = None, prices: Mapping[str, Any] | None = None) -> None:
     """Add one invocation's LLM use to the manifest. An invocation that asked nothing of the
     LLM leaves the totals as they were (``llm_last`` stays the last one that did)."""
     this = usage(summary)
@@ -63,6 +59,8 @@ def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mappin
     m = run.manifest
     prev = m.get("llm_totals")
     fields: dict[str, Any] = {"llm_totals": add(prev, this), "llm_last": this}
+    if prices:
+        fields["prices"] = dict(prices)  # per 1M tokens, and their source (a --prices file or built in)
     if stages:
         by_stage = dict(m.get("llm_by_stage") or {})
         for name, delta in stages.items():

@@ -33,7 +33,7 @@ def _group(vectors: np.ndarray, weights: np.ndarray, k: int, seed: int) -> tuple
 
 def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | None = None, seed: int = 0,
                     llm: str | None = None, model: str | None = None, base_url: str | None = None,
-                    concurrency: int | None = None, write: bool = True) -> pd.DataFrame:
+                    concurrency: int | None = None, prices: str | None = None, write: bool = True) -> pd.DataFrame:
     """``levels`` = 2 (clusters and parents) or 3 (and grandparents). Each level has about
     ``n / branching`` groups of the level below (default ``branching = √n``, so 20k clusters
     make ~140 parents and ~12 grandparents at three levels)."""
@@ -81,7 +81,8 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
             weights = np.array([nodes[p]["size"] for p in ids], dtype=np.float64)
             if len(ids) == 1:
                 break
-    _name(run_dir, nodes, to_name, seed, llm, model, base_url, concurrency)
+    _name(run_dir, nodes, to_name, seed, dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+                                              prices=prices))
     df = pd.DataFrame(nodes)
     if write:
         write_analysis(run_dir, "hierarchy", df)
@@ -89,12 +90,12 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
 
 
 def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[int, str, list[str]]], seed: int,
-          llm: str | None, model: str | None, base_url: str | None, concurrency: int | None) -> None:
+          llm_options: dict[str, Any]) -> None:
     """Name parents level by level so that grandparents see their children's new names."""
     if not to_name:
         return
     prompt = load_prompt("name_parent")
-    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+    pipe = open_pipeline(run_dir, **llm_options)
     try:
         for level in sorted({nodes[p]["level"] for p, _, _ in to_name}):
             batch = [(p, k) for p, k, _ in to_name if nodes[p]["level"] == level]

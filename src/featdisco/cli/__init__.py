@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import console, err_console, fail
+from featdisco.cli.common import PricesOpt, console, err_console, fail
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
 
@@ -134,6 +134,7 @@ def run_cmd(
         "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name or rate; "
         "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
         "and the run keeps a copy.")] = None,
+    prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
@@ -142,6 +143,7 @@ def run_cmd(
     are skipped, and finished LLM calls come from the run's cache.
     """
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
+    from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import Pipeline, PipelineConfig
     from featdisco.transcripts.read import ReadOptions
 
@@ -149,8 +151,10 @@ def run_cmd(
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
-                         batch=batch, batch_poll=batch_poll, executor=executor)
+                         batch=batch, batch_poll=batch_poll, executor=executor,
+                         prices=str(prices) if prices else None)
     cfg.featurize_config()  # validates the feature bounds before any work
+    PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
     options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
                           limit=limit)
@@ -182,6 +186,7 @@ def transform_cmd(
     format: FormatOpt = None,
     map_: MapOpt = None,
     skip_bad: SkipBadOpt = False,
+    prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
@@ -193,7 +198,8 @@ def transform_cmd(
     act = transform_into(run_dir, inputs, out_dir=output,
                          read_options=ReadOptions(format=format, mapping=map_ or {}, skip_bad=skip_bad),
                          overrides={"llm": llm, "model": model, "base_url": base_url,
-                                    "concurrency": concurrency}, log=log_line(quiet))
+                                    "concurrency": concurrency, "prices": str(prices) if prices else None},
+                         log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
     n_features = act.features.num_rows if act.features is not None else 0

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from featdisco.cli.common import PricesOpt
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 RunDirArg = Annotated[Path, typer.Argument(help="A fitted run directory (from `featdisco run`).")]
@@ -137,6 +138,7 @@ def register(app: typer.Typer) -> None:
         others: Annotated[int, typer.Option("--others", min=0, help="Non-members from nearby clusters shown per cluster.")] = 10,
         seed: Annotated[int, typer.Option("--seed")] = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
+        prices: PricesOpt = None,
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
@@ -147,7 +149,8 @@ def register(app: typer.Typer) -> None:
 
         out = Output.of(json_, csv_)
         df = score_labels(run_dir, n_clusters=clusters, n_members=members, n_others=others, seed=seed,
-                          llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+                          llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+                          prices=str(prices) if prices else None)
         ok = df[df["status"] == "ok"]
         out.say(f"{len(ok)} of {len(df)} labels scored; median precision {ok['precision'].median():.2f}, "
                 f"recall {ok['recall'].median():.2f}")
@@ -162,6 +165,7 @@ def register(app: typer.Typer) -> None:
         branching: Annotated[float | None, typer.Option("--branching", min=1.5, help="Children per parent (default √n).")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
+        prices: PricesOpt = None,
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
@@ -172,7 +176,7 @@ def register(app: typer.Typer) -> None:
 
         out = Output.of(json_, csv_)
         df = build_hierarchy(run_dir, levels=levels, branching=branching, seed=seed, llm=llm, model=model,
-                             base_url=base_url, concurrency=concurrency)
+                             base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None)
         parents = df[df["level"] > 0].sort_values(["level", "size"], ascending=[False, False])
         if out.machine:  # the whole tree, as stored
             out.rows(df, [], top=top)
