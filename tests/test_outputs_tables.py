@@ -42,7 +42,7 @@ def invoke(*args: str) -> str:
 def test_json_rows_are_keyed_like_the_parquet(run: Path) -> None:
     out = invoke("compare", str(run), "--by", "model", "--json")
     rows = [json.loads(line) for line in out.splitlines()]
-    stored = pq.read_table(run / "analysis_compare.parquet")
+    stored = pq.read_table(run / "analysis_compare_model.parquet")
     assert len(rows) == stored.num_rows and set(rows[0]) == set(stored.column_names)
     assert rows[0]["label"] == LONG and rows[0]["cluster_id"] == 3 and rows[0]["count_high"] == 30
 
@@ -78,3 +78,28 @@ def test_labels_are_printed_as_text_not_markup(tmp_path: Path) -> None:
     pieces = [PlantedPiece(f"t{t}", 0, "user", [0]) for t in range(5)]
     run = write_run(tmp_path / "run", pieces, [("user", "Uses [bold]tags[/bold]")])
     assert "Uses [bold]tags[/bold]" in invoke("frequency", str(run))
+
+
+def test_compare_by_any_piece_column_or_metadata_path_keeps_each(tmp_path: Path) -> None:
+    """Issue 16 item 3: `compare --by source` (a column kept on disk), a metadata key and a
+    nested metadata path all work, and each comparison has its own file."""
+    import pyarrow as pa
+
+    pieces = []
+    for t in range(40):
+        meta = {"judge": {"verdict": "pass" if t % 2 else "fail"}, "split": "a" if t < 20 else "b"}
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", [0], metadata=meta))
+        pieces.append(PlantedPiece(f"t{t}", 1, "response", [1] + ([2] if t % 2 else []), metadata=meta))
+    run = write_run(tmp_path / "run", pieces, [("user", "U"), ("response", "R"), ("response", "Only passing")])
+    table = pq.read_table(run / "pieces.parquet")
+    sources = [f"file{int(tid[1:]) % 2}.jsonl" for tid in table.column("transcript_id").to_pylist()]
+    pq.write_table(table.append_column("source", pa.array(sources)), run / "pieces.parquet")
+    for by, name in (("source", "compare_source"), ("split", "compare_split"),
+                     ("metadata.judge.verdict", "compare_metadata_judge_verdict")):
+        out = invoke("compare", str(run), "--by", by, "--json")
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert rows and all(r["by"] == by for r in rows)
+        assert (run / f"analysis_{name}.parquet").exists() and (run / f"analysis_{name}_rates.parquet").exists()
+        if by != "split":  # the planted difference: only passing (odd) transcripts have cluster 2
+            assert rows[0]["cluster_id"] == 2 and rows[0]["significant"]
+    assert len(list(run.glob("analysis_compare_*_rates.parquet"))) == 3

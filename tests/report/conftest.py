@@ -37,6 +37,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     from featdisco.analysis.probes import run_probes
 
     run_compare(run, by="model")
+    run_compare(run, by="source")  # a second comparison is kept beside the first
     run_probes(run)
     parents = [{"cluster_id": 1000, "parent_id": None, "label": f"Parent {IMG}"}] + [
         {"cluster_id": i, "parent_id": 1000, "label": None} for i in ids]

@@ -142,9 +142,10 @@ def test_map_and_analyses(page: Any, shots: Path) -> None:
     assert painted > 100
     shot(page, shots, "map")
     page.click("#nav >> text=Analyses")
-    page.wait_for_selector("text=compare")
+    page.wait_for_selector("text=compare_model")
     assert page.locator("main a:text-is('broken')").count() == 0
-    page.click("main a:text-is('compare')")
+    assert page.locator("main a:text-is('compare_source')").count() == 1  # every comparison is kept
+    page.click("main a:text-is('compare_model')")
     page.wait_for_selector("h2:has-text('Rate of each cluster per group')")
     assert page.locator("svg.plot line.whisker").count() > 0
     shot(page, shots, "analysis-compare")
@@ -163,7 +164,7 @@ def test_every_view_runs_no_payload(page: Any) -> None:
     page.check("#private")
     base = page.url.split("#")[0]
     for h in ("#/", "#/clusters/user", "#/clusters/thought", "#/clusters/response", "#/map", "#/transcripts",
-              "#/search?q=script", "#/search?q=javascript", "#/search?q=onerror", "#/analyses", "#/a/compare",
+              "#/search?q=script", "#/search?q=javascript", "#/search?q=onerror", "#/analyses", "#/a/compare_model", "#/a/compare_source",
               "#/a/probes", "#/a/hierarchy", "#/nowhere"):
         page.goto(base + h)
         page.wait_for_timeout(150)

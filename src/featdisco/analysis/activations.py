@@ -16,6 +16,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy import sparse
 
 from featdisco.dictionary import activation_matrix
@@ -40,6 +41,7 @@ class Activations:
     piece_matrix: sparse.csr_matrix
     transcript_matrix: sparse.csr_matrix
     features: pa.Table | None = None  # with ``with_features``: feature_id, piece_id, kind, text, cluster_id
+    pieces_path: Path | None = None  # pieces.parquet: columns not loaded up front are read from it on demand
 
     @property
     def matrix(self) -> sparse.csr_matrix:
@@ -55,17 +57,51 @@ class Activations:
         return np.asarray(self.clusters["kind"].to_numpy() == kind)
 
     def column(self, name: str) -> pd.Series:
-        """A piece column, or a key of the pieces' metadata JSON when no column has that name."""
-        if name in self.pieces.columns and name != "metadata":
+        """A piece column (any column of pieces.parquet), or a metadata path: ``category``,
+        ``metadata.category`` or a dotted path into nested metadata (``metadata.judge.score``)."""
+        if name in self.pieces.columns and name not in ("metadata", "transcript_row"):
             return self.pieces[name]
-        values = [_meta(m).get(name) for m in self.pieces["metadata"]]
+        if self.pieces_path is not None and name != "metadata":
+            names = pq.ParquetFile(self.pieces_path).schema_arrow.names
+            if name in names:  # a column kept on disk (source, format, ...): read it now
+                values = pq.read_table(self.pieces_path, columns=[name]).column(name).to_pylist()
+                return pd.Series(values, index=self.pieces.index, dtype=object)
+        path = name.removeprefix("metadata.")
+        metas = [_meta(m) for m in self.pieces["metadata"]] if "metadata" in self.pieces else []
+        values = [_lookup(m, path) for m in metas]
         if all(v is None for v in values):
-            cols = sorted(c for c in self.pieces.columns if c not in ("text", "metadata"))
-            keys = sorted({k for m in self.pieces["metadata"][:1000] for k in _meta(m)})
+            cols = sorted((set(self.pieces.columns) | set(self._disk_columns())) - {"text", "metadata", "transcript_row"})
+            keys = sorted({k for m in metas[:1000] for k in _paths(m)})
             raise FeatdiscoError(f"no piece column or metadata key named {name!r}; columns: "
                                  f"{', '.join(cols)}; metadata keys: {', '.join(keys) or 'none'}")
-        return pd.Series([None if v is None else str(v) for v in values], index=self.pieces.index,
-                         dtype=object)
+        return pd.Series([None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode()
+                          if isinstance(v, dict | list) else str(v) for v in values],
+                         index=self.pieces.index, dtype=object)
+
+    def _disk_columns(self) -> list[str]:
+        return pq.ParquetFile(self.pieces_path).schema_arrow.names if self.pieces_path else []
+
+
+def _lookup(meta: dict[str, Any], path: str) -> Any:
+    """``meta[path]``, else the dotted path walked through nested objects."""
+    if path in meta:
+        return meta[path]
+    value: Any = meta
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _paths(meta: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key of a metadata object, nested ones as dotted paths."""
+    out = []
+    for k, v in meta.items():
+        out.append(prefix + k)
+        if isinstance(v, dict):
+            out.extend(_paths(v, f"{prefix}{k}."))
+    return out
 
 
 def _meta(raw: Any) -> dict[str, Any]:
@@ -135,7 +171,8 @@ def load_activations(run_dir: str | Path, *, clusters: pa.Table | None = None,
     if with_features:
         feats = run.read_table("features.parquet", ["feature_id", "piece_id", "kind", "text"]) \
             .append_column("cluster_id", pa.array(cids, pa.int64()))
-    return Activations(pieces, cluster_table, [str(u) for u in uniques], pm.tocsr(), tm, feats)
+    return Activations(pieces, cluster_table, [str(u) for u in uniques], pm.tocsr(), tm, feats,
+                       pieces_path=run.file("pieces.parquet"))
 
 
 def _transcript_matrix(pm: sparse.csr_matrix, rows: np.ndarray, n: int) -> sparse.csr_matrix:

@@ -12,6 +12,7 @@ unpaired test counts as noise.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,13 +168,22 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
 def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: list[str] | None = None,
                 min_count: int = 1, alpha: float = 0.05, paired: bool | None = None,
                 write: bool = True) -> pd.DataFrame:
-    """:func:`compare_groups` on a run directory; writes ``analysis_compare.parquet`` (one row
-    per cluster) and ``analysis_compare_rates.parquet`` (one row per cluster and group)."""
+    """:func:`compare_groups` on a run directory; writes ``analysis_compare_<by>.parquet``
+    (one row per cluster) and ``analysis_compare_<by>_rates.parquet`` (one row per cluster and
+    group), so that comparisons by different columns are all kept. ``df.attrs["no_value"]``:
+    pieces left out because they have no value of ``by``."""
     act = load_activations(run_dir)
     df, rates = compare_groups(act, by, unit=unit, groups=groups, min_count=min_count, alpha=alpha,
                                paired=paired)
     df.insert(0, "by", by)
     if write:
-        write_analysis(run_dir, "compare", df)
-        write_analysis(run_dir, "compare_rates", rates.assign(by=by))
+        write_analysis(run_dir, compare_name(by), df)
+        write_analysis(run_dir, compare_name(by) + "_rates", rates.assign(by=by))
+    df.attrs["no_value"] = int(act.column(by).isna().sum())
     return df
+
+
+def compare_name(by: str) -> str:
+    """``compare_<by>``, with anything but letters, digits, ``-`` and ``_`` as ``_``
+    (``metadata.judge.score`` → ``compare_metadata_judge_score``)."""
+    return "compare_" + re.sub(r"[^A-Za-z0-9_-]+", "_", by).strip("_")

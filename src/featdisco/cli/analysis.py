@@ -80,7 +80,9 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
         run_dir: RunDirArg,
-        by: Annotated[str, typer.Option("--by", help="Piece column or metadata key to group by, e.g. model, checkpoint, dataset.")],
+        by: Annotated[str, typer.Option("--by", help="Any piece column (model, source, format, ...) or metadata path "
+                                        "(category, metadata.judge.score) to group by; each is kept as "
+                                        "analysis_compare_<by>.parquet.")],
         groups: Annotated[str | None, typer.Option("--groups", help="Only these groups, comma-separated.")] = None,
         unit: Annotated[str, typer.Option("--unit", help="piece (default) or transcript.")] = "piece",
         min_count: Annotated[int, typer.Option("--min-count", min=1, help="Skip clusters seen fewer times in all groups together.")] = 1,
@@ -92,17 +94,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """How groups differ: each cluster's rate per group with Wilson intervals, rate ratio,
         Fisher / chi-square with Benjamini–Hochberg, and a paired test over shared prompts."""
-        from featdisco.analysis.compare import run_compare
+        from featdisco.analysis.compare import compare_name, run_compare
 
         out = Output.of(json_, csv_)
         df = run_compare(run_dir, by, unit=unit, groups=groups.split(",") if groups else None,
                          min_count=min_count, alpha=alpha, paired=paired)
         n_sig = int(df["significant"].sum())
         out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
+        if df.attrs.get("no_value"):
+            out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
                       "count_low", "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences",
                  out.limit(top, 20))
-        wrote(out, run_dir, "compare", "compare_rates")
+        wrote(out, run_dir, compare_name(by), compare_name(by) + "_rates")
 
     @app.command("cooccur")
     def cooccur_cmd(
