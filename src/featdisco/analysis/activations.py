@@ -117,18 +117,67 @@ def _meta(raw: Any) -> dict[str, Any]:
 def read_clusters(run: RunDir, table: pa.Table | None = None) -> pd.DataFrame:
     """The cluster table (``clusters.parquet``, or the unnamed base table of a run stopped
     before naming, or ``table`` when given), indexed 0..n-1 by cluster id."""
-    name = "clusters.parquet" if run.file("clusters.parquet").exists() else "clusters_base.parquet"
+    source = cluster_table_source(run) if table is None else None
+    name = str(source) if source is not None else "clusters.parquet"
     if table is None:
-        table = run.read_table(name)
+        table = pq.read_table(source)
     df = table.to_pandas()
     if "label" not in df.columns:
         df["label"] = None
     df = df.sort_values("cluster_id").reset_index(drop=True)
     if not np.array_equal(df["cluster_id"].to_numpy(), np.arange(len(df))):
-        raise FeatdiscoError(f"{run.path}/{name}: cluster ids are not 0..{len(df) - 1}")
+        raise FeatdiscoError(f"{name}: cluster ids are not 0..{len(df) - 1}")
     df["label"] = [lab if isinstance(lab, str) and lab else f"{k} cluster {c}"
                    for lab, k, c in zip(df["label"], df["kind"], df["cluster"], strict=True)]
     return df
+
+
+def fitted_run(run: RunDir) -> Path | None:
+    """The fitted run whose dictionary a transform's output was made with (its manifest
+    names it), or None for a run fitted in place."""
+    if not run.exists or run.file("clusters.parquet").exists():
+        return None
+    fitted = run.manifest.get("fitted_run")
+    if not fitted:
+        return None
+    if not (Path(fitted) / "clusters.parquet").exists():
+        raise FeatdiscoError(f"{run.path} is the output of `featdisco transform` with the dictionary in "
+                             f"{fitted}, which has no clusters.parquet any more: its labels are needed")
+    return Path(fitted)
+
+
+def cluster_table_source(run: RunDir) -> Path:
+    """Where a run's clusters are: its own ``clusters.parquet`` (or the unnamed base table of
+    a run stopped before naming), else, for a transform's output, the fitted run's."""
+    for name in ("clusters.parquet", "clusters_base.parquet"):
+        if run.file(name).exists():
+            return run.file(name)
+    fitted = fitted_run(run)
+    if fitted is not None:
+        return fitted / "clusters.parquet"
+    raise FeatdiscoError(f"{run.path} has no clusters: run `featdisco run` into it, or "
+                         "`featdisco transform FITTED_RUN ... -o` it")
+
+
+def recounted_clusters(run_dir: str | Path) -> pa.Table:
+    """The cluster table of a run, with ``size`` (features), ``pieces`` and ``transcripts``
+    counted on the run's own data: for a transform's output, the fitted dictionary's labels
+    with this data's counts (and no examples, which were the fitted data's)."""
+    run = RunDir(run_dir)
+    source = cluster_table_source(run)
+    if source.parent.resolve() == run.path.resolve():
+        return pq.read_table(source)
+    act = load_activations(run_dir)
+    df = pq.read_table(source).to_pandas().sort_values("cluster_id").reset_index(drop=True)
+    cids = run.read_table("assignments.parquet", ["cluster_id"]).column(0).to_numpy(zero_copy_only=False)
+    cids = np.asarray(cids[cids >= 0] if cids.dtype.kind in "iu" else [c for c in cids if c is not None and c >= 0],
+                      dtype=np.int64)
+    df["size"] = np.bincount(cids, minlength=len(df))[: len(df)]
+    df["pieces"] = np.asarray(act.piece_matrix.getnnz(axis=0))
+    df["transcripts"] = np.asarray(act.transcript_matrix.getnnz(axis=0))
+    if "examples" in df:
+        df["examples"] = [[] for _ in range(len(df))]
+    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def load_activations(run_dir: str | Path, *, clusters: pa.Table | None = None,

@@ -13,7 +13,8 @@ import typer
 from featdisco.cli.common import PricesOpt
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
-RunDirArg = Annotated[Path, typer.Argument(help="A fitted run directory (from `featdisco run`).")]
+RunDirArg = Annotated[Path, typer.Argument(
+    help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
 TopOpt = Annotated[int | None, typer.Option(
     "--top", min=0, help="Rows to print (default shown; with --json/--csv: all rows).", show_default=False)]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")]

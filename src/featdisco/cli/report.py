@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_cmd(
-        run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+        run_dir: Annotated[Path, typer.Argument(
+            help="A finished run directory, or a `featdisco transform` output folder.")],
         output: Annotated[Path | None, typer.Option(
             "--output", "-o", help="Folder for the site (default: RUN_DIR/report).")] = None,
         search: Annotated[bool, typer.Option(

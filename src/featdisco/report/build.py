@@ -18,16 +18,17 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
+from featdisco.analysis.activations import fitted_run, recounted_clusters
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
 from featdisco.report.layout import cluster_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
+from featdisco.rundir import RunDir
 from featdisco.runsummary import headline, run_totals, stage_cells
 
-REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
-            "clusters.parquet")
+REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet")
 STATIC = ("index.html", "app.js", "app.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
@@ -105,8 +106,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     run = Path(run_dir)
     missing = [n for n in REQUIRED if not (run / n).exists()]
     if missing:
-        raise FeatdiscoError(f"{run} is not a finished run (missing {', '.join(missing)}): "
-                             "run `featdisco run` to completion first")
+        raise FeatdiscoError(f"{run} is not a finished run or transform output (missing "
+                             f"{', '.join(missing)}): run `featdisco run` to completion first")
     dest = Path(out) if out else run / "report"
     data = dest / "data"
     if data.exists():
@@ -125,8 +126,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
         manifest = orjson.loads((run / "manifest.json").read_bytes())
     except orjson.JSONDecodeError as e:
         raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
-    clusters_t = pq.read_table(run / "clusters.parquet")
-    layout = cluster_layout(run, clusters_t)
+    # a transform's output: the fitted dictionary's clusters, counted on this data
+    clusters_t = recounted_clusters(run)
+    fitted = fitted_run(RunDir(run))
+    layout = cluster_layout(fitted or run, clusters_t)
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
         c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
