@@ -263,7 +263,7 @@ function viewOverview() {
     ["features per piece", `${cfg.min_features ?? "–"}–${cfg.max_features ?? "–"}`], ["seed", String(cfg.seed ?? "–")],
     ["featdisco", (ov.versions || {}).featdisco ?? "–"], ["run created", ov.created ?? "–"], ["report built", ov.built]];
   const stageRows = (ov.stages || []).map((st) => [st.stage, st.state,
-    st.seconds === null || st.seconds === undefined ? "–" : st.seconds.toFixed(1) + " s",
+    st.seconds === null || st.seconds === undefined ? "–" : st.seconds + " s",
     st.calls === null || st.calls === undefined ? "" : fmt(st.calls), st.tokens === null || st.tokens === undefined ? "" : fmt(st.tokens),
     st.cost || "", st.counts || ""]);
   const kinds = KINDS.filter((k) => ov.kinds[k]).map((k) => {
