@@ -81,19 +81,21 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
             weights = np.array([nodes[p]["size"] for p in ids], dtype=np.float64)
             if len(ids) == 1:
                 break
-    _name(run_dir, nodes, to_name, seed, dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+    used = _name(run_dir, nodes, to_name, seed, dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                                               prices=prices))
     df = pd.DataFrame(nodes)
     if write:
         write_analysis(run_dir, "hierarchy", df)
+    df.attrs["llm"] = used  # failed naming calls and why: the CLI exits 3 on any
     return df
 
 
 def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[int, str, list[str]]], seed: int,
-          llm_options: dict[str, Any]) -> None:
-    """Name parents level by level so that grandparents see their children's new names."""
+          llm_options: dict[str, Any]) -> dict[str, Any] | None:
+    """Name parents level by level so that grandparents see their children's new names;
+    returns the LLM use (None: nothing to name)."""
     if not to_name:
-        return
+        return None
     prompt = load_prompt("name_parent")
     pipe = open_pipeline(run_dir, **llm_options)
     try:
@@ -107,4 +109,5 @@ def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[
                 nodes[p]["label"] = label or f"Group of {nodes[p]['children']} clusters"
                 nodes[p]["description"] = desc
     finally:
-        close_pipeline(pipe, "hierarchy")
+        used = close_pipeline(pipe, "hierarchy")
+    return used

@@ -99,7 +99,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
     try:
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
-        close_pipeline(pipe, "label_quality")
+        used = close_pipeline(pipe, "label_quality")
     rows = []
     for (cid, label, items), res in zip(plans, results, strict=True):
         n_mem = sum(m for _, m in items)
@@ -120,6 +120,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
         write_analysis(run_dir, "label_quality", df)
+    df.attrs["llm"] = used  # failed calls and why: the CLI exits 3 on any
     return df
 
 

@@ -8,6 +8,7 @@ cost accounting, and default to the backend and model recorded in the run's mani
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from featdisco.pipeline import Pipeline, config_from_manifest
 from featdisco.runsummary import record_invocation
@@ -24,10 +25,12 @@ def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | N
     return Pipeline(run_dir, cfg, progress="none")
 
 
-def close_pipeline(pipe: Pipeline, analysis: str) -> None:
+def close_pipeline(pipe: Pipeline, analysis: str) -> dict[str, Any]:
     """Add the analysis's LLM use to the run's totals (``featdisco status``, the report), then
-    close the pipeline."""
+    close the pipeline; returns that use (failed calls and why included)."""
     try:
-        record_invocation(pipe.dir, pipe.engine.summary.as_dict(), analysis=analysis, prices=pipe.prices_used())
+        used = pipe.engine.summary.as_dict()
+        record_invocation(pipe.dir, used, analysis=analysis, prices=pipe.prices_used())
+        return used
     finally:
         pipe.close()

@@ -191,7 +191,7 @@ def transform_cmd(
 ) -> None:
     """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
     to its nearest existing cluster."""
-    from featdisco.cli.run import log_line
+    from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
     from featdisco.transcripts.read import ReadOptions
 
@@ -205,6 +205,7 @@ def transform_cmd(
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
                   f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+    exit_if_transform_failed(output, lambda msg: console.print(msg, markup=False))
 
 
 @app.command("formats")

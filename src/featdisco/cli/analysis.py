@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import PricesOpt
+from featdisco.cli.common import PricesOpt, exit_if_failed
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 RunDirArg = Annotated[Path, typer.Argument(
@@ -162,6 +162,7 @@ def register(app: typer.Typer) -> None:
         out.rows(df, ["kind", "cluster_id", "label", "precision", "recall", "f1", "true_positives", "chosen",
                       "members_shown", "others_shown", "status"], "labels, worst first", out.limit(top, 15))
         wrote(out, run_dir, "label_quality")
+        exit_if_failed(df.attrs.get("llm"), out.say, "score-labels")
 
     @app.command("hierarchy")
     def hierarchy_cmd(
@@ -189,6 +190,8 @@ def register(app: typer.Typer) -> None:
             out.rows(parents, ["node_id", "level", "kind", "label", "children", "leaves", "size"], "parents",
                      out.limit(top, 20))
         wrote(out, run_dir, "hierarchy")
+        exit_if_failed(df.attrs.get("llm"), out.say, "hierarchy (parents whose naming failed are called "
+                       "\"Group of N clusters\")")
 
     @app.command("stability")
     def stability_cmd(

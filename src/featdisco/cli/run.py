@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import typer
 
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
@@ -89,13 +89,22 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
         out.say(f"browse them: featdisco report {result.run_dir}  (then open "
                 f"{result.run_dir}/report/index.html)")
     if not result.complete:
-        msg = result.stopped_reason or "some calls failed; rerun the same command to retry them"
-        out.say(f"run incomplete: {msg}")
         # scripts and schedulers must be able to tell a partial run from a finished one
+        if result.stopped_reason:
+            out.say(f"run incomplete: {result.stopped_reason}")
+        else:
+            exit_if_failed(result.llm.as_dict(), out.say, "run incomplete")
+            out.say("run incomplete: some stages did not finish; rerun the same command to finish them")
         raise typer.Exit(INCOMPLETE_EXIT)
 
 
-INCOMPLETE_EXIT = 3  # the run stopped at the cost cap or has failed calls; a rerun resumes
+def exit_if_transform_failed(out_dir: Path, say: Any) -> None:
+    """A transform whose featurize calls failed has pieces with missing features: exit 3."""
+    totals = run_totals(RunDir(out_dir).manifest, out_dir)
+    if any(s.state == "incomplete" for s in totals.stages):
+        exit_if_failed(totals.last, say, "transform incomplete")
+        say("transform incomplete: a stage did not finish; rerun the same command to finish it")
+        raise typer.Exit(INCOMPLETE_EXIT)
 
 
 STAGE_COLUMNS = ["stage", "state", "seconds", "peak MiB", "calls", "tokens", "cost", "counts"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from featdisco.cli.common import console, err_console
+from featdisco.errors import FeatdiscoError
 from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
@@ -16,6 +17,9 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
               model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
               skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
               quiet: bool) -> None:
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ""):
+        raise FeatdiscoError(f"-o {output}: split writes Parquet (.parquet) or CSV (.csv), not {suffix}")
     meta_fields = [m.strip() for m in (meta or "").split(",") if m.strip()]
     options = ReadOptions(format=format, mapping=mapping or {}, model=model, meta=meta_fields,
                           skip_bad=skip_bad, questions=[questions] if questions else [],
@@ -29,8 +33,15 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
 
     start = time.perf_counter()
     transcripts = read_transcripts(inputs, options, report=report, log=log)
-    rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), output,
-                        meta_columns=meta_fields)
+    target = output.with_name(output.name + ".parquet.tmp") if suffix == ".csv" else output
+    try:
+        rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), target,
+                            meta_columns=meta_fields)
+        if suffix == ".csv":  # what the name says: CSV, not Parquet under a CSV name
+            parquet_to_csv(target, output)
+    finally:
+        if target != output:
+            target.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
     if quiet:
         return
@@ -75,3 +86,15 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
             ftable.add_row(f.path, f.format + ("" if f.detected else " (forced)"), f"{f.records:,}",
                            f"{f.transcripts:,}", f"{sum(f.bad.values()):,}")
         console.print(ftable)
+
+
+def parquet_to_csv(source: Path, dest: Path) -> None:
+    """Stream a Parquet file into CSV with a header (written beside, then moved in)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    with pq.ParquetFile(source) as pf, pcsv.CSVWriter(tmp, pf.schema_arrow) as writer:
+        for batch in pf.iter_batches(batch_size=65_536):
+            writer.write_batch(batch)
+    tmp.replace(dest)
