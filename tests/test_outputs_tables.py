@@ -103,3 +103,21 @@ def test_compare_by_any_piece_column_or_metadata_path_keeps_each(tmp_path: Path)
         if by != "split":  # the planted difference: only passing (odd) transcripts have cluster 2
             assert rows[0]["cluster_id"] == 2 and rows[0]["significant"]
     assert len(list(run.glob("analysis_compare_*_rates.parquet"))) == 3
+
+
+def test_a_kind_only_one_group_has_is_not_compared_with_itself(tmp_path: Path) -> None:
+    """Only model 'a' thinks: its thought clusters were compared 'a' against 'a' (ratio 1,
+    p = 1) and drawn as [0, 1] intervals for 'b'; now they are left out, and said so."""
+    pieces = []
+    for t in range(30):
+        model = "a" if t % 2 else "b"
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", [0], model=model))
+        if model == "a":
+            pieces.append(PlantedPiece(f"t{t}", 1, "thought", [1], model=model))
+        pieces.append(PlantedPiece(f"t{t}", 2, "response", [2 + (t % 3 == 0)], model=model))
+    run = write_run(tmp_path / "run", pieces, [("user", "U"), ("thought", "T"), ("response", "R0"), ("response", "R1")])
+    result = CliRunner().invoke(app, ["compare", str(run), "--by", "model"])
+    assert result.exit_code == 0, result.output
+    assert "thought clusters not compared: only a has thought pieces" in result.output
+    kinds = set(pq.read_table(run / "analysis_compare_model.parquet").column("kind").to_pylist())
+    assert kinds == {"user", "response"}

@@ -71,11 +71,15 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     keys = prompt_keys(act).to_numpy(dtype=object)
     rates: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}  # kind → the only group that has pieces of it
     for kind in sorted(set(kinds)):
         cols = np.nonzero(act.kind_mask(kind))[0]
         if len(cols) == 0:
             continue
         counts, ns, presence = _group_counts(act, kinds == kind, gvals, keys, present, cols, unit)
+        if (ns > 0).sum() < 2:  # nothing to compare: say so instead of comparing a group with itself
+            skipped[kind] = ", ".join(g for g, n in zip(present, ns, strict=True) if n) or "none"
+            continue
         for j, cid in enumerate(cols):
             c, n = counts[:, j], ns
             low, high = wilson_interval(c, n)
@@ -96,7 +100,9 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     df.insert(2, "label", [labels[c] for c in df["cluster_id"]])
     df["abs_log2_ratio"] = df["log2_ratio"].abs()
     df = df.sort_values(["significant", "abs_log2_ratio", "p_value"], ascending=[False, False, True])
-    return df.drop(columns="abs_log2_ratio").reset_index(drop=True), pd.DataFrame(rates)
+    df = df.drop(columns="abs_log2_ratio").reset_index(drop=True)
+    df.attrs["kinds_not_compared"] = skipped
+    return df, pd.DataFrame(rates)
 
 
 def _group_counts(act: Activations, kind_rows: np.ndarray, gvals: np.ndarray, keys: np.ndarray,
@@ -138,10 +144,11 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, c / n, np.nan)
     hi, lo = int(np.nanargmax(rate)), int(np.nanargmin(rate))
-    if len(groups) == 2:
+    has = n > 0  # a group without pieces of this kind has no rate to test
+    if has.sum() == 2:
         p, test = two_by_two_test(int(c[hi]), int(n[hi]), int(c[lo]), int(n[lo]))
     else:
-        p, test = chi_square_k(c, n), "chi2"
+        p, test = chi_square_k(c[has], n[has]), "chi2"
     # a smoothed ratio ranks 3/100 vs 0/100 sensibly; the raw one is kept for reading
     smooth = ((c[hi] + 0.5) / (n[hi] + 1)) / ((c[lo] + 0.5) / (n[lo] + 1))
     row: dict[str, Any] = {

@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
                          min_count=min_count, alpha=alpha, paired=paired)
         n_sig = int(df["significant"].sum())
         out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
+        for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
+            out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
         if df.attrs.get("no_value"):
             out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",

@@ -1,6 +1,6 @@
 """``featdisco report DIR``: turn a fitted run directory into ``DIR/report/``.
 
-The page (index.html, app.js, app.css, copied from ``static/``) loads ``data/overview.js``
+The page (index.html, charts.js, app.js, app.css, copied from ``static/``) loads ``data/overview.js``
 first, a few kilobytes whatever the run's size; the cluster lists, the cluster and
 transcript pages and the search index are shards loaded when a view needs them.
 """
@@ -29,7 +29,7 @@ from featdisco.rundir import RunDir
 from featdisco.runsummary import headline, run_totals, stage_cells
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet")
-STATIC = ("index.html", "app.js", "app.css")
+STATIC = ("index.html", "charts.js", "app.js", "app.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -41,7 +41,7 @@ class ReportStats:
     path: Path
     files: int = 0
     bytes: int = 0
-    first_view_bytes: int = 0  # index.html + app.js + app.css + overview.js
+    first_view_bytes: int = 0  # index.html + charts.js + app.js + app.css + overview.js
     clusters: int = 0
     transcripts: int = 0
     pieces: int = 0

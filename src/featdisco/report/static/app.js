@@ -168,41 +168,6 @@ function histogram(h, opts) {
   return el("figure", null, g, el("figcaption", null, opts.title));
 }
 
-/* Horizontal bars with intervals: rows of {label, groups: [{name, value, lo, hi}]} */
-function intervalBars(rows, groupNames, xlabel) {
-  const rowH = 16 * Math.max(1, groupNames.length) + 10, L = 260, R = 130, W = 860, T = 24;
-  const H = T + rows.length * rowH + 30;
-  let max = 0;
-  rows.forEach((r) => r.groups.forEach((g) => { max = Math.max(max, g.hi ?? g.value ?? 0, g.value ?? 0); }));
-  max = max || 1;
-  const x = (v) => L + (W - L - R) * v / max;
-  const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot wide", role: "img" });
-  const palette = ["#2f6fb5", "#d0743c", "#2e8b57", "#8a5cc2", "#b8860b", "#c0392b"];
-  groupNames.forEach((name, j) => {
-    s.appendChild(svg("rect", { x: L + j * 130, y: 4, width: 10, height: 10, fill: palette[j % palette.length] }));
-    s.appendChild(svg("text", { x: L + j * 130 + 14, y: 13, class: "axis" }, name));
-  });
-  rows.forEach((r, i) => {
-    const y0 = T + i * rowH;
-    const lab = r.label.length > 42 ? r.label.slice(0, 41) + "…" : r.label;
-    s.appendChild(svg("text", { x: L - 6, y: y0 + rowH / 2 + 3, class: "axis", "text-anchor": "end" }, lab));
-    r.groups.forEach((g, j) => {
-      const y = y0 + 4 + j * 16, v = g.value ?? 0;
-      const bar = svg("rect", { x: L, y: y, width: Math.max(0, x(v) - L), height: 11, fill: palette[j % palette.length], opacity: 0.8 });
-      bar.appendChild(svg("title", {}, `${g.name}: ${pct(v)}` + (g.lo !== undefined && g.lo !== null ? ` [${pct(g.lo)}, ${pct(g.hi)}]` : "")));
-      s.appendChild(bar);
-      if (g.lo !== undefined && g.lo !== null && g.hi !== null) {
-        s.appendChild(svg("line", { x1: x(g.lo), x2: x(g.hi), y1: y + 5.5, y2: y + 5.5, class: "whisker" }));
-        s.appendChild(svg("line", { x1: x(g.lo), x2: x(g.lo), y1: y + 1, y2: y + 10, class: "whisker" }));
-        s.appendChild(svg("line", { x1: x(g.hi), x2: x(g.hi), y1: y + 1, y2: y + 10, class: "whisker" }));
-      }
-    });
-    if (r.note) s.appendChild(svg("text", { x: W - R + 4, y: y0 + rowH / 2 + 3, class: "axis" }, r.note));
-  });
-  s.appendChild(svg("text", { x: (L + W - R) / 2, y: H - 6, class: "axis label", "text-anchor": "middle" }, xlabel));
-  return s;
-}
-
 /* ---------------------------------------------------------------- router */
 
 const routes = [
@@ -560,6 +525,8 @@ function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 
 function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
+  if (cols.includes("cluster_a") && cols.includes("npmi")) return cooccurrencePlots(rows, byId);
+  if (cols.includes("precision") && cols.includes("recall") && cols.includes("members_shown")) return labelQualityPlots(rows, byId);
   const f1 = pick(cols, "f1", "test_f1", "F1");
   if (f1) {
     const vals = rows.map((r) => r[f1]).filter((v) => typeof v === "number");
@@ -584,7 +551,7 @@ function analysisPlots(name, cols, rows, byId, rates) {
     const byCluster = new Map();
     if (long && long.cluster_id) long.cluster_id.forEach((c, i) => {
       if (!byCluster.has(c)) byCluster.set(c, []);
-      byCluster.get(c).push({ name: String(long.group[i]), value: long.rate[i], lo: long.ci_low ? long.ci_low[i] : null, hi: long.ci_high ? long.ci_high[i] : null });
+      byCluster.get(c).push({ name: String(long.group[i]), value: long.rate[i], lo: long.ci_low ? long.ci_low[i] : null, hi: long.ci_high ? long.ci_high[i] : null, n: long.n ? long.n[i] : undefined });
     });
     const top = rows.filter((r) => byId.has(r[cid])).slice(0, 20);
     const groupNames = [...new Set(top.flatMap((r) => byCluster.has(r[cid]) ? byCluster.get(r[cid]).map((g) => g.name) : [String(r.group_high), String(r.group_low)]))].sort();
@@ -604,7 +571,7 @@ function analysisPlots(name, cols, rows, byId, rates) {
     const groupNames = [...new Set(rows.map((r) => String(r.group)))].sort();
     const bars = ids.map((id) => ({ label: byId.get(id).label || String(id), note: "",
       groups: groupNames.map((n) => { const r = rows.find((x) => x[cid] === id && String(x.group) === n);
-        return r ? { name: n, value: r.rate, lo: r.ci_low ?? null, hi: r.ci_high ?? null } : { name: n, value: 0, lo: null, hi: null }; }) }));
+        return r ? { name: n, value: r.rate, lo: r.ci_low ?? null, hi: r.ci_high ?? null, n: r.n } : { name: n, value: 0, lo: null, hi: null }; }) }));
     if (bars.length) out.push(section("Rate per group (95% Wilson intervals)", intervalBars(bars, groupNames, "share of pieces with the cluster")));
   }
   const parent = pick(cols, "parent_id", "parent");
