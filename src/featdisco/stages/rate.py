@@ -156,14 +156,15 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 reason = status.removeprefix("failed: ")
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
                 continue
-            row = {"interest": int(r["interest"]), "reason": " ".join(str(r["reason"]).split()),
-                   "private": bool(r["private"]), "private_reason": " ".join(str(r.get("private_reason") or "").split())
-                   or None, "status": "ok", "discarded": None}
-            if row["private"] and not privacy_reason_names_data(row["private_reason"] or row["reason"]):
+            row: dict[str, Any] = {"interest": int(r["interest"]), "reason": " ".join(str(r["reason"]).split()),
+                                   "private": bool(r["private"]),
+                                   "private_reason": " ".join(str(r.get("private_reason") or "").split()) or None,
+                                   "status": "ok", "discarded": None}
+            if row["private"] and not privacy_reason_names_data(row["private_reason"]):
                 row["private"] = False
                 row["discarded"] = "privacy flag: its reason names nothing private in the examples"
                 report.private_discarded += 1
-                report.discarded_example = report.discarded_example or (row["private_reason"] or row["reason"])
+                report.discarded_example = report.discarded_example or row["private_reason"] or "(no reason given)"
             found[pos] = row
             rated.append(row)
         if (why := judge_batch([r["interest"] for r in rated], [r["reason"] for r in rated])) is not None:
