@@ -72,6 +72,7 @@ class PipelineConfig:
     batch_poll: float = 30.0  # seconds between batch polls
     executor: str = "local"  # 'local' (asyncio) or 'ray' (Ray Data)
     prices: str | None = None  # price file (else FEATDISCO_PRICES, else the built-in table)
+    min_transcripts: int = 1  # outputs hide clusters from fewer transcripts (analysis/visibility.py)
 
 
     def featurize_config(self) -> FeaturizeConfig:

@@ -118,7 +118,11 @@ def run_cmd(
         "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
         show_default=False)] = None,
     show_private: Annotated[bool, typer.Option(
-        "--show-private", help="Also print clusters flagged private (hidden by default).")] = False,
+        "--show-private", help="Also print clusters flagged private or drawn from too few transcripts.")] = False,
+    min_transcripts: Annotated[int, typer.Option(
+        "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts from the "
+        "printed tables, --json and the report, so that none singles out one conversation; kept in the run's "
+        "config as the default of later commands.")] = 1,
     json_: JsonOpt = False,
     csv_: CsvOpt = False,
     batch: Annotated[bool, typer.Option(
@@ -152,7 +156,7 @@ def run_cmd(
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
                          batch=batch, batch_poll=batch_poll, executor=executor,
-                         prices=str(prices) if prices else None)
+                         prices=str(prices) if prices else None, min_transcripts=min_transcripts)
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work

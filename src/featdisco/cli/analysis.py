@@ -5,6 +5,7 @@ the full results (with every count) are in ``analysis_<name>.parquet`` in the ru
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,24 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compa
 ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
 
 
+MinTranscriptsOpt = Annotated[int | None, typer.Option(
+    "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts, so that none "
+    "singles out one conversation (default: the run's --min-transcripts, else 1).", show_default=False)]
+ShowPrivateOpt = Annotated[bool, typer.Option(
+    "--show-private", help="Also show clusters flagged private or drawn from too few transcripts.")]
+
+
+def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | None, show_private: bool) -> Output:
+    """The command's output, leaving out rows about hidden clusters (and saying how many)."""
+    from featdisco.analysis.visibility import visibility
+
+    out = Output.of(json_, csv_)
+    vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
+    if (note := vis.note()) is not None:
+        out.say(note)
+    return replace(out, hidden=vis.hidden)
+
+
 def wrote(out: Output, run_dir: Path, *names: str) -> None:
     out.say("written: " + ", ".join(str(run_dir / f"analysis_{n}.parquet") for n in names))
 
@@ -31,12 +50,13 @@ def register(app: typer.Typer) -> None:
     """Add the analysis commands to the ``featdisco`` app."""
 
     @app.command("frequency")
-    def frequency_cmd(run_dir: RunDirArg, top: TopOpt = None, json_: JsonOpt = False, csv_: CsvOpt = False) -> None:
+    def frequency_cmd(run_dir: RunDirArg, top: TopOpt = None, json_: JsonOpt = False, csv_: CsvOpt = False,
+                      min_transcripts: MinTranscriptsOpt = None, show_private: ShowPrivateOpt = False) -> None:
         """How often each cluster occurs: in pieces of its kind and in distinct transcripts
         (default: 10 rows per kind)."""
         from featdisco.analysis.activations import cluster_frequency
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = cluster_frequency(run_dir)
         n = out.limit(top, 10)
         if out.machine:
@@ -60,13 +80,15 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Which user features predict thought and response features: one logistic-regression
         probe per target, held-out split by transcript, F1/precision/recall/AUROC against the
         best input-blind F1, and the user clusters with the largest positive weights."""
         from featdisco.analysis.probes import run_probes, summarize_probes
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
                         min_positives=min_positives, n_jobs=jobs)
@@ -92,12 +114,14 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How groups differ: each cluster's rate per group with Wilson intervals, rate ratio,
         Fisher / chi-square with Benjamini–Hochberg, and a paired test over shared prompts."""
         from featdisco.analysis.compare import compare_name, run_compare
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_compare(run_dir, by, unit=unit, groups=groups.split(",") if groups else None,
                          min_count=min_count, alpha=alpha, paired=paired)
         n_sig = int(df["significant"].sum())
@@ -119,12 +143,14 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Cluster pairs that co-occur more than chance within pieces and within transcripts
         (lift, PMI, NPMI, hypergeometric p with Benjamini–Hochberg)."""
         from featdisco.analysis.cooccurrence import run_cooccurrence
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         levels = ("piece", "transcript") if level == "both" else (level,)
         df = run_cooccurrence(run_dir, levels=levels, min_support=min_support)
         n = out.limit(top, 20)
@@ -149,12 +175,14 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How good the labels are: the LLM picks, from a mix of members and near non-members,
         those that fit each label; precision and recall per label (worst first)."""
         from featdisco.analysis.label_quality import score_labels
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = score_labels(run_dir, n_clusters=clusters, n_members=members, n_others=others, seed=seed,
                           llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                           prices=str(prices) if prices else None)
@@ -177,12 +205,14 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Group clusters into parents (two or three levels), each parent named by the LLM
         from its children's labels; stored as a tree (node, parent, level)."""
         from featdisco.analysis.hierarchy import build_hierarchy
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = build_hierarchy(run_dir, levels=levels, branching=branching, seed=seed, llm=llm, model=model,
                              base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None)
         parents = df[df["level"] > 0].sort_values(["level", "size"], ascending=[False, False])
@@ -205,12 +235,14 @@ def register(app: typer.Typer) -> None:
         top: TopOpt = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How much clusters change across seeds and subsamples: ARI, NMI and the share of
         clusters with a close match, per kind; least stable clusters listed."""
         from featdisco.analysis.stability import run_stability
 
-        out = Output.of(json_, csv_)
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         summary, detail = run_stability(run_dir, runs=runs, fraction=fraction, seed=seed, match_jaccard=match)
         out.rows(summary, ["kind", "rerun", "seed", "strings", "clusters", "ari", "nmi", "matched_share"],
                  "reclusterings", 100, primary=False)

@@ -82,7 +82,7 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
         return
     result = pipe.run(inputs, read_options)
     print_summary(result, out)
-    print_top_clusters(result.clusters, top, out, show_private)
+    print_top_clusters(result.clusters, top, out, show_private, result.run_dir)
     if (result.run_dir / "clusters.parquet").exists():
         out.say(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
                 "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
@@ -149,15 +149,19 @@ def _clip(text: str, n: int) -> str:
 
 
 def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None = None,
-                       show_private: bool = False) -> None:
-    """The most interesting clusters of each kind (all clusters in JSON/CSV unless --top)."""
+                       show_private: bool = False, run_dir: Path | None = None) -> None:
+    """The most interesting clusters of each kind (all clusters in JSON/CSV unless --top),
+    without those flagged private or drawn from too few transcripts unless asked."""
+    from featdisco.analysis.visibility import NOTHING_HIDDEN, visibility
+
     out = out or Output()
     n = out.limit(top, 8)
     if clusters.num_rows == 0 or n == 0:
         return
+    vis = visibility(run_dir, show_private=show_private) if run_dir is not None else NOTHING_HIDDEN
     rows = clusters.to_pylist()
     for kind in PIECE_KINDS:
-        mine = [r for r in rows if r["kind"] == kind and (show_private or not r.get("private"))]
+        mine = [r for r in rows if r["kind"] == kind and r["cluster_id"] not in vis.hidden]
         if not mine:
             continue
         mine.sort(key=lambda r: (-(r.get("interest") or 0), -(r.get("pieces") or 0)))
@@ -167,10 +171,10 @@ def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None =
         else:
             out.rows([{**r, "examples": "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]),
                        "label": r.get("label") or "(unnamed)"} for r in mine],
-                     ["cluster_id", "interest", "pieces", "label", "examples"], f"top {kind} clusters by interest")
-        hidden = sum(1 for r in rows if r["kind"] == kind and r.get("private"))
-        if hidden and not show_private:
-            out.say(f"  ({hidden} {kind} clusters flagged private are hidden; --show-private shows them)")
+                     ["cluster_id", "interest", "pieces", "transcripts", "label", "examples"],
+                     f"top {kind} clusters by interest")
+    if (note := vis.note()) is not None:
+        out.say(note)
 
 
 def show_status(run_dir: Path, json_: bool = False) -> None:

@@ -40,11 +40,16 @@ WIDE = 100_000  # "no limit" for rich when the output is not a terminal
 CELL_WIDTH = 40  # widest column on a terminal; text folds within it
 
 
+ID_COLUMNS = ("cluster_id", "cluster_a", "cluster_b")  # rows about a hidden cluster are left out
+
+
 @dataclass(frozen=True, slots=True)
 class Output:
-    """How a command prints its results: ``table`` (default), ``json`` or ``csv``."""
+    """How a command prints its results: ``table`` (default), ``json`` or ``csv``; rows about
+    the clusters in ``hidden`` (private, or from too few transcripts) are left out."""
 
     format: str = "table"
+    hidden: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, json_: bool = False, csv_: bool = False) -> Output:
@@ -70,12 +75,22 @@ class Output:
         format and when ``primary``, every column of the first ``top`` rows (all rows when
         ``top`` is None). Secondary tables are left out of machine output, so that it holds
         one kind of row."""
-        df = to_frame(data)
+        df = self.visible(to_frame(data))
         if self.machine:
             if primary:
                 write_rows(df if top is None else df.head(top), self.format)
             return
         print_table(df, columns, title, top)
+
+
+    def visible(self, df: pd.DataFrame) -> pd.DataFrame:
+        if not self.hidden or df.empty:
+            return df
+        keep = np.ones(len(df), dtype=bool)
+        for col in ID_COLUMNS:
+            if col in df.columns:
+                keep &= ~df[col].isin(self.hidden).to_numpy()
+        return df[keep]
 
 
 def to_frame(data: pd.DataFrame | pa.Table | Sequence[dict[str, Any]]) -> pd.DataFrame:

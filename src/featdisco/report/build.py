@@ -19,6 +19,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from featdisco.analysis.activations import fitted_run, recounted_clusters
+from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
@@ -59,7 +60,7 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
 
 
 def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
-              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int]) -> dict[str, Any]:
+              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
     for kind in KINDS:
@@ -70,7 +71,8 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]
         interest = np.asarray([c["interest"] for c in rows if c["interest"] is not None], dtype=float)
         ranked = sorted(rows, key=lambda c: (-(c["interest"] or 0), -c["size"]))
         per_kind[kind] = {
-            "clusters": len(rows), "private": sum(bool(c["private"]) for c in rows),
+            "clusters": len(rows), "private": sum(c["flagged"] for c in rows), "rare": sum(c["rare"] for c in rows),
+            "hidden": sum(c["private"] for c in rows),
             "features": int(sizes.sum()), "pieces": kinds_pieces.get(kind, 0),
             "sizes": _hist(sizes, _size_bins(sizes)),
             "interest": _hist(interest, np.arange(0, 101, 5)),
@@ -83,7 +85,8 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
         "created": manifest.get("created"), "updated": manifest.get("updated"),
         # the same totals and words as `featdisco status` and the run summary
-        "totals": totals.as_dict(), "headline": headline(totals),
+        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note()) else []),
+        "min_transcripts": vis.min_transcripts,
         "stages": [stage_cells(s) for s in totals.stages],
         "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,
         "clusters": {c["cluster_id"]: _brief(c) for c in clusters if c["cluster_id"] in top_ids},
@@ -101,8 +104,23 @@ def _brief(c: dict[str, Any]) -> list[Any]:
             bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True) -> ReportStats:
-    """Write the report of a fitted run to ``out`` (default ``run_dir/report``)."""
+def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
+    """Mark the clusters the page hides until "Show private clusters" is ticked: flagged
+    private, or drawn from fewer than ``min_transcripts`` transcripts (``private`` is then the
+    page's hide flag; ``flagged`` and ``rare`` say why)."""
+    for c in clusters:
+        c["flagged"] = bool(c.get("private"))
+        c["rare"] = (c.get("transcripts") or 0) < min_transcripts
+        c["private"] = c["flagged"] or c["rare"]
+    return Visibility(frozenset(c["cluster_id"] for c in clusters if c["private"]),
+                      frozenset(c["cluster_id"] for c in clusters if c["rare"]),
+                      frozenset(c["cluster_id"] for c in clusters if c["flagged"]), min_transcripts, False)
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True,
+                 min_transcripts: int | None = None) -> ReportStats:
+    """Write the report of a fitted run to ``out`` (default ``run_dir/report``); clusters from
+    fewer than ``min_transcripts`` transcripts (default: the run's) are hidden like private ones."""
     run = Path(run_dir)
     missing = [n for n in REQUIRED if not (run / n).exists()]
     if missing:
@@ -133,6 +151,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
         c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+    vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)
     lap("clusters")
     order = tables.piece_order(run)
     feats = tables.feature_table(run)
@@ -159,7 +178,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
         pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
         return_counts=True), strict=True))
     overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
-                         {str(k): int(v) for k, v in kinds_pieces.items()})
+                         {str(k): int(v) for k, v in kinds_pieces.items()}, vis)
     overview["search"] = search
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"

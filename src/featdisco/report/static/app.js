@@ -237,7 +237,8 @@ function viewOverview() {
     const top = ids.map((id) => brief(ov.clusters[id], k));
     return el("div", { class: "kindcol" },
       el("h3", null, kindBadge(k), ` ${fmt(info.clusters)} clusters · ${fmt(info.pieces)} pieces`,
-        info.private ? el("span", { class: "muted" }, ` · ${info.private} private`) : null),
+        info.private ? el("span", { class: "muted" }, ` · ${info.private} private`) : null,
+        info.rare ? el("span", { class: "muted" }, ` · ${info.rare} from fewer than ${fmt(ov.min_transcripts)} transcripts`) : null),
       el("ol", { class: "toplist" }, top.map((c) => el("li", null, interestBadge(c.interest), " ", clusterLink(c),
         el("span", { class: "muted" }, ` ${fmt(c.size)}`)))),
       el("p", null, el("a", { href: `#/clusters/${k}` }, `All ${k} clusters →`)),
