@@ -71,7 +71,9 @@ FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="Force a r
 MapOpt = Annotated[str | None, typer.Option("--map", help="Map table columns, e.g. user=prompt,response=output.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad records instead of stopping.")]
 LlmOpt = Annotated[str | None, typer.Option(
-    "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default local).")]
+    "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default: openai when "
+    "--base-url, FEATDISCO_BASE_URL or OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, "
+    "else the embedded local model).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model name (env FEATDISCO_MODEL).")]
 BaseUrlOpt = Annotated[str | None, typer.Option(
     "--base-url", help="OpenAI-compatible server URL, e.g. a vLLM or Ollama server (env FEATDISCO_BASE_URL).")]
@@ -97,9 +99,10 @@ def run_cmd(
     min_features: Annotated[int, typer.Option("--min-features", min=1, help="Fewest features per piece.")] = 10,
     max_features: Annotated[int, typer.Option("--max-features", min=1, help="Most features per piece.")] = 20,
     max_piece_tokens: Annotated[int, typer.Option(
-        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before rating.")] = 2000,
+        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing.")] = 2000,
     max_cost: Annotated[float | None, typer.Option(
-        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept.")] = None,
+        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
+        "(needs a known price: built in, or --prices).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Estimate calls, tokens and cost of featurizing, and spend nothing.")] = False,
     concurrency: ConcurrencyOpt = 64,
@@ -183,9 +186,11 @@ def transform_cmd(
     inputs: InputsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the new pieces, features, "
                                          "assignments and activations.npz.")],
-    llm: LlmOpt = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
+    llm: Annotated[str | None, typer.Option(
+        "--llm", help="LLM backend (default: the fitted run's, so that new features are worded alike).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the fitted run's).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="OpenAI-compatible server URL (default: the fitted run's).")] = None,
     concurrency: ConcurrencyOpt = 64,
     format: FormatOpt = None,
     map_: MapOpt = None,

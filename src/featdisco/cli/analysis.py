@@ -16,12 +16,18 @@ from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 RunDirArg = Annotated[Path, typer.Argument(
     help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
-TopOpt = Annotated[int | None, typer.Option(
-    "--top", min=0, help="Rows to print (default shown; with --json/--csv: all rows).", show_default=False)]
+_TOP = "Rows to print (default {}; with --json/--csv: all rows)."
+Top10 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(10), show_default=False)]
+Top10Kind = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format("10 per kind"), show_default=False)]
+Top15 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(15), show_default=False)]
+Top20 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(20), show_default=False)]
+Top20Level = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format("20 per level"),
+                                                show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random sampling.")]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model (default: the run's).")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (default: the run's).")]
-ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
+ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls (default: the run's).")]
 
 
 MinTranscriptsOpt = Annotated[int | None, typer.Option(
@@ -50,10 +56,9 @@ def register(app: typer.Typer) -> None:
     """Add the analysis commands to the ``featdisco`` app."""
 
     @app.command("frequency")
-    def frequency_cmd(run_dir: RunDirArg, top: TopOpt = None, json_: JsonOpt = False, csv_: CsvOpt = False,
+    def frequency_cmd(run_dir: RunDirArg, top: Top10Kind = None, json_: JsonOpt = False, csv_: CsvOpt = False,
                       min_transcripts: MinTranscriptsOpt = None, show_private: ShowPrivateOpt = False) -> None:
-        """How often each cluster occurs: in pieces of its kind and in distinct transcripts
-        (default: 10 rows per kind)."""
+        """How often each cluster occurs: in pieces of its kind and in distinct transcripts."""
         from featdisco.analysis.activations import cluster_frequency
 
         out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
@@ -77,7 +82,7 @@ def register(app: typer.Typer) -> None:
         min_positives: Annotated[int, typer.Option("--min-positives", min=1, help="Skip targets seen in fewer pieces.")] = 10,
         jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
-        top: TopOpt = None,
+        top: Top15 = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,
@@ -111,7 +116,7 @@ def register(app: typer.Typer) -> None:
         min_count: Annotated[int, typer.Option("--min-count", min=1, help="Skip clusters seen fewer times in all groups together.")] = 1,
         alpha: Annotated[float, typer.Option("--alpha", help="False discovery rate for 'significant'.")] = 0.05,
         paired: Annotated[bool | None, typer.Option("--paired/--unpaired", help="Force or forbid the paired test over shared prompts (default: when groups share prompts).")] = None,
-        top: TopOpt = None,
+        top: Top20 = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,
@@ -140,7 +145,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirArg,
         min_support: Annotated[int, typer.Option("--min-support", min=1, help="Fewest pieces / transcripts a pair must share.")] = 5,
         level: Annotated[str, typer.Option("--level", help="piece, transcript or both.")] = "both",
-        top: TopOpt = None,
+        top: Top20Level = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,
@@ -169,10 +174,10 @@ def register(app: typer.Typer) -> None:
         clusters: Annotated[int, typer.Option("--clusters", min=1, help="Clusters to sample and score.")] = 50,
         members: Annotated[int, typer.Option("--members", min=1, help="Members shown per cluster.")] = 10,
         others: Annotated[int, typer.Option("--others", min=0, help="Non-members from nearby clusters shown per cluster.")] = 10,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: SeedOpt = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
         prices: PricesOpt = None,
-        top: TopOpt = None,
+        top: Top15 = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,
@@ -199,10 +204,10 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirArg,
         levels: Annotated[int, typer.Option("--levels", min=2, max=3, help="2: clusters and parents; 3: and grandparents.")] = 2,
         branching: Annotated[float | None, typer.Option("--branching", min=1.5, help="Children per parent (default √n).")] = None,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: SeedOpt = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
         prices: PricesOpt = None,
-        top: TopOpt = None,
+        top: Top20 = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,
@@ -231,8 +236,8 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[int, typer.Option("--runs", min=1, help="Reclusterings per kind.")] = 3,
         fraction: Annotated[float, typer.Option("--fraction", help="Share of distinct features kept in each.")] = 0.8,
         match: Annotated[float, typer.Option("--match", help="Jaccard overlap that counts as a close match.")] = 0.5,
-        seed: Annotated[int, typer.Option("--seed")] = 1,
-        top: TopOpt = None,
+        seed: SeedOpt = 1,
+        top: Top10 = None,
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         min_transcripts: MinTranscriptsOpt = None,

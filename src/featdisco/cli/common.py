@@ -22,8 +22,8 @@ def fail(message: str) -> NoReturn:
 PricesOpt = Annotated[Path | None, typer.Option(
     "--prices", envvar="FEATDISCO_PRICES", show_envvar=False,
     help="Price file (JSON or TOML: {\"MODEL\": {\"input\": USD, \"output\": USD}} per 1M tokens) adding to "
-         "or overriding the built-in prices, so that cost and --max-cost work for any model "
-         "(env FEATDISCO_PRICES). The manifest records the price used.")]
+         "or overriding the built-in prices, so that the cost of any model (vLLM, Ollama, OpenRouter names) "
+         "is known (env FEATDISCO_PRICES). The manifest records the price used.")]
 
 
 INCOMPLETE_EXIT = 3  # calls failed or the cost cap stopped the work; rerunning the command resumes

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         """Build a static explorer of a run: overview, clusters by kind, cluster and transcript
         pages, search, a map and plots (and any analyses). It opens from file:// with no
         server or internet, so the folder can be zipped and shared; untrusted text is shown
-        as text, and clusters the rater flagged private are hidden unless asked."""
+        as text, and clusters the rater flagged private (or drawn from fewer than
+        --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
         path = _build(run_dir, output, search, quiet, min_transcripts)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())
