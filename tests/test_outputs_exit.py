@@ -81,3 +81,12 @@ def test_split_to_csv_writes_csv_and_refuses_other_names(inputs: Path, tmp_path:
     refused = CliRunner().invoke(app, ["split", str(inputs / "reasoning.jsonl"), "-o", str(tmp_path / "p.json")])
     assert "split writes Parquet (.parquet) or CSV (.csv), not .json" in str(refused.exception)
     assert not (tmp_path / "p.json").exists()
+
+
+def test_split_counts_as_json(inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 16 item 5 for split: --json prints the pieces per model and kind as rows."""
+    result = CliRunner().invoke(app, ["split", str(inputs / "reasoning.jsonl"), "-o", str(tmp_path / "p.parquet"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows == [{"model": "thinker", "user": 12, "thought": 12, "response": 12}]

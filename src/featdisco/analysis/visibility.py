@@ -28,8 +28,8 @@ class Visibility:
     min_transcripts: int
     shown: bool  # --show-private: nothing hidden, the counts still said
 
-    def note(self) -> str | None:
-        """One line saying what is hidden (or would be), and how to see it."""
+    def note(self, how: str = "--show-private") -> str | None:
+        """One line saying what is hidden (or would be), and how to see it (``how``)."""
         parts = []
         if self.private:
             parts.append(f"{len(self.private):,} flagged private")
@@ -38,8 +38,8 @@ class Visibility:
         if not parts:
             return None
         what = " and ".join(parts)
-        return (f"clusters {what}: shown (--show-private)" if self.shown
-                else f"clusters hidden: {what} (--show-private shows them)")
+        return (f"clusters {what}: shown ({how})" if self.shown
+                else f"clusters hidden: {what} ({how} shows them)")
 
 
 NOTHING_HIDDEN = Visibility(frozenset(), frozenset(), frozenset(), 1, False)

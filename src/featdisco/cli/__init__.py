@@ -56,13 +56,17 @@ def split_cmd(
         "--limit", min=1, help="Read at most this many records from each file.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print piece counts by kind and model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the piece counts per model as JSON lines "
+                                        "(model, user, thought, response); messages go to stderr.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="The same as CSV with a header.")] = False,
 ) -> None:
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
     run_split(inputs=inputs, output=output, format=format, mapping=map_, model=model, meta=meta,
               questions=questions, max_chars=max_chars, skip_bad=skip_bad,
-              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet)
+              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet,
+              out=Output.of(json_, csv_))
 
 
 InputsArg = Annotated[list[Path], typer.Argument(

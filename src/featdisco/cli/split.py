@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.table import Table
-
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import err_console
+from featdisco.cli.tables import Output
 from featdisco.errors import FeatdiscoError
+from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
@@ -16,7 +16,10 @@ from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
               model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
               skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
-              quiet: bool) -> None:
+              quiet: bool, out: Output | None = None) -> None:
+    """Split ``inputs`` into ``output``; with ``--json``/``--csv`` the pieces per model and
+    kind are printed as rows."""
+    out = out or Output()
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ""):
         raise FeatdiscoError(f"-o {output}: split writes Parquet (.parquet) or CSV (.csv), not {suffix}")
@@ -43,10 +46,10 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
         if target != output:
             target.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
-    if quiet:
+    if quiet and not out.machine:
         return
     kinds = stats.by_kind()
-    console.print(
+    out.say(
         f"wrote {rows:,} pieces (user {kinds.get('user', 0):,}, thought {kinds.get('thought', 0):,}, "
         f"response {kinds.get('response', 0):,}) from {stats.transcripts:,} transcripts "
         f"to {output} in {elapsed:.1f}s"
@@ -66,26 +69,17 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
     if bad:
         notes.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
     for note in notes:
-        console.print(f"  {note}")
-    if show_stats:
-        table = Table(title="pieces by model and kind")
-        table.add_column("model")
-        for kind in ("user", "thought", "response"):
-            table.add_column(kind, justify="right")
+        out.say(f"  {note}")
+    if show_stats or out.machine:
         models = sorted({m for (_k, m) in stats.pieces})
-        for m in models:
-            table.add_row(m or "(unknown)", *(f"{stats.pieces.get((k, m), 0):,}"
-                                              for k in ("user", "thought", "response")))
-        table.add_row("[bold]total[/bold]", *(f"{kinds.get(k, 0):,}" for k in ("user", "thought", "response")))
-        console.print(table)
-        ftable = Table(title="files")
-        ftable.add_column("file", overflow="fold")
-        for col in ("format", "records", "transcripts", "skipped"):
-            ftable.add_column(col, justify="left" if col == "format" else "right")
-        for f in report.files:
-            ftable.add_row(f.path, f.format + ("" if f.detected else " (forced)"), f"{f.records:,}",
-                           f"{f.transcripts:,}", f"{sum(f.bad.values()):,}")
-        console.print(ftable)
+        by_model: list[dict[str, object]] = [
+            {"model": m or "(unknown)", **{k: stats.pieces.get((k, m), 0) for k in PIECE_KINDS}} for m in models]
+        total: list[dict[str, object]] = [{"model": "total", **{k: kinds.get(k, 0) for k in PIECE_KINDS}}]
+        out.rows(by_model if out.machine else by_model + total, ["model", *PIECE_KINDS],
+                 "pieces by model and kind")
+        out.rows([{"file": f.path, "format": f.format + ("" if f.detected else " (forced)"), "records": f.records,
+                   "transcripts": f.transcripts, "skipped": sum(f.bad.values())} for f in report.files],
+                 ["file", "format", "records", "transcripts", "skipped"], "files", primary=False)
 
 
 def parquet_to_csv(source: Path, dest: Path) -> None:

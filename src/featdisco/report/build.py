@@ -85,7 +85,7 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
         "created": manifest.get("created"), "updated": manifest.get("updated"),
         # the same totals and words as `featdisco status` and the run summary
-        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note()) else []),
+        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note('"Show private clusters"')) else []),
         "min_transcripts": vis.min_transcripts,
         "stages": [stage_cells(s) for s in totals.stages],
         "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,
