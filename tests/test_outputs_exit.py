@@ -90,3 +90,18 @@ def test_split_counts_as_json(inputs: Path, tmp_path: Path) -> None:  # noqa: F8
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows == [{"model": "thinker", "user": 12, "thought": 12, "response": 12}]
+
+
+def test_hierarchy_exits_3_when_naming_parents_failed(tmp_path: Path) -> None:
+    from tests.analysis.test_hierarchy_stability import namer, planted
+
+    def half_namer(req: FakeRequest) -> Reply:
+        asked = " ".join(str(m["content"]) for m in req.body["messages"])  # a repair request too
+        return Reply(content="no JSON here") if "Pair 0 side" in asked else namer(req)
+
+    run = planted(tmp_path / "run")
+    with FakeOpenAIServer(half_namer) as srv:
+        result = CliRunner().invoke(app, ["hierarchy", str(run), "--branching", "2", "--llm", "openai",
+                                          "--model", "fake", "--base-url", srv.base_url])
+    assert result.exit_code == 3, result.output
+    assert "1 of 3 LLM calls failed" in result.output and "Group of 2 clusters" in result.output
