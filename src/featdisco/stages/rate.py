@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
+from featdisco.llm.replies import Rating, Ratings
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
@@ -28,21 +29,6 @@ RATINGS_SCHEMA = pa.schema([
     ("private", pa.bool_()),
     ("status", pa.string()),
 ])
-
-
-def rating_schema(n: int) -> dict[str, Any]:
-    item = {
-        "type": "object",
-        "properties": {"id": {"type": "integer", "minimum": 1, "maximum": n},
-                       "interest": {"type": "integer", "minimum": 1, "maximum": 100},
-                       "reason": {"type": "string", "minLength": 2, "maxLength": 400},
-                       "private": {"type": "boolean"}},
-        "required": ["id", "interest", "reason", "private"],
-        "additionalProperties": False,
-    }
-    return {"type": "object",
-            "properties": {"ratings": {"type": "array", "items": item, "minItems": n, "maxItems": n}},
-            "required": ["ratings"], "additionalProperties": False}
 
 
 @dataclass(slots=True)
@@ -84,17 +70,17 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         requests.append(LLMRequest(
             prompt.render(n_clusters=len(group), kind_plural=KIND_PLURALS[kinds[group[0]]],
                           clusters="\n".join(lines)),
-            schema=rating_schema(len(group)), schema_name="cluster_ratings",
+            schema=Ratings.for_batch(len(group)).json_schema(), schema_name=Ratings.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=120 * len(group) + 50),
             prompt_version=prompt.version))
     results = engine.run_sync(requests, desc="rate")
     report = RateReport(clusters=len(cluster_ids), batches=len(groups))
     found: dict[int, tuple[int | None, str | None, bool | None, str]] = {}
     for group, res in zip(groups, results, strict=True):
-        got: dict[int, dict[str, Any]] = {}
-        if res.ok and isinstance(res.data, dict):
-            for r in res.data.get("ratings", []):
-                got.setdefault(int(r["id"]), r)
+        got: dict[int, Rating] = {}
+        if res.ok:
+            for r in Ratings.read(res.data).ratings:
+                got.setdefault(r.id, r)
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
@@ -103,8 +89,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 reason = status.removeprefix("failed: ")
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
             else:
-                found[pos] = (int(r["interest"]), " ".join(str(r["reason"]).split()),
-                              bool(r["private"]), "ok")
+                found[pos] = (r.interest, " ".join(r.reason.split()), r.private, "ok")
     rows: dict[str, list[Any]] = {n: [] for n in RATINGS_SCHEMA.names}
     for pos, cid in enumerate(cluster_ids):
         interest, why, private, state = found[pos]
