@@ -79,8 +79,8 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
     for group, res in zip(groups, results, strict=True):
         got: dict[int, Rating] = {}
         if res.ok:
-            for r in Ratings.read(res.data).ratings:
-                got.setdefault(r.id, r)
+            for rating in Ratings.read(res.data).ratings:
+                got.setdefault(rating.id, rating)
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
