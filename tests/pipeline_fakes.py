@@ -89,10 +89,40 @@ def _user_text(req: FakeRequest) -> str:
     return next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
 
 
+PLANTED = "remaining token budget"  # scan's scripted answer: yes exactly when the piece says this
+INVENTED_QUOTE = "a sentence the piece does not contain"
+BROKEN = "BROKEN-REPLY"  # a piece with this gets a reply that is not JSON, even when re-asked
+
+
+def scan_reply(req: FakeRequest, piece: str) -> Reply:
+    """A scan answer in the shape asked (boolean, scale or label): positive when the piece
+    contains :data:`PLANTED`, with that phrase as quote in the piece's own case (an invented
+    quote when the piece says "invent")."""
+    if BROKEN in piece:
+        return Reply(content="not json at all")
+    schema = req.body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    spec = schema.get("properties", {}).get("answer", {})
+    found = re.search(r"\s+".join(PLANTED.split()), piece, re.IGNORECASE)
+    yes = found is not None
+    answer: object = yes
+    if spec.get("type") == "integer":
+        answer = spec.get("maximum", 10) - 1 if yes else spec.get("minimum", 1)
+    elif "enum" in spec:
+        answer = spec["enum"][0] if yes else spec["enum"][-1]
+    quote = PLANTED if yes else ""  # re-cased and re-spaced, as models quote
+    if "invent" in piece:
+        quote = INVENTED_QUOTE
+    return Reply(content=json.dumps({"answer": answer, "quote": quote,
+                                     "reason": "Scripted: " + ("says it." if yes else "does not say it.")}))
+
+
 def pipeline_handler(req: FakeRequest) -> Reply:
-    """Featurize, name and rate requests, told apart by their prompts."""
+    """Featurize, scan, name and rate requests, told apart by their prompts."""
     user = _user_text(req)
     m = _PIECE.search(user)
+    first = next((str(x.get("content")) for x in req.body.get("messages", []) if x.get("role") == "user"), "")
+    if "\nQuestion: " in first and (piece := _PIECE.search(first)):  # a scan, or its re-ask
+        return scan_reply(req, piece.group(1))
     if m:
         # A featurize prompt that asks for it words every feature differently, keeping its group.
         reword = any(REWORD in str(msg.get("content")) for msg in req.body.get("messages", []))

@@ -163,14 +163,15 @@ def cluster_question(run: RunDir, cluster_id: int) -> tuple[str, str]:
     path = run.file("clusters.parquet")
     if not path.exists():
         raise FeatdiscoError(f"{run.path} has no clusters.parquet: --cluster needs a finished run")
-    df = pq.read_table(path, columns=["cluster_id", "kind", "label", "description"]).to_pandas()
+    df = pq.read_table(path).to_pandas()
     row = df[df["cluster_id"] == cluster_id]
     if row.empty:
         raise FeatdiscoError(f"cluster {cluster_id} is not in {path} (ids 0..{len(df) - 1})")
     r = row.iloc[0]
     if not isinstance(r["label"], str) or not r["label"]:
         raise FeatdiscoError(f"cluster {cluster_id} has no label to ask about (naming failed?)")
-    desc = f" ({r['description']})" if isinstance(r["description"], str) and r["description"] else ""
+    d = r.get("description")
+    desc = f" ({d})" if isinstance(d, str) and d else ""
     return f"Does this piece show the following behaviour: {r['label']}{desc}?", str(r["kind"])
 
 
