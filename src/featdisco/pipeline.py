@@ -242,10 +242,12 @@ class Pipeline(Backends):
         fcfg = self.cfg.featurize_config()
         if inputs is not None:
             inputs = list(inputs)
+            logs = [self.log]  # the second pass (the other setting) reads quietly
 
             def batches() -> Iterable[pa.RecordBatch]:
+                log = logs.pop() if logs else (lambda _m: None)
                 transcripts = read_transcripts(inputs, read_options or ReadOptions(),
-                                               report=ReadReport(), log=self.log)
+                                               report=ReadReport(), log=log)
                 return piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars),
                                      batch_rows=DRY_RUN_BATCH)
         else:
