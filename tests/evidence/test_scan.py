@@ -143,3 +143,31 @@ def test_a_cluster_becomes_the_question(run: Path, server: FakeOpenAIServer) -> 
     assert "scan cluster_0: Does this piece show the following behaviour: Tracks its remaining token budget?" in out
     assert "prevalence 17.5% (70 of 400 pieces answered)" in out  # thoughts only: the cluster's kind
     assert (run / "scan_cluster_0.parquet").exists()
+
+
+def test_scan_transcripts_directly_into_a_run_dir(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    from tests.conftest import write_jsonl
+
+    chats = write_jsonl(tmp_path / "chats.jsonl", [
+        {"id": f"c{i}", "model": "m1" if i % 2 else "m2", "messages": [
+            {"role": "user", "content": f"Question {i}?"},
+            {"role": "assistant", "content": f"Answer {i}" + (f", within my {PLANTED}." if i < 4 else ".")}]}
+        for i in range(10)])
+    out_dir = tmp_path / "scanned"
+    code, out = scan(server, str(chats), "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?",
+                     "--by", "model")
+    assert code == 0, out
+    assert "prevalence 40.0% (4 of 10 pieces answered)" in out
+    by = pq.read_table(out_dir / "scan_budget_by_model.parquet").to_pandas().set_index("group")
+    assert by.loc["m1", "positives"] + by.loc["m2", "positives"] == 4
+
+
+def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
+    result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",
+                                      "--max-cost", "0.0005", "--llm", "openai", "--base-url", server.base_url,
+                                      "--model", "gpt-4o-mini", "--concurrency", "1", "-q"])
+    assert result.exit_code == 3, result.output
+    assert "not sent at the --max-cost cap" in result.output
+    rows = pq.read_table(run / "scan_budget.parquet").to_pylist()
+    held = sum(r["status"] == "not sent: cost cap" for r in rows)
+    assert 0 < held < len(rows) and server.total == len(rows) - held
