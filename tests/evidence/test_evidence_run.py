@@ -68,6 +68,18 @@ def test_a_run_counts_unverifiable_quotes_and_no_evidence_reruns_featurize(
     assert "quotes" not in manifest["stages"]["featurize"]["counts"]
 
 
+def test_the_run_summary_says_how_many_quotes_are_unverifiable(
+        tmp_path: Path, server: FakeOpenAIServer, inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from featdisco.cli.run import print_summary
+
+    run = tmp_path / "run"
+    result = Pipeline(run, cfg(server)).run([inputs], stages=("split", "featurize"))
+    capsys.readouterr()
+    print_summary(result)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "evidence: 48 of 216 quotes not found in their piece (22.2% unverifiable" in text
+
+
 def test_dry_run_shows_both_costs(tmp_path: Path, server: FakeOpenAIServer, inputs: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "r"), "--dry-run",
                                       "--llm", "openai", "--base-url", server.base_url, "--model", "gpt-4o-mini"])

@@ -13,6 +13,7 @@ from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
+from featdisco.stages.featurize import evidence_line
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
 
@@ -106,6 +107,9 @@ def print_summary(result: RunResult) -> None:
         kinds = c.column("kind").to_pylist()
         per_kind = ", ".join(f"{k} {kinds.count(k)}" for k in PIECE_KINDS if k in kinds)
         console.print(f"clusters: {c.num_rows} ({per_kind})")
+    featurize = next((t for t in result.stages if t.name == "featurize"), None)
+    if featurize is not None and (line := evidence_line(featurize.counts)):
+        console.print(line)
     s = result.llm
     cost = "unknown (no price for this model)" if s.cost is None else f"${s.cost:.4f}"
     capped = f", {s.skipped_budget} not sent: cost cap reached" if s.skipped_budget else ""

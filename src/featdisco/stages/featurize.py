@@ -108,6 +108,18 @@ class FeaturizeReport:
         return out
 
 
+def evidence_line(counts: dict[str, Any]) -> str | None:
+    """The run summary's line on quotes, from the featurize stage's recorded counts."""
+    quotes = counts.get("quotes")
+    if not quotes:
+        return None
+    checked = quotes.get("verified", 0) + quotes.get("unverified", 0)
+    share = quotes.get("unverified", 0) / checked if checked else 0.0
+    return (f"evidence: {quotes.get('unverified', 0):,} of {checked:,} quotes not found in their piece "
+            f"({share:.1%} unverifiable, flagged verified=false); {quotes.get('empty', 0):,} features "
+            "quote nothing (whole-piece properties)")
+
+
 def reply_model(cfg: FeaturizeConfig) -> type[Features] | type[EvidencedFeatures]:
     """What the autorater fills: features with quotes, or plain features."""
     shape = EvidencedFeatures if cfg.evidence else Features
