@@ -32,10 +32,14 @@ class QuoteIndex:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self._norm: str | None = None  # built on the first quote not copied exactly
+        self._origin: list[int] = []
+
+    def _build(self) -> str:
         chars: list[str] = []
         origin: list[int] = []
         space = True  # collapse leading whitespace too
-        for i, ch in enumerate(text):
+        for i, ch in enumerate(self.text):
             if ch.isspace():
                 if not space:
                     chars.append(" ")
@@ -48,13 +52,18 @@ class QuoteIndex:
                 origin.append(i)
         self._norm = "".join(chars)
         self._origin = origin
+        return self._norm
 
     def find(self, quote: str) -> Span | None:
         """The span of ``quote`` in the original text, or None when it is not there (or empty)."""
+        exact = quote.strip()
+        if exact and (at := self.text.find(exact)) >= 0:  # most quotes are copied exactly
+            return Span(at, at + len(exact))
         needle = normalise(quote)
         if not needle:
             return None
-        at = self._norm.find(needle)
+        norm = self._norm if self._norm is not None else self._build()
+        at = norm.find(needle)
         if at < 0:
             return None
         return Span(self._origin[at], self._origin[at + len(needle) - 1] + 1)
