@@ -25,6 +25,7 @@ DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 DATA_SUFFIXES = (*JSONL_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".csv", ".csv.gz", ".eval")
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", many Windows tools
 _LIST_KEYS = ("data", "records", "rows", "examples", "items", "transcripts")
 
 
@@ -151,6 +152,8 @@ def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                 if not line:
                     break
                 lineno += 1
+                if lineno == 1 and line.startswith(BOM):
+                    line = line[len(BOM):]
                 where = f"line {lineno}"
                 if len(line) > max_bytes and not line.endswith(b"\n"):
                     size = len(line) + _skip_rest_of_line(f)
@@ -198,6 +201,8 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         yield RawRecord("file", None, BadRecord("truncated-gzip", f"cannot read: {e}"), fatal=True)
         return
+    if raw.startswith(BOM):
+        raw = raw[len(BOM):]
     if not raw.strip():
         yield _empty(path)
         return
@@ -325,7 +330,7 @@ def _iter_csv(path: Path) -> Iterator[RawRecord]:
     reader: Any = None
     try:
         raw = _open_binary(path)
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
         reader = csv.DictReader(text)
         row = 0
         prev_line = 1
