@@ -49,6 +49,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                      f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
     if stats.truncated:
         notes.append(f"truncated to {max_chars:,} characters: {stats.truncated:,} pieces")
+    if report.ambiguous_think:
+        notes.append(f"ambiguous think tags (kept as response): {report.ambiguous_think:,}")
     if report.duplicate_ids:
         notes.append(f"duplicate transcript ids made unique with #N: {report.duplicate_ids:,}")
     bad = report.bad

@@ -19,8 +19,8 @@ import orjson
 from featdisco.errors import BadRecord, FeatdiscoError, InputError
 from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
 from featdisco.transcripts.formats.benchmarks import QUESTION_FILE_NAMES, question_key
-from featdisco.transcripts.formats.common import extract_think
 from featdisco.transcripts.formats.tabular import parse_mapping
+from featdisco.transcripts.formats.think import extract_think
 from featdisco.transcripts.model import Transcript
 from featdisco.transcripts.sources import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -64,6 +64,7 @@ class FileReport:
     records: int = 0
     transcripts: int = 0
     bad: Counter[str] = field(default_factory=Counter)
+    ambiguous_think: int = 0  # assistant texts whose think tags were kept as response
 
 
 @dataclass(slots=True)
@@ -83,6 +84,10 @@ class ReadReport:
     @property
     def transcripts(self) -> int:
         return sum(f.transcripts for f in self.files)
+
+    @property
+    def ambiguous_think(self) -> int:
+        return sum(f.ambiguous_think for f in self.files)
 
 
 def read_transcripts(
@@ -236,9 +241,11 @@ class _Reader:
                 tid = self._unique(tid)
                 metadata = {**conv.metadata, **meta_extra}
                 file_report.transcripts += 1
+                messages, ambiguous = extract_think(conv.messages)
+                file_report.ambiguous_think += ambiguous
                 yield Transcript(
                     id=tid,
-                    messages=extract_think(conv.messages),
+                    messages=messages,
                     model=conv.model or self.opts.model,
                     source=source,
                     record=raw.where,
