@@ -21,6 +21,7 @@ import orjson
 
 from featdisco.errors import BadRecord, FeatdiscoError
 
+_READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -42,6 +43,7 @@ class RawRecord:
     error: BadRecord | None = None
     fatal: bool = False
     context: dict[str, Any] | None = None
+    lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -195,64 +197,107 @@ def _too_large(size: int, max_bytes: int) -> BadRecord:
 
 
 def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
+    """A JSON document, streamed: an array or a wrapper's list a record at a time."""
+    from featdisco.transcripts import json_stream as js
+
+    size = js.file_size(path)
     try:
         with _open_binary(path) as f:
-            raw = f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        yield RawRecord("file", None, BadRecord("truncated-gzip", f"cannot read: {e}"), fatal=True)
+            first = f.readline(max_bytes + 1)
+            skip = len(BOM) if first.startswith(BOM) else 0
+            first = first[skip:]
+            lead = first.lstrip()[:1]
+            while not lead:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                lead = chunk.lstrip()[:1]
+            more = lead == b"{" and first.endswith(b"\n") and bool(f.read(1 << 16).strip())
+    except _READ_ERRORS as e:
+        yield RawRecord("file", None, read_error(path, e), fatal=True)
         return
-    if raw.startswith(BOM):
-        raw = raw[len(BOM):]
-    if not raw.strip():
+    if not lead:
         yield _empty(path)
         return
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        yield RawRecord(f"line {line}", None, BadRecord("invalid-utf8", f"invalid UTF-8 at byte {e.start}"),
-                        fatal=True)
-        return
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        # Many ".json" files are really JSON Lines.
-        first = text.lstrip()[:1]
-        if first == "{" and "\n" in text.strip():
+
+    def open_() -> IO[bytes]:
+        return _open_binary(path)
+
+    doc: dict[str, Any] | None = None
+    if lead == b"{":
+        doc = js.first_line_object(first)
+        if doc is not None and more:  # one object per line: JSON Lines named .json
             yield from _iter_jsonl(path, max_bytes)
             return
-        yield RawRecord(f"line {e.lineno}", None,
-                        BadRecord("malformed-json", f"malformed JSON ({e.msg} at line {e.lineno}, "
-                                  f"column {e.colno})"), fatal=True)
+    if lead not in (b"{", b"["):
+        yield RawRecord("file", None, BadRecord("wrong-type", "expected a JSON object or array"), fatal=True)
         return
+    key: str | None = "item" if lead == b"[" else None
+    head: dict[str, Any] = {}
+    if lead == b"{" and doc is None:
+        try:
+            list_key, head = js.find_list_key(open_, skip)
+        except js.ijson.JSONError as e:
+            yield RawRecord("record 1", None, js.json_error(e), fatal=True)
+            return
+        except _READ_ERRORS as e:
+            yield RawRecord("record 1", None, read_error(path, e), fatal=True)
+            return
+        if list_key is None:
+            doc = head
+        else:
+            key = f"{list_key}.item"
+    if doc is not None:
+        yield from _records_of_document(doc)
+        return
+    assert key is not None
+    from featdisco.transcripts.formats.inspect import _where, _wrap, is_inspect_log
+
+    eval_spec = head.get("eval") if key == "samples.item" and is_inspect_log({**head, "samples": []}) else None
+    seen = [0]
+
+    def on_item(i: int, item: Any) -> RawRecord:
+        seen[0] = i
+        if isinstance(eval_spec, dict):
+            return RawRecord(_where(item, i), _wrap(eval_spec, item) if isinstance(item, dict) else None,
+                             None if isinstance(item, dict) else BadRecord("wrong-type", "sample is not an object"))
+        if isinstance(item, dict):
+            return RawRecord(f"record {i}", item)
+        return RawRecord(f"record {i}", None, BadRecord("wrong-type", f"expected a JSON object, got "
+                                                        f"{type_name(item)}"))
+
+    def on_error(i: int, err: BadRecord, lost: int | None) -> RawRecord:
+        return RawRecord(f"record {i}", None, err, fatal=True, lost=lost)
+
+    yield from js.stream_items(open_, skip, key, size, on_item, on_error)
+    if seen[0] == 0 and key == "item":
+        yield _empty(path)
+
+
+def _records_of_document(doc: dict[str, Any]) -> Iterator[RawRecord]:
+    """A JSON object read whole (small: one line, or no list of records inside)."""
     from featdisco.transcripts.formats.inspect import expand_inspect_log, is_inspect_log
 
-    if isinstance(doc, dict) and is_inspect_log(doc):
+    if is_inspect_log(doc):
         yield from expand_inspect_log(doc)
         return
-    if isinstance(doc, dict):
-        for key in _LIST_KEYS:
-            value = doc.get(key)
-            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                doc = value
-                break
-    if isinstance(doc, dict):
-        yield RawRecord("record 1", doc)
-        return
-    if not isinstance(doc, list):
-        yield RawRecord("file", None, BadRecord("wrong-type", f"expected a JSON object or array, got "
-                                                f"{type_name(doc)}"), fatal=True)
-        return
-    if not doc:
-        yield _empty(path)
-        return
-    for i, item in enumerate(doc, start=1):
-        where = f"record {i}"
-        if isinstance(item, dict):
-            yield RawRecord(where, item)
-        else:
-            yield RawRecord(where, None, BadRecord("wrong-type",
-                                                   f"expected a JSON object, got {type_name(item)}"))
+    for key in _LIST_KEYS:
+        value = doc.get(key)
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value, start=1):
+                yield RawRecord(f"record {i}", item)
+            return
+    yield RawRecord("record 1", doc)
+
+
+def read_error(path: Path, e: BaseException) -> BadRecord:
+    """A file that cannot be read at all, with the likely fix."""
+    if isinstance(e, gzip.BadGzipFile) and "Not a gzipped file" in str(e):
+        return BadRecord("unreadable-file", "not a gzip file, though its name ends in .gz "
+                         "(rename it without .gz)")
+    if path.name.lower().endswith(".gz"):
+        return BadRecord("truncated-gzip", f"gzip stream is truncated or corrupt ({e})")
+    return BadRecord("unreadable-file", f"cannot read the file ({e})")
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRecord]:
