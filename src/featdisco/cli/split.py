@@ -12,6 +12,19 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
+def file_notes(report: ReadReport) -> list[str]:
+    """Files skipped whole and files cut short, one line each: never a lone record count."""
+    lines: list[str] = []
+    if report.skipped_files:
+        lines.append(f"  skipped files: {len(report.skipped_files):,}")
+        lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]
+    for f in report.cut_short:
+        lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
+                else "the file ends there, so how many records followed is unknown")
+        lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
+    return lines
+
+
 def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
               model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
               skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
@@ -30,7 +43,7 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
     start = time.perf_counter()
     transcripts = read_transcripts(inputs, options, report=report, log=log)
     rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), output,
-                        meta_columns=meta_fields)
+                        meta_columns=meta_fields, empty_error=report.all_skipped_message)
     elapsed = time.perf_counter() - start
     if quiet:
         return
@@ -58,6 +71,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
         notes.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
     for note in notes:
         console.print(f"  {note}")
+    for line in file_notes(report):
+        console.print(line, markup=False, highlight=False)
     if show_stats:
         table = Table(title="pieces by model and kind")
         table.add_column("model")

@@ -25,18 +25,39 @@ _READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
 class _Skip:
-    """A binary reader that skips a leading UTF-8 byte-order mark."""
+    """A binary reader that skips a leading UTF-8 byte-order mark and, for gzip, reads in
+    small steps so the bytes before a cut-off reach the parser before the error does."""
 
     def __init__(self, f: IO[bytes], skip: int) -> None:
         self.f = f
+        self.step = 4096 if isinstance(f, gzip.GzipFile) else 0
+        self.error: BaseException | None = None
         if skip:
             f.read(skip)
 
     def read(self, n: int = -1) -> bytes:
-        return self.f.read(n)
+        if self.error is not None:
+            raise self.error
+        if not self.step or n < 0:
+            return self.f.read(n)
+        out: list[bytes] = []
+        got = 0
+        while got < n:
+            try:
+                chunk = self.f.read(min(self.step, n - got))
+            except _READ_ERRORS as e:
+                self.error = e
+                break
+            if not chunk:
+                break
+            out.append(chunk)
+            got += len(chunk)
+        if not out and self.error is not None:
+            raise self.error
+        return b"".join(out)
 
 
-def _position(f: IO[bytes]) -> int:
+def position(f: IO[bytes]) -> int:
     """Bytes of the file on disk consumed so far (the compressed bytes for gzip)."""
     inner = getattr(f, "fileobj", None) or f
     try:
@@ -46,11 +67,15 @@ def _position(f: IO[bytes]) -> int:
 
 
 def lost_estimate(size: int, consumed: int, records: int) -> int | None:
-    """About how many records the unread bytes held, from the bytes per record so far;
-    at least the one that broke. ``None`` when nothing was read to estimate from."""
+    """About how many records the unread bytes held (with the one that broke), from the
+    bytes per record so far; ``None`` when there is nothing to estimate from."""
     if records <= 0 or consumed <= 0:
         return None
-    return max(1, round((size - consumed) / (consumed / records)) + 1)
+    per_record = consumed / records
+    left = size - consumed
+    if left < per_record:  # the file ends at the break: what followed is not there to count
+        return None
+    return round(left / per_record) + 1
 
 
 def json_error(e: Exception) -> BadRecord:
@@ -122,10 +147,10 @@ def stream_items(open_: Callable[[], IO[bytes]], skip: int, prefix: str, size: i
                 n += 1
                 yield on_item(n, item)
         except ijson.JSONError as e:
-            yield on_error(n + 1, json_error(e), lost_estimate(size, _position(f), n))
+            yield on_error(n + 1, json_error(e), lost_estimate(size, position(f), n))
         except _READ_ERRORS as e:
             err = BadRecord("truncated-gzip", f"gzip stream is truncated or corrupt ({e})")
-            yield on_error(n + 1, err, lost_estimate(size, _position(f), n))
+            yield on_error(n + 1, err, lost_estimate(size, position(f), n))
 
 
 def first_line_object(line: bytes) -> dict[str, Any] | None:

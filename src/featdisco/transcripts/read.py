@@ -21,7 +21,17 @@ from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
 from featdisco.transcripts.formats.benchmarks import QUESTION_FILE_NAMES, question_key
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.formats.think import extract_think
-from featdisco.transcripts.model import Transcript
+from featdisco.transcripts.model import (
+    MediaPart,
+    Message,
+    ReasoningPart,
+    RedactedReasoningPart,
+    SystemMessage,
+    TextPart,
+    ToolCallPart,
+    ToolMessage,
+    Transcript,
+)
 from featdisco.transcripts.sources import (
     DEFAULT_MAX_RECORD_BYTES,
     RawRecord,
@@ -65,6 +75,11 @@ class FileReport:
     transcripts: int = 0
     bad: Counter[str] = field(default_factory=Counter)
     ambiguous_think: int = 0  # assistant texts whose think tags were kept as response
+    with_text: int = 0  # transcripts holding any text: a file with none gave no piece
+    error: str | None = None  # the file gave nothing: why, with the likely fix
+    first_bad: str | None = None  # the first skipped record, to explain a file of them
+    cut_short: str | None = None  # where and why a truncation or break ended the file
+    lost: int | None = None  # about how many records the cut lost (None: cannot tell)
 
 
 @dataclass(slots=True)
@@ -84,6 +99,22 @@ class ReadReport:
     @property
     def transcripts(self) -> int:
         return sum(f.transcripts for f in self.files)
+
+    @property
+    def skipped_files(self) -> list[FileReport]:
+        return [f for f in self.files if f.error]
+
+    @property
+    def cut_short(self) -> list[FileReport]:
+        return [f for f in self.files if f.cut_short and not f.error]
+
+    def all_skipped_message(self) -> str:
+        """Why a run has nothing to write, for the error that ends it."""
+        lines = ["every record was skipped"]
+        lines += [f"{f.path}: {f.error}" for f in self.skipped_files[:5]]
+        if len(self.skipped_files) > 5:
+            lines.append(f"... and {len(self.skipped_files) - 5} more files")
+        return "\n  ".join(lines)
 
     @property
     def ambiguous_think(self) -> int:
@@ -141,6 +172,8 @@ class _Reader:
                     ctx.questions, ctx.questions_source = self._load_questions(qfile)
             records = iter_raw(path, self.opts.max_record_bytes)
             yield from self._parse_file(path, spec, ctx, records, file_report)
+            if not file_report.with_text and file_report.error is None:
+                self._no_text(path, spec, detected, file_report)
 
     # ------------------------------------------------------------ detection
 
@@ -163,14 +196,14 @@ class _Reader:
             # Nothing readable to sniff: let the first error speak for the file.
             first = head[0] if head else RawRecord("file", None, BadRecord("empty-file", "file is empty"))
             err = first.error or BadRecord("empty-file", "file is empty")
-            self._bad(path, first.where, err, None)
+            self._file_error(path, first.where, err)
             return None
         spec = _detect(samples)
         if spec is None:
             keys = ", ".join(list(samples[0])[:12])
             err = BadRecord("unknown-format", f"cannot tell the transcript format (first record has "
                             f"keys: {keys}); pass --format or --map")
-            self._bad(path, head[0].where, err, None)
+            self._file_error(path, head[0].where, err)
             return None
         return path, spec, True
 
@@ -211,9 +244,10 @@ class _Reader:
                 break
             if raw.data is None:
                 assert raw.error is not None
-                self._bad(path, raw.where, raw.error, file_report)
                 if raw.fatal:
+                    self._fatal(path, raw, file_report)
                     return
+                self._bad(path, raw.where, raw.error, file_report)
                 continue
             file_report.records += 1
             try:
@@ -243,6 +277,7 @@ class _Reader:
                 file_report.transcripts += 1
                 messages, ambiguous = extract_think(conv.messages)
                 file_report.ambiguous_think += ambiguous
+                file_report.with_text += has_text(messages)
                 yield Transcript(
                     id=tid,
                     messages=messages,
@@ -263,14 +298,62 @@ class _Reader:
         self.seen_ids.add(hash(candidate))
         return candidate
 
-    def _bad(self, path: Path, where: str, err: BadRecord, file_report: FileReport | None) -> None:
+    def _bad(self, path: Path, where: str, err: BadRecord, file_report: FileReport) -> None:
+        if not self.opts.skip_bad:
+            raise InputError(str(path), where, err.reason, err.message)
+        file_report.bad[err.reason] += 1
+        if file_report.first_bad is None:
+            file_report.first_bad = f"{where}: {err.message} [{err.reason}]"
+        self.log(f"{path}, {where}: skipped: {err.message} [{err.reason}]")
+
+    def _file_error(self, path: Path, where: str, err: BadRecord,
+                    file_report: FileReport | None = None) -> None:
+        """The file gives nothing: an error, or under ``skip_bad`` a skipped file."""
         if not self.opts.skip_bad:
             raise InputError(str(path), where, err.reason, err.message)
         if file_report is None:
             file_report = FileReport(str(path), "-", False)
             self.report.files.append(file_report)
-        file_report.bad[err.reason] += 1
-        self.log(f"{path}, {where}: skipped: {err.message} [{err.reason}]")
+        loc = f"{where}: " if where and where != "file" else ""
+        file_report.error = f"{loc}{err.message} [{err.reason}]"
+        self.log(f"{path}: skipped file: {file_report.error}")
+
+    def _fatal(self, path: Path, raw: RawRecord, file_report: FileReport) -> None:
+        """A break that ends the file: what was read before it stands, and is said."""
+        assert raw.error is not None
+        if not self.opts.skip_bad or not file_report.records:
+            self._file_error(path, raw.where, raw.error, file_report)
+            return
+        file_report.cut_short = f"{raw.where} ({raw.error.message} [{raw.error.reason}])"
+        file_report.lost = raw.lost
+        file_report.bad[raw.error.reason] += raw.lost or 1
+        self.log(f"{path}: cut short at {file_report.cut_short}")
+
+    def _no_text(self, path: Path, spec: FormatSpec, detected: bool, file_report: FileReport) -> None:
+        n = file_report.records
+        if n == 0 or not file_report.transcripts:
+            why = f"every record was skipped; the first, {file_report.first_bad or 'none'}"
+        else:
+            hint = ("name its columns with --map user=COLUMN,response=COLUMN" if spec.name == "tabular"
+                    else f"if it is not {spec.name}, name its format with --format" if detected
+                    else f"check that --format {spec.name} fits it")
+            why = (f"no user, thought or response text in {n:,} record{'s' if n != 1 else ''} read as "
+                   f"{spec.name}; {hint}")
+        self._file_error(path, "", BadRecord("no-text", why), file_report)
+
+
+def has_text(messages: list[Message]) -> bool:
+    """Whether a transcript can give any piece (text, reasoning, a tool call, media)."""
+    for msg in messages:
+        if isinstance(msg, SystemMessage | ToolMessage):
+            continue
+        for p in msg.content:
+            if isinstance(p, TextPart | ReasoningPart):
+                if p.text.strip():
+                    return True
+            elif isinstance(p, RedactedReasoningPart | ToolCallPart | MediaPart):
+                return True
+    return False
 
 
 def _detect(samples: list[dict[str, Any]]) -> FormatSpec | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import zlib
 from collections.abc import Iterator
@@ -145,8 +144,11 @@ def type_name(value: Any) -> str:
 
 
 def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
-    lineno = 0
+    from featdisco.transcripts.json_stream import file_size, lost_estimate, position
+
+    lineno = good = 0
     seen_any = False
+    f: IO[bytes] | None = None
     try:
         with _open_binary(path) as f:
             while True:
@@ -166,14 +168,16 @@ def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                     continue
                 seen_any = True
                 try:
-                    yield RawRecord(where, decode_json_object(line))
+                    record = decode_json_object(line)
                 except BadRecord as e:
                     yield RawRecord(where, None, e)
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        where = f"line {lineno + 1}"
-        msg = "gzip stream is truncated or corrupt" if path.name.endswith(".gz") else str(e)
-        yield RawRecord(where, None, BadRecord("truncated-gzip" if path.name.endswith(".gz")
-                                                else "unreadable-file", f"{msg} ({e})"), fatal=True)
+                else:
+                    good += 1
+                    yield RawRecord(where, record)
+    except _READ_ERRORS as e:
+        lost = lost_estimate(file_size(path), position(f), good) if f is not None else None
+        where = f"line {lineno + 1}" if lineno else "file"
+        yield RawRecord(where, None, read_error(path, e), fatal=True, lost=lost)
         return
     if not seen_any:
         yield _empty(path)
@@ -201,22 +205,14 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     from featdisco.transcripts import json_stream as js
 
     size = js.file_size(path)
-    try:
-        with _open_binary(path) as f:
-            first = f.readline(max_bytes + 1)
-            skip = len(BOM) if first.startswith(BOM) else 0
-            first = first[skip:]
-            lead = first.lstrip()[:1]
-            while not lead:
-                chunk = f.read(1 << 16)
-                if not chunk:
-                    break
-                lead = chunk.lstrip()[:1]
-            more = lead == b"{" and first.endswith(b"\n") and bool(f.read(1 << 16).strip())
-    except _READ_ERRORS as e:
-        yield RawRecord("file", None, read_error(path, e), fatal=True)
+    head, eof, err = _peek(path)
+    if not head and err is not None:
+        yield RawRecord("file", None, read_error(path, err), fatal=True)
         return
-    if not lead:
+    skip = len(BOM) if head.startswith(BOM) else 0
+    body = head[skip:].lstrip()
+    lead = body[:1]
+    if not lead and eof:
         yield _empty(path)
         return
 
@@ -225,18 +221,22 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
 
     doc: dict[str, Any] | None = None
     if lead == b"{":
-        doc = js.first_line_object(first)
-        if doc is not None and more:  # one object per line: JSON Lines named .json
+        first, newline, rest = body.partition(b"\n")
+        if newline or eof:
+            doc = js.first_line_object(first)
+        if doc is not None and rest.strip():  # one object per line: JSON Lines named .json
             yield from _iter_jsonl(path, max_bytes)
             return
+        if doc is not None and not eof:
+            doc = None  # more may follow: let the stream say what it is
     if lead not in (b"{", b"["):
         yield RawRecord("file", None, BadRecord("wrong-type", "expected a JSON object or array"), fatal=True)
         return
     key: str | None = "item" if lead == b"[" else None
-    head: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     if lead == b"{" and doc is None:
         try:
-            list_key, head = js.find_list_key(open_, skip)
+            list_key, fields = js.find_list_key(open_, skip)
         except js.ijson.JSONError as e:
             yield RawRecord("record 1", None, js.json_error(e), fatal=True)
             return
@@ -244,7 +244,7 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord("record 1", None, read_error(path, e), fatal=True)
             return
         if list_key is None:
-            doc = head
+            doc = fields
         else:
             key = f"{list_key}.item"
     if doc is not None:
@@ -253,7 +253,7 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     assert key is not None
     from featdisco.transcripts.formats.inspect import _where, _wrap, is_inspect_log
 
-    eval_spec = head.get("eval") if key == "samples.item" and is_inspect_log({**head, "samples": []}) else None
+    eval_spec = fields.get("eval") if key == "samples.item" and is_inspect_log({**fields, "samples": []}) else None
     seen = [0]
 
     def on_item(i: int, item: Any) -> RawRecord:
@@ -272,6 +272,25 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     yield from js.stream_items(open_, skip, key, size, on_item, on_error)
     if seen[0] == 0 and key == "item":
         yield _empty(path)
+
+
+def _peek(path: Path, limit: int = 1 << 16) -> tuple[bytes, bool, BaseException | None]:
+    """The file's first bytes (enough to see its shape), whether that is all of it, and a
+    read error met on the way (a cut-off gzip: the stream then salvages what it can)."""
+    head = b""
+    try:
+        with _open_binary(path) as f:
+            while len(head) < limit:
+                chunk = f.read(4096)
+                if not chunk:
+                    return head, True, None
+                head += chunk
+                text = head.removeprefix(BOM).lstrip()
+                if text[:1] == b"[" or (b"\n" in text and text.partition(b"\n")[2].strip()):
+                    break
+    except _READ_ERRORS as e:
+        return head, False, e
+    return head, False, None
 
 
 def _records_of_document(doc: dict[str, Any]) -> Iterator[RawRecord]:
@@ -372,29 +391,56 @@ def _iter_hf_split(path: Path, split: str | None) -> Iterator[RawRecord]:
 
 
 def _iter_csv(path: Path) -> Iterator[RawRecord]:
+    """CSV rows, each placed at the line it starts on. Lines are decoded one at a time so a
+    bad byte is placed on its own line and skips only the row holding it."""
+    bad_lines: dict[int, int] = {}  # line number -> offset of the first bad byte in it
     reader: Any = None
+
+    def lines(f: IO[bytes]) -> Iterator[str]:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad_lines[lineno] = e.start
+                yield raw.decode("utf-8", errors="replace")
+
     try:
-        raw = _open_binary(path)
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-        reader = csv.DictReader(text)
-        row = 0
-        prev_line = 1
-        for rec in reader:
-            row += 1
-            where = f"line {prev_line + 1}"
+        with _open_binary(path) as f:
+            reader = csv.DictReader(lines(f))
+            if reader.fieldnames is None:
+                yield _empty(path)
+                return
+            if 1 in bad_lines:
+                yield RawRecord("line 1", None, _bad_utf8(bad_lines[1]), fatal=True)
+                return
+            row = 0
             prev_line = reader.line_num
-            if None in rec:
-                yield RawRecord(where, None, BadRecord("wrong-type", "row has more cells than the header"))
-                continue
-            yield RawRecord(where, {k: _cell(v) for k, v in rec.items()})
-        if row == 0:
-            yield _empty(path)
-    except UnicodeDecodeError as e:
-        yield RawRecord(f"line {_line_after(reader)}", None,
-                        BadRecord("invalid-utf8", f"invalid UTF-8 ({e.reason})"), fatal=True)
-    except (EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as e:
+            for rec in reader:
+                row += 1
+                first, last = prev_line + 1, reader.line_num
+                prev_line = last
+                bad = [n for n in range(first, last + 1) if n in bad_lines]
+                if bad:
+                    yield RawRecord(f"line {bad[0]}", None, _bad_utf8(bad_lines[bad[0]]))
+                elif None in rec:
+                    yield RawRecord(f"line {first}", None,
+                                    BadRecord("wrong-type", "row has more cells than the header"))
+                else:
+                    yield RawRecord(f"line {first}", {k: _cell(v) for k, v in rec.items()})
+            if row == 0:
+                yield _empty(path)
+    except _READ_ERRORS as e:
+        yield RawRecord(f"line {_line_after(reader)}", None, read_error(path, e), fatal=True)
+    except csv.Error as e:
         yield RawRecord(f"line {_line_after(reader)}", None, BadRecord("unreadable-file", str(e)),
                         fatal=True)
+
+
+def _bad_utf8(offset: int) -> BadRecord:
+    return BadRecord("invalid-utf8", f"invalid UTF-8 at byte {offset + 1} of the line (Latin-1 or "
+                     "Windows-1252 text? re-save it as UTF-8)")
 
 
 def _line_after(reader: Any) -> int:
