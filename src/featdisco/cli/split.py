@@ -46,6 +46,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                         meta_columns=meta_fields, empty_error=report.all_skipped_message)
     elapsed = time.perf_counter() - start
     if quiet:
+        for warning in report.warnings:  # logged above unless -q: an empty column is easy to miss
+            err_console.print(f"featdisco: warning: {warning}", markup=False, highlight=False)
         return
     kinds = stats.by_kind()
     console.print(

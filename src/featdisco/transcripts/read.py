@@ -88,6 +88,7 @@ class ReadReport:
 
     files: list[FileReport] = field(default_factory=list)
     duplicate_ids: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def bad(self) -> Counter[str]:
@@ -149,6 +150,8 @@ class _Reader:
         self.log = log
         self.seen_ids: set[int] = set()
         self.question_cache: dict[Path, tuple[dict[str, dict[str, Any]], str]] = {}
+        self.meta_found: set[str] = set()  # --meta fields some record had
+        self.first_fields: list[str] | None = None
 
     def run(self, files: list[Path]) -> Iterator[Transcript]:
         plans: list[tuple[Path, FormatSpec, bool]] = []
@@ -174,6 +177,14 @@ class _Reader:
             yield from self._parse_file(path, spec, ctx, records, file_report)
             if not file_report.with_text and file_report.error is None:
                 self._no_text(path, spec, detected, file_report)
+        for name in self.opts.meta:
+            if name not in self.meta_found and self.first_fields is not None:
+                self._warn(f"--meta {name}: no record has this field, so its column is empty "
+                           f"(the first record's fields: {', '.join(self.first_fields[:15])})")
+
+    def _warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+        self.log(f"warning: {message}")
 
     # ------------------------------------------------------------ detection
 
@@ -259,10 +270,13 @@ class _Reader:
                 self._bad(path, raw.where, BadRecord("wrong-type", f"unexpected structure for "
                                                      f"{spec.name} ({type(e).__name__}: {e})"), file_report)
                 continue
+            if self.first_fields is None:
+                self.first_fields = list(raw.data.get("sample", raw.data)
+                                         if isinstance(raw.data.get("sample"), dict) else raw.data)
             meta_extra = dict(raw.context or {})
             for name in self.opts.meta:
                 value = _dotted(raw.data, name)
-                if value is not None or name not in meta_extra:  # context (split) as fallback
+                if value is not None:
                     meta_extra[name] = value
             base_hash: str | None = None
             for conv in conversations:
@@ -273,7 +287,10 @@ class _Reader:
                 if conv.suffix:
                     tid = f"{tid}:{conv.suffix}"
                 tid = self._unique(tid)
-                metadata = {**conv.metadata, **meta_extra}
+                metadata = {**conv.metadata, **meta_extra}  # the record's own fields win
+                for name in self.opts.meta:
+                    metadata.setdefault(name, None)
+                self.meta_found.update(n for n in self.opts.meta if metadata[n] is not None)
                 file_report.transcripts += 1
                 messages, ambiguous = extract_think(conv.messages)
                 file_report.ambiguous_think += ambiguous
