@@ -15,6 +15,10 @@ from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 def file_notes(report: ReadReport) -> list[str]:
     """Files skipped whole and files cut short, one line each: never a lone record count."""
     lines: list[str] = []
+    if report.judge_files:
+        lines.append(f"  skipped {len(report.judge_files):,} judge files (reference answers and judgments "
+                     "are not model transcripts; name a file to read it):")
+        lines += [f"    {f}" for f in report.judge_files]
     if report.skipped_files:
         lines.append(f"  skipped files: {len(report.skipped_files):,}")
         lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]

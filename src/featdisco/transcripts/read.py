@@ -18,7 +18,11 @@ import orjson
 
 from featdisco.errors import BadRecord, FeatdiscoError, InputError
 from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
-from featdisco.transcripts.formats.benchmarks import QUESTION_FILE_NAMES, question_key
+from featdisco.transcripts.formats.benchmarks import (
+    QUESTION_FIELDS,
+    QUESTION_FILE_NAMES,
+    question_key,
+)
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.formats.think import extract_think
 from featdisco.transcripts.model import (
@@ -89,6 +93,7 @@ class ReadReport:
     files: list[FileReport] = field(default_factory=list)
     duplicate_ids: int = 0
     warnings: list[str] = field(default_factory=list)
+    judge_files: list[Path] = field(default_factory=list)  # benchmark judge folders, not read
 
     @property
     def bad(self) -> Counter[str]:
@@ -137,8 +142,8 @@ def read_transcripts(
     """
     opts = options or ReadOptions(**kwargs)
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    files = expand_inputs(paths)
     report = report if report is not None else ReadReport()
+    files = expand_inputs(paths, report.judge_files)
     reader = _Reader(opts, report, log or (lambda _msg: None))
     return reader.run(files)
 
@@ -169,10 +174,12 @@ class _Reader:
                 continue
             mapping = self.opts.mapping if isinstance(self.opts.mapping, dict) else {}
             ctx = ParseContext(mapping=mapping)
-            if spec.name == "mt-bench":
-                qfile = self._question_file(path, explicit_questions)
-                if qfile is not None:
-                    ctx.questions, ctx.questions_source = self._load_questions(qfile)
+            # MT-bench answers need their questions; other answers (Arena-Hard v2's
+            # messages) take category and the like from a question file beside them.
+            qfile = self._question_file(path, explicit_questions)
+            if qfile is not None and (spec.name == "mt-bench" or qfile in explicit_questions
+                                      or self.opts.questions or _looks_like_questions(qfile)):
+                ctx.questions, ctx.questions_source = self._load_questions(qfile)
             records = iter_raw(path, self.opts.max_record_bytes)
             yield from self._parse_file(path, spec, ctx, records, file_report)
             if not file_report.with_text and file_report.error is None:
@@ -288,6 +295,8 @@ class _Reader:
                     tid = f"{tid}:{conv.suffix}"
                 tid = self._unique(tid)
                 metadata = {**conv.metadata, **meta_extra}  # the record's own fields win
+                if ctx.questions and spec.name != "mt-bench":
+                    _join_question(metadata, raw.data, ctx)
                 for name in self.opts.meta:
                     metadata.setdefault(name, None)
                 self.meta_found.update(n for n in self.opts.meta if metadata[n] is not None)
@@ -357,6 +366,25 @@ class _Reader:
             why = (f"no user, thought or response text in {n:,} record{'s' if n != 1 else ''} read as "
                    f"{spec.name}; {hint}")
         self._file_error(path, "", BadRecord("no-text", why), file_report)
+
+
+def _looks_like_questions(path: Path) -> bool:
+    stream = iter_raw(path)
+    first = next(stream, None)
+    stream.close()  # type: ignore[attr-defined]
+    return first is not None and first.data is not None and _safe_sniff(FORMATS["mt-bench-questions"],
+                                                                         first.data)
+
+
+def _join_question(metadata: dict[str, Any], rec: dict[str, Any], ctx: ParseContext) -> None:
+    key = question_key(rec)
+    question = ctx.questions.get(key) if key is not None else None
+    if question is None:
+        return
+    metadata.setdefault("question_id", key)
+    for name in QUESTION_FIELDS:
+        if isinstance(question.get(name), str) and metadata.get(name) is None:
+            metadata[name] = question[name]
 
 
 def has_text(messages: list[Message]) -> bool:

@@ -52,8 +52,17 @@ def is_hf_dataset_dir(path: Path) -> bool:
     )
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files (and saved HF datasets) named by ``paths``, directories walked in sorted order."""
+JUDGE_DIRS = ("reference_answer", "reference_answers", "model_judgment", "model_judgments")
+
+
+def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None) -> list[Path]:
+    """Files (and saved HF datasets) named by ``paths``, directories walked in sorted order.
+
+    In a walked folder, files under a benchmark's judge folders (MT-bench's
+    ``reference_answer/``, ``model_judgment/``) are not a model's transcripts: they are
+    left out and listed in ``judge_files``; a file named directly is always read.
+    """
+    judge_files = judge_files if judge_files is not None else []
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -69,7 +78,11 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
         elif is_hf_dataset_dir(p):
             out.append(p)
         else:
-            out.extend(_walk(p))
+            for found in _walk(p):
+                if any(part.lower() in JUDGE_DIRS for part in found.relative_to(p).parts[:-1]):
+                    judge_files.append(found)
+                else:
+                    out.append(found)
     if not out:
         raise FeatdiscoError(f"no transcript files found in {', '.join(map(str, paths))}")
     return out
