@@ -24,6 +24,7 @@ from featdisco.transcripts.formats.benchmarks import (
     question_key,
 )
 from featdisco.transcripts.formats.tabular import parse_mapping
+from featdisco.transcripts.formats.template import expand_templates
 from featdisco.transcripts.formats.think import extract_think
 from featdisco.transcripts.model import (
     MediaPart,
@@ -301,7 +302,7 @@ class _Reader:
                     metadata.setdefault(name, None)
                 self.meta_found.update(n for n in self.opts.meta if metadata[n] is not None)
                 file_report.transcripts += 1
-                messages, ambiguous = extract_think(conv.messages)
+                messages, ambiguous = extract_think(expand_templates(conv.messages))
                 file_report.ambiguous_think += ambiguous
                 file_report.with_text += has_text(messages)
                 yield Transcript(
