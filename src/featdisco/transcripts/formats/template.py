@@ -48,8 +48,9 @@ _START = re.compile(
 _END = re.compile(rf"<\|im_end\|>|<\|eot_id\|>|<\|eom_id\|>|<end_of_turn>|<{_BAR}end{_SEP}of{_SEP}sentence{_BAR}>")
 _DOC = re.compile(rf"<\|begin_of_text\|>|<\|end_of_text\|>|<\|endoftext\|>|<bos>|<eos>"
                   rf"|<{_BAR}begin{_SEP}of{_SEP}sentence{_BAR}>")
-_TRAILING = re.compile(rf"(?:\s*(?:{_END.pattern}|{_DOC.pattern}))+\s*$")
+_TAIL_TOKEN = re.compile(rf"(?:{_END.pattern}|{_DOC.pattern})$")
 _DEEPSEEK = re.compile(rf"<｜(?:User|Assistant)｜>|<{_BAR}begin{_SEP}of{_SEP}sentence{_BAR}>")
+_ANY_START = re.compile(rf"<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|<{_BAR}(?:User|Assistant){_BAR}>")
 ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
                           "assistant": "assistant", "model": "assistant", "gpt": "assistant",
                           "tool": "tool", "ipython": "tool", "function": "tool"}
@@ -60,7 +61,7 @@ Turn = tuple[Role, str, bool]  # role, text, closed
 def has_template(text: str) -> bool:
     """Whether a text is template text: it opens with a turn token (after document tokens
     and whitespace), or holds DeepSeek's full-width tokens, never typed in prose."""
-    if "<" not in text:
+    if "<" not in text or not _ANY_START.search(text):
         return False
     head = _DOC.sub("", text[:200]).lstrip()
     return bool(_START.match(head)) or bool(_DEEPSEEK.search(text))
@@ -82,16 +83,29 @@ def parse_template(text: str, where: str = "text") -> list[Turn]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         body = _DOC.sub("", text[m.end():end])
         last = i + 1 == len(matches)
-        closed = not last or bool(_TRAILING.search(body))
-        body = _TRAILING.sub("", body)
+        body, ended = _cut_tail(body)
+        closed = not last or ended
         body = _END.sub("", body)
         turns.append((role, body if last and not closed else body.strip(), closed))
     return turns
 
 
+def _cut_tail(text: str) -> tuple[str, bool]:
+    """``text`` without the end and document tokens it ends with, and whether it had any.
+    Looks only at the tail: a scan of the whole text for each generation was slow."""
+    end, found = len(text), False
+    while True:
+        stripped = text[:end].rstrip()
+        tail = stripped[-40:]
+        m = _TAIL_TOKEN.search(tail) if tail.endswith(">") else None
+        if m is None:
+            return (text[:len(stripped)] if found else text), found
+        end, found = len(stripped) - len(tail) + m.start(), True
+
+
 def strip_trailing(text: str) -> str:
     """A generation's text without the end-of-turn token the model emitted."""
-    return _TRAILING.sub("", text) if "<" in text else text
+    return _cut_tail(text)[0]
 
 
 def expand_templates(messages: list[Message], where: str = "messages") -> list[Message]:
@@ -109,6 +123,10 @@ def expand_templates(messages: list[Message], where: str = "messages") -> list[M
             if turns and turns[-1][0] == "assistant" and not turns[-1][2]:
                 carry = (carry or "") + turns.pop()[1]
             out.extend(make_message(role, [TextPart(body)] if body else []) for role, body, _ in turns)
+            continue
+        if isinstance(msg, AssistantMessage) and carry is None and not any(
+                isinstance(p, TextPart) and p.text.rstrip().endswith(">") for p in msg.content):
+            out.append(msg)  # nothing to strip or join: the common case, kept cheap
             continue
         if isinstance(msg, AssistantMessage):
             parts: list[Part] = []
