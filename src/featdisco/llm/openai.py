@@ -235,11 +235,17 @@ class JsonPoster:
         self._headers = dict(headers)
         self._max = max_reply
         self.proxy: URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        auth: aiohttp.BasicAuth | None = None
         with contextlib.suppress(LookupError):  # LookupError: no proxy for this host
-            self.proxy, self._proxy_auth = get_env_proxy_for_url(URL(url))
-        pw = self._proxy_auth.password if self._proxy_auth else None
-        self._secrets = (*secrets, pw) if pw else secrets
+            self.proxy, auth = get_env_proxy_for_url(URL(url))
+        # The proxy's credentials: on the CONNECT request for an https origin, on the
+        # request itself (sent to the proxy in absolute form) for an http one.
+        self._proxy_headers: dict[str, str] | None = None
+        if auth is not None and url.startswith("https:"):
+            self._proxy_headers = {"Proxy-Authorization": auth.encode()}
+        elif auth is not None:
+            self._headers["Proxy-Authorization"] = auth.encode()
+        self._secrets = (*secrets, auth.password) if auth and auth.password else secrets
         # sock_read bounds each wait for bytes, as httpx's read timeout does on the SDK
         # path; the engine bounds the whole call on top.
         self._session = aiohttp.ClientSession(
@@ -256,7 +262,7 @@ class JsonPoster:
         try:
             async with self._session.post(self.url, data=body, headers=self._headers,
                                           allow_redirects=False, proxy=self.proxy,
-                                          proxy_auth=self._proxy_auth) as r:
+                                          proxy_headers=self._proxy_headers) as r:
                 if r.content_length is not None and r.content_length > self._max:
                     raise self._too_large()
                 buf = bytearray()
