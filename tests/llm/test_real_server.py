@@ -49,7 +49,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _skip_or_fail("llama-cpp-python's server is not installed "
                       "(pip install 'featdisco[local-server]')")
     from featdisco.errors import FeatdiscoError
-    from featdisco.models.install import ensure_model
+    from featdisco.llm.local.install import ensure_model
 
     try:
         model = ensure_model()
