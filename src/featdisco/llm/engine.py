@@ -59,6 +59,12 @@ Status = Literal["ok", "failed", "skipped_budget"]
 FATAL_REASONS = frozenset({"auth", "forbidden", "not-found", "payment-required"})
 # Failed connects of one call, before any call has reached the server, that stop the run.
 UNREACHABLE_TRIES = 3
+# 429s one call may meet before it fails. A rate limit says "later", not "broken": its
+# retries have their own budget, and their backoff stops growing after the second (at most
+# 2 x backoff_base, never before Retry-After), so that calls turned away at the limit come
+# back while the server has room instead of idling through ever longer waits (measured in
+# bench/llm_engine.py: exponential waits left the limit 40% used and lost calls).
+RATE_LIMIT_RETRIES = 50
 
 
 @dataclass(slots=True)
@@ -378,7 +384,7 @@ class CallEngine:
                                   cost=result.cost)
 
     async def _call(self, key: str, request: LLMRequest) -> CallResult:
-        attempts = transport_failures = 0
+        attempts = transport_failures = rate_limited = 0
         repaired = False
         usage = Usage()
         cost: float | None = 0.0
@@ -415,7 +421,12 @@ class CallEngine:
             finally:
                 self._reserved -= est
             if err is not None:
-                transport_failures += 1
+                if err.reason == "rate-limit":  # "come back later", not "broken": see below
+                    rate_limited += 1
+                    failures, allowed = min(rate_limited, 2), RATE_LIMIT_RETRIES
+                else:
+                    transport_failures += 1
+                    failures, allowed = transport_failures, self.max_retries
                 if err.reason not in ("connection", "timeout"):
                     self._reached = True  # the server answered, if only with an error
                 if (err.unreachable and not self._reached
@@ -423,12 +434,12 @@ class CallEngine:
                     self._fatal = err  # nothing has got through: a wrong URL or a server down
                     return self._failed(key, request, err.reason, err.message, attempts,
                                         usage, cost)
-                if err.retryable and transport_failures <= self.max_retries:
+                if err.retryable and failures <= allowed and rate_limited <= RATE_LIMIT_RETRIES:
                     self._retried[err.reason] += 1
                     retried = getattr(self.progress, "retried", None)
                     if retried is not None:
                         retried(err.reason)
-                    await asyncio.sleep(backoff_delay(transport_failures, self.backoff_base,
+                    await asyncio.sleep(backoff_delay(failures, self.backoff_base,
                                                       self.backoff_max, err.retry_after, self._rng))
                     continue
                 if err.reason in FATAL_REASONS:

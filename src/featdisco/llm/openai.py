@@ -219,9 +219,9 @@ class JsonPoster:
     Proxies follow the environment as the SDK's client follows it (``HTTPS_PROXY``,
     ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy URL or ``~/.netrc``), read
     through aiohttp's own ``trust_env`` rules once, when the poster opens, rather than
-    on every request. The headers go with each request, never on the session: aiohttp
-    copies a session's headers into the CONNECT request it sends a proxy, and an
-    Authorization header there would hand the API key to the proxy.
+    on every request. Through a proxy the headers go with each request, not on the
+    session: aiohttp copies a session's headers into the CONNECT request it sends a
+    proxy, and an Authorization header there would hand the API key to the proxy.
 
     A reply of any status comes back as (status, headers, body) for the caller to judge;
     one over ``max_reply`` bytes is an error. What never became a reply (timeouts,
@@ -253,14 +253,16 @@ class JsonPoster:
                                            ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, timeout),
                                           sock_read=timeout),
-            skip_auto_headers=("User-Agent",))
+            skip_auto_headers=("User-Agent",), headers=None if self.proxy else self._headers)
+        if self.proxy is None:  # on the session: not merged again into every request
+            self._headers = {}
 
     async def close(self) -> None:
         await self._session.close()
 
     async def post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            async with self._session.post(self.url, data=body, headers=self._headers,
+            async with self._session.post(self.url, data=body, headers=self._headers or None,
                                           allow_redirects=False, proxy=self.proxy,
                                           proxy_headers=self._proxy_headers) as r:
                 if r.content_length is not None and r.content_length > self._max:
