@@ -102,6 +102,7 @@ class OpenAILLM:
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
         self._via_sdk = via_sdk
+        self._use_sdk: bool | None = None
         self._max_reply = max_reply_bytes
         self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._sdk: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_sdk)
@@ -179,9 +180,10 @@ class OpenAILLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         params = self._params(request)
-        sdk = self._sdk.get()
-        if self.sends_via_sdk(sdk):
-            return await self._complete_sdk(sdk, params)
+        if self._use_sdk is None:  # settled on the first call: it depends on settings only
+            self._use_sdk = self.sends_via_sdk(self._sdk.get())
+        if self._use_sdk:
+            return await self._complete_sdk(self._sdk.get(), params)
         status, headers, raw = await self._posters.get().post(orjson.dumps(params))
         if not 200 <= status < 300:  # redirects are not followed, as on the SDK path
             raise status_error(status, headers, raw, (self._api_key,))
