@@ -98,17 +98,12 @@ def find_clusters(run_dir: str | Path, query: str, *, top: int = 10, kinds: list
 
 def _cluster_scores(run: RunDir, strings: Any, sims: NDArray[np.float32]) -> pd.DataFrame:
     """Per cluster: mean similarity of its TOP_MEMBERS best distinct members, and the best."""
+    from featdisco.evidence.validate import features_with_clusters
     from featdisco.stages.cluster import string_ids
 
-    feats = run.read_table("features.parquet", columns=["feature_id", "text"])
-    assign = run.read_table("assignments.parquet", columns=["feature_id", "cluster_id"])
-    if not feats.column("feature_id").equals(assign.column("feature_id")):
-        feats = feats.join(assign, "feature_id", join_type="inner")
-        cids = feats.column("cluster_id")
-    else:
-        cids = assign.column("cluster_id")
+    feats = features_with_clusters(run, ["text"])
     sids = string_ids([feats.column("text")], feats.num_rows, strings)
-    cid = np.asarray(pc.fill_null(cids, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    cid = np.asarray(feats.column("cluster_id").to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = cid >= 0
     pairs = np.unique(np.stack([cid[keep], sids[keep]], axis=1), axis=0)  # distinct (cluster, string)
     c, s = pairs[:, 0], pairs[:, 1]

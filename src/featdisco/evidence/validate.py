@@ -126,17 +126,26 @@ def _graded_positive(run: RunDir, name: str, answers: list[Any]) -> list[bool]:
                          "boolean scans")
 
 
+def features_with_clusters(run: RunDir, columns: list[str]) -> pa.Table:
+    """``columns`` of features.parquet with each feature's ``cluster_id`` (-1 when none),
+    joined by feature_id when the assignments are not row-aligned with the features."""
+    feats = run.read_table("features.parquet", columns=list(dict.fromkeys(["feature_id", *columns])))
+    assign = run.read_table("assignments.parquet", columns=["feature_id", "cluster_id"])
+    if feats.column("feature_id").equals(assign.column("feature_id")):
+        cids = assign.column("cluster_id")
+    else:
+        feats = feats.join(assign, "feature_id", join_type="left outer")
+        cids = feats.column("cluster_id")
+        feats = feats.drop_columns(["cluster_id"])
+    return feats.append_column("cluster_id", pc.fill_null(cids, -1))
+
+
 def cluster_members(run: RunDir, cluster_id: int, piece_ids: Iterable[str]) -> set[str]:
     """Which of ``piece_ids`` are in the cluster: any of their features is assigned to it."""
-    wanted = sorted(set(piece_ids))
-    feats = pq.read_table(run.file("features.parquet"), columns=["feature_id", "piece_id"])
-    assign = pq.read_table(run.file("assignments.parquet"), columns=["feature_id", "cluster_id"])
-    if not feats.column("feature_id").equals(assign.column("feature_id")):
-        assign = feats.join(assign, "feature_id", join_type="left outer")
-        pids, cids = assign.column("piece_id"), pc.fill_null(assign.column("cluster_id"), -1)
-    else:
-        pids, cids = feats.column("piece_id"), assign.column("cluster_id")
-    hit = pc.and_(pc.equal(cids, cluster_id), pc.is_in(pids, value_set=pa.array(wanted, pa.string())))
+    wanted = pa.array(sorted(set(piece_ids)), pa.string())
+    feats = features_with_clusters(run, ["piece_id"])
+    pids = feats.column("piece_id")
+    hit = pc.and_(pc.equal(feats.column("cluster_id"), cluster_id), pc.is_in(pids, value_set=wanted))
     return set(pc.filter(pids, hit).to_pylist())
 
 
