@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
+from featdisco.report.evidence import write_evidence
 from featdisco.report.layout import cluster_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
             "clusters.parquet")
-STATIC = ("index.html", "app.js", "app.css")
+STATIC = ("index.html", "labels.js", "app.js", "app.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -139,6 +140,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     lap("transcripts")
     tables.write_clusters(run, writer, clusters_t, order, feats, counts)
     lap("cluster pages")
+    evidence = write_evidence(run, writer, order, clusters_t, manifest)
+    lap("evidence")
     if search:
         posts = transcript_postings(run, order.tidx)
         write_search(writer, clusters_t, counts, posts)
@@ -156,6 +159,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     overview = _overview(manifest, clusters, stats.pieces, stats.transcripts, analyses,
                          {str(k): int(v) for k, v in kinds_pieces.items()})
     overview["search"] = search
+    overview["evidence"] = evidence
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"
     page_bytes = 0
