@@ -47,6 +47,9 @@ function featureChip(feature, row, textDiv, text, offset) {
       feature, el("span", { class: "warn" }, "unverified quote"));
   }
   const off = offset || 0;
+  if (start - off < 0 || end - off > text.length) {
+    return el("span", { class: "chip", title: "“" + quote + "”: outside the excerpt shown; the whole transcript has it" }, feature);
+  }
   const chip = el("button", { type: "button", class: "chip quoted", title: "“" + quote + "”: click to highlight it in the text" }, feature);
   chip.addEventListener("click", () => {
     const on = !chip.classList.contains("on");
