@@ -84,3 +84,14 @@ def test_scan_page_matches_the_scan(run: Path) -> None:
             assert it["text"][it["start"] - it["off"]:it["end"] - it["off"]] == r["quote"]
         else:
             assert it["start"] is None  # an unverified quote carries no span to highlight
+
+
+def test_a_broken_scan_is_listed_with_its_error(run: Path, tmp_path: Path) -> None:
+    (run / "scan_broken.parquet").write_bytes(b"not parquet")
+    try:
+        build_report(run, tmp_path / "report")
+    finally:
+        (run / "scan_broken.parquet").unlink()
+    scans = {s["name"]: s for s in shard(tmp_path / "report" / "data" / "overview.js")["evidence"]["scans"]}
+    assert "error" in scans["broken"] and "positives" in scans[SCAN]
+    assert not (tmp_path / "report" / "data" / "sc" / "broken.js").exists()

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featdisco.analysis.stats import wilson_interval
+from featdisco.errors import FeatdiscoError
 from featdisco.evidence.validate import features_with_clusters, scan_names, scan_predictions
 from featdisco.report.shards import ShardWriter
 from featdisco.report.tables import BATCH, CLUSTERS_PER_SHARD, TRANSCRIPTS_PER_SHARD, PieceOrder
@@ -95,7 +96,12 @@ def write_evidence(run_dir: Path, writer: ShardWriter, order: PieceOrder, cluste
         counts = _quote_counts(feats)
         _write_transcript_quotes(run_dir, writer, order, feats, row_of)
     _write_cluster_members(run_dir, writer, order, clusters, feats, row_of, quoted, seed)
-    scans = [_write_scan(rd, writer, order, name, row_of, seed) for name in scan_names(rd)]
+    scans = []
+    for name in scan_names(rd):
+        try:
+            scans.append(_write_scan(rd, writer, order, name, row_of, seed))
+        except (OSError, KeyError, pa.ArrowInvalid, FeatdiscoError) as e:  # shown on the page, not dropped
+            scans.append({"name": name, "error": f"{type(e).__name__}: {e}"})
     return {"run_key": run_key(manifest, len(row_of)), "quotes": counts, "scans": scans}
 
 

@@ -199,7 +199,8 @@ function scanRate(s) {
 function viewScans() {
   const scans = (S.ov.evidence || {}).scans || [];
   show(el("h1", null, "Scans"), scans.length ? table(["scan", "question", "hits", "answered", "prevalence (95% Wilson)"],
-    scans.map((s) => [el("a", { href: "#/scan/" + encodeURIComponent(s.name) }, s.name), s.question ?? "–", fmt(s.positives), fmt(s.n), scanRate(s)])) :
+    scans.map((s) => s.error ? [s.name, el("span", { class: "unverified" }, "could not be read: ", s.error), "–", "–", "–"] :
+      [el("a", { href: "#/scan/" + encodeURIComponent(s.name) }, s.name), s.question ?? "–", fmt(s.positives), fmt(s.n), scanRate(s)])) :
     empty("This run has no scans yet: `featdisco scan RUN --question \"...\"` asks one question of every piece; rebuild the report after."));
 }
 
