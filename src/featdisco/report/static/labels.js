@@ -178,11 +178,10 @@ async function clusterEvidence(c) {
   const items = d.shown.map((it) => {
     const quotes = it.q || [];
     const shown = quotes.find((r) => r[4] === true && typeof r[2] === "number");
-    let textDiv = null;
-    const { head, textDiv: td } = evidencePiece(it, () => shown ? markedText(it.text, shown[2] - it.off, shown[3] - it.off) : [it.text],
+    const { head, textDiv } = evidencePiece(it, () => shown ? markedText(it.text, shown[2] - it.off, shown[3] - it.off) : [it.text],
       labelButtons(target, it.pid, true, bar.refresh));
-    textDiv = td;
     const chips = quotes.map((r) => featureChip(r[0], r, textDiv, it.text, it.off));
+    if (shown) chips[quotes.indexOf(shown)].classList.add("on");  // the quote highlighted at first
     return el("div", { class: "piece member kind-" + it.kind, "data-pid": it.pid }, head, textDiv,
       chips.length ? el("div", { class: "matched" }, "features in this cluster, with their quotes: ", chips) : null);
   });
