@@ -57,18 +57,19 @@ def string_similarities(path: Path, query: NDArray[np.float32]) -> NDArray[np.fl
     return out
 
 
-def find_clusters(run_dir: str | Path, query: str, *, top: int = 10, kinds: list[str] | None = None,
-                  include_private: bool = False, embedder: Any = None) -> tuple[pd.DataFrame, int]:
-    """The ``top`` clusters most similar to ``query`` (columns :data:`COLUMNS`, best first),
-    and how many private clusters were left out. ``embedder`` (an object) overrides the
-    run's own, for tests and the Python API."""
+def find_clusters(run_dir: str | Path, query: str, *, top: int | None = 10, kinds: list[str] | None = None,
+                  hidden: frozenset[int] = frozenset(), embedder: Any = None) -> pd.DataFrame:
+    """The ``top`` clusters (all when None) most similar to ``query``, best first, with
+    :data:`COLUMNS`; the clusters in ``hidden`` (private or rare, see
+    :mod:`featdisco.analysis.visibility`) are left out before ranking. ``embedder`` (an
+    object) overrides the run's own, for tests and the Python API."""
     run = RunDir(run_dir)
     if not query.strip():
         raise FeatdiscoError("the query is empty")
     for k in kinds or []:
         if k not in PIECE_KINDS:
             raise FeatdiscoError(f"--kind {k!r}: use {', '.join(PIECE_KINDS)}")
-    for name in ("strings.parquet", "embeddings.npy", "features.parquet", "assignments.parquet"):
+    for name in ("strings.parquet", "embeddings.npy", "pieces.parquet", "features.parquet", "assignments.parquet"):
         if not run.file(name).exists():
             raise FeatdiscoError(f"{run.path} has no {name}: find needs a run that finished its "
                                  "embed and cluster stages (`featdisco run`)")
@@ -87,13 +88,11 @@ def find_clusters(run_dir: str | Path, query: str, *, top: int = 10, kinds: list
     df = clusters.merge(best, on="cluster_id", how="inner")
     if kinds:
         df = df[df["kind"].isin(kinds)]
-    hidden = 0
-    if not include_private:
-        hidden = int(df["private"].sum())
-        df = df[~df["private"]]
-    df = df.sort_values(["score", "cluster_id"], ascending=[False, True]).head(top).reset_index(drop=True)
+    df = df[~df["cluster_id"].isin(hidden)]
+    df = df.sort_values(["score", "cluster_id"], ascending=[False, True])
+    df = (df if top is None else df.head(top)).reset_index(drop=True)
     df["rank"] = np.arange(1, len(df) + 1)
-    return df[COLUMNS], hidden
+    return df[COLUMNS]
 
 
 def _cluster_scores(run: RunDir, strings: Any, sims: NDArray[np.float32]) -> pd.DataFrame:
@@ -121,10 +120,11 @@ def _cluster_scores(run: RunDir, strings: Any, sims: NDArray[np.float32]) -> pd.
 
 
 def _cluster_table(run: RunDir) -> pd.DataFrame:
-    """Label, description, size and prevalence per cluster (clusters.parquet, or the unnamed
-    base table of a run stopped before naming)."""
-    name = "clusters.parquet" if run.file("clusters.parquet").exists() else "clusters_base.parquet"
-    df = run.read_table(name).to_pandas()
+    """Label, description, size and prevalence per cluster (the fitted dictionary's labels
+    with this data's counts for a transform's output)."""
+    from featdisco.analysis.activations import recounted_clusters
+
+    df = recounted_clusters(run.path).to_pandas()
     for col, default in (("label", None), ("description", None), ("private", False),
                          ("pieces", 0), ("transcripts", 0)):
         if col not in df.columns:

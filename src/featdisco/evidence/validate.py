@@ -183,10 +183,13 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     labels, bad = _parse(labels_path)
     pieces = run.read_table("pieces.parquet", columns=["piece_id", "kind"])
     kind_of = dict(zip(pieces.column("piece_id").to_pylist(), pieces.column("kind").to_pylist(), strict=True))
-    clusters = run.read_table("clusters.parquet", columns=["cluster_id", "kind"]) \
-        if run.file("clusters.parquet").exists() else None
-    cluster_kind = (dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("kind").to_pylist(),
-                             strict=True)) if clusters is not None else {})
+    cluster_kind: dict[int, str] = {}
+    if any(lab.target.startswith("cluster:") for lab in labels):  # a transform's: the fitted run's clusters
+        from featdisco.analysis.activations import cluster_table_source
+
+        clusters = pq.read_table(cluster_table_source(run), columns=["cluster_id", "kind"])
+        cluster_kind = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("kind").to_pylist(),
+                                strict=True))
     scans = scan_names(run)
     by_target: dict[str, list[Label]] = {}
     for lab in labels:
