@@ -132,3 +132,9 @@ def test_label_export_validate_round_trip(page: Any, evidence_report: Path, tmp_
     cluster = df.loc[f"cluster:{kind}:6"]
     assert (cluster["tp"], cluster["fp"], cluster["fn"], cluster["tn"]) == (2, 1, 0, 0)
     assert cluster["precision"] == pytest.approx(2 / 3)
+    # the report shows the validation as intervals per target
+    build_report(evidence_report)
+    page.goto(base + "#/a/validation")
+    page.reload()
+    page.wait_for_selector("h2:has-text('Agreement with your labels')")
+    assert page.locator("svg.plot line.whisker").count() >= 6

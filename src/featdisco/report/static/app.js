@@ -531,9 +531,10 @@ function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
   if (cols.includes("cluster_a") && cols.includes("npmi")) return cooccurrencePlots(rows, byId);
+  if (name === "validation" && cols.includes("kappa")) return validationPlots(rows);  // labels.js
   if (cols.includes("precision") && cols.includes("recall") && cols.includes("members_shown")) return labelQualityPlots(rows, byId);
   const f1 = pick(cols, "f1", "test_f1", "F1");
-  if (f1 && name !== "validation") {
+  if (f1) {
     const vals = rows.map((r) => r[f1]).filter((v) => typeof v === "number");
     const edges = Array.from({ length: 21 }, (_, i) => i / 20), counts = new Array(20).fill(0);
     vals.forEach((v) => { counts[Math.min(19, Math.max(0, Math.floor(v * 20)))]++; });

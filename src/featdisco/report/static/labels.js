@@ -251,3 +251,13 @@ function evidenceCards() {
   return [statCard("quotes verified", checked ? pct(q.verified / checked) : "–",
     `${fmt(q.unverified)} of ${fmt(checked)} quotes not found in their piece (the rater invented them)`)];
 }
+
+/* ---------------------------------------------------------------- analysis_validation */
+
+/* Precision, recall and agreement of each target against the person's labels, with intervals. */
+function validationPlots(rows) {
+  const names = ["precision", "recall", "agreement"];
+  const bars = rows.map((r) => ({ label: String(r.target), note: `n ${fmt(r.n)} · κ ${r.kappa === null ? "–" : r.kappa.toFixed(2)}`,
+    groups: names.map((n) => ({ name: n, value: r[n], lo: r[n + "_low"], hi: r[n + "_high"] })) }));
+  return bars.length ? [section("Agreement with your labels (95% Wilson intervals)", intervalBars(bars, names, "rate"))] : [];
+}
