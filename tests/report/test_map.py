@@ -163,3 +163,76 @@ def test_report_of_a_curated_run_leaves_hidden_clusters_off(hostile_run: Path, t
     raw = (run / "report" / "data" / "map.js").read_bytes()
     shard = orjson.loads(raw[raw.index(b",") + 1:raw.rindex(b")")])
     assert gone not in shard["c"] and shard["cap"] == 500
+
+
+@pytest.fixture(scope="module")
+def curated(hostile_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    """The hostile run with edits made through `featdisco edit`: two user clusters merged and
+    renamed, a response cluster hidden, and one edit of a cluster the run never had."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+    from featdisco.pipeline import Pipeline, config_from_manifest
+    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.report.runs import hostile_handler
+
+    run = tmp_path_factory.mktemp("curated") / "run"
+    shutil.copytree(hostile_run, run, ignore=shutil.ignore_patterns("report"))
+    table = pq.read_table(run / "clusters.parquet").to_pylist()
+    a, b = [c["cluster_id"] for c in table if c["kind"] == "user"][:2]
+    hidden = next(c["cluster_id"] for c in table if c["kind"] == "response")
+
+    def edit(*args: str) -> None:
+        result = CliRunner().invoke(app, ["edit", "--no-apply", str(run), *args])
+        assert result.exit_code == 0, result.output
+
+    edit("merge", str(a), str(b))
+    edit("rename", str(a), "Food, feelings and formatting")  # found after the merge by its members
+    edit("hide", str(hidden))
+    cur = json.loads((run / "curation.json").read_text())  # and an edit of a cluster this run never had
+    cur["edits"].append({"op": "rename", "clusters": [{"id": 99, "kind": "user", "label": "Old",
+                                                       "members": ["never featurized", "nor this"]}],
+                         "label": "Lost label"})
+    (run / "curation.json").write_text(json.dumps(cur))
+    os.environ.setdefault("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAIServer(hostile_handler) as server:
+        cfg = config_from_manifest(run, {"base_url": server.base_url})
+        assert Pipeline(run, cfg).run(stages=("cluster", "name", "curate", "rate", "assemble")).complete
+    build_report(run, map_points=400)
+    merged = next(c["cluster_id"] for c in pq.read_table(run / "clusters.parquet").to_pylist()
+                  if c["label"] == "Food, feelings and formatting")
+    now_hidden = [c["cluster_id"] for c in pq.read_table(run / "clusters.parquet").to_pylist() if c["hidden"]]
+    assert len(now_hidden) == 1
+    return run, merged, now_hidden[0]
+
+
+def test_a_curated_report_shows_edits_and_stale_ones_and_leaves_hidden_clusters_out(
+        browser: Any, curated: tuple[Path, int, int]) -> None:
+    run, renamed, hidden = curated
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    base = (run / "report" / "index.html").as_uri()
+    page.goto(base + "#/")
+    page.wait_for_selector("h2:has-text('Your edits (4, 1 stale)')")
+    rows = page.locator(".curation table tbody tr")
+    assert rows.count() == 4
+    assert "stale: none of the features of user cluster 99" in rows.nth(3).inner_text()
+    assert "(hidden)" in rows.nth(2).inner_text() and rows.nth(2).locator("a").count() == 0
+    assert page.locator(f"a[href='#/c/{hidden}']").count() == 0
+    page.goto(base + "#/clusters/response")
+    page.wait_for_selector("table.clusters tbody tr")
+    assert page.locator(f"table.clusters a[href='#/c/{hidden}']").count() == 0
+    page.goto(base + "#/map")
+    page.wait_for_selector(".maplabel")
+    ids = [int(x) for x in page.eval_on_selector_all(".maplabel", "els => els.map(e => e.dataset.id)")]
+    assert hidden not in ids
+    page.uncheck("input[data-kind='thought']")
+    page.uncheck("input[data-kind='response']")
+    page.wait_for_selector(f".maplabel[data-id='{renamed}']")
+    assert "Food, feelings" in page.inner_text(f".maplabel[data-id='{renamed}']")
+    assert errors == []
+    page.close()

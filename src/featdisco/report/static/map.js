@@ -61,7 +61,7 @@ async function viewMap() {
   const pad = 28, side = Math.min(W, H) - 2 * pad;
   const view = { k: 1, tx: (W - side) / 2, ty: (H - side) / 2 };
   const sx = (gx) => view.tx + (gx / G) * side * view.k, sy = (gy) => view.ty + (1 - gy / G) * side * view.k;
-  let hover = null, frame = 0;
+  let hover = null, frame = 0, relabel = true;
   // dots as big as the map has room for: a few hundred points are drawn large, 20k small
   const dot = Math.max(2, Math.min(7, 0.16 * Math.sqrt((W * H) / Math.max(1, n))));
 
@@ -87,9 +87,12 @@ async function viewMap() {
       dots(members.get(hover.id), r * 0.8);
     }
     ctx.globalAlpha = 1;
-    placeLabels();
+    // labels are placed again only when the view changes: a hover repaints dots alone, so
+    // the link under the pointer is never swapped for a new one between press and release
+    if (relabel) placeLabels();
+    relabel = false;
   }
-  function redraw() { if (!frame) frame = requestAnimationFrame(draw); }
+  function redraw(moved) { relabel = relabel || Boolean(moved); if (!frame) frame = requestAnimationFrame(draw); }
 
   // Largest first; a label is placed only where it overlaps no placed one (datamapplot's rule).
   function placeLabels() {
@@ -139,7 +142,7 @@ async function viewMap() {
     const k = Math.min(80, Math.max(1, view.k * f));
     f = k / view.k;
     view.tx = cx - (cx - view.tx) * f; view.ty = cy - (cy - view.ty) * f; view.k = k;
-    redraw();
+    redraw(true);
   }
 
   let drag = null;
@@ -151,7 +154,7 @@ async function viewMap() {
     if (drag && ev.buttons) {
       const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
       if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
-      if (drag.moved) { view.tx = drag.tx + dx; view.ty = drag.ty + dy; tip.hidden = true; redraw(); return; }
+      if (drag.moved) { view.tx = drag.tx + dx; view.ty = drag.ty + dy; tip.hidden = true; redraw(true); return; }
     }
     if (ev.target !== canvas) return;
     const [x, y] = local(ev), c = nearest(x, y);
@@ -169,7 +172,7 @@ async function viewMap() {
 
   const boxes = kinds.map((k) => {
     const cb = el("input", { type: "checkbox", checked: "", "data-kind": k });
-    cb.addEventListener("change", () => { on[k] = cb.checked; redraw(); });
+    cb.addEventListener("change", () => { on[k] = cb.checked; redraw(true); });
     return el("label", { class: "legend-item" }, cb, " ", el("span", { class: "dot", style: `background:${KIND_COLOUR[k]}` }), ` ${k}`);
   });
   const button = (text, title, fn) => el("button", { type: "button", class: "mapbtn", title, onclick: fn }, text);
@@ -180,7 +183,7 @@ async function viewMap() {
       + `Scroll or use the buttons to zoom (smaller clusters' labels appear), drag to pan, hover to read, click to open.`),
     el("div", { class: "legendbar" }, boxes, " ",
       button("+", "zoom in", () => zoom(1.6, W / 2, H / 2)), button("−", "zoom out", () => zoom(1 / 1.6, W / 2, H / 2)),
-      button("reset", "whole map", () => { view.k = 1; view.tx = (W - side) / 2; view.ty = (H - side) / 2; redraw(); })),
+      button("reset", "whole map", () => { view.k = 1; view.tx = (W - side) / 2; view.ty = (H - side) / 2; redraw(true); })),
     box,
     el("p", { class: "muted small" }, `${fmt(m.features_drawn)} distinct features drawn, from `
       + (m.sampled < (m.features || 0) ? `a uniform sample of ${fmt(m.sampled)} of the run's ${fmt(m.features)} features (the map lays out at most ${fmt(m.cap)} points)` : `all ${fmt(m.features)} features`)
