@@ -19,10 +19,11 @@ import orjson
 from featdisco.errors import BadRecord, FeatdiscoError, InputError
 from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
 from featdisco.transcripts.formats.benchmarks import QUESTION_FILE_NAMES, question_key
-from featdisco.transcripts.formats.common import extract_think
+from featdisco.transcripts.formats.common import dotted, extract_think
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.model import Transcript
 from featdisco.transcripts.sources import (
+    DATA_SUFFIXES,
     DEFAULT_MAX_RECORD_BYTES,
     RawRecord,
     expand_inputs,
@@ -45,6 +46,8 @@ class ReadOptions:
     questions: list[Path] = field(default_factory=list)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     limit: int | None = None  # records read per file: a quick look at a big input
+    source_model_from: str | None = None  # "filename", "dirname" or a record field (dotted path)
+    tree: str = "all"  # conversation trees: "all" root-to-leaf paths or the "first" (top-ranked)
 
     def __post_init__(self) -> None:
         if isinstance(self.mapping, str):
@@ -54,6 +57,8 @@ class ReadOptions:
         if self.format is not None and self.format not in FORMATS:
             raise FeatdiscoError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
         self.questions = [Path(q) for q in self.questions]
+        if self.tree not in ("all", "first"):
+            raise FeatdiscoError(f"--tree {self.tree!r}: use all (every root-to-leaf path) or first")
 
 
 @dataclass(slots=True)
@@ -129,12 +134,14 @@ class _Reader:
             if spec.auxiliary:
                 continue
             mapping = self.opts.mapping if isinstance(self.opts.mapping, dict) else {}
-            ctx = ParseContext(mapping=mapping)
+            ctx = ParseContext(mapping=mapping, tree=self.opts.tree)
             if spec.name == "mt-bench":
                 qfile = self._question_file(path, explicit_questions)
                 if qfile is not None:
                     ctx.questions, ctx.questions_source = self._load_questions(qfile)
             records = iter_raw(path, self.opts.max_record_bytes)
+            if spec.group is not None:
+                records = spec.group(path, records, self.log)
             yield from self._parse_file(path, spec, ctx, records, file_report)
 
     # ------------------------------------------------------------ detection
@@ -222,10 +229,11 @@ class _Reader:
                 continue
             meta_extra = dict(raw.context or {})
             for name in self.opts.meta:
-                value = _dotted(raw.data, name)
+                value = dotted(raw.data, name)
                 if value is not None or name not in meta_extra:  # context (split) as fallback
                     meta_extra[name] = value
             base_hash: str | None = None
+            file_model = self._source_model(path, raw.data)
             for conv in conversations:
                 tid = conv.id
                 if tid is None:
@@ -239,12 +247,30 @@ class _Reader:
                 yield Transcript(
                     id=tid,
                     messages=extract_think(conv.messages),
-                    model=conv.model or self.opts.model,
+                    model=file_model or conv.model or self.opts.model,
                     source=source,
                     record=raw.where,
                     format=spec.name,
                     metadata=metadata,
+                    tree=conv.tree,
                 )
+
+    def _source_model(self, path: Path, rec: dict[str, Any]) -> str | None:
+        """``--source-model-from``: the model named by the file, its folder or a record field;
+        it wins over the record's own model field, since the user chose it."""
+        how = self.opts.source_model_from
+        if how is None:
+            return None
+        if how == "filename":
+            name = path.name
+            for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+                if name.lower().endswith(suffix):
+                    return name[: -len(suffix)] or None
+            return path.stem
+        if how == "dirname":
+            return path.parent.name or None
+        value = dotted(rec, how)
+        return str(value) if value not in (None, "") else None
 
     def _unique(self, tid: str) -> str:
         candidate, n = tid, 1
@@ -288,18 +314,6 @@ def _distance(answer: Path, question: Path) -> int:
         return len(answer.parent.relative_to(question.parent).parts)
     except ValueError:
         return 99
-
-
-def _dotted(rec: dict[str, Any], path: str) -> Any:
-    value: Any = rec
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, dict) and isinstance(value.get("sample"), dict) and part in value["sample"]:
-            value = value["sample"][part]  # Inspect records wrap the sample
-        else:
-            return None
-    return value
 
 
 def _content_hash(rec: dict[str, Any]) -> str:

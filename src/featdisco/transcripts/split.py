@@ -4,6 +4,7 @@ assistant turn's visible response. The autorater will see each piece alone.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class SplitStats:
     truncated: int = 0
     redacted_blocks: int = 0
     redacted_only_turns: int = 0
+    shared_pieces: int = 0  # turns of a conversation tree already split from another path
 
     def by_kind(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -85,17 +87,27 @@ def _visible(parts: Iterable[Any], *, with_tools: bool) -> str:
 
 
 def split_transcript(t: Transcript, *, max_chars: int | None = None,
-                     stats: SplitStats | None = None) -> list[Piece]:
-    """The pieces of one transcript; empty ones are dropped and counted in ``stats``."""
+                     stats: SplitStats | None = None, seen: set[str] | None = None) -> list[Piece]:
+    """The pieces of one transcript; empty ones are dropped and counted in ``stats``.
+
+    A path of a conversation tree (``t.tree``) names each piece by the tree and the content
+    of every turn up to it; a piece whose id is in ``seen`` (split from an earlier path) is
+    left out and counted, so a shared prompt is featurized once.
+    """
     stats = stats if stats is not None else SplitStats()
     stats.transcripts += 1
     system = t.system
     pieces: list[Piece] = []
     turn = -1
+    # a running digest of a tree path's turns: equal prefixes give equal piece ids
+    prefix = hashlib.sha1(f"{t.tree}\0{system or ''}".encode()) if t.tree is not None else None
     for msg in t.messages:
         if isinstance(msg, SystemMessage):
             continue
         turn += 1
+        if prefix is not None:
+            prefix.update(orjson.dumps([msg.role, [repr(p) for p in msg.content]]))
+            node = prefix.hexdigest()[:16]
         candidates: list[tuple[PieceKind, str, int]] = []
         if isinstance(msg, UserMessage):
             candidates.append(("user", _visible(msg.content, with_tools=False), 0))
@@ -113,6 +125,12 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 if not (kind == "thought" and redacted):
                     stats.empty_dropped[kind] += 1
                 continue
+            piece_id = f"{t.id}:{turn}:{kind}" if prefix is None else f"{t.tree}:{node}:{turn}:{kind}"
+            if seen is not None and prefix is not None:
+                if piece_id in seen:
+                    stats.shared_pieces += 1
+                    continue
+                seen.add(piece_id)
             chars = len(text)
             truncated = max_chars is not None and chars > max_chars
             if truncated:
@@ -121,7 +139,7 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 stats.truncated += 1
             stats.pieces[(kind, t.model or "")] += 1
             pieces.append(Piece(
-                piece_id=f"{t.id}:{turn}:{kind}",
+                piece_id=piece_id,
                 transcript_id=t.id,
                 turn=turn,
                 kind=kind,
@@ -141,8 +159,9 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
 
 def iter_pieces(transcripts: Iterable[Transcript], *, max_chars: int | None = None,
                 stats: SplitStats | None = None) -> Iterator[Piece]:
+    seen: set[str] = set()  # ids of conversation-tree pieces already emitted
     for t in transcripts:
-        yield from split_transcript(t, max_chars=max_chars, stats=stats)
+        yield from split_transcript(t, max_chars=max_chars, stats=stats, seen=seen)
 
 
 def _meta_value(value: Any) -> str | None:

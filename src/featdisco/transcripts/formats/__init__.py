@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from featdisco.transcripts.formats import (
     anthropic,
+    api_logs,
     benchmarks,
     gemini,
     hh_rlhf,
     inspect,
     openai,
+    responses,
     sharegpt,
     tabular,
 )
@@ -20,6 +22,11 @@ FORMATS: dict[str, FormatSpec] = {
         inspect.SPEC,
         benchmarks.ANSWERS,
         benchmarks.QUESTIONS,
+        api_logs.BATCH_OUTPUT,
+        api_logs.BATCH_INPUT,
+        api_logs.PAIR,
+        api_logs.COMPLETION,
+        responses.SPEC,
         anthropic.SPEC,
         openai.SPEC,
         gemini.SPEC,
