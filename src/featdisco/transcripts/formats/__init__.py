@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from featdisco.transcripts.formats import (
+    agents,
     anthropic,
     api_logs,
     benchmarks,
+    claude_code,
     gemini,
     hh_rlhf,
     inspect,
@@ -22,6 +24,9 @@ FORMATS: dict[str, FormatSpec] = {
         inspect.SPEC,
         benchmarks.ANSWERS,
         benchmarks.QUESTIONS,
+        claude_code.SPEC,
+        agents.SWE_AGENT,
+        agents.OPENHANDS,
         api_logs.BATCH_OUTPUT,
         api_logs.BATCH_INPUT,
         api_logs.PAIR,
