@@ -15,6 +15,7 @@ from featdisco.transcripts.formats import (
     responses,
     sharegpt,
     tabular,
+    tree,
 )
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
 
@@ -25,6 +26,8 @@ FORMATS: dict[str, FormatSpec] = {
         benchmarks.ANSWERS,
         benchmarks.QUESTIONS,
         claude_code.SPEC,
+        tree.NESTED,
+        tree.ROWS,
         agents.SWE_AGENT,
         agents.OPENHANDS,
         api_logs.BATCH_OUTPUT,
