@@ -12,14 +12,9 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
-def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
-              model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
-              skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
-              quiet: bool) -> None:
-    meta_fields = [m.strip() for m in (meta or "").split(",") if m.strip()]
-    options = ReadOptions(format=format, mapping=mapping or {}, model=model, meta=meta_fields,
-                          skip_bad=skip_bad, questions=[questions] if questions else [],
-                          max_record_bytes=max_record_bytes, limit=limit)
+def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_chars: int | None,
+              show_stats: bool, quiet: bool) -> None:
+    meta_fields = options.meta
     report = ReadReport()
     stats = SplitStats()
 
@@ -49,6 +44,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                      f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
     if stats.truncated:
         notes.append(f"truncated to {max_chars:,} characters: {stats.truncated:,} pieces")
+    if stats.shared_pieces:
+        notes.append(f"turns shared by paths of a conversation tree, split once: {stats.shared_pieces:,}")
     if report.duplicate_ids:
         notes.append(f"duplicate transcript ids made unique with #N: {report.duplicate_ids:,}")
     bad = report.bad

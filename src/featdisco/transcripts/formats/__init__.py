@@ -12,6 +12,7 @@ from featdisco.transcripts.formats import (
     hh_rlhf,
     inspect,
     openai,
+    pieces_input,
     responses,
     sharegpt,
     tabular,
@@ -22,6 +23,7 @@ from featdisco.transcripts.formats.common import Conversation, FormatSpec, Parse
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
+        pieces_input.SPEC,
         inspect.SPEC,
         benchmarks.ANSWERS,
         benchmarks.QUESTIONS,
