@@ -12,7 +12,16 @@ from typing import Any
 
 import featdisco
 from featdisco import ReadReport
-from featdisco.transcripts.model import AssistantMessage, ToolMessage, UserMessage
+from featdisco.transcripts.model import (
+    AssistantMessage,
+    TextPart,
+    ToolCallPart,
+    ToolMessage,
+    ToolResultPart,
+    Transcript,
+    UserMessage,
+)
+from featdisco.transcripts.split import TOOL_OUTPUT_MAX, split_transcript
 
 FIXTURES = Path(__file__).parent / "fixtures" / "shapes"
 SESSION = "7f2a9c1e-3b4d-4e5f-8a6b-1c2d3e4f5a6b"
@@ -144,3 +153,13 @@ def test_a_session_of_hundreds_of_steps_reads_whole(tmp_path: Path) -> None:
     assert len(pieces) == 1 + 2 * 400  # the prompt, then a thought and a response per step
     assert pieces[-1] == (799, "response", '[tool call] Read({"file_path":"/src/m399.py"})')
     assert all("x = 1" not in text for _, _, text in pieces)  # tool output never featurized
+
+
+def test_tool_output_beside_a_response_is_clipped_once() -> None:
+    t = Transcript("t", [UserMessage((TextPart("go"),)),
+                         AssistantMessage((ToolCallPart("cat", "{}"),)),
+                         ToolMessage((ToolResultPart("a" * 10_000),)), ToolMessage((ToolResultPart("b"),))])
+    response = split_transcript(t)[-1]
+    assert response.tool_output == "a" * TOOL_OUTPUT_MAX + "…"
+    again = Transcript("t", [*t.messages[:2], ToolMessage((ToolResultPart(response.tool_output),))])
+    assert split_transcript(again)[-1].tool_output == response.tool_output

@@ -165,3 +165,4 @@ class Piece:
     redacted: int  # redacted reasoning blocks in this turn (thought pieces only)
     system: str | None
     metadata: dict[str, Any]
+    tool_output: str | None = None  # what the tools answered to this response's calls (report only)

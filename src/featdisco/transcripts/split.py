@@ -24,13 +24,16 @@ from featdisco.transcripts.model import (
     SystemMessage,
     TextPart,
     ToolCallPart,
+    ToolMessage,
+    ToolResultPart,
     Transcript,
     UserMessage,
 )
 
 TOOL_ARGS_MAX = 200
+TOOL_OUTPUT_MAX = 4000  # characters of tool output kept beside a response for the report
 BASE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text", "model", "source", "record",
-                "format", "chars", "truncated", "redacted", "system", "metadata")
+                "format", "chars", "truncated", "redacted", "system", "metadata", "tool_output")
 PIECE_SCHEMA = pa.schema([
     ("piece_id", pa.string()),
     ("transcript_id", pa.string()),
@@ -46,6 +49,8 @@ PIECE_SCHEMA = pa.schema([
     ("redacted", pa.int32()),
     ("system", pa.string()),
     ("metadata", pa.string()),
+    # what the tools answered to a response's calls: shown in the report, never featurized
+    ("tool_output", pa.large_string()),
 ])
 
 
@@ -101,7 +106,7 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
     turn = -1
     # a running digest of a tree path's turns: equal prefixes give equal piece ids
     prefix = hashlib.sha1(f"{t.tree}\0{system or ''}".encode()) if t.tree is not None else None
-    for msg in t.messages:
+    for index, msg in enumerate(t.messages):
         if isinstance(msg, SystemMessage):
             continue
         turn += 1
@@ -153,8 +158,24 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 redacted=redacted,
                 system=system,
                 metadata=t.metadata,
+                tool_output=_tool_output(t.messages, index) if kind == "response" else None,
             ))
     return pieces
+
+
+def _tool_output(messages: list[Any], index: int) -> str | None:
+    """The outputs of the tool turns right after an assistant step, clipped (idempotently,
+    so a split read back and split again keeps them) to TOOL_OUTPUT_MAX characters."""
+    texts: list[str] = []
+    for msg in messages[index + 1:]:
+        if not isinstance(msg, ToolMessage):
+            break
+        texts.extend(p.content for p in msg.content if isinstance(p, ToolResultPart) and p.content.strip())
+        texts.extend(p.text for p in msg.content if isinstance(p, TextPart) and p.text.strip())
+    joined = "\n\n".join(texts)
+    if not joined:
+        return None
+    return joined if len(joined) <= TOOL_OUTPUT_MAX else joined[:TOOL_OUTPUT_MAX] + "…"
 
 
 def iter_pieces(transcripts: Iterable[Transcript], *, max_chars: int | None = None,
@@ -191,6 +212,7 @@ def _batch(pieces: list[Piece], meta_columns: list[str]) -> pa.RecordBatch:
         columns["redacted"].append(p.redacted)
         columns["system"].append(p.system)
         columns["metadata"].append(orjson.dumps(p.metadata, default=str).decode())
+        columns["tool_output"].append(p.tool_output)
         for name in meta_columns:
             columns[name].append(_meta_value(p.metadata.get(name)))
     return pa.RecordBatch.from_pydict(columns, schema=piece_schema(meta_columns))

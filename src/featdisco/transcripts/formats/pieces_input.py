@@ -25,6 +25,7 @@ from featdisco.transcripts.model import (
     SystemMessage,
     TextPart,
     ToolMessage,
+    ToolResultPart,
     UserMessage,
 )
 from featdisco.transcripts.sources import RawRecord
@@ -72,11 +73,16 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
             raise BadRecord("wrong-type", f"piece {r.get('piece_id')}: expected an integer turn, a kind "
                             "(user, thought, response) and a text")
         turns.setdefault(turn, []).append(r)
+    pending_output: str | None = None  # the tool output shown beside the last response
     for turn in range(max(turns) + 1 if turns else 0):
         pieces = turns.get(turn)
-        if not pieces:
-            messages.append(ToolMessage(()))  # a tool turn (or a piece left out): no text, keeps the numbering
+        if not pieces:  # a tool turn (or a piece left out): keeps the numbering
+            parts_ = (ToolResultPart(pending_output),) if pending_output else ()
+            messages.append(ToolMessage(parts_))
+            pending_output = None
             continue
+        pending_output = next((p.get("tool_output") for p in pieces if p["kind"] == "response"
+                               and isinstance(p.get("tool_output"), str)), None)
         if pieces[0]["kind"] == "user":
             messages.append(UserMessage((TextPart(pieces[0]["text"]),)))
             continue
