@@ -100,7 +100,7 @@ def test_openhands_exported_event_stream_and_evaluation_output() -> None:
     got, report, rows = split(FIXTURES / "openhands")
     assert {Path(f.path).name: f.format for f in report.files} == {
         "output.jsonl": "openhands", "trajectory-export.json": "openhands"}
-    exported = [v for k, v in got.items() if k not in ("django__django-11099", "sympy__sympy-20590")]
+    exported = [v for k, v in got.items() if "__" not in k]
     assert exported == [[
         (0, "user", "Add a README to this repo."),
         # one model response behind two run actions: one step, both calls
@@ -122,6 +122,10 @@ def test_openhands_exported_event_stream_and_evaluation_output() -> None:
         (1, "response", "Check the class slots.\n\n[tool call] execute_bash({\"command\": \"grep -n __slots__ "
                         "sympy/core/symbol.py\"})\n\n[tool call] execute_bash({\"command\": \"git log -1\"})"),
     ]
+    # older evaluation output: a history of [action, observation] pairs
+    assert got["astropy__astropy-14182"] == [
+        (0, "user", "Support header rows in RST output."),
+        (1, "response", 'Read the writer.\n\n[tool call] run({"command":"cat astropy/io/ascii/rst.py"})')]
     models = {r["transcript_id"]: r["model"] for r in rows}
     assert models["django__django-11099"] == "anthropic/claude-3-5-sonnet-20241022"
     assert models["sympy__sympy-20590"] == "litellm_proxy/gpt-5"
@@ -163,3 +167,37 @@ def test_tool_output_beside_a_response_is_clipped_once() -> None:
     assert response.tool_output == "a" * TOOL_OUTPUT_MAX + "…"
     again = Transcript("t", [*t.messages[:2], ToolMessage((ToolResultPart(response.tool_output),))])
     assert split_transcript(again)[-1].tool_output == response.tool_output
+
+
+def test_long_inspect_agent_sample_with_tool_events(tmp_path: Path) -> None:
+    steps = 250
+    messages: list[dict[str, Any]] = [
+        {"id": "m0", "role": "system", "content": "You are a CTF agent.", "source": "input"},
+        {"id": "m1", "role": "user", "content": "Find the flag.", "source": "input"}]
+    for i in range(steps):
+        messages.append({"id": f"a{i}", "role": "assistant", "source": "generate", "model": "o3",
+                         "content": [{"type": "reasoning", "reasoning": f"Try directory {i}.", "redacted": False},
+                                     {"type": "text", "text": f"Listing /d{i}."}],
+                         "tool_calls": [{"id": f"call_{i}", "function": "bash", "type": "function",
+                                         "arguments": {"cmd": f"ls /d{i}"}}]})
+        messages.append({"id": f"t{i}", "role": "tool", "tool_call_id": f"call_{i}", "function": "bash",
+                         "content": f"file{i}.txt", "error": None})
+    log = {"version": 2, "status": "success",
+           "eval": {"eval_id": "ev1", "run_id": "run1", "task": "ctf", "model": "openai/o3", "created": "2025-05-01"},
+           "samples": [{"id": "challenge-1", "epoch": 1, "input": "Find the flag.", "target": "flag{x}",
+                        "messages": messages, "output": {"model": "o3"},
+                        "events": [{"event": "tool", "id": "call_0", "function": "bash", "arguments": {"cmd": "ls /d0"},
+                                    "result": "file0.txt"}],
+                        "scores": {"includes": {"value": "C"}}}]}
+    path = tmp_path / "ctf.json"
+    path.write_text(json.dumps(log))
+    got, report, rows = split(path)
+    assert report.files[0].format == "inspect"
+    pieces = got["ev1/challenge-1/e1"]
+    assert len(pieces) == 1 + 2 * steps
+    assert pieces[1:3] == [(1, "thought", "Try directory 0."),
+                           (1, "response", 'Listing /d0.\n\n[tool call] bash({"cmd":"ls /d0"})')]
+    assert pieces[-1][0] == 2 * steps - 1
+    last = rows[-1]
+    assert last["tool_output"] == f"file{steps - 1}.txt"
+    assert all("file1.txt" not in text for _, _, text in pieces)

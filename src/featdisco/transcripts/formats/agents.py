@@ -167,9 +167,17 @@ def _is_event(ev: Any) -> bool:
     return ev.get("source") in ("agent", "user", "environment") and ("action" in ev or "observation" in ev)
 
 
+def _flat(history: list[Any]) -> list[Any]:
+    """Older evaluation outputs hold ``[action, observation]`` pairs; newer ones a flat list."""
+    if history and all(isinstance(h, list) for h in history):
+        return [e for pair in history for e in pair]
+    return history
+
+
 def sniff_openhands(rec: dict[str, Any]) -> bool:
     history = rec.get("history")
     if isinstance(history, list) and history:
+        history = _flat(history)
         return _is_event(history[0]) or (len(history) > 1 and _is_event(history[1]))
     return _is_event(rec)
 
@@ -192,7 +200,7 @@ def group_events(path: Path, records: Iterator[RawRecord],
 
 
 def parse_openhands(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    history = get_list(rec, "history")
+    history = _flat(get_list(rec, "history"))
     skipped: Counter[str] = Counter()
     messages: list[Message] = []
     instruction = rec.get("instruction")
