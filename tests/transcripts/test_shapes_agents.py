@@ -71,7 +71,7 @@ def test_claude_code_session_is_one_transcript_of_steps() -> None:
 
 def test_swe_agent_trajectories_leave_out_demonstrations_and_observations() -> None:
     got, report, rows = split(FIXTURES / "swe_agent")
-    assert {f.format for f in report.files} == {"swe-agent"}
+    assert {f.format for f in report.files} == {"swe-agent", "mini-swe-agent"}
     marsh = got["marshmallow-code__marshmallow-1867"]
     assert marsh[0] == (0, "user", "We're currently solving the following issue within our repository.\n"
                                    "ISSUE:\nTimeDelta serialization precision")
@@ -94,6 +94,15 @@ def test_swe_agent_trajectories_leave_out_demonstrations_and_observations() -> N
                         "\"path\": \"/testbed/astropy/modeling/separable.py\"})"),
         (3, "response", "Done.\n\n[tool call] submit({})"),
     ]
+
+
+def test_mini_swe_agent_command_output_is_tool_output() -> None:
+    got, report, rows = split(FIXTURES / "swe_agent" / "psf__requests-2317.traj.json")
+    assert report.files[0].format == "mini-swe-agent"
+    assert [(turn, kind) for turn, kind, _ in got["psf__requests-2317"]] == [(0, "user"), (1, "response"),
+                                                                           (3, "response")]
+    assert "prepare_body(self, data" in rows[1]["tool_output"]
+    assert {r["model"] for r in rows} == {"anthropic/claude-sonnet-4-5-20250929"}
 
 
 def test_openhands_exported_event_stream_and_evaluation_output() -> None:

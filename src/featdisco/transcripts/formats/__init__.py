@@ -31,6 +31,7 @@ FORMATS: dict[str, FormatSpec] = {
         tree.NESTED,
         tree.ROWS,
         agents.SWE_AGENT,
+        agents.MINI_SWE_AGENT,
         agents.OPENHANDS,
         api_logs.BATCH_OUTPUT,
         api_logs.BATCH_INPUT,

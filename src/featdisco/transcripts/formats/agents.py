@@ -153,6 +153,49 @@ def _replay_config(value: Any) -> tuple[str | None, str | None]:
 SWE_AGENT = FormatSpec("swe-agent", "SWE-agent trajectories (.traj: history, or trajectory steps)",
                        sniff_swe_agent, parse_swe_agent, group=name_by_file)
 
+# ---------------------------------------------------------------- mini-SWE-agent
+
+
+def sniff_mini(rec: dict[str, Any]) -> bool:
+    fmt = rec.get("trajectory_format")
+    return isinstance(fmt, str) and fmt.startswith("mini-swe-agent") and isinstance(rec.get("messages"), list)
+
+
+def parse_mini(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    """Chat messages where, once the model has acted, a ``user`` message is the output of
+    its command (mini-SWE-agent's observations), so it is tool output, not a user turn."""
+    skipped: Counter[str] = Counter()
+    messages: list[Message] = []
+    acted = False
+    for i, item in enumerate(get_list(rec, "messages")):
+        if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant", "tool"):
+            skipped[str(item.get("role") if isinstance(item, dict) else "malformed")] += 1
+            continue
+        msg = {k: v for k, v in item.items() if k != "extra"}
+        parsed = parse_messages([msg], f"messages[{i}]")[0]
+        if isinstance(parsed, UserMessage) and acted:
+            text = "\n".join(p.text for p in parsed.content if isinstance(p, TextPart))
+            parsed = ToolMessage((ToolResultPart(text),))
+        acted = acted or isinstance(parsed, AssistantMessage)
+        messages.append(parsed)
+    info = rec.get("info") if isinstance(rec.get("info"), dict) else {}
+    assert isinstance(info, dict)
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    model_cfg = config.get("model") if isinstance(config, dict) and isinstance(config.get("model"), dict) else {}
+    model = model_cfg.get("model_name") if isinstance(model_cfg, dict) else None
+    meta: dict[str, Any] = {k: info[k][:500] for k in ("exit_status", "submission") if isinstance(info.get(k), str)}
+    if skipped:
+        meta["skipped_messages"] = dict(skipped)
+    instance = rec.get("instance_id")
+    if not isinstance(instance, str) and isinstance(rec.get(_FILE_KEY), str):
+        instance = rec[_FILE_KEY].removesuffix(".json").removesuffix(".traj")
+    return [Conversation(messages, model=model if isinstance(model, str) else None,
+                         id=instance if isinstance(instance, str) else None, metadata=meta)]
+
+
+MINI_SWE_AGENT = FormatSpec("mini-swe-agent", "mini-SWE-agent trajectories (.traj.json: messages; command "
+                            "output as tool output)", sniff_mini, parse_mini, group=name_by_file)
+
 # ---------------------------------------------------------------- OpenHands
 
 _NOT_MODEL_ACTIONS = {"recall", "change_agent_state", "null", "condensation", "condensation_request"}

@@ -47,6 +47,8 @@ def sniff(rec: dict[str, Any]) -> bool:
         return "leafUuid" in rec
     if kind == "file-history-snapshot":
         return "snapshot" in rec
+    if kind == "queue-operation":
+        return "sessionId" in rec
     return kind in ("user", "assistant", "system") and "sessionId" in rec and "uuid" in rec
 
 
