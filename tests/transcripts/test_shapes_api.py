@@ -42,8 +42,11 @@ def test_request_response_logs_of_chat_messages_and_responses_endpoints() -> Non
     # a Responses request/response pair: instructions are the system prompt
     assert got["log-5"] == [(0, "user", "Weather in Oslo?"), (1, "thought", "Call the weather tool for Oslo."),
                             (1, "response", '[tool call] get_weather({"city":"Oslo"})')]
+    # a tracing export's generation: input messages, output message
+    assert got["gen-6"] == [(0, "user", "Translate 'cat' to German."), (1, "response", "Katze")]
     models = {r["transcript_id"]: r["model"] for r in rows}
     assert models["log-1"] == "deepseek-reasoner"
+    assert models["gen-6"] == "gpt-4o"
     assert models["log-3:choice-0"] == "gpt-4o-mini-2024-07-18"  # the response names the served model
     systems = {r["transcript_id"]: r["system"] for r in rows}
     assert systems["log-1"] == "You are a careful assistant."

@@ -50,6 +50,14 @@ def _pair(rec: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
             for sk in _RESPONSE_KEYS:
                 if sk in rec and sk != rk:
                     return req, rec[sk]
+    # tracing exports (Langfuse, LangSmith generations): input messages, output a message or body
+    inp, out = rec.get("input"), rec.get("output")
+    if isinstance(out, dict) and ("role" in out or "choices" in out or "content" in out):
+        if isinstance(inp, dict) and isinstance(inp.get("messages"), list):
+            return inp, out
+        if isinstance(inp, list) and inp and all(isinstance(m, dict) and "role" in m and "type" not in m
+                                                 for m in inp):
+            return {"messages": inp}, out
     return None
 
 
@@ -66,7 +74,7 @@ def parse_pair(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     req, resp = pair
     prompt = request_messages(req)
     model = (resp.get("model") if isinstance(resp, dict) else None) or req.get("model") or model_of(rec)
-    meta = scalar_metadata(rec, set(_REQUEST_KEYS) | set(_RESPONSE_KEYS))
+    meta = scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
     answers = response_messages(resp, "response")
     if not answers:  # a failed call: the prompt alone still holds a user piece
         return [Conversation(prompt, model=model, id=id_of(rec), metadata=meta)]
