@@ -73,15 +73,25 @@ def parse_pair(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
                         "and a response")
     req, resp = pair
     prompt = request_messages(req)
-    model = (resp.get("model") if isinstance(resp, dict) else None) or req.get("model") or model_of(rec)
+    model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), model_of(rec))
     meta = scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
-    answers = response_messages(resp, "response")
-    if not answers:  # a failed call: the prompt alone still holds a user piece
-        return [Conversation(prompt, model=model, id=id_of(rec), metadata=meta)]
+    return _conversations(prompt, response_messages(resp, "response"), model, id_of(rec), meta)
+
+
+def _model(*candidates: Any) -> str | None:
+    """The first model name given: the response's (the model that answered) before the request's."""
+    return next((c for c in candidates if isinstance(c, str) and c), None)
+
+
+def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
+                   meta: dict[str, Any]) -> list[Conversation]:
+    """One transcript per answer (``choice-N`` when there are several); a failed call keeps
+    its prompt, which still holds a user piece."""
+    if not answers:
+        return [Conversation(prompt, model=model, id=rid, metadata=meta)]
     many = len(answers) > 1
-    return [Conversation(prompt + answer, model=model if isinstance(model, str) else None, id=id_of(rec),
-                         suffix=f"choice-{i}" if many else None, metadata=meta)
-            for i, answer in enumerate(answers)]
+    return [Conversation(prompt + answer, model=model, id=rid, suffix=f"choice-{i}" if many else None,
+                         metadata=meta) for i, answer in enumerate(answers)]
 
 
 def request_messages(req: dict[str, Any]) -> list[Message]:
@@ -168,10 +178,7 @@ def parse_completion(rec: dict[str, Any], ctx: ParseContext) -> list[Conversatio
     else:
         answers = response_messages(value, key)
     meta = scalar_metadata(rec, {"messages", "system", key})
-    many = len(answers) > 1
-    return [Conversation(prompt + answer, model=model_of(rec), id=id_of(rec),
-                         suffix=f"choice-{i}" if many else None, metadata=meta)
-            for i, answer in enumerate(answers or [[]])]
+    return _conversations(prompt, answers, model_of(rec), id_of(rec), meta)
 
 
 COMPLETION = FormatSpec("messages-completion", "prompt messages with a completion beside them "
@@ -198,8 +205,8 @@ def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversat
     prompt = request_messages(req) if isinstance(req, dict) else []
     body = resp.get("body") if isinstance(resp, dict) else None
     answers = response_messages(body, "response.body") if isinstance(body, dict) else []
-    model = (body.get("model") if isinstance(body, dict) else None) or (
-        req.get("model") if isinstance(req, dict) else None)
+    model = _model(body.get("model") if isinstance(body, dict) else None,
+                   req.get("model") if isinstance(req, dict) else None)
     meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
     if isinstance(resp, dict):
         meta["status_code"] = resp.get("status_code")
@@ -207,12 +214,7 @@ def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversat
         meta["error"] = str(err["message"])[:500]
     if not isinstance(req, dict):
         meta["request"] = "not found"
-    if not answers:
-        return [Conversation(prompt, model=model, id=rec["custom_id"], metadata=meta)]
-    many = len(answers) > 1
-    return [Conversation(prompt + answer, model=model if isinstance(model, str) else None,
-                         id=rec["custom_id"], suffix=f"choice-{i}" if many else None, metadata=meta)
-            for i, answer in enumerate(answers)]
+    return _conversations(prompt, answers, model, rec["custom_id"], meta)
 
 
 def group_batch_output(path: Path, records: Iterator[RawRecord],

@@ -98,7 +98,9 @@ def parse_nested(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
 
 def _rank(node: dict[str, Any]) -> tuple[int, float]:
     rank = node.get("rank")
-    return (0, float(rank)) if isinstance(rank, int | float) and not isinstance(rank, bool) else (1, 0.0)
+    if isinstance(rank, int | float) and not isinstance(rank, bool) and rank == rank:  # NaN: unranked
+        return (0, float(rank))
+    return (1, 0.0)
 
 
 def _paths(root: dict[str, Any], replies: Callable[[dict[str, Any]], list[dict[str, Any]]], tree_id: str,
