@@ -97,7 +97,10 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
             continue
         content = msg.get("content")
         if kind == "assistant":
-            if model is None and isinstance(msg.get("model"), str) and not msg["model"].startswith("<"):
+            if ev.get("isApiErrorMessage") or msg.get("model") == "<synthetic>":
+                skipped["synthetic assistant"] += 1  # Claude Code's own text (API errors, interrupts)
+                continue
+            if model is None and isinstance(msg.get("model"), str):
                 model = msg["model"]
             mid = msg.get("id") if isinstance(msg.get("id"), str) else None
             parts = steps.get(mid) if mid else None
