@@ -18,17 +18,23 @@ from tests.report.test_build import all_transcripts
 from tests.transcripts.test_shapes_agents import FIXTURES, SESSION, _long_session
 
 
-def test_long_agent_session_runs_and_reports_with_tool_output(tmp_path: Path) -> None:
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    _long_session(inputs / "long.jsonl", 300)
+def build_agent_run(root: Path, steps: int = 300) -> Path:
+    """A real run (fake LLM server) over a ``steps``-step session and a real one; returns its folder."""
+    inputs = root / "inputs"
+    inputs.mkdir(parents=True)
+    _long_session(inputs / "long.jsonl", steps)
     shutil.copy(FIXTURES / "claude_code" / f"{SESSION}.jsonl", inputs / "session.jsonl")
     os.environ.setdefault("OPENAI_API_KEY", "sk-test-not-a-real-key")
     with FakeOpenAIServer(pipeline_handler) as server:
         cfg = PipelineConfig(llm="openai", model="fake-rater", base_url=server.base_url, n_clusters=3,
                              concurrency=8)
-        result = Pipeline(tmp_path / "run", cfg).run([inputs])
+        result = Pipeline(root / "run", cfg).run([inputs])
     assert result.complete
+    return root / "run"
+
+
+def test_long_agent_session_runs_and_reports_with_tool_output(tmp_path: Path) -> None:
+    build_agent_run(tmp_path)
     pieces = pq.read_table(tmp_path / "run" / "pieces.parquet").to_pylist()
     assert sum(1 for p in pieces if p["transcript_id"] == "long") == 1 + 2 * 300
     # tool output travels beside the response it answers, and only there
