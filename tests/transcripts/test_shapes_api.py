@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,19 @@ def test_batch_output_joined_to_its_input_by_custom_id(tmp_path: Path) -> None:
     logs: list[str] = []
     alone = featdisco.read_transcripts(tmp_path / "out.jsonl", log=logs.append)
     assert [t.id for t in alone] == ["request-3", "request-1", "request-2"]
-    assert any("no OpenAI Batch input file" in line for line in logs)
+    assert any("no batch input file beside it" in line for line in logs)
+
+
+def test_anthropic_message_batch_results_joined_to_their_requests() -> None:
+    rows, report = split(FIXTURES / "anthropic_batch")
+    assert sorted(f.format for f in report.files) == ["openai-batch", "openai-batch-input"]
+    got = by_transcript(rows)
+    assert got["q-1"] == [(0, "user", "Why is the sky blue?"),
+                          (1, "response", "Rayleigh scattering: blue light scatters most.")]
+    assert got["q-2"] == [(0, "user", "Hello")]
+    meta = {r["transcript_id"]: json.loads(r["metadata"]) for r in rows}
+    assert meta["q-2"]["result"] == "errored" and meta["q-2"]["error"] == "max_tokens: must be positive"
+    assert {r["transcript_id"]: r["system"] for r in rows}["q-1"] == "Be brief."
 
 
 def test_responses_api_items_give_steps_with_reasoning_summaries_and_tool_calls() -> None:

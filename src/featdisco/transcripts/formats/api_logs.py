@@ -10,6 +10,8 @@ Three shapes:
 * OpenAI Batch output files (``{custom_id, response: {status_code, body}, error}``), joined
   by ``custom_id`` to the batch input file beside them (``{custom_id, method, url, body}``):
   the input gives the prompt, the output the answer. Output lines come in any order.
+  Anthropic Message Batches results (``{custom_id, result: {type, message}}``) join the same
+  way to their requests (``{custom_id, params}``).
 """
 
 from __future__ import annotations
@@ -189,13 +191,27 @@ COMPLETION = FormatSpec("messages-completion", "prompt messages with a completio
 
 
 def sniff_batch_output(rec: dict[str, Any]) -> bool:
-    resp = rec.get("response")
-    return isinstance(rec.get("custom_id"), str) and "error" in rec and (
-        resp is None or (isinstance(resp, dict) and "status_code" in resp))
+    if not isinstance(rec.get("custom_id"), str):
+        return False
+    resp, result = rec.get("response"), rec.get("result")
+    if isinstance(result, dict) and isinstance(result.get("type"), str):  # Anthropic Message Batches
+        return True
+    return "error" in rec and (resp is None or (isinstance(resp, dict) and "status_code" in resp))
+
+
+def _batch_request(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The request of a batch input line: OpenAI's ``body`` (with ``url``) or Anthropic's ``params``."""
+    if not isinstance(rec.get("custom_id"), str):
+        return None
+    if isinstance(rec.get("body"), dict) and "url" in rec:
+        return rec["body"]
+    if isinstance(rec.get("params"), dict) and "messages" in rec["params"]:
+        return rec["params"]
+    return None
 
 
 def sniff_batch_input(rec: dict[str, Any]) -> bool:
-    return isinstance(rec.get("custom_id"), str) and isinstance(rec.get("body"), dict) and "url" in rec
+    return _batch_request(rec) is not None
 
 
 def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
@@ -203,13 +219,21 @@ def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversat
     err = rec.get("error")
     req = rec.get("request")  # joined from the input file by group_batch_output
     prompt = request_messages(req) if isinstance(req, dict) else []
-    body = resp.get("body") if isinstance(resp, dict) else None
+    meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
+    result = rec.get("result")
+    if isinstance(result, dict):  # Anthropic: {type: succeeded|errored|canceled|expired, message|error}
+        body = result.get("message") if isinstance(result.get("message"), dict) else None
+        meta["result"] = result.get("type")
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+    else:
+        body = resp.get("body") if isinstance(resp, dict) else None
+        if isinstance(resp, dict):
+            meta["status_code"] = resp.get("status_code")
     answers = response_messages(body, "response.body") if isinstance(body, dict) else []
     model = _model(body.get("model") if isinstance(body, dict) else None,
                    req.get("model") if isinstance(req, dict) else None)
-    meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
-    if isinstance(resp, dict):
-        meta["status_code"] = resp.get("status_code")
     if isinstance(err, dict) and err.get("message"):
         meta["error"] = str(err["message"])[:500]
     if not isinstance(req, dict):
@@ -248,12 +272,13 @@ def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str,
             continue
         n = 0
         for raw in (first, *stream):
-            if raw.data is not None and sniff_batch_input(raw.data):
-                out[raw.data["custom_id"]] = raw.data["body"]
+            request = _batch_request(raw.data) if raw.data is not None else None
+            if raw.data is not None and request is not None:
+                out[raw.data["custom_id"]] = request
                 n += 1
         log(f"{path}: joined with batch input {cand.name} ({n:,} requests)")
     if not out:
-        log(f"{path}: no OpenAI Batch input file beside it; the transcripts will hold answers only")
+        log(f"{path}: no batch input file beside it; the transcripts will hold answers only")
     return out
 
 
@@ -261,8 +286,9 @@ def parse_batch_input(rec: dict[str, Any], ctx: ParseContext) -> list[Conversati
     return []  # auxiliary: read by group_batch_output into the output's records
 
 
-BATCH_OUTPUT = FormatSpec("openai-batch", "OpenAI Batch output, joined by custom_id to the batch "
-                          "input file beside it", sniff_batch_output, parse_batch_output,
+BATCH_OUTPUT = FormatSpec("openai-batch", "OpenAI Batch output (or Anthropic Message Batches results), "
+                          "joined by custom_id to the batch input file beside it", sniff_batch_output,
+                          parse_batch_output,
                           group=group_batch_output)
-BATCH_INPUT = FormatSpec("openai-batch-input", "OpenAI Batch input (requests only; read with its "
-                         "output file)", sniff_batch_input, parse_batch_input, auxiliary=True)
+BATCH_INPUT = FormatSpec("openai-batch-input", "OpenAI (or Anthropic) batch input: requests only, read "
+                         "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)
