@@ -80,3 +80,11 @@ def test_flat_message_rows_read_as_the_same_trees(tmp_path: Path, container: str
 def test_tree_flag_is_checked() -> None:
     with pytest.raises(featdisco.FeatdiscoError, match="--tree"):
         split(NESTED, tree="best")
+
+
+def test_rows_of_a_tree_apart_in_the_file_are_an_error_naming_the_fix(tmp_path: Path) -> None:
+    lines = (FIXTURES / "oasst_rows.jsonl").read_text().splitlines()
+    moved = tmp_path / "shuffled.jsonl"
+    moved.write_text("\n".join([*lines[:3], *lines[-2:], *lines[3:-2]]) + "\n")  # tree 2 in the middle
+    with pytest.raises(featdisco.InputError, match="sort the rows by message_tree_id"):
+        split(moved)

@@ -35,16 +35,25 @@ def sniff_rows(rec: dict[str, Any]) -> bool:
 
 def group_rows(path: Path, records: Iterator[RawRecord],
                log: Callable[[str], None]) -> Iterator[RawRecord]:
-    """Consecutive rows of one ``message_tree_id`` become one record (one tree)."""
+    """Consecutive rows of one ``message_tree_id`` become one record (one tree). A tree whose
+    rows come back after another tree's is an error naming the fix, not a broken tree."""
     rows: list[dict[str, Any]] = []
+    done: set[Any] = set()
     first = last = ""
     for raw in records:
         if raw.data is None:
             yield raw
             continue
-        if rows and raw.data.get("message_tree_id") != rows[0].get("message_tree_id"):
+        tree_id = raw.data.get("message_tree_id")
+        if rows and tree_id != rows[0].get("message_tree_id"):
             yield _tree_record(rows, first, last)
+            done.add(rows[0].get("message_tree_id"))
             rows = []
+        if not rows and tree_id in done:
+            yield RawRecord(raw.where, None, BadRecord(
+                "wrong-type", f"rows of tree {tree_id} are not together in the file (it appeared "
+                "earlier); sort the rows by message_tree_id"))
+            continue
         if not rows:
             first = raw.where
         rows.append(raw.data)
