@@ -97,6 +97,15 @@ def test_swe_agent_trajectories_leave_out_demonstrations_and_observations() -> N
     ]
 
 
+def test_swe_agent_0x_history_without_message_types() -> None:
+    got, _report, _rows = split(FIXTURES / "swe_agent" / "astropy__astropy-12907-v0.traj")
+    assert got["astropy__astropy-12907-v0"] == [
+        (0, "user", "We're currently solving the following issue within our repository. Here's the issue "
+                    "text:\nISSUE:\nSeparability matrix is wrong for nested models"),
+        (1, "response", "DISCUSSION\nList files.\n\n```\nls\n```"),  # then its output: no user turn
+    ]
+
+
 def test_mini_swe_agent_command_output_is_tool_output() -> None:
     got, report, rows = split(FIXTURES / "swe_agent" / "psf__requests-2317.traj.json")
     assert report.files[0].format == "mini-swe-agent"

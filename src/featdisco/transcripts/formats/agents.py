@@ -103,8 +103,9 @@ def _swe_history(history: list[Any], skipped: Counter[str]) -> list[Message]:
             thinking = [ReasoningPart(b["thinking"]) for b in item.get("thinking_blocks") or []
                         if isinstance(b, dict) and isinstance(b.get("thinking"), str)]
             out.append(AssistantMessage((*thinking, *parsed.content)))
-        elif role == "tool" or (role == "user" and acted and item.get("message_type") == "observation"):
-            # what the environment answered; SWE-agent sends it as a user turn without function calling
+        elif role == "tool" or (role == "user" and acted):
+            # what the environment answered: SWE-agent sends it as a user turn without function
+            # calling (0.x trajectories without message_type too); no person writes after the start
             text = "\n".join(p.text for p in content_parts(item.get("content"), where, "tool")
                              if isinstance(p, TextPart))
             ids = item.get("tool_call_ids")
