@@ -49,7 +49,8 @@ def test_claude_code_session_is_one_transcript_of_steps() -> None:
         (3, "response", '[tool call] Edit({"file_path":"/home/ana/proj/dates.py","old_string":"%S",'
                         '"new_string":"%SZ"})'),
         (5, "response", "Fixed: the format string now accepts the trailing Z."),
-        (6, "user", "thanks!"),
+        (6, "user", "<bash-input>git status --short</bash-input>"),  # the user ran a command:
+        (8, "user", "thanks!"),  # turn 7, its output, is tool output, not something the user wrote
     ]
     # the sub-agent's sidechain is a transcript of its own, with its own model
     assert got[f"{SESSION}:sidechain"] == [(0, "user", "Search the repo for other strptime calls."),
@@ -64,7 +65,7 @@ def test_claude_code_session_is_one_transcript_of_steps() -> None:
                                       "synthetic assistant": 1}  # an API error is not the model's text
     # Claude Code's own injected text is system context, not something the user typed
     assert "init is analyzing" in (main[0]["system"] or "")
-    assert main[0]["record"] == "lines 1-16"
+    assert main[0]["record"] == "lines 1-18"
     t = next(iter(featdisco.read_transcripts(FIXTURES / "claude_code")))
     tool = [m for m in t.messages if isinstance(m, ToolMessage)]
     assert "unconverted data remains" in tool[0].content[0].content  # kept for the report

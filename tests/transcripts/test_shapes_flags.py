@@ -105,7 +105,7 @@ def test_pieces_parquet_reads_back_as_the_same_pieces_and_runs(tmp_path: Path,
     assert all(a == b for (a, b), tree in zip(ids, trees, strict=True) if not tree)
     assert len(set(again.column("piece_id").to_pylist())) == again.num_rows
     meta = json.loads(again.column("metadata")[0].as_py())
-    assert meta["origin"].endswith(".jsonl, lines 1-16")  # where the piece first came from
+    assert meta["origin"].endswith(".jsonl, lines 1-18")  # where the piece first came from
     # `run` takes it as input (a dry run: nothing is sent)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     dry = CliRunner().invoke(app, ["run", str(first), "--run-dir", str(tmp_path / "run"), "--dry-run",

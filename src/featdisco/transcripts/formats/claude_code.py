@@ -117,7 +117,13 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
             messages.extend(ToolMessage((r,), tool_call_id=r.tool_call_id) for r in results)
             if rest:
                 injected = ev.get("isMeta") or ev.get("isCompactSummary") or ev.get("isVisibleInTranscriptOnly")
-                messages.append(SystemMessage(tuple(rest)) if injected else UserMessage(tuple(rest)))
+                if injected:
+                    messages.append(SystemMessage(tuple(rest)))
+                elif _command_output(rest):
+                    text = "\n".join(p.text for p in rest if isinstance(p, TextPart))
+                    messages.append(ToolMessage((ToolResultPart(text),), name="local-command"))
+                else:
+                    messages.append(UserMessage(tuple(rest)))
     first = next((e for e in events if e.get("sessionId")), {})
     meta: dict[str, Any] = {k: first[k] for k in ("cwd", "gitBranch", "version") if isinstance(first.get(k), str)}
     titles = [e["summary"] for e in all_events if e.get("type") == "summary" and isinstance(e.get("summary"), str)]
@@ -131,6 +137,16 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
     final: list[Message] = [AssistantMessage(tuple(m)) if isinstance(m, list) else m for m in messages]
     return Conversation(final, model=model, id=tid if isinstance(tid, str) else None, suffix=suffix,
                         metadata=meta)
+
+
+_OUTPUT_TAGS = ("<local-command-stdout>", "<bash-stdout>", "<bash-stderr>")
+
+
+def _command_output(parts: list[Part]) -> bool:
+    """The output of a command the user ran (``!ls``, ``/cost``): Claude Code logs it as a user
+    event, but nobody wrote it, so it is kept as tool output."""
+    texts = [p.text.lstrip() for p in parts if isinstance(p, TextPart)]
+    return bool(texts) and len(texts) == len(parts) and all(t.startswith(_OUTPUT_TAGS) for t in texts)
 
 
 def _blocks(content: Any, skipped: Counter[str]) -> list[Part]:
