@@ -12,7 +12,7 @@ text. Sidechain (sub-agent) events are a transcript of their own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
 _OUTPUT_TAGS = ("<local-command-stdout>", "<bash-stdout>", "<bash-stderr>")
 
 
-def _command_output(parts: list[Part]) -> bool:
+def _command_output(parts: Sequence[Part]) -> bool:
     """The output of a command the user ran (``!ls``, ``/cost``): Claude Code logs it as a user
     event, but nobody wrote it, so it is kept as tool output."""
     texts = [p.text.lstrip() for p in parts if isinstance(p, TextPart)]
