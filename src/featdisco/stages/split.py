@@ -53,5 +53,6 @@ class SplitStage(Stage):
                                       stats=stats), meta),
             empty_error="no pieces to work on: the input holds no user, thought or response text")
         counts = {"transcripts": stats.transcripts, **stats.by_kind(),
-                  "skipped_records": sum(inputs.report.bad.values())}
+                  "skipped_records": sum(inputs.report.bad.values()),
+                  "shared_tree_turns": stats.shared_pieces}  # split once for several tree paths
         return StageResult(counts)
