@@ -78,7 +78,8 @@ def pipeline_handler(req: FakeRequest) -> Reply:
         n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]
         labels = re.findall(r"^\d+\. label: (.*)$", user, re.MULTILINE)
         ratings = [{"id": i, "interest": 90 if "sadness" in labels[i - 1] else 20 + i,
-                    "reason": "Scripted rating.", "private": False} for i in range(1, n + 1)]
+                    "reason": f"Scripted rating of {labels[i - 1]}.", "private": False, "private_reason": ""}
+                   for i in range(1, n + 1)]
         return Reply(content=json.dumps({"ratings": ratings}))
     return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
 

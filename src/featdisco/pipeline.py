@@ -21,8 +21,10 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
+from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
+from featdisco.runsummary import record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
@@ -69,6 +71,8 @@ class PipelineConfig:
     batch: bool = False  # provider batch APIs (half price, up to 24 h)
     batch_poll: float = 30.0  # seconds between batch polls
     executor: str = "local"  # 'local' (asyncio) or 'ray' (Ray Data)
+    prices: str | None = None  # price file (else FEATDISCO_PRICES, else the built-in table)
+    min_transcripts: int = 1  # outputs hide clusters from fewer transcripts (analysis/visibility.py)
 
 
     def featurize_config(self) -> FeaturizeConfig:
@@ -135,7 +139,7 @@ class Pipeline(Backends):
             options: dict[str, Any] = dict(
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
-                seed=self.cfg.seed)
+                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices))
             cache = CallCache(self.llm_cache_path)
             if self.cfg.batch:
                 from featdisco.llm.batch import BatchEngine
@@ -217,9 +221,14 @@ class Pipeline(Backends):
                 stopped = "stopped at the --max-cost cap"
             return self._result(complete and stopped is None, stopped)
         finally:
-            if self._engine is not None:  # a rerun that called nothing keeps the last totals
-                self.dir.update(llm_totals=self._engine.summary.as_dict())
+            if self._engine is not None:  # totals over every invocation; calling nothing keeps them
+                record_invocation(self.dir, self._engine.summary.as_dict(), prices=self.prices_used(),
+                                  stages={t.name: t.llm for t in self.timings if t.llm})
             self.close()
+
+    def prices_used(self) -> dict[str, Any]:
+        """The model's price and where it came from, as the manifest records it."""
+        return self.engine.prices.used(self.llm.name, self.llm.model)
 
     def _llm_summary(self) -> dict[str, Any]:
         return self.engine.summary.as_dict()

@@ -50,7 +50,7 @@ def _valid(schema: dict[str, Any], rng: random.Random) -> Any:
     elif schema is MIXED:
         x = {"n": rng.choice([1, 2.5]), "kind": rng.choice(["a", 1, None]), "extra": 4}
     else:
-        x = {"ratings": [{"id": i, "interest": 50, "reason": "why", "private": False}
+        x = {"ratings": [{"id": i, "interest": 50, "reason": "why", "private": False, "private_reason": ""}
                          for i in (1, 2, 3)]}
     if rng.random() < 0.7:  # mutate one spot
         target = x

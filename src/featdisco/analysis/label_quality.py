@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import open_pipeline
+from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.prompts import load_prompt
@@ -59,7 +59,7 @@ def _neighbours(run_dir: Path, clusters: pd.DataFrame, cid: int, k: int) -> list
 def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 10, n_others: int = 10,
                  labels: dict[int, str] | None = None, cluster_ids: list[int] | None = None,
                  seed: int = 0, llm: str | None = None, model: str | None = None,
-                 base_url: str | None = None, concurrency: int | None = None,
+                 base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
                  write: bool = True) -> pd.DataFrame:
     """Score labels of ``cluster_ids`` (default: ``n_clusters`` sampled at random among clusters
     with enough members); ``labels`` overrides the stored label of a cluster, e.g. to test a
@@ -95,11 +95,11 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
                           items="\n".join(f"{i}. {x}" for i, (x, _) in enumerate(items, start=1))),
             schema=score_schema(len(items)), schema_name="label_fit",
             sampling=Sampling(temperature=0.0, max_tokens=20 + 6 * len(items)), prompt_version=prompt.version))
-    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     try:
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
-        pipe.close()
+        used = close_pipeline(pipe, "label_quality")
     rows = []
     for (cid, label, items), res in zip(plans, results, strict=True):
         n_mem = sum(m for _, m in items)
@@ -120,6 +120,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
         write_analysis(run_dir, "label_quality", df)
+    df.attrs["llm"] = used  # failed calls and why: the CLI exits 3 on any
     return df
 
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.table import Table
-
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import err_console
+from featdisco.cli.tables import Output
+from featdisco.errors import FeatdiscoError
+from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
 def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_chars: int | None,
-              show_stats: bool, quiet: bool) -> None:
+              show_stats: bool, quiet: bool, out: Output | None = None) -> None:
+    """Split ``inputs`` into ``output``; with ``--json``/``--csv`` the pieces per model and
+    kind are printed as rows."""
+    out = out or Output()
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ""):
+        raise FeatdiscoError(f"-o {output}: split writes Parquet (.parquet) or CSV (.csv), not {suffix}")
     meta_fields = options.meta
     report = ReadReport()
     stats = SplitStats()
@@ -24,13 +31,20 @@ def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_cha
 
     start = time.perf_counter()
     transcripts = read_transcripts(inputs, options, report=report, log=log)
-    rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), output,
-                        meta_columns=meta_fields)
+    target = output.with_name(output.name + ".parquet.tmp") if suffix == ".csv" else output
+    try:
+        rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), target,
+                            meta_columns=meta_fields)
+        if suffix == ".csv":  # what the name says: CSV, not Parquet under a CSV name
+            parquet_to_csv(target, output)
+    finally:
+        if target != output:
+            target.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
-    if quiet:
+    if quiet and not out.machine:
         return
     kinds = stats.by_kind()
-    console.print(
+    out.say(
         f"wrote {rows:,} pieces (user {kinds.get('user', 0):,}, thought {kinds.get('thought', 0):,}, "
         f"response {kinds.get('response', 0):,}) from {stats.transcripts:,} transcripts "
         f"to {output} in {elapsed:.1f}s"
@@ -52,23 +66,26 @@ def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_cha
     if bad:
         notes.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
     for note in notes:
-        console.print(f"  {note}")
-    if show_stats:
-        table = Table(title="pieces by model and kind")
-        table.add_column("model")
-        for kind in ("user", "thought", "response"):
-            table.add_column(kind, justify="right")
+        out.say(f"  {note}")
+    if show_stats or out.machine:
         models = sorted({m for (_k, m) in stats.pieces})
-        for m in models:
-            table.add_row(m or "(unknown)", *(f"{stats.pieces.get((k, m), 0):,}"
-                                              for k in ("user", "thought", "response")))
-        table.add_row("[bold]total[/bold]", *(f"{kinds.get(k, 0):,}" for k in ("user", "thought", "response")))
-        console.print(table)
-        ftable = Table(title="files")
-        ftable.add_column("file", overflow="fold")
-        for col in ("format", "records", "transcripts", "skipped"):
-            ftable.add_column(col, justify="left" if col == "format" else "right")
-        for f in report.files:
-            ftable.add_row(f.path, f.format + ("" if f.detected else " (forced)"), f"{f.records:,}",
-                           f"{f.transcripts:,}", f"{sum(f.bad.values()):,}")
-        console.print(ftable)
+        by_model: list[dict[str, object]] = [
+            {"model": m or "(unknown)", **{k: stats.pieces.get((k, m), 0) for k in PIECE_KINDS}} for m in models]
+        total: list[dict[str, object]] = [{"model": "total", **{k: kinds.get(k, 0) for k in PIECE_KINDS}}]
+        out.rows(by_model if out.machine else by_model + total, ["model", *PIECE_KINDS],
+                 "pieces by model and kind")
+        out.rows([{"file": f.path, "format": f.format + ("" if f.detected else " (forced)"), "records": f.records,
+                   "transcripts": f.transcripts, "skipped": sum(f.bad.values())} for f in report.files],
+                 ["file", "format", "records", "transcripts", "skipped"], "files", primary=False)
+
+
+def parquet_to_csv(source: Path, dest: Path) -> None:
+    """Stream a Parquet file into CSV with a header (written beside, then moved in)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    with pq.ParquetFile(source) as pf, pcsv.CSVWriter(tmp, pf.schema_arrow) as writer:
+        for batch in pf.iter_batches(batch_size=65_536):
+            writer.write_batch(batch)
+    tmp.replace(dest)
