@@ -31,7 +31,7 @@ from featdisco.transcripts.model import (
 )
 
 TOOL_ARGS_MAX = 200
-TOOL_OUTPUT_MAX = 4000  # characters of tool output kept beside a response for the report
+TOOL_OUTPUT_MAX = 2000  # characters of tool output kept beside a response for the report
 BASE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text", "model", "source", "record",
                 "format", "chars", "truncated", "redacted", "system", "metadata", "tool_output")
 PIECE_SCHEMA = pa.schema([
