@@ -359,7 +359,7 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
 
     data = json.loads(resp.text)  # strict: a raw control character in a string would fail here
     jsonschema.validate(data, req.schema)
-    feats = data["features"]
+    feats = [f["feature"] for f in data["features"]]  # featurize.v2: each with its quote
     assert 10 <= len(feats) <= 20
     assert all(f.strip() for f in feats)
     word_counts = sorted(len(f.split()) for f in feats)

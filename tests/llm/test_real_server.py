@@ -87,8 +87,8 @@ def test_lean_and_sdk_paths_get_valid_features_from_a_real_server(
     answers = [json.loads(line)["choices"][0]["turns"][0] for line in
                (shared_data / "mt_bench" / "model_answer" / "gpt-4.jsonl").open(encoding="utf-8")]
     piece = min(answers, key=lambda a: abs(len(a) - 500))
-    cfg = FeaturizeConfig(min_features=3, max_features=6)
-    [req], _ = build_requests([piece], ["response"], load_prompt("featurize"), cfg)
+    cfg = FeaturizeConfig(min_features=3, max_features=6, evidence=False)  # plain features: the v1 shape
+    [req], _ = build_requests([piece], ["response"], load_prompt("featurize", version=1), cfg)
     assert req.schema is not None
     for transport in ("h1", "httpx"):
         # llama-cpp-python's server takes response_format json_object (with the schema in
