@@ -191,8 +191,10 @@ class Pipeline(Backends):
         self._lock.acquire()
 
     def close(self) -> None:
-        if self._engine is not None and self._engine.cache is not None:
-            self._engine.cache.close()
+        if self._engine is not None:
+            self._engine.close()  # its event loop, and the connections opened on it
+            if self._engine.cache is not None:
+                self._engine.cache.close()
         self._lock.release()
 
     # ------------------------------------------------------------ running

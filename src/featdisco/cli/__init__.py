@@ -250,6 +250,7 @@ def _register_optional_apps() -> None:
     """Sub-commands whose modules land separately; each registers itself if present."""
     __import__("featdisco.cli.report", fromlist=["register"]).register(app)  # report, serve
     __import__("featdisco.cli.analysis", fromlist=["register"]).register(app)  # probe, compare, ...
+    __import__("featdisco.cli.verify", fromlist=["register"]).register(app)  # validate, find
     __import__("featdisco.cli.scan", fromlist=["register"]).register(app)  # scan
     try:
         from featdisco.cli.models import models_app

@@ -23,6 +23,7 @@ from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
+from featdisco.report.evidence import write_evidence
 from featdisco.report.layout import cluster_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
@@ -30,7 +31,7 @@ from featdisco.rundir import RunDir
 from featdisco.runsummary import headline, run_totals, stage_cells
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet")
-STATIC = ("index.html", "charts.js", "app.js", "app.css")
+STATIC = ("index.html", "charts.js", "labels.js", "app.js", "app.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -163,6 +164,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     lap("transcripts")
     tables.write_clusters(run, writer, clusters_t, order, feats, counts)
     lap("cluster pages")
+    evidence = write_evidence(run, writer, order, clusters_t, manifest)
+    lap("evidence")
     if search:
         posts = transcript_postings(run, order.tidx)
         write_search(writer, clusters_t, counts, posts)
@@ -180,6 +183,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
                          {str(k): int(v) for k, v in kinds_pieces.items()}, vis)
     overview["search"] = search
+    overview["evidence"] = evidence
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"
     page_bytes = 0

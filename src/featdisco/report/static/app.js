@@ -180,6 +180,8 @@ const routes = [
   [/^\/map$/, viewMap],
   [/^\/analyses$/, viewAnalyses],
   [/^\/a\/([\w-]+)$/, viewAnalysis],
+  [/^\/scans$/, viewScans],  // labels.js
+  [/^\/scan\/([\w-]+)$/, viewScan],
 ];
 
 function params() {
@@ -192,7 +194,7 @@ async function route() {
   const view = path.split("/")[1] || "overview";
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active",
     a.dataset.view === view || (view === "c" && a.dataset.view === "clusters") || (view === "t" && a.dataset.view === "transcripts")
-    || (view === "a" && a.dataset.view === "analyses")));
+    || (view === "a" && a.dataset.view === "analyses") || (view === "scan" && a.dataset.view === "scans")));
   for (const [re, fn] of routes) {
     const m = path.match(re);
     if (m) {
@@ -221,7 +223,7 @@ function viewOverview() {
     statCard("LLM calls sent", fmt(tot.sent || 0), `${runs} invocation${runs === 1 ? "" : "s"}` + (tot.cached ? ` · ${fmt(tot.cached)} from cache` : "")),
     statCard("tokens", fmt((tot.input_tokens || 0) + (tot.output_tokens || 0)),
       `${fmt(tot.input_tokens || 0)} in · ${fmt(tot.output_tokens || 0)} out`),
-    statCard("cost", cost, cost === "unknown" ? "no price known for this model" : null));
+    statCard("cost", cost, cost === "unknown" ? "no price known for this model" : null), evidenceCards());
   const headline = el("div", { class: "headline" }, (ov.headline || []).concat(tots.notes || []).map((line) => el("p", { class: "muted" }, line)));
   const cfgRows = [["rater LLM", `${cfg.llm ?? "–"} · ${cfg.model ?? "–"}`], ["embedder", cfg.embedder ?? "minilm (default)"],
     ["clusters (k)", typeof cfg.n_clusters === "object" && cfg.n_clusters ? JSON.stringify(cfg.n_clusters) : String(cfg.n_clusters ?? "auto")],
@@ -325,13 +327,14 @@ async function viewCluster(idText) {
     el("div", { class: "text" }, p.text, p.cut ? el("span", { class: "muted" }, " … (cut; the transcript has it all)") : null),
     p.match && p.match.length ? el("div", { class: "matched" }, "features in this cluster: ",
       p.match.map((m) => el("span", { class: "chip" }, m))) : null));
+  const evidence = await clusterEvidence(c);
   show(el("div", { class: "crumbs" }, el("a", { href: `#/clusters/${c.kind}` }, `${c.kind} clusters`), ` › cluster ${c.id}`),
     el("h1", null, kindBadge(c.kind), " ", c.label || "(unnamed)", c.private ? el("span", { class: "badge" }, "private") : null),
     d.description ? el("p", { class: "lead" }, d.description) : null,
     el("div", { class: "cards" }, statCard("interest", c.interest ?? "–", d.reason || null), statCard("features", fmt(c.size)),
       statCard("pieces", fmt(c.pieces)), statCard("transcripts", fmt(c.transcripts),
         S.ov.transcripts ? pct(c.transcripts / S.ov.transcripts) + " of all" : null)),
-    section("Example pieces", pieces.length ? pieces : empty("No pieces.")),
+    section("Example pieces", pieces.length ? pieces : empty("No pieces.")), evidence,
     section(`Member features (the ${members.length} most frequent distinct ones)`, members.length ?
       table(["feature", "times"], members) : empty("No features.")));
 }
@@ -340,23 +343,24 @@ async function viewCluster(idText) {
 
 async function viewTranscript(tText) {
   const t = Number(tText);
-  const [shard, byId] = await Promise.all([load("t/" + Math.floor(t / S.ov.shards.t)), clusterIndex()]);
+  const [shard, byId, quotes] = await Promise.all([load("t/" + Math.floor(t / S.ov.shards.t)), clusterIndex(), quoteShard(t)]);
   const r = shard.rows.find((x) => x.i === t);
   if (!r) return show(el("h1", null, "No such transcript"), empty(`Transcript ${t} is not in this run.`));
   let meta = null;
   try { meta = r.meta ? JSON.parse(r.meta) : null; } catch (e) { meta = { metadata: r.meta }; }
   const metaRows = Object.entries(meta || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
   const pieces = r.pieces.map((p) => {
+    const textDiv = el("div", { class: "text" }, p.text), ev = pieceEvidence(quotes, t, p);
     const byCluster = new Map();
     p.f.forEach(([text, cid]) => { if (!byCluster.has(cid)) byCluster.set(cid, []); byCluster.get(cid).push(text); });
     const feats = [...byCluster.entries()].map(([cid, texts]) => {
       const c = byId.get(cid);
       if (c && c.private && !S.showPrivate) return el("li", null, el("span", { class: "private-chip" }, "private cluster"), el("span", { class: "muted" }, ` ${texts.length} feature${texts.length > 1 ? "s" : ""} hidden`));
-      return el("li", null, clusterLink(c), " ", texts.map((x) => el("span", { class: "chip" }, x)));
+      return el("li", null, clusterLink(c), " ", texts.map((x) => featureChip(x, ev.get(x), textDiv, p.text, 0)));
     });
     return el("div", { class: "turn kind-" + p.kind },
       el("div", { class: "piecehead" }, kindBadge(p.kind), ` turn ${p.turn}`, p.trunc ? el("span", { class: "badge" }, "truncated") : null),
-      el("div", { class: "text" }, p.text),
+      textDiv,
       p.tools ? el("details", { class: "tools" }, el("summary", null, "tool output (not featurized)"), el("div", { class: "text muted" }, p.tools)) : null,
       feats.length ? el("details", { class: "feats", open: "" }, el("summary", null, `${p.f.length} feature${p.f.length === 1 ? "" : "s"} in ${feats.length} cluster${feats.length === 1 ? "" : "s"}`),
         el("ul", null, feats)) : el("div", { class: "muted small" }, "no features"));
@@ -528,6 +532,7 @@ function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
   if (cols.includes("cluster_a") && cols.includes("npmi")) return cooccurrencePlots(rows, byId);
+  if (name === "validation" && cols.includes("kappa")) return validationPlots(rows);  // labels.js
   if (cols.includes("precision") && cols.includes("recall") && cols.includes("members_shown")) return labelQualityPlots(rows, byId);
   const f1 = pick(cols, "f1", "test_f1", "F1");
   if (f1) {

@@ -16,6 +16,7 @@ from featdisco.transcripts.formats import (
     responses,
     sharegpt,
     tabular,
+    template,
     tree,
 )
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
@@ -44,6 +45,7 @@ FORMATS: dict[str, FormatSpec] = {
         sharegpt.SPEC,
         hh_rlhf.SPEC,
         benchmarks.ALPACA,
+        template.SPEC,
         tabular.SPEC,
     )
 }
