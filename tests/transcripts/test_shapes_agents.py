@@ -221,3 +221,15 @@ def test_long_inspect_agent_sample_with_tool_events(tmp_path: Path) -> None:
     last = rows[-1]
     assert last["tool_output"] == f"file{steps - 1}.txt"
     assert all("file1.txt" not in text for _, _, text in pieces)
+
+
+def test_a_session_file_of_bookkeeping_only_is_listed_not_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / f"{SESSION}.jsonl").write_bytes((FIXTURES / "claude_code" / f"{SESSION}.jsonl").read_bytes())
+    (folder / "0-old.jsonl").write_text(json.dumps({"type": "summary", "summary": "Old chat", "leafUuid": "x"}) + "\n")
+    got, report, _rows = split(folder)
+    assert SESSION in got
+    skipped = {Path(f.path).name: f.error for f in report.files if f.error}
+    assert skipped == {"0-old.jsonl": "no conversation in this session file, only bookkeeping (summary, "
+                                      "snapshot) lines [no-conversation]"}

@@ -192,7 +192,11 @@ class _Reader:
                 records = spec.group(path, records, self.log)
             yield from self._parse_file(path, spec, ctx, records, file_report)
             if not file_report.with_text and file_report.error is None:
-                self._no_text(path, spec, detected, file_report)
+                if spec.empty_ok and file_report.records and not sum(file_report.bad.values()):
+                    file_report.error = f"{spec.empty_ok} [no-conversation]"
+                    self.log(f"{path}: skipped file: {file_report.error}")
+                else:
+                    self._no_text(path, spec, detected, file_report)
         for name in self.opts.meta:
             if name not in self.meta_found and self.first_fields is not None:
                 self._warn(f"--meta {name}: no record has this field, so its column is empty "

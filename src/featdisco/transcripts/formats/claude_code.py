@@ -189,4 +189,5 @@ def _blocks(content: Any, skipped: Counter[str]) -> list[Part]:
 
 
 SPEC = FormatSpec("claude-code", "Claude Code session logs (one session per .jsonl file)", sniff, parse,
-                  group=group_session)
+                  group=group_session,
+                  empty_ok="no conversation in this session file, only bookkeeping (summary, snapshot) lines")

@@ -58,6 +58,9 @@ class FormatSpec:
     # events) or several files (an OpenAI Batch output joined to its input) regroup the file's
     # raw records here before parsing; bad records pass through untouched to be reported.
     group: Callable[[Path, Iterator[RawRecord], Callable[[str], None]], Iterator[RawRecord]] | None = None
+    # A file of this format may rightly hold no conversation (Claude Code leaves session files
+    # of summary lines only): it is listed as a skipped file with the reason, not an error.
+    empty_ok: str | None = None
 
 
 # ---------------------------------------------------------------- field access
