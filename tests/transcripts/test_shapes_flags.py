@@ -46,6 +46,10 @@ def test_source_model_from_filename_dirname_or_a_field(tmp_path: Path) -> None:
     _answers(nested / "qwen2-72b", "answers2.jsonl")
     assert set(_models(nested, source_model_from="dirname").values()) == {"claude-3-opus", "qwen2-72b"}
     assert _models(flat / "gpt-4.jsonl", source_model_from="meta.policy") == {"gpt-4.jsonl": "policy-gpt-4.jsonl"}
+    # a field no record has is said, not a silent fall-back
+    report = featdisco.ReadReport()
+    featdisco.split(flat, source_model_from="meta.polcy", report=report)
+    assert any("--source-model-from meta.polcy: no record has this field" in w for w in report.warnings)
     # without the flag the record's own field and then --source-model are used
     assert _models(flat, model="fallback") == {"gpt-4.jsonl": "wrong-label",
                                                       "llama-13b.jsonl.gz": "fallback"}

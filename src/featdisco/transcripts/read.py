@@ -163,6 +163,7 @@ class _Reader:
         self.seen_ids: set[int] = set()
         self.question_cache: dict[Path, tuple[dict[str, dict[str, Any]], str]] = {}
         self.meta_found: set[str] = set()  # --meta fields some record had
+        self.model_field_found = False  # whether any record had the --source-model-from field
         self.first_fields: list[str] | None = None
 
     def run(self, files: list[Path]) -> Iterator[Transcript]:
@@ -201,6 +202,10 @@ class _Reader:
             if name not in self.meta_found and self.first_fields is not None:
                 self._warn(f"--meta {name}: no record has this field, so its column is empty "
                            f"(the first record's fields: {', '.join(self.first_fields[:15])})")
+        field_name = self.opts.source_model_from
+        if field_name not in (None, "filename", "dirname") and not self.model_field_found and self.first_fields:
+            self._warn(f"--source-model-from {field_name}: no record has this field, so models come from the "
+                       f"records themselves (the first record's fields: {', '.join(self.first_fields[:15])})")
 
     def _warn(self, message: str) -> None:
         self.report.warnings.append(message)
@@ -344,7 +349,10 @@ class _Reader:
         if how == "dirname":
             return path.parent.name or None
         value = dotted(rec, how)
-        return str(value) if value not in (None, "") else None
+        if value in (None, ""):
+            return None
+        self.model_field_found = True
+        return str(value)
 
     def _unique(self, tid: str) -> str:
         candidate, n = tid, 1
