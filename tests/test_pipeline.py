@@ -272,7 +272,7 @@ def test_bad_config_is_a_clear_error(server: FakeOpenAIServer, inputs: Path, tmp
     with pytest.raises(FeatdiscoError, match=r"--clusters 5000 is more than the \d+ distinct"):
         Pipeline(tmp_path / "b", config(server, n_clusters=5000)).run([inputs])
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"messages": [{"role": "user", "content": ""}]}])
-    with pytest.raises(FeatdiscoError, match="no pieces to work on"):
+    with pytest.raises(FeatdiscoError, match=r"empty\.jsonl: no user, thought or response text"):
         Pipeline(tmp_path / "c", config(server)).run([empty])
 
 

@@ -25,7 +25,7 @@ def file_notes(report: ReadReport) -> list[str]:
         lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]
     for f in report.cut_short:
         lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
-                else "the file ends there, so how many records followed is unknown")
+                else "the break is at the end of the file, so how many records it cost cannot be estimated")
         lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
     return lines
 

@@ -132,7 +132,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         if res.ok:
             for rating in Ratings.read(res.data).ratings:
                 got.setdefault(rating.id, rating)
-        rated = []
+        rated: list[dict[str, Any]] = []
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
