@@ -107,7 +107,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
     manifest = json.loads((fitted / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "rate", "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
-    assert manifest["prompts"]["featurize"].startswith("featurize.v1.txt@")
+    assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
     assert manifest["stages"]["featurize"]["llm"]["calls"] > 0
     for path in fitted.rglob("*"):
         if path.is_file():

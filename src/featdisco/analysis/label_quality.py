@@ -21,15 +21,9 @@ from featdisco.analysis.activations import read_clusters, write_analysis
 from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
+from featdisco.llm.replies import LabelFit
 from featdisco.prompts import load_prompt
 from featdisco.stages.name import KIND_PLURALS
-
-
-def score_schema(n: int) -> dict[str, Any]:
-    return {"type": "object",
-            "properties": {"fits": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": n},
-                                    "maxItems": n}},
-            "required": ["fits"], "additionalProperties": False}
 
 
 def _members_by_cluster(run_dir: Path) -> dict[int, list[str]]:
@@ -93,7 +87,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
         requests.append(LLMRequest(
             prompt.render(label=label, n_items=len(items), kind_plural=KIND_PLURALS[clusters.loc[cid, "kind"]],
                           items="\n".join(f"{i}. {x}" for i, (x, _) in enumerate(items, start=1))),
-            schema=score_schema(len(items)), schema_name="label_fit",
+            schema=LabelFit.for_items(len(items)).json_schema(), schema_name=LabelFit.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=20 + 6 * len(items)), prompt_version=prompt.version))
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     try:
@@ -105,8 +99,8 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
         n_mem = sum(m for _, m in items)
         row: dict[str, Any] = {"cluster_id": cid, "kind": clusters.loc[cid, "kind"], "label": label,
                                "members_shown": n_mem, "others_shown": len(items) - n_mem}
-        if res.ok and isinstance(res.data, dict):
-            chosen = {int(i) for i in res.data.get("fits", []) if 1 <= int(i) <= len(items)}
+        if res.ok:
+            chosen = {i for i in LabelFit.read(res.data).fits if 1 <= i <= len(items)}
             tp = sum(items[i - 1][1] for i in chosen)
             precision = tp / len(chosen) if chosen else 0.0
             recall = tp / n_mem if n_mem else float("nan")

@@ -107,8 +107,12 @@ def run_cmd(
     max_cost: Annotated[float | None, typer.Option(
         "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
         "(needs a known price: built in, or --prices).")] = None,
+    evidence: Annotated[bool, typer.Option(
+        "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
+        "against the piece (default); --no-evidence: plain features, fewer output tokens.")] = True,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Estimate calls, tokens and cost of featurizing, and spend nothing.")] = False,
+        "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
+        "and spend nothing.")] = False,
     concurrency: ConcurrencyOpt = 64,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
@@ -161,6 +165,7 @@ def run_cmd(
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
+                         evidence=evidence,
                          seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
                          batch=batch, batch_poll=batch_poll, executor=executor,
                          prices=str(prices) if prices else None, min_transcripts=min_transcripts)
@@ -200,6 +205,8 @@ def transform_cmd(
     map_: MapOpt = None,
     skip_bad: SkipBadOpt = False,
     prices: PricesOpt = None,
+    no_evidence: Annotated[bool, typer.Option(
+        "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
@@ -211,7 +218,8 @@ def transform_cmd(
     act = transform_into(run_dir, inputs, out_dir=output,
                          read_options=ReadOptions(format=format, mapping=map_ or {}, skip_bad=skip_bad),
                          overrides={"llm": llm, "model": model, "base_url": base_url,
-                                    "concurrency": concurrency, "prices": str(prices) if prices else None},
+                                    "concurrency": concurrency, "prices": str(prices) if prices else None,
+                                    "evidence": False if no_evidence else None},
                          log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
@@ -235,6 +243,7 @@ def _register_optional_apps() -> None:
     __import__("featdisco.cli.report", fromlist=["register"]).register(app)  # report, serve
     __import__("featdisco.cli.analysis", fromlist=["register"]).register(app)  # probe, compare, ...
     __import__("featdisco.cli.verify", fromlist=["register"]).register(app)  # validate, find
+    __import__("featdisco.cli.scan", fromlist=["register"]).register(app)  # scan
     try:
         from featdisco.cli.models import models_app
     except ImportError:

@@ -16,6 +16,7 @@ from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
 from featdisco.runsummary import Totals, headline, run_totals, stage_cells
+from featdisco.stages.featurize import evidence_line
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
 
@@ -142,6 +143,9 @@ def print_summary(result: RunResult, out: Output | None = None) -> None:
         kinds = c.column("kind").to_pylist()
         per_kind = ", ".join(f"{k} {kinds.count(k)}" for k in PIECE_KINDS if k in kinds)
         out.say(f"clusters: {c.num_rows} ({per_kind})")
+    featurize = next((t for t in result.stages if t.name == "featurize"), None)
+    if featurize is not None and (line := evidence_line(featurize.counts)):
+        out.say(line)
 
 
 def _clip(text: str, n: int) -> str:

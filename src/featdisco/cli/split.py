@@ -13,6 +13,23 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
+def file_notes(report: ReadReport) -> list[str]:
+    """Files skipped whole and files cut short, one line each: never a lone record count."""
+    lines: list[str] = []
+    if report.judge_files:
+        lines.append(f"  skipped {len(report.judge_files):,} judge files (reference answers and judgments "
+                     "are not model transcripts; name a file to read it):")
+        lines += [f"    {f}" for f in report.judge_files]
+    if report.skipped_files:
+        lines.append(f"  skipped files: {len(report.skipped_files):,}")
+        lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]
+    for f in report.cut_short:
+        lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
+                else "the file ends there, so how many records followed is unknown")
+        lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
+    return lines
+
+
 def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
               model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
               skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
@@ -39,7 +56,7 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
     target = output.with_name(output.name + ".parquet.tmp") if suffix == ".csv" else output
     try:
         rows = write_pieces(iter_pieces(transcripts, max_chars=max_chars, stats=stats), target,
-                            meta_columns=meta_fields)
+                            meta_columns=meta_fields, empty_error=report.all_skipped_message)
         if suffix == ".csv":  # what the name says: CSV, not Parquet under a CSV name
             parquet_to_csv(target, output)
     finally:
@@ -47,6 +64,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
             target.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
     if quiet and not out.machine:
+        for warning in report.warnings:  # logged above unless -q: an empty column is easy to miss
+            err_console.print(f"featdisco: warning: {warning}", markup=False, highlight=False)
         return
     kinds = stats.by_kind()
     out.say(
@@ -63,6 +82,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                      f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
     if stats.truncated:
         notes.append(f"truncated to {max_chars:,} characters: {stats.truncated:,} pieces")
+    if report.ambiguous_think:
+        notes.append(f"ambiguous think tags (kept as response): {report.ambiguous_think:,}")
     if report.duplicate_ids:
         notes.append(f"duplicate transcript ids made unique with #N: {report.duplicate_ids:,}")
     bad = report.bad
@@ -70,6 +91,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
         notes.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
     for note in notes:
         out.say(f"  {note}")
+    for line in file_notes(report):
+        out.say(line)
     if show_stats or out.machine:
         models = sorted({m for (_k, m) in stats.pieces})
         by_model: list[dict[str, object]] = [

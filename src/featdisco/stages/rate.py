@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
+from featdisco.llm.replies import Rating, Ratings
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
@@ -40,22 +41,6 @@ PRIVATE_DATA = re.compile(
     r"credentials?|social security|ssn|passports?|birth\w*|locations?|home|identit\w*|ids?|accounts?|"
     r"ip|licen[cs]e|religio\w*|sexual\w*|ethnic\w*|criminal|immigration|employers?|workplaces?|"
     r"children|relatives|family|doxx\w*|personally identifiable|pii)\b", re.IGNORECASE)
-
-
-def rating_schema(n: int) -> dict[str, Any]:
-    item = {
-        "type": "object",
-        "properties": {"id": {"type": "integer", "minimum": 1, "maximum": n},
-                       "interest": {"type": "integer", "minimum": 1, "maximum": 100},
-                       "reason": {"type": "string", "minLength": 2, "maxLength": 400},
-                       "private": {"type": "boolean"},
-                       "private_reason": {"type": "string", "maxLength": 300}},
-        "required": ["id", "interest", "reason", "private", "private_reason"],
-        "additionalProperties": False,
-    }
-    return {"type": "object",
-            "properties": {"ratings": {"type": "array", "items": item, "minItems": n, "maxItems": n}},
-            "required": ["ratings"], "additionalProperties": False}
 
 
 @dataclass(slots=True)
@@ -136,17 +121,17 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         requests.append(LLMRequest(
             prompt.render(n_clusters=len(group), kind_plural=KIND_PLURALS[kinds[group[0]]],
                           clusters="\n".join(lines)),
-            schema=rating_schema(len(group)), schema_name="cluster_ratings",
+            schema=Ratings.for_batch(len(group)).json_schema(), schema_name=Ratings.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=120 * len(group) + 50),
             prompt_version=prompt.version))
     results = engine.run_sync(requests, desc="rate")
     report = RateReport(clusters=len(cluster_ids), batches=len(groups))
     found: dict[int, dict[str, Any]] = {}
     for group, res in zip(groups, results, strict=True):
-        got: dict[int, dict[str, Any]] = {}
-        if res.ok and isinstance(res.data, dict):
-            for r in res.data.get("ratings", []):
-                got.setdefault(int(r["id"]), r)
+        got: dict[int, Rating] = {}
+        if res.ok:
+            for rating in Ratings.read(res.data).ratings:
+                got.setdefault(rating.id, rating)
         rated = []
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
@@ -156,9 +141,9 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 reason = status.removeprefix("failed: ")
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
                 continue
-            row: dict[str, Any] = {"interest": int(r["interest"]), "reason": " ".join(str(r["reason"]).split()),
-                                   "private": bool(r["private"]),
-                                   "private_reason": " ".join(str(r.get("private_reason") or "").split()) or None,
+            row: dict[str, Any] = {"interest": r.interest, "reason": " ".join(r.reason.split()),
+                                   "private": r.private,
+                                   "private_reason": " ".join(r.private_reason.split()) or None,
                                    "status": "ok", "discarded": None}
             if row["private"] and not privacy_reason_names_data(row["private_reason"]):
                 row["private"] = False
