@@ -121,9 +121,16 @@ def scan_predictions(run: RunDir, name: str) -> dict[str, bool | None]:
 
 
 def _graded_positive(run: RunDir, name: str, answers: list[Any]) -> list[bool]:
-    """Positives of a scale or labels scan, by the rule ``scan`` counted them with."""
-    raise FeatdiscoError(f"scan {name!r} in {run.path} does not answer true/false; validate reads "
-                         "boolean scans")
+    """Positives of a scale or labels scan, by the rule ``scan`` counted them with (its
+    ``--answer``, kept in the manifest): the upper half of the scale, or the first label."""
+    from featdisco.evidence.scan import AnswerSpec
+
+    spec = ((run.manifest.get("scans") or {}).get(name) or {}).get("answer")
+    if not isinstance(spec, str):
+        raise FeatdiscoError(f"{run.path}/manifest.json does not say how scan {name!r} answers (its --answer), "
+                             "so its positives are unknown; rerun the scan (its calls come from the cache)")
+    rule = AnswerSpec.parse(spec)
+    return [a is not None and rule.positive(a) for a in answers]
 
 
 def features_with_clusters(run: RunDir, columns: list[str]) -> pa.Table:
