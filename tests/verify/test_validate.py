@@ -3,6 +3,7 @@ hand-computed ones, and every bad row of a labels file is named by file and line
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -121,6 +122,10 @@ def test_cli_prints_writes_and_fails_in_one_line(tmp_path: Path) -> None:
     assert "scan:budget: 1 labelled pieces have no answer" in result.output
     assert "0.67" in result.output and "[0.30," in result.output  # precision and its interval
     assert "analysis_validation.parquet" in result.output
+    result = CliRunner().invoke(app, ["validate", str(run), str(tmp_path / "l.csv"), "--json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["target"] for r in rows] == ["scan:budget", "cluster:response:1"] and rows[0]["tp"] == 4
+    assert rows[0]["kappa"] == pytest.approx(0.4) and "precision_low" in rows[0]
     (tmp_path / "x.csv").write_text("t0:1:response,scan:budget,perhaps\n")
     proc = subprocess.run([sys.executable, "-m", "featdisco", "validate", str(run), str(tmp_path / "x.csv")],
                           capture_output=True, text=True, timeout=60)
