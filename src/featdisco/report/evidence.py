@@ -37,11 +37,13 @@ from featdisco.report.shards import ShardWriter
 from featdisco.report.tables import BATCH, CLUSTERS_PER_SHARD, TRANSCRIPTS_PER_SHARD, PieceOrder
 from featdisco.rundir import RunDir
 
-MEMBERS_SHOWN = 20  # member pieces per cluster page, to read and label
+MEMBERS_SHOWN = 12  # member pieces per cluster page, to read and label
 HITS_SHOWN = 60  # scan hits per scan page
 OTHERS_SHOWN = 20  # scan non-hits per scan page (labelling them measures recall)
-WINDOW = 900  # characters of a piece's text shown around its quote
-_LEAD = 250  # of them before the quote
+# Characters of a piece's text shown around its quote: short on cluster pages (a 20k-cluster
+# run holds 240k of them, about 120 MB), longer on the few scan pages.
+MEMBER_WINDOW = 500
+SCAN_WINDOW = 900
 
 
 def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
@@ -51,13 +53,13 @@ def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _window(text: str, start: int | None) -> tuple[str, int]:
-    """A window of ``text`` that holds position ``start`` (the whole text when short), and
-    the offset of its first character."""
-    if len(text) <= WINDOW:
+def _window(text: str, start: int | None, size: int) -> tuple[str, int]:
+    """A window of ``size`` characters of ``text`` that holds position ``start`` (a quarter of
+    it before), the whole text when short; and the offset of its first character."""
+    if len(text) <= size:
         return text, 0
-    a = 0 if start is None else max(0, min(start - _LEAD, len(text) - WINDOW))
-    return text[a:a + WINDOW], a
+    a = 0 if start is None else max(0, min(start - size // 4, len(text) - size))
+    return text[a:a + size], a
 
 
 def _texts(run: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
@@ -182,7 +184,7 @@ def _write_cluster_members(run: Path, writer: ShardWriter, order: PieceOrder, cl
         q = quotes.get((c, p), [])
         first = next((e[2] for e in q if e[4] and e[2] is not None), None)
         info = texts[p]
-        text, off = _window(info["text"] or "", first)
+        text, off = _window(info["text"] or "", first, MEMBER_WINDOW)
         shown.setdefault(c, []).append({"pid": info["piece_id"], "t": int(order.tidx[p]), "kind": info["kind"],
                                         "turn": info["turn"], "model": info["model"], "text": text, "off": off,
                                         "len": len(info["text"] or ""), "q": q})
@@ -219,7 +221,7 @@ def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, 
         p = int(pos[i])
         span = r.get("span")
         start = span["start"] if span and r.get("verified") else None
-        text, off = _window(texts[p]["text"] or "", start)
+        text, off = _window(texts[p]["text"] or "", start, SCAN_WINDOW)
         items.append({"pid": r["piece_id"], "t": int(order.tidx[p]), "kind": r["kind"],
                       "turn": texts[p]["turn"], "model": texts[p]["model"],
                       "answer": r["answer"], "positive": bool(positive[i]), "quote": r.get("quote"),
