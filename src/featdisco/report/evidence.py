@@ -47,9 +47,11 @@ SCAN_WINDOW = 900
 
 
 def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
-    """A stable name for the run, so labels kept in the browser belong to one run."""
-    raw = orjson.dumps([manifest.get("created"), n_pieces, sorted((manifest.get("config") or {}).items())],
-                       default=str)
+    """A name for the run's clusters, so labels kept in the browser belong to one run: the
+    same across rebuilds and reruns that leave the clusters as they were, new when they
+    are redone (cluster ids would then mean other clusters)."""
+    cluster = (manifest.get("stages") or {}).get("cluster") or {}
+    raw = orjson.dumps([manifest.get("created"), n_pieces, cluster.get("fingerprint")], default=str)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
