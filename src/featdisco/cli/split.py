@@ -14,20 +14,8 @@ from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
 def file_notes(report: ReadReport) -> list[str]:
-    """Files skipped whole and files cut short, one line each: never a lone record count."""
-    lines: list[str] = []
-    if report.judge_files:
-        lines.append(f"  skipped {len(report.judge_files):,} judge files (reference answers and judgments "
-                     "are not model transcripts; name a file to read it):")
-        lines += [f"    {f}" for f in report.judge_files]
-    if report.skipped_files:
-        lines.append(f"  skipped files: {len(report.skipped_files):,}")
-        lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]
-    for f in report.cut_short:
-        lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
-                else "the file ends there, so how many records followed is unknown")
-        lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
-    return lines
+    """Files skipped whole and files cut short (see :meth:`ReadReport.file_notes`)."""
+    return report.file_notes()
 
 
 def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_chars: int | None,

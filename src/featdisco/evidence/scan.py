@@ -143,6 +143,7 @@ class ScanResult:
     quotes: int = 0
     by: pd.DataFrame | None = None
     paths: list[Path] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)  # this scan's LLM use (engine summary)
 
 
 def scan_name(question: str) -> str:
@@ -281,12 +282,12 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
              kinds: list[str] | None = None, name: str | None = None, answer: str = "bool",
              by: str | None = None, sample: int | None = None, seed: int = 0, dry_run: bool = False,
              max_cost: float | None = None, llm: str | None = None, model: str | None = None,
-             base_url: str | None = None, concurrency: int | None = None,
+             base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
              inputs: list[Path] | None = None, log: Any = None) -> Any:
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
     ``inputs`` into it first when given). Returns the engine's estimate on ``dry_run``, else a
     :class:`ScanResult` after writing the tables."""
-    from featdisco.analysis.llm import open_pipeline
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     run_dir = Path(run_dir)
     spec = AnswerSpec.parse(answer)
@@ -309,15 +310,20 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     prompt = load_prompt("scan")
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
-                         max_cost=max_cost)
-    try:
-        if dry_run:
+                         max_cost=max_cost, prices=prices)
+    if dry_run:
+        try:
             return pipe.engine.dry_run(requests)
+        finally:
+            pipe.close()
+    try:
         results = pipe.engine.run_sync(requests, desc=f"scan {name}")
-    finally:
-        pipe.close()
+    finally:  # the scan's calls count in the run's totals (status, report)
+        used = close_pipeline(pipe, "scan")
     table = answers_table(pieces, results, spec)
-    return summarise(run, name, question, spec, pieces, table, by)
+    result = summarise(run, name, question, spec, pieces, table, by)
+    result.llm = used
+    return result
 
 
 def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: pd.DataFrame,
@@ -345,6 +351,7 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
         result.paths.append(run.write_table(
             f"scan_{name}_by_{safe}.parquet",
             pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
+    run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
     scans = dict(run.manifest.get("scans") or {})
     scans[name] = {"question": question, "answer": spec.describe(),
                    "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,

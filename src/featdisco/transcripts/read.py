@@ -133,6 +133,34 @@ class ReadReport:
     def ambiguous_think(self) -> int:
         return sum(f.ambiguous_think for f in self.files)
 
+    def file_notes(self) -> list[str]:
+        """Files skipped whole and files cut short, one line each: never a lone record count."""
+        lines: list[str] = []
+        if self.judge_files:
+            lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
+                         "are not model transcripts; name a file to read it):")
+            lines += [f"    {f}" for f in self.judge_files]
+        if self.skipped_files:
+            lines.append(f"  skipped files: {len(self.skipped_files):,}")
+            lines += [f"    {f.path}: {f.error}" for f in self.skipped_files]
+        for f in self.cut_short:
+            lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
+                    else "the break is at the end of the file, so how many records it cost cannot be estimated")
+            lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
+        return lines
+
+    def notes(self) -> list[str]:
+        """What a run's summary must say about reading: skipped records by reason, ambiguous
+        think tags kept as response, and each skipped or cut-short file."""
+        lines: list[str] = []
+        if bad := self.bad:
+            lines.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
+        if self.ambiguous_think:
+            lines.append(f"ambiguous think tags (kept as response): {self.ambiguous_think:,}")
+        lines += [line.strip() for line in self.file_notes()]
+        lines += self.warnings
+        return lines
+
 
 def read_transcripts(
     inputs: str | Path | Iterable[str | Path],

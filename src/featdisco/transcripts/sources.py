@@ -250,6 +250,9 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     if lead == b"{" and doc is None:
         try:
             list_key, fields = js.find_list_key(open_, skip)
+        except js.MoreValues:
+            yield from _iter_jsonl(path, max_bytes)
+            return
         except js.ijson.JSONError as e:
             yield RawRecord("record 1", None, js.json_error(e), fatal=True)
             return
