@@ -43,6 +43,8 @@ def test_request_response_logs_of_chat_messages_and_responses_endpoints() -> Non
     # a Responses request/response pair: instructions are the system prompt
     assert got["log-5"] == [(0, "user", "Weather in Oslo?"), (1, "thought", "Call the weather tool for Oslo."),
                             (1, "response", '[tool call] get_weather({"city":"Oslo"})')]
+    # an HTTP-level log: the request and response bodies inside
+    assert got["log-7"] == [(0, "user", "Ping?"), (1, "response", "Pong.")]
     # a tracing export's generation: input messages, output message
     assert got["gen-6"] == [(0, "user", "Translate 'cat' to German."), (1, "response", "Katze")]
     models = {r["transcript_id"]: r["model"] for r in rows}

@@ -48,6 +48,8 @@ _COMPLETION_KEYS = ("completion", "output", "response", "generation")
 def _pair(rec: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
     for rk in _REQUEST_KEYS:
         req = rec.get(rk)
+        if isinstance(req, dict) and isinstance(req.get("body"), dict):  # {request: {url, headers, body}}
+            req = req["body"]
         if isinstance(req, dict) and any(k in req for k in ("messages", "input", "prompt")):
             for sk in _RESPONSE_KEYS:
                 if sk in rec and sk != rk:
