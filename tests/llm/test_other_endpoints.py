@@ -76,7 +76,7 @@ def test_fake_runs_as_a_subprocess() -> None:
         assert json.loads(reply["choices"][0]["message"]["content"])["echo"] == "k"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=10) as r:
             stats = json.loads(r.read())
-        assert stats["total"] == 1 and stats["hits"] == {"k": 1} and stats["rate_limited"] == 0
+        assert (stats["total"], stats["hits"], stats["rate_limited"]) == (1, {"k": 1}, 0)
     finally:
         proc.terminate()
         proc.wait(10)
