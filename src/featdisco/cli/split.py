@@ -18,20 +18,15 @@ def file_notes(report: ReadReport) -> list[str]:
     return report.file_notes()
 
 
-def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
-              model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
-              skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
-              quiet: bool, out: Output | None = None) -> None:
+def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_chars: int | None,
+              show_stats: bool, quiet: bool, out: Output | None = None) -> None:
     """Split ``inputs`` into ``output``; with ``--json``/``--csv`` the pieces per model and
     kind are printed as rows."""
     out = out or Output()
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ""):
         raise FeatdiscoError(f"-o {output}: split writes Parquet (.parquet) or CSV (.csv), not {suffix}")
-    meta_fields = [m.strip() for m in (meta or "").split(",") if m.strip()]
-    options = ReadOptions(format=format, mapping=mapping or {}, model=model, meta=meta_fields,
-                          skip_bad=skip_bad, questions=[questions] if questions else [],
-                          max_record_bytes=max_record_bytes, limit=limit)
+    meta_fields = options.meta
     report = ReadReport()
     stats = SplitStats()
 
@@ -70,6 +65,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                      f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
     if stats.truncated:
         notes.append(f"truncated to {max_chars:,} characters: {stats.truncated:,} pieces")
+    if stats.shared_pieces:
+        notes.append(f"turns shared by paths of a conversation tree, split once: {stats.shared_pieces:,}")
     if report.ambiguous_think:
         notes.append(f"ambiguous think tags (kept as response): {report.ambiguous_think:,}")
     if report.duplicate_ids:
