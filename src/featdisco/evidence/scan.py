@@ -290,12 +290,16 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     run_dir = Path(run_dir)
-    spec = AnswerSpec.parse(answer)
+    spec = AnswerSpec.parse(answer)  # every argument is checked before anything is read or split
+    if (question is None) == (cluster is None):
+        raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
+    if name is not None:
+        check_name(name)
+    if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
+        raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
     if inputs:
         split_into(run_dir, inputs, log)
     run = RunDir(run_dir)
-    if (question is None) == (cluster is None):
-        raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
     if cluster is not None:
         question, kind = cluster_question(run, cluster)
         kinds = kinds or [kind]
@@ -304,8 +308,6 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     if not question.strip():
         raise FeatdiscoError("--question is empty")
     name = check_name(name or scan_name(question))
-    if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
-        raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
     pieces = select_pieces(run, kinds, sample, seed, by)
     prompt = load_prompt("scan")
     requests = build_requests(pieces, question, spec, prompt)
