@@ -163,6 +163,26 @@ def test_scan_transcripts_directly_into_a_run_dir(tmp_path: Path, server: FakeOp
     assert by.loc["m1", "positives"] + by.loc["m2", "positives"] == 4
 
 
+def test_scan_into_a_run_dir_takes_the_reading_flags(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """scan INPUT... --run-dir reads transcripts with the flags split and run take (here a
+    mapped table whose model comes from the file name)."""
+    import csv
+
+    table = tmp_path / "gpt-x.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "output"])
+        for i in range(6):
+            w.writerow([f"Question {i}?", f"Answer {i}" + (f", within my {PLANTED}." if i < 3 else ".")])
+    out_dir = tmp_path / "mapped"
+    code, out = scan(server, str(table), "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?",
+                     "--map", "user=prompt,response=output", "--source-model-from", "filename", "--by", "model")
+    assert code == 0, out
+    assert "prevalence 50.0% (3 of 6 pieces answered)" in out
+    by = pq.read_table(out_dir / "scan_budget_by_model.parquet").to_pandas()
+    assert by["group"].tolist() == ["gpt-x"]
+
+
 def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
     result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",
                                       "--max-cost", "0.0005", "--llm", "openai", "--base-url", server.base_url,

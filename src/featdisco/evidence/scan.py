@@ -37,6 +37,7 @@ from featdisco.prompts import Prompt, load_prompt
 from featdisco.rundir import RunDir
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
 from featdisco.transcripts.model import PIECE_KINDS
+from featdisco.transcripts.read import ReadOptions
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
 ANSWER_TYPES = {"bool": pa.bool_(), "scale": pa.int32(), "labels": pa.string()}
@@ -283,9 +284,10 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
              by: str | None = None, sample: int | None = None, seed: int = 0, dry_run: bool = False,
              max_cost: float | None = None, llm: str | None = None, model: str | None = None,
              base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
-             inputs: list[Path] | None = None, log: Any = None) -> Any:
+             inputs: list[Path] | None = None, read_options: ReadOptions | None = None,
+             log: Any = None) -> Any:
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
-    ``inputs`` into it first when given). Returns the engine's estimate on ``dry_run``, else a
+    ``inputs`` into it first when given, read with ``read_options``). Returns the engine's estimate on ``dry_run``, else a
     :class:`ScanResult` after writing the tables."""
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
@@ -298,7 +300,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
         raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
     if inputs:
-        split_into(run_dir, inputs, log)
+        split_into(run_dir, inputs, log, read_options)
     run = RunDir(run_dir)
     if cluster is not None:
         question, kind = cluster_question(run, cluster)
@@ -364,11 +366,11 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     return result
 
 
-def split_into(run_dir: Path, inputs: list[Path], log: Any) -> None:
+def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
     same transcripts were split there before)."""
     from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
 
     cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
         if (run_dir / "manifest.json").exists() else PipelineConfig()
-    Pipeline(run_dir, cfg, log=log).run(inputs, stages=("split",))
+    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=("split",))
