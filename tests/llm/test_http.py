@@ -130,6 +130,25 @@ def test_an_https_origin_tunnels_and_the_proxy_never_sees_the_api_key(
     assert not any("TUNNELKEY" in v for v in headers.values())
 
 
+@pytest.mark.parametrize("var", ["ALL_PROXY", "HTTP_PROXY"])
+def test_a_proxy_aiohttp_cannot_use_is_followed_through_the_sdk(
+        no_proxy_env: pytest.MonkeyPatch, var: str) -> None:
+    """ALL_PROXY, or a proxy given as a bare host:port: aiohttp would ignore them and go
+    around the proxy; the SDK's client follows them, so the calls go that way."""
+    async def go() -> Proxy:
+        async with Proxy() as proxy:
+            value = f"127.0.0.1:{proxy.port}" if var == "HTTP_PROXY" else \
+                f"http://127.0.0.1:{proxy.port}"
+            no_proxy_env.setenv(var, value)
+            resp = await _call(OpenAILLM("m", base_url="http://llm.invalid:8080/v1",
+                                         api_key="sk-x"))
+            assert json.loads(resp.text)["features"] == ["Via a proxy"]
+        return proxy
+
+    [(line, _)] = _run(go).heads
+    assert line == "POST http://llm.invalid:8080/v1/chat/completions HTTP/1.1"
+
+
 def test_no_proxy_hosts_are_reached_directly(no_proxy_env: pytest.MonkeyPatch,
                                             fake: FakeOpenAIServer) -> None:
     async def go() -> Proxy:

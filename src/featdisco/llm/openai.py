@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -119,10 +121,11 @@ class OpenAILLM:
                                   http_client=http)
 
     def sends_via_sdk(self, client: openai.AsyncOpenAI) -> bool:
-        """Whether the SDK must send the calls: asked for, or settings beyond a base URL and
+        """Whether the SDK must send the calls: asked for, settings beyond a base URL and
         fixed headers (custom auth such as Azure AD tokens, default query parameters) that
-        only the SDK itself applies."""
-        return self._via_sdk or client.custom_auth is not None or bool(client.default_query)
+        only the SDK itself applies, or an environment proxy only its client follows."""
+        return (self._via_sdk or client.custom_auth is not None or bool(client.default_query)
+                or _proxy_only_sdk_follows(str(client.base_url)))
 
     def _make_poster(self) -> JsonPoster:
         cfg = self._sdk.get()
@@ -215,11 +218,26 @@ class OpenAILLM:
         await self._sdk.aclose()
 
 
+def _proxy_only_sdk_follows(url: str) -> bool:
+    """True when the environment sets a proxy for ``url`` that the SDK's client (httpx)
+    uses and aiohttp would ignore: ``ALL_PROXY``, a SOCKS or https:// proxy, or a bare
+    ``host:port``. Sending those calls on aiohttp would go around the proxy."""
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return False
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if proxy:
+        return "://" not in proxy or urlsplit(proxy).scheme != "http"
+    return bool(proxies.get("all"))
+
+
 class JsonPoster:
     """POSTs prepared JSON bodies to one URL on one aiohttp session (one event loop).
 
     Proxies follow the environment as the SDK's client follows it (``HTTPS_PROXY``,
-    ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy URL or ``~/.netrc``), read
+    ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy URL or ``~/.netrc``; proxies
+    only the SDK's client speaks send through the SDK, see ``sends_via_sdk``), read
     through aiohttp's own ``trust_env`` rules once, when the poster opens, rather than
     on every request. Through a proxy the headers go with each request, not on the
     session: aiohttp copies a session's headers into the CONNECT request it sends a
