@@ -15,7 +15,16 @@ from featdisco.analysis.activations import load_activations
 from featdisco.cli import app
 from featdisco.pipeline import Pipeline
 from featdisco.report import build_report
-from tests.curation.conftest import K, applied, clusters, config, edit, groups_of, user_ids
+from tests.curation.conftest import (
+    K,
+    applied,
+    clusters,
+    config,
+    edit,
+    groups_of,
+    transform_agrees,
+    user_ids,
+)
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import REWORD
 
@@ -35,6 +44,7 @@ def test_merge_joins_two_clusters_everywhere(run: Path, server: FakeOpenAIServer
     assert [c["cluster_id"] for c in after] == list(range(3 * K - 1))
     act = load_activations(run)
     assert act.piece_matrix.shape[1] == 3 * K - 1
+    assert transform_agrees(run)
     assert applied(run)[0]["status"] == "applied" and applied(run)[0]["now"] == [a]
     # a rerun with nothing new changes nothing and calls nothing
     calls = server.total
@@ -54,6 +64,7 @@ def test_split_makes_k_named_clusters_of_its_members(run: Path) -> None:
     assert all(c["label"] and c["kind"] == "user" for c in parts)
     centroids = __import__("numpy").load(run / "centroids_user.npy")
     assert centroids.shape[0] == K + 1  # transform can assign to either part
+    assert transform_agrees(run)
 
 
 def test_rename_and_hide_reach_the_cluster_table_and_the_report(run: Path) -> None:
