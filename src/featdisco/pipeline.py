@@ -28,6 +28,7 @@ from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunne
 from featdisco.stages.cluster import ClusterStage
 from featdisco.stages.embed import EmbedStage
 from featdisco.stages.featurize import FeaturizeConfig, FeaturizeStage, build_requests
+from featdisco.stages.merge import MergeStage
 from featdisco.stages.name import NameStage
 from featdisco.stages.rate import RateStage
 from featdisco.stages.split import SplitInputs, SplitStage
@@ -36,7 +37,7 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
 PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
-                               NameStage(), RateStage(), AssembleStage())
+                               NameStage(), MergeStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
 ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
 
@@ -58,6 +59,7 @@ class PipelineConfig:
     sample_size: int = 100
     rate_batch: int = 10
     min_cluster_size: int = 3
+    merge: bool = True  # merge near-duplicate clusters after naming (stages/merge.py)
     seed: int = 0
     concurrency: int = 64
     rpm: float | None = None

@@ -16,11 +16,11 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
-from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
+from featdisco.stages.members import RAW_MEMBER_ARTEFACTS, ClusterMembers
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: names the raw (k-means) clusters
 
 KIND_PLURALS = {"user": "user messages", "thought": "an AI model's private reasoning (thoughts)",
                 "response": "an AI assistant's responses"}
@@ -93,17 +93,17 @@ class NameStage(Stage):
 
     name = "name"
     version = STAGE_VERSION
-    reads = MEMBER_ARTEFACTS
-    writes = ("labels.parquet",)
+    reads = RAW_MEMBER_ARTEFACTS  # the k-means clusters: the merge stage renames what it merges
+    writes = ("raw_labels.parquet",)
     config = ("sample_size", "seed")
     prompt = "name"
     backends = ("llm",)
 
     def run(self, ctx: StageContext) -> StageResult:
-        base, members = ClusterMembers.read(ctx)
+        base, members = ClusterMembers.read(ctx, RAW_MEMBER_ARTEFACTS)
         table, report = name_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),
                                       members, ctx.engine, ctx.prompt, sample_size=ctx.config.sample_size,
                                       seed=ctx.config.seed)
-        ctx.write_table("labels.parquet", table)
+        ctx.write_table("raw_labels.parquet", table)
         return StageResult({"clusters": report.clusters, "ok": report.ok, "failed": report.failed},
                            complete=report.failed == 0)
