@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from sklearn.metrics import normalized_mutual_info_score
 
+from featdisco.stages.merge import duplicate_share
 from tests.conftest import SHARED_DATA
 from tests.fakes.openai_server import FakeRequest, Reply
 from tests.pipeline_fakes import _MODS, _OBJECTS, _VERBS
@@ -235,7 +236,7 @@ def measure(run_dir: Path, probes: bool = True) -> dict[str, Any]:
         norm = g["label"].fillna("").str.lower().str.strip()
         counts = norm.value_counts()
         planted_labels = [lab for lab in counts.index if lab in {b.lower() for b in PLANTED}]
-        dup[kind] = {"duplicate_label_share": round(float((norm.map(counts) > 1).mean()), 3),
+        dup[kind] = {"duplicate_label_share": round(duplicate_share(g["label"].tolist()), 3),
                      "planted_labels_shared": {lab: int(counts[lab]) for lab in planted_labels if counts[lab] > 1}}
     out["duplicates"] = dup
     if probes:
@@ -256,8 +257,3 @@ def planted_runner(server_url: str, run_dir: Path, data: Path, **cfg: Any) -> An
     base.update(cfg)
     return Pipeline(run_dir, PipelineConfig(**base)).run([data])
 
-
-def share_of_duplicates(labels: list[str]) -> float:
-    norm = [lab.lower().strip() for lab in labels]
-    counts = Counter(norm)
-    return float(np.mean([counts[x] > 1 for x in norm])) if norm else 0.0

@@ -106,6 +106,10 @@ def print_summary(result: RunResult) -> None:
         kinds = c.column("kind").to_pylist()
         per_kind = ", ".join(f"{k} {kinds.count(k)}" for k in PIECE_KINDS if k in kinds)
         console.print(f"clusters: {c.num_rows} ({per_kind})")
+    merge = next((t.counts for t in result.stages if t.name == "merge"), None)
+    if merge and merge.get("raw_clusters"):
+        console.print(f"near-duplicates merged: {merge.get('merged', 0)} of {merge['raw_clusters']} clusters "
+                      "folded into another (mapping: merges.parquet)")
     s = result.llm
     cost = "unknown (no price for this model)" if s.cost is None else f"${s.cost:.4f}"
     capped = f", {s.skipped_budget} not sent: cost cap reached" if s.skipped_budget else ""

@@ -178,6 +178,12 @@ def _shown(g: Group, seed: int) -> list[str]:
     return sorted(random.Random(seed * 1_000_003 + min(g.raw)).sample(pool, SHOWN))
 
 
+def _root(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        i = parent[i]
+    return i
+
+
 def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Prompt, seed: int,
                report: MergeReport) -> list[Group]:
     """Rounds of candidate → check → merge for one kind's groups."""
@@ -190,11 +196,6 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
         results = engine.run_sync(check_requests(kind, groups, plan, prompt, seed), desc=f"merge {kind}")
         parent = list(range(len(groups)))
         names: dict[int, tuple[str, str]] = {}
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
 
         for batch, res in zip(plan, results, strict=True):
             report.calls += 1
@@ -212,11 +213,11 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
                 if len(ids) < 2:
                     continue
                 for other in ids[1:]:
-                    parent[root(other)] = root(ids[0])
-                names[root(ids[0])] = (" ".join(str(grp["label"]).split()), " ".join(str(grp["description"]).split()))
+                    parent[_root(parent, other)] = _root(parent, ids[0])
+                names[_root(parent, ids[0])] = (" ".join(str(grp["label"]).split()), " ".join(str(grp["description"]).split()))
         components: dict[int, list[int]] = {}
         for i in range(len(groups)):
-            components.setdefault(root(i), []).append(i)
+            components.setdefault(_root(parent, i), []).append(i)
         if all(len(c) == 1 for c in components.values()):
             break
         merged: list[Group] = []
@@ -226,7 +227,7 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
                 continue
             parts = [groups[i] for i in idx]
             label, description = names.get(r) or next(
-                ((lab, d) for k, (lab, d) in names.items() if root(k) == r), (parts[0].label or "", ""))
+                ((lab, d) for k, (lab, d) in names.items() if _root(parent, k) == r), (parts[0].label or "", ""))
             weights = np.array([p.size for p in parts], dtype=np.float64)
             cen = (np.stack([p.centroid for p in parts]) * weights[:, None]).sum(0)
             cen = (cen / max(np.linalg.norm(cen), 1e-12)).astype(np.float32)
