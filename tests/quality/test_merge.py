@@ -17,7 +17,14 @@ from typer.testing import CliRunner
 from featdisco.dictionary import Dictionary
 from featdisco.stages.merge import duplicate_share
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.quality.harness import BEHAVIOUR_OF, PLANTED, handler, measure, planted_runner, write_transcripts
+from tests.quality.harness import (
+    BEHAVIOUR_OF,
+    PLANTED,
+    handler,
+    measure,
+    planted_runner,
+    write_transcripts,
+)
 
 N = 800  # transcripts: at this size the k-means partition splits two planted behaviours
 
