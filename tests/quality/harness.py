@@ -183,7 +183,7 @@ def handler(req: FakeRequest) -> Reply:
     if m:
         return Reply(content=json.dumps({"features": _features(m.group(1))}))
     if "sampled at random from one cluster" in user:
-        own = user.split("For contrast", 1)[0]
+        own = user.split("For contrast", 1)[0].split("\nWrite:", 1)[0]
         members = [line[2:] for line in own.splitlines() if line.startswith("- ")]
         label = scripted_label(members)
         return Reply(content=json.dumps({"label": label, "description": f"Features: {label.lower()}."}))

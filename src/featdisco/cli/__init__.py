@@ -189,6 +189,9 @@ def transform_cmd(
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
                   f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+    from featdisco.cli.run import print_new_clusters
+
+    print_new_clusters(output)
 
 
 @app.command("formats")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
@@ -116,6 +117,26 @@ def print_summary(result: RunResult) -> None:
     console.print(f"LLM requests: {s.calls} ({s.cached} cached, {s.failed} failed"
                   f"{', ' + str(dict(s.failed_by_reason)) if s.failed_by_reason else ''}{capped}), "
                   f"tokens {s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
+
+
+def print_new_clusters(out_dir: Path, top: int = 15) -> None:
+    """The summary of what a transform found that the dictionary lacks."""
+    path = out_dir / "new_clusters.parquet"
+    if not path.exists():
+        console.print("new in this data: not checked (the dictionary predates per-cluster thresholds; "
+                      "rerun `featdisco run` on it)")
+        return
+    new = pq.read_table(path)
+    if new.num_rows == 0:
+        console.print("new in this data: nothing; every behaviour found is one the dictionary has")
+        return
+    table = Table(title=f"new in this data: {new.num_rows} candidate clusters (new_clusters.parquet)",
+                  show_edge=False)
+    for col in ("kind", "size", "label", "nearest existing cluster"):
+        table.add_column(col, overflow="fold")
+    for r in new.slice(0, top).to_pylist():
+        table.add_row(r["kind"], f"{r['size']:,}", r["label"] or "(unnamed)", _clip(r.get("nearest_label") or "", 40))
+    console.print(table)
 
 
 def _clip(text: str, n: int) -> str:
