@@ -342,6 +342,7 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
                 log(f"new in this data: {unassigned:,} of {assignments.num_rows:,} features are unassigned; "
                     f"{new.num_rows} candidate new clusters (new_clusters.parquet)")
         pipe.dir.write_table("assignments.parquet", assignments)
+        pipe.dir.write_table("clusters.parquet", observed_clusters(pipe.dir, dictionary, assignments))
         act = _activations(out, dictionary)
         if not temporary:
             sparse.save_npz(pipe.dir.file("activations.npz"), act.piece_matrix)
@@ -349,6 +350,25 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
     finally:
         if temporary:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def observed_clusters(run: RunDir, dictionary: Dictionary, assignments: pa.Table) -> pa.Table:
+    """The fitted cluster table with its counts (size, pieces, transcripts) over the new data,
+    so ``featdisco report`` on a transform's output shows the new data through the dictionary."""
+    spread = pa.table({"cluster_id": assignments.column("cluster_id"),
+                       "piece_id": run.read_table("features.parquet", ["piece_id"]).column(0),
+                       "transcript_id": run.read_table("features.parquet", ["transcript_id"]).column(0)}) \
+        .group_by("cluster_id").aggregate([([], "count_all"), ("piece_id", "count_distinct"),
+                                           ("transcript_id", "count_distinct")])
+    found = {r["cluster_id"]: r for r in spread.to_pylist()}
+    table = dictionary.clusters
+    for name, key in (("size", "count_all"), ("pieces", "piece_id_count_distinct"),
+                      ("transcripts", "transcript_id_count_distinct")):
+        values = pa.array([int(found.get(c, {}).get(key, 0)) for c in table.column("cluster_id").to_pylist()],
+                          pa.int64())
+        table = (table.set_column(table.column_names.index(name), name, values) if name in table.column_names
+                 else table.append_column(name, values))
+    return table
 
 
 def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | None = None,

@@ -80,3 +80,19 @@ def test_the_estimator_keeps_the_new_clusters(server: FakeOpenAIServer, fitted: 
     act = est.transform([data])
     assert act.matrix.shape[1] == est.dictionary_.n_clusters
     assert est.new_clusters_.iloc[0]["label"] == "Asks about space travel"
+
+
+def test_the_report_of_a_transform_has_a_new_in_this_data_section(server: FakeOpenAIServer, fitted: Path,
+                                                                   tmp_path: Path) -> None:
+    import json
+
+    from featdisco.report.build import build_report
+
+    _, out = transform(server, fitted, tmp_path, novel=True)
+    build_report(out)
+    text = (out / "report" / "data" / "overview.js").read_text()
+    overview = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    assert overview["new_clusters"][0]["label"] == "Asks about space travel"
+    assert overview["transcripts"] == 250  # the new data's, through the fitted dictionary
+    sizes = pq.read_table(out / "clusters.parquet", columns=["size"]).column(0).to_pylist()
+    assert sum(sizes) == pq.read_table(out / "features.parquet").num_rows
