@@ -30,7 +30,7 @@ from featdisco.analysis.activations import Activations, load_activations
 from featdisco.dictionary import Dictionary, group_unassigned
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import ENCODE, Pipeline, PipelineConfig, config_from_manifest, read_manifest
-from featdisco.prompts import Prompt, saved_copy
+from featdisco.prompts import PROMPT_NAMES, Prompt, saved_copy
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir
 from featdisco.storage.matrix import load_matrix
 from featdisco.transcripts.model import Transcript
@@ -54,7 +54,7 @@ class FeatureDiscovery(BaseEstimator):
     ``llm`` is a backend name (``openai``, ``anthropic``, ``local``) or an object following
     :class:`featdisco.llm.base.LLMBackend`; ``embedder`` a name (``minilm``, ``st:PATH``,
     ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`; ``prompts`` maps a
-    prompt name (``featurize``, ``name``, ``rate``) to a file of the user's. The rest are
+    prompt name (``featurize``, ``name``, ``merge``, ``rate``) to a file of the user's. The rest are
     :class:`featdisco.pipeline.PipelineConfig` fields.
     """
 
@@ -62,7 +62,7 @@ class FeatureDiscovery(BaseEstimator):
                  embedder: Any = None, n_clusters: int | dict[str, int] | None = None,
                  min_features: int = 10, max_features: int = 20, max_piece_tokens: int = 2000,
                  max_chars: int | None = None, sample_size: int = 100, rate_batch: int = 10,
-                 min_cluster_size: int = 3, seed: int = 0, concurrency: int = 64,
+                 min_cluster_size: int = 3, merge: bool = True, seed: int = 0, concurrency: int = 64,
                  rpm: float | None = None, tpm: float | None = None, timeout: float = 120.0,
                  max_cost: float | None = None, prompts: dict[str, str | Path] | None = None,
                  batch: bool = False, executor: str = "local",
@@ -79,6 +79,7 @@ class FeatureDiscovery(BaseEstimator):
         self.sample_size = sample_size
         self.rate_batch = rate_batch
         self.min_cluster_size = min_cluster_size
+        self.merge = merge
         self.seed = seed
         self.concurrency = concurrency
         self.rpm = rpm
@@ -97,10 +98,10 @@ class FeatureDiscovery(BaseEstimator):
         params = self.get_params(deep=False)
         if not isinstance(params["llm"], str | None) and not hasattr(params["llm"], "complete"):
             raise FeatdiscoError(f"llm must be a backend name or an LLM backend object, not {params['llm']!r}")
-        unknown = set(params["prompts"] or {}) - {"featurize", "name", "rate"}
+        unknown = set(params["prompts"] or {}) - set(PROMPT_NAMES)
         if unknown:
             raise FeatdiscoError(f"prompts: unknown prompt name(s) {', '.join(sorted(unknown))}; "
-                                 "use featurize, name or rate")
+                                 f"use {', '.join(PROMPT_NAMES)}")
         cfg = PipelineConfig(
             llm=params.pop("llm") if isinstance(self.llm, str) else None,
             embedder=params.pop("embedder") if isinstance(self.embedder, str) else None,

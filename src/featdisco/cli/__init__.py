@@ -105,6 +105,9 @@ def run_cmd(
     rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
+    merge: Annotated[bool, typer.Option(
+        "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
+        "behaviour (checked by the LLM; mapping in merges.parquet).")] = True,
     format: FormatOpt = None,
     map_: MapOpt = None,
     source_model: Annotated[str | None, typer.Option(
@@ -124,7 +127,7 @@ def run_cmd(
         "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
         "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster).")] = "local",
     prompt: Annotated[list[str] | None, typer.Option(
-        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name or rate; "
+        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
         "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
         "and the run keeps a copy.")] = None,
     quiet: QuietOpt = False,
@@ -141,7 +144,7 @@ def run_cmd(
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
-                         seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                         seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
                          batch=batch, batch_poll=batch_poll, executor=executor)
     cfg.featurize_config()  # validates the feature bounds before any work
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
