@@ -57,6 +57,7 @@ class PipelineConfig:
     max_piece_tokens: int = 2000
     max_chars: int | None = None
     sample_size: int = 100
+    name_contrast: int = 0  # nearest clusters shown when naming, for a label that tells them apart
     rate_batch: int = 10
     min_cluster_size: int = 3
     merge: bool = True  # merge near-duplicate clusters after naming (stages/merge.py)
