@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +40,7 @@ from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
 from featdisco.stages.kmeans import nearest
 from featdisco.stages.members import ClusterMembers
-from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA
+from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA, sample_members
 from featdisco.storage.matrix import read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
@@ -49,10 +50,12 @@ RAW = {"clusters": "raw_clusters.parquet", "assignments": "raw_assignments.parqu
 RAW_CENTROIDS = tuple(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS)
 BATCH = 10  # clusters per check: each shown with SHOWN members
 SHOWN = 10
+POOL = 50  # distinct members kept per cluster to draw what a check shows from
 NEIGHBOURS = 3  # nearest clusters considered per cluster
 CANDIDATE_QUANTILE = 0.95  # a neighbour is a candidate above this quantile of the kind's pair cosines
 LABEL_QUANTILE = 0.75  # ... or above this one when the labels nearly match
 MAX_ROUNDS = 3
+PAIR_SAMPLE = 200_000  # pairs of clusters whose cosines set the kind's candidate threshold
 THRESHOLD_PERCENTILE = 1.0  # transform: unassigned below this percentile of members' similarity
 MERGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -95,7 +98,7 @@ class Group:
     label: str | None
     description: str | None
     sample: list[str]
-    members: list[str]
+    members: list[str]  # a random sample of distinct members (what a check shows is drawn from it)
     merged: bool = False
 
 
@@ -114,16 +117,25 @@ def candidate_pairs(groups: list[Group], judged: set[frozenset[int]]) -> list[tu
     works), or moderately high with a near-identical label; pairs judged apart are skipped."""
     if len(groups) < 2:
         return []
-    C = np.stack([g.centroid for g in groups])
-    S = C @ C.T
-    upper = S[np.triu_indices(len(groups), 1)]
-    high, moderate = np.quantile(upper, CANDIDATE_QUANTILE), np.quantile(upper, LABEL_QUANTILE)
-    np.fill_diagonal(S, -np.inf)
+    C = np.ascontiguousarray(np.stack([g.centroid for g in groups]), dtype=np.float32)
+    n = len(groups)
+    rng = np.random.default_rng(0)  # the kind's pair cosines, from a sample when there are many
+    a, b = rng.integers(0, n, PAIR_SAMPLE), rng.integers(0, n, PAIR_SAMPLE)
+    if n * (n - 1) // 2 <= PAIR_SAMPLE:
+        a, b = np.triu_indices(n, 1)
+    keep = a != b
+    sims = np.einsum("ij,ij->i", C[a[keep]], C[b[keep]])
+    high, moderate = np.quantile(sims, CANDIDATE_QUANTILE), np.quantile(sims, LABEL_QUANTILE)
+    index = faiss.IndexFlatIP(C.shape[1])
+    index.add(C)
+    near_sims, near_ids = index.search(C, min(NEIGHBOURS + 1, n))
     pairs: set[tuple[int, int]] = set()
-    for i in range(len(groups)):
-        for j in np.argsort(-S[i])[:NEIGHBOURS]:
+    for i in range(n):
+        for sim, j in zip(near_sims[i], near_ids[i], strict=True):
             j = int(j)
-            if S[i, j] >= high or (S[i, j] >= moderate and near_duplicate(groups[i].label, groups[j].label)):
+            if j == i or j < 0:
+                continue
+            if sim >= high or (sim >= moderate and near_duplicate(groups[i].label, groups[j].label)):
                 pairs.add((min(i, j), max(i, j)))
     return sorted(p for p in pairs if _key(groups[p[0]], groups[p[1]]) not in judged)
 
@@ -231,7 +243,7 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
             weights = np.array([p.size for p in parts], dtype=np.float64)
             cen = (np.stack([p.centroid for p in parts]) * weights[:, None]).sum(0)
             cen = (cen / max(np.linalg.norm(cen), 1e-12)).astype(np.float32)
-            members = [m for p in parts for m in p.members]
+            members = sorted({m for p in parts for m in p.members})
             merged.append(Group(sorted(x for p in parts for x in p.raw), int(weights.sum()), cen, label, description,
                                 sorted({m for p in parts for m in _shown(p, seed)}), members, True))
             report.merged += len(idx) - 1
@@ -259,6 +271,7 @@ class MergeStage(Stage):
                                  ctx.read_table(RAW["assignments"], ["cluster_id"]).column("cluster_id"),
                                  raw.num_rows)
         report = MergeReport()
+        seed = ctx.config.seed
         final: dict[str, list[Group]] = {}
         for kind in PIECE_KINDS:
             rows = [r for r in raw.to_pylist() if r["kind"] == kind]
@@ -267,7 +280,8 @@ class MergeStage(Stage):
             cents = np.load(ctx.path(f"raw_centroids_{kind}.npy"))
             groups = [Group([r["cluster_id"]], r["size"], cents[r["cluster"]], labels[r["cluster_id"]]["label"],
                             labels[r["cluster_id"]]["description"], labels[r["cluster_id"]]["sample"],
-                            members[r["cluster_id"]]) for r in rows]
+                            sample_members(members[r["cluster_id"]], POOL, seed * 1_000_003 + r["cluster_id"])
+                            if ctx.config.merge else []) for r in rows]
             final[kind] = (merge_kind(kind, groups, ctx.engine, ctx.prompt, ctx.config.seed, report)
                            if ctx.config.merge else groups)
         counts = write_final(ctx, raw, labels, final)
