@@ -144,7 +144,7 @@ def _key(a: Group, b: Group) -> frozenset[int]:
     return frozenset((min(a.raw), min(b.raw)))
 
 
-def batches(n: int, pairs: list[tuple[int, int]], size: int = BATCH) -> list[list[int]]:
+def batches(pairs: list[tuple[int, int]], size: int = BATCH) -> list[list[int]]:
     """Connected candidates in batches of at most ``size``, neighbours kept together."""
     adj: dict[int, set[int]] = {}
     for a, b in pairs:
@@ -201,7 +201,7 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
     """Rounds of candidate → check → merge for one kind's groups."""
     judged: set[frozenset[int]] = set()
     for _ in range(MAX_ROUNDS):
-        plan = batches(len(groups), candidate_pairs(groups, judged))
+        plan = batches(candidate_pairs(groups, judged))
         if not plan:
             break
         report.rounds += 1

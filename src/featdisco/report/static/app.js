@@ -260,7 +260,7 @@ function viewOverview() {
     ["clusters (k)", typeof cfg.n_clusters === "object" && cfg.n_clusters ? JSON.stringify(cfg.n_clusters) : String(cfg.n_clusters ?? "auto")],
     ["features per piece", `${cfg.min_features ?? "–"}–${cfg.max_features ?? "–"}`], ["seed", String(cfg.seed ?? "–")],
     ["featdisco", (ov.versions || {}).featdisco ?? "–"], ["run created", ov.created ?? "–"], ["report built", ov.built]];
-  const order = ["split", "featurize", "embed", "cluster", "name", "rate"];
+  const order = ["split", "featurize", "embed", "cluster", "name", "merge", "rate", "assemble"];
   const rank = (n) => (order.indexOf(n) + 1) || 99;
   const stageRows = Object.entries(ov.stages).sort((a, b) => rank(a[0]) - rank(b[0])).map(([name, st]) => {
     const llm = st.llm || {};
