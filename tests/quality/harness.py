@@ -237,6 +237,13 @@ def measure(run_dir: Path, probes: bool = True) -> dict[str, Any]:
         planted_labels = [lab for lab in counts.index if lab in {b.lower() for b in PLANTED}]
         dup[kind] = {"duplicate_label_share": round(duplicate_share(g["label"].tolist()), 3),
                      "planted_labels_shared": {lab: int(counts[lab]) for lab in planted_labels if counts[lab] > 1}}
+    raw = run_dir / "raw_labels.parquet"
+    if raw.exists():  # the same share for the k-means clusters, before merging
+        kinds = pq.read_table(run_dir / "raw_clusters.parquet", columns=["kind"]).column(0).to_pylist()
+        labels = pq.read_table(raw, columns=["label"]).column(0).to_pylist()
+        for kind in dup:
+            dup[kind]["before_merge"] = round(duplicate_share([lab for lab, k in zip(labels, kinds, strict=True)
+                                                               if k == kind]), 3)
     out["duplicates"] = dup
     if probes:
         from featdisco.analysis.probes import run_probes
