@@ -48,6 +48,10 @@ STAGE_VERSION = 1
 RAW = {"clusters": "raw_clusters.parquet", "assignments": "raw_assignments.parquet",
        "labels": "raw_labels.parquet"}
 RAW_CENTROIDS = tuple(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS)
+# What this stage writes: the partition the rest of the run reads. With a curate stage after it
+# (helper "curation"), make these merged_* names and point curate's SOURCE at them.
+OUT = {"assignments": "assignments.parquet", "clusters": "clusters_base.parquet", "labels": "labels.parquet",
+       **{f"centroids_{kind}": f"centroids_{kind}.npy" for kind in PIECE_KINDS}}
 BATCH = 10  # clusters per check: each shown with SHOWN members
 SHOWN = 10
 POOL = 50  # distinct members kept per cluster to draw what a check shows from
@@ -258,8 +262,7 @@ class MergeStage(Stage):
     version = STAGE_VERSION
     reads = (RAW["clusters"], RAW["assignments"], RAW["labels"], *RAW_CENTROIDS,
              "features.parquet", "strings.parquet", "embeddings.npy")
-    writes = ("clusters_base.parquet", "assignments.parquet", "labels.parquet", "merges.parquet",
-              *(f"centroids_{kind}.npy" for kind in PIECE_KINDS))
+    writes = (*OUT.values(), "merges.parquet")
     config = ("merge", "seed", "min_cluster_size")
     prompt = "merge"
     backends = ("llm",)
@@ -321,7 +324,7 @@ def write_final(ctx: StageContext, raw: pa.Table, labels: list[dict[str, Any]],
         k = len(groups)
         cluster_of[mask] = local + offset
         sim_of[mask] = sim
-        save_matrix(ctx.output(f"centroids_{kind}.npy"), cents[used])
+        save_matrix(ctx.output(OUT[f"centroids_{kind}"]), cents[used])
         size = np.bincount(local, minlength=k)
         order = np.argsort(local, kind="stable")
         bounds = np.searchsorted(local[order], np.arange(k + 1))
@@ -362,8 +365,8 @@ def write_final(ctx: StageContext, raw: pa.Table, labels: list[dict[str, Any]],
     clusters = clusters.rename_columns([{"piece_id_count_distinct": "pieces",
                                          "transcript_id_count_distinct": "transcripts"}.get(c, c)
                                         for c in clusters.column_names])
-    ctx.write_table("assignments.parquet", assignments)
-    ctx.write_table("clusters_base.parquet", clusters)
-    ctx.write_table("labels.parquet", pa.Table.from_pylist(label_rows, schema=LABELS_SCHEMA))
+    ctx.write_table(OUT["assignments"], assignments)
+    ctx.write_table(OUT["clusters"], clusters)
+    ctx.write_table(OUT["labels"], pa.Table.from_pylist(label_rows, schema=LABELS_SCHEMA))
     ctx.write_table("merges.parquet", pa.Table.from_pylist(merge_rows, schema=MERGES_SCHEMA))
     return {"clusters": clusters.num_rows, "emptied": len(gone)}
