@@ -1,238 +1,157 @@
-"""Benchmark: the call engine against the fake server with 200 ms latency.
+"""Benchmark: the call engine at a provider's real ceiling.
 
-Prints, per concurrency level, the wall time against the ideal (calls x latency /
-concurrency; the target is at most 1.15x) and the client's CPU time per call. The fake
-runs in its own process(es) so that its CPU is not counted as the client's; the client
-runs the whole real path: engine, cache (SQLite on disk), openai backend, HTTP.
+The fake server (its own process, so its CPU is not counted as the client's) is shaped
+like a top-tier provider: latency lognormal with median 2 s and p99 15 s, and a limit of
+500 requests/s (30,000 a minute) answered with 429 + Retry-After beyond it. The client
+runs the whole real path (engine, SQLite cache on disk, openai backend, aiohttp): 20,000
+calls at concurrency 2,000, once with ``--rpm`` at the limit (the engine paces itself)
+and once without (it meets the limit as 429s and waits out each Retry-After).
 
-Beside each engine line it prints a floor: the same calls from a bare client (no engine,
-cache, validation or backend) on the HTTP client the engine's transport uses (h1.py's for
-auto and h1, aiohttp's otherwise), against the same server in the same run. On a
-small machine the client and the fake share the CPUs, so the ideal can be out of reach
-for any Python client; the floor shows how much of the gap is the engine's. The fake's
-own CPU per request is printed too, as is how many processes serve it (``--server-procs``:
-with 2, two fakes share the port through SO_REUSEPORT and the kernel spreads the
-connections between them; default 1).
+Printed per run, with the goals of issue 12:
 
-    .venv/bin/python bench/llm_engine.py [--calls 20000] [--latency 0.2] [--conc 256 1000]
-        [--server-procs 1] [--no-floor] [--transport auto|h1|aiohttp|httpx]
+* throughput against the ideal rate, min(limit, concurrency / mean latency) (goal >= 0.95):
+  as the server saw it (the rate at which it admitted the first 95% of the calls: how
+  well the client keeps the limit busy) and end to end (calls / wall time, which includes
+  draining the latency tail after the last admission, also given against an ideal client
+  that admits exactly at the ideal rate and meets the same latency draws);
+* client CPU per call (goal <= 400 us), 429s received, calls lost (goal 0).
+
+    .venv/bin/python bench/llm_engine.py [--calls 20000] [--conc 2000] [--limit 500]
+        [--median 2] [--p99 15] [--mode both|rpm|none]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import heapq
+import json
+import math
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
 from pathlib import Path
 
-import orjson
+from tests.fakes.openai_server import lognormal_latency
 
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import CallEngine, _relaxed_gc
-from featdisco.llm.h1 import H1Poster
+from featdisco.llm.engine import CallEngine
 from featdisco.llm.openai import OpenAILLM
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["echo", "features"],
           "properties": {"echo": {"type": "string"},
                          "features": {"type": "array", "items": {"type": "string"}}}}
-
-
-def start_server(latency: float, procs: int = 1) -> tuple[list[subprocess.Popen[str]], str]:
-    """``procs`` fake servers on one port (SO_REUSEPORT when more than one)."""
-    out: list[subprocess.Popen[str]] = []
-    port = "0"
-    for _ in range(procs):
-        cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", port,
-               "--latency", str(latency)] + (["--reuse-port"] if procs > 1 else [])
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-        out.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline().split()
-        if not line or line[0] != "READY":
-            stop_server(out)
-            raise RuntimeError("fake server did not start")
-        port = line[1]
-    return out, f"http://127.0.0.1:{port}/v1"
-
-
-def stop_server(procs: list[subprocess.Popen[str]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(10)
-
-
-def server_cpu(procs: list[subprocess.Popen[str]]) -> float:
-    """CPU seconds the fake's processes have used (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for proc in procs:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise
-        return None
-    return uvloop.new_event_loop
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 TEXT = ("Summarise the behaviour shown in this piece of a transcript. " * 8).strip()
 SYSTEM = "You describe transcript pieces."
+SEED = 7
 
 
-async def one_run(base_url: str, calls: int, conc: int, tag: str, cache_dir: str,
-                  transport: str = "auto", server: Callable[[], float] = lambda: 0.0
-                  ) -> dict[str, float]:
-    backend = OpenAILLM("gpt-4o-mini", base_url=base_url, api_key="sk-bench", concurrency=conc,
-                        http_transport=transport)
-    cache = CallCache(os.path.join(cache_dir, f"cache-{conc}.sqlite"))
-    engine = CallEngine(backend, cache, concurrency=conc, progress="none", timeout=30)
+def start_server(median: float, p99: float, limit: float) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--latency",
+           str(median), "--latency-p99", str(p99), "--limit-rps", str(limit), "--seed", str(SEED)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "READY":
+        proc.terminate()
+        raise RuntimeError("fake server did not start")
+    return proc, f"http://127.0.0.1:{line[1]}"
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """User and system CPU seconds of this process (the client)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def ideal_wall(calls: int, rate: float, conc: int, median: float, p99: float) -> float:
+    """The wall time of a perfect client: it admits a call every 1/rate seconds, never more
+    than ``conc`` at once, and meets the server's own latency draws (same seed, same order)."""
+    draw = lognormal_latency(median, p99, SEED)
+    running: list[float] = []
+    end = 0.0
+    for i in range(calls):
+        start = i / rate
+        if len(running) >= conc:
+            start = max(start, heapq.heappop(running))
+        finish = start + draw()
+        heapq.heappush(running, finish)
+        end = max(end, finish)
+    return end
+
+
+def one_run(root: str, calls: int, conc: int, rpm: float | None, cache_dir: str
+            ) -> dict[str, float]:
+    backend = OpenAILLM("gpt-4o-mini", base_url=root + "/v1", api_key="sk-bench",
+                        concurrency=conc)
+    cache = CallCache(os.path.join(cache_dir, f"cache-{rpm}.sqlite"))
+    engine = CallEngine(backend, cache, concurrency=conc, rpm=rpm, progress="none")
     reqs = [LLMRequest((ChatMessage("system", SYSTEM),
-                        ChatMessage("user", f"{tag} piece {i}: {TEXT}")), schema=SCHEMA,
+                        ChatMessage("user", f"{rpm} piece {i}: {TEXT}")), schema=SCHEMA,
                        sampling=Sampling(max_tokens=256), prompt_version="bench-v1")
             for i in range(calls)]
-    # warm the pool and the code paths so connection set-up is not billed to the run
-    await engine.run(reqs[:conc])
-    rest = reqs[conc:]
-    s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
-    results = await engine.run(rest)
-    wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
-    await engine.aclose()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    results = engine.run_sync(reqs)
+    wall, c1 = time.perf_counter() - t0, cpu_seconds()
+    engine.close()
     cache.close()
-    bad = sum(r.status != "ok" for r in results)
-    return {"calls": len(rest), "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
-
-
-async def floor_run(base_url: str, calls: int, conc: int, tag: str, client: str,
-                    server: Callable[[], float] = lambda: 0.0) -> dict[str, float]:
-    """The same requests from a bare client: ``conc`` tasks on one HTTP client (``client``:
-    'h1', the engine's default lean client, or 'aiohttp'), the body built with orjson and
-    the reply parsed, nothing else — under the same garbage collector setting as the
-    engine's runs, so that the gap is the engine's own code."""
-    url = base_url + "/chat/completions"
-    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA,
-                                                  "strict": True}}
-    auth = {"Authorization": "Bearer sk-bench"}
-    bad = 0
-
-    def body(i: int) -> bytes:
-        return orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 256, "temperature": 0.0,
-                             "messages": [{"role": "system", "content": SYSTEM},
-                                          {"role": "user", "content": f"{tag} piece {i}: {TEXT}"}],
-                             "response_format": fmt})
-
-    if client == "h1":
-        poster = H1Poster(conc, 30.0, auth)
-
-        async def post(i: int) -> tuple[int, bytes]:
-            status, _, raw = await poster.post(url, body(i))
-            return status, raw
-
-        async def close() -> None:
-            await poster.close()
-    else:
-        import aiohttp
-
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc))
-        headers = {**auth, "Content-Type": "application/json"}
-
-        async def post(i: int) -> tuple[int, bytes]:
-            async with session.post(url, data=body(i), headers=headers) as r:
-                return r.status, await r.read()
-
-        async def close() -> None:
-            await session.close()
-
-    async def drain(todo: list[int]) -> None:
-        nonlocal bad
-        while todo:
-            status, raw = await post(todo.pop())
-            reply = orjson.loads(raw)
-            bad += status != 200 or not reply["choices"][0]["message"]["content"]
-
-    warm = list(range(calls, calls + conc))
-    await asyncio.gather(*(drain(warm) for _ in range(conc)))
-    todo = list(range(calls))
-    s0, c0, t0 = server(), cpu_seconds(), time.perf_counter()
-    with _relaxed_gc(conc):
-        await asyncio.gather(*(drain(todo) for _ in range(conc)))
-    wall, cpu, srv = time.perf_counter() - t0, cpu_seconds() - c0, server() - s0
-    await close()
-    return {"calls": calls, "wall": wall, "cpu": cpu, "server": srv, "failed": bad}
-
-
-def report(label: str, r: dict[str, float], conc: int, latency: float) -> None:
-    ideal = r["calls"] * latency / conc
-    print(f"  {label:<13} {int(r['calls'])} calls in {r['wall']:.2f}s, ideal {ideal:.2f}s, "
-          f"ratio {r['wall'] / ideal:.3f}; client CPU {r['cpu'] / r['calls'] * 1e6:.0f} us/call, "
-          f"server CPU {r['server'] / r['calls'] * 1e6:.0f} us/call; failed {int(r['failed'])}",
-          flush=True)
+    with urllib.request.urlopen(root + "/_stats") as r:
+        stats = json.loads(r.read())
+    s = engine.last_summary
+    admits = stats["admit_times"]
+    k = int(0.95 * calls)  # the first 95%: the tail's timed-out retries come much later
+    return {"calls": calls, "wall": wall, "user": c1[0] - c0[0], "sys": c1[1] - c0[1],
+            "lost": sum(r.status != "ok" for r in results),
+            "got_429": s.retried_by_reason.get("rate-limit", 0)
+            + s.failed_by_reason.get("rate-limit", 0),
+            "retried": sum(s.retried_by_reason.values()),
+            "admitted": stats["admitted"],
+            "sustained": k / (admits[k] - admits[0]) if len(admits) > k else 0.0}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--calls", type=int, default=20000)
-    p.add_argument("--latency", type=float, default=0.2)
-    p.add_argument("--conc", type=int, nargs="+", default=[256, 1000])
-    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
-                   help="event loop for the client (auto: uvloop when installed)")
-    p.add_argument("--server-procs", type=int, default=1,
-                   help="fake server processes sharing the port with SO_REUSEPORT")
-    p.add_argument("--no-floor", action="store_true", help="skip the bare-client floor")
-    p.add_argument("--transport", choices=["auto", "h1", "aiohttp", "httpx"], default="auto",
-                   help="the openai backend's http_transport (httpx: the SDK's own path)")
+    p.add_argument("--calls", type=int, default=20_000)
+    p.add_argument("--conc", type=int, default=2_000)
+    p.add_argument("--limit", type=float, default=500.0, help="the server's requests/s")
+    p.add_argument("--median", type=float, default=2.0, help="median latency, seconds")
+    p.add_argument("--p99", type=float, default=15.0, help="99th percentile latency, seconds")
+    p.add_argument("--mode", choices=["both", "rpm", "none"], default="both",
+                   help="--rpm at the limit, no --rpm, or both runs")
     args = p.parse_args()
-    factory = loop_factory(args.loop)
-    # the floor uses the HTTP client the engine's lean path uses (httpx: aiohttp's, the
-    # cheapest client the SDK path could hope for)
-    client = "h1" if args.transport in ("auto", "h1") else "aiohttp"
-    print(f"client event loop: {'uvloop' if factory else 'asyncio'}; transport "
-          f"{args.transport}; fake server: {args.server_procs} process(es)"
-          f"{' on one port via SO_REUSEPORT' if args.server_procs > 1 else ''}; "
-          f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-    procs, url = start_server(args.latency, args.server_procs)
-
-    def server() -> float:
-        return server_cpu(procs)
-
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            for conc in args.conc:
-                print(f"concurrency {conc} (target: engine ratio <= 1.15)", flush=True)
-                with asyncio.Runner(loop_factory=factory) as runner:
-                    r = runner.run(one_run(url, args.calls + conc, conc, f"c{conc}", d,
-                                           args.transport, server))
-                report("engine", r, conc, args.latency)
-                if not args.no_floor:
-                    with asyncio.Runner(loop_factory=factory) as runner:
-                        r = runner.run(floor_run(url, args.calls, conc, f"f{conc}", client,
-                                                 server))
-                    report(f"floor {client}", r, conc, args.latency)
-    finally:
-        stop_server(procs)
+    sigma = math.log(args.p99 / args.median) / 2.3263478740408408
+    mean = args.median * math.exp(sigma * sigma / 2)
+    rate = min(args.limit, args.conc / mean)
+    ideal = ideal_wall(args.calls, rate, args.conc, args.median, args.p99)
+    print(f"{args.calls:,} calls at concurrency {args.conc:,}; latency median {args.median:g}s, "
+          f"p99 {args.p99:g}s (mean {mean:.2f}s); server limit {args.limit:g}/s; ideal rate "
+          f"min({args.limit:g}, {args.conc}/{mean:.2f}s) = {rate:.0f}/s; an ideal client "
+          f"finishes in {ideal:.1f}s; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs", flush=True)
+    modes = {"both": [True, False], "rpm": [True], "none": [False]}[args.mode]
+    with tempfile.TemporaryDirectory() as d:
+        for with_rpm in modes:
+            proc, root = start_server(args.median, args.p99, args.limit)
+            try:
+                r = one_run(root, args.calls, args.conc, args.limit * 60 if with_rpm else None, d)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            sustained = r["sustained"]
+            cpu = r["user"] + r["sys"]
+            print(f"{'--rpm ' + str(int(args.limit * 60)) if with_rpm else 'no --rpm':<11}: "
+                  f"server admitted {sustained:.0f}/s = {sustained / rate:.3f} of ideal; "
+                  f"end to end {r['calls'] / r['wall']:.0f}/s in {r['wall']:.1f}s = "
+                  f"{ideal / r['wall']:.3f} of the ideal client; client CPU "
+                  f"{cpu / r['calls'] * 1e6:.0f} us/call ({r['user'] / r['calls'] * 1e6:.0f} "
+                  f"user, {r['sys'] / r['calls'] * 1e6:.0f} system); 429s received "
+                  f"{int(r['got_429']):,}; retries {int(r['retried']):,}; calls lost "
+                  f"{int(r['lost'])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Benchmark `featdisco split` on a generated JSONL (default 1 GB): records/s and peak RSS.
+"""Benchmark `featdisco split` on a generated JSONL (default 1 GB) and a JSON array (default
+200 MB): records/s and peak RSS of each.
 
-Baseline in the same run: a bare loop that reads the same file line by line and parses each
-line with orjson, the floor any JSONL reader pays. Prints both and their ratio.
+Baseline in the same run: a bare loop that reads the same JSONL line by line and parses each
+line with orjson, the floor any JSONL reader pays. Prints both and their ratio. The array is
+the container that used to be read whole (about 1.5 GB peak for 200 MB); streamed, its
+peak should match the JSONL's (goal: both under 400 MB).
 
-    python bench/split.py [--size-mb 1024] [--keep]
+    python bench/split.py [--size-mb 1024] [--array-mb 200] [--keep]
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ def sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def generate(path: Path, size_bytes: int, seed: int = 0) -> int:
+def generate(path: Path, size_bytes: int, seed: int = 0, *, array: bool = False) -> int:
+    """JSON Lines, or with ``array`` one JSON array of the same records."""
     rng = random.Random(seed)
     written = records = 0
     with path.open("wb") as f:
+        if array:
+            f.write(b"[\n")
         while written < size_bytes:
             turns = []
             for _ in range(rng.randint(1, 3)):
@@ -39,10 +45,12 @@ def generate(path: Path, size_bytes: int, seed: int = 0) -> int:
                                          f"{sentence(rng, rng.randint(20, 200))}"})
             rec = {"id": f"r{records}", "model": rng.choice(["model-a", "model-b"]),
                    "dataset": "synthetic", "messages": turns}
-            line = orjson.dumps(rec) + b"\n"
+            line = (b",\n" if array and records else b"") + orjson.dumps(rec) + (b"" if array else b"\n")
             f.write(line)
             written += len(line)
             records += 1
+        if array:
+            f.write(b"\n]\n")
     return records
 
 
@@ -72,6 +80,7 @@ def run_child(cmd: list[str]) -> tuple[float, int, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--array-mb", type=int, default=200, help="size of the JSON array (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="featdisco-bench-"))
@@ -92,8 +101,19 @@ def main() -> None:
     print(f"featdisco split:            {records / wall:,.0f} records/s, {size / wall / 1e6:.0f} MB/s,"
           f" peak RSS {rss / 1024:.0f} MiB, {rows:,} pieces in {wall:.0f}s")
     print(f"split speed / baseline: {base_wall / wall:.2f}x; peak RSS / input size: {rss * 1024 / size:.3f}")
+    made = [data, out]
+    if args.array_mb:
+        arr = tmp / "big.json"
+        n = generate(arr, args.array_mb * 1024 * 1024, seed=1, array=True)
+        asize = arr.stat().st_size
+        aout = tmp / "array-pieces.parquet"
+        awall, arss, _ = run_child([sys.executable, "-m", "featdisco", "split", str(arr), "-o", str(aout), "-q"])
+        arows = pq.ParquetFile(aout).metadata.num_rows
+        print(f"featdisco split, JSON array of {asize / 1e6:.0f} MB: {n / awall:,.0f} records/s, "
+              f"{asize / awall / 1e6:.0f} MB/s, peak RSS {arss / 1024:.0f} MiB, {arows:,} pieces in {awall:.0f}s")
+        made += [arr, aout]
     if not args.keep:
-        for p in (data, out):
+        for p in made:
             p.unlink(missing_ok=True)
         tmp.rmdir()
 

@@ -37,6 +37,7 @@ GROUPS: dict[str, list[str]] = {
 }
 GROUP_NAMES = list(GROUPS)
 GROUP_OF_FEATURE = {f: g for g, feats in GROUPS.items() for f in feats}
+HALLUCINATED = "words the piece never said"  # the quote of every fifth feature: flagged unverified
 REWORD = "Word every feature anew."  # a featurize prompt with this line gets reworded features
 REWORDED = "in new words"
 _PIECE = re.compile(r"<piece>\n(.*)\n</piece>", re.DOTALL)
@@ -51,20 +52,82 @@ def features_for(text: str, n: int = 10) -> list[str]:
     return rng.sample(GROUPS[group_of_text(text)], n)
 
 
+def quote_for(text: str, i: int) -> str:
+    """The scripted quote of feature ``i`` of a piece: empty for the first (a whole-piece
+    property), invented for every fifth, else a few of the piece's words re-cased and
+    re-spaced as models do (still verifiable)."""
+    if i == 0:
+        return ""
+    if i % 5 == 4:
+        return HALLUCINATED
+    words = text.split()
+    start = (i * 7) % max(1, len(words) - 2)
+    quote = "  ".join(words[start:start + 3])
+    return quote.upper() if i % 2 else quote
+
+
+def expected_quotes(n_features: int = 10) -> dict[str, int]:
+    """What :func:`quote_for` gives over ``n_features`` features of a piece."""
+    hallucinated = sum(1 for i in range(1, n_features) if i % 5 == 4)
+    return {"empty": 1, "unverified": hallucinated, "verified": n_features - 1 - hallucinated}
+
+
+def wants_quotes(req: FakeRequest) -> bool:
+    return "verbatim quote" in json.dumps(req.body.get("messages", []))
+
+
+def features_reply(req: FakeRequest, piece: str, feats: list[str]) -> Reply:
+    """``feats`` in the shape the request asks for: with quotes (featurize.v2) or plain."""
+    if wants_quotes(req):
+        return Reply(content=json.dumps({"features": [
+            {"feature": f, "quote": quote_for(piece, i)} for i, f in enumerate(feats)]}))
+    return Reply(content=json.dumps({"features": feats}))
+
+
 def _user_text(req: FakeRequest) -> str:
     msgs = req.body.get("messages", [])
     return next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
 
 
+PLANTED = "remaining token budget"  # scan's scripted answer: yes exactly when the piece says this
+INVENTED_QUOTE = "a sentence the piece does not contain"
+BROKEN = "BROKEN-REPLY"  # a piece with this gets a reply that is not JSON, even when re-asked
+
+
+def scan_reply(req: FakeRequest, piece: str) -> Reply:
+    """A scan answer in the shape asked (boolean, scale or label): positive when the piece
+    contains :data:`PLANTED`, with that phrase as quote in the piece's own case (an invented
+    quote when the piece says "invent")."""
+    if BROKEN in piece:
+        return Reply(content="not json at all")
+    schema = req.body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    spec = schema.get("properties", {}).get("answer", {})
+    found = re.search(r"\s+".join(PLANTED.split()), piece, re.IGNORECASE)
+    yes = found is not None
+    answer: object = yes
+    if spec.get("type") == "integer":
+        answer = spec.get("maximum", 10) - 1 if yes else spec.get("minimum", 1)
+    elif "enum" in spec:
+        answer = spec["enum"][0] if yes else spec["enum"][-1]
+    quote = PLANTED if yes else ""  # re-cased and re-spaced, as models quote
+    if "invent" in piece:
+        quote = INVENTED_QUOTE
+    return Reply(content=json.dumps({"answer": answer, "quote": quote,
+                                     "reason": "Scripted: " + ("says it." if yes else "does not say it.")}))
+
+
 def pipeline_handler(req: FakeRequest) -> Reply:
-    """Featurize, name and rate requests, told apart by their prompts."""
+    """Featurize, scan, name and rate requests, told apart by their prompts."""
     user = _user_text(req)
     m = _PIECE.search(user)
+    first = next((str(x.get("content")) for x in req.body.get("messages", []) if x.get("role") == "user"), "")
+    if "\nQuestion: " in first and (piece := _PIECE.search(first)):  # a scan, or its re-ask
+        return scan_reply(req, piece.group(1))
     if m:
         # A featurize prompt that asks for it words every feature differently, keeping its group.
         reword = any(REWORD in str(msg.get("content")) for msg in req.body.get("messages", []))
-        return Reply(content=json.dumps({"features": [f"{f} {REWORDED}" if reword else f
-                                                      for f in features_for(m.group(1))]}))
+        feats = [f"{f} {REWORDED}" if reword else f for f in features_for(m.group(1))]
+        return features_reply(req, m.group(1), feats)
     if "sampled at random from one cluster" in user:
         members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
         votes = [GROUP_OF_FEATURE.get(x.removesuffix(f" {REWORDED}")) for x in members]
@@ -87,7 +150,8 @@ def pipeline_handler(req: FakeRequest) -> Reply:
         n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]
         labels = re.findall(r"^\d+\. label: (.*)$", user, re.MULTILINE)
         ratings = [{"id": i, "interest": 90 if "sadness" in labels[i - 1] else 20 + i,
-                    "reason": "Scripted rating.", "private": False} for i in range(1, n + 1)]
+                    "reason": f"Scripted rating of {labels[i - 1]}.", "private": False, "private_reason": ""}
+                   for i in range(1, n + 1)]
         return Reply(content=json.dumps({"ratings": ratings}))
     return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
 
@@ -129,7 +193,7 @@ def zipf_handler(req: FakeRequest) -> Reply:
             phrase = VOCAB[min(bisect.bisect(_CUM, rng.random() * _CUM[-1]), len(VOCAB) - 1)]
             if phrase not in picks:
                 picks.append(phrase)
-        return Reply(content=json.dumps({"features": picks}))
+        return features_reply(req, m.group(1), picks)
     if "sampled at random from one cluster" in user:
         members = [line[2:] for line in user.splitlines() if line.startswith("- ")]
         first = members[0].split()[:3] if members else ["Misc"]
@@ -155,11 +219,12 @@ def unique_handler(req: FakeRequest) -> Reply:
     m = _PIECE.search(user)
     if not m:
         return zipf_handler(req)
-    common = json.loads(zipf_handler(req).content or "{}")["features"][:3]
+    common = [f if isinstance(f, str) else f["feature"]
+              for f in json.loads(zipf_handler(req).content or "{}")["features"][:3]]
     rng = random.Random(m.group(1))
     words = [w for w in re.findall(r"[a-z]+", m.group(1).lower()) if len(w) > 2] or ["text"]
     own = [f"{rng.choice(_VERBS)} {rng.choice(words)} {rng.choice(words)} {rng.choice(_OBJECTS)}"
            for _ in range(4)]
     rare = [f"{rng.choice(_VERBS)} {rng.choice(words)} {rng.choice(_LEXICON)} {rng.choice(_OBJECTS)}"
             for _ in range(5)]
-    return Reply(content=json.dumps({"features": common + own + rare}))
+    return features_reply(req, m.group(1), common + own + rare)

@@ -61,8 +61,8 @@ class FeatureDiscovery(BaseEstimator):
     def __init__(self, *, llm: Any = None, model: str | None = None, base_url: str | None = None,
                  embedder: Any = None, n_clusters: int | dict[str, int] | None = None,
                  min_features: int = 10, max_features: int = 20, max_piece_tokens: int = 2000,
-                 max_chars: int | None = None, sample_size: int = 100, name_contrast: int = 0,
-                 rate_batch: int = 10,
+                 evidence: bool = True, max_chars: int | None = None, sample_size: int = 100,
+                 name_contrast: int = 0, rate_batch: int = 10,
                  min_cluster_size: int = 3, merge: bool = True, seed: int = 0, concurrency: int = 64,
                  rpm: float | None = None, tpm: float | None = None, timeout: float = 120.0,
                  max_cost: float | None = None, prompts: dict[str, str | Path] | None = None,
@@ -76,6 +76,7 @@ class FeatureDiscovery(BaseEstimator):
         self.min_features = min_features
         self.max_features = max_features
         self.max_piece_tokens = max_piece_tokens
+        self.evidence = evidence
         self.max_chars = max_chars
         self.sample_size = sample_size
         self.name_contrast = name_contrast

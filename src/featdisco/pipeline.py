@@ -21,13 +21,21 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
+from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
+from featdisco.runsummary import record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
 from featdisco.stages.embed import EmbedStage
-from featdisco.stages.featurize import FeaturizeConfig, FeaturizeStage, build_requests
+from featdisco.stages.featurize import (
+    PLAIN_PROMPT_VERSION,
+    FeaturizeConfig,
+    FeaturizeStage,
+    build_requests,
+    dry_run_both,
+)
 from featdisco.stages.merge import MergeStage
 from featdisco.stages.name import NameStage
 from featdisco.stages.rate import RateStage
@@ -55,6 +63,7 @@ class PipelineConfig:
     min_features: int = 10
     max_features: int = 20
     max_piece_tokens: int = 2000
+    evidence: bool = True  # a verbatim quote per feature (featurize.v2); False: plain v1 features
     max_chars: int | None = None
     sample_size: int = 100
     name_contrast: int = 0  # nearest clusters shown when naming, for a label that tells them apart
@@ -72,6 +81,8 @@ class PipelineConfig:
     batch: bool = False  # provider batch APIs (half price, up to 24 h)
     batch_poll: float = 30.0  # seconds between batch polls
     executor: str = "local"  # 'local' (asyncio) or 'ray' (Ray Data)
+    prices: str | None = None  # price file (else FEATDISCO_PRICES, else the built-in table)
+    min_transcripts: int = 1  # outputs hide clusters from fewer transcripts (analysis/visibility.py)
 
 
     def featurize_config(self) -> FeaturizeConfig:
@@ -119,7 +130,9 @@ class Pipeline(Backends):
         if unknown:
             raise FeatdiscoError(f"no prompt named {', '.join(sorted(unknown))}: a run's prompts are "
                                  f"{', '.join(PROMPT_NAMES)}")
-        return {n: load_prompt(n, config.prompt_files.get(n)) for n in PROMPT_NAMES}
+        return {n: load_prompt(n, config.prompt_files.get(n),
+                               PLAIN_PROMPT_VERSION if n == "featurize" and not config.evidence else None)
+                for n in PROMPT_NAMES}
 
     # ------------------------------------------------------------ backends (lazy)
 
@@ -138,7 +151,7 @@ class Pipeline(Backends):
             options: dict[str, Any] = dict(
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
-                seed=self.cfg.seed)
+                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices))
             cache = CallCache(self.llm_cache_path)
             if self.cfg.batch:
                 from featdisco.llm.batch import BatchEngine
@@ -181,8 +194,10 @@ class Pipeline(Backends):
         self._lock.acquire()
 
     def close(self) -> None:
-        if self._engine is not None and self._engine.cache is not None:
-            self._engine.cache.close()
+        if self._engine is not None:
+            self._engine.close()  # its event loop, and the connections opened on it
+            if self._engine.cache is not None:
+                self._engine.cache.close()
         self._lock.release()
 
     # ------------------------------------------------------------ running
@@ -220,9 +235,14 @@ class Pipeline(Backends):
                 stopped = "stopped at the --max-cost cap"
             return self._result(complete and stopped is None, stopped)
         finally:
-            if self._engine is not None:  # a rerun that called nothing keeps the last totals
-                self.dir.update(llm_totals=self._engine.summary.as_dict())
+            if self._engine is not None:  # totals over every invocation; calling nothing keeps them
+                record_invocation(self.dir, self._engine.summary.as_dict(), prices=self.prices_used(),
+                                  stages={t.name: t.llm for t in self.timings if t.llm})
             self.close()
+
+    def prices_used(self) -> dict[str, Any]:
+        """The model's price and where it came from, as the manifest records it."""
+        return self.engine.prices.used(self.llm.name, self.llm.model)
 
     def _llm_summary(self) -> dict[str, Any]:
         return self.engine.summary.as_dict()
@@ -230,21 +250,33 @@ class Pipeline(Backends):
     def estimate(self, inputs: Iterable[str | Path] | None = None,
                  read_options: ReadOptions | None = None) -> Any:
         """Calls, tokens and cost of featurizing ``inputs`` — or, with none, the pieces this
-        run already split — without sending anything or writing to the run directory: a
-        dry run against a finished run must leave it as it was."""
-        fcfg, prompt = self.cfg.featurize_config(), self.prompts["featurize"]
+        run already split — with and without evidence (the chosen setting first), without
+        sending anything or writing to the run directory: a dry run against a finished run
+        must leave it as it was."""
+        fcfg = self.cfg.featurize_config()
         if inputs is not None:
-            transcripts = read_transcripts(list(inputs), read_options or ReadOptions(),
-                                           report=ReadReport(), log=self.log)
-            batches = piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars),
-                                    batch_rows=DRY_RUN_BATCH)
-            return dry_run(batches, self.engine, prompt, fcfg)
-        path = self.dir.file("pieces.parquet")
-        if not path.exists():
-            raise FeatdiscoError(f"{self.dir.path} has no pieces yet: give transcript files to read")
-        with pq.ParquetFile(path) as pf:
-            return dry_run(pf.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"]),
-                           self.engine, prompt, fcfg)
+            inputs = list(inputs)
+            logs = [self.log]  # the second pass (the other setting) reads quietly
+
+            def batches() -> Iterable[pa.RecordBatch]:
+                log = logs.pop() if logs else (lambda _m: None)
+                transcripts = read_transcripts(inputs, read_options or ReadOptions(),
+                                               report=ReadReport(), log=log)
+                return piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars),
+                                     batch_rows=DRY_RUN_BATCH)
+        else:
+            path = self.dir.file("pieces.parquet")
+            if not path.exists():
+                raise FeatdiscoError(f"{self.dir.path} has no pieces yet: give transcript files to read")
+
+            def batches() -> Iterable[pa.RecordBatch]:
+                with pq.ParquetFile(path) as pf:
+                    yield from pf.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"])
+
+        other = self.prompts["featurize"] if "featurize" in self.cfg.prompt_files else load_prompt(
+            "featurize", version=None if not fcfg.evidence else PLAIN_PROMPT_VERSION)
+        return dry_run_both(batches, lambda b, p, c: dry_run(b, self.engine, p, c),
+                            self.prompts["featurize"], other, fcfg)
 
     def _unmake(self) -> None:
         """Remove what starting a run wrote in a new directory (nothing else was there)."""
@@ -312,9 +344,15 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     manifest = read_manifest(path) if required or (path / MANIFEST).exists() else {}
     known = {f.name for f in fields(PipelineConfig)}
     cfg = {k: v for k, v in (manifest.get("config") or {}).items() if k in known}
+    if manifest.get("config"):
+        cfg.setdefault("evidence", False)  # a run from before evidence featurized without quotes
+    fitted_evidence = cfg.get("evidence", True)
     cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg["prompt_files"] = (saved_prompt_files(path, manifest.get("prompts") or {})
                            if fitted_prompts else {})
+    if cfg.get("evidence", True) != fitted_evidence and Path(
+            cfg["prompt_files"].get("featurize", "x")).name.startswith("featurize.v"):
+        del cfg["prompt_files"]["featurize"]  # the packaged prompt of the other setting
     return PipelineConfig(**cfg)
 
 

@@ -30,14 +30,14 @@ def test_commands_print_and_write(tmp_path: Path) -> None:
     runner = CliRunner()
     for args, out in ((["frequency", str(run)], "analysis_frequency.parquet"),
                       (["probe", str(run), "--jobs", "1", "--min-positives", "5"], "analysis_probes.parquet"),
-                      (["compare", str(run), "--by", "model"], "analysis_compare.parquet"),
+                      (["compare", str(run), "--by", "model"], "analysis_compare_model.parquet"),
                       (["cooccur", str(run), "--min-support", "3"], "analysis_cooccurrence.parquet")):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert out in result.output and (run / out).exists()
     result = runner.invoke(app, ["compare", str(run), "--by", "model"])
     assert "6 clusters compared by 'model'; 1 differ at FDR 0.05" in result.output
-    top = pq.read_table(run / "analysis_compare.parquet").to_pylist()[0]
+    top = pq.read_table(run / "analysis_compare_model.parquet").to_pylist()[0]
     assert top["label"] == "Only in a" and top["significant"] and top["count_high"] == 30
 
 

@@ -69,6 +69,7 @@ def test_hierarchy_pairs_siblings_and_names_parents(server: FakeOpenAIServer, tm
     leaves = tree[tree["level"] == 0]
     parents = tree[tree["level"] == 1]
     assert len(leaves) == 6 and len(parents) == 3
+    assert tree["size"].dtype.kind == "i"  # sizes are counts: printed "1887", not "1887.000"
     for _, p in parents.iterrows():
         kids = leaves[leaves["parent_id"] == p["node_id"]]
         assert len({lab.split()[1] for lab in kids["label"]}) == 1  # both sides of one pair

@@ -116,7 +116,7 @@ def test_compare_ranks_the_planted_difference_first(compare_run: Path) -> None:
     # user clusters are the same prompts in both models: identical rates, p = 1
     user_rows = df[df["kind"] == "user"]
     assert (user_rows["p_value"] == 1.0).all() and not user_rows["significant"].any()
-    rates = pq.read_table(compare_run / "analysis_compare_rates.parquet").to_pandas()
+    rates = pq.read_table(compare_run / "analysis_compare_model_rates.parquet").to_pandas()
     r = rates[(rates["cluster_id"] == DIFF)].set_index("group")
     assert r.loc["model-a", "ci_low"] < r.loc["model-a", "rate"] < r.loc["model-a", "ci_high"]
     assert r.loc["model-b", "n"] == 300

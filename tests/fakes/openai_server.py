@@ -17,6 +17,12 @@ processes serve one port; bodies go through orjson. About 35-60 us of CPU a requ
 that in the benchmark, where it shares the machine's cores with the client, it is not
 what is being measured.
 ``GET /_stats`` returns the hit counters; ``POST /_reset`` clears them.
+
+Shaped like a provider for the benchmark: ``--latency-p99`` makes the latency lognormal
+(``--latency`` its median; drawn in order of admission from ``--seed``, so a benchmark can
+replay the same draws), and ``--limit-rps`` admits at most that many requests a second
+(a token bucket holding one second's worth), answering the rest at once with 429 and
+Retry-After, as providers enforce their requests-per-minute limits.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import socket
 import struct
@@ -140,6 +147,37 @@ class _State:
         self.hits: Counter[str] = Counter()
         self.total = 0
         self.counter = 0
+        self.draw: Callable[[], float] | None = None  # a latency per admitted request
+        self.limit: RateLimit | None = None
+        self.rate_limited = 0
+        self.admitted = 0
+        self.admit_times: list[float] = []
+
+
+def lognormal_latency(median: float, p99: float, seed: int = 0) -> Callable[[], float]:
+    """Latencies with this median and 99th percentile, drawn in order from ``seed``."""
+    rng = random.Random(seed)
+    mu, sigma = math.log(median), math.log(p99 / median) / 2.3263478740408408
+    return lambda: rng.lognormvariate(mu, sigma)
+
+
+class RateLimit:
+    """``rps`` requests a second, bursts up to one second's worth: a provider's limit."""
+
+    def __init__(self, rps: float) -> None:
+        self.rps = rps
+        self.level = rps
+        self.stamp = time.monotonic()
+
+    def admit(self) -> float:
+        """0 when admitted, else the seconds until a request would be."""
+        now = time.monotonic()
+        self.level = min(self.rps, self.level + (now - self.stamp) * self.rps)
+        self.stamp = now
+        if self.level >= 1.0:
+            self.level -= 1.0
+            return 0.0
+        return (1.0 - self.level) / self.rps
 
 
 class _Conn(asyncio.Protocol):
@@ -177,7 +215,9 @@ class _Conn(asyncio.Protocol):
     def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         s = self.s
         if path == "/_stats":
-            self._send(200, {}, json.dumps({"total": s.total, "hits": s.hits}).encode())
+            self._send(200, {}, json.dumps({
+                "total": s.total, "hits": s.hits, "rate_limited": s.rate_limited,
+                "admitted": s.admitted, "admit_times": s.admit_times}).encode())
             return
         if path == "/_reset":
             s.hits.clear()
@@ -216,6 +256,18 @@ class _Conn(asyncio.Protocol):
     def _chat(self, payload: dict[str, Any], headers: dict[str, str], path: str,
               anthropic: bool = False) -> None:
         s = self.s
+        latency = s.latency
+        if s.limit is not None and (wait := s.limit.admit()) > 0:
+            s.rate_limited += 1
+            self._send(429, {"retry-after-ms": str(math.ceil(wait * 1000)),
+                             "retry-after": str(math.ceil(wait))},
+                       _error_body("Rate limit reached for requests", "rate_limit_exceeded"))
+            return
+        if s.limit is not None or s.draw is not None:
+            s.admitted += 1
+            s.admit_times.append(time.monotonic())
+        if s.draw is not None:
+            latency = s.draw()
         msgs = payload.get("messages") or []
         users = [m.get("content") for m in msgs if m.get("role") == "user"]
         first = users[0] if users else ""  # a repair re-ask counts against its original
@@ -229,7 +281,7 @@ class _Conn(asyncio.Protocol):
             reply = Reply(status=500, raw_body=_error_body(f"handler failed: {e!r}", "fake_error"))
         if reply.action == "hang":
             return
-        delay = s.latency + reply.delay
+        delay = latency + reply.delay
         if reply.action == "reset":
             self.loop.call_later(delay, self._reset)
             return
@@ -378,7 +430,12 @@ class FakeOpenAIServer:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fake OpenAI-compatible server (tests only).")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--latency", type=float, default=0.0,
+                   help="seconds per reply (the median, with --latency-p99)")
+    p.add_argument("--latency-p99", type=float, default=None,
+                   help="lognormal latencies with this 99th percentile")
+    p.add_argument("--limit-rps", type=float, default=None,
+                   help="admit at most this many requests a second; 429 + Retry-After beyond")
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None)
@@ -400,6 +457,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.fault_rate > 0:
         handler = faulty(handler, args.fault_rate, args.seed)
     state = _State(handler, args.latency, args.api_key, 384)
+    if args.latency_p99:
+        state.draw = lognormal_latency(args.latency, args.latency_p99, args.seed)
+    if args.limit_rps:
+        state.limit = RateLimit(args.limit_rps)
 
     async def run() -> None:
         server = await _serve(state, args.port, args.reuse_port)

@@ -43,7 +43,7 @@ def cache(tmp_path: Path) -> Iterator[CallCache]:
 def make_engine(fake: FakeOpenAIServer, cache: CallCache | None, **kw: Any) -> CallEngine:
     backend = OpenAILLM("gpt-4o-mini", base_url=fake.base_url, api_key="sk-test",
                         concurrency=kw.get("concurrency", 16),
-                        http_transport=kw.pop("transport", "auto"))
+                        via_sdk=kw.pop("via_sdk", False))
     kw.setdefault("progress", "none")
     kw.setdefault("backoff_base", 0.01)
     kw.setdefault("backoff_max", 0.05)

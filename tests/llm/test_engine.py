@@ -143,7 +143,7 @@ def test_rpm_limit_spaces_requests(fake: FakeOpenAIServer) -> None:
 def test_run_sync_twice_and_inside_a_loop(fake: FakeOpenAIServer) -> None:
     engine = make_engine(fake, None)
     assert engine.run_sync(requests_for(["a"]))[0].ok
-    assert engine.run_sync(requests_for(["b"]))[0].ok  # a fresh loop, a fresh pool
+    assert engine.run_sync(requests_for(["b"]))[0].ok  # the same loop, the same pool
 
     async def notebook() -> bool:
         return engine.run_sync(requests_for(["c"]))[0].ok

@@ -62,9 +62,9 @@ def test_2000_calls_with_30_percent_faults(fake: FakeOpenAIServer, cache: CallCa
     assert sum(r.cached for r in again) == len(ok)
 
 
-@pytest.mark.parametrize("transport", ["h1", "aiohttp", "httpx"])
+@pytest.mark.parametrize("via_sdk", [False, True], ids=["aiohttp", "sdk"])
 def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
-                                    transport: str) -> None:
+                                    via_sdk: bool) -> None:
     # a fault on the first attempt only: every kind must end ok after retry or repair
     for kind in FAULTS:
         fake.reset()
@@ -73,15 +73,14 @@ def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
             return fault_reply(kind, req) if req.attempt == 1 else echo_features(req)
 
         fake.set_handler(handler)
-        engine = make_engine(fake, cache, timeout=0.5, transport=transport)
+        engine = make_engine(fake, cache, timeout=0.5, via_sdk=via_sdk)
         [r] = engine.run_sync(requests_for([f"text for {kind}"]))
         assert r.status == "ok", (kind, r.reason, r.message)
         assert r.attempts == 2 and fake.total == 2
 
 
-@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
 def test_an_unreachable_server_stops_the_run_at_once_and_a_lost_one_mid_run_does_not(
-        cache: CallCache, transport: str) -> None:
+        cache: CallCache) -> None:
     """Nothing listening at the URL, before any call got through: a wrong --base-url or a
     server that is down. The run stops after a few tries of the first calls, naming the
     URL, instead of backing off on every piece. Once calls have got through, a lost
@@ -99,7 +98,7 @@ def test_an_unreachable_server_stops_the_run_at_once_and_a_lost_one_mid_run_does
     class Dead:
         base_url = dead
 
-    engine = make_engine(Dead(), cache, transport=transport, max_retries=6,  # type: ignore[arg-type]
+    engine = make_engine(Dead(), cache, max_retries=6,  # type: ignore[arg-type]
                          concurrency=8)
     requests = requests_for([f"p{i}" for i in range(40)])
     with pytest.raises(FeatdiscoError, match=f"cannot reach the openai server at {dead}"):
@@ -111,7 +110,7 @@ def test_an_unreachable_server_stops_the_run_at_once_and_a_lost_one_mid_run_does
     assert {(c.status, c.attempts) for c in tried.values()} == {("failed", UNREACHABLE_TRIES)}
     srv = FakeOpenAIServer(echo_features).start()
     try:
-        live = make_engine(srv, cache, transport=transport, max_retries=2)
+        live = make_engine(srv, cache, max_retries=2)
         assert all(r.status == "ok" for r in live.run_sync(requests_for(["first"])))
         srv.stop()  # the server goes away mid-run
         [r] = live.run_sync(requests_for(["second"]))

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from featdisco.errors import FeatdiscoError
-from featdisco.models import install as inst
-from featdisco.models.install import ModelSpec, ensure_model, install_model, model_path
+from featdisco.llm.local import install as inst
+from featdisco.llm.local.install import ModelSpec, ensure_model, install_model, model_path
 
 try:  # the grammar / generation tests need the optional extra
     import llama_cpp
@@ -359,7 +359,7 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
 
     data = json.loads(resp.text)  # strict: a raw control character in a string would fail here
     jsonschema.validate(data, req.schema)
-    feats = data["features"]
+    feats = [f["feature"] for f in data["features"]]  # featurize.v2: each with its quote
     assert 10 <= len(feats) <= 20
     assert all(f.strip() for f in feats)
     word_counts = sorted(len(f.split()) for f in feats)
@@ -373,7 +373,7 @@ def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
                                                              shared_data: Path) -> None:
     """The one-token grammar check (local._GreedyGrammarSampler) must choose exactly what
     llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses."""
-    from featdisco.llm.local import _GreedyGrammarSampler, schema_to_grammar
+    from featdisco.llm.local.backend import _GreedyGrammarSampler, schema_to_grammar
     from featdisco.prompts import load_prompt
     from featdisco.stages.featurize import FeaturizeConfig, build_requests
 
@@ -469,7 +469,7 @@ def test_models_cli_path_status_install(fake_parts: tuple[ModelSpec, bytes, Path
 
 
 def test_thread_count_leaves_busy_cores_to_their_owners(monkeypatch: pytest.MonkeyPatch) -> None:
-    from featdisco.llm import local
+    from featdisco.llm.local import backend as local
 
     monkeypatch.delenv("FEATDISCO_LLM_THREADS", raising=False)
     monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(4)))
@@ -489,7 +489,7 @@ def test_thread_count_leaves_busy_cores_to_their_owners(monkeypatch: pytest.Monk
 def test_a_busy_neighbour_is_seen() -> None:
     import subprocess
 
-    from featdisco.llm.local import _others_busy_cores
+    from featdisco.llm.local.backend import _others_busy_cores
 
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

@@ -21,7 +21,7 @@ def _complete(backend: OpenAILLM, req: LLMRequest) -> Any:
         try:
             return await backend.complete(req)
         finally:
-            await backend.aclose_loop()
+            await backend.aclose()
     return asyncio.run(go())
 
 
@@ -68,25 +68,26 @@ def test_json_modes_put_schema_in_prompt(fake: FakeOpenAIServer, mode: str) -> N
         assert "response_format" not in body
 
 
-@pytest.fixture(params=["h1", "aiohttp", "httpx"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=[False, True], ids=["aiohttp", "sdk"])
+def via_sdk(request: pytest.FixtureRequest) -> bool:
+    """Both ways a call can go: aiohttp (the default) and the SDK (settings only it applies)."""
+    return bool(request.param)
 
 
 def _error_for(fake: FakeOpenAIServer, reply: Reply, timeout: float = 5.0,
-               transport: str = "auto") -> LLMError:
+               via_sdk: bool = False) -> LLMError:
     fake.set_handler(lambda req: reply)
     backend = OpenAILLM("m", base_url=fake.base_url, api_key="sk-test", timeout=timeout,
-                        http_transport=transport)
+                        via_sdk=via_sdk)
     req = LLMRequest((ChatMessage("user", "x"),))
     with pytest.raises(LLMError) as info:
         _complete(backend, req)
     return info.value
 
 
-def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer, transport: str) -> None:
+def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer, via_sdk: bool) -> None:
     err = _error_for(fake, Reply(status=429, headers={"retry-after": "7"},
-                                 raw_body=b'{"error": {"message": "slow down"}}'), 5.0, transport)
+                                 raw_body=b'{"error": {"message": "slow down"}}'), 5.0, via_sdk)
     assert (err.reason, err.retryable, err.retry_after) == ("rate-limit", True, 7.0)
     err = _error_for(fake, Reply(status=429, headers={"retry-after-ms": "250", "retry-after": "1"},
                                  raw_body=b'{"error": {"message": "slow down"}}'))
@@ -97,18 +98,18 @@ def test_rate_limit_is_retryable_with_retry_after(fake: FakeOpenAIServer, transp
     (500, "server-error", True), (503, "server-error", True), (400, "bad-request", False),
     (401, "auth", False), (403, "forbidden", False), (404, "not-found", False)])
 def test_status_mapping(fake: FakeOpenAIServer, status: int, reason: str, retryable: bool,
-                        transport: str) -> None:
+                        via_sdk: bool) -> None:
     err = _error_for(fake, Reply(status=status, raw_body=b'{"error": {"message": "no"}}'), 5.0,
-                     transport)
+                     via_sdk)
     assert (err.reason, err.retryable) == (reason, retryable)
 
 
 def test_reset_and_timeout_and_garbage_are_retryable(fake: FakeOpenAIServer,
-                                                      transport: str) -> None:
-    assert _error_for(fake, Reply(action="reset"), 5.0, transport).reason == "connection"
-    err = _error_for(fake, Reply(action="hang"), 0.3, transport)
+                                                      via_sdk: bool) -> None:
+    assert _error_for(fake, Reply(action="reset"), 5.0, via_sdk).reason == "connection"
+    err = _error_for(fake, Reply(action="hang"), 0.3, via_sdk)
     assert (err.reason, err.retryable) == ("timeout", True)
-    err = _error_for(fake, Reply(raw_body=b"{this is not json"), 5.0, transport)
+    err = _error_for(fake, Reply(raw_body=b"{this is not json"), 5.0, via_sdk)
     assert (err.reason, err.retryable) == ("bad-response", True)
 
 
@@ -119,18 +120,18 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({}) is None
 
 
-def test_compressed_replies_are_decoded(fake: FakeOpenAIServer, transport: str) -> None:
+def test_compressed_replies_are_decoded(fake: FakeOpenAIServer, via_sdk: bool) -> None:
     body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
         "role": "assistant", "content": '{"echo": "z", "features": ["F"]}'}}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
     fake.set_handler(lambda req: Reply(raw_body=gzip.compress(body),
                                        headers={"content-encoding": "gzip"}))
-    backend = OpenAILLM("m", base_url=fake.base_url, http_transport=transport)
+    backend = OpenAILLM("m", base_url=fake.base_url, via_sdk=via_sdk)
     resp = _complete(backend, requests_for(["z"])[0])
     assert json.loads(resp.text)["echo"] == "z" and resp.usage.output_tokens == 4
 
 
-def test_engine_waits_out_retry_after_then_succeeds(fake: FakeOpenAIServer, transport: str) -> None:
+def test_engine_waits_out_retry_after_then_succeeds(fake: FakeOpenAIServer, via_sdk: bool) -> None:
     arrivals: list[float] = []
 
     def handler(req: FakeRequest) -> Reply:
@@ -141,7 +142,7 @@ def test_engine_waits_out_retry_after_then_succeeds(fake: FakeOpenAIServer, tran
         return echo_features(req)
 
     fake.set_handler(handler)
-    [res] = make_engine(fake, None, transport=transport).run_sync(requests_for(["later"]))
+    [res] = make_engine(fake, None, via_sdk=via_sdk).run_sync(requests_for(["later"]))
     assert res.status == "ok" and res.attempts == 2
     assert arrivals[1] - arrivals[0] >= 0.3  # the server's wait, not the 0.05 s backoff cap
 
@@ -160,43 +161,42 @@ def _sent_headers(fake: FakeOpenAIServer, backend: OpenAILLM) -> dict[str, str]:
 
 def test_sdk_configuration_reaches_the_server(fake: FakeOpenAIServer,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lean path sends what the SDK would: its auth, organization and project (from
+    """The aiohttp path sends what the SDK would: its auth, organization and project (from
     the SDK's own environment variables), user agent and the caller's default headers,
     to the base URL the SDK resolved (here from OPENAI_BASE_URL)."""
     monkeypatch.setenv("OPENAI_ORG_ID", "org-test")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
     sent = {}
-    for transport in ("h1", "aiohttp", "httpx"):
-        backend = OpenAILLM("m", api_key="sk-test", http_transport=transport,
+    for sdk in (False, True):
+        backend = OpenAILLM("m", api_key="sk-test", via_sdk=sdk,
                             default_headers={"X-Team": "research"})
-        sent[transport] = _sent_headers(fake, backend)
+        sent[sdk] = _sent_headers(fake, backend)
     transport_level = {"host", "content-length", "accept-encoding", "connection"}
-    for lean in (sent["h1"], sent["aiohttp"]):
-        assert lean["authorization"] == "Bearer sk-test"
-        assert lean["openai-organization"] == "org-test"
-        assert lean["openai-project"] == "proj-test"
-        assert lean["x-team"] == "research"
-        assert lean["user-agent"].startswith("AsyncOpenAI/Python")
-        assert lean["content-type"] == "application/json"
-        # the same headers as the SDK's own request, apart from connection-level ones
-        assert {k: v for k, v in lean.items() if k not in transport_level} == \
-            {k: v for k, v in sent["httpx"].items() if k not in transport_level}
+    lean = sent[False]
+    assert lean["authorization"] == "Bearer sk-test"
+    assert lean["openai-organization"] == "org-test"
+    assert lean["openai-project"] == "proj-test"
+    assert lean["x-team"] == "research"
+    assert lean["user-agent"].startswith("AsyncOpenAI/Python")
+    assert lean["content-type"] == "application/json"
+    # the same headers as the SDK's own request, apart from connection-level ones
+    assert {k: v for k, v in lean.items() if k not in transport_level} == \
+        {k: v for k, v in sent[True].items() if k not in transport_level}
 
 
-@pytest.mark.parametrize("lean", ["h1", "aiohttp"])
-def test_key_never_in_lean_errors(fake: FakeOpenAIServer, lean: str) -> None:
+def test_key_never_in_errors(fake: FakeOpenAIServer, via_sdk: bool) -> None:
     key = "sk-proj-LEANSECRET0123456789"
     fake.set_handler(lambda req: Reply(status=401, raw_body=(
         '{"error": {"message": "Incorrect API key provided: ' + key + '"}}').encode()))
-    backend = OpenAILLM("m", base_url=fake.base_url, api_key=key, http_transport=lean)
+    backend = OpenAILLM("m", base_url=fake.base_url, api_key=key, via_sdk=via_sdk)
     with pytest.raises(LLMError) as info:
         _complete(backend, requests_for(["k"])[0])
     assert info.value.reason == "auth" and "Incorrect API key provided" in info.value.message
     assert "LEANSECRET" not in info.value.message and "LEANSECRET" not in repr(backend)
     # nothing listens on port 9: a connection error, its text redacted all the same
     backend = OpenAILLM("m", base_url=f"http://127.0.0.1:9/{key}", api_key=key,
-                        http_transport=lean)
+                        via_sdk=via_sdk)
     with pytest.raises(LLMError) as info:
         _complete(backend, requests_for(["k"])[0])
     assert info.value.reason == "connection" and info.value.retryable

@@ -49,7 +49,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _skip_or_fail("llama-cpp-python's server is not installed "
                       "(pip install 'featdisco[local-server]')")
     from featdisco.errors import FeatdiscoError
-    from featdisco.models.install import ensure_model
+    from featdisco.llm.local.install import ensure_model
 
     try:
         model = ensure_model()
@@ -87,17 +87,17 @@ def test_lean_and_sdk_paths_get_valid_features_from_a_real_server(
     answers = [json.loads(line)["choices"][0]["turns"][0] for line in
                (shared_data / "mt_bench" / "model_answer" / "gpt-4.jsonl").open(encoding="utf-8")]
     piece = min(answers, key=lambda a: abs(len(a) - 500))
-    cfg = FeaturizeConfig(min_features=3, max_features=6)
-    [req], _ = build_requests([piece], ["response"], load_prompt("featurize"), cfg)
+    cfg = FeaturizeConfig(min_features=3, max_features=6, evidence=False)  # plain features: the v1 shape
+    [req], _ = build_requests([piece], ["response"], load_prompt("featurize", version=1), cfg)
     assert req.schema is not None
-    for transport in ("h1", "httpx"):
+    for via_sdk in (False, True):
         # llama-cpp-python's server takes response_format json_object (with the schema in
         # the prompt), not json_schema: the documented json_mode for such servers
         backend = OpenAILLM("qwen-local", base_url=llama_server, api_key="sk-local",
-                            json_mode="object", http_transport=transport, timeout=300)
+                            json_mode="object", via_sdk=via_sdk, timeout=300)
         engine = CallEngine(backend, None, concurrency=1, timeout=300, progress="none")
         [res] = engine.run_sync([req])
-        assert res.status == "ok", (transport, res.reason, res.message)
+        assert res.status == "ok", (via_sdk, res.reason, res.message)
         jsonschema.validate(res.data, req.schema)
         assert all(f.strip() for f in res.data["features"])
         assert res.usage.input_tokens > 100 and res.usage.output_tokens > 5

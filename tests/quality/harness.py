@@ -35,7 +35,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from featdisco.stages.merge import duplicate_share
 from tests.conftest import SHARED_DATA
 from tests.fakes.openai_server import FakeRequest, Reply
-from tests.pipeline_fakes import _MODS, _OBJECTS, _VERBS
+from tests.pipeline_fakes import _MODS, _OBJECTS, _VERBS, features_reply, pipeline_handler
 
 HH = SHARED_DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"
 
@@ -181,7 +181,7 @@ def handler(req: FakeRequest) -> Reply:
     user = _user_text(req)
     m = re.search(r"<piece>\n(.*)\n</piece>", user, re.DOTALL)
     if m:
-        return Reply(content=json.dumps({"features": _features(m.group(1))}))
+        return features_reply(req, m.group(1), _features(m.group(1)))
     if "sampled at random from one cluster" in user:
         own = user.split("For contrast", 1)[0].split("\nWrite:", 1)[0]
         members = [line[2:] for line in own.splitlines() if line.startswith("- ")]
@@ -203,11 +203,7 @@ def handler(req: FakeRequest) -> Reply:
     if label:
         items = re.findall(r"^(\d+)\. (.*)$", user, re.MULTILINE)
         return Reply(content=json.dumps({"fits": [int(i) for i, t in items if theme(t) == label.group(1)]}))
-    if "For every cluster give" in user:
-        n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]
-        return Reply(content=json.dumps({"ratings": [{"id": i, "interest": 50, "reason": "Scripted.",
-                                                      "private": False} for i in range(1, n + 1)]}))
-    return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
+    return pipeline_handler(req)  # rating: the pipeline tests' scripted rater
 
 
 # ---------------------------------------------------------------- figures

@@ -34,10 +34,26 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     ids = clusters.column("cluster_id").to_pylist()
     # the real analyses, run on this run (they carry the hostile labels along)
     from featdisco.analysis.compare import run_compare
+    from featdisco.analysis.cooccurrence import run_cooccurrence
     from featdisco.analysis.probes import run_probes
 
     run_compare(run, by="model")
+    run_compare(run, by="source")  # a second comparison is kept beside the first
     run_probes(run)
+    run_cooccurrence(run, min_support=1)
+    # a comparison in which one group has no pieces of some kind (rate unknown, Wilson [0, 1])
+    rates = pq.read_table(run / "analysis_compare_model_rates.parquet").to_pylist()
+    empty = [{**r, "group": "no-thoughts", "count": 0, "n": 0, "rate": float("nan"), "ci_low": 0.0,
+              "ci_high": 1.0} for r in rates if r["group"] == "thinker"]
+    pq.write_table(pa.Table.from_pylist(rates + empty), run / "analysis_compare_planted_rates.parquet")
+    pq.write_table(pq.read_table(run / "analysis_compare_model.parquet"), run / "analysis_compare_planted.parquet")
+    # label quality as score-labels writes it (its LLM judge is tested in tests/analysis)
+    pq.write_table(pa.Table.from_pylist([
+        {"cluster_id": i, "kind": k, "label": lab, "members_shown": 10, "others_shown": 10,
+         "chosen": 8, "true_positives": round(8 * (0.5 + (i % 3) / 6)), "precision": 0.5 + (i % 3) / 6,
+         "recall": 0.4 + (i % 4) / 8, "f1": 0.45 + (i % 3) / 8, "status": "ok"}
+        for i, k, lab in zip(ids, clusters.column("kind").to_pylist(), clusters.column("label").to_pylist(),
+                             strict=True)]), run / "analysis_label_quality.parquet")
     parents = [{"cluster_id": 1000, "parent_id": None, "label": f"Parent {IMG}"}] + [
         {"cluster_id": i, "parent_id": 1000, "label": None} for i in ids]
     pq.write_table(pa.Table.from_pylist(parents), run / "analysis_hierarchy.parquet")

@@ -38,9 +38,10 @@ def hostile_handler(req: FakeRequest) -> Reply:
         data["description"] = f"{data['description']} {SCRIPT} [x]({JS_LINK})"
     elif "ratings" in data:
         for r in data["ratings"]:
-            r["reason"] = f"Scripted rating {SCRIPT}."
+            r["reason"] = f"{r['reason']} {SCRIPT}."
         if "For every cluster give" in user and re.search(r"^1\. label: .*sadness", user, re.M):
             data["ratings"][0]["private"] = True
+            data["ratings"][0]["private_reason"] = f"a user's home address {SCRIPT}"
     return Reply(content=json.dumps(data))
 
 

@@ -142,9 +142,10 @@ def test_map_and_analyses(page: Any, shots: Path) -> None:
     assert painted > 100
     shot(page, shots, "map")
     page.click("#nav >> text=Analyses")
-    page.wait_for_selector("text=compare")
+    page.wait_for_selector("text=compare_model")
     assert page.locator("main a:text-is('broken')").count() == 0
-    page.click("main a:text-is('compare')")
+    assert page.locator("main a:text-is('compare_source')").count() == 1  # every comparison is kept
+    page.click("main a:text-is('compare_model')")
     page.wait_for_selector("h2:has-text('Rate of each cluster per group')")
     assert page.locator("svg.plot line.whisker").count() > 0
     shot(page, shots, "analysis-compare")
@@ -163,7 +164,7 @@ def test_every_view_runs_no_payload(page: Any) -> None:
     page.check("#private")
     base = page.url.split("#")[0]
     for h in ("#/", "#/clusters/user", "#/clusters/thought", "#/clusters/response", "#/map", "#/transcripts",
-              "#/search?q=script", "#/search?q=javascript", "#/search?q=onerror", "#/analyses", "#/a/compare",
+              "#/search?q=script", "#/search?q=javascript", "#/search?q=onerror", "#/analyses", "#/a/compare_model", "#/a/compare_source",
               "#/a/probes", "#/a/hierarchy", "#/nowhere"):
         page.goto(base + h)
         page.wait_for_timeout(150)
@@ -177,3 +178,40 @@ def test_every_view_runs_no_payload(page: Any) -> None:
     hrefs = page.evaluate("[...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
     assert all(h.startswith("#") for h in hrefs)
     assert page.locator("main img, main script").count() == 0
+
+
+OVERFLOW_JS = """() => [...document.querySelectorAll('svg.plot')].flatMap((s) => {
+    const vb = s.viewBox.baseVal;
+    return [...s.querySelectorAll('text:not([transform])')].map((t) => t.getBBox())
+        .filter((b) => b.x < vb.x - 0.5 || b.x + b.width > vb.x + vb.width + 0.5)
+        .map((b) => [b.x, b.width, vb.width]); })"""
+
+
+def test_analysis_plots_fit_and_say_what_is_missing(page: Any, shots: Path) -> None:
+    """Issue 16 item 9: the compare chart writes 'no pieces of this kind' instead of a [0, 1]
+    whisker for a group without such pieces and keeps every label inside the plot; the
+    co-occurrence and label-quality results have plots."""
+    base = page.url.split("#")[0]
+    page.check("#private")
+    page.goto(base + "#/a/compare_planted")
+    page.wait_for_selector("h2:has-text('Rate of each cluster per group')")
+    # the group "no-thoughts" has no pieces of any kind: written as such, no whisker over [0, 1]
+    rows = page.locator("section table tbody tr").count()
+    assert rows > 0 and page.locator("svg.plot text.nodata").count() == rows  # one per cluster drawn
+    whiskers = page.evaluate("""() => [...document.querySelectorAll('svg.plot line.whisker')]
+        .filter((l) => l.y1.baseVal.value === l.y2.baseVal.value)
+        .map((l) => (l.x2.baseVal.value - l.x1.baseVal.value) / l.ownerSVGElement.viewBox.baseVal.width)""")
+    assert whiskers and max(whiskers) < 0.9
+    assert page.evaluate(OVERFLOW_JS) == []
+    shot(page, shots, "analysis-compare-fixed")
+    page.goto(base + "#/a/cooccurrence")
+    page.wait_for_selector("h2:has-text('Strongest co-occurring pairs within transcripts')")
+    assert page.locator("svg.plot rect").count() >= 1
+    assert page.evaluate(OVERFLOW_JS) == []
+    shot(page, shots, "analysis-cooccurrence")
+    page.goto(base + "#/a/label_quality")
+    page.wait_for_selector("h2:has-text('How well each label picks out')")
+    assert page.locator("svg.plot circle.point").count() == 9
+    assert page.locator("h2:has-text('Probe F1')").count() == 0  # not mistaken for probes
+    assert page.evaluate(OVERFLOW_JS) == []
+    shot(page, shots, "analysis-label-quality")

@@ -63,7 +63,10 @@ def test_overview_and_cluster_pages(hostile_run: Path, report_dir: Path) -> None
     for info in ov["kinds"].values():
         assert not set(info["top"]) & private
         assert sum(info["interest"]["counts"]) == info["clusters"]
-    assert {a["name"] for a in ov["analyses"]} == {"compare", "compare_rates", "probes", "hierarchy"}  # broken one skipped
+    assert {a["name"] for a in ov["analyses"]} == {"compare_model", "compare_model_rates", "compare_source",
+                                                      "compare_source_rates", "probes", "hierarchy",
+                                                      "cooccurrence", "label_quality", "compare_planted",
+                                                      "compare_planted_rates"}  # broken one skipped
     pages = {c["id"]: c for p in (report_dir / "data" / "c").glob("*.js") for c in shard(p)[1]}
     assert set(pages) == {c["cluster_id"] for c in clusters}
     for c in clusters:

@@ -30,11 +30,13 @@ def test_examples_duplicates_and_empties_are_dropped() -> None:
     examples = example_features(prompt)
     assert {"uses markdown headers", "in mandarin", "shows evaluation awareness"} <= examples
     result = CallResult("k", "ok", data={"features": [
-        "Uses markdown headers", "Counts remaining tokens", "counts  remaining tokens", "42", "In Mandarin",
-        "Quotes a poem", "A journey that leaves you with the spirit of Aloha in every heartfelt smile"]})
+        "Uses markdown headers", "Counts remaining tokens", "counts  remaining tokens", "42", "  ", "In Mandarin",
+        "Quotes a poem", "A journey that leaves you with the spirit of Aloha in every heartfelt smile",
+        "° °", "N=", "Regions="]})
     dropped: Counter[str] = Counter()
-    assert features_from_result(result, examples, dropped) == ["Counts remaining tokens", "Quotes a poem"]
-    assert dropped == {"example": 2, "duplicate": 1, "empty": 1, "too_long": 1}
+    assert [f.text for f in features_from_result(result, examples, dropped)] == [
+        "Counts remaining tokens", "Quotes a poem", "Regions"]
+    assert dropped == {"example": 2, "duplicate": 1, "empty": 1, "too_long": 1, "no_letters": 3}
 
 
 def test_requests_carry_the_piece_alone_and_truncate_long_ones() -> None:
@@ -47,6 +49,12 @@ def test_requests_carry_the_piece_alone_and_truncate_long_ones() -> None:
     assert "[… truncated: 600 more characters not shown]" in reqs[1].messages[-1].content
     assert reqs[0].schema is not None
     assert reqs[0].schema["properties"]["features"]["minItems"] == 3
+    assert reqs[0].schema["properties"]["features"]["items"]["required"] == ["feature", "quote"]
+    assert "verbatim quote" in reqs[0].messages[-1].content
+    plain, _ = build_requests(["short piece"], ["user"], load_prompt("featurize", version=1),
+                              FeaturizeConfig(min_features=3, max_features=5, evidence=False))
+    assert plain[0].schema is not None and plain[0].schema["properties"]["features"]["items"]["type"] == "string"
+    assert plain[0].sampling.max_tokens < reqs[0].sampling.max_tokens
     assert reqs[0].prompt_version == prompt.version
 
 
@@ -65,7 +73,7 @@ def test_featurize_in_chunks_equals_one_pass(tmp_path: Path) -> None:
     from featdisco.llm.openai import OpenAILLM
     from featdisco.stages.featurize import featurize
     from tests.fakes.openai_server import FakeOpenAIServer
-    from tests.pipeline_fakes import pipeline_handler
+    from tests.pipeline_fakes import expected_quotes, pipeline_handler
 
     texts = [f"Piece number {i % 23} about something" for i in range(40)]  # 23 distinct
     pieces = pa.table({"piece_id": [f"p{i}" for i in range(40)],
@@ -83,9 +91,67 @@ def test_featurize_in_chunks_equals_one_pass(tmp_path: Path) -> None:
             table, report = featurize(pieces, engine, prompt, chunk_pieces=chunk)
             cache.close()
             assert report.ok == 40 and report.failed == 0
+            # every piece gets the scripted quotes: one empty, two invented, seven found
+            assert report.quotes == {k: v * 40 for k, v in expected_quotes().items()}
+            assert report.unverified_share == 2 / 9
             distinct_requests = len({(t, k) for t, k in zip(texts, pieces.column("kind").to_pylist(),
                                                              strict=True)})
             assert srv.total == distinct_requests
             tables.append(table)
     assert tables[0].num_rows >= 400
     assert tables[0].equals(tables[1])
+
+
+def test_quotes_are_verified_with_their_span_and_invented_ones_flagged(tmp_path: Path) -> None:
+    """features.parquet carries each feature's quote, its span in the piece and a verified
+    flag; quotes the rater invented are kept but flagged, and counted in the report."""
+    import pyarrow as pa
+
+    from featdisco.llm.cache import CallCache
+    from featdisco.llm.engine import CallEngine
+    from featdisco.llm.openai import OpenAILLM
+    from featdisco.stages.featurize import featurize
+    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.pipeline_fakes import HALLUCINATED, pipeline_handler
+
+    texts = ["I am SO sorry   for the delay, here is the recipe you asked for today",
+             "The model keeps counting its remaining token budget while it plans the answer"]
+    pieces = pa.table({"piece_id": ["a", "b"], "transcript_id": ["t", "t"], "kind": ["response", "thought"],
+                       "text": texts})
+    with FakeOpenAIServer(pipeline_handler) as srv:
+        llm = OpenAILLM("fake", base_url=srv.base_url, api_key="sk-test", concurrency=2)
+        engine = CallEngine(llm, CallCache(str(tmp_path / "c.sqlite")), concurrency=2, progress="none")
+        table, report = featurize(pieces, engine, load_prompt("featurize"))
+    rows = table.to_pylist()
+    assert {"quote", "quote_start", "quote_end", "verified"} <= set(table.column_names)
+    for r in rows:
+        text = texts[0] if r["piece_id"] == "a" else texts[1]
+        if r["quote"] == "":
+            assert r["verified"] is None and r["quote_start"] is None
+        elif r["quote"] == HALLUCINATED:
+            assert r["verified"] is False and r["quote_start"] is None
+        else:  # re-cased and re-spaced by the rater, found all the same, and the span is the piece's own text
+            assert r["verified"] is True
+            shown = text[r["quote_start"]:r["quote_end"]]
+            assert " ".join(shown.lower().split()) == " ".join(r["quote"].lower().split())
+    assert report.quotes["unverified"] == 4 and report.as_dict()["unverified_share"] == round(4 / 18, 4)
+
+
+def test_no_evidence_gives_plain_features(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from featdisco.llm.cache import CallCache
+    from featdisco.llm.engine import CallEngine
+    from featdisco.llm.openai import OpenAILLM
+    from featdisco.stages.featurize import featurize
+    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.pipeline_fakes import pipeline_handler
+
+    pieces = pa.table({"piece_id": ["a"], "transcript_id": ["t"], "kind": ["user"], "text": ["Hello there friend"]})
+    with FakeOpenAIServer(pipeline_handler) as srv:
+        llm = OpenAILLM("fake", base_url=srv.base_url, api_key="sk-test", concurrency=1)
+        engine = CallEngine(llm, CallCache(str(tmp_path / "c.sqlite")), concurrency=1, progress="none")
+        table, report = featurize(pieces, engine, load_prompt("featurize", version=1),
+                                  FeaturizeConfig(evidence=False))
+    assert table.num_rows == 10 and table.column("quote").null_count == 10
+    assert "quotes" not in report.as_dict()

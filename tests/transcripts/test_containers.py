@@ -92,3 +92,22 @@ def test_ids_are_stable_across_processes(tmp_path: Path) -> None:
     ids = eval(runs[0])  # a printed list of strings
     assert len(set(ids)) == len(ids) == 12
     assert all(i.startswith("h") for i in ids)
+
+
+def test_utf8_byte_order_mark_is_stripped(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and many Windows tools start files with a BOM (EF BB BF)."""
+    bom = b"\xef\xbb\xbf"
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(bom + b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS))
+    assert triples(jsonl) == EXPECTED
+    arr = tmp_path / "bom.json"
+    arr.write_bytes(bom + json.dumps(RECORDS).encode())
+    assert triples(arr) == EXPECTED
+    csv_path = tmp_path / "bom.csv"
+    with csv_path.open("w", newline="", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8"
+        w = csv.DictWriter(f, fieldnames=["prompt", "response"])
+        w.writeheader()
+        w.writerow({"prompt": "question 0", "response": "answer 0"})
+    rows = featdisco.split(csv_path, meta=["prompt"]).to_pylist()
+    assert [(r["kind"], r["text"]) for r in rows] == [("user", "question 0"), ("response", "answer 0")]
+    assert rows[0]["prompt"] == "question 0"  # the column's name has no BOM glued to it

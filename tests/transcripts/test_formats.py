@@ -83,8 +83,10 @@ def test_openrouter_reasoning_details_and_legacy_function_call(tmp_path: Path) -
     ("content", "thought", "response"),
     [
         ("<think>Plan it.</think>The answer is 4.", "Plan it.", "The answer is 4."),
-        ("<think>First.</think>Mid.<think>Second.</think>End.", "First.\n\nSecond.", "Mid.End."),
-        ("Reasoning with no opening tag.</think>Final.", "Reasoning with no opening tag.", "Final."),
+        ("<think>First.</think>\n<think>Second.</think>End.", "First.\n\nSecond.", "End."),
+        ("Reasoning begun in the template.\n</think>\n\nFinal.", "Reasoning begun in the template.",
+         "Final."),
+        ("  <think>Leading space.</think>Done.", "Leading space.", "Done."),
         ("<think>I was cut off by the token lim", "I was cut off by the token lim", None),
         ("<thinking>Claude style.</thinking>Ok.", "Claude style.", "Ok."),
         ("No tags at all, just <b>html</b>.", None, "No tags at all, just <b>html</b>."),

@@ -16,6 +16,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy import sparse
 
 from featdisco.dictionary import activation_matrix
@@ -40,6 +41,7 @@ class Activations:
     piece_matrix: sparse.csr_matrix
     transcript_matrix: sparse.csr_matrix
     features: pa.Table | None = None  # with ``with_features``: feature_id, piece_id, kind, text, cluster_id
+    pieces_path: Path | None = None  # pieces.parquet: columns not loaded up front are read from it on demand
 
     @property
     def matrix(self) -> sparse.csr_matrix:
@@ -55,17 +57,51 @@ class Activations:
         return np.asarray(self.clusters["kind"].to_numpy() == kind)
 
     def column(self, name: str) -> pd.Series:
-        """A piece column, or a key of the pieces' metadata JSON when no column has that name."""
-        if name in self.pieces.columns and name != "metadata":
+        """A piece column (any column of pieces.parquet), or a metadata path: ``category``,
+        ``metadata.category`` or a dotted path into nested metadata (``metadata.judge.score``)."""
+        if name in self.pieces.columns and name not in ("metadata", "transcript_row"):
             return self.pieces[name]
-        values = [_meta(m).get(name) for m in self.pieces["metadata"]]
+        if self.pieces_path is not None and name != "metadata":
+            names = pq.ParquetFile(self.pieces_path).schema_arrow.names
+            if name in names:  # a column kept on disk (source, format, ...): read it now
+                values = pq.read_table(self.pieces_path, columns=[name]).column(name).to_pylist()
+                return pd.Series(values, index=self.pieces.index, dtype=object)
+        path = name.removeprefix("metadata.")
+        metas = [_meta(m) for m in self.pieces["metadata"]] if "metadata" in self.pieces else []
+        values = [_lookup(m, path) for m in metas]
         if all(v is None for v in values):
-            cols = sorted(c for c in self.pieces.columns if c not in ("text", "metadata"))
-            keys = sorted({k for m in self.pieces["metadata"][:1000] for k in _meta(m)})
+            cols = sorted((set(self.pieces.columns) | set(self._disk_columns())) - {"text", "metadata", "transcript_row"})
+            keys = sorted({k for m in metas[:1000] for k in _paths(m)})
             raise FeatdiscoError(f"no piece column or metadata key named {name!r}; columns: "
                                  f"{', '.join(cols)}; metadata keys: {', '.join(keys) or 'none'}")
-        return pd.Series([None if v is None else str(v) for v in values], index=self.pieces.index,
-                         dtype=object)
+        return pd.Series([None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode()
+                          if isinstance(v, dict | list) else str(v) for v in values],
+                         index=self.pieces.index, dtype=object)
+
+    def _disk_columns(self) -> list[str]:
+        return pq.ParquetFile(self.pieces_path).schema_arrow.names if self.pieces_path else []
+
+
+def _lookup(meta: dict[str, Any], path: str) -> Any:
+    """``meta[path]``, else the dotted path walked through nested objects."""
+    if path in meta:
+        return meta[path]
+    value: Any = meta
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _paths(meta: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key of a metadata object, nested ones as dotted paths."""
+    out = []
+    for k, v in meta.items():
+        out.append(prefix + k)
+        if isinstance(v, dict):
+            out.extend(_paths(v, f"{prefix}{k}."))
+    return out
 
 
 def _meta(raw: Any) -> dict[str, Any]:
@@ -81,18 +117,67 @@ def _meta(raw: Any) -> dict[str, Any]:
 def read_clusters(run: RunDir, table: pa.Table | None = None) -> pd.DataFrame:
     """The cluster table (``clusters.parquet``, or the unnamed base table of a run stopped
     before naming, or ``table`` when given), indexed 0..n-1 by cluster id."""
-    name = "clusters.parquet" if run.file("clusters.parquet").exists() else "clusters_base.parquet"
+    source = cluster_table_source(run) if table is None else None
+    name = str(source) if source is not None else "clusters.parquet"
     if table is None:
-        table = run.read_table(name)
+        table = pq.read_table(source)
     df = table.to_pandas()
     if "label" not in df.columns:
         df["label"] = None
     df = df.sort_values("cluster_id").reset_index(drop=True)
     if not np.array_equal(df["cluster_id"].to_numpy(), np.arange(len(df))):
-        raise FeatdiscoError(f"{run.path}/{name}: cluster ids are not 0..{len(df) - 1}")
+        raise FeatdiscoError(f"{name}: cluster ids are not 0..{len(df) - 1}")
     df["label"] = [lab if isinstance(lab, str) and lab else f"{k} cluster {c}"
                    for lab, k, c in zip(df["label"], df["kind"], df["cluster"], strict=True)]
     return df
+
+
+def fitted_run(run: RunDir) -> Path | None:
+    """The fitted run whose dictionary a transform's output was made with (its manifest
+    names it), or None for a run fitted in place."""
+    if not run.exists or run.file("clusters.parquet").exists():
+        return None
+    fitted = run.manifest.get("fitted_run")
+    if not fitted:
+        return None
+    if not (Path(fitted) / "clusters.parquet").exists():
+        raise FeatdiscoError(f"{run.path} is the output of `featdisco transform` with the dictionary in "
+                             f"{fitted}, which has no clusters.parquet any more: its labels are needed")
+    return Path(fitted)
+
+
+def cluster_table_source(run: RunDir) -> Path:
+    """Where a run's clusters are: its own ``clusters.parquet`` (or the unnamed base table of
+    a run stopped before naming), else, for a transform's output, the fitted run's."""
+    for name in ("clusters.parquet", "clusters_base.parquet"):
+        if run.file(name).exists():
+            return run.file(name)
+    fitted = fitted_run(run)
+    if fitted is not None:
+        return fitted / "clusters.parquet"
+    raise FeatdiscoError(f"{run.path} has no clusters: run `featdisco run` into it, or "
+                         "`featdisco transform FITTED_RUN ... -o` it")
+
+
+def recounted_clusters(run_dir: str | Path) -> pa.Table:
+    """The cluster table of a run, with ``size`` (features), ``pieces`` and ``transcripts``
+    counted on the run's own data: for a transform's output, the fitted dictionary's labels
+    with this data's counts (and no examples, which were the fitted data's)."""
+    run = RunDir(run_dir)
+    source = cluster_table_source(run)
+    if source.parent.resolve() == run.path.resolve():
+        return pq.read_table(source)
+    act = load_activations(run_dir)
+    df = pq.read_table(source).to_pandas().sort_values("cluster_id").reset_index(drop=True)
+    cids = run.read_table("assignments.parquet", ["cluster_id"]).column(0).to_numpy(zero_copy_only=False)
+    cids = np.asarray(cids[cids >= 0] if cids.dtype.kind in "iu" else [c for c in cids if c is not None and c >= 0],
+                      dtype=np.int64)
+    df["size"] = np.bincount(cids, minlength=len(df))[: len(df)]
+    df["pieces"] = np.asarray(act.piece_matrix.getnnz(axis=0))
+    df["transcripts"] = np.asarray(act.transcript_matrix.getnnz(axis=0))
+    if "examples" in df:
+        df["examples"] = [[] for _ in range(len(df))]
+    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def load_activations(run_dir: str | Path, *, clusters: pa.Table | None = None,
@@ -135,7 +220,8 @@ def load_activations(run_dir: str | Path, *, clusters: pa.Table | None = None,
     if with_features:
         feats = run.read_table("features.parquet", ["feature_id", "piece_id", "kind", "text"]) \
             .append_column("cluster_id", pa.array(cids, pa.int64()))
-    return Activations(pieces, cluster_table, [str(u) for u in uniques], pm.tocsr(), tm, feats)
+    return Activations(pieces, cluster_table, [str(u) for u in uniques], pm.tocsr(), tm, feats,
+                       pieces_path=run.file("pieces.parquet"))
 
 
 def _transcript_matrix(pm: sparse.csr_matrix, rows: np.ndarray, n: int) -> sparse.csr_matrix:

@@ -12,6 +12,7 @@ unpaired test counts as noise.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,15 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     keys = prompt_keys(act).to_numpy(dtype=object)
     rates: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}  # kind → the only group that has pieces of it
     for kind in sorted(set(kinds)):
         cols = np.nonzero(act.kind_mask(kind))[0]
         if len(cols) == 0:
             continue
         counts, ns, presence = _group_counts(act, kinds == kind, gvals, keys, present, cols, unit)
+        if (ns > 0).sum() < 2:  # nothing to compare: say so instead of comparing a group with itself
+            skipped[kind] = ", ".join(g for g, n in zip(present, ns, strict=True) if n) or "none"
+            continue
         for j, cid in enumerate(cols):
             c, n = counts[:, j], ns
             low, high = wilson_interval(c, n)
@@ -95,7 +100,9 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     df.insert(2, "label", [labels[c] for c in df["cluster_id"]])
     df["abs_log2_ratio"] = df["log2_ratio"].abs()
     df = df.sort_values(["significant", "abs_log2_ratio", "p_value"], ascending=[False, False, True])
-    return df.drop(columns="abs_log2_ratio").reset_index(drop=True), pd.DataFrame(rates)
+    df = df.drop(columns="abs_log2_ratio").reset_index(drop=True)
+    df.attrs["kinds_not_compared"] = skipped
+    return df, pd.DataFrame(rates)
 
 
 def _group_counts(act: Activations, kind_rows: np.ndarray, gvals: np.ndarray, keys: np.ndarray,
@@ -137,10 +144,13 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, c / n, np.nan)
     hi, lo = int(np.nanargmax(rate)), int(np.nanargmin(rate))
-    if len(groups) == 2:
+    has = n > 0  # a group without pieces of this kind has no rate to test
+    if hi == lo:  # every rate equal: still name two different groups, not one twice
+        lo = next(i for i in range(len(groups)) if has[i] and i != hi)
+    if has.sum() == 2:
         p, test = two_by_two_test(int(c[hi]), int(n[hi]), int(c[lo]), int(n[lo]))
     else:
-        p, test = chi_square_k(c, n), "chi2"
+        p, test = chi_square_k(c[has], n[has]), "chi2"
     # a smoothed ratio ranks 3/100 vs 0/100 sensibly; the raw one is kept for reading
     smooth = ((c[hi] + 0.5) / (n[hi] + 1)) / ((c[lo] + 0.5) / (n[lo] + 1))
     row: dict[str, Any] = {
@@ -167,13 +177,22 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
 def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: list[str] | None = None,
                 min_count: int = 1, alpha: float = 0.05, paired: bool | None = None,
                 write: bool = True) -> pd.DataFrame:
-    """:func:`compare_groups` on a run directory; writes ``analysis_compare.parquet`` (one row
-    per cluster) and ``analysis_compare_rates.parquet`` (one row per cluster and group)."""
+    """:func:`compare_groups` on a run directory; writes ``analysis_compare_<by>.parquet``
+    (one row per cluster) and ``analysis_compare_<by>_rates.parquet`` (one row per cluster and
+    group), so that comparisons by different columns are all kept. ``df.attrs["no_value"]``:
+    pieces left out because they have no value of ``by``."""
     act = load_activations(run_dir)
     df, rates = compare_groups(act, by, unit=unit, groups=groups, min_count=min_count, alpha=alpha,
                                paired=paired)
     df.insert(0, "by", by)
     if write:
-        write_analysis(run_dir, "compare", df)
-        write_analysis(run_dir, "compare_rates", rates.assign(by=by))
+        write_analysis(run_dir, compare_name(by), df)
+        write_analysis(run_dir, compare_name(by) + "_rates", rates.assign(by=by))
+    df.attrs["no_value"] = int(act.column(by).isna().sum())
     return df
+
+
+def compare_name(by: str) -> str:
+    """``compare_<by>``, with anything but letters, digits, ``-`` and ``_`` as ``_``
+    (``metadata.judge.score`` → ``compare_metadata_judge_score``)."""
+    return "compare_" + re.sub(r"[^A-Za-z0-9_-]+", "_", by).strip("_")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import open_pipeline
+from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir
@@ -33,7 +33,7 @@ def _group(vectors: np.ndarray, weights: np.ndarray, k: int, seed: int) -> tuple
 
 def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | None = None, seed: int = 0,
                     llm: str | None = None, model: str | None = None, base_url: str | None = None,
-                    concurrency: int | None = None, write: bool = True) -> pd.DataFrame:
+                    concurrency: int | None = None, prices: str | None = None, write: bool = True) -> pd.DataFrame:
     """``levels`` = 2 (clusters and parents) or 3 (and grandparents). Each level has about
     ``n / branching`` groups of the level below (default ``branching = √n``, so 20k clusters
     make ~140 parents and ~12 grandparents at three levels)."""
@@ -41,7 +41,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
         raise FeatdiscoError("--levels must be 2 or 3")
     run = RunDir(run_dir)
     clusters = read_clusters(run)
-    size = clusters["size"].to_numpy(dtype=np.float64) if "size" in clusters else np.ones(len(clusters))
+    size = clusters["size"].to_numpy(dtype=np.int64) if "size" in clusters else np.ones(len(clusters), np.int64)
     nodes: list[dict[str, Any]] = []
     to_name: list[tuple[int, str, list[str]]] = []  # node position, kind, child labels
     for kind in sorted(clusters["kind"].unique()):
@@ -55,9 +55,9 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
         for i, (_, row) in enumerate(sub.iterrows()):
             nodes.append({"node_id": ids[i], "parent_id": -1, "level": 0, "kind": kind,
                           "cluster_id": int(row["cluster_id"]), "label": row["label"],
-                          "description": row.get("description"), "size": float(size[row["cluster_id"]]),
+                          "description": row.get("description"), "size": int(size[row["cluster_id"]]),
                           "children": 0, "leaves": 1})
-        weights = size[sub["cluster_id"].to_numpy()]
+        weights = size[sub["cluster_id"].to_numpy()].astype(np.float64)
         for level in range(1, levels):
             n = len(ids)
             k = max(1, round(n / (branching or math.sqrt(n)))) if n > 1 else 1
@@ -73,28 +73,31 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
                     nodes[m]["parent_id"] = pid
                 nodes.append({"node_id": pid, "parent_id": -1, "level": level, "kind": kind, "cluster_id": -1,
                               "label": None, "description": None,
-                              "size": float(sum(nodes[m]["size"] for m in members)),
+                              "size": int(sum(nodes[m]["size"] for m in members)),
                               "children": len(members), "leaves": int(sum(nodes[m]["leaves"] for m in members))})
                 to_name.append((pid, kind, [str(nodes[m]["label"]) for m in members]))
             ids = [pid for _, pid in parent_ids]
             vecs = centers[[g for g, _ in parent_ids]]
-            weights = np.array([nodes[p]["size"] for p in ids])
+            weights = np.array([nodes[p]["size"] for p in ids], dtype=np.float64)
             if len(ids) == 1:
                 break
-    _name(run_dir, nodes, to_name, seed, llm, model, base_url, concurrency)
+    used = _name(run_dir, nodes, to_name, seed, dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+                                              prices=prices))
     df = pd.DataFrame(nodes)
     if write:
         write_analysis(run_dir, "hierarchy", df)
+    df.attrs["llm"] = used  # failed naming calls and why: the CLI exits 3 on any
     return df
 
 
 def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[int, str, list[str]]], seed: int,
-          llm: str | None, model: str | None, base_url: str | None, concurrency: int | None) -> None:
-    """Name parents level by level so that grandparents see their children's new names."""
+          llm_options: dict[str, Any]) -> dict[str, Any] | None:
+    """Name parents level by level so that grandparents see their children's new names;
+    returns the LLM use (None: nothing to name)."""
     if not to_name:
-        return
+        return None
     prompt = load_prompt("name_parent")
-    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+    pipe = open_pipeline(run_dir, **llm_options)
     try:
         for level in sorted({nodes[p]["level"] for p, _, _ in to_name}):
             batch = [(p, k) for p, k, _ in to_name if nodes[p]["level"] == level]
@@ -106,4 +109,5 @@ def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[
                 nodes[p]["label"] = label or f"Group of {nodes[p]['children']} clusters"
                 nodes[p]["description"] = desc
     finally:
-        pipe.close()
+        used = close_pipeline(pipe, "hierarchy")
+    return used

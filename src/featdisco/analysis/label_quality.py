@@ -18,18 +18,12 @@ import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import open_pipeline
+from featdisco.analysis.llm import close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
+from featdisco.llm.replies import LabelFit
 from featdisco.prompts import load_prompt
 from featdisco.stages.name import KIND_PLURALS
-
-
-def score_schema(n: int) -> dict[str, Any]:
-    return {"type": "object",
-            "properties": {"fits": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": n},
-                                    "maxItems": n}},
-            "required": ["fits"], "additionalProperties": False}
 
 
 def _members_by_cluster(run_dir: Path) -> dict[int, list[str]]:
@@ -59,7 +53,7 @@ def _neighbours(run_dir: Path, clusters: pd.DataFrame, cid: int, k: int) -> list
 def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 10, n_others: int = 10,
                  labels: dict[int, str] | None = None, cluster_ids: list[int] | None = None,
                  seed: int = 0, llm: str | None = None, model: str | None = None,
-                 base_url: str | None = None, concurrency: int | None = None,
+                 base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
                  write: bool = True) -> pd.DataFrame:
     """Score labels of ``cluster_ids`` (default: ``n_clusters`` sampled at random among clusters
     with enough members); ``labels`` overrides the stored label of a cluster, e.g. to test a
@@ -93,20 +87,20 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
         requests.append(LLMRequest(
             prompt.render(label=label, n_items=len(items), kind_plural=KIND_PLURALS[clusters.loc[cid, "kind"]],
                           items="\n".join(f"{i}. {x}" for i, (x, _) in enumerate(items, start=1))),
-            schema=score_schema(len(items)), schema_name="label_fit",
+            schema=LabelFit.for_items(len(items)).json_schema(), schema_name=LabelFit.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=20 + 6 * len(items)), prompt_version=prompt.version))
-    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     try:
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
-        pipe.close()
+        used = close_pipeline(pipe, "label_quality")
     rows = []
     for (cid, label, items), res in zip(plans, results, strict=True):
         n_mem = sum(m for _, m in items)
         row: dict[str, Any] = {"cluster_id": cid, "kind": clusters.loc[cid, "kind"], "label": label,
                                "members_shown": n_mem, "others_shown": len(items) - n_mem}
-        if res.ok and isinstance(res.data, dict):
-            chosen = {int(i) for i in res.data.get("fits", []) if 1 <= int(i) <= len(items)}
+        if res.ok:
+            chosen = {i for i in LabelFit.read(res.data).fits if 1 <= i <= len(items)}
             tp = sum(items[i - 1][1] for i in chosen)
             precision = tp / len(chosen) if chosen else 0.0
             recall = tp / n_mem if n_mem else float("nan")
@@ -120,6 +114,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
         write_analysis(run_dir, "label_quality", df)
+    df.attrs["llm"] = used  # failed calls and why: the CLI exits 3 on any
     return df
 
 

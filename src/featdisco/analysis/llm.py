@@ -8,16 +8,29 @@ cost accounting, and default to the backend and model recorded in the run's mani
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from featdisco.pipeline import Pipeline, config_from_manifest
+from featdisco.runsummary import record_invocation
 
 
 def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | None = None,
                   base_url: str | None = None, concurrency: int | None = None,
-                  max_cost: float | None = None) -> Pipeline:
+                  max_cost: float | None = None, prices: str | None = None) -> Pipeline:
     """A pipeline on ``run_dir`` configured from its manifest, with explicit overrides; the
     analyses use their own packaged prompts."""
     cfg = config_from_manifest(run_dir, dict(llm=llm, model=model, base_url=base_url,
-                                             concurrency=concurrency, max_cost=max_cost),
+                                             concurrency=concurrency, max_cost=max_cost, prices=prices),
                                fitted_prompts=False, required=False)
     return Pipeline(run_dir, cfg, progress="none")
+
+
+def close_pipeline(pipe: Pipeline, analysis: str) -> dict[str, Any]:
+    """Add the analysis's LLM use to the run's totals (``featdisco status``, the report), then
+    close the pipeline; returns that use (failed calls and why included)."""
+    try:
+        used = pipe.engine.summary.as_dict()
+        record_invocation(pipe.dir, used, analysis=analysis, prices=pipe.prices_used())
+        return used
+    finally:
+        pipe.close()

@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import console, err_console, fail
+from featdisco.cli.common import PricesOpt, console, err_console, fail
+from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
 
 app = typer.Typer(
@@ -55,13 +56,17 @@ def split_cmd(
         "--limit", min=1, help="Read at most this many records from each file.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print piece counts by kind and model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the piece counts per model as JSON lines "
+                                        "(model, user, thought, response); messages go to stderr.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="The same as CSV with a header.")] = False,
 ) -> None:
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
     run_split(inputs=inputs, output=output, format=format, mapping=map_, model=model, meta=meta,
               questions=questions, max_chars=max_chars, skip_bad=skip_bad,
-              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet)
+              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet,
+              out=Output.of(json_, csv_))
 
 
 InputsArg = Annotated[list[Path], typer.Argument(
@@ -70,7 +75,9 @@ FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="Force a r
 MapOpt = Annotated[str | None, typer.Option("--map", help="Map table columns, e.g. user=prompt,response=output.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad records instead of stopping.")]
 LlmOpt = Annotated[str | None, typer.Option(
-    "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default local).")]
+    "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default: openai when "
+    "--base-url, FEATDISCO_BASE_URL or OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, "
+    "else the embedded local model).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model name (env FEATDISCO_MODEL).")]
 BaseUrlOpt = Annotated[str | None, typer.Option(
     "--base-url", help="OpenAI-compatible server URL, e.g. a vLLM or Ollama server (env FEATDISCO_BASE_URL).")]
@@ -96,11 +103,16 @@ def run_cmd(
     min_features: Annotated[int, typer.Option("--min-features", min=1, help="Fewest features per piece.")] = 10,
     max_features: Annotated[int, typer.Option("--max-features", min=1, help="Most features per piece.")] = 20,
     max_piece_tokens: Annotated[int, typer.Option(
-        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before rating.")] = 2000,
+        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing.")] = 2000,
     max_cost: Annotated[float | None, typer.Option(
-        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept.")] = None,
+        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
+        "(needs a known price: built in, or --prices).")] = None,
+    evidence: Annotated[bool, typer.Option(
+        "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
+        "against the piece (default); --no-evidence: plain features, fewer output tokens.")] = True,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Estimate calls, tokens and cost of featurizing, and spend nothing.")] = False,
+        "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
+        "and spend nothing.")] = False,
     concurrency: ConcurrencyOpt = 64,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
@@ -116,7 +128,17 @@ def run_cmd(
     skip_bad: SkipBadOpt = False,
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Read at most this many records from each file.")] = None,
-    top: Annotated[int, typer.Option("--top", min=0, help="Clusters of each kind to print.")] = 8,
+    top: Annotated[int | None, typer.Option(
+        "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
+        show_default=False)] = None,
+    show_private: Annotated[bool, typer.Option(
+        "--show-private", help="Also print clusters flagged private or drawn from too few transcripts.")] = False,
+    min_transcripts: Annotated[int, typer.Option(
+        "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts from the "
+        "printed tables, --json and the report, so that none singles out one conversation; kept in the run's "
+        "config as the default of later commands.")] = 1,
+    json_: JsonOpt = False,
+    csv_: CsvOpt = False,
     batch: Annotated[bool, typer.Option(
         "--batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
         "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
@@ -130,6 +152,7 @@ def run_cmd(
         "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
         "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
         "and the run keeps a copy.")] = None,
+    prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
@@ -138,28 +161,35 @@ def run_cmd(
     are skipped, and finished LLM calls come from the run's cache.
     """
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
+    from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import Pipeline, PipelineConfig
     from featdisco.transcripts.read import ReadOptions
 
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
+                         evidence=evidence,
                          seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
-                         batch=batch, batch_poll=batch_poll, executor=executor)
+                         batch=batch, batch_poll=batch_poll, executor=executor,
+                         prices=str(prices) if prices else None, min_transcripts=min_transcripts)
     cfg.featurize_config()  # validates the feature bounds before any work
+    PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
     options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
                           limit=limit)
     run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
-                 quiet=quiet, top=top)
+                 quiet=quiet, top=top, out=Output.of(json_, csv_), show_private=show_private)
 
 
 @app.command("status")
-def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] = Path("runs/latest")) -> None:
-    """Show a run's stages: done or not, time, calls, cost and counts."""
+def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] = Path("runs/latest"),
+               json_: Annotated[bool, typer.Option("--json", help="Print one JSON object: stages, LLM totals "
+                                                   "over every invocation and of the last one.")] = False) -> None:
+    """Show a run's stages: done or not, time, calls, cost and counts, and the LLM totals of
+    every invocation together and of the last one."""
     from featdisco.cli.run import show_status
 
-    show_status(run_dir)
+    show_status(run_dir, json_)
 
 
 @app.command("transform")
@@ -168,25 +198,32 @@ def transform_cmd(
     inputs: InputsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the new pieces, features, "
                                          "assignments and activations.npz.")],
-    llm: LlmOpt = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
+    llm: Annotated[str | None, typer.Option(
+        "--llm", help="LLM backend (default: the fitted run's, so that new features are worded alike).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the fitted run's).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="OpenAI-compatible server URL (default: the fitted run's).")] = None,
     concurrency: ConcurrencyOpt = 64,
     format: FormatOpt = None,
     map_: MapOpt = None,
     skip_bad: SkipBadOpt = False,
+    prices: PricesOpt = None,
+    no_evidence: Annotated[bool, typer.Option(
+        "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
     to its nearest existing cluster."""
-    from featdisco.cli.run import log_line
+    from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
     from featdisco.transcripts.read import ReadOptions
 
     act = transform_into(run_dir, inputs, out_dir=output,
                          read_options=ReadOptions(format=format, mapping=map_ or {}, skip_bad=skip_bad),
                          overrides={"llm": llm, "model": model, "base_url": base_url,
-                                    "concurrency": concurrency}, log=log_line(quiet))
+                                    "concurrency": concurrency, "prices": str(prices) if prices else None,
+                                    "evidence": False if no_evidence else None},
+                         log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
     n_features = act.features.num_rows if act.features is not None else 0
@@ -195,6 +232,7 @@ def transform_cmd(
     from featdisco.cli.run import print_new_clusters
 
     print_new_clusters(output)
+    exit_if_transform_failed(output, lambda msg: console.print(msg, markup=False))
 
 
 @app.command("formats")
@@ -210,6 +248,8 @@ def _register_optional_apps() -> None:
     """Sub-commands whose modules land separately; each registers itself if present."""
     __import__("featdisco.cli.report", fromlist=["register"]).register(app)  # report, serve
     __import__("featdisco.cli.analysis", fromlist=["register"]).register(app)  # probe, compare, ...
+    __import__("featdisco.cli.verify", fromlist=["register"]).register(app)  # validate, find
+    __import__("featdisco.cli.scan", fromlist=["register"]).register(app)  # scan
     try:
         from featdisco.cli.models import models_app
     except ImportError:

@@ -5,63 +5,71 @@ the full results (with every count) are in ``analysis_<name>.parquet`` in the ru
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import pandas as pd
 import typer
-from rich.table import Table
 
-from featdisco.cli.common import console
+from featdisco.cli.common import PricesOpt, exit_if_failed
+from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
-RunDirArg = Annotated[Path, typer.Argument(help="A fitted run directory (from `featdisco run`).")]
-TopOpt = Annotated[int, typer.Option("--top", min=0, help="Rows to print.")]
+RunDirArg = Annotated[Path, typer.Argument(
+    help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
+_TOP = "Rows to print (default {}; with --json/--csv: all rows)."
+Top10 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(10), show_default=False)]
+Top10Kind = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format("10 per kind"), show_default=False)]
+Top15 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(15), show_default=False)]
+Top20 = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format(20), show_default=False)]
+Top20Level = Annotated[int | None, typer.Option("--top", min=0, help=_TOP.format("20 per level"),
+                                                show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random sampling.")]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model (default: the run's).")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (default: the run's).")]
-ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
+ConcOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls (default: the run's).")]
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "-"
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}"
-    if isinstance(v, list):
-        return "; ".join(str(x) for x in v[:3])
-    return str(v)
+MinTranscriptsOpt = Annotated[int | None, typer.Option(
+    "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts, so that none "
+    "singles out one conversation (default: the run's --min-transcripts, else 1).", show_default=False)]
+ShowPrivateOpt = Annotated[bool, typer.Option(
+    "--show-private", help="Also show clusters flagged private or drawn from too few transcripts.")]
 
 
-def show(df: pd.DataFrame, columns: list[str], title: str, top: int) -> None:
-    table = Table(title=title, show_edge=False)
-    cols = [c for c in columns if c in df.columns]
-    for c in cols:
-        table.add_column(c, overflow="fold", max_width=40)
-    for _, row in df.head(top).iterrows():
-        table.add_row(*(_fmt(row[c]) for c in cols))
-    console.print(table)
+def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | None, show_private: bool) -> Output:
+    """The command's output, leaving out rows about hidden clusters (and saying how many)."""
+    from featdisco.analysis.visibility import visibility
+
+    out = Output.of(json_, csv_)
+    vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
+    if (note := vis.note()) is not None:
+        out.say(note)
+    return replace(out, hidden=vis.hidden)
 
 
-def wrote(run_dir: Path, *names: str) -> None:
-    console.print("written: " + ", ".join(str(run_dir / f"analysis_{n}.parquet") for n in names))
+def wrote(out: Output, run_dir: Path, *names: str) -> None:
+    out.say("written: " + ", ".join(str(run_dir / f"analysis_{n}.parquet") for n in names))
 
 
 def register(app: typer.Typer) -> None:
     """Add the analysis commands to the ``featdisco`` app."""
 
     @app.command("frequency")
-    def frequency_cmd(run_dir: RunDirArg, top: TopOpt = 10) -> None:
+    def frequency_cmd(run_dir: RunDirArg, top: Top10Kind = None, json_: JsonOpt = False, csv_: CsvOpt = False,
+                      min_transcripts: MinTranscriptsOpt = None, show_private: ShowPrivateOpt = False) -> None:
         """How often each cluster occurs: in pieces of its kind and in distinct transcripts."""
         from featdisco.analysis.activations import cluster_frequency
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = cluster_frequency(run_dir)
-        for kind, g in df.groupby("kind"):
-            show(g, ["cluster_id", "label", "pieces", "kind_pieces", "piece_rate", "transcripts",
-                     "transcript_rate"], f"most frequent {kind} clusters", top)
-        wrote(run_dir, "frequency")
+        n = out.limit(top, 10)
+        if out.machine:
+            out.rows(df.groupby("kind", sort=False).head(n) if n is not None else df, [], top=None)
+        for kind, g in df.groupby("kind") if not out.machine else []:
+            out.rows(g, ["cluster_id", "label", "pieces", "kind_pieces", "piece_rate", "transcripts",
+                         "transcript_rate"], f"most frequent {kind} clusters", n)
+        wrote(out, run_dir, "frequency")
 
     @app.command("probe")
     def probe_cmd(
@@ -74,65 +82,91 @@ def register(app: typer.Typer) -> None:
         min_positives: Annotated[int, typer.Option("--min-positives", min=1, help="Skip targets seen in fewer pieces.")] = 10,
         jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
-        top: TopOpt = 15,
+        top: Top15 = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Which user features predict thought and response features: one logistic-regression
         probe per target, held-out split by transcript, F1/precision/recall/AUROC against the
         best input-blind F1, and the user clusters with the largest positive weights."""
         from featdisco.analysis.probes import run_probes, summarize_probes
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
                         min_positives=min_positives, n_jobs=jobs)
-        show(summarize_probes(df), ["kind", "targets", "fitted", "beat_baseline", "beat_by_0.1", "median_f1",
-                                    "median_baseline_f1", "median_lift_of_winners"], "probe summary", 10)
-        show(df.sort_values("f1_lift", ascending=False), ["kind", "label", "f1", "baseline_f1", "precision", "recall",
-                                                          "auroc", "test_positives", "n_test", "top_user_labels"],
-             "most predictable targets", top)
-        wrote(run_dir, "probes")
+        out.rows(summarize_probes(df), ["kind", "targets", "fitted", "beat_baseline", "beat_by_0.1", "median_f1",
+                                        "median_baseline_f1", "median_lift_of_winners"], "probe summary", 10,
+                 primary=False)
+        out.rows(df.sort_values("f1_lift", ascending=False),
+                 ["kind", "cluster_id", "label", "f1", "baseline_f1", "precision", "recall", "auroc",
+                  "test_positives", "n_test", "top_user_labels"], "most predictable targets", out.limit(top, 15))
+        wrote(out, run_dir, "probes")
 
     @app.command("compare")
     def compare_cmd(
         run_dir: RunDirArg,
-        by: Annotated[str, typer.Option("--by", help="Piece column or metadata key to group by, e.g. model, checkpoint, dataset.")],
+        by: Annotated[str, typer.Option("--by", help="Any piece column (model, source, format, ...) or metadata path "
+                                        "(category, metadata.judge.score) to group by; each is kept as "
+                                        "analysis_compare_<by>.parquet.")],
         groups: Annotated[str | None, typer.Option("--groups", help="Only these groups, comma-separated.")] = None,
         unit: Annotated[str, typer.Option("--unit", help="piece (default) or transcript.")] = "piece",
         min_count: Annotated[int, typer.Option("--min-count", min=1, help="Skip clusters seen fewer times in all groups together.")] = 1,
         alpha: Annotated[float, typer.Option("--alpha", help="False discovery rate for 'significant'.")] = 0.05,
         paired: Annotated[bool | None, typer.Option("--paired/--unpaired", help="Force or forbid the paired test over shared prompts (default: when groups share prompts).")] = None,
-        top: TopOpt = 20,
+        top: Top20 = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How groups differ: each cluster's rate per group with Wilson intervals, rate ratio,
         Fisher / chi-square with Benjamini–Hochberg, and a paired test over shared prompts."""
-        from featdisco.analysis.compare import run_compare
+        from featdisco.analysis.compare import compare_name, run_compare
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_compare(run_dir, by, unit=unit, groups=groups.split(",") if groups else None,
                          min_count=min_count, alpha=alpha, paired=paired)
         n_sig = int(df["significant"].sum())
-        console.print(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
-        show(df, ["kind", "label", "group_high", "count_high", "n_high", "rate_high", "group_low", "count_low",
-                  "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences", top)
-        wrote(run_dir, "compare", "compare_rates")
+        out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
+        for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
+            out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
+        if df.attrs.get("no_value"):
+            out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
+        out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
+                      "count_low", "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences",
+                 out.limit(top, 20))
+        wrote(out, run_dir, compare_name(by), compare_name(by) + "_rates")
 
     @app.command("cooccur")
     def cooccur_cmd(
         run_dir: RunDirArg,
         min_support: Annotated[int, typer.Option("--min-support", min=1, help="Fewest pieces / transcripts a pair must share.")] = 5,
         level: Annotated[str, typer.Option("--level", help="piece, transcript or both.")] = "both",
-        top: TopOpt = 20,
+        top: Top20Level = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Cluster pairs that co-occur more than chance within pieces and within transcripts
         (lift, PMI, NPMI, hypergeometric p with Benjamini–Hochberg)."""
         from featdisco.analysis.cooccurrence import run_cooccurrence
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         levels = ("piece", "transcript") if level == "both" else (level,)
         df = run_cooccurrence(run_dir, levels=levels, min_support=min_support)
+        n = out.limit(top, 20)
         if df.empty:
-            console.print(f"no pair co-occurs {min_support}+ times")
-        for lv, g in df.groupby("level") if not df.empty else []:
-            show(g, ["label_a", "label_b", "together", "count_a", "count_b", "units", "lift", "npmi", "q_value"],
-                 f"strongest pairs within {lv}s", top)
-        wrote(run_dir, "cooccurrence")
+            out.say(f"no pair co-occurs {min_support}+ times")
+        elif out.machine:
+            out.rows(df.groupby("level", sort=False).head(n) if n is not None else df, [], top=None)
+        for lv, g in df.groupby("level") if not df.empty and not out.machine else []:
+            out.rows(g, ["cluster_a", "label_a", "cluster_b", "label_b", "together", "count_a", "count_b", "units",
+                         "lift", "npmi", "q_value"], f"strongest pairs within {lv}s", n)
+        wrote(out, run_dir, "cooccurrence")
 
     @app.command("score-labels")
     def score_labels_cmd(
@@ -140,41 +174,61 @@ def register(app: typer.Typer) -> None:
         clusters: Annotated[int, typer.Option("--clusters", min=1, help="Clusters to sample and score.")] = 50,
         members: Annotated[int, typer.Option("--members", min=1, help="Members shown per cluster.")] = 10,
         others: Annotated[int, typer.Option("--others", min=0, help="Non-members from nearby clusters shown per cluster.")] = 10,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: SeedOpt = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
-        top: TopOpt = 15,
+        prices: PricesOpt = None,
+        top: Top15 = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How good the labels are: the LLM picks, from a mix of members and near non-members,
         those that fit each label; precision and recall per label (worst first)."""
         from featdisco.analysis.label_quality import score_labels
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = score_labels(run_dir, n_clusters=clusters, n_members=members, n_others=others, seed=seed,
-                          llm=llm, model=model, base_url=base_url, concurrency=concurrency)
+                          llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+                          prices=str(prices) if prices else None)
         ok = df[df["status"] == "ok"]
-        console.print(f"{len(ok)} of {len(df)} labels scored; median precision {ok['precision'].median():.2f}, "
-                      f"recall {ok['recall'].median():.2f}")
-        show(df, ["kind", "label", "precision", "recall", "f1", "true_positives", "chosen", "members_shown",
-                  "others_shown", "status"], "labels, worst first", top)
-        wrote(run_dir, "label_quality")
+        out.say(f"{len(ok)} of {len(df)} labels scored; median precision {ok['precision'].median():.2f}, "
+                f"recall {ok['recall'].median():.2f}")
+        out.rows(df, ["kind", "cluster_id", "label", "precision", "recall", "f1", "true_positives", "chosen",
+                      "members_shown", "others_shown", "status"], "labels, worst first", out.limit(top, 15))
+        wrote(out, run_dir, "label_quality")
+        exit_if_failed(df.attrs.get("llm"), out.say, "score-labels")
 
     @app.command("hierarchy")
     def hierarchy_cmd(
         run_dir: RunDirArg,
         levels: Annotated[int, typer.Option("--levels", min=2, max=3, help="2: clusters and parents; 3: and grandparents.")] = 2,
         branching: Annotated[float | None, typer.Option("--branching", min=1.5, help="Children per parent (default √n).")] = None,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: SeedOpt = 0,
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
-        top: TopOpt = 20,
+        prices: PricesOpt = None,
+        top: Top20 = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """Group clusters into parents (two or three levels), each parent named by the LLM
         from its children's labels; stored as a tree (node, parent, level)."""
         from featdisco.analysis.hierarchy import build_hierarchy
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = build_hierarchy(run_dir, levels=levels, branching=branching, seed=seed, llm=llm, model=model,
-                             base_url=base_url, concurrency=concurrency)
+                             base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None)
         parents = df[df["level"] > 0].sort_values(["level", "size"], ascending=[False, False])
-        show(parents, ["node_id", "level", "kind", "label", "children", "leaves", "size"], "parents", top)
-        wrote(run_dir, "hierarchy")
+        if out.machine:  # the whole tree, as stored
+            out.rows(df, [], top=top)
+        else:
+            out.rows(parents, ["node_id", "level", "kind", "label", "children", "leaves", "size"], "parents",
+                     out.limit(top, 20))
+        wrote(out, run_dir, "hierarchy")
+        exit_if_failed(df.attrs.get("llm"), out.say, "hierarchy (parents whose naming failed are called "
+                       "\"Group of N clusters\")")
 
     @app.command("stability")
     def stability_cmd(
@@ -182,16 +236,22 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[int, typer.Option("--runs", min=1, help="Reclusterings per kind.")] = 3,
         fraction: Annotated[float, typer.Option("--fraction", help="Share of distinct features kept in each.")] = 0.8,
         match: Annotated[float, typer.Option("--match", help="Jaccard overlap that counts as a close match.")] = 0.5,
-        seed: Annotated[int, typer.Option("--seed")] = 1,
-        top: TopOpt = 10,
+        seed: SeedOpt = 1,
+        top: Top10 = None,
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None,
+        show_private: ShowPrivateOpt = False,
     ) -> None:
         """How much clusters change across seeds and subsamples: ARI, NMI and the share of
         clusters with a close match, per kind; least stable clusters listed."""
         from featdisco.analysis.stability import run_stability
 
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         summary, detail = run_stability(run_dir, runs=runs, fraction=fraction, seed=seed, match_jaccard=match)
-        show(summary, ["kind", "rerun", "seed", "strings", "clusters", "ari", "nmi", "matched_share"],
-             "reclusterings", 100)
-        show(detail.sort_values("mean_best_jaccard"), ["cluster_id", "kind", "label", "mean_best_jaccard",
-                                                       "matched_share"], "least stable clusters", top)
-        wrote(run_dir, "stability", "stability_clusters")
+        out.rows(summary, ["kind", "rerun", "seed", "strings", "clusters", "ari", "nmi", "matched_share"],
+                 "reclusterings", 100, primary=False)
+        out.rows(detail.sort_values("mean_best_jaccard"), ["cluster_id", "kind", "label", "mean_best_jaccard",
+                                                           "matched_share"], "least stable clusters",
+                 out.limit(top, 10))
+        wrote(out, run_dir, "stability", "stability_clusters")

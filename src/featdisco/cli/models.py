@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from featdisco.cli.common import console, err_console
-from featdisco.models import install as inst
+from featdisco.llm.local import install as inst
 
 models_app = typer.Typer(
     help="Install and inspect the embedded local model (Qwen2.5-Coder-1.5B, CPU, offline; "

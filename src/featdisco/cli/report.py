@@ -16,10 +16,11 @@ from featdisco.cli.common import console, err_console
 from featdisco.errors import FeatdiscoError
 
 
-def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool) -> Path:
+def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool,
+           min_transcripts: int | None = None) -> Path:
     from featdisco.report import build_report
 
-    stats = build_report(run_dir, output, search=search)
+    stats = build_report(run_dir, output, search=search, min_transcripts=min_transcripts)
     if not quiet:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in stats.seconds.items())
         err_console.print(f"built in {sum(stats.seconds.values()):.1f}s ({timing})", markup=False)
@@ -42,19 +43,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_cmd(
-        run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+        run_dir: Annotated[Path, typer.Argument(
+            help="A finished run directory, or a `featdisco transform` output folder.")],
         output: Annotated[Path | None, typer.Option(
             "--output", "-o", help="Folder for the site (default: RUN_DIR/report).")] = None,
         search: Annotated[bool, typer.Option(
             "--search/--no-search", help="Build the search index over labels, features and piece text.")] = True,
         open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser when built.")] = False,
+        min_transcripts: Annotated[int | None, typer.Option(
+            "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts "
+            "(with the private ones, until 'Show private clusters' is ticked); default: the run's, else 1.",
+            show_default=False)] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     ) -> None:
         """Build a static explorer of a run: overview, clusters by kind, cluster and transcript
         pages, search, a map and plots (and any analyses). It opens from file:// with no
         server or internet, so the folder can be zipped and shared; untrusted text is shown
-        as text, and clusters the rater flagged private are hidden unless asked."""
-        path = _build(run_dir, output, search, quiet)
+        as text, and clusters the rater flagged private (or drawn from fewer than
+        --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
+        path = _build(run_dir, output, search, quiet, min_transcripts)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())
 

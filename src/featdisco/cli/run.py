@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
-from rich.table import Table
 
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
+from featdisco.cli.tables import Output
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
+from featdisco.runsummary import Totals, headline, run_totals, stage_cells
+from featdisco.stages.featurize import evidence_line
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
 
@@ -61,7 +65,9 @@ def log_line(quiet: bool) -> Any:
 
 
 def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfig,
-                 read_options: ReadOptions, dry: bool, quiet: bool, top: int) -> None:
+                 read_options: ReadOptions, dry: bool, quiet: bool, top: int | None,
+                 out: Output | None = None, show_private: bool = False) -> None:
+    out = out or Output()
     log = log_line(quiet)
     pipe = Pipeline(run_dir, cfg, log=log, progress="none" if quiet else "auto")
     if not quiet and pipe.llm.name == "local":
@@ -73,145 +79,148 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             est = pipe.estimate(inputs, read_options)
         finally:
             pipe.close()
-        console.print(f"dry run, featurize: {est}")
-        console.print("naming and rating add about one call per cluster plus one per 10 clusters.")
+        out.say(f"dry run, featurize: {est}")
+        out.say("naming and rating add about one call per cluster plus one per 10 clusters.")
         return
     result = pipe.run(inputs, read_options)
-    print_summary(result)
-    print_top_clusters(result.clusters, top)
+    print_summary(result, out)
+    print_top_clusters(result.clusters, top, out, show_private, result.run_dir)
     if (result.run_dir / "clusters.parquet").exists():
-        console.print(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
-                      "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
-        console.print(f"browse them: featdisco report {result.run_dir}  (then open "
-                      f"{result.run_dir}/report/index.html)")
+        out.say(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
+                "features.parquet, assignments.parquet, pieces.parquet, manifest.json")
+        out.say(f"browse them: featdisco report {result.run_dir}  (then open "
+                f"{result.run_dir}/report/index.html)")
     if not result.complete:
-        msg = result.stopped_reason or "some calls failed; rerun the same command to retry them"
-        console.print(f"[yellow]run incomplete: {msg}[/yellow]")
         # scripts and schedulers must be able to tell a partial run from a finished one
+        if result.stopped_reason:
+            out.say(f"run incomplete: {result.stopped_reason}")
+        else:
+            exit_if_failed(result.llm.as_dict(), out.say, "run incomplete")
+            out.say("run incomplete: some stages did not finish; rerun the same command to finish them")
         raise typer.Exit(INCOMPLETE_EXIT)
 
 
-INCOMPLETE_EXIT = 3  # the run stopped at the cost cap or has failed calls; a rerun resumes
+def exit_if_transform_failed(out_dir: Path, say: Any) -> None:
+    """A transform whose featurize calls failed has pieces with missing features: exit 3."""
+    totals = run_totals(RunDir(out_dir).manifest, out_dir)
+    if any(s.state == "incomplete" for s in totals.stages):
+        exit_if_failed(totals.last, say, "transform incomplete")
+        say("transform incomplete: a stage did not finish; rerun the same command to finish it")
+        raise typer.Exit(INCOMPLETE_EXIT)
 
 
-def print_summary(result: RunResult) -> None:
-    table = Table(title="run summary", show_edge=False)
-    for col in ("stage", "status", "seconds", "counts"):
-        table.add_column(col, overflow="fold")
-    for t in result.stages:
-        table.add_row(t.name, "skipped (up to date)" if t.skipped else "ran", f"{t.seconds:.1f}",
-                      _short(t.counts))
-    console.print(table)
+STAGE_COLUMNS = ["stage", "state", "seconds", "peak MiB", "calls", "tokens", "cost", "counts"]
+
+
+def render_summary(run_dir: Path, out: Output, *, this_invocation: dict[str, str] | None = None,
+                   title: str | None = None) -> Totals:
+    """The one run-summary renderer (``run``'s summary and ``status``): the stage table and
+    the LLM totals of every invocation, from :func:`run_totals`. ``this_invocation`` marks
+    each stage ran / skipped in the invocation that just finished."""
+    rd = RunDir(run_dir)
+    totals = run_totals(rd.manifest, run_dir)
+    rows = []
+    for row in totals.stages:
+        cells = stage_cells(row)
+        if this_invocation is not None and row.name in this_invocation:
+            cells["state"] = f"{cells['state']}, {this_invocation[row.name]}"
+        rows.append(cells)
+    known = {r["stage"] for r in rows}
+    rows += [{"stage": n, "state": "not run"} for n in STAGES if n not in known]
+    order = {n: i for i, n in enumerate(STAGES)}
+    rows.sort(key=lambda r: order.get(r["stage"], len(order)))
+    out.rows(rows, STAGE_COLUMNS, title, primary=False)
+    for line in headline(totals) + totals.notes:
+        out.say(line)
+    return totals
+
+
+def print_summary(result: RunResult, out: Output | None = None) -> None:
+    out = out or Output()
+    render_summary(result.run_dir, out, title="run summary",
+                   this_invocation={t.name: "skipped (up to date)" if t.skipped else "ran" for t in result.stages})
     c = result.clusters
     if c.num_rows:
         kinds = c.column("kind").to_pylist()
         per_kind = ", ".join(f"{k} {kinds.count(k)}" for k in PIECE_KINDS if k in kinds)
-        console.print(f"clusters: {c.num_rows} ({per_kind})")
+        out.say(f"clusters: {c.num_rows} ({per_kind})")
+    featurize = next((t for t in result.stages if t.name == "featurize"), None)
+    if featurize is not None and (line := evidence_line(featurize.counts)):
+        out.say(line)
     merge = next((t.counts for t in result.stages if t.name == "merge"), None)
     if merge and merge.get("raw_clusters"):
-        console.print(f"near-duplicates merged: {merge.get('merged', 0)} of {merge['raw_clusters']} clusters "
-                      "folded into another (mapping: merges.parquet)")
-    s = result.llm
-    cost = "unknown (no price for this model)" if s.cost is None else f"${s.cost:.4f}"
-    capped = f", {s.skipped_budget} not sent: cost cap reached" if s.skipped_budget else ""
-    console.print(f"LLM requests: {s.calls} ({s.cached} cached, {s.failed} failed"
-                  f"{', ' + str(dict(s.failed_by_reason)) if s.failed_by_reason else ''}{capped}), "
-                  f"tokens {s.input_tokens:,} in / {s.output_tokens:,} out, cost {cost}")
+        out.say(f"near-duplicates merged: {merge.get('merged', 0)} of {merge['raw_clusters']} clusters "
+                "folded into another (mapping: merges.parquet)")
 
 
-def print_new_clusters(out_dir: Path, top: int = 15) -> None:
+def print_new_clusters(out_dir: Path, top: int = 15, out: Output | None = None) -> None:
     """The summary of what a transform found that the dictionary lacks."""
+    out = out or Output()
     path = out_dir / "new_clusters.parquet"
     if not path.exists():
-        console.print("new in this data: not checked (the dictionary predates per-cluster thresholds; "
-                      "rerun `featdisco run` on it)")
+        out.say("new in this data: not checked (the dictionary predates per-cluster thresholds; "
+                "rerun `featdisco run` on it)")
         return
     new = pq.read_table(path)
     if new.num_rows == 0:
-        console.print("new in this data: nothing; every behaviour found is one the dictionary has")
+        out.say("new in this data: nothing; every behaviour found is one the dictionary has")
         return
-    table = Table(title=f"new in this data: {new.num_rows} candidate clusters (new_clusters.parquet)",
-                  show_edge=False)
-    for col in ("kind", "size", "label", "nearest existing cluster"):
-        table.add_column(col, overflow="fold")
-    for r in new.slice(0, top).to_pylist():
-        table.add_row(r["kind"], f"{r['size']:,}", r["label"] or "(unnamed)", _clip(r.get("nearest_label") or "", 40))
-    console.print(table)
+    rows = [{**r, "label": r["label"] or "(unnamed)", "nearest_label": _clip(r.get("nearest_label") or "", 40)}
+            for r in new.slice(0, top).to_pylist()]
+    out.rows(rows, ["kind", "size", "label", "nearest_label"],
+             f"new in this data: {new.num_rows} candidate clusters (new_clusters.parquet)")
 
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _short(counts: dict[str, Any]) -> str:
-    """``{"features": 106, "dropped": {"duplicate": 17}}`` → ``features 106; dropped: duplicate 17``."""
-    parts = []
-    for key, value in counts.items():
-        if isinstance(value, dict):
-            if value:
-                parts.append(f"{key}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
-                                                    for k, v in value.items()))
-        elif value not in (0, None) or key in ("failed",):
-            parts.append(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}")
-    return "; ".join(parts)
+def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None = None,
+                       show_private: bool = False, run_dir: Path | None = None) -> None:
+    """The most interesting clusters of each kind (all clusters in JSON/CSV unless --top),
+    without those flagged private or drawn from too few transcripts unless asked."""
+    from featdisco.analysis.visibility import NOTHING_HIDDEN, visibility
 
-
-def print_top_clusters(clusters: pa.Table, top: int, show_private: bool = False) -> None:
-    if clusters.num_rows == 0 or top <= 0:
+    out = out or Output()
+    n = out.limit(top, 8)
+    if clusters.num_rows == 0 or n == 0:
         return
+    vis = visibility(run_dir, show_private=show_private) if run_dir is not None else NOTHING_HIDDEN
     rows = clusters.to_pylist()
     for kind in PIECE_KINDS:
-        mine = [r for r in rows if r["kind"] == kind and (show_private or not r.get("private"))]
+        mine = [r for r in rows if r["kind"] == kind and r["cluster_id"] not in vis.hidden]
         if not mine:
             continue
         mine.sort(key=lambda r: (-(r.get("interest") or 0), -(r.get("pieces") or 0)))
-        table = Table(title=f"top {kind} clusters by interest", show_edge=False)
-        table.add_column("id", justify="right")
-        table.add_column("interest", justify="right")
-        table.add_column("pieces", justify="right")
-        table.add_column("label", overflow="fold")
-        table.add_column("examples", overflow="fold")
-        for r in mine[:top]:
-            table.add_row(str(r["cluster_id"]), str(r.get("interest") or "-"), str(r["pieces"]),
-                          r.get("label") or "(unnamed)",
-                          "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]))
-        console.print(table)
-        hidden = sum(1 for r in rows if r["kind"] == kind and r.get("private"))
-        if hidden and not show_private:
-            console.print(f"  ({hidden} {kind} clusters flagged private are hidden; --show-private)")
+        mine = mine[:n] if n is not None else mine
+        if out.machine:
+            out.rows(mine, [])
+        else:
+            out.rows([{**r, "examples": "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]),
+                       "label": r.get("label") or "(unnamed)"} for r in mine],
+                     ["cluster_id", "interest", "pieces", "transcripts", "label", "examples"],
+                     f"top {kind} clusters by interest")
+    if (note := vis.note()) is not None:
+        out.say(note)
 
 
-def show_status(run_dir: Path) -> None:
+def show_status(run_dir: Path, json_: bool = False) -> None:
     if not (run_dir / MANIFEST).exists():
         raise FeatdiscoError(f"{run_dir} is not a featdisco run (no {MANIFEST})")
     rd = RunDir(run_dir)
     m = rd.manifest
-    console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})")
-    if (pid := RunLock(rd.path).holder()) is not None:
-        console.print(f"in progress: featdisco process {pid} is working in this run now; "
+    holder = RunLock(rd.path).holder()
+    if json_:
+        doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
+               "in_progress_pid": holder, "config": m.get("config") or {},
+               **run_totals(m, run_dir).as_dict()}
+        sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
+        return
+    console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})", markup=False)
+    if holder is not None:
+        console.print(f"in progress: featdisco process {holder} is working in this run now; "
                       "stages it has not finished show as not run or incomplete")
     cfg = m.get("config") or {}
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
-                  f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}")
-    table = Table(show_edge=False)
-    for col in ("stage", "state", "seconds", "peak MiB", "calls", "cost", "counts"):
-        table.add_column(col, overflow="fold")
-    for name in STAGES:
-        rec = rd.stage(name)
-        if rec is None:
-            table.add_row(name, "not run", "", "", "", "", "")
-            continue
-        state = "done" if rec.complete and all((run_dir / o).exists() for o in rec.outputs) else "incomplete"
-        llm = rec.llm or {}
-        cost = llm.get("cost_usd")
-        table.add_row(name, state, f"{rec.seconds:.1f}", f"{rec.peak_rss_mib:.0f}" if rec.peak_rss_mib else "",
-                      str(llm.get("calls", "")),
-                      "" if not llm else ("unknown" if cost is None else f"${cost:.4f}"), _short(rec.counts))
-    console.print(table)
-    totals = m.get("llm_totals") or {}
-    if totals:
-        cost = totals.get("cost_usd")
-        console.print(f"LLM totals of the last run: {totals.get('calls', 0)} calls, {totals.get('cached', 0)} "
-                      f"cached, {totals.get('failed', 0)} failed, {totals.get('input_tokens', 0):,} in / "
-                      f"{totals.get('output_tokens', 0):,} out tokens, cost "
-                      f"{'unknown' if cost is None else f'${cost:.4f}'}")
+                  f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
+    render_summary(run_dir, Output())

@@ -4,8 +4,9 @@
 Structured output goes through a forced tool call by default: the schema becomes the
 tool's ``input_schema`` and the model must call it, which is how Anthropic models give
 reliably shaped JSON. ``json_mode='prompt'`` puts the schema in the system prompt instead.
-The SDK's retries are off and errors map to the same :class:`LLMError` reasons as the
-openai backend, so the engine treats both alike.
+The SDK sends the calls on its own HTTP client, one per event loop with a pool sized to
+the engine's concurrency. Its retries are off and errors map to the same
+:class:`LLMError` reasons as the openai backend, so the engine treats both alike.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import (
     LLMRequest,
     LLMResponse,
-    LoopClients,
+    PerLoop,
     Usage,
     schema_instruction,
     sdk_error,
 )
-from featdisco.llm.transport import make_http_client
 
 JSON_MODES: tuple[str, ...] = ("tool", "prompt")
 
@@ -43,10 +43,11 @@ class AnthropicLLM:
     ``ANTHROPIC_API_KEY`` and is never logged."""
 
     name = "anthropic"
+    closes_per_loop = True  # aclose frees the running loop's client; reopened on use
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  json_mode: Literal["tool", "prompt"] = "tool", concurrency: int = 64,
-                 timeout: float = 60.0, http_transport: str = "auto") -> None:
+                 timeout: float = 60.0) -> None:
         if json_mode not in JSON_MODES:
             raise FeatdiscoError(f"unknown JSON mode {json_mode!r} for anthropic; choose "
                                  f"{' or '.join(JSON_MODES)}")
@@ -60,20 +61,22 @@ class AnthropicLLM:
         self.json_mode = json_mode
         self.concurrency = max(1, concurrency)
         self.timeout = timeout
-        self.http_transport = http_transport
         # Recent SDKs (and the models they target) dropped temperature/top_p; follow the
         # installed SDK rather than send what its API version rejects.
         create = self._sdk.resources.messages.AsyncMessages.create
         self._takes_sampling = "temperature" in inspect.signature(create).parameters
-        self._clients: LoopClients[Any] = LoopClients(self._make_client, self.concurrency)
+        self._clients: PerLoop[Any] = PerLoop(self._make_client)
 
     def __repr__(self) -> str:
         return f"AnthropicLLM(model={self.model!r}, json_mode={self.json_mode!r})"
 
-    def _make_client(self, connections: int) -> Any:
-        http = make_http_client(connections, self.timeout, self.http_transport)
-        return self._sdk.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
-                                        max_retries=0, timeout=http.timeout, http_client=http)
+    def _make_client(self) -> Any:
+        sdk = self._sdk
+        limits = type(sdk.DEFAULT_CONNECTION_LIMITS)(max_connections=self.concurrency,
+                                                     max_keepalive_connections=self.concurrency)
+        return sdk.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=self.timeout,
+                                  http_client=sdk.DefaultAsyncHttpxClient(limits=limits))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -100,20 +103,14 @@ class AnthropicLLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         sdk = self._sdk
-        shards = self._clients.shards()
-        i, client = shards.acquire()
         try:
-            msg = await client.messages.create(**self._params(request))
+            msg = await self._clients.get().messages.create(**self._params(request))
         except sdk.APIError as e:
             raise sdk_error(sdk, e, (self._api_key,)) from e
-        finally:
-            shards.release(i)
         return read_message(msg)
 
-    async def aclose_loop(self) -> None:
-        await self._clients.aclose_loop()
-
     async def aclose(self) -> None:
+        """Close the connections opened on the running loop."""
         await self._clients.aclose()
 
 

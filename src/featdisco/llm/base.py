@@ -7,7 +7,6 @@ retries, validation, caching and cost live in the engine, once, for all of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import email.utils
 import json
@@ -166,7 +165,7 @@ def error_from_status(status: int, headers: Mapping[str, str] | None, message: s
 
 def status_error(status: int, headers: Mapping[str, str] | None, body: bytes,
                  secrets: tuple[str | None, ...] = ()) -> LLMError:
-    """An error reply read off the wire (the lean HTTP path, which has no SDK exception to
+    """An error reply read off the wire (the aiohttp path, which has no SDK exception to
     hand to :func:`sdk_error`) as an :class:`LLMError`: the same text the SDKs give
     ("Error code: 429 - <the body's error.message>"), the same mapping."""
     message = f"Error code: {status}"
@@ -201,81 +200,43 @@ def messages_with_schema(messages: tuple[ChatMessage, ...],
     return out
 
 
-SHARD_CONNECTIONS = 32
-
-
 class _Closable(Protocol):
-    def is_closed(self) -> bool: ...
+    async def close(self) -> None: ...
 
 
 C = TypeVar("C", bound=_Closable)
 
 
-class ClientShards(Generic[C]):
-    """Several SDK clients, each with a small HTTP pool; a call goes to the least busy one.
+class PerLoop(Generic[C]):
+    """One client for each event loop that uses it.
 
-    httpx's pool scans all its connections for every request, so one pool of 1,000
-    connections costs O(1,000) per call and the client's CPU, not the server, caps the
-    throughput; shards of ``shard_size`` (default ``SHARD_CONNECTIONS``) keep that scan
-    short. ``shard_size=None`` makes one client with every connection, for pools that
-    do not scan (aiohttp's).
+    A client's connections belong to the loop that opened them. The engine runs every
+    stage of a run on one loop, so a backend normally holds one client for its whole life;
+    a caller that drives it from loops of its own (``asyncio.run`` per call, a notebook's
+    helper thread) gets one per loop. :meth:`aclose` closes the running loop's client and
+    forgets those whose loops have ended.
     """
 
-    def __init__(self, make: Callable[[int], C], concurrency: int,
-                 shard_size: int | None = SHARD_CONNECTIONS) -> None:
-        n = 1 if shard_size is None else max(1, -(-concurrency // shard_size))
-        per = -(-concurrency // n)
-        self.clients = [make(per) for _ in range(n)]
-        self.busy = [0] * n
-
-    def acquire(self) -> tuple[int, C]:
-        busy = self.busy
-        i = busy.index(min(busy)) if len(busy) > 1 else 0
-        busy[i] += 1
-        return i, self.clients[i]
-
-    def release(self, i: int) -> None:
-        self.busy[i] -= 1
-
-    def closed(self) -> bool:
-        return any(c.is_closed() for c in self.clients)
-
-
-class LoopClients(Generic[C]):
-    """The :class:`ClientShards` of each running event loop.
-
-    An HTTP pool is bound to the loop that opened it, and the engine's sync wrapper runs
-    each batch in a fresh loop; so every backend keeps one set of clients per loop and
-    closes a loop's clients before that loop ends.
-    """
-
-    def __init__(self, make: Callable[[int], C], concurrency: int,
-                 shard_size: int | None = SHARD_CONNECTIONS) -> None:
+    def __init__(self, make: Callable[[], C]) -> None:
         self._make = make
-        self._concurrency = concurrency
-        self._shard_size = shard_size
-        self._pools: dict[int, ClientShards[C]] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, C] = {}
 
-    def shards(self) -> ClientShards[C]:
-        loop = id(asyncio.get_running_loop())
-        shards = self._pools.get(loop)
-        if shards is None or shards.closed():
-            self._pools = {k: v for k, v in self._pools.items() if not v.closed()}
-            shards = ClientShards(self._make, self._concurrency, self._shard_size)
-            self._pools[loop] = shards
-        return shards
+    def get(self) -> C:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            self._forget_ended()
+            client = self._clients[loop] = self._make()
+        return client
 
-    async def aclose_loop(self) -> None:
-        shards = self._pools.pop(id(asyncio.get_running_loop()), None)
-        for c in shards.clients if shards else ():
-            await c.close()  # type: ignore[attr-defined]
+    def _forget_ended(self) -> None:
+        self._clients = {lp: c for lp, c in self._clients.items() if not lp.is_closed()}
 
     async def aclose(self) -> None:
-        pools, self._pools = self._pools, {}
-        for shards in pools.values():
-            for c in shards.clients:
-                with contextlib.suppress(RuntimeError):  # its loop is gone: nothing to close
-                    await c.close()  # type: ignore[attr-defined]
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        self._forget_ended()
+        if client is not None:
+            await client.close()
 
 
 def sdk_error(sdk: Any, exc: Exception, secrets: tuple[str, ...]) -> LLMError:

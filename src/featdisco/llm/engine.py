@@ -19,10 +19,11 @@ Why it is built this way:
   full jitter, never sooner than the server's Retry-After. A reply that arrives but cannot
   be used (refusal, empty, bad JSON, schema violation) gets one repair: the model sees its
   reply and what was wrong with it. Re-asking blindly rarely changes a temperature-0 answer.
-* While calls are in flight the garbage collector's young generation is sized to what
-  they hold (``_relaxed_gc``): at the default threshold, objects of calls waiting on the
-  network live through several collections, reach the old generation and trigger full
-  collections, which cost a third of the client's CPU at 1,000 concurrent calls.
+* Synchronous callers (the stages) run on one event loop the engine keeps until
+  :meth:`CallEngine.close`, so the backend's connections, and the rate limits, carry over
+  from one stage to the next instead of being rebuilt per stage.
+* Retries are counted by reason while they happen (progress) and in the summary, so a
+  stage slowed by timeouts or 429s says so.
 * Under ``max_cost`` a call starts only if the money already spent, plus the estimated cost
   of the calls in flight and of this one, stays within the cap; so the run stops at the cap,
   not one concurrency's worth of calls after it.
@@ -31,14 +32,12 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import random
-import threading
 import time
+import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,7 +47,7 @@ from featdisco.llm.base import LLMBackend, LLMError, LLMRequest, LLMResponse, Us
 from featdisco.llm.cache import CachedCall, CallCache, request_key
 from featdisco.llm.limits import TokenBucket, backoff_delay
 from featdisco.llm.prices import PriceTable, estimate_input_tokens, estimate_tokens
-from featdisco.llm.progress import Progress, make_progress
+from featdisco.llm.progress import Progress, make_progress, retried_text
 from featdisco.llm.validate import ReplyProblem, check_reply, repair_request
 
 log = logging.getLogger("featdisco.llm")
@@ -60,6 +59,12 @@ Status = Literal["ok", "failed", "skipped_budget"]
 FATAL_REASONS = frozenset({"auth", "forbidden", "not-found", "payment-required"})
 # Failed connects of one call, before any call has reached the server, that stop the run.
 UNREACHABLE_TRIES = 3
+# 429s one call may meet before it fails. A rate limit says "later", not "broken": its
+# retries have their own budget, and their backoff stops growing after the second (at most
+# 2 x backoff_base, never before Retry-After), so that calls turned away at the limit come
+# back while the server has room instead of idling through ever longer waits (measured in
+# bench/llm_engine.py: exponential waits left the limit 40% used and lost calls).
+RATE_LIMIT_RETRIES = 50
 
 
 @dataclass(slots=True)
@@ -95,6 +100,7 @@ class RunSummary:
     failed: int = 0
     skipped_budget: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
+    retried_by_reason: Counter[str] = field(default_factory=Counter)  # retries, not calls
     attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -106,20 +112,24 @@ class RunSummary:
                   "input_tokens", "output_tokens", "elapsed"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.failed_by_reason.update(other.failed_by_reason)
+        self.retried_by_reason.update(other.retried_by_reason)
         self.cost = None if self.cost is None or other.cost is None else self.cost + other.cost
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "unique": self.unique, "cached": self.cached,
                 "ok": self.ok, "failed": self.failed, "skipped_budget": self.skipped_budget,
-                "failed_by_reason": dict(self.failed_by_reason), "attempts": self.attempts,
+                "failed_by_reason": dict(self.failed_by_reason),
+                "retried_by_reason": dict(self.retried_by_reason), "attempts": self.attempts,
                 "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "cost_usd": self.cost, "elapsed_s": round(self.elapsed, 3)}
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in self.failed_by_reason.most_common())
         cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
+        retried = retried_text(self.retried_by_reason)
         return (f"{self.calls} calls ({self.unique} unique, {self.cached} cached): "
                 f"{self.ok} ok, {self.failed} failed{f' ({reasons})' if reasons else ''}, "
+                f"{retried + ', ' if retried else ''}"
                 f"{self.skipped_budget} skipped at the cost cap; {self.input_tokens:,} in / "
                 f"{self.output_tokens:,} out tokens, cost {cost}, {self.elapsed:.1f}s")
 
@@ -181,7 +191,7 @@ class CallEngine:
         if max_cost is not None and not self.prices.known(backend.name, backend.model):
             raise FeatdiscoError(
                 f"cannot enforce a cost cap: no price is known for model {backend.model!r}; "
-                "add it with a price file or drop --max-cost")
+                "add it with --prices FILE (or FEATDISCO_PRICES) or drop --max-cost")
         self._spent = 0.0
         self._reserved = 0.0
         self._stopped = False
@@ -189,6 +199,9 @@ class CallEngine:
         self._reached = False  # some call has had an answer from the server
         self._mean_out: float | None = None
         self._n_out = 0
+        self._retried: Counter[str] = Counter()
+        self._runner: asyncio.Runner | None = None
+        self._finalizer: weakref.finalize | None = None
         self.summary = RunSummary()
         self.last_summary = RunSummary()
 
@@ -258,26 +271,29 @@ class CallEngine:
 
     # ------------------------------------------------------------------ running
     def run_sync(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
-        """:meth:`run` for synchronous callers; inside a running loop (a notebook) it runs
-        on a helper thread with its own loop."""
-        async def run_then_release() -> list[CallResult]:
-            try:
-                return await self.run(requests, desc)
-            finally:  # the loop ends here: close what the backend opened on it
-                release = getattr(self.backend, "aclose_loop", None)
-                if release is not None:
-                    await release()
+        """:meth:`run` for synchronous callers, on the engine's own event loop (kept open
+        until :meth:`close`, so connections and limits outlive one stage); inside a running
+        loop (a notebook) that loop is driven from a helper thread."""
+        return self._on_loop(self.run(requests, desc))
 
-        def in_new_loop() -> list[CallResult]:
-            with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-                return runner.run(run_then_release())
-
+    def _on_loop(self, coro: Any) -> Any:
+        if self._runner is None:
+            self._runner = asyncio.Runner(loop_factory=_fast_loop_factory())
+            self._finalizer = weakref.finalize(self, _close_runner, self._runner, self.backend)
+        runner = self._runner
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return in_new_loop()
+            return runner.run(coro)
         with ThreadPoolExecutor(1) as ex:
-            return ex.submit(in_new_loop).result()
+            return ex.submit(runner.run, coro).result()
+
+    def close(self) -> None:
+        """Release the backend's connections and end the engine's event loop (a later
+        :meth:`run_sync` opens a new one)."""
+        if self._finalizer is not None:
+            self._finalizer()  # runs _close_runner once
+        self._runner = self._finalizer = None
 
     def _plan(self, requests: Sequence[LLMRequest]
               ) -> tuple[list[str], dict[str, LLMRequest], dict[str, CallResult]]:
@@ -300,13 +316,13 @@ class CallEngine:
         keys, first, done = self._plan(requests)
         queue = deque((k, r) for k, r in first.items() if k not in done)
         n_cached = len(done)
+        self._retried = Counter()
         self.progress.start(len(first), n_cached, desc)
         try:
             workers = [asyncio.create_task(self._worker(queue, done))
                        for _ in range(min(self.concurrency, len(queue)))]
             try:
-                with _relaxed_gc(len(workers)):
-                    await asyncio.gather(*workers)
+                await asyncio.gather(*workers)
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -337,7 +353,8 @@ class CallEngine:
                    done: dict[str, CallResult], n_cached: int, t0: float) -> None:
         """Account one run in ``last_summary`` and ``summary`` (shared with the engines
         that fill the cache another way: provider batches, Ray)."""
-        s = RunSummary(calls=n_requests, unique=len(first), cached=n_cached)
+        s = RunSummary(calls=n_requests, unique=len(first), cached=n_cached,
+                       retried_by_reason=self._retried)
         for k in first:
             res = done[k]
             if res.status == "ok":
@@ -367,7 +384,7 @@ class CallEngine:
                                   cost=result.cost)
 
     async def _call(self, key: str, request: LLMRequest) -> CallResult:
-        attempts = transport_failures = 0
+        attempts = transport_failures = rate_limited = 0
         repaired = False
         usage = Usage()
         cost: float | None = 0.0
@@ -404,7 +421,12 @@ class CallEngine:
             finally:
                 self._reserved -= est
             if err is not None:
-                transport_failures += 1
+                if err.reason == "rate-limit":  # "come back later", not "broken": see below
+                    rate_limited += 1
+                    failures, allowed = min(rate_limited, 2), RATE_LIMIT_RETRIES
+                else:
+                    transport_failures += 1
+                    failures, allowed = transport_failures, self.max_retries
                 if err.reason not in ("connection", "timeout"):
                     self._reached = True  # the server answered, if only with an error
                 if (err.unreachable and not self._reached
@@ -412,8 +434,12 @@ class CallEngine:
                     self._fatal = err  # nothing has got through: a wrong URL or a server down
                     return self._failed(key, request, err.reason, err.message, attempts,
                                         usage, cost)
-                if err.retryable and transport_failures <= self.max_retries:
-                    await asyncio.sleep(backoff_delay(transport_failures, self.backoff_base,
+                if err.retryable and failures <= allowed and rate_limited <= RATE_LIMIT_RETRIES:
+                    self._retried[err.reason] += 1
+                    retried = getattr(self.progress, "retried", None)
+                    if retried is not None:
+                        retried(err.reason)
+                    await asyncio.sleep(backoff_delay(failures, self.backoff_base,
                                                       self.backoff_max, err.retry_after, self._rng))
                     continue
                 if err.reason in FATAL_REASONS:
@@ -462,44 +488,25 @@ class CallEngine:
         await self.backend.aclose()
 
 
-# Objects each call in flight keeps alive (the HTTP client's request, response, headers,
-# futures and buffers; the engine's own records): a young generation this many times the
-# concurrency is mostly calls that have already finished.
-_GC_OBJECTS_PER_CALL = 40
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, int, int] = (700, 10, 10)
+def _close_runner(runner: asyncio.Runner, backend: LLMBackend) -> None:
+    """Release what the backend opened on the runner's loop, then end the loop. HTTP
+    backends mark themselves ``closes_per_loop`` (their aclose frees that loop's
+    connections and they stay usable); others, like the in-process model, are left to
+    whoever made them. Also run when an engine that was never closed is collected."""
+    def close() -> None:
+        try:
+            if getattr(backend, "closes_per_loop", False):
+                runner.run(backend.aclose())
+        finally:
+            runner.close()
 
-
-@contextlib.contextmanager
-def _relaxed_gc(in_flight: int) -> Iterator[None]:
-    """Collect the young generation less often while ``in_flight`` calls are out.
-
-    With hundreds of calls each waiting ~0.2 s, the default threshold (700 allocations)
-    collects many times during every call's life: its objects survive into the older
-    generations, die there, and keep triggering full collections that walk every object
-    in the process. Measured at 1,000 concurrent calls, the collector took ~0.1 ms per
-    call, a third of the client's CPU; with the young generation sized to what the calls
-    in flight hold, objects die young and it took ~7 us. Reference cycles are still
-    collected, just in larger batches. Process-wide, so nested and concurrent runs share
-    one setting and the last to finish restores the caller's.
-    """
-    global _gc_users, _gc_saved
-    want = _GC_OBJECTS_PER_CALL * in_flight
-    with _gc_lock:
-        current = gc.get_threshold()
-        if _gc_users == 0:
-            _gc_saved = current
-        _gc_users += 1
-        if current[0] and want > current[0]:  # 0: collection is off; leave it off
-            gc.set_threshold(want, current[1], current[2])
     try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        close()
+        return
+    with ThreadPoolExecutor(1) as ex:  # a loop runs on this thread: close from another
+        ex.submit(close).result()
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,4 +1,4 @@
-"""Backend for any OpenAI-compatible chat-completions server, on the official SDK.
+"""Backend for any OpenAI-compatible chat-completions server.
 
 One module serves OpenAI, Gemini's compatible endpoint, vLLM, Ollama, llama.cpp server,
 OpenRouter and Together, because they all speak the same wire protocol; what differs is
@@ -10,54 +10,56 @@ how much of structured output they support, hence ``json_mode``:
   servers that guarantee JSON syntax but not a schema.
 * ``prompt``: the schema in the prompt only, for servers that support neither.
 
-The SDK stays the source of configuration — base URL (including ``OPENAI_BASE_URL``),
-auth, organization and project (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``), user agent and
-any default headers — because that is what users and the providers' docs configure. But
-it does not send the calls: building each request through the SDK and httpx cost ~0.5 ms
-of client CPU a call, which at 1,000 concurrent calls of 200 ms made the client, not the
-server, the limit. The lean path reads the SDK client's resolved settings once per event
-loop and posts orjson bodies with a lean poster: h1.py's keep-alive HTTP/1.1 client
-(~25 µs a call), or aiohttp's (transport.JsonPoster, ~100 µs) where an environment proxy
-applies or httptools is missing. Settings only the SDK can apply (custom auth such as
-workload identity, default query parameters) send through the SDK instead, as does
-``http_transport='httpx'``; every path turns failures into the same :class:`LLMError`
-through ``error_from_status`` in base.py.
+How a call is sent: the official SDK stays the source of configuration (base URL,
+including ``OPENAI_BASE_URL``; auth; organization and project from ``OPENAI_ORG_ID`` and
+``OPENAI_PROJECT_ID``; user agent; default headers), because that is what users and the
+providers' docs configure. The bytes go out on one aiohttp session per event loop
+(:class:`JsonPoster`): the SDK's request building and httpx cost about four times the
+client CPU per call (``bench/llm_engine.py``), which matters at a provider's top rate.
+Settings only the SDK can apply (custom auth such as Azure AD tokens or workload
+identity, default query parameters), or ``via_sdk=True``, send through the SDK instead.
+Both paths turn failures into the same :class:`LLMError` (``error_from_status``).
 
 The SDK's own retries are off: the engine retries every backend the same way, and two
-retry layers multiply waits and hide failures. The HTTP pool is sized to the engine's
-concurrency, since a pool smaller than the number of in-flight calls queues requests
-inside the client where no limit or timeout of ours can see them.
+retry layers multiply waits and hide failures. The connection pool is sized to the
+engine's concurrency, since a pool smaller than the number of in-flight calls queues
+requests inside the client where no limit or timeout of ours can see them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
+import aiohttp
 import openai
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import (
     LLMError,
     LLMRequest,
     LLMResponse,
-    LoopClients,
+    PerLoop,
     Usage,
     messages_with_schema,
+    redact,
     sdk_error,
     status_error,
 )
-from featdisco.llm.h1 import H1Poster, proxy_for
-from featdisco.llm.transport import JsonPoster, check_transport, lean_kind, make_http_client
-
-try:  # the SDK moved to httpx2; older releases take a plain httpx client
-    import httpx2 as _httpx
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    import httpx as _httpx  # type: ignore[no-redef]
 
 JsonMode = Literal["schema", "object", "prompt"]
 JSON_MODES: tuple[str, ...] = ("schema", "object", "prompt")
+# A reply larger than this is refused: a chat completion is kilobytes, and a misbehaving
+# server or proxy must not be able to fill the client's memory.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+# The SDK's HTTP library's pool limits (httpx, or its successor in newer SDKs).
+_Limits = type(openai.DEFAULT_CONNECTION_LIMITS)
 
 # Reasoning models reject sampling parameters other than their defaults.
 _NO_SAMPLING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -72,12 +74,13 @@ class OpenAILLM:
     """
 
     name = "openai"
+    closes_per_loop = True  # aclose frees the running loop's connections; reopened on use
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  json_mode: JsonMode = "schema", concurrency: int = 64, timeout: float = 60.0,
                  max_tokens_param: str | None = None,
-                 default_headers: dict[str, str] | None = None,
-                 http_transport: str = "auto") -> None:
+                 default_headers: dict[str, str] | None = None, via_sdk: bool = False,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         if json_mode not in JSON_MODES:
             raise FeatdiscoError(f"unknown JSON mode {json_mode!r}; choose one of "
                                  f"{', '.join(JSON_MODES)}")
@@ -98,44 +101,31 @@ class OpenAILLM:
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._headers = default_headers
-        check_transport(http_transport)
-        self.http_transport = http_transport  # 'auto': see transport.lean_kind
-        self._lean: str | None = "pending" if http_transport != "httpx" else None
-        self._config: openai.AsyncOpenAI | None = None  # the SDK client the lean path reads
-        self._url = ""
+        self._via_sdk = via_sdk
+        self._use_sdk: bool | None = None
+        self._max_reply = max_reply_bytes
         self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._clients: LoopClients[openai.AsyncOpenAI] = LoopClients(self._make_client, self.concurrency)
-        # The lean posters hand out a free connection without scanning the others, so the
-        # lean path needs no shards: one poster per loop with every connection.
-        self._posters: LoopClients[H1Poster | JsonPoster] = LoopClients(
-            self._make_poster, self.concurrency, shard_size=None)
+        self._sdk: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_sdk)
+        self._posters: PerLoop[JsonPoster] = PerLoop(self._make_poster)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
 
-    def _make_client(self, connections: int) -> openai.AsyncOpenAI:
-        http = make_http_client(connections, self.timeout, self.http_transport)
+    def _make_sdk(self) -> openai.AsyncOpenAI:
+        http = openai.DefaultAsyncHttpxClient(limits=_Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                  timeout=http.timeout, http_client=http,
-                                  default_headers=self._headers)
+                                  timeout=self.timeout, default_headers=self._headers,
+                                  http_client=http)
 
-    def _sdk_config(self) -> openai.AsyncOpenAI | None:
-        """The SDK client whose settings the lean path sends with, or None when those
-        settings are more than a base URL and fixed headers (custom auth such as workload
-        identity, default query parameters), which only the SDK itself can apply."""
-        if self._config is None:
-            self._config = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
-                                              max_retries=0, timeout=self.timeout,
-                                              default_headers=self._headers)
-            self._url = str(self._config.base_url) + "chat/completions"  # the SDK keeps a trailing slash
-        cfg = self._config
-        if cfg.custom_auth is not None or cfg.default_query:
-            return None
-        return cfg
+    def sends_via_sdk(self, client: openai.AsyncOpenAI) -> bool:
+        """Whether the SDK must send the calls: asked for, or settings beyond a base URL and
+        fixed headers (custom auth such as Azure AD tokens, default query parameters) that
+        only the SDK itself applies."""
+        return self._via_sdk or client.custom_auth is not None or bool(client.default_query)
 
-    def _make_poster(self, connections: int) -> H1Poster | JsonPoster:
-        cfg = self._config
-        assert cfg is not None
+    def _make_poster(self) -> JsonPoster:
+        cfg = self._sdk.get()
         # What the SDK's own request would carry (auth, organization and project, user
         # agent, platform and any default_headers), read inside the running loop so that
         # X-Stainless-Async names it; Omit markers dropped, as the SDK drops them.
@@ -150,10 +140,9 @@ class OpenAILLM:
         headers = dict(merged.values())
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
-        if self._lean == "h1":
-            return H1Poster(connections, self.timeout, headers, (self._api_key,))
-        return JsonPoster(connections, self.timeout, headers, (self._api_key,),
-                          proxy=proxy_for(self._url))
+        url = str(cfg.base_url) + "chat/completions"  # the SDK keeps a trailing slash
+        return JsonPoster(url, headers, self.concurrency, self.timeout, (self._api_key,),
+                          self._max_reply)
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -190,22 +179,12 @@ class OpenAILLM:
         return hit[1]
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        content = orjson.dumps(self._params(request))
-        if self._lean is not None and self._config is None:
-            # first call (or first after aclose): settings only the SDK can apply go to it
-            cfg = self._sdk_config()  # also resolves self._url
-            self._lean = lean_kind(self.http_transport, self._url) if cfg is not None else None
-        if self._lean:
-            return await self._complete_lean(content)
-        return await self._complete_sdk(content)
-
-    async def _complete_lean(self, content: bytes) -> LLMResponse:
-        shards = self._posters.shards()
-        i, poster = shards.acquire()
-        try:
-            status, headers, raw = await poster.post(self._url, content)
-        finally:
-            shards.release(i)
+        params = self._params(request)
+        if self._use_sdk is None:  # settled on the first call: it depends on settings only
+            self._use_sdk = self.sends_via_sdk(self._sdk.get())
+        if self._use_sdk:
+            return await self._complete_sdk(self._sdk.get(), params)
+        status, headers, raw = await self._posters.get().post(orjson.dumps(params))
         if not 200 <= status < 300:  # redirects are not followed, as on the SDK path
             raise status_error(status, headers, raw, (self._api_key,))
         try:
@@ -215,38 +194,100 @@ class OpenAILLM:
                            retryable=True) from e
         return _read_completion(body)
 
-    async def _complete_sdk(self, content: bytes) -> LLMResponse:
-        shards = self._clients.shards()
-        i, client = shards.acquire()
+    async def _complete_sdk(self, client: openai.AsyncOpenAI, params: dict[str, Any]
+                            ) -> LLMResponse:
+        # Every parameter but the two the SDK requires goes as extra_body, so a server's
+        # own names (max_tokens_param) pass through untouched.
+        rest = {k: v for k, v in params.items() if k not in ("model", "messages")}
         try:
-            # The SDK's generic post: its auth, URL, headers, timeouts and error classes,
-            # without the typed create()'s recursive walk over the body (it descends into
-            # every message and the whole JSON schema: ~0.6 ms a call), its deep copy of
-            # the body, or pydantic models for the reply. Measured in bench/llm_engine.py.
-            raw = await client.post("/chat/completions", content=content,
-                                    cast_to=_httpx.Response,
-                                    options={"headers": {"Content-Type": "application/json"}})
-            body = orjson.loads(raw.content)
+            reply = await client.chat.completions.create(
+                model=params["model"], messages=params["messages"], extra_body=rest)
         except openai.APIError as e:
             raise sdk_error(openai, e, (self._api_key,)) from e
-        except (_httpx.TransportError, orjson.JSONDecodeError) as e:
-            # a connection dropped while reading the body, or a body that is not JSON
+        except ValueError as e:  # a body that is not JSON
             raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
                            retryable=True) from e
-        finally:
-            shards.release(i)
-        return _read_completion(body)
-
-    async def aclose_loop(self) -> None:
-        await self._posters.aclose_loop()
-        await self._clients.aclose_loop()
+        return _read_completion(reply.model_dump())
 
     async def aclose(self) -> None:
+        """Close the connections opened on the running loop."""
         await self._posters.aclose()
-        await self._clients.aclose()
-        if self._config is not None:  # it never sent anything; this just frees its pool
-            await self._config.close()
-            self._config = None
+        await self._sdk.aclose()
+
+
+class JsonPoster:
+    """POSTs prepared JSON bodies to one URL on one aiohttp session (one event loop).
+
+    Proxies follow the environment as the SDK's client follows it (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy URL or ``~/.netrc``), read
+    through aiohttp's own ``trust_env`` rules once, when the poster opens, rather than
+    on every request. Through a proxy the headers go with each request, not on the
+    session: aiohttp copies a session's headers into the CONNECT request it sends a
+    proxy, and an Authorization header there would hand the API key to the proxy.
+
+    A reply of any status comes back as (status, headers, body) for the caller to judge;
+    one over ``max_reply`` bytes is an error. What never became a reply (timeouts,
+    refused or reset connections, a body cut short) is raised as a retryable
+    :class:`LLMError` with ``secrets`` redacted from its text.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str], connections: int, timeout: float,
+                 secrets: tuple[str, ...] = (), max_reply: int = MAX_REPLY_BYTES) -> None:
+        self.url = url
+        self._headers = dict(headers)
+        self._max = max_reply
+        self.proxy: URL | None = None
+        auth: aiohttp.BasicAuth | None = None
+        with contextlib.suppress(LookupError):  # LookupError: no proxy for this host
+            self.proxy, auth = get_env_proxy_for_url(URL(url))
+        # The proxy's credentials: on the CONNECT request for an https origin, on the
+        # request itself (sent to the proxy in absolute form) for an http one.
+        self._proxy_headers: dict[str, str] | None = None
+        if auth is not None and url.startswith("https:"):
+            self._proxy_headers = {"Proxy-Authorization": auth.encode()}
+        elif auth is not None:
+            self._headers["Proxy-Authorization"] = auth.encode()
+        self._secrets = (*secrets, auth.password) if auth and auth.password else secrets
+        # sock_read bounds each wait for bytes, as httpx's read timeout does on the SDK
+        # path; the engine bounds the whole call on top.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections,
+                                           ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, timeout),
+                                          sock_read=timeout),
+            skip_auto_headers=("User-Agent",), headers=None if self.proxy else self._headers)
+        if self.proxy is None:  # on the session: not merged again into every request
+            self._headers = {}
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        try:
+            async with self._session.post(self.url, data=body, headers=self._headers or None,
+                                          allow_redirects=False, proxy=self.proxy,
+                                          proxy_headers=self._proxy_headers) as r:
+                if r.content_length is not None and r.content_length > self._max:
+                    raise self._too_large()
+                buf = bytearray()
+                async for chunk in r.content.iter_any():
+                    buf += chunk
+                    if len(buf) > self._max:
+                        raise self._too_large()
+                return r.status, r.headers, bytes(buf)
+        except TimeoutError as e:  # aiohttp's own timeouts subclass it too
+            raise LLMError("timeout", "request timed out", retryable=True) from e
+        except (aiohttp.ClientError, OSError) as e:  # refused, reset, cut short
+            unreachable = (isinstance(e, aiohttp.ClientConnectorError)
+                           and not isinstance(e, aiohttp.ClientSSLError))
+            raise LLMError("connection", redact(f"connection error: {type(e).__name__}: {e}",
+                                                self._secrets)[:500], retryable=True,
+                           unreachable=unreachable) from e
+
+    def _too_large(self) -> LLMError:
+        return LLMError("reply-too-large", f"the server's reply is over {self._max:,} bytes, "
+                        "more than any chat completion needs; refused (a misconfigured server "
+                        "or proxy?)", retryable=False)
 
 
 def _read_completion(body: Any) -> LLMResponse:

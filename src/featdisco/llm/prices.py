@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 FREE_BACKENDS = frozenset({"local"})
+PRICES_ENV = "FEATDISCO_PRICES"  # a price file used when --prices is not given
 
 
 def estimate_tokens(text: str) -> int:
@@ -77,23 +79,50 @@ class PriceTable:
     def __init__(self, overrides: Mapping[str, Any] | str | Path | None = None, *,
                  include_defaults: bool = True) -> None:
         self.prices: dict[str, tuple[float, float]] = dict(DEFAULT_PRICES) if include_defaults else {}
+        self.source = "built-in table"
+        self._from_file: set[str] = set()
         if overrides is not None:
             self.update(overrides)
         self._warned: set[str] = set()
+
+    @classmethod
+    def for_run(cls, path: str | Path | None = None) -> PriceTable:
+        """The built-in table extended by ``path``, else by the file ``FEATDISCO_PRICES``
+        names (read now, so that a bad file stops a run before anything is spent)."""
+        path = path or os.environ.get(PRICES_ENV) or None
+        table = cls(path)
+        if path:
+            table.source = str(Path(path).resolve())
+        return table
+
+    def used(self, backend: str, model: str) -> dict[str, Any]:
+        """The price a run used for its model, for the manifest: USD per 1M tokens and where
+        it came from (None: unknown, so costs are unknown)."""
+        if backend in FREE_BACKENDS:
+            return {"model": model, "input": 0.0, "output": 0.0, "source": f"{backend} backend (free)"}
+        p = self.lookup(model)
+        name = self._match(model)
+        source = self.source if name in self._from_file else "built-in table"
+        return {"model": model, "input": p[0] if p else None, "output": p[1] if p else None,
+                "source": source if p else "unknown (no price; --prices FILE adds one)"}
 
     def update(self, overrides: Mapping[str, Any] | str | Path) -> None:
         if isinstance(overrides, (str, Path)):
             overrides = _load_file(Path(overrides))
         for model, v in overrides.items():
             self.prices[str(model)] = _parse_price(str(model), v)
+            self._from_file.add(str(model))
 
-    def lookup(self, model: str) -> tuple[float, float] | None:
+    def _match(self, model: str) -> str | None:
         for name in (model, model.rsplit("/", 1)[-1]):
             if name in self.prices:
-                return self.prices[name]
+                return name
         name = model.rsplit("/", 1)[-1]
-        best = max((k for k in self.prices if name.startswith(k + "-")), key=len, default=None)
-        return self.prices[best] if best else None
+        return max((k for k in self.prices if name.startswith(k + "-")), key=len, default=None)
+
+    def lookup(self, model: str) -> tuple[float, float] | None:
+        name = self._match(model)
+        return self.prices[name] if name else None
 
     def known(self, backend: str, model: str) -> bool:
         return backend in FREE_BACKENDS or self.lookup(model) is not None
@@ -107,7 +136,7 @@ class PriceTable:
             if model not in self._warned:
                 self._warned.add(model)
                 log.warning("no price known for model %r: its cost is reported as unknown "
-                            "(add it with a price file)", model)
+                            "(add it with --prices FILE or %s)", model, PRICES_ENV)
             return None
         return (usage.input_tokens * p[0] + usage.output_tokens * p[1]) / 1e6
 
@@ -124,6 +153,8 @@ def _parse_price(model: str, v: Any) -> tuple[float, float]:
 
 
 def _load_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FeatdiscoError(f"price file {path} does not exist (from --prices or {PRICES_ENV})")
     try:
         raw = path.read_bytes()
     except OSError as e:

@@ -2,8 +2,10 @@
 
 A live rich bar on a terminal; on anything else (a log file, CI, a notebook's captured
 output) one plain log line every ``interval`` seconds, because a redrawn bar turns into
-thousands of lines there. The engine only calls :meth:`start`, :meth:`advance` and
-:meth:`finish`; display stays out of it.
+thousands of lines there. The engine only calls :meth:`start`, :meth:`advance`,
+:meth:`finish` and, where a progress object has it, ``retried(reason)`` for each retry,
+so that a stage slowed by timeouts or rate limits shows why while it happens; display
+stays out of the engine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 log = logging.getLogger("featdisco.llm")
@@ -24,10 +28,22 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
+def retried_text(by_reason: Mapping[str, int]) -> str:
+    """'18 retried: timeout 12, rate-limit 6' ('' when nothing was retried)."""
+    n = sum(by_reason.values())
+    if not n:
+        return ""
+    parts = sorted(by_reason.items(), key=lambda kv: -kv[1])
+    if len(parts) == 1:
+        return f"{n} retried: {parts[0][0]}"
+    return f"{n} retried: " + ", ".join(f"{k} {v}" for k, v in parts)
+
+
 class _Counts:
     def __init__(self) -> None:
         self.total = self.cached = self.done = self.failed = self.tokens = 0
         self.cost: float | None = 0.0
+        self.retried: Counter[str] = Counter()
         self.t0 = time.monotonic()
         self.desc = "calls"
 
@@ -36,6 +52,7 @@ class _Counts:
         self.done = cached
         self.failed = self.tokens = 0
         self.cost = 0.0
+        self.retried = Counter()
         self.t0 = time.monotonic()
 
     def add(self, failed: bool, tokens: int, cost: float | None) -> None:
@@ -43,6 +60,13 @@ class _Counts:
         self.failed += failed
         self.tokens += tokens
         self.cost = None if cost is None or self.cost is None else self.cost + cost
+
+    def retry_text(self) -> str:
+        """', retried 18 (timeout 12, rate-limit 6)' ('' when nothing was retried)."""
+        n = sum(self.retried.values())
+        if not n:
+            return ""
+        return f", retried {n} (" + ", ".join(f"{k} {v}" for k, v in self.retried.most_common()) + ")"
 
     def eta(self) -> float | None:
         made = self.done - self.cached
@@ -54,7 +78,7 @@ class _Counts:
         eta = self.eta()
         cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
         return (f"{self.desc}: {self.done}/{self.total} done ({self.cached} cached, "
-                f"{self.failed} failed), {self.tokens:,} tokens, cost {cost}, "
+                f"{self.failed} failed{self.retry_text()}), {self.tokens:,} tokens, cost {cost}, "
                 f"ETA {'--' if eta is None else _fmt_secs(eta)}")
 
 
@@ -68,6 +92,9 @@ class NullProgress:
         pass
 
     def advance(self, *, failed: bool, tokens: int, cost: float | None) -> None:
+        pass
+
+    def retried(self, reason: str) -> None:
         pass
 
     def finish(self) -> None:
@@ -88,6 +115,13 @@ class LogProgress:
 
     def advance(self, *, failed: bool, tokens: int, cost: float | None) -> None:
         self.c.add(failed, tokens, cost)
+        self._tick()
+
+    def retried(self, reason: str) -> None:
+        self.c.retried[reason] += 1
+        self._tick()  # calls that only retry still show up
+
+    def _tick(self) -> None:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
@@ -120,12 +154,17 @@ class RichProgress:
 
     def _stats(self) -> str:
         cost = "?" if self.c.cost is None else f"${self.c.cost:.4f}"
-        return (f"cached {self.c.cached} failed {self.c.failed} "
+        return (f"cached {self.c.cached} failed {self.c.failed}{self.c.retry_text()} "
                 f"tokens {self.c.tokens:,} cost {cost}")
 
     def advance(self, *, failed: bool, tokens: int, cost: float | None) -> None:
         self.c.add(failed, tokens, cost)
         self._progress.update(self._task, completed=self.c.done, stats=self._stats())
+
+    def retried(self, reason: str) -> None:
+        self.c.retried[reason] += 1
+        if self._progress is not None:
+            self._progress.update(self._task, stats=self._stats())
 
     def finish(self) -> None:
         if self._progress is not None:

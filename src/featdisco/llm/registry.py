@@ -70,12 +70,12 @@ def make_llm(llm: str | None = None, model: str | None = None, base_url: str | N
             model = DEFAULT_MODELS["openai"]
         return OpenAILLM(model, base_url=base_url, api_key=api_key, concurrency=concurrency,
                          timeout=timeout, **_only(opts, ("json_mode", "max_tokens_param",
-                                                         "default_headers", "http_transport")))
+                                                         "default_headers", "via_sdk")))
     from featdisco.llm.anthropic import AnthropicLLM
 
     return AnthropicLLM(model or DEFAULT_MODELS["anthropic"], base_url=base_url,
                         api_key=api_key, concurrency=concurrency, timeout=timeout,
-                        **_only(opts, ("json_mode", "http_transport")))
+                        **_only(opts, ("json_mode",)))
 
 
 def _only(opts: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:

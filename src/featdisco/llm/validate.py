@@ -3,21 +3,23 @@
 Models wrap JSON in code fences, add a sentence before it, or stop mid-object; servers
 without constrained decoding do all of these. Parsing is forgiving where the intent is
 unambiguous (fences, surrounding prose) and strict everywhere else: whatever is returned
-has passed the schema.
+has passed the schema, checked by the reply model that generated it
+(:mod:`featdisco.llm.replies`). A failure says which constraint broke where before it shows
+any (shortened) data: a log line cut at 200 characters must still hold the reason.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jsonschema
 import orjson
+from pydantic import ValidationError
 
 from featdisco.llm.base import ChatMessage, LLMRequest, LLMResponse
+from featdisco.llm.replies import model_for
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
 _REFUSAL = re.compile(
@@ -62,152 +64,63 @@ def parse_json(text: str) -> Any:
     raise ValueError("no JSON value found in the reply")
 
 
-Check = Callable[[Any], bool]
-
-# Keywords that only annotate: they never make an instance invalid.
-_ANNOTATIONS = frozenset({"title", "description", "$comment", "default", "examples",
-                          "$schema", "$id"})
-# JSON type -> the Python types orjson parses it to. jsonschema also counts 2.0 as an
-# integer; the fast check leaves that case to it.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
-    "number": (int, float), "boolean": (bool,), "null": (type(None),),
-}
-_SCALARS = (str, int, float, bool, type(None))
+_validators: dict[int, tuple[dict[str, Any], Any]] = {}
 
 
-def fast_check(schema: Any) -> Check | None:
-    """A predicate that is True only for instances ``schema`` certainly accepts, for the
-    keywords the featurize, naming and rating schemas use; None when the schema uses any
-    other keyword. jsonschema's validator costs ~20 us for a small reply and ~90 us for a
-    15-feature one, in object churn alone, a tenth or more of the client's CPU per call;
-    the predicate costs a few. Whatever it does not accept goes to jsonschema, which has
-    the last word and the error message, so a gap here can cost time but never let a bad
-    reply through."""
-    if not isinstance(schema, dict):
-        return None
-    checks: list[Check] = []
-    for k, v in schema.items():
-        if k in _ANNOTATIONS:
-            continue
-        if k == "type":
-            names = [v] if isinstance(v, str) else v
-            if not isinstance(names, list) or not all(n in _TYPES for n in names):
-                return None
-            allowed = frozenset(t for n in names for t in _TYPES[n])
-            checks.append(_of_type(allowed))
-        elif k == "properties":
-            if not isinstance(v, dict):
-                return None
-            props: list[tuple[str, Check]] = []
-            for name, sub in v.items():
-                c = fast_check(sub)
-                if c is None:
-                    return None
-                props.append((name, c))
-            checks.append(partial(_properties, props))
-        elif k == "required":
-            if not isinstance(v, list):
-                return None
-            checks.append(_required(v))
-        elif k == "additionalProperties":
-            known = frozenset(schema.get("properties") or ())
-            if v is False:
-                checks.append(_no_extra(known))
-            elif v is not True:
-                extra = fast_check(v)
-                if extra is None:
-                    return None
-                checks.append(_extra(known, extra))
-        elif k == "items":
-            item = fast_check(v)
-            if item is None:
-                return None
-            checks.append(_items(item))
-        elif k in ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum"):
-            if type(v) is not int and type(v) is not float:
-                return None
-            checks.append(_bound(k, v))
-        elif k == "enum":
-            if not isinstance(v, list):
-                return None
-            checks.append(_enum(v))
-        else:
-            return None
-    if len(checks) == 1:
-        return checks[0]
-    return partial(_all_of, tuple(checks))
-
-
-def _all_of(checks: tuple[Check, ...], x: Any) -> bool:
-    for c in checks:  # noqa: SIM110 - a plain loop: no generator frame per reply
-        if not c(x):
-            return False
-    return True
-
-
-def _properties(props: list[tuple[str, Check]], x: Any) -> bool:
-    if type(x) is dict:
-        for name, check in props:
-            if name in x and not check(x[name]):
-                return False
-    return True
-
-
-def _of_type(allowed: frozenset[type]) -> Check:
-    return lambda x: type(x) in allowed
-
-
-def _required(names: list[str]) -> Check:
-    return lambda x: type(x) is not dict or all(n in x for n in names)
-
-
-def _no_extra(known: frozenset[str]) -> Check:
-    return lambda x: type(x) is not dict or known.issuperset(x)
-
-
-def _extra(known: frozenset[str], extra: Check) -> Check:
-    return lambda x: type(x) is not dict or all(extra(x[n]) for n in x if n not in known)
-
-
-def _items(item: Check) -> Check:
-    return lambda x: type(x) is not list or all(map(item, x))
-
-
-def _enum(options: list[Any]) -> Check:
-    return lambda x: isinstance(x, _SCALARS) and any(
-        type(o) is type(x) and o == x for o in options)
-
-
-def _bound(keyword: str, limit: float) -> Check:
-    if keyword == "minItems":
-        return lambda x: type(x) is not list or len(x) >= limit
-    if keyword == "maxItems":
-        return lambda x: type(x) is not list or len(x) <= limit
-    if keyword == "minLength":
-        return lambda x: type(x) is not str or len(x) >= limit
-    if keyword == "maxLength":
-        return lambda x: type(x) is not str or len(x) <= limit
-    if keyword == "minimum":
-        return lambda x: (type(x) is not int and type(x) is not float) or x >= limit
-    return lambda x: (type(x) is not int and type(x) is not float) or x <= limit
-
-
-_validators: dict[int, tuple[dict[str, Any], Any, Check | None]] = {}
-
-
-def _validator(schema: dict[str, Any]) -> tuple[Any, Check | None]:
-    # Keyed by identity (the schema object is kept alive beside it, so the id cannot be
-    # reused): a stage sends one schema object thousands of times.
+def _validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator for a schema no reply model generated (kept by identity: a
+    caller sends one schema object many times)."""
     hit = _validators.get(id(schema))
     if hit is None or hit[0] is not schema:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-        hit = (schema, cls(schema), fast_check(schema))
+        hit = (schema, cls(schema))
         if len(_validators) > 256:
             _validators.clear()
         _validators[id(schema)] = hit
-    return hit[1], hit[2]
+    return hit[1]
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``value`` as JSON, cut to about ``limit`` characters in a way that still says what it
+    was: a long list shows its first items and its length, a long string its start."""
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, list):
+        head = ", ".join(shorten(v, limit // 3) for v in value[:2])
+        return f"[{head}, …] ({len(value)} items)"
+    if isinstance(value, dict):
+        return "{" + ", ".join(json.dumps(k) for k in list(value)[:6]) + (", …}" if len(value) > 6 else "}")
+    return text[: limit - 1] + "…"
+
+
+def schema_problem(data: Any, schema: dict[str, Any]) -> str | None:
+    """What is wrong with ``data`` under ``schema``, constraint and path first and the data
+    shortened, or None when it conforms. A schema generated by a reply model
+    (:mod:`featdisco.llm.replies`) is checked by that model; any other by jsonschema."""
+    model = model_for(schema)
+    if model is not None:
+        try:
+            model.model_validate(data, strict=True)
+        except ValidationError as e:
+            errors = e.errors(include_url=False)
+            first = errors[0]
+            where = "/".join(str(p) for p in first["loc"]) or "(root)"
+            ctx = ", ".join(f"{k}={v}" for k, v in (first.get("ctx") or {}).items()
+                            if isinstance(v, int | float | str))
+            more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+            return (f"at {where}: {first['msg']} [{first['type']}{', ' + ctx if ctx else ''}]; "
+                    f"got {shorten(first.get('input'))}{more}")
+        return None
+    errs = sorted(_validator(schema).iter_errors(data), key=lambda e: list(e.path))
+    if not errs:
+        return None
+    err = errs[0]
+    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+    more = f"; {len(errs) - 1} more problem(s)" if len(errs) > 1 else ""
+    return (f"at {where}: {err.validator} {shorten(err.validator_value, 60)} violated; "
+            f"got {shorten(err.instance)}{more}")
 
 
 def looks_like_refusal(text: str) -> bool:
@@ -233,16 +146,11 @@ def check_reply(response: LLMResponse, schema: dict[str, Any] | None) -> Any:
             raise ReplyProblem("truncated", "the reply hit the token limit before the JSON "
                                "was complete") from None
         raise ReplyProblem("invalid-json", f"the reply is not valid JSON: {text[:120]!r}") from None
-    validator, fast = _validator(schema)
-    if fast is not None and fast(data):
-        return data
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
-    if errors:
+    problem = schema_problem(data, schema)
+    if problem is not None:
         if data in ({}, []):
             raise ReplyProblem("empty", "the reply was an empty JSON value")
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise ReplyProblem("schema", f"the reply breaks the schema at {where}: {e.message[:200]}")
+        raise ReplyProblem("schema", f"the reply breaks the schema {problem}")
     return data
 
 

@@ -22,7 +22,7 @@ _SECTION = re.compile(r"^### (system|user)\s*$", re.MULTILINE)
 PROMPT_NAMES = ("featurize", "name", "merge", "rate")  # the run's prompts: each a stage's declared input
 # What each prompt must use: without its subject the LLM would be asked about nothing.
 REQUIRED = {"featurize": {"text"}, "name": {"members"}, "rate": {"clusters"}, "merge": {"clusters"},
-            "name_parent": {"members"}, "score_label": {"items", "label"}}
+            "name_parent": {"members"}, "score_label": {"items", "label"}, "scan": {"text", "question"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +56,10 @@ def parse_prompt(name: str, file: str, text: str) -> Prompt:
                   hashlib.sha256(text.encode()).hexdigest(), text)
 
 
-def load_prompt(name: str, path: str | Path | None = None) -> Prompt:
-    """The newest packaged version of prompt ``name``, or the user's file at ``path``. A user's
-    prompt must use the placeholders the packaged one uses for its subject and no others,
-    checked here, before anything is spent."""
+def load_prompt(name: str, path: str | Path | None = None, version: int | None = None) -> Prompt:
+    """The newest packaged version of prompt ``name`` (or packaged ``version``), or the user's
+    file at ``path``. A user's prompt must use the placeholders the packaged one uses for its
+    subject and no others, checked here, before anything is spent."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -71,7 +71,7 @@ def load_prompt(name: str, path: str | Path | None = None) -> Prompt:
         prompt = parse_prompt(name, p.name, text)
         check_placeholders(prompt, packaged=_packaged(name), where=str(p))
         return prompt
-    return _packaged(name)
+    return _packaged(name, version)
 
 
 def placeholders(prompt: Prompt) -> set[str]:
@@ -92,15 +92,15 @@ def check_placeholders(prompt: Prompt, packaged: Prompt, where: str) -> None:
                              "write a literal $ as $$)")
 
 
-def _packaged(name: str) -> Prompt:
+def _packaged(name: str, version: int | None = None) -> Prompt:
     folder = resources.files(__package__)
     candidates = []
     for entry in folder.iterdir():
         m = re.fullmatch(rf"{re.escape(name)}\.v(\d+)\.txt", entry.name)
-        if m:
+        if m and (version is None or int(m.group(1)) == version):
             candidates.append((int(m.group(1)), entry))
     if not candidates:
-        raise FeatdiscoError(f"no packaged prompt named {name!r}")
+        raise FeatdiscoError(f"no packaged prompt named {name!r}" + (f" of version {version}" if version else ""))
     _, entry = max(candidates, key=lambda c: c[0])
     return parse_prompt(name, entry.name, entry.read_text(encoding="utf-8"))
 

@@ -1,6 +1,6 @@
 """``featdisco report DIR``: turn a fitted run directory into ``DIR/report/``.
 
-The page (index.html, app.js, app.css, copied from ``static/``) loads ``data/overview.js``
+The page (index.html, charts.js, app.js, app.css, copied from ``static/``) loads ``data/overview.js``
 first, a few kilobytes whatever the run's size; the cluster lists, the cluster and
 transcript pages and the search index are shards loaded when a view needs them.
 """
@@ -18,16 +18,20 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
+from featdisco.analysis.activations import fitted_run, recounted_clusters
+from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
+from featdisco.report.evidence import write_evidence
 from featdisco.report.layout import cluster_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
+from featdisco.rundir import RunDir
+from featdisco.runsummary import headline, run_totals, stage_cells
 
-REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet",
-            "clusters.parquet")
-STATIC = ("index.html", "app.js", "app.css")
+REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet")
+STATIC = ("index.html", "charts.js", "labels.js", "app.js", "app.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -39,7 +43,7 @@ class ReportStats:
     path: Path
     files: int = 0
     bytes: int = 0
-    first_view_bytes: int = 0  # index.html + app.js + app.css + overview.js
+    first_view_bytes: int = 0  # index.html + charts.js + app.js + app.css + overview.js
     clusters: int = 0
     transcripts: int = 0
     pieces: int = 0
@@ -56,10 +60,9 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
-def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
-              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int]) -> dict[str, Any]:
-    stages = {name: {k: rec.get(k) for k in ("counts", "seconds", "llm", "complete", "finished_at")}
-              for name, rec in manifest.get("stages", {}).items() if isinstance(rec, dict)}
+def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
+              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
+    totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
     for kind in KINDS:
         rows = [c for c in clusters if c["kind"] == kind]
@@ -69,7 +72,8 @@ def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces
         interest = np.asarray([c["interest"] for c in rows if c["interest"] is not None], dtype=float)
         ranked = sorted(rows, key=lambda c: (-(c["interest"] or 0), -c["size"]))
         per_kind[kind] = {
-            "clusters": len(rows), "private": sum(bool(c["private"]) for c in rows),
+            "clusters": len(rows), "private": sum(c["flagged"] for c in rows), "rare": sum(c["rare"] for c in rows),
+            "hidden": sum(c["private"] for c in rows),
             "features": int(sizes.sum()), "pieces": kinds_pieces.get(kind, 0),
             "sizes": _hist(sizes, _size_bins(sizes)),
             "interest": _hist(interest, np.arange(0, 101, 5)),
@@ -81,7 +85,10 @@ def _overview(manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces
     return {
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
         "created": manifest.get("created"), "updated": manifest.get("updated"),
-        "llm_totals": manifest.get("llm_totals", {}), "stages": stages,
+        # the same totals and words as `featdisco status` and the run summary
+        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note('"Show private clusters"')) else []),
+        "min_transcripts": vis.min_transcripts,
+        "stages": [stage_cells(s) for s in totals.stages],
         "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,
         "clusters": {c["cluster_id"]: _brief(c) for c in clusters if c["cluster_id"] in top_ids},
         "n_clusters": len(clusters), "analyses": analyses,
@@ -109,13 +116,28 @@ def _brief(c: dict[str, Any]) -> list[Any]:
             bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True) -> ReportStats:
-    """Write the report of a fitted run to ``out`` (default ``run_dir/report``)."""
+def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
+    """Mark the clusters the page hides until "Show private clusters" is ticked: flagged
+    private, or drawn from fewer than ``min_transcripts`` transcripts (``private`` is then the
+    page's hide flag; ``flagged`` and ``rare`` say why)."""
+    for c in clusters:
+        c["flagged"] = bool(c.get("private"))
+        c["rare"] = (c.get("transcripts") or 0) < min_transcripts
+        c["private"] = c["flagged"] or c["rare"]
+    return Visibility(frozenset(c["cluster_id"] for c in clusters if c["private"]),
+                      frozenset(c["cluster_id"] for c in clusters if c["rare"]),
+                      frozenset(c["cluster_id"] for c in clusters if c["flagged"]), min_transcripts, False)
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True,
+                 min_transcripts: int | None = None) -> ReportStats:
+    """Write the report of a fitted run to ``out`` (default ``run_dir/report``); clusters from
+    fewer than ``min_transcripts`` transcripts (default: the run's) are hidden like private ones."""
     run = Path(run_dir)
     missing = [n for n in REQUIRED if not (run / n).exists()]
     if missing:
-        raise FeatdiscoError(f"{run} is not a finished run (missing {', '.join(missing)}): "
-                             "run `featdisco run` to completion first")
+        raise FeatdiscoError(f"{run} is not a finished run or transform output (missing "
+                             f"{', '.join(missing)}): run `featdisco run` to completion first")
     dest = Path(out) if out else run / "report"
     data = dest / "data"
     if data.exists():
@@ -134,11 +156,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
         manifest = orjson.loads((run / "manifest.json").read_bytes())
     except orjson.JSONDecodeError as e:
         raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
-    clusters_t = pq.read_table(run / "clusters.parquet")
-    layout = cluster_layout(run, clusters_t)
+    # a transform's output: the fitted dictionary's clusters, counted on this data
+    clusters_t = recounted_clusters(run)
+    fitted = fitted_run(RunDir(run))
+    layout = cluster_layout(fitted or run, clusters_t)
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
         c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+    vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)
     lap("clusters")
     order = tables.piece_order(run)
     feats = tables.feature_table(run)
@@ -150,6 +175,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     lap("transcripts")
     tables.write_clusters(run, writer, clusters_t, order, feats, counts)
     lap("cluster pages")
+    evidence = write_evidence(run, writer, order, clusters_t, manifest)
+    lap("evidence")
     if search:
         posts = transcript_postings(run, order.tidx)
         write_search(writer, clusters_t, counts, posts)
@@ -164,10 +191,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     kinds_pieces = dict(zip(*np.unique(
         pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
         return_counts=True), strict=True))
-    overview = _overview(manifest, clusters, stats.pieces, stats.transcripts, analyses,
-                         {str(k): int(v) for k, v in kinds_pieces.items()})
+    overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
+                         {str(k): int(v) for k, v in kinds_pieces.items()}, vis)
     overview["search"] = search
     overview["new_clusters"] = _new_clusters(run)
+    overview["evidence"] = evidence
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"
     page_bytes = 0

@@ -272,14 +272,19 @@ class StageRunner:
         self.run_dir.record(stage.name, StageRecord(fp, outputs, fingerprint(hashes), result.counts,
                                                     time.perf_counter() - t0, delta,
                                                     complete=result.complete))
-        out = self._done(stage, t0, False, result.counts, result.complete, result.stop)
+        out = self._done(stage, t0, False, result.counts, result.complete, result.stop, delta)
         out.llm = delta
         return out
 
     def _done(self, stage: Stage, t0: float, skipped: bool, counts: dict[str, Any],
-              complete: bool = True, stop: str | None = None) -> StageOutcome:
+              complete: bool = True, stop: str | None = None,
+              llm: dict[str, Any] | None = None) -> StageOutcome:
+        from featdisco.llm.progress import retried_text
+
         seconds = time.perf_counter() - t0
-        self.log(f"{stage.name}: {'up to date, skipped' if skipped else 'done'} ({seconds:.1f}s)")
+        retried = retried_text((llm or {}).get("retried_by_reason") or {})  # "18 retried: timeout"
+        self.log(f"{stage.name}: {'up to date, skipped' if skipped else 'done'} ({seconds:.1f}s"
+                 f"{', ' + retried if retried else ''})")
         return StageOutcome(stage.name, seconds, skipped, counts, complete, stop)
 
 
@@ -287,5 +292,8 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in after.items():
         b = before.get(k)
-        out[k] = v - b if isinstance(v, int | float) and isinstance(b, int | float) else v
+        if isinstance(v, dict) and isinstance(b, dict):  # counts by reason: this stage's own
+            out[k] = {r: n - b.get(r, 0) for r, n in v.items() if n - b.get(r, 0)}
+        else:
+            out[k] = v - b if isinstance(v, int | float) and isinstance(b, int | float) else v
     return out

@@ -1,36 +1,47 @@
 """Pieces → features: one autorater call per piece; the rater sees only that piece.
 
-The schema the LLM fills (``{"features": [...]}``) is not the record we store: a stored
+By default (``featurize.v2``) each feature comes with a short verbatim quote from the piece
+that shows it; the quote is checked against the piece (:mod:`featdisco.evidence.quotes`) and
+stored with its character span and a ``verified`` flag, so every feature can be traced to
+text and the share of quotes the autorater invented is counted per run. ``evidence=False``
+(``--no-evidence``) asks the plain ``featurize.v1`` prompt: no quotes, fewer output tokens.
+
+What the LLM fills (:class:`~featdisco.llm.replies.EvidencedFeatures` or
+:class:`~featdisco.llm.replies.Features`) is not the record we store: a stored
 :data:`FEATURES_SCHEMA` row has ids and provenance, and its text is cleaned (whitespace,
 forbidden characters, duplicates within the piece, copies of the prompt's own examples).
+Features stay quote-free in their own wording: they are what gets clustered.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
+from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
+from featdisco.llm.replies import EvidencedFeatures, Features
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: quotes, spans and verified flags; symbol-only features dropped
 
 KIND_DESCRIPTIONS = {
     "user": "a message a user wrote to an AI assistant",
     "thought": "the private reasoning (thoughts) an AI model wrote before answering",
     "response": "a response an AI assistant wrote to a user",
 }
+PLAIN_PROMPT_VERSION = 1  # featurize.v1: features without quotes (--no-evidence)
 CHARS_PER_TOKEN = 4
 MAX_FEATURE_WORDS = 12  # the prompt asks for under ten words
 FEATURES_SCHEMA = pa.schema([
@@ -39,8 +50,13 @@ FEATURES_SCHEMA = pa.schema([
     ("transcript_id", pa.string()),
     ("kind", pa.string()),
     ("text", pa.string()),
+    ("quote", pa.string()),  # null without evidence; "" for a whole-piece property
+    ("quote_start", pa.int32()),  # character span of the quote in the piece's text,
+    ("quote_end", pa.int32()),  # null when it was not found there (or is empty)
+    ("verified", pa.bool_()),  # the quote is in the piece; null when there is no quote
 ])
-_FORBIDDEN = re.compile(r"[()\[\]{}:;\"“”0-9#*_`<>|/\\]+")
+_FORBIDDEN = re.compile(r"[()\[\]{}:;\"“”0-9#*_`<>|/\\=°%^~]+")
+_LETTERS = re.compile(r"[^\W\d_]{2}")  # a feature needs a word: "°", "N=" are fragments
 _SPACE = re.compile(r"\s+")
 _EXAMPLE_LINE = re.compile(r"^- [^:]+:\s*(.+)$", re.MULTILINE)
 
@@ -51,6 +67,7 @@ class FeaturizeConfig:
     max_features: int = 20
     max_piece_tokens: int = 2000
     temperature: float = 0.0
+    evidence: bool = True  # ask for a verbatim quote per feature (featurize.v2)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_features <= self.max_features:
@@ -69,27 +86,49 @@ class FeaturizeReport:
     not_sent: int = 0  # held back at the --max-cost cap: not failures, sent by a rerun
     truncated: int = 0
     features: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)  # duplicate, example, empty
+    dropped: Counter[str] = field(default_factory=Counter)  # duplicate, example, empty, no_letters
+    quotes: Counter[str] = field(default_factory=Counter)  # verified, unverified, empty
+
+    @property
+    def unverified_share(self) -> float | None:
+        """Share of non-empty quotes not found in their piece: how often the autorater
+        invents its evidence. None without quotes."""
+        n = self.quotes["verified"] + self.quotes["unverified"]
+        return self.quotes["unverified"] / n if n else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
-                "failed_by_reason": dict(self.failed_by_reason), "not_sent": self.not_sent,
-                "truncated": self.truncated,
-                "features": self.features, "dropped": dict(self.dropped)}
+        out = {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
+               "failed_by_reason": dict(self.failed_by_reason), "not_sent": self.not_sent,
+               "truncated": self.truncated,
+               "features": self.features, "dropped": dict(self.dropped)}
+        if self.quotes:
+            share = self.unverified_share
+            out["quotes"] = dict(self.quotes)
+            out["unverified_share"] = None if share is None else round(share, 4)
+        return out
 
 
-def feature_schema(cfg: FeaturizeConfig) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"features": {
-            "type": "array",
-            "items": {"type": "string", "minLength": 2, "maxLength": 120},
-            "minItems": cfg.min_features,
-            "maxItems": cfg.max_features,
-        }},
-        "required": ["features"],
-        "additionalProperties": False,
-    }
+def evidence_line(counts: dict[str, Any]) -> str | None:
+    """The run summary's line on quotes, from the featurize stage's recorded counts."""
+    quotes = counts.get("quotes")
+    if not quotes:
+        return None
+    checked = quotes.get("verified", 0) + quotes.get("unverified", 0)
+    share = quotes.get("unverified", 0) / checked if checked else 0.0
+    return (f"evidence: {quotes.get('unverified', 0):,} of {checked:,} quotes not found in their piece "
+            f"({share:.1%} unverifiable, flagged verified=false); {quotes.get('empty', 0):,} features "
+            "quote nothing (whole-piece properties)")
+
+
+def reply_model(cfg: FeaturizeConfig) -> type[Features] | type[EvidencedFeatures]:
+    """What the autorater fills: features with quotes, or plain features."""
+    shape = EvidencedFeatures if cfg.evidence else Features
+    return shape.bounded(cfg.min_features, cfg.max_features)
+
+
+def max_reply_tokens(cfg: FeaturizeConfig) -> int:
+    """Room for the reply: ~16 tokens a feature, ~32 more for its quote."""
+    return cfg.max_features * (48 if cfg.evidence else 16) + 64
 
 
 def example_features(prompt: Prompt) -> frozenset[str]:
@@ -111,6 +150,11 @@ def clean_feature(text: str) -> str:
     return text[:1].upper() + text[1:] if text else ""
 
 
+def has_letters(text: str) -> bool:
+    """A feature with no word of letters ("°", "N", "--") names nothing."""
+    return _LETTERS.search(text) is not None
+
+
 def truncate_piece(text: str, max_tokens: int) -> tuple[str, bool]:
     limit = max_tokens * CHARS_PER_TOKEN
     if len(text) <= limit:
@@ -120,8 +164,9 @@ def truncate_piece(text: str, max_tokens: int) -> tuple[str, bool]:
 
 def build_requests(texts: Sequence[str], kinds: Sequence[str], prompt: Prompt,
                    cfg: FeaturizeConfig) -> tuple[list[LLMRequest], int]:
-    schema = feature_schema(cfg)
-    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_features * 16 + 64)
+    model = reply_model(cfg)
+    schema = model.json_schema()
+    sampling = Sampling(temperature=cfg.temperature, max_tokens=max_reply_tokens(cfg))
     requests: list[LLMRequest] = []
     truncated = 0
     for text, kind in zip(texts, kinds, strict=True):
@@ -129,21 +174,36 @@ def build_requests(texts: Sequence[str], kinds: Sequence[str], prompt: Prompt,
         truncated += cut
         messages = prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
                                  min_features=cfg.min_features, max_features=cfg.max_features)
-        requests.append(LLMRequest(messages, schema=schema, schema_name="features",
+        requests.append(LLMRequest(messages, schema=schema, schema_name=model.schema_name,
                                    sampling=sampling, prompt_version=prompt.version))
     return requests, truncated
 
 
-def features_from_result(result: CallResult, examples: frozenset[str],
-                         dropped: Counter[str]) -> list[str]:
-    raw = result.data.get("features", []) if isinstance(result.data, dict) else []
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One kept feature of a reply: its cleaned text and its quote (None without evidence)."""
+
+    text: str
+    quote: str | None = None
+
+
+def features_from_result(result: CallResult, examples: frozenset[str], dropped: Counter[str],
+                         evidence: bool = False) -> list[Found]:
+    """The reply's features, cleaned, each kept once; every drop is counted by reason."""
+    raw: list[tuple[str, str | None]]
+    if evidence:
+        raw = [(f.feature, f.quote) for f in EvidencedFeatures.read(result.data).features]
+    else:
+        raw = [(f, None) for f in Features.read(result.data).features]
     seen: set[str] = set()
-    out: list[str] = []
-    for item in raw:
-        text = clean_feature(str(item))
+    out: list[Found] = []
+    for item, quote in raw:
+        text = clean_feature(item)
         key = normalise_key(text)
-        if not text:
+        if not item.strip():
             dropped["empty"] += 1
+        elif not has_letters(text):  # digits or symbols only, once cleaned
+            dropped["no_letters"] += 1
         elif len(text.split()) > MAX_FEATURE_WORDS:  # a quotation or a summary, not a feature
             dropped["too_long"] += 1
         elif key in examples:
@@ -152,8 +212,40 @@ def features_from_result(result: CallResult, examples: frozenset[str],
             dropped["duplicate"] += 1
         else:
             seen.add(key)
-            out.append(text)
+            out.append(Found(text, quote))
     return out
+
+
+@dataclass(slots=True)
+class FeaturizeEstimate:
+    """A featurize dry run with the run's setting and with the other one, so a user sees
+    what evidence costs before choosing. Attributes not named here are the chosen estimate's."""
+
+    chosen: Any  # featdisco.llm.engine.Estimate
+    other: Any
+    evidence: bool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.chosen, name)
+
+    def __str__(self) -> str:
+        def cost(e: Any) -> str:
+            return "unknown" if e.cost is None else f"${e.cost:.4f}"
+
+        with_, without = (self.chosen, self.other) if self.evidence else (self.other, self.chosen)
+        return (f"{self.chosen}\n  with evidence (quotes, the default): {with_.output_tokens:,} output "
+                f"tokens, cost {cost(with_)}; without (--no-evidence): {without.output_tokens:,} output "
+                f"tokens, cost {cost(without)}")
+
+
+def dry_run_both(batches: Callable[[], Iterable[pa.RecordBatch]],
+                 estimate: Callable[[Iterable[pa.RecordBatch], Prompt, FeaturizeConfig], Any],
+                 prompt: Prompt, other_prompt: Prompt, cfg: FeaturizeConfig) -> FeaturizeEstimate:
+    """``estimate`` (a dry run of pieces) for ``cfg`` with ``prompt`` and for the other
+    evidence setting with ``other_prompt``; ``batches`` gives the pieces afresh each time."""
+    other_cfg = replace(cfg, evidence=not cfg.evidence)
+    return FeaturizeEstimate(estimate(batches(), prompt, cfg),
+                             estimate(batches(), other_prompt, other_cfg), cfg.evidence)
 
 
 CHUNK_PIECES = 32_768  # pieces whose requests and replies are in memory at once
@@ -195,10 +287,11 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
                 f"featurize {c + 1}/{n_chunks}" if n_chunks else f"featurize {c + 1}")
         results = engine.run_sync(requests, desc=desc)
         del requests
-        cols: dict[str, list[str]] = {name: [] for name in FEATURES_SCHEMA.names}
-        for piece_id, tid, kind, result in zip(part.column("piece_id").to_pylist(),
-                                               part.column("transcript_id").to_pylist(), kinds,
-                                               results, strict=True):
+        cols: dict[str, list[Any]] = {name: [] for name in FEATURES_SCHEMA.names}
+        for piece_id, tid, kind, text, result in zip(part.column("piece_id").to_pylist(),
+                                                     part.column("transcript_id").to_pylist(), kinds,
+                                                     part.column("text").to_pylist(), results,
+                                                     strict=True):
             if result.status == "skipped_budget":
                 report.not_sent += 1
                 continue
@@ -207,15 +300,36 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
                 report.failed_by_reason[result.reason or result.status] += 1
                 continue
             report.ok += 1
-            for i, text in enumerate(features_from_result(result, examples, report.dropped)):
+            found = features_from_result(result, examples, report.dropped, cfg.evidence)
+            index = QuoteIndex(text) if cfg.evidence else None
+            for i, f in enumerate(found):
                 cols["feature_id"].append(f"{piece_id}#{i}")
                 cols["piece_id"].append(piece_id)
                 cols["transcript_id"].append(tid)
                 cols["kind"].append(kind)
-                cols["text"].append(text)
+                cols["text"].append(f.text)
+                _add_quote(cols, index, f.quote, report.quotes)
         batch = pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA)
         report.features += batch.num_rows
         yield batch
+
+
+def _add_quote(cols: dict[str, list[Any]], index: QuoteIndex | None, quote: str | None,
+               counts: Counter[str]) -> None:
+    """The quote columns of one feature: its span and whether the piece holds it."""
+    span = index.find(quote) if index is not None and quote else None
+    if quote is None or index is None:
+        verified = None
+    elif not quote.strip():
+        verified = None
+        counts["empty"] += 1
+    else:
+        verified = span is not None
+        counts["verified" if verified else "unverified"] += 1
+    cols["quote"].append(quote)
+    cols["quote_start"].append(span.start if span else None)
+    cols["quote_end"].append(span.end if span else None)
+    cols["verified"].append(verified)
 
 
 class FeaturizeStage(Stage):
@@ -225,13 +339,14 @@ class FeaturizeStage(Stage):
     version = STAGE_VERSION
     reads = ("pieces.parquet",)
     writes = ("features.parquet",)
-    config = ("min_features", "max_features", "max_piece_tokens")
+    config = ("min_features", "max_features", "max_piece_tokens", "evidence")
     prompt = "featurize"
     backends = ("llm",)
 
     @staticmethod
     def settings(config: Any) -> FeaturizeConfig:
-        return FeaturizeConfig(config.min_features, config.max_features, config.max_piece_tokens)
+        return FeaturizeConfig(config.min_features, config.max_features, config.max_piece_tokens,
+                               evidence=config.evidence)
 
     def run(self, ctx: StageContext) -> StageResult:
         fcfg = self.settings(ctx.config)
@@ -249,6 +364,15 @@ class FeaturizeStage(Stage):
         if report.failed:
             ctx.log(f"featurize: {report.failed} of {report.pieces} pieces failed "
                     f"({dict(report.failed_by_reason)}); a rerun retries them")
+        if report.quotes:
+            share = report.unverified_share
+            checked = report.quotes["verified"] + report.quotes["unverified"]
+            ctx.log(f"featurize: {report.quotes['unverified']:,} of {checked:,} quotes were not found in "
+                    f"their piece ({0.0 if share is None else share:.1%} unverifiable); they are kept "
+                    "and flagged verified=false")
+        if report.dropped["no_letters"]:
+            ctx.log(f"featurize: {report.dropped['no_letters']:,} features without a word of letters "
+                    "(symbol fragments) were dropped")
         if report.truncated:
             ctx.log(f"featurize: {report.truncated} pieces were longer than "
                     f"{fcfg.max_piece_tokens} tokens and were truncated")

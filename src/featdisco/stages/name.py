@@ -19,6 +19,7 @@ import pyarrow as pa
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
+from featdisco.llm.replies import ClusterLabel
 from featdisco.prompts import Prompt, placeholders
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.members import RAW_MEMBER_ARTEFACTS, ClusterMembers
@@ -37,13 +38,6 @@ LABELS_SCHEMA = pa.schema([
     ("sample", pa.list_(pa.string())),
     ("status", pa.string()),
 ])
-NAME_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"label": {"type": "string", "minLength": 2, "maxLength": 80},
-                   "description": {"type": "string", "minLength": 2, "maxLength": 400}},
-    "required": ["label", "description"],
-    "additionalProperties": False,
-}
 
 
 @dataclass(slots=True)
@@ -82,7 +76,7 @@ def name_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], members: Seq
     requests = [
         LLMRequest(prompt.render(n_members=len(s), kind_plural=KIND_PLURALS[kind],
                                  members="\n".join(f"- {x}" for x in s), contrast=contrast_block(o)),
-                   schema=NAME_SCHEMA, schema_name="cluster_label",
+                   schema=ClusterLabel.json_schema(), schema_name=ClusterLabel.schema_name,
                    sampling=Sampling(temperature=0.0, max_tokens=200), prompt_version=prompt.version)
         for kind, s, o in zip(kinds, samples, others, strict=True)
     ]
@@ -90,15 +84,16 @@ def name_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], members: Seq
     report = NameReport(clusters=len(requests))
     rows: dict[str, list[Any]] = {n: [] for n in LABELS_SCHEMA.names}
     for cid, sample, res in zip(cluster_ids, samples, results, strict=True):
-        ok = res.ok and isinstance(res.data, dict)
+        reply = ClusterLabel.read(res.data) if res.ok else None
+        ok = reply is not None
         report.ok += ok
         if not ok:
             report.failed += 1
             reason = res.reason or res.status
             report.reasons[reason] = report.reasons.get(reason, 0) + 1
         rows["cluster_id"].append(int(cid))
-        rows["label"].append(" ".join(str(res.data["label"]).split()) if ok else None)
-        rows["description"].append(" ".join(str(res.data["description"]).split()) if ok else None)
+        rows["label"].append(" ".join(reply.label.split()) if reply else None)
+        rows["description"].append(" ".join(reply.description.split()) if reply else None)
         rows["sample"].append(sample)
         rows["status"].append("ok" if ok else f"failed: {res.reason or res.status}")
     return pa.table(rows, schema=LABELS_SCHEMA), report

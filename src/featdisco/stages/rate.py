@@ -4,6 +4,7 @@ batch, with a flag for clusters that would reveal private user information."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
+from featdisco.llm.replies import Rating, Ratings
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
@@ -19,30 +21,26 @@ from featdisco.stages.name import KIND_PLURALS
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: uninformative batches and privacy flags without a named reason not used
 
 RATINGS_SCHEMA = pa.schema([
     ("cluster_id", pa.int64()),
-    ("interest", pa.int32()),
+    ("interest", pa.int32()),  # None when its batch was uninformative (see ``judge_batch``)
     ("reason", pa.string()),
-    ("private", pa.bool_()),
+    ("private", pa.bool_()),  # the flag as it acts: only with a reason naming private data
+    ("private_reason", pa.string()),
     ("status", pa.string()),
+    ("discarded", pa.string()),  # why a rating or a privacy flag was not used, else None
 ])
 
-
-def rating_schema(n: int) -> dict[str, Any]:
-    item = {
-        "type": "object",
-        "properties": {"id": {"type": "integer", "minimum": 1, "maximum": n},
-                       "interest": {"type": "integer", "minimum": 1, "maximum": 100},
-                       "reason": {"type": "string", "minLength": 2, "maxLength": 400},
-                       "private": {"type": "boolean"}},
-        "required": ["id", "interest", "reason", "private"],
-        "additionalProperties": False,
-    }
-    return {"type": "object",
-            "properties": {"ratings": {"type": "array", "items": item, "minItems": n, "maxItems": n}},
-            "required": ["ratings"], "additionalProperties": False}
+# Kinds of private information about people; a privacy flag must name one (``private_reason``).
+# "private reasoning of an AI model" names none of them: a thought is not a user's secret.
+PRIVATE_DATA = re.compile(
+    r"\b(names?|surnames?|address(es)?|e-?mails?|phone|telephone|health|medical|diagnos\w*|illness\w*|"
+    r"diseases?|medications?|prescriptions?|financ\w*|bank\w*|salar\w*|income|debts?|credit|passwords?|"
+    r"credentials?|social security|ssn|passports?|birth\w*|locations?|home|identit\w*|ids?|accounts?|"
+    r"ip|licen[cs]e|religio\w*|sexual\w*|ethnic\w*|criminal|immigration|employers?|workplaces?|"
+    r"children|relatives|family|doxx\w*|personally identifiable|pii)\b", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -53,6 +51,45 @@ class RateReport:
     failed: int = 0
     private: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    uninformative_batches: int = 0
+    unranked: int = 0  # clusters of uninformative batches: rated, but not ranked by it
+    private_discarded: int = 0
+    why_uninformative: dict[str, int] = field(default_factory=dict)
+    discarded_example: str | None = None
+
+    def notes(self) -> list[str]:
+        """What a reader must be told: ratings and flags that were not used, and why."""
+        out = []
+        if self.uninformative_batches:
+            why = ", ".join(f"{k} {v}" for k, v in self.why_uninformative.items())
+            out.append(f"ratings: {self.uninformative_batches} of {self.batches} batches were uninformative "
+                       f"({why}); their {self.unranked} clusters are not ranked by interest")
+        if self.private_discarded:
+            out.append(f"privacy flags: {self.private_discarded} discarded because their reason names nothing "
+                       f"private in the examples (e.g. \"{self.discarded_example}\"); those clusters are shown")
+        return out
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """A reason's words, lowercased: reasons that differ only in case or punctuation are one."""
+    return tuple(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def judge_batch(interests: Sequence[int], reasons: Sequence[str]) -> str | None:
+    """Why a batch's ratings carry no information (all scores the same, or one reason copied
+    for every cluster), else None. A batch of one cannot be judged this way."""
+    if len(interests) < 2:
+        return None
+    if len(set(interests)) == 1:
+        return f"every score {interests[0]}"
+    if len({_words(r) for r in reasons}) == 1:
+        return "the same reason for every cluster"
+    return None
+
+
+def privacy_reason_names_data(reason: str | None) -> bool:
+    """Whether a privacy flag's reason names a kind of private information about people."""
+    return bool(reason and PRIVATE_DATA.search(reason))
 
 
 def batches_of(cluster_ids: Sequence[int], kinds: Sequence[str], batch_size: int,
@@ -84,38 +121,53 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         requests.append(LLMRequest(
             prompt.render(n_clusters=len(group), kind_plural=KIND_PLURALS[kinds[group[0]]],
                           clusters="\n".join(lines)),
-            schema=rating_schema(len(group)), schema_name="cluster_ratings",
+            schema=Ratings.for_batch(len(group)).json_schema(), schema_name=Ratings.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=120 * len(group) + 50),
             prompt_version=prompt.version))
     results = engine.run_sync(requests, desc="rate")
     report = RateReport(clusters=len(cluster_ids), batches=len(groups))
-    found: dict[int, tuple[int | None, str | None, bool | None, str]] = {}
+    found: dict[int, dict[str, Any]] = {}
     for group, res in zip(groups, results, strict=True):
-        got: dict[int, dict[str, Any]] = {}
-        if res.ok and isinstance(res.data, dict):
-            for r in res.data.get("ratings", []):
-                got.setdefault(int(r["id"]), r)
+        got: dict[int, Rating] = {}
+        if res.ok:
+            for rating in Ratings.read(res.data).ratings:
+                got.setdefault(rating.id, rating)
+        rated: list[dict[str, Any]] = []
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
                 status = f"failed: {res.reason or res.status}" if not res.ok else "failed: missing"
-                found[pos] = (None, None, None, status)
+                found[pos] = {"status": status}
                 reason = status.removeprefix("failed: ")
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
-            else:
-                found[pos] = (int(r["interest"]), " ".join(str(r["reason"]).split()),
-                              bool(r["private"]), "ok")
+                continue
+            row: dict[str, Any] = {"interest": r.interest, "reason": " ".join(r.reason.split()),
+                                   "private": r.private,
+                                   "private_reason": " ".join(r.private_reason.split()) or None,
+                                   "status": "ok", "discarded": None}
+            if row["private"] and not privacy_reason_names_data(row["private_reason"]):
+                row["private"] = False
+                row["discarded"] = "privacy flag: its reason names nothing private in the examples"
+                report.private_discarded += 1
+                report.discarded_example = report.discarded_example or row["private_reason"] or "(no reason given)"
+            found[pos] = row
+            rated.append(row)
+        if (why := judge_batch([x["interest"] for x in rated], [x["reason"] for x in rated])) is not None:
+            report.uninformative_batches += 1
+            report.unranked += len(rated)
+            report.why_uninformative[why] = report.why_uninformative.get(why, 0) + 1
+            for x in rated:  # kept for reading, not used to rank
+                x["discarded"] = "; ".join(filter(None, [x["discarded"], f"rating: uninformative batch ({why})"]))
+                x["interest"] = None
     rows: dict[str, list[Any]] = {n: [] for n in RATINGS_SCHEMA.names}
     for pos, cid in enumerate(cluster_ids):
-        interest, why, private, state = found[pos]
+        row = found[pos]
         rows["cluster_id"].append(int(cid))
-        rows["interest"].append(interest)
-        rows["reason"].append(why)
-        rows["private"].append(private)
-        rows["status"].append(state)
-        report.rated += state == "ok"
-        report.failed += state != "ok"
-        report.private += bool(private)
+        for name in RATINGS_SCHEMA.names[1:]:
+            rows[name].append(row.get(name))
+        report.rated += row["status"] == "ok"
+        report.failed += row["status"] != "ok"
+        report.private += bool(row.get("private"))
     return pa.table(rows, schema=RATINGS_SCHEMA), report
 
 
@@ -139,5 +191,7 @@ class RateStage(Stage):
                                       batch_size=ctx.config.rate_batch, seed=ctx.config.seed)
         ctx.write_table("ratings.parquet", table)
         return StageResult({"clusters": report.clusters, "batches": report.batches, "rated": report.rated,
-                            "failed": report.failed, "private": report.private},
+                            "failed": report.failed, "private": report.private,
+                            "uninformative_batches": report.uninformative_batches, "unranked": report.unranked,
+                            "private_discarded": report.private_discarded, "notes": report.notes()},
                            complete=report.failed == 0)

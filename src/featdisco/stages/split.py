@@ -51,6 +51,9 @@ class SplitStage(Stage):
             piece_batches(iter_pieces(inputs.transcripts_iter(ctx.log), max_chars=ctx.config.max_chars,
                                       stats=stats)),
             empty_error="no pieces to work on: the input holds no user, thought or response text")
+        report = inputs.report
         counts = {"transcripts": stats.transcripts, **stats.by_kind(),
-                  "skipped_records": sum(inputs.report.bad.values())}
+                  "skipped_records": sum(report.bad.values()), "skipped_files": len(report.skipped_files),
+                  "ambiguous_think": report.ambiguous_think,
+                  "notes": report.notes()}  # shown by the run summary and status: a skip is never silent
         return StageResult(counts)

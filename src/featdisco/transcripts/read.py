@@ -18,10 +18,25 @@ import orjson
 
 from featdisco.errors import BadRecord, FeatdiscoError, InputError
 from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
-from featdisco.transcripts.formats.benchmarks import QUESTION_FILE_NAMES, question_key
-from featdisco.transcripts.formats.common import extract_think
+from featdisco.transcripts.formats.benchmarks import (
+    QUESTION_FIELDS,
+    QUESTION_FILE_NAMES,
+    question_key,
+)
 from featdisco.transcripts.formats.tabular import parse_mapping
-from featdisco.transcripts.model import Transcript
+from featdisco.transcripts.formats.template import expand_templates
+from featdisco.transcripts.formats.think import extract_think
+from featdisco.transcripts.model import (
+    MediaPart,
+    Message,
+    ReasoningPart,
+    RedactedReasoningPart,
+    SystemMessage,
+    TextPart,
+    ToolCallPart,
+    ToolMessage,
+    Transcript,
+)
 from featdisco.transcripts.sources import (
     DEFAULT_MAX_RECORD_BYTES,
     RawRecord,
@@ -64,6 +79,12 @@ class FileReport:
     records: int = 0
     transcripts: int = 0
     bad: Counter[str] = field(default_factory=Counter)
+    ambiguous_think: int = 0  # assistant texts whose think tags were kept as response
+    with_text: int = 0  # transcripts holding any text: a file with none gave no piece
+    error: str | None = None  # the file gave nothing: why, with the likely fix
+    first_bad: str | None = None  # the first skipped record, to explain a file of them
+    cut_short: str | None = None  # where and why a truncation or break ended the file
+    lost: int | None = None  # about how many records the cut lost (None: cannot tell)
 
 
 @dataclass(slots=True)
@@ -72,6 +93,8 @@ class ReadReport:
 
     files: list[FileReport] = field(default_factory=list)
     duplicate_ids: int = 0
+    warnings: list[str] = field(default_factory=list)
+    judge_files: list[Path] = field(default_factory=list)  # benchmark judge folders, not read
 
     @property
     def bad(self) -> Counter[str]:
@@ -83,6 +106,54 @@ class ReadReport:
     @property
     def transcripts(self) -> int:
         return sum(f.transcripts for f in self.files)
+
+    @property
+    def skipped_files(self) -> list[FileReport]:
+        return [f for f in self.files if f.error]
+
+    @property
+    def cut_short(self) -> list[FileReport]:
+        return [f for f in self.files if f.cut_short and not f.error]
+
+    def all_skipped_message(self) -> str:
+        """Why a run has nothing to write, for the error that ends it."""
+        lines = ["every record was skipped"]
+        lines += [f"{f.path}: {f.error}" for f in self.skipped_files[:5]]
+        if len(self.skipped_files) > 5:
+            lines.append(f"... and {len(self.skipped_files) - 5} more files")
+        return "\n  ".join(lines)
+
+    @property
+    def ambiguous_think(self) -> int:
+        return sum(f.ambiguous_think for f in self.files)
+
+    def file_notes(self) -> list[str]:
+        """Files skipped whole and files cut short, one line each: never a lone record count."""
+        lines: list[str] = []
+        if self.judge_files:
+            lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
+                         "are not model transcripts; name a file to read it):")
+            lines += [f"    {f}" for f in self.judge_files]
+        if self.skipped_files:
+            lines.append(f"  skipped files: {len(self.skipped_files):,}")
+            lines += [f"    {f.path}: {f.error}" for f in self.skipped_files]
+        for f in self.cut_short:
+            lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
+                    else "the break is at the end of the file, so how many records it cost cannot be estimated")
+            lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
+        return lines
+
+    def notes(self) -> list[str]:
+        """What a run's summary must say about reading: skipped records by reason, ambiguous
+        think tags kept as response, and each skipped or cut-short file."""
+        lines: list[str] = []
+        if bad := self.bad:
+            lines.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
+        if self.ambiguous_think:
+            lines.append(f"ambiguous think tags (kept as response): {self.ambiguous_think:,}")
+        lines += [line.strip() for line in self.file_notes()]
+        lines += self.warnings
+        return lines
 
 
 def read_transcripts(
@@ -100,8 +171,8 @@ def read_transcripts(
     """
     opts = options or ReadOptions(**kwargs)
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    files = expand_inputs(paths)
     report = report if report is not None else ReadReport()
+    files = expand_inputs(paths, report.judge_files)
     reader = _Reader(opts, report, log or (lambda _msg: None))
     return reader.run(files)
 
@@ -113,6 +184,8 @@ class _Reader:
         self.log = log
         self.seen_ids: set[int] = set()
         self.question_cache: dict[Path, tuple[dict[str, dict[str, Any]], str]] = {}
+        self.meta_found: set[str] = set()  # --meta fields some record had
+        self.first_fields: list[str] | None = None
 
     def run(self, files: list[Path]) -> Iterator[Transcript]:
         plans: list[tuple[Path, FormatSpec, bool]] = []
@@ -130,12 +203,24 @@ class _Reader:
                 continue
             mapping = self.opts.mapping if isinstance(self.opts.mapping, dict) else {}
             ctx = ParseContext(mapping=mapping)
-            if spec.name == "mt-bench":
-                qfile = self._question_file(path, explicit_questions)
-                if qfile is not None:
-                    ctx.questions, ctx.questions_source = self._load_questions(qfile)
+            # MT-bench answers need their questions; other answers (Arena-Hard v2's
+            # messages) take category and the like from a question file beside them.
+            qfile = self._question_file(path, explicit_questions)
+            if qfile is not None and (spec.name == "mt-bench" or qfile in explicit_questions
+                                      or self.opts.questions or _looks_like_questions(qfile)):
+                ctx.questions, ctx.questions_source = self._load_questions(qfile)
             records = iter_raw(path, self.opts.max_record_bytes)
             yield from self._parse_file(path, spec, ctx, records, file_report)
+            if not file_report.with_text and file_report.error is None:
+                self._no_text(path, spec, detected, file_report)
+        for name in self.opts.meta:
+            if name not in self.meta_found and self.first_fields is not None:
+                self._warn(f"--meta {name}: no record has this field, so its column is empty "
+                           f"(the first record's fields: {', '.join(self.first_fields[:15])})")
+
+    def _warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+        self.log(f"warning: {message}")
 
     # ------------------------------------------------------------ detection
 
@@ -158,14 +243,14 @@ class _Reader:
             # Nothing readable to sniff: let the first error speak for the file.
             first = head[0] if head else RawRecord("file", None, BadRecord("empty-file", "file is empty"))
             err = first.error or BadRecord("empty-file", "file is empty")
-            self._bad(path, first.where, err, None)
+            self._file_error(path, first.where, err)
             return None
         spec = _detect(samples)
         if spec is None:
             keys = ", ".join(list(samples[0])[:12])
             err = BadRecord("unknown-format", f"cannot tell the transcript format (first record has "
                             f"keys: {keys}); pass --format or --map")
-            self._bad(path, head[0].where, err, None)
+            self._file_error(path, head[0].where, err)
             return None
         return path, spec, True
 
@@ -206,9 +291,10 @@ class _Reader:
                 break
             if raw.data is None:
                 assert raw.error is not None
-                self._bad(path, raw.where, raw.error, file_report)
                 if raw.fatal:
+                    self._fatal(path, raw, file_report)
                     return
+                self._bad(path, raw.where, raw.error, file_report)
                 continue
             file_report.records += 1
             try:
@@ -220,10 +306,13 @@ class _Reader:
                 self._bad(path, raw.where, BadRecord("wrong-type", f"unexpected structure for "
                                                      f"{spec.name} ({type(e).__name__}: {e})"), file_report)
                 continue
+            if self.first_fields is None:
+                self.first_fields = list(raw.data.get("sample", raw.data)
+                                         if isinstance(raw.data.get("sample"), dict) else raw.data)
             meta_extra = dict(raw.context or {})
             for name in self.opts.meta:
                 value = _dotted(raw.data, name)
-                if value is not None or name not in meta_extra:  # context (split) as fallback
+                if value is not None:
                     meta_extra[name] = value
             base_hash: str | None = None
             for conv in conversations:
@@ -234,11 +323,19 @@ class _Reader:
                 if conv.suffix:
                     tid = f"{tid}:{conv.suffix}"
                 tid = self._unique(tid)
-                metadata = {**conv.metadata, **meta_extra}
+                metadata = {**conv.metadata, **meta_extra}  # the record's own fields win
+                if ctx.questions and spec.name != "mt-bench":
+                    _join_question(metadata, raw.data, ctx)
+                for name in self.opts.meta:
+                    metadata.setdefault(name, None)
+                self.meta_found.update(n for n in self.opts.meta if metadata[n] is not None)
                 file_report.transcripts += 1
+                messages, ambiguous = extract_think(expand_templates(conv.messages))
+                file_report.ambiguous_think += ambiguous
+                file_report.with_text += has_text(messages)
                 yield Transcript(
                     id=tid,
-                    messages=extract_think(conv.messages),
+                    messages=messages,
                     model=conv.model or self.opts.model,
                     source=source,
                     record=raw.where,
@@ -256,14 +353,81 @@ class _Reader:
         self.seen_ids.add(hash(candidate))
         return candidate
 
-    def _bad(self, path: Path, where: str, err: BadRecord, file_report: FileReport | None) -> None:
+    def _bad(self, path: Path, where: str, err: BadRecord, file_report: FileReport) -> None:
+        if not self.opts.skip_bad:
+            raise InputError(str(path), where, err.reason, err.message)
+        file_report.bad[err.reason] += 1
+        if file_report.first_bad is None:
+            file_report.first_bad = f"{where}: {err.message} [{err.reason}]"
+        self.log(f"{path}, {where}: skipped: {err.message} [{err.reason}]")
+
+    def _file_error(self, path: Path, where: str, err: BadRecord,
+                    file_report: FileReport | None = None) -> None:
+        """The file gives nothing: an error, or under ``skip_bad`` a skipped file."""
         if not self.opts.skip_bad:
             raise InputError(str(path), where, err.reason, err.message)
         if file_report is None:
             file_report = FileReport(str(path), "-", False)
             self.report.files.append(file_report)
-        file_report.bad[err.reason] += 1
-        self.log(f"{path}, {where}: skipped: {err.message} [{err.reason}]")
+        loc = f"{where}: " if where and where != "file" else ""
+        file_report.error = f"{loc}{err.message} [{err.reason}]"
+        self.log(f"{path}: skipped file: {file_report.error}")
+
+    def _fatal(self, path: Path, raw: RawRecord, file_report: FileReport) -> None:
+        """A break that ends the file: what was read before it stands, and is said."""
+        assert raw.error is not None
+        if not self.opts.skip_bad or not file_report.records:
+            self._file_error(path, raw.where, raw.error, file_report)
+            return
+        file_report.cut_short = f"{raw.where} ({raw.error.message} [{raw.error.reason}])"
+        file_report.lost = raw.lost
+        file_report.bad[raw.error.reason] += raw.lost or 1
+        self.log(f"{path}: cut short at {file_report.cut_short}")
+
+    def _no_text(self, path: Path, spec: FormatSpec, detected: bool, file_report: FileReport) -> None:
+        n = file_report.records
+        if n == 0 or not file_report.transcripts:
+            why = f"every record was skipped; the first, {file_report.first_bad or 'none'}"
+        else:
+            hint = ("name its columns with --map user=COLUMN,response=COLUMN" if spec.name == "tabular"
+                    else f"if it is not {spec.name}, name its format with --format" if detected
+                    else f"check that --format {spec.name} fits it")
+            why = (f"no user, thought or response text in {n:,} record{'s' if n != 1 else ''} read as "
+                   f"{spec.name}; {hint}")
+        self._file_error(path, "", BadRecord("no-text", why), file_report)
+
+
+def _looks_like_questions(path: Path) -> bool:
+    stream = iter_raw(path)
+    first = next(stream, None)
+    stream.close()  # type: ignore[attr-defined]
+    return first is not None and first.data is not None and _safe_sniff(FORMATS["mt-bench-questions"],
+                                                                         first.data)
+
+
+def _join_question(metadata: dict[str, Any], rec: dict[str, Any], ctx: ParseContext) -> None:
+    key = question_key(rec)
+    question = ctx.questions.get(key) if key is not None else None
+    if question is None:
+        return
+    metadata.setdefault("question_id", key)
+    for name in QUESTION_FIELDS:
+        if isinstance(question.get(name), str) and metadata.get(name) is None:
+            metadata[name] = question[name]
+
+
+def has_text(messages: list[Message]) -> bool:
+    """Whether a transcript can give any piece (text, reasoning, a tool call, media)."""
+    for msg in messages:
+        if isinstance(msg, SystemMessage | ToolMessage):
+            continue
+        for p in msg.content:
+            if isinstance(p, TextPart | ReasoningPart):
+                if p.text.strip():
+                    return True
+            elif isinstance(p, RedactedReasoningPart | ToolCallPart | MediaPart):
+                return True
+    return False
 
 
 def _detect(samples: list[dict[str, Any]]) -> FormatSpec | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import zlib
 from collections.abc import Iterator
@@ -21,10 +20,12 @@ import orjson
 
 from featdisco.errors import BadRecord, FeatdiscoError
 
+_READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 DATA_SUFFIXES = (*JSONL_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".csv", ".csv.gz", ".eval")
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", many Windows tools
 _LIST_KEYS = ("data", "records", "rows", "examples", "items", "transcripts")
 
 
@@ -41,6 +42,7 @@ class RawRecord:
     error: BadRecord | None = None
     fatal: bool = False
     context: dict[str, Any] | None = None
+    lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -50,8 +52,17 @@ def is_hf_dataset_dir(path: Path) -> bool:
     )
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files (and saved HF datasets) named by ``paths``, directories walked in sorted order."""
+JUDGE_DIRS = ("reference_answer", "reference_answers", "model_judgment", "model_judgments")
+
+
+def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None) -> list[Path]:
+    """Files (and saved HF datasets) named by ``paths``, directories walked in sorted order.
+
+    In a walked folder, files under a benchmark's judge folders (MT-bench's
+    ``reference_answer/``, ``model_judgment/``) are not a model's transcripts: they are
+    left out and listed in ``judge_files``; a file named directly is always read.
+    """
+    judge_files = judge_files if judge_files is not None else []
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -67,7 +78,11 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
         elif is_hf_dataset_dir(p):
             out.append(p)
         else:
-            out.extend(_walk(p))
+            for found in _walk(p):
+                if any(part.lower() in JUDGE_DIRS for part in found.relative_to(p).parts[:-1]):
+                    judge_files.append(found)
+                else:
+                    out.append(found)
     if not out:
         raise FeatdiscoError(f"no transcript files found in {', '.join(map(str, paths))}")
     return out
@@ -142,8 +157,11 @@ def type_name(value: Any) -> str:
 
 
 def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
-    lineno = 0
+    from featdisco.transcripts.json_stream import file_size, lost_estimate, position
+
+    lineno = good = 0
     seen_any = False
+    f: IO[bytes] | None = None
     try:
         with _open_binary(path) as f:
             while True:
@@ -151,6 +169,8 @@ def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                 if not line:
                     break
                 lineno += 1
+                if lineno == 1 and line.startswith(BOM):
+                    line = line[len(BOM):]
                 where = f"line {lineno}"
                 if len(line) > max_bytes and not line.endswith(b"\n"):
                     size = len(line) + _skip_rest_of_line(f)
@@ -161,14 +181,16 @@ def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                     continue
                 seen_any = True
                 try:
-                    yield RawRecord(where, decode_json_object(line))
+                    record = decode_json_object(line)
                 except BadRecord as e:
                     yield RawRecord(where, None, e)
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        where = f"line {lineno + 1}"
-        msg = "gzip stream is truncated or corrupt" if path.name.endswith(".gz") else str(e)
-        yield RawRecord(where, None, BadRecord("truncated-gzip" if path.name.endswith(".gz")
-                                                else "unreadable-file", f"{msg} ({e})"), fatal=True)
+                else:
+                    good += 1
+                    yield RawRecord(where, record)
+    except _READ_ERRORS as e:
+        lost = lost_estimate(file_size(path), position(f), good) if f is not None else None
+        where = f"line {lineno + 1}" if lineno else "file"
+        yield RawRecord(where, None, read_error(path, e), fatal=True, lost=lost)
         return
     if not seen_any:
         yield _empty(path)
@@ -192,62 +214,125 @@ def _too_large(size: int, max_bytes: int) -> BadRecord:
 
 
 def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
-    try:
-        with _open_binary(path) as f:
-            raw = f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        yield RawRecord("file", None, BadRecord("truncated-gzip", f"cannot read: {e}"), fatal=True)
+    """A JSON document, streamed: an array or a wrapper's list a record at a time."""
+    from featdisco.transcripts import json_stream as js
+
+    size = js.file_size(path)
+    head, eof, err = _peek(path)
+    if not head and err is not None:
+        yield RawRecord("file", None, read_error(path, err), fatal=True)
         return
-    if not raw.strip():
+    skip = len(BOM) if head.startswith(BOM) else 0
+    body = head[skip:].lstrip()
+    lead = body[:1]
+    if not lead and eof:
         yield _empty(path)
         return
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        yield RawRecord(f"line {line}", None, BadRecord("invalid-utf8", f"invalid UTF-8 at byte {e.start}"),
-                        fatal=True)
-        return
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        # Many ".json" files are really JSON Lines.
-        first = text.lstrip()[:1]
-        if first == "{" and "\n" in text.strip():
+
+    def open_() -> IO[bytes]:
+        return _open_binary(path)
+
+    doc: dict[str, Any] | None = None
+    if lead == b"{":
+        first, newline, rest = body.partition(b"\n")
+        if newline or eof:
+            doc = js.first_line_object(first)
+        if doc is not None and rest.strip():  # one object per line: JSON Lines named .json
             yield from _iter_jsonl(path, max_bytes)
             return
-        yield RawRecord(f"line {e.lineno}", None,
-                        BadRecord("malformed-json", f"malformed JSON ({e.msg} at line {e.lineno}, "
-                                  f"column {e.colno})"), fatal=True)
+        if doc is not None and not eof:
+            doc = None  # more may follow: let the stream say what it is
+    if lead not in (b"{", b"["):
+        yield RawRecord("file", None, BadRecord("wrong-type", "expected a JSON object or array"), fatal=True)
         return
+    key: str | None = "item" if lead == b"[" else None
+    fields: dict[str, Any] = {}
+    if lead == b"{" and doc is None:
+        try:
+            list_key, fields = js.find_list_key(open_, skip)
+        except js.MoreValues:
+            yield from _iter_jsonl(path, max_bytes)
+            return
+        except js.ijson.JSONError as e:
+            yield RawRecord("record 1", None, js.json_error(e), fatal=True)
+            return
+        except _READ_ERRORS as e:
+            yield RawRecord("record 1", None, read_error(path, e), fatal=True)
+            return
+        if list_key is None:
+            doc = fields
+        else:
+            key = f"{list_key}.item"
+    if doc is not None:
+        yield from _records_of_document(doc)
+        return
+    assert key is not None
+    from featdisco.transcripts.formats.inspect import _where, _wrap, is_inspect_log
+
+    eval_spec = fields.get("eval") if key == "samples.item" and is_inspect_log({**fields, "samples": []}) else None
+    seen = [0]
+
+    def on_item(i: int, item: Any) -> RawRecord:
+        seen[0] = i
+        if isinstance(eval_spec, dict):
+            return RawRecord(_where(item, i), _wrap(eval_spec, item) if isinstance(item, dict) else None,
+                             None if isinstance(item, dict) else BadRecord("wrong-type", "sample is not an object"))
+        if isinstance(item, dict):
+            return RawRecord(f"record {i}", item)
+        return RawRecord(f"record {i}", None, BadRecord("wrong-type", f"expected a JSON object, got "
+                                                        f"{type_name(item)}"))
+
+    def on_error(i: int, err: BadRecord, lost: int | None) -> RawRecord:
+        return RawRecord(f"record {i}", None, err, fatal=True, lost=lost)
+
+    yield from js.stream_items(open_, skip, key, size, on_item, on_error)
+    if seen[0] == 0 and key == "item":
+        yield _empty(path)
+
+
+def _peek(path: Path, limit: int = 1 << 16) -> tuple[bytes, bool, BaseException | None]:
+    """The file's first bytes (enough to see its shape), whether that is all of it, and a
+    read error met on the way (a cut-off gzip: the stream then salvages what it can)."""
+    head = b""
+    try:
+        with _open_binary(path) as f:
+            while len(head) < limit:
+                chunk = f.read(4096)
+                if not chunk:
+                    return head, True, None
+                head += chunk
+                text = head.removeprefix(BOM).lstrip()
+                if text[:1] == b"[" or (b"\n" in text and text.partition(b"\n")[2].strip()):
+                    break
+    except _READ_ERRORS as e:
+        return head, False, e
+    return head, False, None
+
+
+def _records_of_document(doc: dict[str, Any]) -> Iterator[RawRecord]:
+    """A JSON object read whole (small: one line, or no list of records inside)."""
     from featdisco.transcripts.formats.inspect import expand_inspect_log, is_inspect_log
 
-    if isinstance(doc, dict) and is_inspect_log(doc):
+    if is_inspect_log(doc):
         yield from expand_inspect_log(doc)
         return
-    if isinstance(doc, dict):
-        for key in _LIST_KEYS:
-            value = doc.get(key)
-            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                doc = value
-                break
-    if isinstance(doc, dict):
-        yield RawRecord("record 1", doc)
-        return
-    if not isinstance(doc, list):
-        yield RawRecord("file", None, BadRecord("wrong-type", f"expected a JSON object or array, got "
-                                                f"{type_name(doc)}"), fatal=True)
-        return
-    if not doc:
-        yield _empty(path)
-        return
-    for i, item in enumerate(doc, start=1):
-        where = f"record {i}"
-        if isinstance(item, dict):
-            yield RawRecord(where, item)
-        else:
-            yield RawRecord(where, None, BadRecord("wrong-type",
-                                                   f"expected a JSON object, got {type_name(item)}"))
+    for key in _LIST_KEYS:
+        value = doc.get(key)
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value, start=1):
+                yield RawRecord(f"record {i}", item)
+            return
+    yield RawRecord("record 1", doc)
+
+
+def read_error(path: Path, e: BaseException) -> BadRecord:
+    """A file that cannot be read at all, with the likely fix."""
+    if isinstance(e, gzip.BadGzipFile) and "Not a gzipped file" in str(e):
+        return BadRecord("unreadable-file", "not a gzip file, though its name ends in .gz "
+                         "(rename it without .gz)")
+    if path.name.lower().endswith(".gz"):
+        return BadRecord("truncated-gzip", f"gzip stream is truncated or corrupt ({e})")
+    return BadRecord("unreadable-file", f"cannot read the file ({e})")
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRecord]:
@@ -322,29 +407,56 @@ def _iter_hf_split(path: Path, split: str | None) -> Iterator[RawRecord]:
 
 
 def _iter_csv(path: Path) -> Iterator[RawRecord]:
+    """CSV rows, each placed at the line it starts on. Lines are decoded one at a time so a
+    bad byte is placed on its own line and skips only the row holding it."""
+    bad_lines: dict[int, int] = {}  # line number -> offset of the first bad byte in it
     reader: Any = None
+
+    def lines(f: IO[bytes]) -> Iterator[str]:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad_lines[lineno] = e.start
+                yield raw.decode("utf-8", errors="replace")
+
     try:
-        raw = _open_binary(path)
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-        reader = csv.DictReader(text)
-        row = 0
-        prev_line = 1
-        for rec in reader:
-            row += 1
-            where = f"line {prev_line + 1}"
+        with _open_binary(path) as f:
+            reader = csv.DictReader(lines(f))
+            if reader.fieldnames is None:
+                yield _empty(path)
+                return
+            if 1 in bad_lines:
+                yield RawRecord("line 1", None, _bad_utf8(bad_lines[1]), fatal=True)
+                return
+            row = 0
             prev_line = reader.line_num
-            if None in rec:
-                yield RawRecord(where, None, BadRecord("wrong-type", "row has more cells than the header"))
-                continue
-            yield RawRecord(where, {k: _cell(v) for k, v in rec.items()})
-        if row == 0:
-            yield _empty(path)
-    except UnicodeDecodeError as e:
-        yield RawRecord(f"line {_line_after(reader)}", None,
-                        BadRecord("invalid-utf8", f"invalid UTF-8 ({e.reason})"), fatal=True)
-    except (EOFError, gzip.BadGzipFile, zlib.error, csv.Error) as e:
+            for rec in reader:
+                row += 1
+                first, last = prev_line + 1, reader.line_num
+                prev_line = last
+                bad = [n for n in range(first, last + 1) if n in bad_lines]
+                if bad:
+                    yield RawRecord(f"line {bad[0]}", None, _bad_utf8(bad_lines[bad[0]]))
+                elif None in rec:
+                    yield RawRecord(f"line {first}", None,
+                                    BadRecord("wrong-type", "row has more cells than the header"))
+                else:
+                    yield RawRecord(f"line {first}", {k: _cell(v) for k, v in rec.items()})
+            if row == 0:
+                yield _empty(path)
+    except _READ_ERRORS as e:
+        yield RawRecord(f"line {_line_after(reader)}", None, read_error(path, e), fatal=True)
+    except csv.Error as e:
         yield RawRecord(f"line {_line_after(reader)}", None, BadRecord("unreadable-file", str(e)),
                         fatal=True)
+
+
+def _bad_utf8(offset: int) -> BadRecord:
+    return BadRecord("invalid-utf8", f"invalid UTF-8 at byte {offset + 1} of the line (Latin-1 or "
+                     "Windows-1252 text? re-save it as UTF-8)")
 
 
 def _line_after(reader: Any) -> int:

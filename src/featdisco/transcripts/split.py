@@ -5,7 +5,7 @@ assistant turn's visible response. The autorater will see each piece alone.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from featdisco.errors import FeatdiscoError
 from featdisco.transcripts.model import (
     AssistantMessage,
     MediaPart,
@@ -215,9 +216,12 @@ def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = No
 
 
 def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
-                 meta_columns: list[str] | None = None, batch_rows: int = 5000) -> int:
+                 meta_columns: list[str] | None = None, batch_rows: int = 5000,
+                 empty_error: Callable[[], str] | None = None) -> int:
     """Stream pieces into a Parquet file; written to a temporary name and renamed, so a
-    crash never leaves a half-written file where a finished one is expected."""
+    crash never leaves a half-written file where a finished one is expected. With
+    ``empty_error``, no pieces at all is a :class:`FeatdiscoError` with its message and
+    nothing is written."""
     from featdisco.storage.tables import TableWriter
 
     path = Path(path)
@@ -226,6 +230,8 @@ def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
     try:
         for batch in piece_batches(pieces, meta_columns, batch_rows):
             writer.write(batch)
+        if empty_error is not None and writer.rows == 0:
+            raise FeatdiscoError(f"no pieces written: {empty_error()}")
         writer.commit()
     finally:
         writer.abort()

@@ -168,41 +168,6 @@ function histogram(h, opts) {
   return el("figure", null, g, el("figcaption", null, opts.title));
 }
 
-/* Horizontal bars with intervals: rows of {label, groups: [{name, value, lo, hi}]} */
-function intervalBars(rows, groupNames, xlabel) {
-  const rowH = 16 * Math.max(1, groupNames.length) + 10, L = 260, R = 130, W = 860, T = 24;
-  const H = T + rows.length * rowH + 30;
-  let max = 0;
-  rows.forEach((r) => r.groups.forEach((g) => { max = Math.max(max, g.hi ?? g.value ?? 0, g.value ?? 0); }));
-  max = max || 1;
-  const x = (v) => L + (W - L - R) * v / max;
-  const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot wide", role: "img" });
-  const palette = ["#2f6fb5", "#d0743c", "#2e8b57", "#8a5cc2", "#b8860b", "#c0392b"];
-  groupNames.forEach((name, j) => {
-    s.appendChild(svg("rect", { x: L + j * 130, y: 4, width: 10, height: 10, fill: palette[j % palette.length] }));
-    s.appendChild(svg("text", { x: L + j * 130 + 14, y: 13, class: "axis" }, name));
-  });
-  rows.forEach((r, i) => {
-    const y0 = T + i * rowH;
-    const lab = r.label.length > 42 ? r.label.slice(0, 41) + "…" : r.label;
-    s.appendChild(svg("text", { x: L - 6, y: y0 + rowH / 2 + 3, class: "axis", "text-anchor": "end" }, lab));
-    r.groups.forEach((g, j) => {
-      const y = y0 + 4 + j * 16, v = g.value ?? 0;
-      const bar = svg("rect", { x: L, y: y, width: Math.max(0, x(v) - L), height: 11, fill: palette[j % palette.length], opacity: 0.8 });
-      bar.appendChild(svg("title", {}, `${g.name}: ${pct(v)}` + (g.lo !== undefined && g.lo !== null ? ` [${pct(g.lo)}, ${pct(g.hi)}]` : "")));
-      s.appendChild(bar);
-      if (g.lo !== undefined && g.lo !== null && g.hi !== null) {
-        s.appendChild(svg("line", { x1: x(g.lo), x2: x(g.hi), y1: y + 5.5, y2: y + 5.5, class: "whisker" }));
-        s.appendChild(svg("line", { x1: x(g.lo), x2: x(g.lo), y1: y + 1, y2: y + 10, class: "whisker" }));
-        s.appendChild(svg("line", { x1: x(g.hi), x2: x(g.hi), y1: y + 1, y2: y + 10, class: "whisker" }));
-      }
-    });
-    if (r.note) s.appendChild(svg("text", { x: W - R + 4, y: y0 + rowH / 2 + 3, class: "axis" }, r.note));
-  });
-  s.appendChild(svg("text", { x: (L + W - R) / 2, y: H - 6, class: "axis label", "text-anchor": "middle" }, xlabel));
-  return s;
-}
-
 /* ---------------------------------------------------------------- router */
 
 const routes = [
@@ -215,6 +180,8 @@ const routes = [
   [/^\/map$/, viewMap],
   [/^\/analyses$/, viewAnalyses],
   [/^\/a\/([\w-]+)$/, viewAnalysis],
+  [/^\/scans$/, viewScans],  // labels.js
+  [/^\/scan\/([\w-]+)$/, viewScan],
 ];
 
 function params() {
@@ -227,7 +194,7 @@ async function route() {
   const view = path.split("/")[1] || "overview";
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active",
     a.dataset.view === view || (view === "c" && a.dataset.view === "clusters") || (view === "t" && a.dataset.view === "transcripts")
-    || (view === "a" && a.dataset.view === "analyses")));
+    || (view === "a" && a.dataset.view === "analyses") || (view === "scan" && a.dataset.view === "scans")));
   for (const [re, fn] of routes) {
     const m = path.match(re);
     if (m) {
@@ -246,36 +213,34 @@ function statCard(label, value, note) {
 }
 
 function viewOverview() {
-  const ov = S.ov, cfg = ov.config || {}, tot = ov.llm_totals || {};
+  const ov = S.ov, cfg = ov.config || {}, tots = ov.totals || {}, tot = tots.llm_totals || {};
   const feats = Object.values(ov.kinds).reduce((a, k) => a + k.features, 0);
   const cost = tot.cost_usd === null || tot.cost_usd === undefined ? "unknown" : "$" + tot.cost_usd.toFixed(2);
+  const runs = tot.invocations || 0;
   const cards = el("div", { class: "cards" },
     statCard("transcripts", fmt(ov.transcripts)), statCard("pieces", fmt(ov.pieces)),
     statCard("features", fmt(feats)), statCard("clusters", fmt(ov.n_clusters)),
-    statCard("LLM calls", fmt(tot.calls), tot.cached ? fmt(tot.cached) + " from cache" : null),
+    statCard("LLM calls sent", fmt(tot.sent || 0), `${runs} invocation${runs === 1 ? "" : "s"}` + (tot.cached ? ` · ${fmt(tot.cached)} from cache` : "")),
     statCard("tokens", fmt((tot.input_tokens || 0) + (tot.output_tokens || 0)),
-      `${fmt(tot.input_tokens)} in · ${fmt(tot.output_tokens)} out`),
-    statCard("cost", cost, cost === "unknown" ? "no price known for this model" : null));
+      `${fmt(tot.input_tokens || 0)} in · ${fmt(tot.output_tokens || 0)} out`),
+    statCard("cost", cost, cost === "unknown" ? "no price known for this model" : null), evidenceCards());
+  const headline = el("div", { class: "headline" }, (ov.headline || []).concat(tots.notes || []).map((line) => el("p", { class: "muted" }, line)));
   const cfgRows = [["rater LLM", `${cfg.llm ?? "–"} · ${cfg.model ?? "–"}`], ["embedder", cfg.embedder ?? "minilm (default)"],
     ["clusters (k)", typeof cfg.n_clusters === "object" && cfg.n_clusters ? JSON.stringify(cfg.n_clusters) : String(cfg.n_clusters ?? "auto")],
     ["features per piece", `${cfg.min_features ?? "–"}–${cfg.max_features ?? "–"}`], ["seed", String(cfg.seed ?? "–")],
     ["featdisco", (ov.versions || {}).featdisco ?? "–"], ["run created", ov.created ?? "–"], ["report built", ov.built]];
-  const order = ["split", "featurize", "embed", "cluster", "name", "merge", "rate", "assemble"];
-  const rank = (n) => (order.indexOf(n) + 1) || 99;
-  const stageRows = Object.entries(ov.stages).sort((a, b) => rank(a[0]) - rank(b[0])).map(([name, st]) => {
-    const llm = st.llm || {};
-    return [name, st.seconds === null || st.seconds === undefined ? "–" : st.seconds.toFixed(1) + " s",
-      llm.calls !== undefined ? fmt(llm.calls) : "", llm.input_tokens !== undefined ? fmt(llm.input_tokens + (llm.output_tokens || 0)) : "",
-      llm.cost_usd !== undefined && llm.cost_usd !== null ? "$" + llm.cost_usd.toFixed(2) : "",
-      summarise(st.counts)];
-  });
+  const stageRows = (ov.stages || []).map((st) => [st.stage, st.state,
+    st.seconds === null || st.seconds === undefined ? "–" : st.seconds + " s",
+    st.calls === null || st.calls === undefined ? "" : fmt(st.calls), st.tokens === null || st.tokens === undefined ? "" : fmt(st.tokens),
+    st.cost || "", st.counts || ""]);
   const kinds = KINDS.filter((k) => ov.kinds[k]).map((k) => {
     const info = ov.kinds[k];
     const ids = S.showPrivate ? info.top_all : info.top;
     const top = ids.map((id) => brief(ov.clusters[id], k));
     return el("div", { class: "kindcol" },
       el("h3", null, kindBadge(k), ` ${fmt(info.clusters)} clusters · ${fmt(info.pieces)} pieces`,
-        info.private ? el("span", { class: "muted" }, ` · ${info.private} private`) : null),
+        info.private ? el("span", { class: "muted" }, ` · ${info.private} private`) : null,
+        info.rare ? el("span", { class: "muted" }, ` · ${info.rare} from fewer than ${fmt(ov.min_transcripts)} transcripts`) : null),
       el("ol", { class: "toplist" }, top.map((c) => el("li", null, interestBadge(c.interest), " ", clusterLink(c),
         el("span", { class: "muted" }, ` ${fmt(c.size)}`)))),
       el("p", null, el("a", { href: `#/clusters/${k}` }, `All ${k} clusters →`)),
@@ -285,10 +250,10 @@ function viewOverview() {
   const analyses = ov.analyses.length ? el("ul", null, ov.analyses.map((a) => el("li", null,
     el("a", { href: "#/a/" + a.name }, a.name), el("span", { class: "muted" }, ` ${fmt(a.rows)} rows`)))) :
     empty("No analyses in this run yet (featdisco probe / compare write them).");
-  show(el("h1", null, "Run overview"), cards,
+  show(el("h1", null, "Run overview"), cards, headline,
     el("div", { class: "two" }, section("Configuration", table(["", ""], cfgRows, "kv")),
       section("Analyses", analyses)),
-    section("Stages", table(["stage", "time", "LLM calls", "tokens", "cost", "counts"], stageRows, "grid stages")),
+    section("Stages (LLM use over every invocation)", table(["stage", "state", "time", "LLM calls sent", "tokens", "cost", "counts"], stageRows, "grid stages")),
     section("Most interesting clusters of each kind", el("div", { class: "kinds" }, kinds)),
     ov.new_clusters ? section("New in this data", newClusters(ov.new_clusters)) : null);
 }
@@ -299,13 +264,6 @@ function newClusters(rows) {
   return table(["kind", "label", "features", "examples", "nearest existing cluster"],
     rows.map((r) => [kindBadge(r.kind), r.label || "(unnamed)", fmt(r.size), (r.examples || []).join(" · "),
       r.nearest_label || ""]), "grid newclusters");
-}
-
-function summarise(counts) {
-  if (!counts || typeof counts !== "object") return "";
-  return Object.entries(counts).filter(([, v]) => typeof v === "number" || typeof v === "object")
-    .map(([k, v]) => typeof v === "number" ? `${k} ${fmt(v)}` : `${k}: ${Object.entries(v).filter(([, x]) => typeof x === "number").map(([a, x]) => `${a} ${fmt(x)}`).join(", ")}`)
-    .filter((s) => !s.endsWith(": ")).join(" · ");
 }
 
 /* ---------------------------------------------------------------- cluster list */
@@ -378,13 +336,14 @@ async function viewCluster(idText) {
     el("div", { class: "text" }, p.text, p.cut ? el("span", { class: "muted" }, " … (cut; the transcript has it all)") : null),
     p.match && p.match.length ? el("div", { class: "matched" }, "features in this cluster: ",
       p.match.map((m) => el("span", { class: "chip" }, m))) : null));
+  const evidence = await clusterEvidence(c);
   show(el("div", { class: "crumbs" }, el("a", { href: `#/clusters/${c.kind}` }, `${c.kind} clusters`), ` › cluster ${c.id}`),
     el("h1", null, kindBadge(c.kind), " ", c.label || "(unnamed)", c.private ? el("span", { class: "badge" }, "private") : null),
     d.description ? el("p", { class: "lead" }, d.description) : null,
     el("div", { class: "cards" }, statCard("interest", c.interest ?? "–", d.reason || null), statCard("features", fmt(c.size)),
       statCard("pieces", fmt(c.pieces)), statCard("transcripts", fmt(c.transcripts),
         S.ov.transcripts ? pct(c.transcripts / S.ov.transcripts) + " of all" : null)),
-    section("Example pieces", pieces.length ? pieces : empty("No pieces.")),
+    section("Example pieces", pieces.length ? pieces : empty("No pieces.")), evidence,
     section(`Member features (the ${members.length} most frequent distinct ones)`, members.length ?
       table(["feature", "times"], members) : empty("No features.")));
 }
@@ -393,23 +352,24 @@ async function viewCluster(idText) {
 
 async function viewTranscript(tText) {
   const t = Number(tText);
-  const [shard, byId] = await Promise.all([load("t/" + Math.floor(t / S.ov.shards.t)), clusterIndex()]);
+  const [shard, byId, quotes] = await Promise.all([load("t/" + Math.floor(t / S.ov.shards.t)), clusterIndex(), quoteShard(t)]);
   const r = shard.rows.find((x) => x.i === t);
   if (!r) return show(el("h1", null, "No such transcript"), empty(`Transcript ${t} is not in this run.`));
   let meta = null;
   try { meta = r.meta ? JSON.parse(r.meta) : null; } catch (e) { meta = { metadata: r.meta }; }
   const metaRows = Object.entries(meta || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]);
   const pieces = r.pieces.map((p) => {
+    const textDiv = el("div", { class: "text" }, p.text), ev = pieceEvidence(quotes, t, p);
     const byCluster = new Map();
     p.f.forEach(([text, cid]) => { if (!byCluster.has(cid)) byCluster.set(cid, []); byCluster.get(cid).push(text); });
     const feats = [...byCluster.entries()].map(([cid, texts]) => {
       const c = byId.get(cid);
       if (c && c.private && !S.showPrivate) return el("li", null, el("span", { class: "private-chip" }, "private cluster"), el("span", { class: "muted" }, ` ${texts.length} feature${texts.length > 1 ? "s" : ""} hidden`));
-      return el("li", null, clusterLink(c), " ", texts.map((x) => el("span", { class: "chip" }, x)));
+      return el("li", null, clusterLink(c), " ", texts.map((x) => featureChip(x, ev.get(x), textDiv, p.text, 0)));
     });
     return el("div", { class: "turn kind-" + p.kind },
       el("div", { class: "piecehead" }, kindBadge(p.kind), ` turn ${p.turn}`, p.trunc ? el("span", { class: "badge" }, "truncated") : null),
-      el("div", { class: "text" }, p.text),
+      textDiv,
       feats.length ? el("details", { class: "feats", open: "" }, el("summary", null, `${p.f.length} feature${p.f.length === 1 ? "" : "s"} in ${feats.length} cluster${feats.length === 1 ? "" : "s"}`),
         el("ul", null, feats)) : el("div", { class: "muted small" }, "no features"));
   });
@@ -579,6 +539,9 @@ function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 
 function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
+  if (cols.includes("cluster_a") && cols.includes("npmi")) return cooccurrencePlots(rows, byId);
+  if (name === "validation" && cols.includes("kappa")) return validationPlots(rows);  // labels.js
+  if (cols.includes("precision") && cols.includes("recall") && cols.includes("members_shown")) return labelQualityPlots(rows, byId);
   const f1 = pick(cols, "f1", "test_f1", "F1");
   if (f1) {
     const vals = rows.map((r) => r[f1]).filter((v) => typeof v === "number");
@@ -603,7 +566,7 @@ function analysisPlots(name, cols, rows, byId, rates) {
     const byCluster = new Map();
     if (long && long.cluster_id) long.cluster_id.forEach((c, i) => {
       if (!byCluster.has(c)) byCluster.set(c, []);
-      byCluster.get(c).push({ name: String(long.group[i]), value: long.rate[i], lo: long.ci_low ? long.ci_low[i] : null, hi: long.ci_high ? long.ci_high[i] : null });
+      byCluster.get(c).push({ name: String(long.group[i]), value: long.rate[i], lo: long.ci_low ? long.ci_low[i] : null, hi: long.ci_high ? long.ci_high[i] : null, n: long.n ? long.n[i] : undefined });
     });
     const top = rows.filter((r) => byId.has(r[cid])).slice(0, 20);
     const groupNames = [...new Set(top.flatMap((r) => byCluster.has(r[cid]) ? byCluster.get(r[cid]).map((g) => g.name) : [String(r.group_high), String(r.group_low)]))].sort();
@@ -623,7 +586,7 @@ function analysisPlots(name, cols, rows, byId, rates) {
     const groupNames = [...new Set(rows.map((r) => String(r.group)))].sort();
     const bars = ids.map((id) => ({ label: byId.get(id).label || String(id), note: "",
       groups: groupNames.map((n) => { const r = rows.find((x) => x[cid] === id && String(x.group) === n);
-        return r ? { name: n, value: r.rate, lo: r.ci_low ?? null, hi: r.ci_high ?? null } : { name: n, value: 0, lo: null, hi: null }; }) }));
+        return r ? { name: n, value: r.rate, lo: r.ci_low ?? null, hi: r.ci_high ?? null, n: r.n } : { name: n, value: 0, lo: null, hi: null }; }) }));
     if (bars.length) out.push(section("Rate per group (95% Wilson intervals)", intervalBars(bars, groupNames, "share of pieces with the cluster")));
   }
   const parent = pick(cols, "parent_id", "parent");

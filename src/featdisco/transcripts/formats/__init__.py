@@ -11,6 +11,7 @@ from featdisco.transcripts.formats import (
     openai,
     sharegpt,
     tabular,
+    template,
 )
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
 
@@ -26,6 +27,7 @@ FORMATS: dict[str, FormatSpec] = {
         sharegpt.SPEC,
         hh_rlhf.SPEC,
         benchmarks.ALPACA,
+        template.SPEC,
         tabular.SPEC,
     )
 }

@@ -24,6 +24,7 @@ from featdisco.transcripts.formats.common import (
 from featdisco.transcripts.formats.openai import content_parts
 from featdisco.transcripts.model import Message, Part, TextPart, make_message
 
+QUESTION_FIELDS = ("category", "subcategory", "cluster")  # joined into the answers' metadata
 QUESTION_FILE_NAMES = ("question.jsonl", "questions.jsonl", "arena-hard-v0.1.jsonl",
                        "arena-hard-v2.0.jsonl")
 
@@ -92,7 +93,7 @@ def parse_answers(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
             messages.append(make_message("assistant", parts))
     meta = scalar_metadata(rec, {"choices"})
     meta["question_id"] = key
-    for field in ("category", "subcategory", "cluster"):
+    for field in QUESTION_FIELDS:
         if isinstance(q.get(field), str):
             meta[field] = q[field]
     return [Conversation(messages, model=model_of(rec), id=id_of(rec), metadata=meta)]

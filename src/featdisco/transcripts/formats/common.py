@@ -1,8 +1,7 @@
-"""What every format parser shares: its output type, field checks and ``<think>`` splitting."""
+"""What every format parser shares: its output type and field checks."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +10,7 @@ import orjson
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.model import (
-    AssistantMessage,
     Message,
-    Part,
-    ReasoningPart,
-    TextPart,
 )
 from featdisco.transcripts.sources import type_name
 
@@ -134,65 +129,4 @@ def scalar_metadata(rec: dict[str, Any], exclude: set[str] | frozenset[str]) -> 
                 out[key] = value
         elif isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 50:
             out[key] = value  # tags
-    return out
-
-
-# ---------------------------------------------------------------- <think> blocks
-
-_OPEN = re.compile(r"<(think|thinking)>", re.IGNORECASE)
-_CLOSE = re.compile(r"</(think|thinking)>", re.IGNORECASE)
-
-
-def split_think(text: str) -> tuple[list[str], str]:
-    """Separate ``<think>`` reasoning from visible text.
-
-    Handles several blocks, a lone ``</think>`` whose opening tag sat in the prompt
-    template (DeepSeek-R1 style), and an unclosed ``<think>`` cut off by a token limit
-    (all of the rest is reasoning).
-    """
-    if "<" not in text or not (_OPEN.search(text) or _CLOSE.search(text)):
-        return [], text
-    reasoning: list[str] = []
-    visible: list[str] = []
-    pos = 0
-    first_open = _OPEN.search(text)
-    first_close = _CLOSE.search(text)
-    if first_close and (not first_open or first_close.start() < first_open.start()):
-        reasoning.append(text[: first_close.start()])
-        pos = first_close.end()
-    while True:
-        m = _OPEN.search(text, pos)
-        if not m:
-            visible.append(text[pos:])
-            break
-        visible.append(text[pos : m.start()])
-        close = _CLOSE.search(text, m.end())
-        if not close:  # cut off mid-thought
-            reasoning.append(text[m.end() :])
-            break
-        reasoning.append(text[m.end() : close.start()])
-        pos = close.end()
-    reasoning = [r.strip() for r in reasoning if r.strip()]
-    return reasoning, "".join(visible).strip()
-
-
-def extract_think(messages: list[Message]) -> list[Message]:
-    """Apply :func:`split_think` to the text of every assistant message, whatever its format."""
-    out: list[Message] = []
-    for msg in messages:
-        if not isinstance(msg, AssistantMessage) or not any(
-            isinstance(p, TextPart) and "<" in p.text for p in msg.content
-        ):
-            out.append(msg)
-            continue
-        parts: list[Part] = []
-        for p in msg.content:
-            if isinstance(p, TextPart):
-                thoughts, visible = split_think(p.text)
-                parts.extend(ReasoningPart(t) for t in thoughts)
-                if visible:
-                    parts.append(TextPart(visible))
-            else:
-                parts.append(p)
-        out.append(AssistantMessage(tuple(parts)))
     return out

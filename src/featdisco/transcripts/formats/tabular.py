@@ -61,7 +61,10 @@ def sniff(rec: dict[str, Any]) -> bool:
 
 
 def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    mapping = ctx.mapping or auto_mapping(rec) or {}
+    mapping = ctx.mapping or auto_mapping(rec)
+    if not mapping:
+        raise BadRecord("missing-field", "no prompt/response columns recognised (columns are "
+                        f"{', '.join(map(str, rec))}); name them with --map user=COLUMN,response=COLUMN")
     for target, column in mapping.items():
         if column not in rec:
             raise BadRecord("missing-field", f"column {column!r} (mapped to {target}) is missing; "

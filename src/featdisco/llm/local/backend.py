@@ -43,7 +43,7 @@ from typing import Any
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMError, LLMRequest, LLMResponse, Usage
-from featdisco.models.install import LOCAL_MODEL, ensure_model
+from featdisco.llm.local.install import LOCAL_MODEL, ensure_model
 
 INSTALL_HINT = (
     "the local LLM backend needs llama-cpp-python: pip install 'featdisco[local]' "
@@ -232,7 +232,7 @@ class _Cancelled(Exception):
 class LocalLLM:
     """:class:`~featdisco.llm.base.LLMBackend` running the GGUF model in this process.
 
-    ``model_path`` defaults to the installed model (:func:`featdisco.models.ensure_model`),
+    ``model_path`` defaults to the installed model (:func:`featdisco.llm.local.install.ensure_model`),
     also when it is the model's id (so ``--llm local --model <id>`` works);
     a missing model or a missing llama-cpp-python is reported at construction, as a
     :class:`FeatdiscoError` naming the command to run. The weights are loaded on the first

@@ -122,13 +122,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_model(spec: ModelSpec | None = None) -> bool:
-    """True when the installed file exists and its sha256 is the published one (reads it all)."""
-    spec = spec or LOCAL_MODEL
-    path = model_path(spec)
-    return path.is_file() and path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
-
-
 # --- parts -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,78 @@
+"""``featdisco validate | find``: check the LLM's judgements against a person's labels, and
+find the clusters about a topic by meaning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from featdisco.cli.analysis import (
+    MinTranscriptsOpt,
+    RunDirArg,
+    ShowPrivateOpt,
+    Top10,
+    output_for,
+    wrote,
+)
+from featdisco.cli.tables import CsvOpt, JsonOpt, Output
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``validate`` and ``find`` to the ``featdisco`` app."""
+
+    @app.command("validate")
+    def validate_cmd(
+        run_dir: RunDirArg,
+        labels: Annotated[Path, typer.Argument(
+            help="CSV of piece_id,target,label rows: target scan:<name> or cluster:<kind>:<id>, "
+                 "label true or false (the report's labelling mode exports it).", show_default=False)],
+        json_: JsonOpt = False, csv_: CsvOpt = False,
+    ) -> None:
+        """How far the LLM agrees with your labels: per scan or cluster, the confusion counts,
+        precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
+        from featdisco.evidence.validate import validate
+
+        out = Output.of(json_, csv_)
+        df = validate(run_dir, labels)
+        out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
+        for r in df.itertuples():
+            if r.unanswered:
+                out.say(f"{r.target}: {r.unanswered} labelled pieces have no answer in the scan "
+                        "(failed or unsent calls) and were not counted")
+        if out.machine:
+            out.rows(df, [])
+        else:
+            shown = df.assign(**{
+                "tp/fp/fn/tn": [f"{a}/{b}/{c}/{d}" for a, b, c, d in
+                                zip(df["tp"], df["fp"], df["fn"], df["tn"], strict=True)],
+                **{name: [_rate(*v) for v in zip(df[name], df[f"{name}_low"], df[f"{name}_high"], strict=True)]
+                   for name in ("precision", "recall", "agreement")}})
+            out.rows(shown, ["target", "n", "tp/fp/fn/tn", "precision", "recall", "agreement", "f1", "kappa"],
+                     "agreement with your labels (95% Wilson intervals)")
+        wrote(out, run_dir, "validation")
+
+    @app.command("find")
+    def find_cmd(
+        run_dir: RunDirArg,
+        query: Annotated[str, typer.Argument(help="What to look for, in your own words.", show_default=False)],
+        top: Top10 = None,
+        kind: Annotated[list[str] | None, typer.Option(
+            "--kind", help="Only clusters of this kind: user, thought or response (repeatable).")] = None,
+        json_: JsonOpt = False, csv_: CsvOpt = False,
+        min_transcripts: MinTranscriptsOpt = None, show_private: ShowPrivateOpt = False,
+    ) -> None:
+        """Clusters ranked by how close your query is to their member features, embedded with
+        the run's own embedder; with size and prevalence (share of pieces of the cluster's kind)."""
+        from featdisco.evidence.find import find_clusters
+
+        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
+        df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
+        out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
+                 f"clusters closest to {query!r}")
+
+
+def _rate(value: float, lo: float, hi: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f} [{lo:.2f}, {hi:.2f}]"

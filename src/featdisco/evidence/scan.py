@@ -1,0 +1,372 @@
+"""``featdisco scan``: one question asked of every piece, answered with a verified quote.
+
+A cluster only catches the pieces where the autorater happened to mention a behaviour; a scan
+measures it precisely, with a question the researcher controls. Each piece gets an answer (a
+JSON boolean, a number on a scale or one of a few labels), a verbatim quote checked against
+the piece, and a one-sentence reason, through the run's call engine (its cache, so a rerun
+sends nothing; its limits and cost cap). Prevalence is reported with Wilson intervals,
+overall and per group of any piece column, with the same tests and Benjamini–Hochberg
+q-values ``compare`` uses (:mod:`featdisco.analysis.stats`).
+
+Outputs in the run directory: ``scan_<name>.parquet`` (one row per piece scanned),
+``scan_<name>_by_<column>.parquet`` (one row per group) and a ``scans`` entry in the
+manifest with the question and the overall prevalence.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import sparse
+
+from featdisco.analysis.stats import benjamini_hochberg, two_by_two_test, wilson_interval
+from featdisco.errors import FeatdiscoError
+from featdisco.evidence.quotes import QuoteIndex
+from featdisco.llm.base import LLMRequest, Sampling
+from featdisco.llm.engine import CallResult
+from featdisco.llm.replies import ScanAnswer, scan_answer
+from featdisco.prompts import Prompt, load_prompt
+from featdisco.rundir import RunDir
+from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
+from featdisco.transcripts.model import PIECE_KINDS
+
+SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
+ANSWER_TYPES = {"bool": pa.bool_(), "scale": pa.int32(), "labels": pa.string()}
+BY_SCHEMA = pa.schema([
+    ("group", pa.string()),
+    ("n", pa.int64()),  # pieces of the group answered
+    ("positives", pa.int64()),
+    ("rate", pa.float64()),
+    ("ci_low", pa.float64()),  # Wilson 95% interval
+    ("ci_high", pa.float64()),
+    ("test", pa.string()),  # the group against all others: fisher, chi2 or none
+    ("p_value", pa.float64()),
+    ("q_value", pa.float64()),  # Benjamini-Hochberg across the groups
+])
+_NAME = re.compile(r"[^a-z0-9]+")
+
+
+def scan_schema(answer_kind: str) -> pa.Schema:
+    """``scan_<name>.parquet``: ``answer`` is a boolean, an integer or a label by ``--answer``;
+    ``span`` is the quote's character span in the piece's text (null when not found);
+    ``status`` is ``ok``, ``failed: <reason>`` or ``not sent: cost cap``."""
+    return pa.schema([
+        ("piece_id", pa.string()),
+        ("transcript_id", pa.string()),
+        ("kind", pa.string()),
+        ("answer", ANSWER_TYPES[answer_kind]),
+        ("quote", pa.string()),
+        ("span", SPAN),
+        ("verified", pa.bool_()),  # the quote is in the piece; null for an empty quote
+        ("reason", pa.string()),
+        ("status", pa.string()),
+    ])
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSpec:
+    """``--answer``: ``bool``, ``scale:LOW-HIGH`` or ``labels:A,B,...``. A piece counts as
+    positive when the answer is true, in the upper half of the scale (above its midpoint) or
+    the first label."""
+
+    kind: str = "bool"
+    low: int = 1
+    high: int = 10
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> AnswerSpec:
+        head, _, rest = spec.partition(":")
+        if head == "bool" and not rest:
+            return cls()
+        if head == "scale":
+            m = re.fullmatch(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*", rest or "1-10")
+            if not m or int(m.group(1)) >= int(m.group(2)):
+                raise FeatdiscoError(f"--answer {spec!r}: use scale:LOW-HIGH with LOW < HIGH, e.g. scale:1-10")
+            return cls("scale", int(m.group(1)), int(m.group(2)))
+        if head == "labels":
+            labels = tuple(x.strip() for x in rest.split(",") if x.strip())
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise FeatdiscoError(f"--answer {spec!r}: use labels:A,B,... with two or more distinct labels")
+            return cls("labels", labels=labels)
+        raise FeatdiscoError(f"--answer {spec!r}: use bool, scale:LOW-HIGH or labels:A,B,...")
+
+    @property
+    def model(self) -> type[ScanAnswer]:
+        return scan_answer(self.kind, self.low, self.high, self.labels)
+
+    def instruction(self) -> str:
+        if self.kind == "bool":
+            return "Answer with a JSON boolean: true if the answer is yes, false if no."
+        if self.kind == "scale":
+            return (f"Answer with an integer from {self.low} (not at all) to {self.high} "
+                    "(completely).")
+        return "Answer with exactly one of these labels: " + ", ".join(f'"{x}"' for x in self.labels) + "."
+
+    def positive(self, answer: Any) -> bool:
+        if self.kind == "bool":
+            return answer is True
+        if self.kind == "scale":
+            return bool(answer > (self.low + self.high) / 2)
+        return bool(answer == self.labels[0])
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            return "bool"
+        if self.kind == "scale":
+            return f"scale:{self.low}-{self.high}"
+        return "labels:" + ",".join(self.labels)
+
+
+@dataclass(slots=True)
+class ScanResult:
+    name: str
+    question: str
+    table: pa.Table
+    n: int  # pieces answered
+    positives: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    not_sent: int = 0
+    unverified: int = 0
+    quotes: int = 0
+    by: pd.DataFrame | None = None
+    paths: list[Path] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)  # this scan's LLM use (engine summary)
+
+
+def scan_name(question: str) -> str:
+    """A file-name-safe name from the question's first words."""
+    words = _NAME.sub(" ", question.lower()).split()
+    name = "_".join(words)[:40].strip("_")
+    return name or "scan"
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise FeatdiscoError(f"--name {name!r}: use letters, digits, '-' and '_' (64 at most)")
+    return name
+
+
+def cluster_question(run: RunDir, cluster_id: int) -> tuple[str, str]:
+    """The question a cluster's label and description make, and the cluster's kind."""
+    path = run.file("clusters.parquet")
+    if not path.exists():
+        raise FeatdiscoError(f"{run.path} has no clusters.parquet: --cluster needs a finished run")
+    df = pq.read_table(path).to_pandas()
+    row = df[df["cluster_id"] == cluster_id]
+    if row.empty:
+        raise FeatdiscoError(f"cluster {cluster_id} is not in {path} (ids 0..{len(df) - 1})")
+    r = row.iloc[0]
+    if not isinstance(r["label"], str) or not r["label"]:
+        raise FeatdiscoError(f"cluster {cluster_id} has no label to ask about (naming failed?)")
+    d = r.get("description")
+    desc = f" ({d})" if isinstance(d, str) and d else ""
+    return f"Does this piece show the following behaviour: {r['label']}{desc}?", str(r["kind"])
+
+
+def select_pieces(run: RunDir, kinds: list[str] | None, sample: int | None, seed: int,
+                  by: str | None) -> pd.DataFrame:
+    """The pieces to scan (columns piece_id, transcript_id, kind, text and, with ``by``, the
+    group), in the run's order; ``sample`` draws that many at random."""
+    path = run.file("pieces.parquet")
+    if not path.exists():
+        raise FeatdiscoError(f"{run.path} has no pieces.parquet: give transcript files and --run-dir, "
+                             "or scan a run directory")
+    names = pq.ParquetFile(path).schema_arrow.names
+    cols = ["piece_id", "transcript_id", "kind", "text"] + [c for c in ("metadata",) if c in names]
+    if by and by in names and by not in cols:
+        cols.append(by)
+    df = pq.read_table(path, columns=cols).to_pandas()
+    for k in kinds or []:
+        if k not in PIECE_KINDS:
+            raise FeatdiscoError(f"--kind {k!r}: use {', '.join(PIECE_KINDS)}")
+    if kinds:
+        df = df[df["kind"].isin(kinds)]
+    if df.empty:
+        raise FeatdiscoError(f"{path} has no pieces of kind {', '.join(kinds or [])}")
+    if sample is not None and sample < len(df):
+        keep = sorted(random.Random(seed).sample(range(len(df)), sample))
+        df = df.iloc[keep]
+    df = df.reset_index(drop=True)
+    if by:
+        df["group"] = group_column(df, by)
+    return df
+
+
+def group_column(pieces: pd.DataFrame, by: str) -> pd.Series:
+    """``by`` as a piece column or metadata key, resolved as ``compare`` resolves it."""
+    from featdisco.analysis.activations import Activations
+
+    act = Activations(pieces, pd.DataFrame(), [], sparse.csr_matrix((len(pieces), 0)),
+                      sparse.csr_matrix((0, 0)))
+    return act.column(by).astype(object)
+
+
+def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt: Prompt,
+                   max_piece_tokens: int = 2000) -> list[LLMRequest]:
+    model = spec.model
+    schema = model.json_schema()
+    sampling = Sampling(temperature=0.0, max_tokens=400)
+    out = []
+    for text, kind in zip(pieces["text"], pieces["kind"], strict=True):
+        body, _ = truncate_piece(str(text or ""), max_piece_tokens)
+        out.append(LLMRequest(prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
+                                            question=question, answer_instruction=spec.instruction()),
+                              schema=schema, schema_name=model.schema_name, sampling=sampling,
+                              prompt_version=prompt.version))
+    return out
+
+
+def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerSpec) -> pa.Table:
+    """One row per piece: the answer and its quote, verified against the piece's text."""
+    rows: dict[str, list[Any]] = {n: [] for n in scan_schema(spec.kind).names}
+    model = spec.model
+    for pid, tid, kind, text, res in zip(pieces["piece_id"], pieces["transcript_id"], pieces["kind"],
+                                         pieces["text"], results, strict=True):
+        rows["piece_id"].append(pid)
+        rows["transcript_id"].append(tid)
+        rows["kind"].append(kind)
+        if not res.ok:
+            status = ("not sent: cost cap" if res.status == "skipped_budget"
+                      else f"failed: {res.reason or res.status}")
+            for c in ("answer", "quote", "span", "verified", "reason"):
+                rows[c].append(None)
+            rows["status"].append(status)
+            continue
+        reply = model.read(res.data)
+        quote = reply.quote
+        span = QuoteIndex(str(text or "")).find(quote) if quote.strip() else None
+        rows["answer"].append(reply.answer)
+        rows["quote"].append(quote)
+        rows["span"].append({"start": span.start, "end": span.end} if span else None)
+        rows["verified"].append(None if not quote.strip() else span is not None)
+        rows["reason"].append(" ".join(reply.reason.split()))
+        rows["status"].append("ok")
+    return pa.table(rows, schema=scan_schema(spec.kind))
+
+
+def prevalence_by(groups: pd.Series, positive: np.ndarray, ok: np.ndarray) -> pd.DataFrame:
+    """Per group: answered pieces, positives, rate with a Wilson interval, and each group
+    tested against all the others (Fisher or chi-square), BH-corrected across groups."""
+    g = groups.to_numpy(dtype=object)
+    values = sorted({str(v) for v, k in zip(g, ok, strict=True) if k and v is not None})
+    total_n, total_pos = int(ok.sum()), int((positive & ok).sum())
+    rows = []
+    for v in values:
+        mask = ok & np.array([x is not None and str(x) == v for x in g])
+        n, pos = int(mask.sum()), int((positive & mask).sum())
+        p, test = two_by_two_test(pos, n, total_pos - pos, total_n - n)
+        rows.append({"group": v, "n": n, "positives": pos, "test": test, "p_value": p})
+    df = pd.DataFrame(rows, columns=["group", "n", "positives", "test", "p_value"])
+    lo, hi = wilson_interval(df["positives"].to_numpy(), df["n"].to_numpy())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["rate"] = np.where(df["n"] > 0, df["positives"] / df["n"].clip(lower=1), np.nan)
+    df["ci_low"], df["ci_high"] = lo, hi
+    df["q_value"] = benjamini_hochberg(df["p_value"].to_numpy()) if len(df) else []
+    return df[BY_SCHEMA.names]
+
+
+def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int | None = None,
+             kinds: list[str] | None = None, name: str | None = None, answer: str = "bool",
+             by: str | None = None, sample: int | None = None, seed: int = 0, dry_run: bool = False,
+             max_cost: float | None = None, llm: str | None = None, model: str | None = None,
+             base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
+             inputs: list[Path] | None = None, log: Any = None) -> Any:
+    """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
+    ``inputs`` into it first when given). Returns the engine's estimate on ``dry_run``, else a
+    :class:`ScanResult` after writing the tables."""
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
+
+    run_dir = Path(run_dir)
+    spec = AnswerSpec.parse(answer)
+    if inputs:
+        split_into(run_dir, inputs, log)
+    run = RunDir(run_dir)
+    if (question is None) == (cluster is None):
+        raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
+    if cluster is not None:
+        question, kind = cluster_question(run, cluster)
+        kinds = kinds or [kind]
+        name = name or f"cluster_{cluster}"
+    assert question is not None
+    if not question.strip():
+        raise FeatdiscoError("--question is empty")
+    name = check_name(name or scan_name(question))
+    if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
+        raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
+    pieces = select_pieces(run, kinds, sample, seed, by)
+    prompt = load_prompt("scan")
+    requests = build_requests(pieces, question, spec, prompt)
+    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
+                         max_cost=max_cost, prices=prices)
+    if dry_run:
+        try:
+            return pipe.engine.dry_run(requests)
+        finally:
+            pipe.close()
+    try:
+        results = pipe.engine.run_sync(requests, desc=f"scan {name}")
+    finally:  # the scan's calls count in the run's totals (status, report)
+        used = close_pipeline(pipe, "scan")
+    table = answers_table(pieces, results, spec)
+    result = summarise(run, name, question, spec, pieces, table, by)
+    result.llm = used
+    return result
+
+
+def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: pd.DataFrame,
+              table: pa.Table, by: str | None) -> ScanResult:
+    """Prevalence overall and per group; writes the tables and the manifest entry."""
+    status = np.asarray(table.column("status").to_pylist(), dtype=object)
+    ok = status == "ok"
+    answers = table.column("answer").to_pylist()
+    positive = np.array([bool(o) and spec.positive(a) for a, o in zip(answers, ok, strict=True)])
+    n, pos = int(ok.sum()), int(positive.sum())
+    lo, hi = wilson_interval(pos, n)
+    verified = [v for v in table.column("verified").to_pylist() if v is not None]
+    failed = [s.removeprefix("failed: ") for s in status if s.startswith("failed: ")]
+    reasons: dict[str, int] = {}
+    for r in failed:
+        reasons[r] = reasons.get(r, 0) + 1
+    result = ScanResult(name, question, table, n, pos, pos / n if n else float("nan"), float(lo), float(hi),
+                        failed=len(failed), failed_by_reason=reasons,
+                        not_sent=int(sum(s.startswith("not sent") for s in status)),
+                        unverified=sum(not v for v in verified), quotes=len(verified))
+    result.paths.append(run.write_table(f"scan_{name}.parquet", table))
+    if by is not None:
+        result.by = prevalence_by(pieces["group"], positive, ok)
+        safe = _NAME.sub("_", by.lower()).strip("_")
+        result.paths.append(run.write_table(
+            f"scan_{name}_by_{safe}.parquet",
+            pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
+    run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
+    scans = dict(run.manifest.get("scans") or {})
+    scans[name] = {"question": question, "answer": spec.describe(),
+                   "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,
+                   "rate": result.rate if n else None, "ci_low": result.ci_low, "ci_high": result.ci_high,
+                   "failed": result.failed, "not_sent": result.not_sent, "quotes": result.quotes,
+                   "unverified": result.unverified, "by": by}
+    run.update(scans=scans)
+    return result
+
+
+def split_into(run_dir: Path, inputs: list[Path], log: Any) -> None:
+    """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
+    same transcripts were split there before)."""
+    from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
+
+    cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
+        if (run_dir / "manifest.json").exists() else PipelineConfig()
+    Pipeline(run_dir, cfg, log=log).run(inputs, stages=("split",))

@@ -1,0 +1,50 @@
+"""Issue 16 item 1 / issue 12 item 4: the run's LLM totals over every invocation, the same
+in the manifest, `featdisco status`, `status --json`, the run summary and the report headline,
+and adding up to the stage table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from featdisco.cli import app
+from featdisco.report import build_report
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+
+
+def test_totals_cover_every_invocation_and_agree_everywhere(server: FakeOpenAIServer,  # noqa: F811
+                                                            inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    run_dir = tmp_path / "resumed"
+    args = ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai", "--model", "gpt-4o-mini",
+            "--base-url", server.base_url, "--clusters", str(K), "--concurrency", "1"]
+    before = server.total
+    capped = CliRunner().invoke(app, args)
+    assert capped.exit_code == 0, capped.output
+    first = server.total - before
+    done = CliRunner().invoke(app, [*args[:-4], "--clusters", str(K + 1), "--concurrency", "1"])
+    assert done.exit_code == 0, done.output
+    sent = server.total - before
+    assert 0 < first < sent, capped.output
+
+    status = CliRunner().invoke(app, ["status", str(run_dir), "--json"])
+    assert status.exit_code == 0, status.output
+    doc = json.loads(status.stdout)
+    total, last = doc["llm_totals"], doc["llm_last"]
+    assert total["sent"] == sent and total["invocations"] == 2
+    assert last["sent"] == sent - first
+    assert sum(s["llm"]["sent"] for s in doc["stages"] if s["llm"]) == sent  # the stage table adds up
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["llm_totals"]["sent"] == sent and manifest["llm_totals"]["input_tokens"] == total["input_tokens"]
+
+    words = f"LLM, all 2 invocations: {sent:,} calls sent"
+    assert words in done.stdout  # the run summary
+    text = CliRunner().invoke(app, ["status", str(run_dir)])
+    assert words in text.stdout and f"LLM, last invocation: {sent - first:,} calls sent" in text.stdout
+
+    build_report(run_dir, search=False)
+    overview = (run_dir / "report" / "data" / "overview.js").read_text()
+    assert words in overview
+    assert f'"sent":{sent}' in overview.replace(" ", "")

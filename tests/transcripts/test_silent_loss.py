@@ -1,0 +1,107 @@
+"""Nothing is lost without saying so (issue 13, item 3).
+
+A file that yields no piece is an error naming the file and the likely fix, or under
+``--skip-bad`` a skipped *file*, reported as such; a container cut short keeps the
+complete records before the cut and says about how many were lost; a run whose every
+record was skipped exits non-zero and writes nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.conftest import write_jsonl
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "featdisco", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_forced_tabular_without_a_usable_mapping_is_an_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [{"q": "hi", "a": "hello"}] * 3)
+    out = tmp_path / "o.parquet"
+    proc = run_cli("split", path, "-o", out, "--format", "tabular")
+    assert proc.returncode == 2, proc.stdout
+    assert "t.jsonl, line 1:" in proc.stderr and "--map user=COLUMN,response=COLUMN" in proc.stderr
+    skipped = run_cli("split", path, "-o", out, "--format", "tabular", "--skip-bad")
+    assert skipped.returncode == 2 and "every record was skipped" in skipped.stderr
+    assert not out.exists()
+
+
+def test_an_unreadable_file_in_a_folder_is_a_skipped_file_not_a_record(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d" / "good.jsonl", [GOOD] * 2)
+    (tmp_path / "d" / "fake.jsonl.gz").write_text(json.dumps(GOOD) + "\n")  # not gzip at all
+    proc = run_cli("split", tmp_path / "d", "-o", tmp_path / "o.parquet", "--skip-bad")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 4 pieces" in proc.stdout
+    assert "skipped files: 1" in proc.stdout
+    assert "fake.jsonl.gz: not a gzip file, though its name ends in .gz (rename it without .gz)" in proc.stdout
+    assert "skipped bad records" not in proc.stdout
+
+
+def cut(data: bytes, at: float) -> bytes:
+    return data[: int(len(data) * at)]
+
+
+def test_a_truncated_array_or_gzip_keeps_the_records_before_the_cut(tmp_path: Path) -> None:
+    records = [{"id": f"r{i}", **GOOD} for i in range(400)]
+    arr = tmp_path / "arr.json"
+    arr.write_bytes(cut(json.dumps(records).encode(), 0.5))
+    gz = tmp_path / "arr.json.gz"
+    gz.write_bytes(cut(gzip.compress(json.dumps(records).encode()), 0.6))
+    for path in (arr, gz):
+        out = tmp_path / f"{path.name}.parquet"
+        proc = run_cli("split", path, "-o", out, "--skip-bad")
+        assert proc.returncode == 0, proc.stderr
+        kept = pq.read_table(out).num_rows // 2
+        assert 150 < kept < 400, kept
+        assert f"{path.name}: cut short at record {kept + 1}" in proc.stdout, proc.stdout
+        assert f"{kept:,} records kept" in proc.stdout
+
+
+def test_corruption_mid_file_estimates_the_records_lost(tmp_path: Path) -> None:
+    records = [{"id": f"r{i}", **GOOD} for i in range(2000)]
+    data = bytearray(json.dumps(records).encode())
+    mid = len(data) // 4
+    data[mid:mid + 40] = b"}}}}]]]]" * 5  # broken JSON a quarter of the way in
+    path = tmp_path / "broken.json"
+    path.write_bytes(bytes(data))
+    proc = run_cli("split", path, "-o", tmp_path / "o.parquet", "--skip-bad")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "cut short" in x)
+    lost = int(line.split("about ")[1].split(" records lost")[0].replace(",", ""))
+    assert 1000 < lost < 2000, line  # about three quarters of 2,000
+
+
+def test_skip_bad_quiet_with_nothing_readable_exits_non_zero(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text(json.dumps(GOOD) + "\n")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("prompt,response\ncaf\xe9?,un caf\xe9\n".encode("latin-1"))
+    for path, fix in ((fake, "rename it without .gz"), (latin, "re-save it as UTF-8")):
+        out = tmp_path / "o.parquet"
+        proc = run_cli("split", path, "-o", out, "--skip-bad", "-q")
+        assert proc.returncode == 2, (path, proc.stdout, proc.stderr)
+        assert "every record was skipped" in proc.stderr and fix in proc.stderr
+        assert not out.exists()
+
+
+def test_a_file_that_yields_no_piece_is_named_with_the_fix(tmp_path: Path) -> None:
+    empty = write_jsonl(tmp_path / "d" / "blank.jsonl",
+                        [{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": " "}]}])
+    write_jsonl(tmp_path / "d" / "good.jsonl", [GOOD])
+    proc = run_cli("split", empty, "-o", tmp_path / "o.parquet")
+    assert proc.returncode == 2
+    assert "blank.jsonl: no user, thought or response text in 1 record read as openai" in proc.stderr
+    ok = run_cli("split", tmp_path / "d", "-o", tmp_path / "o.parquet", "--skip-bad")
+    assert ok.returncode == 0, ok.stderr
+    assert "skipped files: 1" in ok.stdout and "blank.jsonl: no user, thought or response text" in ok.stdout

@@ -1,0 +1,68 @@
+"""``featdisco find`` with the real minilm embedder on a small run fitted with the scripted
+rater, whose three planted themes (markdown, cooking, sadness) are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from featdisco.analysis.visibility import visibility
+from featdisco.cli import app
+from featdisco.errors import FeatdiscoError
+from featdisco.evidence.find import find_clusters
+from tests.pipeline_fakes import GROUPS
+from tests.report.runs import build_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return build_run(tmp_path_factory.mktemp("find"), shared_data)
+
+
+def hidden(run: Path) -> frozenset[int]:
+    return visibility(run).hidden
+
+
+def test_query_finds_the_theme_in_every_kind(run: Path) -> None:
+    df = find_clusters(run, "preparing food in the kitchen", top=9, hidden=hidden(run))
+    assert len(df) == 9 - len(hidden(run))
+    top = df.head(3)
+    assert all("cooking" in lab for lab in top["label"]), df[["label", "score"]]
+    assert set(top["kind"]) == {"user", "thought", "response"}
+    assert df["score"].is_monotonic_decreasing and df["rank"].tolist() == list(range(1, len(df) + 1))
+    assert all(0 < p <= 1 for p in df["prevalence"])
+    assert all(b in GROUPS["cooking"] for b in top["best_member"])  # the member that matched, shown
+    df = find_clusters(run, "feeling sad and lonely", kinds=["response"], top=1)
+    assert len(df) == 1 and "sadness" in df.loc[0, "label"] and df.loc[0, "kind"] == "response"
+
+
+def test_hidden_clusters_left_out_before_ranking(run: Path) -> None:
+    sad = find_clusters(run, "feeling sad and lonely", kinds=["thought"], top=1)
+    assert "sadness" in sad.loc[0, "label"]
+    df = find_clusters(run, "feeling sad and lonely", kinds=["thought"], top=1,
+                       hidden=frozenset({int(sad.loc[0, "cluster_id"])}))
+    assert "sadness" not in df.loc[0, "label"] and df.loc[0, "rank"] == 1
+
+
+def test_cli_json_and_table(run: Path) -> None:
+    result = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--json", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and all("markdown" in r["label"] for r in rows)
+    assert {"cluster_id", "kind", "size", "prevalence", "score", "label"} <= set(rows[0])
+    result = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--top", "3"])
+    assert result.exit_code == 0 and "closest to 'markdown headings'" in result.output
+    everything = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--json", "--show-private"])
+    assert len(everything.stdout.splitlines()) == 9  # every cluster, hidden ones too
+
+
+def test_bad_queries(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(FeatdiscoError, match="the query is empty"):
+        find_clusters(run, "  ")
+    with pytest.raises(FeatdiscoError, match="--kind 'answer'"):
+        find_clusters(run, "x", kinds=["answer"])
+    with pytest.raises(FeatdiscoError, match=r"has no strings\.parquet"):
+        find_clusters(tmp_path, "x")
