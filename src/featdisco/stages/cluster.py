@@ -27,7 +27,7 @@ from featdisco.transcripts.model import PIECE_KINDS
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 2  # 2: every string to its nearest final centroid (one rule with transform)
+STAGE_VERSION = 3  # 2: every string to its nearest final centroid; 3: raw_ names (merge writes the final)
 _ASSIGN_ROWS = 262_144
 
 
@@ -181,8 +181,9 @@ class ClusterStage(Stage):
     name = "cluster"
     version = STAGE_VERSION
     reads = ("features.parquet", "strings.parquet", "embeddings.npy")
-    writes = ("assignments.parquet", "clusters_base.parquet",
-              *(f"centroids_{kind}.npy" for kind in PIECE_KINDS))
+    # The k-means partition; the merge stage writes the final one under the names without raw_.
+    writes = ("raw_assignments.parquet", "raw_clusters.parquet",
+              *(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS))
     config = ("n_clusters", "seed", "min_cluster_size")
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -198,7 +199,7 @@ class ClusterStage(Stage):
             strings, ctx.path("embeddings.npy"), lambda kind, n: k_for(cfg.n_clusters, kind, n),
             kinds=PIECE_KINDS, seed=cfg.seed, min_cluster_size=cfg.min_cluster_size, sids=sids)
         for kind, centers in result.centroids.items():
-            save_matrix(ctx.output(f"centroids_{kind}.npy"), centers)
-        ctx.write_table("assignments.parquet", result.assignments)
-        ctx.write_table("clusters_base.parquet", result.clusters)
+            save_matrix(ctx.output(f"raw_centroids_{kind}.npy"), centers)
+        ctx.write_table("raw_assignments.parquet", result.assignments)
+        ctx.write_table("raw_clusters.parquet", result.clusters)
         return StageResult(result.counts)

@@ -30,11 +30,14 @@ class ClusterMembers(Sequence[list[str]]):
         self._bounds = np.searchsorted(cids, np.arange(n_clusters + 1))
 
     @classmethod
-    def read(cls, ctx: StageContext) -> tuple[pa.Table, ClusterMembers]:
-        """The cluster table and members of a stage that declares the three artefacts."""
-        base = ctx.read_table("clusters_base.parquet")
-        return base, cls(ctx.read_table("features.parquet", ["text"]).column("text"),
-                         ctx.read_table("assignments.parquet", ["cluster_id"]).column("cluster_id"),
+    def read(cls, ctx: StageContext, artefacts: tuple[str, ...] | None = None
+             ) -> tuple[pa.Table, ClusterMembers]:
+        """The cluster table and members of a stage that declares the three ``artefacts``
+        (the final partition's by default; :data:`RAW_MEMBER_ARTEFACTS` the k-means one)."""
+        clusters, features, assignments = artefacts or MEMBER_ARTEFACTS
+        base = ctx.read_table(clusters)
+        return base, cls(ctx.read_table(features, ["text"]).column("text"),
+                         ctx.read_table(assignments, ["cluster_id"]).column("cluster_id"),
                          base.num_rows)
 
     def __len__(self) -> int:
@@ -62,4 +65,5 @@ class ClusterMembers(Sequence[list[str]]):
         return [texts[int(j)].as_py() for j in top]
 
 
-MEMBER_ARTEFACTS = ("clusters_base.parquet", "features.parquet", "assignments.parquet")
+MEMBER_ARTEFACTS = ("clusters_base.parquet", "features.parquet", "assignments.parquet")  # after merge
+RAW_MEMBER_ARTEFACTS = ("raw_clusters.parquet", "features.parquet", "raw_assignments.parquet")  # k-means
