@@ -137,6 +137,15 @@ def pipeline_handler(req: FakeRequest) -> Reply:
             prefix = "Reworded cluster"
         return Reply(content=json.dumps({"label": f"{prefix} about {top}",
                                          "description": f"Features about {top}."}))
+    if "describe the same behaviour" in user:  # the merge check: same majority group, same behaviour
+        blocks = re.findall(r"^Cluster (\d+): .*\n((?:- .*\n?)+)", user, re.MULTILINE)
+        by_group: dict[str, list[int]] = {}
+        for cid, body in blocks:
+            votes = [GROUP_OF_FEATURE.get(x[2:].removesuffix(f" {REWORDED}")) for x in body.strip().splitlines()]
+            by_group.setdefault(max(GROUP_NAMES, key=votes.count), []).append(int(cid))
+        return Reply(content=json.dumps({"groups": [
+            {"ids": ids, "label": f"Cluster about {g}", "description": f"Features about {g}."}
+            for g, ids in by_group.items() if len(ids) > 1]}))
     if "For every cluster give" in user:
         n = int(re.search(r"Below are (\d+) clusters", user).group(1))  # type: ignore[union-attr]
         labels = re.findall(r"^\d+\. label: (.*)$", user, re.MULTILINE)

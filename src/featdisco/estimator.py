@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from featdisco.analysis.activations import Activations, load_activations
-from featdisco.dictionary import Dictionary
+from featdisco.dictionary import Dictionary, group_unassigned
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import ENCODE, Pipeline, PipelineConfig, config_from_manifest, read_manifest
-from featdisco.prompts import Prompt, saved_copy
+from featdisco.prompts import PROMPT_NAMES, Prompt, saved_copy
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir
 from featdisco.storage.matrix import load_matrix
 from featdisco.transcripts.model import Transcript
@@ -52,15 +54,16 @@ class FeatureDiscovery(BaseEstimator):
     ``llm`` is a backend name (``openai``, ``anthropic``, ``local``) or an object following
     :class:`featdisco.llm.base.LLMBackend`; ``embedder`` a name (``minilm``, ``st:PATH``,
     ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`; ``prompts`` maps a
-    prompt name (``featurize``, ``name``, ``rate``) to a file of the user's. The rest are
+    prompt name (``featurize``, ``name``, ``merge``, ``rate``) to a file of the user's. The rest are
     :class:`featdisco.pipeline.PipelineConfig` fields.
     """
 
     def __init__(self, *, llm: Any = None, model: str | None = None, base_url: str | None = None,
                  embedder: Any = None, n_clusters: int | dict[str, int] | None = None,
                  min_features: int = 10, max_features: int = 20, max_piece_tokens: int = 2000,
-                 evidence: bool = True, max_chars: int | None = None, sample_size: int = 100, rate_batch: int = 10,
-                 min_cluster_size: int = 3, seed: int = 0, concurrency: int = 64,
+                 evidence: bool = True, max_chars: int | None = None, sample_size: int = 100,
+                 name_contrast: int = 0, rate_batch: int = 10,
+                 min_cluster_size: int = 3, merge: bool = True, seed: int = 0, concurrency: int = 64,
                  rpm: float | None = None, tpm: float | None = None, timeout: float = 120.0,
                  max_cost: float | None = None, prompts: dict[str, str | Path] | None = None,
                  batch: bool = False, executor: str = "local",
@@ -76,8 +79,10 @@ class FeatureDiscovery(BaseEstimator):
         self.evidence = evidence
         self.max_chars = max_chars
         self.sample_size = sample_size
+        self.name_contrast = name_contrast
         self.rate_batch = rate_batch
         self.min_cluster_size = min_cluster_size
+        self.merge = merge
         self.seed = seed
         self.concurrency = concurrency
         self.rpm = rpm
@@ -96,10 +101,10 @@ class FeatureDiscovery(BaseEstimator):
         params = self.get_params(deep=False)
         if not isinstance(params["llm"], str | None) and not hasattr(params["llm"], "complete"):
             raise FeatdiscoError(f"llm must be a backend name or an LLM backend object, not {params['llm']!r}")
-        unknown = set(params["prompts"] or {}) - {"featurize", "name", "rate"}
+        unknown = set(params["prompts"] or {}) - set(PROMPT_NAMES)
         if unknown:
             raise FeatdiscoError(f"prompts: unknown prompt name(s) {', '.join(sorted(unknown))}; "
-                                 "use featurize, name or rate")
+                                 f"use {', '.join(PROMPT_NAMES)}")
         cfg = PipelineConfig(
             llm=params.pop("llm") if isinstance(self.llm, str) else None,
             embedder=params.pop("embedder") if isinstance(self.embedder, str) else None,
@@ -181,12 +186,17 @@ class FeatureDiscovery(BaseEstimator):
                   read_options: ReadOptions | None = None) -> Activations:
         """Featurize new transcripts and assign each feature to its nearest fitted cluster.
         ``out_dir`` keeps the new pieces, features and assignments; without it they go to a
-        temporary folder that is removed."""
+        temporary folder that is removed. What the dictionary lacks (features farther from
+        every centroid than its fitted members were, grouped and named) is in
+        ``new_clusters_`` afterwards (a DataFrame: label, kind, size, examples, ...)."""
         self._check_fitted()
         cache = self.run_dir_ / LLM_CACHE if self.run_dir_ is not None else None
+        def keep(table: pa.Table) -> None:
+            self.new_clusters_ = table.to_pandas()
+
         return transform_with(self.dictionary_, self.config_, self.prompts_, X, out_dir=out_dir,
                               read_options=read_options, fitted_cache=cache,
-                              fitted_dir=self.run_dir_, **self._backends())
+                              fitted_dir=self.run_dir_, on_new=keep, **self._backends())
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted dictionary (cluster table, centroids, prompts, manifest) to ``path``."""
@@ -228,8 +238,10 @@ def _activations(run_dir: Path, dictionary: Dictionary) -> Activations:
     return load_activations(run_dir, clusters=dictionary.clusters, with_features=True)
 
 
-def assign_run(run: RunDir, dictionary: Dictionary) -> pa.Table:
-    """Each feature of ``run`` to its nearest centroid of ``dictionary``: ``assignments.parquet``."""
+def assign_run(run: RunDir, dictionary: Dictionary) -> tuple[pa.Table, np.ndarray]:
+    """Each feature of ``run`` to its nearest centroid of ``dictionary`` (``assignments.parquet``,
+    with ``unassigned`` where the dictionary's thresholds say it has no cluster for it), and
+    the features' vectors."""
     features = run.read_table("features.parquet", ["feature_id", "kind", "text"])
     strings = run.read_table("strings.parquet").column("text")
     emb = load_matrix(run.file("embeddings.npy"))
@@ -239,17 +251,66 @@ def assign_run(run: RunDir, dictionary: Dictionary) -> pa.Table:
     vectors = (np.asarray(emb[rows]) if len(rows)
                else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 1), dtype=np.float32))
     cids, sims = dictionary.assign(features.column("kind").to_pylist(), vectors)
-    return pa.table({"feature_id": features.column("feature_id"), "kind": features.column("kind"),
-                     "cluster_id": pa.array(cids, pa.int64()), "similarity": pa.array(sims, pa.float32())})
+    table = pa.table({"feature_id": features.column("feature_id"), "kind": features.column("kind"),
+                      "cluster_id": pa.array(cids, pa.int64()), "similarity": pa.array(sims, pa.float32())})
+    if dictionary.floors is not None:
+        table = table.append_column("unassigned", pa.array(dictionary.unassigned(cids, sims)))
+    return table, vectors
+
+
+def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vectors: np.ndarray,
+             prompt: Prompt) -> tuple[pa.Table, pa.Table]:
+    """Group and name the unassigned features (candidate new clusters): ``new_clusters.parquet``
+    (label, description, kind, size, distinct, pieces, transcripts, examples, nearest fitted
+    cluster) and the assignments with each feature's ``new_cluster`` (-1: none)."""
+    from featdisco.stages.name import name_clusters
+
+    features = pipe.dir.read_table("features.parquet", ["piece_id", "transcript_id", "text"])
+    found = group_unassigned(assignments.column("kind").to_pylist(), features.column("text").to_pylist(),
+                             vectors, assignments.column("cluster_id").to_numpy(),
+                             assignments.column("unassigned").to_numpy(zero_copy_only=False),
+                             dictionary, min_size=max(3, pipe.cfg.min_cluster_size))
+    table = found.table
+    if table.num_rows:
+        names, _ = name_clusters(table.column("new_cluster").to_pylist(), table.column("kind").to_pylist(),
+                                 found.members, pipe.engine, prompt, sample_size=pipe.cfg.sample_size,
+                                 seed=pipe.cfg.seed)
+        texts = features.column("text").to_pylist()
+        examples = [[t for t, _ in Counter(texts[i] for i in np.nonzero(found.feature_cluster == c)[0])
+                     .most_common(10)] for c in range(table.num_rows)]
+        spread = [(len({features.column("piece_id")[int(i)].as_py() for i in np.nonzero(found.feature_cluster == c)[0]}),
+                   len({features.column("transcript_id")[int(i)].as_py()
+                        for i in np.nonzero(found.feature_cluster == c)[0]})) for c in range(table.num_rows)]
+        labels = dictionary.clusters.column("label").to_pylist()
+        table = pa.table({
+            "new_cluster": table.column("new_cluster"), "label": names.column("label"),
+            "description": names.column("description"), "kind": table.column("kind"),
+            "size": table.column("size"), "distinct": table.column("distinct"),
+            "pieces": pa.array([p for p, _ in spread], pa.int64()),
+            "transcripts": pa.array([t for _, t in spread], pa.int64()),
+            "examples": pa.array(examples, pa.list_(pa.string())),
+            "nearest_cluster_id": table.column("nearest_cluster_id"),
+            "nearest_label": pa.array([labels[i] for i in table.column("nearest_cluster_id").to_pylist()],
+                                      pa.string()),
+            "nearest_similarity": table.column("nearest_similarity"),
+            "status": names.column("status"),
+        }).sort_by([("size", "descending")])
+    else:
+        table = pa.table({"new_cluster": pa.array([], pa.int64()), "label": pa.array([], pa.string()),
+                          "kind": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+    return table, assignments.append_column("new_cluster", pa.array(found.feature_cluster, pa.int64()))
 
 
 def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict[str, Prompt], X: Source, *,
                    out_dir: str | Path | None = None, read_options: ReadOptions | None = None,
                    llm: Any = None, embedder: Any = None, fitted_cache: Path | None = None,
-                   fitted_dir: Path | None = None, log: Any = None) -> Activations:
+                   fitted_dir: Path | None = None, log: Any = None,
+                   on_new: Callable[[pa.Table], None] | None = None) -> Activations:
     """Apply a fitted dictionary to new transcripts: split, featurize (with the fitted
     prompts, through the fitted run's LLM cache when there is one) and embed into
-    ``out_dir``, then assign each feature to its nearest centroid."""
+    ``out_dir``, then assign each feature to its nearest centroid. Features farther from it
+    than the fit's members were are marked ``unassigned``, grouped and named as candidate
+    new clusters (``new_clusters.parquet``, also handed to ``on_new``)."""
     temporary = out_dir is None
     out = Path(tempfile.mkdtemp(prefix="featdisco-transform-")) if temporary else Path(str(out_dir))
     # Writing new pieces and assignments over a fitted run would leave its clusters
@@ -258,13 +319,34 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
             (out / MANIFEST).exists() and "cluster" in (read_manifest(out).get("stages") or {})):
         raise FeatdiscoError(f"{out} holds a fitted run: write the transform's output to another folder (-o)")
     try:
-        pipe = Pipeline(out, config, llm=llm, embedder=embedder, log=log, prompts=prompts,
-                        llm_cache=fitted_cache if fitted_cache is not None and fitted_cache.exists() else None)
+        cache = fitted_cache if fitted_cache is not None and fitted_cache.exists() else None
+        pipe = Pipeline(out, config, llm=llm, embedder=embedder, log=log, prompts=prompts, llm_cache=cache)
         inputs, transcripts = _split_source(X)
         pipe.run(inputs, read_options, transcripts, stages=ENCODE)
         if fitted_dir is not None:
             pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()))
-        pipe.dir.write_table("assignments.parquet", assign_run(pipe.dir, dictionary))
+        assignments, vectors = assign_run(pipe.dir, dictionary)
+        if "unassigned" in assignments.column_names:
+            # a pipeline of its own: the encoding one closed its cache and lock when it finished
+            namer = Pipeline(out, config, llm=llm, log=log, prompts=prompts, llm_cache=cache)
+            namer.lock()
+            try:
+                new, assignments = find_new(namer, dictionary, assignments, vectors, prompts["name"])
+            finally:
+                namer.close()
+            pipe.dir.write_table("new_clusters.parquet", new)
+            if on_new is not None:
+                on_new(new)
+            unassigned = int(pc.sum(assignments.column("unassigned")).as_py() or 0)
+            pipe.dir.update(new_in_this_data={"unassigned_features": unassigned,
+                                              "features": assignments.num_rows,
+                                              "new_clusters": new.num_rows,
+                                              "labels": new.column("label").to_pylist()[:20]})
+            if log is not None:
+                log(f"new in this data: {unassigned:,} of {assignments.num_rows:,} features are unassigned; "
+                    f"{new.num_rows} candidate new clusters (new_clusters.parquet)")
+        pipe.dir.write_table("assignments.parquet", assignments)
+        pipe.dir.write_table("clusters.parquet", observed_clusters(pipe.dir, dictionary, assignments))
         act = _activations(out, dictionary)
         if not temporary:
             sparse.save_npz(pipe.dir.file("activations.npz"), act.piece_matrix)
@@ -272,6 +354,25 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
     finally:
         if temporary:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def observed_clusters(run: RunDir, dictionary: Dictionary, assignments: pa.Table) -> pa.Table:
+    """The fitted cluster table with its counts (size, pieces, transcripts) over the new data,
+    so ``featdisco report`` on a transform's output shows the new data through the dictionary."""
+    spread = pa.table({"cluster_id": assignments.column("cluster_id"),
+                       "piece_id": run.read_table("features.parquet", ["piece_id"]).column(0),
+                       "transcript_id": run.read_table("features.parquet", ["transcript_id"]).column(0)}) \
+        .group_by("cluster_id").aggregate([([], "count_all"), ("piece_id", "count_distinct"),
+                                           ("transcript_id", "count_distinct")])
+    found = {r["cluster_id"]: r for r in spread.to_pylist()}
+    table = dictionary.clusters
+    for name, key in (("size", "count_all"), ("pieces", "piece_id_count_distinct"),
+                      ("transcripts", "transcript_id_count_distinct")):
+        values = pa.array([int(found.get(c, {}).get(key, 0)) for c in table.column("cluster_id").to_pylist()],
+                          pa.int64())
+        table = (table.set_column(table.column_names.index(name), name, values) if name in table.column_names
+                 else table.append_column(name, values))
+    return table
 
 
 def transform_into(fitted_dir: str | Path, X: Source, *, out_dir: str | Path | None = None,

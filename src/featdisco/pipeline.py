@@ -37,6 +37,7 @@ from featdisco.stages.featurize import (
     build_requests,
     dry_run_both,
 )
+from featdisco.stages.merge import MergeStage
 from featdisco.stages.name import NameStage
 from featdisco.stages.rate import RateStage
 from featdisco.stages.split import SplitInputs, SplitStage
@@ -45,7 +46,7 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
 PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
-                               NameStage(), CurateStage(), RateStage(), AssembleStage())
+                               NameStage(), MergeStage(), CurateStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
 ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
 
@@ -66,8 +67,10 @@ class PipelineConfig:
     evidence: bool = True  # a verbatim quote per feature (featurize.v2); False: plain v1 features
     max_chars: int | None = None
     sample_size: int = 100
+    name_contrast: int = 0  # nearest clusters shown when naming, for a label that tells them apart
     rate_batch: int = 10
     min_cluster_size: int = 3
+    merge: bool = True  # merge near-duplicate clusters after naming (stages/merge.py)
     seed: int = 0
     concurrency: int = 64
     rpm: float | None = None

@@ -120,6 +120,9 @@ def run_cmd(
     rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
+    merge: Annotated[bool, typer.Option(
+        "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
+        "behaviour (checked by the LLM; mapping in merges.parquet).")] = True,
     format: FormatOpt = None,
     map_: MapOpt = None,
     meta: MetaOpt = None,
@@ -150,7 +153,7 @@ def run_cmd(
         "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
         "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster).")] = "local",
     prompt: Annotated[list[str] | None, typer.Option(
-        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name or rate; "
+        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
         "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
         "and the run keeps a copy.")] = None,
     prices: PricesOpt = None,
@@ -169,7 +172,7 @@ def run_cmd(
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          evidence=evidence,
-                         seed=seed, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                         seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
                          batch=batch, batch_poll=batch_poll, executor=executor,
                          prices=str(prices) if prices else None, min_transcripts=min_transcripts)
     cfg.featurize_config()  # validates the feature bounds before any work
@@ -234,6 +237,9 @@ def transform_cmd(
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
                   f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+    from featdisco.cli.run import print_new_clusters
+
+    print_new_clusters(output)
     exit_if_transform_failed(output, lambda msg: console.print(msg, markup=False))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
@@ -146,6 +147,28 @@ def print_summary(result: RunResult, out: Output | None = None) -> None:
     featurize = next((t for t in result.stages if t.name == "featurize"), None)
     if featurize is not None and (line := evidence_line(featurize.counts)):
         out.say(line)
+    merge = next((t.counts for t in result.stages if t.name == "merge"), None)
+    if merge and merge.get("raw_clusters"):
+        out.say(f"near-duplicates merged: {merge.get('merged', 0)} of {merge['raw_clusters']} clusters "
+                "folded into another (mapping: merges.parquet)")
+
+
+def print_new_clusters(out_dir: Path, top: int = 15, out: Output | None = None) -> None:
+    """The summary of what a transform found that the dictionary lacks."""
+    out = out or Output()
+    path = out_dir / "new_clusters.parquet"
+    if not path.exists():
+        out.say("new in this data: not checked (the dictionary predates per-cluster thresholds; "
+                "rerun `featdisco run` on it)")
+        return
+    new = pq.read_table(path)
+    if new.num_rows == 0:
+        out.say("new in this data: nothing; every behaviour found is one the dictionary has")
+        return
+    rows = [{**r, "label": r["label"] or "(unnamed)", "nearest_label": _clip(r.get("nearest_label") or "", 40)}
+            for r in new.slice(0, top).to_pylist()]
+    out.rows(rows, ["kind", "size", "label", "nearest_label"],
+             f"new in this data: {new.num_rows} candidate clusters (new_clusters.parquet)")
 
 
 def _clip(text: str, n: int) -> str:

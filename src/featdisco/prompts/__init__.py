@@ -19,9 +19,9 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import ChatMessage
 
 _SECTION = re.compile(r"^### (system|user)\s*$", re.MULTILINE)
-PROMPT_NAMES = ("featurize", "name", "rate")  # the run's prompts: each a stage's declared input
+PROMPT_NAMES = ("featurize", "name", "merge", "rate")  # the run's prompts: each a stage's declared input
 # What each prompt must use: without its subject the LLM would be asked about nothing.
-REQUIRED = {"featurize": {"text"}, "name": {"members"}, "rate": {"clusters"},
+REQUIRED = {"featurize": {"text"}, "name": {"members"}, "rate": {"clusters"}, "merge": {"clusters"},
             "name_parent": {"members"}, "score_label": {"items", "label"}, "scan": {"text", "question"}}
 
 

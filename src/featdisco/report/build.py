@@ -99,6 +99,17 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]
     }
 
 
+def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
+    """A transform's candidate new clusters (``new_clusters.parquet``), largest first; None
+    when the run is no transform output (or one made before they were found)."""
+    path = run / "new_clusters.parquet"
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    keep = [c for c in ("label", "kind", "size", "pieces", "examples", "nearest_label") if c in table.column_names]
+    return [{**r, "examples": (r.get("examples") or [])[:3]} for r in table.select(keep).slice(0, top).to_pylist()]
+
+
 def _brief(c: dict[str, Any]) -> list[Any]:
     """A cluster in the lists and the map: [id, label, size, pieces, transcripts, interest,
     private, x, y, description] (arrays, not objects: 20k of them must load fast)."""
@@ -190,6 +201,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
                          {str(k): int(v) for k, v in kinds_pieces.items()}, vis)
     overview["search"] = search
+    overview["new_clusters"] = _new_clusters(run)
     overview["evidence"] = evidence
     overview["curation"] = report_summary(run, hidden)
     ov_bytes = writer.write("overview.js", "overview", overview)

@@ -255,7 +255,16 @@ function viewOverview() {
       section("Analyses", analyses)),
     section("Stages (LLM use over every invocation)", table(["stage", "state", "time", "LLM calls sent", "tokens", "cost", "counts"], stageRows, "grid stages")),
     ov.curation ? curationSection(ov.curation) : null,
-    section("Most interesting clusters of each kind", el("div", { class: "kinds" }, kinds)));
+    section("Most interesting clusters of each kind", el("div", { class: "kinds" }, kinds)),
+    ov.new_clusters ? section("New in this data", newClusters(ov.new_clusters)) : null);
+}
+
+/* what a transform found that the fitted dictionary lacks (new_clusters.parquet) */
+function newClusters(rows) {
+  if (!rows.length) return empty("Nothing new: every behaviour in this data is one the dictionary has.");
+  return table(["kind", "label", "features", "examples", "nearest existing cluster"],
+    rows.map((r) => [kindBadge(r.kind), r.label || "(unnamed)", fmt(r.size), (r.examples || []).join(" · "),
+      r.nearest_label || ""]), "grid newclusters");
 }
 
 /* Your edits (featdisco edit): each one applied or stale (its clusters are gone), and what is hidden. */
