@@ -105,7 +105,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy", "merges.parquet", "raw_assignments.parquet", "raw_labels.parquet"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "rate",
+    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
                                        "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
@@ -119,7 +119,7 @@ def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inpu
     before = server.total
     pipe = Pipeline(fitted, config(server))
     result = pipe.run([inputs])
-    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True, True]
+    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True, True, True]
     assert server.total == before
     # the totals of the run that made the calls stay on record for `featdisco status`
     assert json.loads((fitted / "manifest.json").read_text())["llm_totals"]["calls"] > 0
@@ -137,8 +137,9 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     before = server.total
     result = Pipeline(run_dir, config(server, prompt_files={"name": str(edited)})).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    # split always re-reads (its output is unchanged); the merge check shows the new labels
-    assert ran == ["split", "name", "merge", "rate", "assemble"]
+    # split always re-reads (its output is unchanged); the merge check shows the new labels;
+    # curate names what edits make with this prompt
+    assert ran == ["split", "name", "merge", "curate", "rate", "assemble"]
     labels = pq.read_table(run_dir / "clusters.parquet").column("label").to_pylist()
     assert all(label.startswith("Short cluster about") for label in labels)
     # One naming call per cluster, one merge check and one rating batch per kind (K < 10); nothing else.

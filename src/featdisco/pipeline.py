@@ -28,6 +28,7 @@ from featdisco.runsummary import record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
+from featdisco.stages.curate import CurateStage
 from featdisco.stages.embed import EmbedStage
 from featdisco.stages.featurize import (
     PLAIN_PROMPT_VERSION,
@@ -45,7 +46,7 @@ from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
 PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
-                               NameStage(), MergeStage(), RateStage(), AssembleStage())
+                               NameStage(), MergeStage(), CurateStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
 ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
 

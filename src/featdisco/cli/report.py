@@ -17,10 +17,12 @@ from featdisco.errors import FeatdiscoError
 
 
 def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool,
-           min_transcripts: int | None = None) -> Path:
+           min_transcripts: int | None = None, map_points: int | None = None) -> Path:
     from featdisco.report import build_report
+    from featdisco.report.map import MAP_POINTS
 
-    stats = build_report(run_dir, output, search=search, min_transcripts=min_transcripts)
+    stats = build_report(run_dir, output, search=search, min_transcripts=min_transcripts,
+                         map_points=map_points or MAP_POINTS)
     if not quiet:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in stats.seconds.items())
         err_console.print(f"built in {sum(stats.seconds.values()):.1f}s ({timing})", markup=False)
@@ -54,6 +56,9 @@ def register(app: typer.Typer) -> None:
             "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts "
             "(with the private ones, until 'Show private clusters' is ticked); default: the run's, else 1.",
             show_default=False)] = None,
+        map_points: Annotated[int | None, typer.Option(
+            "--map-points", min=1, help="Most points the map lays out (cluster centroids plus a sample "
+            "of features; default 20000).", show_default=False)] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     ) -> None:
         """Build a static explorer of a run: overview, clusters by kind, cluster and transcript
@@ -61,7 +66,7 @@ def register(app: typer.Typer) -> None:
         server or internet, so the folder can be zipped and shared; untrusted text is shown
         as text, and clusters the rater flagged private (or drawn from fewer than
         --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
-        path = _build(run_dir, output, search, quiet, min_transcripts)
+        path = _build(run_dir, output, search, quiet, min_transcripts, map_points)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())
 

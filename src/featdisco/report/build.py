@@ -20,18 +20,19 @@ import pyarrow.parquet as pq
 
 from featdisco.analysis.activations import fitted_run, recounted_clusters
 from featdisco.analysis.visibility import Visibility, run_min_transcripts
+from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
 from featdisco.report.analysis import write_analyses
 from featdisco.report.evidence import write_evidence
-from featdisco.report.layout import cluster_layout
+from featdisco.report.map import MAP_POINTS, map_layout
 from featdisco.report.search import transcript_postings, write_search
 from featdisco.report.shards import ShardWriter
 from featdisco.rundir import RunDir
 from featdisco.runsummary import headline, run_totals, stage_cells
 
 REQUIRED = ("manifest.json", "pieces.parquet", "features.parquet", "assignments.parquet")
-STATIC = ("index.html", "charts.js", "labels.js", "app.js", "app.css")
+STATIC = ("index.html", "charts.js", "labels.js", "map.js", "app.js", "app.css", "map.css")
 KINDS = ("user", "thought", "response")
 TOP_N = 8  # clusters of each kind on the overview
 
@@ -130,9 +131,10 @@ def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True,
-                 min_transcripts: int | None = None) -> ReportStats:
+                 min_transcripts: int | None = None, map_points: int = MAP_POINTS) -> ReportStats:
     """Write the report of a fitted run to ``out`` (default ``run_dir/report``); clusters from
-    fewer than ``min_transcripts`` transcripts (default: the run's) are hidden like private ones."""
+    fewer than ``min_transcripts`` transcripts (default: the run's) are hidden like private ones;
+    the map lays out at most ``map_points`` points."""
     run = Path(run_dir)
     missing = [n for n in REQUIRED if not (run / n).exists()]
     if missing:
@@ -159,10 +161,15 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     # a transform's output: the fitted dictionary's clusters, counted on this data
     clusters_t = recounted_clusters(run)
     fitted = fitted_run(RunDir(run))
-    layout = cluster_layout(fitted or run, clusters_t)
+    layout = map_layout(run, clusters_t, max_points=map_points, centroids_dir=fitted or run,
+                        seed=int((manifest.get("config") or {}).get("seed") or 0))
+    writer.write("map.js", "map", layout.shard)
+    lap("map")
     clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
     for c in clusters:
-        c["x"], c["y"] = layout.get(c["cluster_id"], (None, None))
+        c["x"], c["y"] = layout.positions.get(c["cluster_id"], (None, None))
+    hidden = [c for c in clusters if c.get("hidden")]  # hidden by `featdisco edit`: listed nowhere
+    clusters = [c for c in clusters if not c.get("hidden")]
     vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)
     lap("clusters")
     order = tables.piece_order(run)
@@ -196,6 +203,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     overview["search"] = search
     overview["new_clusters"] = _new_clusters(run)
     overview["evidence"] = evidence
+    overview["curation"] = report_summary(run, hidden)
     ov_bytes = writer.write("overview.js", "overview", overview)
     static = resources.files("featdisco.report") / "static"
     page_bytes = 0

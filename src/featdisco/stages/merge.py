@@ -48,10 +48,11 @@ STAGE_VERSION = 1
 RAW = {"clusters": "raw_clusters.parquet", "assignments": "raw_assignments.parquet",
        "labels": "raw_labels.parquet"}
 RAW_CENTROIDS = tuple(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS)
-# What this stage writes: the partition the rest of the run reads. With a curate stage after it
-# (helper "curation"), make these merged_* names and point curate's SOURCE at them.
-OUT = {"assignments": "assignments.parquet", "clusters": "clusters_base.parquet", "labels": "labels.parquet",
-       **{f"centroids_{kind}": f"centroids_{kind}.npy" for kind in PIECE_KINDS}}
+# What this stage writes: the merged partition, which the curate stage reads, applies the
+# researcher's edits to, and turns into the partition the rest of the run reads.
+OUT = {"assignments": "merged_assignments.parquet", "clusters": "merged_clusters.parquet",
+       "labels": "merged_labels.parquet",
+       **{f"centroids_{kind}": f"merged_centroids_{kind}.npy" for kind in PIECE_KINDS}}
 BATCH = 10  # clusters per check: each shown with SHOWN members
 SHOWN = 10
 POOL = 50  # distinct members kept per cluster to draw what a check shows from

@@ -113,7 +113,7 @@ function interestBadge(v) {
 }
 
 function clusterLink(c) {
-  if (!c) return el("span", { class: "muted" }, "unknown cluster");
+  if (!c) return el("span", { class: "muted" }, "hidden or unknown cluster");
   if (c.private && !S.showPrivate) return el("span", { class: "private-chip", title: "flagged private" }, "private cluster");
   return el("a", { href: "#/c/" + c.id, class: "clink" }, c.label || "(unnamed cluster " + c.id + ")");
 }
@@ -254,6 +254,7 @@ function viewOverview() {
     el("div", { class: "two" }, section("Configuration", table(["", ""], cfgRows, "kv")),
       section("Analyses", analyses)),
     section("Stages (LLM use over every invocation)", table(["stage", "state", "time", "LLM calls sent", "tokens", "cost", "counts"], stageRows, "grid stages")),
+    ov.curation ? curationSection(ov.curation) : null,
     section("Most interesting clusters of each kind", el("div", { class: "kinds" }, kinds)),
     ov.new_clusters ? section("New in this data", newClusters(ov.new_clusters)) : null);
 }
@@ -264,6 +265,18 @@ function newClusters(rows) {
   return table(["kind", "label", "features", "examples", "nearest existing cluster"],
     rows.map((r) => [kindBadge(r.kind), r.label || "(unnamed)", fmt(r.size), (r.examples || []).join(" · "),
       r.nearest_label || ""]), "grid newclusters");
+}
+
+/* Your edits (featdisco edit): each one applied or stale (its clusters are gone), and what is hidden. */
+function curationSection(cur) {
+  const stale = cur.edits.filter((e) => e.status === "stale").length, hidden = new Set(cur.hidden.map((h) => h[0]));
+  return section(`Your edits (${cur.edits.length}${stale ? `, ${stale} stale` : ""})`, el("div", { class: "curation" },
+    cur.edits.length ? table(["#", "edit", "status", "clusters now"], cur.edits.map((e) => [String(e.index), e.edit,
+      e.status === "stale" ? el("span", { class: "stale" }, "stale: " + (e.reason || "")) : e.status,
+      el("span", null, (e.now || []).flatMap((id, i) => [i ? ", " : "", hidden.has(id) ? `#${Number(id)} (hidden)`
+        : el("a", { href: "#/c/" + Number(id) }, "#" + Number(id))]))])) : null,
+    cur.hidden.length ? el("p", { class: "muted" }, `Hidden (not listed anywhere in this report): `
+      + cur.hidden.map((h) => `${h[1]} #${h[0]} ${h[2] ?? ""}`).join("; ")) : null));
 }
 
 /* ---------------------------------------------------------------- cluster list */
@@ -446,57 +459,7 @@ async function viewSearch() {
         return [el("a", { href: "#/t/" + t }, r[0]), r[1] ?? "–", el("span", { class: "snippet" }, r[2])]; })) : empty("None.")));
 }
 
-/* ---------------------------------------------------------------- map */
-
-async function viewMap() {
-  const byId = await clusterIndex();
-  const pts = [...byId.values()].filter((c) => c.x !== null && c.x !== undefined && (S.showPrivate || !c.private));
-  const on = { user: true, thought: true, response: true };
-  const canvas = el("canvas", { class: "map", width: 1000, height: 640, "aria-label": "map of clusters" });
-  const tip = document.getElementById("tip");
-  const maxSize = Math.max(1, ...pts.map((c) => c.size));
-  const pad = 24, W = 1000, H = 640;
-  const px = (c) => [pad + c.x * (W - 2 * pad), pad + (1 - c.y) * (H - 2 * pad), 2 + 12 * Math.sqrt(c.size / maxSize)];
-  function draw() {
-    const ctx = canvas.getContext("2d");
-    ctx.clearRect(0, 0, W, H);
-    for (const c of pts) {
-      if (!on[c.kind]) continue;
-      const [x, y, r] = px(c);
-      ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
-      ctx.fillStyle = KIND_COLOUR[c.kind] + "99"; ctx.fill();
-      ctx.strokeStyle = KIND_COLOUR[c.kind]; ctx.lineWidth = 1; ctx.stroke();
-    }
-  }
-  function nearest(ev) {
-    const b = canvas.getBoundingClientRect(), mx = (ev.clientX - b.left) * W / b.width, my = (ev.clientY - b.top) * H / b.height;
-    let best = null, bd = 1e9;
-    for (const c of pts) {
-      if (!on[c.kind]) continue;
-      const [x, y, r] = px(c), d = Math.hypot(x - mx, y - my);
-      if (d < Math.max(r, 5) && d < bd) { bd = d; best = c; }
-    }
-    return best;
-  }
-  canvas.addEventListener("mousemove", (ev) => {
-    const c = nearest(ev);
-    canvas.style.cursor = c ? "pointer" : "default";
-    if (!c) { tip.hidden = true; return; }
-    tip.replaceChildren(el("strong", null, c.label || "(unnamed)"), el("div", null, `${c.kind} · interest ${c.interest ?? "–"} · ${fmt(c.size)} features`));
-    tip.style.left = ev.pageX + 12 + "px"; tip.style.top = ev.pageY + 12 + "px"; tip.hidden = false;
-  });
-  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
-  canvas.addEventListener("click", (ev) => { const c = nearest(ev); if (c) { tip.hidden = true; location.hash = "#/c/" + c.id; } });
-  const boxes = KINDS.filter((k) => S.ov.kinds[k]).map((k) => {
-    const box = el("input", { type: "checkbox", checked: "" });
-    box.addEventListener("change", () => { on[k] = box.checked; draw(); });
-    return el("label", { class: "legend-item" }, box, " ", el("span", { class: "dot", style: `background:${KIND_COLOUR[k]}` }), ` ${k}`);
-  });
-  show(el("h1", null, "Map of clusters"),
-    el("p", { class: "muted" }, "Each dot is a cluster, placed by a 2-D projection (PCA) of its centroid; area grows with its number of features. Nearby clusters hold similar features. Hover to read a label, click to open it."),
-    el("div", { class: "legendbar" }, boxes), canvas);
-  draw();
-}
+/* the map view (viewMap) is in map.js */
 
 /* ---------------------------------------------------------------- analyses */
 
@@ -522,7 +485,9 @@ async function viewAnalysis(name) {
   const cols = Object.keys(a.columns), n = cols.length ? a.columns[cols[0]].length : 0;
   const rows = [];
   for (let i = 0; i < n; i++) rows.push(Object.fromEntries(cols.map((c) => [c, a.columns[c][i]])));
-  const visible = rows.filter((r) => S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private));
+  const hiddenIds = new Set(((S.ov.curation || {}).hidden || []).map((h) => h[0]));  // hidden by featdisco edit
+  const visible = rows.filter((r) => !cols.some((c) => CLUSTER_COL.test(c) && hiddenIds.has(r[c]))
+    && (S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private)));
   const rates = cols.includes("rate_high") ? await tryLoad("a/" + name + "_rates") : null;
   const plots = analysisPlots(name, cols, visible, byId, rates);
   const shown = visible.slice(0, 300);

@@ -1,0 +1,302 @@
+"""A researcher's edits to a run's clusters (``curation.json``) and how they are applied.
+
+``featdisco edit RUN merge|split|rename|hide`` records each edit with the clusters it names,
+and each cluster with a *signature*: its most frequent member features. Cluster ids change
+whenever clustering reruns, so an edit is applied to whichever cluster of the same kind now
+holds most of its signature, not to an id; an edit none of whose clusters can be found so
+(the features were reworded, the cluster dissolved) is *stale*: kept in the file, counted
+in the run summary and listed in the report, never dropped or applied to the wrong cluster.
+
+The curate stage (:mod:`featdisco.stages.curate`) applies the edits, in order, to the
+k-means partition: merges and splits change the partition that naming, rating, the report,
+the analyses and ``transform`` read; renames and hides are carried to the assemble stage
+in ``curation_applied.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
+from featdisco.errors import FeatdiscoError
+from featdisco.storage.tables import write_bytes_atomic
+
+CURATION = "curation.json"  # the edits, as the researcher made them
+APPLIED = "curation_applied.json"  # what the last run made of each edit
+OPS = ("merge", "split", "rename", "hide")
+SIGNATURE = 20  # most frequent member features kept per cluster reference
+MATCH = 0.5  # share of a signature one cluster must hold to be "the same cluster"
+MAX_LABEL = 200
+
+
+@dataclass(slots=True)
+class ClusterRef:
+    """A cluster as the edit saw it: its id then, kind, label, and signature."""
+
+    id: int
+    kind: str
+    label: str | None
+    members: list[str]
+
+    def describe(self) -> str:
+        return f"{self.kind} cluster {self.id}" + (f" ({self.label!r})" if self.label else "")
+
+
+@dataclass(slots=True)
+class Edit:
+    op: str
+    clusters: list[ClusterRef]
+    label: str | None = None  # rename
+    k: int | None = None  # split
+    made: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def describe(self) -> str:
+        ids = " ".join(str(c.id) for c in self.clusters)
+        extra = f" {self.label!r}" if self.op == "rename" else f" --k {self.k}" if self.op == "split" else ""
+        return f"{self.op} {ids}{extra}"
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.op, "clusters": [
+            {"id": c.id, "kind": c.kind, "label": c.label, "members": c.members} for c in self.clusters],
+            "made": self.made}
+        if self.label is not None:
+            out["label"] = self.label
+        if self.k is not None:
+            out["k"] = self.k
+        return out
+
+
+def _edit_from(raw: Any, where: str) -> Edit:
+    """One edit from ``curation.json``; a clear error naming the file and the edit."""
+    if not isinstance(raw, dict) or raw.get("op") not in OPS:
+        raise FeatdiscoError(f"{where}: an edit needs \"op\", one of {', '.join(OPS)}")
+    refs = raw.get("clusters")
+    if not isinstance(refs, list) or not refs:
+        raise FeatdiscoError(f"{where}: \"clusters\" must be a non-empty list")
+    clusters = []
+    for r in refs:
+        if not (isinstance(r, dict) and isinstance(r.get("id"), int) and isinstance(r.get("kind"), str)
+                and isinstance(r.get("members"), list) and all(isinstance(m, str) for m in r["members"])):
+            raise FeatdiscoError(f"{where}: each cluster needs an integer \"id\", a \"kind\" and "
+                                 "\"members\" (a list of feature texts)")
+        clusters.append(ClusterRef(r["id"], r["kind"], r.get("label"), list(r["members"])))
+    edit = Edit(raw["op"], clusters, raw.get("label"), raw.get("k"), str(raw.get("made") or ""))
+    check_edit(edit, where)
+    return edit
+
+
+def check_edit(edit: Edit, where: str) -> None:
+    """The shape rules of each kind of edit (ids and kinds are checked against the run by
+    :func:`featdisco.curation.reference`)."""
+    n = len(edit.clusters)
+    if edit.op == "merge":
+        if n < 2 or len({c.id for c in edit.clusters}) < n:
+            raise FeatdiscoError(f"{where}: merge needs two or more different clusters")
+        if len({c.kind for c in edit.clusters}) > 1:
+            raise FeatdiscoError(f"{where}: merge joins clusters of one kind, got "
+                                 f"{', '.join(sorted({c.kind for c in edit.clusters}))}")
+    elif n != 1:
+        raise FeatdiscoError(f"{where}: {edit.op} takes one cluster")
+    if edit.op == "split" and not (isinstance(edit.k, int) and edit.k >= 2):
+        raise FeatdiscoError(f"{where}: split needs k of 2 or more")
+    if edit.op == "rename":
+        if not isinstance(edit.label, str) or not edit.label.strip():
+            raise FeatdiscoError(f"{where}: rename needs a non-empty label")
+        if len(edit.label) > MAX_LABEL:
+            raise FeatdiscoError(f"{where}: a label is at most {MAX_LABEL} characters")
+
+
+def read_edits(path: Path) -> list[Edit]:
+    """The edits in ``path`` (``[]`` when there is none)."""
+    if not path.exists():
+        return []
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise FeatdiscoError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("edits"), list):
+        raise FeatdiscoError(f"{path}: expected {{\"edits\": [...]}}")
+    return [_edit_from(raw, f"{path}: edit {i + 1}") for i, raw in enumerate(data["edits"])]
+
+
+def write_edits(path: Path, edits: list[Edit]) -> None:
+    write_bytes_atomic(path, orjson.dumps({"version": 1, "edits": [e.as_json() for e in edits]},
+                                          option=orjson.OPT_INDENT_2))
+
+
+def signatures(texts: pa.ChunkedArray | pa.Array, cluster_ids: pa.ChunkedArray | pa.Array,
+               wanted: list[int], n: int = SIGNATURE) -> dict[int, list[str]]:
+    """The ``n`` most frequent member texts of each wanted cluster (ties alphabetical)."""
+    t = pa.table({"cluster_id": cluster_ids, "text": texts})
+    t = t.filter(pc.is_in(t.column("cluster_id"), pa.array(wanted, pa.int64())))
+    counts = t.group_by(["cluster_id", "text"]).aggregate([([], "count_all")]) \
+        .sort_by([("cluster_id", "ascending"), ("count_all", "descending"), ("text", "ascending")])
+    out: dict[int, list[str]] = {c: [] for c in wanted}
+    for cid, text in zip(counts.column("cluster_id").to_pylist(), counts.column("text").to_pylist(),
+                         strict=True):
+        if len(out[cid]) < n:
+            out[cid].append(text)
+    return out
+
+
+# -- applying edits to a partition ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Part:
+    """A cluster while edits are applied: ``raw`` is its k-means index when unchanged (its
+    centroid and similarities are kept), None once a merge or split changed its members."""
+
+    raw: int | None
+    label: str | None = None
+    hidden: bool = False
+
+
+@dataclass(slots=True)
+class KindPartition:
+    """One kind's distinct strings (``sids``, sorted, with ``weights``) and the part each is in."""
+
+    sids: NDArray[np.int64]
+    weights: NDArray[np.int64]
+    part_of: NDArray[np.int64]  # index into ``parts`` per distinct string
+    parts: list[Part]
+    order: list[int]  # the live parts, in the order their clusters are numbered
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one edit: applied or stale (with why), the ids it named, the ids of
+    the clusters it made (final numbering, filled in at the end)."""
+
+    index: int
+    edit: Edit
+    status: str = "applied"
+    reason: str | None = None
+    parts: list[tuple[str, int]] = field(default_factory=list)  # (kind, part) it produced
+    now: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.edit.op, "edit": self.edit.describe(),
+                "status": self.status, "reason": self.reason,
+                "clusters": [{"id": c.id, "kind": c.kind, "label": c.label} for c in self.edit.clusters],
+                "now": self.now, "label": self.edit.label, "k": self.edit.k}
+
+
+class Curator:
+    """Applies edits in order to per-kind partitions of distinct strings.
+
+    ``sid_of`` maps the feature texts the edits name to their rows in ``strings.parquet``
+    (texts no longer in the run are absent); ``split`` is called
+    as ``split(sids, weights, k)`` and returns each string's part (0..k-1) — k-means on
+    the strings' embeddings, supplied by the stage.
+    """
+
+    def __init__(self, kinds: dict[str, KindPartition], sid_of: dict[str, int], split: Any) -> None:
+        self.kinds, self.sid_of, self._split = kinds, sid_of, split
+        self.changed = False  # a merge or split was applied: the partition must be rewritten
+
+    def resolve(self, ref: ClusterRef) -> tuple[int | None, str]:
+        """The live part that holds most of ``ref``'s signature, or None and why not."""
+        kp = self.kinds.get(ref.kind)
+        if kp is None:
+            return None, f"this run has no {ref.kind} clusters"
+        sids = np.asarray([self.sid_of[t] for t in ref.members if t in self.sid_of], np.int64)
+        pos = np.searchsorted(kp.sids, sids)
+        found = pos[(pos < len(kp.sids)) & (kp.sids[np.minimum(pos, len(kp.sids) - 1)] == sids)]
+        if not len(found):
+            return None, f"none of the features of {ref.describe()} are in this run any more"
+        votes = np.bincount(kp.part_of[found])
+        best = int(np.argmax(votes))
+        if votes[best] < MATCH * len(ref.members):
+            return None, (f"{ref.describe()} is gone: no cluster holds half of its features "
+                          f"(the most, {int(votes[best])} of {len(ref.members)})")
+        return best, ""
+
+    def apply(self, edits: list[Edit]) -> list[Outcome]:
+        outcomes = []
+        for i, edit in enumerate(edits):
+            out = Outcome(i + 1, edit)
+            resolved = [self.resolve(ref) for ref in edit.clusters]
+            stale = [why for p, why in resolved if p is None]
+            parts = [p for p, _ in resolved if p is not None]
+            kind = edit.clusters[0].kind
+            if stale:
+                out.status, out.reason = "stale", "; ".join(stale)
+            elif len(set(parts)) < len(parts):
+                out.status, out.reason = "stale", "the clusters it merges are already one cluster"
+            else:
+                why, made = self._apply_one(edit, kind, parts)
+                if why:
+                    out.status, out.reason = "stale", why
+                else:
+                    out.parts = [(kind, p) for p in made]
+            outcomes.append(out)
+        return outcomes
+
+    def _apply_one(self, edit: Edit, kind: str, parts: list[int]) -> tuple[str, list[int]]:
+        """Apply one resolved edit; returns why it cannot be applied ("" when it was) and
+        the parts it leaves (the merged one, the split ones, the renamed or hidden one)."""
+        kp = self.kinds[kind]
+        target = kp.parts[parts[0]]
+        if edit.op == "rename":
+            target.label = " ".join((edit.label or "").split())
+        elif edit.op == "hide":
+            target.hidden = True
+        elif edit.op == "merge":
+            others = set(parts[1:])
+            kp.part_of[np.isin(kp.part_of, list(others))] = parts[0]
+            target.hidden = all(kp.parts[p].hidden for p in parts)
+            target.raw, target.label = None, None
+            kp.order = [p for p in kp.order if p not in others]
+            self.changed = True
+        elif edit.op == "split":
+            members = np.flatnonzero(kp.part_of == parts[0])
+            k = int(edit.k or 2)
+            if len(members) < k:
+                return (f"{edit.clusters[0].describe()} has {len(members)} distinct features now, "
+                        f"too few to split in {k}"), []
+            labels = np.asarray(self._split(kp.sids[members], kp.weights[members], k), np.int64)
+            new = [parts[0]]
+            for j, lab in enumerate(int(x) for x in np.unique(labels)):
+                if j:
+                    new.append(len(kp.parts))
+                    kp.parts.append(Part(None, None, target.hidden))
+                kp.part_of[members[labels == lab]] = new[-1]
+            target.raw, target.label = None, None
+            at = kp.order.index(parts[0])
+            kp.order[at + 1:at + 1] = new[1:]
+            self.changed = True
+            return "", new
+        return "", parts[:1]
+
+
+def applied_json(outcomes: list[Outcome], renamed: dict[int, str], hidden: list[int]) -> dict[str, Any]:
+    """``curation_applied.json``: each edit's fate, and the renames and hides by final id."""
+    return {"edits": [o.as_json() for o in outcomes],
+            "renamed": {str(k): v for k, v in sorted(renamed.items())},
+            "hidden": sorted(hidden),
+            "counts": counts(outcomes)}
+
+
+def counts(outcomes: list[Outcome]) -> dict[str, int]:
+    return {"edits": len(outcomes), "applied": sum(o.status == "applied" for o in outcomes),
+            "stale": sum(o.status == "stale" for o in outcomes)}
+
+
+def report_summary(run_dir: Path, hidden: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For the report's overview: each edit's fate (stale ones with why) and the hidden
+    clusters (id, kind, label); None for a run nobody edited."""
+    path = run_dir / APPLIED
+    if not path.exists() and not hidden:
+        return None
+    edits = orjson.loads(path.read_bytes()).get("edits", []) if path.exists() else []
+    return {"edits": [{k: e.get(k) for k in ("index", "edit", "status", "reason", "now")} for e in edits],
+            "hidden": [[c["cluster_id"], c["kind"], c.get("label")] for c in hidden]}
