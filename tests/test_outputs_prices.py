@@ -24,6 +24,7 @@ def test_a_price_file_prices_any_model_and_the_manifest_records_it(
             "--base-url", server.base_url, "--clusters", str(K), "--max-cost", "5"]
     without = CliRunner().invoke(app, args)
     assert "no price is known for model" in str(without.exception)  # the cap cannot be enforced
+    assert "--prices FILE" in str(without.exception)  # and it says how to give one
     done = CliRunner().invoke(app, [*args, "--prices", str(prices)])
     assert done.exit_code == 0, done.output
     manifest = json.loads((run_dir / "manifest.json").read_text())

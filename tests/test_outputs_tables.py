@@ -121,3 +121,10 @@ def test_a_kind_only_one_group_has_is_not_compared_with_itself(tmp_path: Path) -
     assert "thought clusters not compared: only a has thought pieces" in result.output
     kinds = set(pq.read_table(run / "analysis_compare_model.parquet").column("kind").to_pylist())
     assert kinds == {"user", "response"}
+
+
+def test_equal_rates_still_name_two_groups(tmp_path: Path) -> None:
+    pieces = [PlantedPiece(f"t{t}", 0, "user", [0], model="a" if t % 2 else "b") for t in range(20)]
+    run = write_run(tmp_path / "run", pieces, [("user", "Everywhere")])
+    row = json.loads(invoke("compare", str(run), "--by", "model", "--json").splitlines()[0])
+    assert {row["group_high"], row["group_low"]} == {"a", "b"} and row["rate_ratio"] == 1.0

@@ -272,8 +272,31 @@ def test_bad_config_is_a_clear_error(server: FakeOpenAIServer, inputs: Path, tmp
     with pytest.raises(FeatdiscoError, match=r"--clusters 5000 is more than the \d+ distinct"):
         Pipeline(tmp_path / "b", config(server, n_clusters=5000)).run([inputs])
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"messages": [{"role": "user", "content": ""}]}])
-    with pytest.raises(FeatdiscoError, match="no pieces to work on"):
+    with pytest.raises(FeatdiscoError, match=r"empty\.jsonl: no user, thought or response text"):
         Pipeline(tmp_path / "c", config(server)).run([empty])
+
+
+def test_a_run_says_which_files_it_skipped_and_why(server: FakeOpenAIServer, inputs: Path,
+                                                     tmp_path: Path) -> None:
+    """Under --skip-bad a run's summary and `status` name each skipped file and count skipped
+    records, as `split` does: a skip is never a silent shortfall in the pieces."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+    from featdisco.transcripts.read import ReadOptions
+
+    folder = tmp_path / "in"
+    shutil.copytree(inputs, folder)
+    (folder / "broken.jsonl.gz").write_bytes(b"not gzip at all")
+    with (folder / "reasoning.jsonl").open("a") as f:
+        f.write("{not json\n")
+    Pipeline(tmp_path / "r", config(server)).run([folder], read_options=ReadOptions(skip_bad=True))
+    status = CliRunner().invoke(app, ["status", str(tmp_path / "r")])
+    assert status.exit_code == 0, status.output
+    assert "skipped files: 1" in status.output and "broken.jsonl.gz" in status.output
+    assert "skipped bad records:" in status.output
 
 
 # ---------------------------------------------------------------- kill -9 and resume

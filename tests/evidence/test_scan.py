@@ -82,6 +82,7 @@ def test_prevalence_equals_the_planted_truth_and_groups_separate(run: Path, serv
     assert (by["q_value"] < 0.001).all() and set(by["test"]) == {"fisher"}
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["scans"]["budget"]["positives"] == 70 and manifest["scans"]["budget"]["n"] == 400
+    assert manifest["llm_by_analysis"]["scan"]["calls"] == 400  # the run's totals count the scan's calls
 
     # a rerun sends no call: every answer comes from the run's cache
     sent = server.total
@@ -115,7 +116,7 @@ def test_failed_calls_exit_3_and_say_how_many_and_why(tmp_path: Path, server: Fa
     run = write_run(tmp_path / "r", pieces, [("response", "unused")])
     code, out = scan(server, str(run), "--question", "Budget?", "--name", "q")
     assert code == 3
-    assert "3 calls failed (invalid-json 3)" in out and "rerun the same command to retry them" in out
+    assert "3 of 10 LLM calls failed (invalid-json 3)" in out and "Rerun the same command to retry them" in out
     rows = pq.read_table(run / "scan_q.parquet").to_pylist()
     assert sum(r["status"] == "failed: invalid-json" for r in rows) == 3
     invented = [r for r in rows if r["quote"] == INVENTED_QUOTE]
@@ -162,6 +163,26 @@ def test_scan_transcripts_directly_into_a_run_dir(tmp_path: Path, server: FakeOp
     assert by.loc["m1", "positives"] + by.loc["m2", "positives"] == 4
 
 
+def test_scan_into_a_run_dir_takes_the_reading_flags(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """scan INPUT... --run-dir reads transcripts with the flags split and run take (here a
+    mapped table whose model comes from the file name)."""
+    import csv
+
+    table = tmp_path / "gpt-x.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "output"])
+        for i in range(6):
+            w.writerow([f"Question {i}?", f"Answer {i}" + (f", within my {PLANTED}." if i < 3 else ".")])
+    out_dir = tmp_path / "mapped"
+    code, out = scan(server, str(table), "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?",
+                     "--map", "user=prompt,response=output", "--source-model-from", "filename", "--by", "model")
+    assert code == 0, out
+    assert "prevalence 50.0% (3 of 6 pieces answered)" in out
+    by = pq.read_table(out_dir / "scan_budget_by_model.parquet").to_pandas()
+    assert by["group"].tolist() == ["gpt-x"]
+
+
 def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
     result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",
                                       "--max-cost", "0.0005", "--llm", "openai", "--base-url", server.base_url,
@@ -171,3 +192,11 @@ def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAI
     rows = pq.read_table(run / "scan_budget.parquet").to_pylist()
     held = sum(r["status"] == "not sent: cost cap" for r in rows)
     assert 0 < held < len(rows) and server.total == len(rows) - held
+
+
+def test_json_rows_are_keyed_like_the_parquet(run: Path, server: FakeOpenAIServer) -> None:
+    code, out = scan(server, str(run), "--question", "Budget?", "--kind", "thought", "--by", "model", "--json")
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {r["group"]: r["positives"] for r in rows} == {"a": 60, "b": 10}
+    assert {"n", "rate", "ci_low", "ci_high", "q_value"} <= set(rows[0])

@@ -155,3 +155,18 @@ def test_no_evidence_gives_plain_features(tmp_path: Path) -> None:
                                   FeaturizeConfig(evidence=False))
     assert table.num_rows == 10 and table.column("quote").null_count == 10
     assert "quotes" not in report.as_dict()
+
+
+def test_a_feature_that_copies_its_quote_is_dropped_and_counted() -> None:
+    """Small raters (the local 1.5B model, measured) answer the quote request by copying
+    sentences as features: those are the piece's words, not features, and are not clustered."""
+    prompt = load_prompt("featurize")
+    result = CallResult("k", "ok", data={"features": [
+        {"feature": "I hope this email finds you well.", "quote": "I hope this email finds you well."},
+        {"feature": "Opens with a polite greeting", "quote": "I hope this email finds you well."},
+        {"feature": "Apologizes", "quote": "apologizes"}]})
+    dropped: Counter[str] = Counter()
+    found = features_from_result(result, example_features(prompt), dropped, evidence=True)
+    assert [(f.text, f.quote) for f in found] == [
+        ("Opens with a polite greeting", "I hope this email finds you well."), ("Apologizes", "apologizes")]
+    assert dropped == {"copies_quote": 1}

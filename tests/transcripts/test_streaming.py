@@ -64,3 +64,13 @@ def test_wrapper_inspect_and_single_object_documents(tmp_path: Path) -> None:
     rows = featdisco.split(tmp_path / "log.json").to_pylist()
     assert [(r["kind"], r["record"]) for r in rows] == [("user", "sample 1 epoch 1"),
                                                          ("response", "sample 1 epoch 1")]
+
+
+def test_json_lines_named_json_with_a_long_first_line(tmp_path: Path) -> None:
+    """The first record is longer than the bytes looked at to tell the shape: the second
+    record must still be read, not dropped after the first object."""
+    recs = [{"id": f"c{i}", "messages": [{"role": "user", "content": "x" * 100_000},
+                                         {"role": "assistant", "content": f"a{i}"}]} for i in range(2)]
+    path = tmp_path / "lines.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert [r.data["id"] for r in iter_raw(path) if r.data] == ["c0", "c1"]

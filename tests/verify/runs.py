@@ -2,8 +2,9 @@
 HTTP, real minilm embedder) with evidence planted as featurize v2 and ``featdisco scan``
 write it: quote columns in features.parquet, a scan table and its per-model prevalence.
 
-Written directly so the report and validate can be tested before (and independently of)
-the featurize and scan code that produces these files.
+Written directly (replacing the quotes the scripted featurize gives) so that the tests know
+the exact mix of verified, invented and empty quotes and of scan answers, independently of
+the featurize and scan code; ``test_real_scan.py`` covers the real scan's output.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featdisco.report import build_report
+from featdisco.report.evidence import MEMBERS_SHOWN
 from tests.verify.runs import SCAN, build_evidence_run
 
 
@@ -58,7 +59,7 @@ def test_cluster_samples_are_members(run: Path) -> None:
     assert set(pages) == set(members)
     for cid, page in pages.items():
         assert page["members"] == len(members[cid])
-        assert len(page["shown"]) == min(20, len(members[cid]))
+        assert len(page["shown"]) == min(MEMBERS_SHOWN, len(members[cid]))
         assert {it["pid"] for it in page["shown"]} <= members[cid]
         for it in page["shown"]:
             for r in it["q"]:

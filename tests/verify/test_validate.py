@@ -3,6 +3,7 @@ hand-computed ones, and every bad row of a labels file is named by file and line
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -121,6 +122,10 @@ def test_cli_prints_writes_and_fails_in_one_line(tmp_path: Path) -> None:
     assert "scan:budget: 1 labelled pieces have no answer" in result.output
     assert "0.67" in result.output and "[0.30," in result.output  # precision and its interval
     assert "analysis_validation.parquet" in result.output
+    result = CliRunner().invoke(app, ["validate", str(run), str(tmp_path / "l.csv"), "--json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["target"] for r in rows] == ["scan:budget", "cluster:response:1"] and rows[0]["tp"] == 4
+    assert rows[0]["kappa"] == pytest.approx(0.4) and "precision_low" in rows[0]
     (tmp_path / "x.csv").write_text("t0:1:response,scan:budget,perhaps\n")
     proc = subprocess.run([sys.executable, "-m", "featdisco", "validate", str(run), str(tmp_path / "x.csv")],
                           capture_output=True, text=True, timeout=60)
@@ -135,3 +140,24 @@ def test_kappa_undefined_when_both_say_one_class(tmp_path: Path) -> None:
     labels.write_text("t0:1:response,scan:budget,true\nt1:1:response,scan:budget,true\n")
     row = validate(run, labels, write=False).iloc[0]
     assert row["agreement"] == 1.0 and math.isnan(row["kappa"]) and math.isnan(row["f1"]) is False
+
+
+def test_scale_scan_counts_positives_as_scan_does(tmp_path: Path) -> None:
+    """A scale:1-10 scan: an answer above the midpoint 5.5 is a yes, as scan counted it."""
+    from featdisco.rundir import RunDir
+
+    run = planted(tmp_path)
+    pq.write_table(pa.table({
+        "piece_id": [f"t{t}:1:response" for t in range(4)], "transcript_id": [f"t{t}" for t in range(4)],
+        "kind": ["response"] * 4, "answer": pa.array([9, 6, 5, 1], pa.int32()), "quote": [""] * 4,
+        "span": pa.array([None] * 4, pa.struct([("start", pa.int32()), ("end", pa.int32())])),
+        "verified": pa.array([None] * 4, pa.bool_()), "reason": ["r"] * 4, "status": ["ok"] * 4,
+    }), run / "scan_howmuch.parquet")
+    labels = tmp_path / "l.csv"
+    labels.write_text("".join(f"t{t}:1:response,scan:howmuch,{v}\n"
+                              for t, v in enumerate(["true", "false", "true", "false"])))
+    with pytest.raises(FeatdiscoError, match="does not say how scan 'howmuch' answers"):
+        validate(run, labels)
+    RunDir(run).update(scans={"howmuch": {"question": "How much?", "answer": "scale:1-10"}})
+    row = validate(run, labels).iloc[0]
+    assert (row["tp"], row["fp"], row["fn"], row["tn"]) == (1, 1, 1, 1)  # 9 yes/true, 6 yes/false, 5 no/true

@@ -145,6 +145,8 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
         rate = np.where(n > 0, c / n, np.nan)
     hi, lo = int(np.nanargmax(rate)), int(np.nanargmin(rate))
     has = n > 0  # a group without pieces of this kind has no rate to test
+    if hi == lo:  # every rate equal: still name two different groups, not one twice
+        lo = next(i for i in range(len(groups)) if has[i] and i != hi)
     if has.sum() == 2:
         p, test = two_by_two_test(int(c[hi]), int(n[hi]), int(c[lo]), int(n[lo]))
     else:

@@ -13,6 +13,17 @@ from typing import Annotated
 import typer
 
 from featdisco.cli.common import PricesOpt, console, err_console, fail
+from featdisco.cli.reading import (
+    FormatOpt,
+    LimitOpt,
+    MapOpt,
+    MetaOpt,
+    SkipBadOpt,
+    SourceModelFromOpt,
+    SourceModelOpt,
+    TreeOpt,
+    read_options,
+)
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
 
@@ -33,27 +44,21 @@ def split_cmd(
         help="Transcript files or folders: JSON, JSONL(.gz), Parquet, CSV, saved HF datasets, "
              "Inspect .eval logs. Folders are walked.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write, one row per piece.")],
-    format: Annotated[str | None, typer.Option(
-        "--format", "-f", help="Force a record format instead of detecting it "
-        "(see `featdisco formats`).")] = None,
-    map_: Annotated[str | None, typer.Option(
-        "--map", help="Map table columns, e.g. user=prompt,response=output,model=generator "
-        "(targets: user, response, thought, system, model, id).")] = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", help="Model name for records that do not name one.")] = None,
-    meta: Annotated[str | None, typer.Option(
-        "--meta", help="Record fields to keep as columns, comma-separated (dotted paths allowed).")] = None,
+    format: FormatOpt = None,
+    map_: MapOpt = None,
+    meta: MetaOpt = None,
+    source_model: SourceModelOpt = None,
+    source_model_from: SourceModelFromOpt = None,
+    skip_bad: SkipBadOpt = False,
+    limit: LimitOpt = None,
+    tree: TreeOpt = "all",
     questions: Annotated[Path | None, typer.Option(
         "--questions", help="MT-bench / Arena-Hard question file to join answers with "
         "(default: question.jsonl found beside the answers).")] = None,
     max_chars: Annotated[int | None, typer.Option(
         "--max-chars", min=1, help="Truncate longer pieces, marking them as truncated.")] = None,
-    skip_bad: Annotated[bool, typer.Option(
-        "--skip-bad", help="Skip bad records (counted by reason) instead of stopping.")] = False,
     max_record_mb: Annotated[float, typer.Option(
         "--max-record-mb", min=0.001, help="Largest record accepted, in MB.")] = 16.0,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", min=1, help="Read at most this many records from each file.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print piece counts by kind and model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the piece counts per model as JSON lines "
@@ -63,17 +68,15 @@ def split_cmd(
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
-    run_split(inputs=inputs, output=output, format=format, mapping=map_, model=model, meta=meta,
-              questions=questions, max_chars=max_chars, skip_bad=skip_bad,
-              max_record_bytes=int(max_record_mb * 1e6), limit=limit, show_stats=stats, quiet=quiet,
-              out=Output.of(json_, csv_))
+    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
+                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree,
+                           questions=questions, max_record_bytes=int(max_record_mb * 1e6))
+    run_split(inputs=inputs, output=output, options=options, max_chars=max_chars, show_stats=stats,
+              quiet=quiet, out=Output.of(json_, csv_))
 
 
 InputsArg = Annotated[list[Path], typer.Argument(
     help="Transcript files or folders (any format `featdisco formats` lists).", show_default=False)]
-FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="Force a record format.")]
-MapOpt = Annotated[str | None, typer.Option("--map", help="Map table columns, e.g. user=prompt,response=output.")]
-SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip bad records instead of stopping.")]
 LlmOpt = Annotated[str | None, typer.Option(
     "--llm", help="LLM backend: openai, anthropic or local (env FEATDISCO_LLM; default: openai when "
     "--base-url, FEATDISCO_BASE_URL or OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, "
@@ -119,12 +122,13 @@ def run_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
     format: FormatOpt = None,
     map_: MapOpt = None,
-    source_model: Annotated[str | None, typer.Option(
-        "--source-model", help="Model name for transcripts that do not name one.")] = None,
-    max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
+    meta: MetaOpt = None,
+    source_model: SourceModelOpt = None,
+    source_model_from: SourceModelFromOpt = None,
     skip_bad: SkipBadOpt = False,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", min=1, help="Read at most this many records from each file.")] = None,
+    limit: LimitOpt = None,
+    tree: TreeOpt = "all",
+    max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
     top: Annotated[int | None, typer.Option(
         "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
         show_default=False)] = None,
@@ -160,7 +164,6 @@ def run_cmd(
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
     from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import Pipeline, PipelineConfig
-    from featdisco.transcripts.read import ReadOptions
 
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
@@ -172,8 +175,8 @@ def run_cmd(
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
-    options = ReadOptions(format=format, mapping=map_ or {}, model=source_model, skip_bad=skip_bad,
-                          limit=limit)
+    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
+                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree)
     run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
                  quiet=quiet, top=top, out=Output.of(json_, csv_), show_private=show_private)
 
@@ -203,7 +206,12 @@ def transform_cmd(
     concurrency: ConcurrencyOpt = 64,
     format: FormatOpt = None,
     map_: MapOpt = None,
+    meta: MetaOpt = None,
+    source_model: SourceModelOpt = None,
+    source_model_from: SourceModelFromOpt = None,
     skip_bad: SkipBadOpt = False,
+    limit: LimitOpt = None,
+    tree: TreeOpt = "all",
     prices: PricesOpt = None,
     no_evidence: Annotated[bool, typer.Option(
         "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
@@ -213,10 +221,10 @@ def transform_cmd(
     to its nearest existing cluster."""
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
-    from featdisco.transcripts.read import ReadOptions
 
-    act = transform_into(run_dir, inputs, out_dir=output,
-                         read_options=ReadOptions(format=format, mapping=map_ or {}, skip_bad=skip_bad),
+    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
+                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree)
+    act = transform_into(run_dir, inputs, out_dir=output, read_options=options,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,
                                     "evidence": False if no_evidence else None},

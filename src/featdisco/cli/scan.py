@@ -6,12 +6,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, exit_if_failed
+from featdisco.cli.reading import (
+    FormatOpt,
+    LimitOpt,
+    MapOpt,
+    MetaOpt,
+    SkipBadOpt,
+    SourceModelFromOpt,
+    SourceModelOpt,
+    TreeOpt,
+    read_options,
+)
+from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
-
-FAILED_EXIT = 3  # some calls failed or were held back at the cost cap; a rerun retries them
 
 
 def _pct(x: float) -> str:
@@ -56,6 +65,17 @@ def register(app: typer.Typer) -> None:
         base_url: Annotated[str | None, typer.Option(
             "--base-url", help="OpenAI-compatible server URL (default: the run's).")] = None,
         concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")] = None,
+        prices: PricesOpt = None,
+        format: FormatOpt = None,
+        map_: MapOpt = None,
+        meta: MetaOpt = None,
+        source_model: SourceModelOpt = None,
+        source_model_from: SourceModelFromOpt = None,
+        skip_bad: SkipBadOpt = False,
+        limit: LimitOpt = None,
+        tree: TreeOpt = "all",
+        json_: JsonOpt = False,
+        csv_: CsvOpt = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")] = False,
     ) -> None:
         """Ask one question of every piece: an answer, a verified quote and a reason per piece,
@@ -70,35 +90,32 @@ def register(app: typer.Typer) -> None:
             target, inputs = paths[0], None
         else:
             target, inputs = run_dir, paths
+        out = Output.of(json_, csv_)
         kinds = [k.strip() for spec in kind or [] for k in spec.split(",") if k.strip()] or None
         result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
                           sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
-                          base_url=base_url, concurrency=concurrency, inputs=inputs, log=log_line(quiet))
+                          base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
+                          inputs=inputs, log=log_line(quiet),
+                          read_options=read_options(format=format, map_=map_, meta=meta, source_model=source_model,
+                                                    source_model_from=source_model_from, skip_bad=skip_bad,
+                                                    limit=limit, tree=tree))
         if dry_run:
-            console.print(f"dry run, scan: {result}")
+            out.say(f"dry run, scan: {result}")
             return
-        console.print(f"scan {result.name}: {result.question}")
-        console.print(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
-                      f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
+        out.say(f"scan {result.name}: {result.question}")
+        out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
+                f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
         if result.quotes:
-            console.print(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
-                          f"piece; {result.unverified:,} unverifiable (flagged verified=false)")
-        if result.by is not None:
-            table = Table(title=f"by {by}", show_edge=False)
-            for col in ("group", "n", "positives", "rate", "95% CI", "q_value"):
-                table.add_column(col, overflow="fold")
-            for r in result.by.itertuples():
-                table.add_row(str(r.group), f"{r.n:,}", f"{r.positives:,}", _pct(r.rate),
-                              f"{_pct(r.ci_low)}-{_pct(r.ci_high)}", f"{r.q_value:.3g}")
-            console.print(table)
-        console.print("written: " + ", ".join(str(p) for p in result.paths))
-        if result.failed or result.not_sent:
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.failed_by_reason.items()))
-            parts = []
-            if result.failed:
-                parts.append(f"{result.failed:,} calls failed ({reasons})")
-            if result.not_sent:
-                parts.append(f"{result.not_sent:,} not sent at the --max-cost cap")
-            err_console.print(f"scan incomplete: {'; '.join(parts)}; those pieces are left out of the "
-                              "prevalence; rerun the same command to retry them", markup=False)
-            raise typer.Exit(FAILED_EXIT)
+            out.say(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
+                    f"piece; {result.unverified:,} unverifiable (flagged verified=false)")
+        overall = [{"group": "(all)", "n": result.n, "positives": result.positives, "rate": result.rate,
+                    "ci_low": result.ci_low, "ci_high": result.ci_high}]
+        rows = result.by if result.by is not None else overall
+        out.rows(rows, ["group", "n", "positives", "rate", "ci_low", "ci_high", "q_value"],
+                 f"by {by}" if by else "overall")
+        out.say("written: " + ", ".join(str(p) for p in result.paths))
+        exit_if_failed(result.llm, out.say, "scan")
+        if result.not_sent:
+            out.say(f"scan: {result.not_sent:,} pieces not sent at the --max-cost cap; they are left out of "
+                    "the prevalence. Rerun with a higher cap to continue (answered calls are cached).")
+            raise typer.Exit(INCOMPLETE_EXIT)

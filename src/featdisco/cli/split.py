@@ -14,36 +14,19 @@ from featdisco.transcripts.split import SplitStats, iter_pieces, write_pieces
 
 
 def file_notes(report: ReadReport) -> list[str]:
-    """Files skipped whole and files cut short, one line each: never a lone record count."""
-    lines: list[str] = []
-    if report.judge_files:
-        lines.append(f"  skipped {len(report.judge_files):,} judge files (reference answers and judgments "
-                     "are not model transcripts; name a file to read it):")
-        lines += [f"    {f}" for f in report.judge_files]
-    if report.skipped_files:
-        lines.append(f"  skipped files: {len(report.skipped_files):,}")
-        lines += [f"    {f.path}: {f.error}" for f in report.skipped_files]
-    for f in report.cut_short:
-        lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
-                else "the file ends there, so how many records followed is unknown")
-        lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
-    return lines
+    """Files skipped whole and files cut short (see :meth:`ReadReport.file_notes`)."""
+    return report.file_notes()
 
 
-def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: str | None,
-              model: str | None, meta: str | None, questions: Path | None, max_chars: int | None,
-              skip_bad: bool, max_record_bytes: int, limit: int | None, show_stats: bool,
-              quiet: bool, out: Output | None = None) -> None:
+def run_split(*, inputs: list[Path], output: Path, options: ReadOptions, max_chars: int | None,
+              show_stats: bool, quiet: bool, out: Output | None = None) -> None:
     """Split ``inputs`` into ``output``; with ``--json``/``--csv`` the pieces per model and
     kind are printed as rows."""
     out = out or Output()
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ""):
         raise FeatdiscoError(f"-o {output}: split writes Parquet (.parquet) or CSV (.csv), not {suffix}")
-    meta_fields = [m.strip() for m in (meta or "").split(",") if m.strip()]
-    options = ReadOptions(format=format, mapping=mapping or {}, model=model, meta=meta_fields,
-                          skip_bad=skip_bad, questions=[questions] if questions else [],
-                          max_record_bytes=max_record_bytes, limit=limit)
+    meta_fields = options.meta
     report = ReadReport()
     stats = SplitStats()
 
@@ -82,6 +65,8 @@ def run_split(*, inputs: list[Path], output: Path, format: str | None, mapping: 
                      f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
     if stats.truncated:
         notes.append(f"truncated to {max_chars:,} characters: {stats.truncated:,} pieces")
+    if stats.shared_pieces:
+        notes.append(f"turns shared by paths of a conversation tree, split once: {stats.shared_pieces:,}")
     if report.ambiguous_think:
         notes.append(f"ambiguous think tags (kept as response): {report.ambiguous_think:,}")
     if report.duplicate_ids:

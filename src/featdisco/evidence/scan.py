@@ -37,6 +37,7 @@ from featdisco.prompts import Prompt, load_prompt
 from featdisco.rundir import RunDir
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
 from featdisco.transcripts.model import PIECE_KINDS
+from featdisco.transcripts.read import ReadOptions
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
 ANSWER_TYPES = {"bool": pa.bool_(), "scale": pa.int32(), "labels": pa.string()}
@@ -143,6 +144,7 @@ class ScanResult:
     quotes: int = 0
     by: pd.DataFrame | None = None
     paths: list[Path] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)  # this scan's LLM use (engine summary)
 
 
 def scan_name(question: str) -> str:
@@ -281,20 +283,25 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
              kinds: list[str] | None = None, name: str | None = None, answer: str = "bool",
              by: str | None = None, sample: int | None = None, seed: int = 0, dry_run: bool = False,
              max_cost: float | None = None, llm: str | None = None, model: str | None = None,
-             base_url: str | None = None, concurrency: int | None = None,
-             inputs: list[Path] | None = None, log: Any = None) -> Any:
+             base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
+             inputs: list[Path] | None = None, read_options: ReadOptions | None = None,
+             log: Any = None) -> Any:
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
-    ``inputs`` into it first when given). Returns the engine's estimate on ``dry_run``, else a
+    ``inputs`` into it first when given, read with ``read_options``). Returns the engine's estimate on ``dry_run``, else a
     :class:`ScanResult` after writing the tables."""
-    from featdisco.analysis.llm import open_pipeline
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     run_dir = Path(run_dir)
-    spec = AnswerSpec.parse(answer)
-    if inputs:
-        split_into(run_dir, inputs, log)
-    run = RunDir(run_dir)
+    spec = AnswerSpec.parse(answer)  # every argument is checked before anything is read or split
     if (question is None) == (cluster is None):
         raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
+    if name is not None:
+        check_name(name)
+    if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
+        raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
+    if inputs:
+        split_into(run_dir, inputs, log, read_options)
+    run = RunDir(run_dir)
     if cluster is not None:
         question, kind = cluster_question(run, cluster)
         kinds = kinds or [kind]
@@ -303,21 +310,24 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     if not question.strip():
         raise FeatdiscoError("--question is empty")
     name = check_name(name or scan_name(question))
-    if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
-        raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
     pieces = select_pieces(run, kinds, sample, seed, by)
     prompt = load_prompt("scan")
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
-                         max_cost=max_cost)
-    try:
-        if dry_run:
+                         max_cost=max_cost, prices=prices)
+    if dry_run:
+        try:
             return pipe.engine.dry_run(requests)
+        finally:
+            pipe.close()
+    try:
         results = pipe.engine.run_sync(requests, desc=f"scan {name}")
-    finally:
-        pipe.close()
+    finally:  # the scan's calls count in the run's totals (status, report)
+        used = close_pipeline(pipe, "scan")
     table = answers_table(pieces, results, spec)
-    return summarise(run, name, question, spec, pieces, table, by)
+    result = summarise(run, name, question, spec, pieces, table, by)
+    result.llm = used
+    return result
 
 
 def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: pd.DataFrame,
@@ -345,6 +355,7 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
         result.paths.append(run.write_table(
             f"scan_{name}_by_{safe}.parquet",
             pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
+    run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
     scans = dict(run.manifest.get("scans") or {})
     scans[name] = {"question": question, "answer": spec.describe(),
                    "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,
@@ -355,11 +366,11 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     return result
 
 
-def split_into(run_dir: Path, inputs: list[Path], log: Any) -> None:
+def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
     same transcripts were split there before)."""
     from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
 
     cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
         if (run_dir / "manifest.json").exists() else PipelineConfig()
-    Pipeline(run_dir, cfg, log=log).run(inputs, stages=("split",))
+    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=("split",))

@@ -121,9 +121,16 @@ def scan_predictions(run: RunDir, name: str) -> dict[str, bool | None]:
 
 
 def _graded_positive(run: RunDir, name: str, answers: list[Any]) -> list[bool]:
-    """Positives of a scale or labels scan, by the rule ``scan`` counted them with."""
-    raise FeatdiscoError(f"scan {name!r} in {run.path} does not answer true/false; validate reads "
-                         "boolean scans")
+    """Positives of a scale or labels scan, by the rule ``scan`` counted them with (its
+    ``--answer``, kept in the manifest): the upper half of the scale, or the first label."""
+    from featdisco.evidence.scan import AnswerSpec
+
+    spec = ((run.manifest.get("scans") or {}).get(name) or {}).get("answer")
+    if not isinstance(spec, str):
+        raise FeatdiscoError(f"{run.path}/manifest.json does not say how scan {name!r} answers (its --answer), "
+                             "so its positives are unknown; rerun the scan (its calls come from the cache)")
+    rule = AnswerSpec.parse(spec)
+    return [a is not None and rule.positive(a) for a in answers]
 
 
 def features_with_clusters(run: RunDir, columns: list[str]) -> pa.Table:
@@ -140,13 +147,13 @@ def features_with_clusters(run: RunDir, columns: list[str]) -> pa.Table:
     return feats.append_column("cluster_id", pc.fill_null(cids, -1))
 
 
-def cluster_members(run: RunDir, cluster_id: int, piece_ids: Iterable[str]) -> set[str]:
-    """Which of ``piece_ids`` are in the cluster: any of their features is assigned to it."""
+def cluster_memberships(run: RunDir, piece_ids: Iterable[str]) -> set[tuple[int, str]]:
+    """(cluster_id, piece_id) for every cluster each of ``piece_ids`` is in (any of its
+    features is assigned to it), read in one pass over the features."""
     wanted = pa.array(sorted(set(piece_ids)), pa.string())
     feats = features_with_clusters(run, ["piece_id"])
-    pids = feats.column("piece_id")
-    hit = pc.and_(pc.equal(feats.column("cluster_id"), cluster_id), pc.is_in(pids, value_set=wanted))
-    return set(pc.filter(pids, hit).to_pylist())
+    feats = feats.filter(pc.is_in(feats.column("piece_id"), value_set=wanted))
+    return set(zip(feats.column("cluster_id").to_pylist(), feats.column("piece_id").to_pylist(), strict=True))
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -215,14 +222,15 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
                 if lab.piece_id not in predictions[target]:
                     bad.append((lab.line, f"piece {lab.piece_id!r} was not scanned by {target}"))
     _raise(labels_path, bad)
+    labelled = [lab.piece_id for t, rows in by_target.items() if t.startswith("cluster:") for lab in rows]
+    memberships = cluster_memberships(run, labelled) if labelled else set()
     out = []
     for target, rows in by_target.items():
         if target.startswith("scan:"):
             got = [predictions[target][lab.piece_id] for lab in rows]
         else:
             cid = int(target.rsplit(":", 1)[1])
-            members = cluster_members(run, cid, (lab.piece_id for lab in rows))
-            got = [lab.piece_id in members for lab in rows]
+            got = [(cid, lab.piece_id) in memberships for lab in rows]
         answered = [g is not None for g in got]
         pred = np.array([bool(g) for g, a in zip(got, answered, strict=True) if a], dtype=bool)
         truth = np.array([lab.truth for lab, a in zip(rows, answered, strict=True) if a], dtype=bool)

@@ -191,7 +191,7 @@ class CallEngine:
         if max_cost is not None and not self.prices.known(backend.name, backend.model):
             raise FeatdiscoError(
                 f"cannot enforce a cost cap: no price is known for model {backend.model!r}; "
-                "add it with a price file or drop --max-cost")
+                "add it with --prices FILE (or FEATDISCO_PRICES) or drop --max-cost")
         self._spent = 0.0
         self._reserved = 0.0
         self._stopped = False

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from featdisco.analysis.stats import wilson_interval
 from featdisco.errors import FeatdiscoError
@@ -37,27 +37,31 @@ from featdisco.report.shards import ShardWriter
 from featdisco.report.tables import BATCH, CLUSTERS_PER_SHARD, TRANSCRIPTS_PER_SHARD, PieceOrder
 from featdisco.rundir import RunDir
 
-MEMBERS_SHOWN = 20  # member pieces per cluster page, to read and label
+MEMBERS_SHOWN = 12  # member pieces per cluster page, to read and label
 HITS_SHOWN = 60  # scan hits per scan page
 OTHERS_SHOWN = 20  # scan non-hits per scan page (labelling them measures recall)
-WINDOW = 900  # characters of a piece's text shown around its quote
-_LEAD = 250  # of them before the quote
+# Characters of a piece's text shown around its quote: short on cluster pages (a 20k-cluster
+# run holds 240k of them, about 120 MB), longer on the few scan pages.
+MEMBER_WINDOW = 500
+SCAN_WINDOW = 900
 
 
 def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
-    """A stable name for the run, so labels kept in the browser belong to one run."""
-    raw = orjson.dumps([manifest.get("created"), n_pieces, sorted((manifest.get("config") or {}).items())],
-                       default=str)
+    """A name for the run's clusters, so labels kept in the browser belong to one run: the
+    same across rebuilds and reruns that leave the clusters as they were, new when they
+    are redone (cluster ids would then mean other clusters)."""
+    cluster = (manifest.get("stages") or {}).get("cluster") or {}
+    raw = orjson.dumps([manifest.get("created"), n_pieces, cluster.get("fingerprint")], default=str)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _window(text: str, start: int | None) -> tuple[str, int]:
-    """A window of ``text`` that holds position ``start`` (the whole text when short), and
-    the offset of its first character."""
-    if len(text) <= WINDOW:
+def _window(text: str, start: int | None, size: int) -> tuple[str, int]:
+    """A window of ``size`` characters of ``text`` that holds position ``start`` (a quarter of
+    it before), the whole text when short; and the offset of its first character."""
+    if len(text) <= size:
         return text, 0
-    a = 0 if start is None else max(0, min(start - _LEAD, len(text) - WINDOW))
-    return text[a:a + WINDOW], a
+    a = 0 if start is None else max(0, min(start - size // 4, len(text) - size))
+    return text[a:a + size], a
 
 
 def _texts(run: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
@@ -84,25 +88,35 @@ def _has_quotes(run: Path) -> bool:
 
 def write_evidence(run_dir: Path, writer: ShardWriter, order: PieceOrder, clusters: pa.Table,
                    manifest: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Write the evidence shards; returns the overview's ``evidence`` entry."""
+    """Write the evidence shards; returns the overview's ``evidence`` entry.
+
+    Columnar throughout: feature rows become Python objects one transcript shard at a time,
+    and only for the pieces sampled onto cluster and scan pages, so a run of millions of
+    features is handled in the memory of its Arrow columns."""
     rd = RunDir(run_dir)
-    pids = pq.read_table(run_dir / "pieces.parquet", columns=["piece_id"]).column(0)
-    row_of = {p: i for i, p in enumerate(pids.to_pylist())}
+    pids = pq.read_table(run_dir / "pieces.parquet", columns=["piece_id"]).column(0).combine_chunks()
     quoted = _has_quotes(run_dir)
     cols = ["piece_id", "text"] + (["quote", "quote_start", "quote_end", "verified"] if quoted else [])
     feats = features_with_clusters(rd, cols)
+    pos = _rows_of(feats.column("piece_id"), pids)
     counts: dict[str, Any] | None = None
     if quoted:
         counts = _quote_counts(feats)
-        _write_transcript_quotes(run_dir, writer, order, feats, row_of)
-    _write_cluster_members(run_dir, writer, order, clusters, feats, row_of, quoted, seed)
+        _write_transcript_quotes(run_dir, writer, order, feats, pos)
+    _write_cluster_members(run_dir, writer, order, clusters, feats, pos, quoted, seed)
     scans = []
     for name in scan_names(rd):
         try:
-            scans.append(_write_scan(rd, writer, order, name, row_of, seed))
+            scans.append(_write_scan(rd, writer, order, name, pids, seed))
         except (OSError, KeyError, pa.ArrowInvalid, FeatdiscoError) as e:  # shown on the page, not dropped
             scans.append({"name": name, "error": f"{type(e).__name__}: {e}"})
-    return {"run_key": run_key(manifest, len(row_of)), "quotes": counts, "scans": scans}
+    return {"run_key": run_key(manifest, len(pids)), "quotes": counts, "scans": scans}
+
+
+def _rows_of(piece_ids: pa.ChunkedArray | pa.Array, pids: pa.Array) -> NDArray[np.int64]:
+    """The pieces.parquet row of each piece id (-1 when it is not there)."""
+    found = pc.index_in(piece_ids, value_set=pids)
+    return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _quote_counts(feats: pa.Table) -> dict[str, int]:
@@ -120,57 +134,66 @@ def _evidence_row(r: dict[str, Any]) -> list[Any]:
 
 
 def _write_transcript_quotes(run: Path, writer: ShardWriter, order: PieceOrder, feats: pa.Table,
-                             row_of: dict[str, int]) -> None:
-    has = feats.filter(pc.is_valid(feats.column("quote")))
+                             pos: NDArray[np.int64]) -> None:
     meta = pq.read_table(run / "pieces.parquet", columns=["turn", "kind"])
-    turns, kinds = meta.column("turn").to_pylist(), meta.column("kind").to_pylist()
-    shards: dict[int, dict[int, dict[str, list[list[Any]]]]] = {}
-    for r in has.select(["piece_id", "text", "quote", "quote_start", "quote_end", "verified"]).to_pylist():
-        pos = row_of.get(r["piece_id"])
-        if pos is None:
+    keys = [f"{t}:{k}" for t, k in zip(meta.column("turn").to_pylist(), meta.column("kind").to_pylist(), strict=True)]
+    keep = np.flatnonzero(np.asarray(pc.is_valid(feats.column("quote")).to_numpy(zero_copy_only=False)) & (pos >= 0))
+    tidx = order.tidx[pos[keep]]
+    shard_of = tidx // TRANSCRIPTS_PER_SHARD
+    perm = np.argsort(shard_of, kind="stable")
+    keep, tidx, shard_of = keep[perm], tidx[perm], shard_of[perm]
+    bounds = np.flatnonzero(np.diff(shard_of)) + 1
+    # one take into shard order, then a slice per shard (a take per shard is quadratic-ish)
+    cols = feats.select(["text", "quote", "quote_start", "quote_end", "verified"]).take(pa.array(keep))
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keep)], strict=True):
+        if a == b:
             continue
-        t = int(order.tidx[pos])
-        piece = shards.setdefault(t // TRANSCRIPTS_PER_SHARD, {}).setdefault(t, {})
-        piece.setdefault(f"{turns[pos]}:{kinds[pos]}", []).append(_evidence_row(r))
-    for s, value in shards.items():
+        rows = cols.slice(a, b - a).to_pylist()
+        value: dict[int, dict[str, list[list[Any]]]] = {}
+        for r, t, p in zip(rows, tidx[a:b].tolist(), pos[keep[a:b]].tolist(), strict=True):
+            value.setdefault(t, {}).setdefault(keys[p], []).append(_evidence_row(r))
+        s = int(shard_of[a])
         writer.write(f"q/{s}.js", f"q/{s}", value)
 
 
 def _write_cluster_members(run: Path, writer: ShardWriter, order: PieceOrder, clusters: pa.Table,
-                           feats: pa.Table, row_of: dict[str, int], quoted: bool, seed: int) -> None:
+                           feats: pa.Table, pos: NDArray[np.int64], quoted: bool, seed: int) -> None:
     """A random sample of each cluster's member pieces, with their quotes for the cluster."""
-    pairs = feats.select(["cluster_id", "piece_id"]).group_by(["cluster_id", "piece_id"]).aggregate([])
-    members: dict[int, list[str]] = {}
-    for cid, pid in zip(pairs.column("cluster_id").to_pylist(), pairs.column("piece_id").to_pylist(), strict=True):
-        if cid >= 0:
-            members.setdefault(cid, []).append(pid)
-    chosen: dict[int, list[str]] = {}
-    for cid, pieces in members.items():
-        pieces.sort()
-        chosen[cid] = sorted(random.Random(seed * 1_000_003 + cid).sample(pieces, min(MEMBERS_SHOWN, len(pieces))))
-    wanted = {p for ps in chosen.values() for p in ps}
-    texts = _texts(run, {row_of[p] for p in wanted if p in row_of})
-    quotes: dict[tuple[int, str], list[list[Any]]] = {}
+    cid = np.asarray(feats.column("cluster_id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    ok = (cid >= 0) & (pos >= 0)
+    n = max(len(order.tidx), 1)
+    flat = np.unique(cid[ok] * n + pos[ok])  # distinct (cluster, piece row), as one int64 each
+    pairs = np.stack([flat // n, flat % n], axis=1)
+    n_members = np.bincount(pairs[:, 0], minlength=clusters.num_rows) if len(pairs) else np.zeros(0, np.int64)
+    # a uniform sample per cluster: order each cluster's members by a seeded random key
+    key = np.random.default_rng(seed).random(len(pairs))
+    order_ = np.lexsort((key, pairs[:, 0]))
+    pairs = pairs[order_]
+    starts = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1] if len(pairs) else np.zeros(0, np.int64)
+    rank = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
+    chosen = pairs[rank < MEMBERS_SHOWN]
+    chosen = chosen[np.lexsort((chosen[:, 1], chosen[:, 0]))]
+    texts = _texts(run, set(chosen[:, 1].tolist()))
+    quotes: dict[tuple[int, int], list[list[Any]]] = {}
     if quoted:
-        keep = pc.is_in(feats.column("piece_id"), value_set=pa.array(sorted(wanted), pa.string()))
-        for r in feats.filter(keep).to_pylist():
-            quotes.setdefault((r["cluster_id"], r["piece_id"]), []).append(_evidence_row(r))
+        sel = np.flatnonzero(ok & np.isin(pos, chosen[:, 1]))
+        rows = feats.select(["text", "quote", "quote_start", "quote_end", "verified"]).take(pa.array(sel)).to_pylist()
+        for r, c, p in zip(rows, cid[sel].tolist(), pos[sel].tolist(), strict=True):
+            if r["quote"] is not None:
+                quotes.setdefault((c, p), []).append(_evidence_row(r))
+    shown: dict[int, list[dict[str, Any]]] = {}
+    for c, p in chosen.tolist():
+        q = quotes.get((c, p), [])
+        first = next((e[2] for e in q if e[4] and e[2] is not None), None)
+        info = texts[p]
+        text, off = _window(info["text"] or "", first, MEMBER_WINDOW)
+        shown.setdefault(c, []).append({"pid": info["piece_id"], "t": int(order.tidx[p]), "kind": info["kind"],
+                                        "turn": info["turn"], "model": info["model"], "text": text, "off": off,
+                                        "len": len(info["text"] or ""), "q": q})
     by_shard: dict[int, dict[int, Any]] = {}
-    for cid in clusters.column("cluster_id").to_pylist():
-        items = []
-        for pid in chosen.get(cid, []):
-            pos = row_of.get(pid)
-            if pos is None or pos not in texts:
-                continue
-            q = quotes.get((cid, pid), [])
-            first = next((e[2] for e in q if e[4] and e[2] is not None), None)
-            info = texts[pos]
-            text, off = _window(info["text"] or "", first)
-            items.append({"pid": pid, "t": int(order.tidx[pos]), "kind": info["kind"], "turn": info["turn"],
-                          "model": info["model"], "text": text, "off": off, "len": len(info["text"] or ""),
-                          "q": q})
-        by_shard.setdefault(cid // CLUSTERS_PER_SHARD, {})[cid] = {
-            "members": len(members.get(cid, [])), "shown": items}
+    for c in clusters.column("cluster_id").to_pylist():
+        by_shard.setdefault(c // CLUSTERS_PER_SHARD, {})[c] = {
+            "members": int(n_members[c]) if c < len(n_members) else 0, "shown": shown.get(c, [])}
     for s, value in by_shard.items():
         writer.write(f"cq/{s}.js", f"cq/{s}", value)
 
@@ -179,45 +202,48 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str,
-                row_of: dict[str, int], seed: int) -> dict[str, Any]:
-    """``sc/<name>.js``; returns the scan's line for the overview."""
+def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, pids: pa.Array,
+                seed: int) -> dict[str, Any]:
+    """``sc/<name>.js``; returns the scan's line for the overview. Counted in Arrow; only
+    the sampled rows become Python objects."""
     table = pq.read_table(run.file(f"scan_{name}.parquet"))
     pred = scan_predictions(run, name)
     info = dict((run.manifest.get("scans") or {}).get(name) or {})
-    rows = table.to_pylist()
-    ok = [r for r in rows if r["status"] == "ok" and r["piece_id"] in row_of]
-    hits = [r for r in ok if pred.get(r["piece_id"])]
-    others = [r for r in ok if pred.get(r["piece_id"]) is False]
-    rng = random.Random(seed)
-    shown_hits = sorted(rng.sample(range(len(hits)), min(HITS_SHOWN, len(hits))))
-    shown_others = sorted(rng.sample(range(len(others)), min(OTHERS_SHOWN, len(others))))
-    picked = [hits[i] for i in shown_hits] + [others[i] for i in shown_others]
-    texts = _texts(run.path, {row_of[r["piece_id"]] for r in picked})
+    pos = _rows_of(table.column("piece_id"), pids)
+    ok = np.asarray(pc.equal(table.column("status"), "ok").to_numpy(zero_copy_only=False), dtype=bool) & (pos >= 0)
+    positive = np.array([pred.get(p) is True for p in table.column("piece_id").to_pylist()], dtype=bool)
+    hits, others = np.flatnonzero(ok & positive), np.flatnonzero(ok & ~positive)
+    rng = np.random.default_rng(seed)
+    shown_hits = np.sort(rng.choice(hits, min(HITS_SHOWN, len(hits)), replace=False))
+    shown_others = np.sort(rng.choice(others, min(OTHERS_SHOWN, len(others)), replace=False))
+    picked = np.r_[shown_hits, shown_others].astype(np.int64)
+    texts = _texts(run.path, set(pos[picked].tolist()))
     items = []
-    for r in picked:
-        pos = row_of[r["piece_id"]]
+    for i, r in zip(picked.tolist(), table.take(pa.array(picked)).to_pylist(), strict=True):
+        p = int(pos[i])
         span = r.get("span")
         start = span["start"] if span and r.get("verified") else None
-        text, off = _window(texts[pos]["text"] or "", start)
-        items.append({"pid": r["piece_id"], "t": int(order.tidx[pos]), "kind": r["kind"],
-                      "turn": texts[pos]["turn"], "model": texts[pos]["model"],
-                      "answer": r["answer"], "positive": bool(pred.get(r["piece_id"])), "quote": r.get("quote"),
+        text, off = _window(texts[p]["text"] or "", start, SCAN_WINDOW)
+        items.append({"pid": r["piece_id"], "t": int(order.tidx[p]), "kind": r["kind"],
+                      "turn": texts[p]["turn"], "model": texts[p]["model"],
+                      "answer": r["answer"], "positive": bool(positive[i]), "quote": r.get("quote"),
                       "start": start, "end": span["end"] if start is not None else None,
                       "verified": r.get("verified"), "reason": r.get("reason"), "text": text, "off": off,
-                      "len": len(texts[pos]["text"] or "")})
+                      "len": len(texts[p]["text"] or "")})
     by = []
     for path in sorted(run.path.glob(f"scan_{name}_by_*.parquet")):
         g = pq.read_table(path).to_pylist()
         by.append({"column": path.stem.removeprefix(f"scan_{name}_by_"),
                    "rows": [{k: _clean(v) for k, v in r.items()} for r in g]})
-    quotes = [r.get("verified") for r in ok if r.get("verified") is not None]
-    lo, hi = wilson_interval(len(hits), len(ok))
+    ver = np.asarray(pc.fill_null(pc.cast(table.column("verified"), pa.int8()), -1).to_numpy(zero_copy_only=False))[ok]
+    n, n_pos = int(ok.sum()), len(hits)
+    lo, hi = wilson_interval(n_pos, n)
     summary = {"name": name, "question": info.get("question"), "answer": info.get("answer"),
-               "scanned": len(rows), "n": len(ok), "positives": len(hits),
-               "rate": len(hits) / len(ok) if ok else None, "ci_low": float(lo), "ci_high": float(hi),
-               "failed": sum(r["status"] != "ok" for r in rows),
-               "quotes": len(quotes), "unverified": quotes.count(False)}
+               "scanned": table.num_rows, "n": n, "positives": n_pos,
+               "rate": n_pos / n if n else None, "ci_low": float(lo), "ci_high": float(hi),
+               "failed": int(np.sum(np.asarray(pc.not_equal(table.column("status"), "ok").to_numpy(
+                   zero_copy_only=False), dtype=bool))),
+               "quotes": int((ver >= 0).sum()), "unverified": int((ver == 0).sum())}
     writer.write(f"sc/{name}.js", f"sc/{name}", {**summary, "by": by, "items": items,
                                                  "hits_shown": len(shown_hits), "others_shown": len(shown_others),
                                                  "others": len(others)})

@@ -28,7 +28,7 @@ MEMBER_SAMPLE = 40  # distinct member features shown per cluster
 EXAMPLE_PIECES = 6  # example pieces per cluster
 EXCERPT_CHARS = 700  # of an example piece's text on a cluster page
 _PIECE_COLS = ["transcript_id", "turn", "kind", "text", "model", "source", "record", "metadata",
-               "system", "truncated"]
+               "system", "truncated", "tool_output"]
 BATCH = 8192
 
 
@@ -132,6 +132,7 @@ def write_transcripts(run_dir: Path, writer: ShardWriter, order: PieceOrder, fea
                                     "pieces": []}
             rec["pieces"].append({"turn": cols["turn"][i], "kind": cols["kind"][i], "text": cols["text"][i],
                                   "trunc": bool(cols["truncated"][i]) if "truncated" in cols else False,
+                                  "tools": cols["tool_output"][i] if "tool_output" in cols else None,
                                   "f": per_piece.get(pos, [])})
         if not order.contiguous:
             continue

@@ -44,6 +44,7 @@ KIND_DESCRIPTIONS = {
 PLAIN_PROMPT_VERSION = 1  # featurize.v1: features without quotes (--no-evidence)
 CHARS_PER_TOKEN = 4
 MAX_FEATURE_WORDS = 12  # the prompt asks for under ten words
+QUOTED_WORDS = 4  # a feature of this many words that is its own quote copies the piece (small models do)
 FEATURES_SCHEMA = pa.schema([
     ("feature_id", pa.string()),
     ("piece_id", pa.string()),
@@ -206,6 +207,8 @@ def features_from_result(result: CallResult, examples: frozenset[str], dropped: 
             dropped["no_letters"] += 1
         elif len(text.split()) > MAX_FEATURE_WORDS:  # a quotation or a summary, not a feature
             dropped["too_long"] += 1
+        elif quote and len(text.split()) >= QUOTED_WORDS and key == normalise_key(clean_feature(quote)):
+            dropped["copies_quote"] += 1  # the piece's words, not a description of them
         elif key in examples:
             dropped["example"] += 1
         elif key in seen:

@@ -132,7 +132,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         if res.ok:
             for rating in Ratings.read(res.data).ratings:
                 got.setdefault(rating.id, rating)
-        rated = []
+        rated: list[dict[str, Any]] = []
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
@@ -152,13 +152,13 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 report.discarded_example = report.discarded_example or row["private_reason"] or "(no reason given)"
             found[pos] = row
             rated.append(row)
-        if (why := judge_batch([r["interest"] for r in rated], [r["reason"] for r in rated])) is not None:
+        if (why := judge_batch([x["interest"] for x in rated], [x["reason"] for x in rated])) is not None:
             report.uninformative_batches += 1
             report.unranked += len(rated)
             report.why_uninformative[why] = report.why_uninformative.get(why, 0) + 1
-            for r in rated:  # kept for reading, not used to rank
-                r["discarded"] = "; ".join(filter(None, [r["discarded"], f"rating: uninformative batch ({why})"]))
-                r["interest"] = None
+            for x in rated:  # kept for reading, not used to rank
+                x["discarded"] = "; ".join(filter(None, [x["discarded"], f"rating: uninformative batch ({why})"]))
+                x["interest"] = None
     rows: dict[str, list[Any]] = {n: [] for n in RATINGS_SCHEMA.names}
     for pos, cid in enumerate(cluster_ids):
         row = found[pos]

@@ -46,11 +46,16 @@ class SplitStage(Stage):
         stats = SplitStats()
         # Streamed to disk a batch at a time: the pieces of a big run (all their text)
         # never sit in memory together.
+        meta = inputs.read_options.meta if inputs.read_options is not None else []  # --meta columns
         ctx.write_stream(
-            "pieces.parquet", piece_schema(),
+            "pieces.parquet", piece_schema(meta),
             piece_batches(iter_pieces(inputs.transcripts_iter(ctx.log), max_chars=ctx.config.max_chars,
-                                      stats=stats)),
+                                      stats=stats), meta),
             empty_error="no pieces to work on: the input holds no user, thought or response text")
+        report = inputs.report
         counts = {"transcripts": stats.transcripts, **stats.by_kind(),
-                  "skipped_records": sum(inputs.report.bad.values())}
+                  "skipped_records": sum(report.bad.values()), "skipped_files": len(report.skipped_files),
+                  "ambiguous_think": report.ambiguous_think,
+                  "shared_tree_turns": stats.shared_pieces,  # split once for several tree paths
+                  "notes": report.notes()}  # shown by the run summary and status: a skip is never silent
         return StageResult(counts)

@@ -89,11 +89,16 @@ def json_error(e: Exception) -> BadRecord:
     return BadRecord("malformed-json", f"malformed JSON ({first})")
 
 
+class MoreValues(Exception):
+    """The document is followed by more JSON values: it is JSON Lines under a .json name."""
+
+
 def find_list_key(open_: Callable[[], IO[bytes]], skip: int) -> tuple[str | None, dict[str, Any]]:
     """Scan a top-level object up to the first of :data:`LIST_KEYS` holding objects.
 
     Returns that key (or ``None``) and the top-level fields before it (all of them when
-    there is no such key: the object is then one record). Raises what ijson raises.
+    there is no such key: the object is then one record). Raises :class:`MoreValues` when
+    more values follow the object, and what ijson raises.
     """
     head: dict[str, Any] = {}
     with open_() as f:
@@ -117,6 +122,12 @@ def find_list_key(open_: Callable[[], IO[bytes]], skip: int) -> tuple[str | None
                     key = value
                     continue
                 if prefix == "" and event == "end_map":
+                    try:
+                        next(events, None)
+                    except ijson.JSONError as e:
+                        if "trailing garbage" in str(e):
+                            raise MoreValues from None  # one object per line: JSON Lines
+                        raise
                     return None, head
                 if event == "start_array" and key in LIST_KEYS and prefix == key:
                     pending_list = True

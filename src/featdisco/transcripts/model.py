@@ -115,7 +115,9 @@ class Transcript:
     """One conversation, with where it came from.
 
     ``source`` and ``record`` locate it in the input (file path, and line / row / sample
-    id), so any piece can be traced back to the exact record that produced it.
+    id), so any piece can be traced back to the exact record that produced it. ``tree``
+    is set on one root-to-leaf path of a conversation tree: its pieces are then named by
+    their content and position, so the turns several paths share become one piece each.
     """
 
     id: str
@@ -125,6 +127,7 @@ class Transcript:
     record: str = ""
     format: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    tree: str | None = None
 
     @property
     def system(self) -> str | None:
@@ -162,3 +165,4 @@ class Piece:
     redacted: int  # redacted reasoning blocks in this turn (thought pieces only)
     system: str | None
     metadata: dict[str, Any]
+    tool_output: str | None = None  # what the tools answered to this response's calls (report only)

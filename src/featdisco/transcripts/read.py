@@ -23,6 +23,7 @@ from featdisco.transcripts.formats.benchmarks import (
     QUESTION_FILE_NAMES,
     question_key,
 )
+from featdisco.transcripts.formats.common import dotted
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.formats.template import expand_templates
 from featdisco.transcripts.formats.think import extract_think
@@ -38,6 +39,7 @@ from featdisco.transcripts.model import (
     Transcript,
 )
 from featdisco.transcripts.sources import (
+    DATA_SUFFIXES,
     DEFAULT_MAX_RECORD_BYTES,
     RawRecord,
     expand_inputs,
@@ -60,6 +62,8 @@ class ReadOptions:
     questions: list[Path] = field(default_factory=list)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     limit: int | None = None  # records read per file: a quick look at a big input
+    source_model_from: str | None = None  # "filename", "dirname" or a record field (dotted path)
+    tree: str = "all"  # conversation trees: "all" root-to-leaf paths or the "first" (top-ranked)
 
     def __post_init__(self) -> None:
         if isinstance(self.mapping, str):
@@ -69,6 +73,8 @@ class ReadOptions:
         if self.format is not None and self.format not in FORMATS:
             raise FeatdiscoError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
         self.questions = [Path(q) for q in self.questions]
+        if self.tree not in ("all", "first"):
+            raise FeatdiscoError(f"--tree {self.tree!r}: use all (every root-to-leaf path) or first")
 
 
 @dataclass(slots=True)
@@ -127,6 +133,34 @@ class ReadReport:
     def ambiguous_think(self) -> int:
         return sum(f.ambiguous_think for f in self.files)
 
+    def file_notes(self) -> list[str]:
+        """Files skipped whole and files cut short, one line each: never a lone record count."""
+        lines: list[str] = []
+        if self.judge_files:
+            lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
+                         "are not model transcripts; name a file to read it):")
+            lines += [f"    {f}" for f in self.judge_files]
+        if self.skipped_files:
+            lines.append(f"  skipped files: {len(self.skipped_files):,}")
+            lines += [f"    {f.path}: {f.error}" for f in self.skipped_files]
+        for f in self.cut_short:
+            lost = (f"about {f.lost:,} records lost (estimated from the bytes left)" if f.lost
+                    else "the break is at the end of the file, so how many records it cost cannot be estimated")
+            lines.append(f"  {f.path}: cut short at {f.cut_short}: {f.records:,} records kept, {lost}")
+        return lines
+
+    def notes(self) -> list[str]:
+        """What a run's summary must say about reading: skipped records by reason, ambiguous
+        think tags kept as response, and each skipped or cut-short file."""
+        lines: list[str] = []
+        if bad := self.bad:
+            lines.append("skipped bad records: " + ", ".join(f"{r} {n:,}" for r, n in sorted(bad.items())))
+        if self.ambiguous_think:
+            lines.append(f"ambiguous think tags (kept as response): {self.ambiguous_think:,}")
+        lines += [line.strip() for line in self.file_notes()]
+        lines += self.warnings
+        return lines
+
 
 def read_transcripts(
     inputs: str | Path | Iterable[str | Path],
@@ -157,6 +191,7 @@ class _Reader:
         self.seen_ids: set[int] = set()
         self.question_cache: dict[Path, tuple[dict[str, dict[str, Any]], str]] = {}
         self.meta_found: set[str] = set()  # --meta fields some record had
+        self.model_field_found = False  # whether any record had the --source-model-from field
         self.first_fields: list[str] | None = None
 
     def run(self, files: list[Path]) -> Iterator[Transcript]:
@@ -174,7 +209,7 @@ class _Reader:
             if spec.auxiliary:
                 continue
             mapping = self.opts.mapping if isinstance(self.opts.mapping, dict) else {}
-            ctx = ParseContext(mapping=mapping)
+            ctx = ParseContext(mapping=mapping, tree=self.opts.tree)
             # MT-bench answers need their questions; other answers (Arena-Hard v2's
             # messages) take category and the like from a question file beside them.
             qfile = self._question_file(path, explicit_questions)
@@ -182,13 +217,23 @@ class _Reader:
                                       or self.opts.questions or _looks_like_questions(qfile)):
                 ctx.questions, ctx.questions_source = self._load_questions(qfile)
             records = iter_raw(path, self.opts.max_record_bytes)
+            if spec.group is not None:
+                records = spec.group(path, records, self.log)
             yield from self._parse_file(path, spec, ctx, records, file_report)
             if not file_report.with_text and file_report.error is None:
-                self._no_text(path, spec, detected, file_report)
+                if spec.empty_ok and file_report.records and not sum(file_report.bad.values()):
+                    file_report.error = f"{spec.empty_ok} [no-conversation]"
+                    self.log(f"{path}: skipped file: {file_report.error}")
+                else:
+                    self._no_text(path, spec, detected, file_report)
         for name in self.opts.meta:
             if name not in self.meta_found and self.first_fields is not None:
                 self._warn(f"--meta {name}: no record has this field, so its column is empty "
                            f"(the first record's fields: {', '.join(self.first_fields[:15])})")
+        field_name = self.opts.source_model_from
+        if field_name not in (None, "filename", "dirname") and not self.model_field_found and self.first_fields:
+            self._warn(f"--source-model-from {field_name}: no record has this field, so models come from the "
+                       f"records themselves (the first record's fields: {', '.join(self.first_fields[:15])})")
 
     def _warn(self, message: str) -> None:
         self.report.warnings.append(message)
@@ -283,10 +328,11 @@ class _Reader:
                                          if isinstance(raw.data.get("sample"), dict) else raw.data)
             meta_extra = dict(raw.context or {})
             for name in self.opts.meta:
-                value = _dotted(raw.data, name)
+                value = dotted(raw.data, name)
                 if value is not None:
                     meta_extra[name] = value
             base_hash: str | None = None
+            file_model = self._source_model(path, raw.data)
             for conv in conversations:
                 tid = conv.id
                 if tid is None:
@@ -308,12 +354,33 @@ class _Reader:
                 yield Transcript(
                     id=tid,
                     messages=messages,
-                    model=conv.model or self.opts.model,
+                    model=file_model or conv.model or self.opts.model,
                     source=source,
                     record=raw.where,
                     format=spec.name,
                     metadata=metadata,
+                    tree=conv.tree,
                 )
+
+    def _source_model(self, path: Path, rec: dict[str, Any]) -> str | None:
+        """``--source-model-from``: the model named by the file, its folder or a record field;
+        it wins over the record's own model field, since the user chose it."""
+        how = self.opts.source_model_from
+        if how is None:
+            return None
+        if how == "filename":
+            name = path.name
+            for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+                if name.lower().endswith(suffix):
+                    return name[: -len(suffix)] or None
+            return path.stem
+        if how == "dirname":
+            return path.parent.name or None
+        value = dotted(rec, how)
+        if value in (None, ""):
+            return None
+        self.model_field_found = True
+        return str(value)
 
     def _unique(self, tid: str) -> str:
         candidate, n = tid, 1
@@ -424,18 +491,6 @@ def _distance(answer: Path, question: Path) -> int:
         return len(answer.parent.relative_to(question.parent).parts)
     except ValueError:
         return 99
-
-
-def _dotted(rec: dict[str, Any], path: str) -> Any:
-    value: Any = rec
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, dict) and isinstance(value.get("sample"), dict) and part in value["sample"]:
-            value = value["sample"][part]  # Inspect records wrap the sample
-        else:
-            return None
-    return value
 
 
 def _content_hash(rec: dict[str, Any]) -> str:

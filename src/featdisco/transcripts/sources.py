@@ -23,7 +23,7 @@ from featdisco.errors import BadRecord, FeatdiscoError
 _READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
-JSON_SUFFIXES = (".json", ".json.gz")
+JSON_SUFFIXES = (".json", ".json.gz", ".traj")  # .traj: SWE-agent trajectories
 DATA_SUFFIXES = (*JSONL_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".csv", ".csv.gz", ".eval")
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", many Windows tools
 _LIST_KEYS = ("data", "records", "rows", "examples", "items", "transcripts")
@@ -250,6 +250,9 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     if lead == b"{" and doc is None:
         try:
             list_key, fields = js.find_list_key(open_, skip)
+        except js.MoreValues:
+            yield from _iter_jsonl(path, max_bytes)
+            return
         except js.ijson.JSONError as e:
             yield RawRecord("record 1", None, js.json_error(e), fatal=True)
             return

@@ -4,6 +4,7 @@ assistant turn's visible response. The autorater will see each piece alone.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,13 +25,16 @@ from featdisco.transcripts.model import (
     SystemMessage,
     TextPart,
     ToolCallPart,
+    ToolMessage,
+    ToolResultPart,
     Transcript,
     UserMessage,
 )
 
 TOOL_ARGS_MAX = 200
+TOOL_OUTPUT_MAX = 2000  # characters of tool output kept beside a response for the report
 BASE_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text", "model", "source", "record",
-                "format", "chars", "truncated", "redacted", "system", "metadata")
+                "format", "chars", "truncated", "redacted", "system", "metadata", "tool_output")
 PIECE_SCHEMA = pa.schema([
     ("piece_id", pa.string()),
     ("transcript_id", pa.string()),
@@ -46,6 +50,8 @@ PIECE_SCHEMA = pa.schema([
     ("redacted", pa.int32()),
     ("system", pa.string()),
     ("metadata", pa.string()),
+    # what the tools answered to a response's calls: shown in the report, never featurized
+    ("tool_output", pa.large_string()),
 ])
 
 
@@ -59,6 +65,7 @@ class SplitStats:
     truncated: int = 0
     redacted_blocks: int = 0
     redacted_only_turns: int = 0
+    shared_pieces: int = 0  # turns of a conversation tree already split from another path
 
     def by_kind(self) -> dict[str, int]:
         out: Counter[str] = Counter()
@@ -86,17 +93,27 @@ def _visible(parts: Iterable[Any], *, with_tools: bool) -> str:
 
 
 def split_transcript(t: Transcript, *, max_chars: int | None = None,
-                     stats: SplitStats | None = None) -> list[Piece]:
-    """The pieces of one transcript; empty ones are dropped and counted in ``stats``."""
+                     stats: SplitStats | None = None, seen: set[str] | None = None) -> list[Piece]:
+    """The pieces of one transcript; empty ones are dropped and counted in ``stats``.
+
+    A path of a conversation tree (``t.tree``) names each piece by the tree and the content
+    of every turn up to it; a piece whose id is in ``seen`` (split from an earlier path) is
+    left out and counted, so a shared prompt is featurized once.
+    """
     stats = stats if stats is not None else SplitStats()
     stats.transcripts += 1
     system = t.system
     pieces: list[Piece] = []
     turn = -1
-    for msg in t.messages:
+    # a running digest of a tree path's turns: equal prefixes give equal piece ids
+    prefix = hashlib.sha1(f"{t.tree}\0{system or ''}".encode()) if t.tree is not None else None
+    for index, msg in enumerate(t.messages):
         if isinstance(msg, SystemMessage):
             continue
         turn += 1
+        if prefix is not None:
+            prefix.update(orjson.dumps([msg.role, [repr(p) for p in msg.content]]))
+            node = prefix.hexdigest()[:16]
         candidates: list[tuple[PieceKind, str, int]] = []
         if isinstance(msg, UserMessage):
             candidates.append(("user", _visible(msg.content, with_tools=False), 0))
@@ -114,6 +131,12 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 if not (kind == "thought" and redacted):
                     stats.empty_dropped[kind] += 1
                 continue
+            piece_id = f"{t.id}:{turn}:{kind}" if prefix is None else f"{t.tree}:{node}:{turn}:{kind}"
+            if seen is not None and prefix is not None:
+                if piece_id in seen:
+                    stats.shared_pieces += 1
+                    continue
+                seen.add(piece_id)
             chars = len(text)
             truncated = max_chars is not None and chars > max_chars
             if truncated:
@@ -122,7 +145,7 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 stats.truncated += 1
             stats.pieces[(kind, t.model or "")] += 1
             pieces.append(Piece(
-                piece_id=f"{t.id}:{turn}:{kind}",
+                piece_id=piece_id,
                 transcript_id=t.id,
                 turn=turn,
                 kind=kind,
@@ -136,14 +159,31 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 redacted=redacted,
                 system=system,
                 metadata=t.metadata,
+                tool_output=_tool_output(t.messages, index) if kind == "response" else None,
             ))
     return pieces
 
 
+def _tool_output(messages: list[Any], index: int) -> str | None:
+    """The outputs of the tool turns right after an assistant step, clipped (idempotently,
+    so a split read back and split again keeps them) to TOOL_OUTPUT_MAX characters."""
+    texts: list[str] = []
+    for msg in messages[index + 1:]:
+        if not isinstance(msg, ToolMessage):
+            break
+        texts.extend(p.content for p in msg.content if isinstance(p, ToolResultPart) and p.content.strip())
+        texts.extend(p.text for p in msg.content if isinstance(p, TextPart) and p.text.strip())
+    joined = "\n\n".join(texts)
+    if not joined:
+        return None
+    return joined if len(joined) <= TOOL_OUTPUT_MAX else joined[:TOOL_OUTPUT_MAX] + "…"
+
+
 def iter_pieces(transcripts: Iterable[Transcript], *, max_chars: int | None = None,
                 stats: SplitStats | None = None) -> Iterator[Piece]:
+    seen: set[str] = set()  # ids of conversation-tree pieces already emitted
     for t in transcripts:
-        yield from split_transcript(t, max_chars=max_chars, stats=stats)
+        yield from split_transcript(t, max_chars=max_chars, stats=stats, seen=seen)
 
 
 def _meta_value(value: Any) -> str | None:
@@ -173,6 +213,7 @@ def _batch(pieces: list[Piece], meta_columns: list[str]) -> pa.RecordBatch:
         columns["redacted"].append(p.redacted)
         columns["system"].append(p.system)
         columns["metadata"].append(orjson.dumps(p.metadata, default=str).decode())
+        columns["tool_output"].append(p.tool_output)
         for name in meta_columns:
             columns[name].append(_meta_value(p.metadata.get(name)))
     return pa.RecordBatch.from_pydict(columns, schema=piece_schema(meta_columns))

@@ -361,6 +361,7 @@ async function viewTranscript(tText) {
     return el("div", { class: "turn kind-" + p.kind },
       el("div", { class: "piecehead" }, kindBadge(p.kind), ` turn ${p.turn}`, p.trunc ? el("span", { class: "badge" }, "truncated") : null),
       textDiv,
+      p.tools ? el("details", { class: "tools" }, el("summary", null, "tool output (not featurized)"), el("div", { class: "text muted" }, p.tools)) : null,
       feats.length ? el("details", { class: "feats", open: "" }, el("summary", null, `${p.f.length} feature${p.f.length === 1 ? "" : "s"} in ${feats.length} cluster${feats.length === 1 ? "" : "s"}`),
         el("ul", null, feats)) : el("div", { class: "muted small" }, "no features"));
   });

@@ -148,10 +148,13 @@ function labelBar(target, note) {
     try { localStorage.setItem("featdisco.labelling", box.checked ? "1" : "0"); } catch (e) { /* storage off */ }
     document.getElementById("main").classList.toggle("labelling", box.checked);
   });
+  let storable = true;
+  try { localStorage.setItem("featdisco.probe", "1"); localStorage.removeItem("featdisco.probe"); } catch (e) { storable = false; }
   const exp = el("button", { type: "button", class: "export" }, "Export labels (CSV)");
   exp.addEventListener("click", exportLabels);
   refresh();
   return { bar: el("div", { class: "labelbar" }, el("label", null, box, " Labelling mode"), " ",
+    storable ? null : el("span", { class: "warn" }, "this browser keeps no data for this page (storage is off): marks cannot be kept"),
     el("span", { class: "labtools" }, count, " ", exp, el("span", { class: "muted small" }, " " + note +
       " Marks stay in this browser; the CSV is what `featdisco validate RUN labels.csv` reads."))), refresh };
 }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from featdisco.errors import BadRecord
 from featdisco.transcripts.model import (
     Message,
 )
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts.sources import RawRecord, type_name
 
 MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
 ID_KEYS = ("id", "conversation_id", "answer_id", "ans_id", "sample_id", "trajectory_id", "uid")
@@ -24,7 +25,8 @@ class Conversation:
     """A parser's output: messages plus what the record says about them.
 
     ``id`` is the record's own id if it has one; ``suffix`` tells apart several
-    conversations in one record (HH-RLHF's chosen and rejected).
+    conversations in one record (HH-RLHF's chosen and rejected). ``tree`` names the
+    message tree a path was taken from, so turns the paths share are split once.
     """
 
     messages: list[Message]
@@ -32,6 +34,7 @@ class Conversation:
     id: str | None = None
     suffix: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    tree: str | None = None
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class ParseContext:
     mapping: dict[str, str] = field(default_factory=dict)
     questions: dict[str, dict[str, Any]] = field(default_factory=dict)
     questions_source: str | None = None
+    tree: str = "all"  # conversation trees: every root-to-leaf path, or the "first" (top-ranked)
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,6 +54,13 @@ class FormatSpec:
     sniff: Callable[[dict[str, Any]], bool]
     parse: Callable[[dict[str, Any], ParseContext], list[Conversation]]
     auxiliary: bool = False  # a side file joined into others (MT-bench questions), not transcripts
+    # Formats whose transcript spans several raw records (a Claude Code session is a file of
+    # events) or several files (an OpenAI Batch output joined to its input) regroup the file's
+    # raw records here before parsing; bad records pass through untouched to be reported.
+    group: Callable[[Path, Iterator[RawRecord], Callable[[str], None]], Iterator[RawRecord]] | None = None
+    # A file of this format may rightly hold no conversation (Claude Code leaves session files
+    # of summary lines only): it is listed as a skipped file with the reason, not an error.
+    empty_ok: str | None = None
 
 
 # ---------------------------------------------------------------- field access
@@ -89,6 +100,21 @@ def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
     if isinstance(value, str):
         return value
     raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+
+
+def dotted(rec: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path (``request.model``, ``info.exit_status``), or None."""
+    value: Any = rec
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, dict) and isinstance(value.get("sample"), dict) and part in value["sample"]:
+            value = value["sample"][part]  # Inspect records wrap the sample
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
 
 
 def compact_json(value: Any) -> str:

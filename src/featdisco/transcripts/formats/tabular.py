@@ -13,7 +13,9 @@ from featdisco.transcripts.formats.common import (
     Conversation,
     FormatSpec,
     ParseContext,
+    dotted,
     get_str,
+    model_of,
     scalar_metadata,
 )
 from featdisco.transcripts.model import Message, Part, ReasoningPart, TextPart, make_message
@@ -65,32 +67,37 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     if not mapping:
         raise BadRecord("missing-field", "no prompt/response columns recognised (columns are "
                         f"{', '.join(map(str, rec))}); name them with --map user=COLUMN,response=COLUMN")
+    values: dict[str, Any] = {}
     for target, column in mapping.items():
-        if column not in rec:
+        if column in rec:
+            values[target] = rec[column]
+        elif "." in column and (found := dotted(rec, column)) is not None:  # --map user=request.prompt
+            values[target] = found
+        else:
             raise BadRecord("missing-field", f"column {column!r} (mapped to {target}) is missing; "
                             f"columns are {', '.join(map(str, rec))}")
     messages: list[Message] = []
     if "system" in mapping:
-        system = get_str(rec.get(mapping["system"]), mapping["system"])
+        system = get_str(values["system"], mapping["system"])
         if system:
             messages.append(make_message("system", [TextPart(system)]))
     if "user" in mapping:
-        user = get_str(rec.get(mapping["user"]), mapping["user"])
+        user = get_str(values["user"], mapping["user"])
         messages.append(make_message("user", [TextPart(user)] if user else []))
     parts: list[Part] = []
     if "thought" in mapping:
-        thought = get_str(rec.get(mapping["thought"]), mapping["thought"])
+        thought = get_str(values["thought"], mapping["thought"])
         if thought:
             parts.append(ReasoningPart(thought))
     if "response" in mapping:
-        response = get_str(rec.get(mapping["response"]), mapping["response"])
+        response = get_str(values["response"], mapping["response"])
         if response:
             parts.append(TextPart(response))
     if "response" in mapping or "thought" in mapping:
         messages.append(make_message("assistant", parts))
-    model = rec.get(mapping["model"]) if "model" in mapping else None
-    rid = rec.get(mapping["id"]) if "id" in mapping else None
-    meta = scalar_metadata(rec, set(mapping.values()))
+    model = values.get("model") if "model" in mapping else model_of(rec)  # a model column is never lost
+    rid = values.get("id")
+    meta = scalar_metadata(rec, set(mapping.values()) | {c.split(".")[0] for c in mapping.values()})
     return [Conversation(messages, model=str(model) if model else None,
                          id=str(rid) if rid not in (None, "") else None, metadata=meta)]
 

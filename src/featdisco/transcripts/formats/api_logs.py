@@ -1,0 +1,296 @@
+"""Request/response logs: what a proxy, a gateway or a logging wrapper writes per API call.
+
+Three shapes:
+
+* ``{request: {...}, response: {...}}`` — the request is a Chat Completions, Messages
+  (Anthropic) or Responses body; the response is what that endpoint returned. Each of
+  several ``choices`` is its own transcript (suffix ``choice-N``).
+* ``{messages: [...], completion: ...}`` — the prompt as messages, the completion as a
+  string or an assistant message.
+* OpenAI Batch output files (``{custom_id, response: {status_code, body}, error}``), joined
+  by ``custom_id`` to the batch input file beside them (``{custom_id, method, url, body}``):
+  the input gives the prompt, the output the answer. Output lines come in any order.
+  Anthropic Message Batches results (``{custom_id, result: {type, message}}``) join the same
+  way to their requests (``{custom_id, params}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from featdisco.errors import BadRecord
+from featdisco.transcripts.formats import anthropic, responses
+from featdisco.transcripts.formats.common import (
+    Conversation,
+    FormatSpec,
+    ParseContext,
+    get_dict,
+    get_list,
+    get_str,
+    id_of,
+    model_of,
+    scalar_metadata,
+)
+from featdisco.transcripts.formats.openai import content_parts, parse_messages
+from featdisco.transcripts.model import AssistantMessage, Message, TextPart, make_message
+from featdisco.transcripts.sources import JSONL_SUFFIXES, RawRecord, iter_raw
+
+_REQUEST_KEYS = ("request", "req", "request_body")
+_RESPONSE_KEYS = ("response", "resp", "response_body")
+_COMPLETION_KEYS = ("completion", "output", "response", "generation")
+
+
+# ---------------------------------------------------------------- {request, response}
+
+
+def _pair(rec: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    for rk in _REQUEST_KEYS:
+        req = rec.get(rk)
+        if isinstance(req, dict) and isinstance(req.get("body"), dict):  # {request: {url, headers, body}}
+            req = req["body"]
+        if isinstance(req, dict) and any(k in req for k in ("messages", "input", "prompt")):
+            for sk in _RESPONSE_KEYS:
+                if sk in rec and sk != rk:
+                    return req, rec[sk]
+    # tracing exports (Langfuse, LangSmith generations): input messages, output a message or body
+    inp, out = rec.get("input"), rec.get("output")
+    if isinstance(out, dict) and ("role" in out or "choices" in out or "content" in out):
+        if isinstance(inp, dict) and isinstance(inp.get("messages"), list):
+            return inp, out
+        if isinstance(inp, list) and inp and all(isinstance(m, dict) and "role" in m and "type" not in m
+                                                 for m in inp):
+            return {"messages": inp}, out
+    return None
+
+
+def sniff_pair(rec: dict[str, Any]) -> bool:
+    pair = _pair(rec)
+    return pair is not None and (pair[1] is None or isinstance(pair[1], dict | str))
+
+
+def parse_pair(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    pair = _pair(rec)
+    if pair is None:
+        raise BadRecord("missing-field", "expected a request object with messages, input or prompt, "
+                        "and a response")
+    req, resp = pair
+    prompt = request_messages(req)
+    model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), model_of(rec))
+    meta = scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
+    return _conversations(prompt, response_messages(resp, "response"), model, id_of(rec), meta)
+
+
+def _model(*candidates: Any) -> str | None:
+    """The first model name given: the response's (the model that answered) before the request's."""
+    return next((c for c in candidates if isinstance(c, str) and c), None)
+
+
+def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
+                   meta: dict[str, Any]) -> list[Conversation]:
+    """One transcript per answer (``choice-N`` when there are several); a failed call keeps
+    its prompt, which still holds a user piece."""
+    if not answers:
+        return [Conversation(prompt, model=model, id=rid, metadata=meta)]
+    many = len(answers) > 1
+    return [Conversation(prompt + answer, model=model, id=rid, suffix=f"choice-{i}" if many else None,
+                         metadata=meta) for i, answer in enumerate(answers)]
+
+
+def request_messages(req: dict[str, Any]) -> list[Message]:
+    """The prompt of a Chat Completions, Messages, Responses or legacy Completions body."""
+    if isinstance(req.get("messages"), list):
+        if anthropic.sniff(req):
+            return anthropic.parse(req, ParseContext())[0].messages
+        return parse_messages(get_list(req, "messages", "request.messages"), "request.messages")
+    if "input" in req or "instructions" in req:
+        return responses.request_messages(req, "request")
+    prompt = req.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    return [make_message("user", [TextPart(get_str(prompt, "request.prompt"))])]
+
+
+def response_messages(resp: Any, where: str) -> list[list[Message]]:
+    """One list of messages per alternative answer in a response body."""
+    if resp is None:
+        return []
+    if isinstance(resp, str):
+        return [[AssistantMessage((TextPart(resp),))]] if resp else []
+    resp = get_dict(resp, where)
+    if isinstance(resp.get("body"), dict):  # an OpenAI Batch output's response wrapper
+        return response_messages(resp["body"], f"{where}.body")
+    if "choices" in resp:
+        out: list[list[Message]] = []
+        for i, raw in enumerate(get_list(resp, "choices", f"{where}.choices")):
+            choice = get_dict(raw, f"{where}.choices[{i}]")
+            if isinstance(choice.get("message"), dict):
+                msg = dict(choice["message"])
+                msg.setdefault("role", "assistant")
+                out.append(parse_messages([msg], f"{where}.choices[{i}].message"))
+            elif isinstance(choice.get("text"), str):  # legacy Completions
+                out.append([AssistantMessage((TextPart(choice["text"]),))])
+            else:
+                raise BadRecord("missing-field", f"{where}.choices[{i}]: no message or text")
+        return out
+    if "output" in resp and responses.is_items(resp["output"]):
+        return [responses.items_to_messages(resp["output"], f"{where}.output")]
+    if "role" in resp and resp.get("type") != "message":  # a bare chat message
+        return [parse_messages([resp], where)]
+    if isinstance(resp.get("content"), list | str) and resp.get("role", "assistant") == "assistant":
+        wrapped = {"messages": [{"role": "assistant", "content": resp["content"]}]}  # Anthropic Messages
+        return [anthropic.parse(wrapped, ParseContext())[0].messages]
+    if "error" in resp:
+        return []
+    raise BadRecord("wrong-type", f"{where}: not a Chat Completions, Messages or Responses body "
+                    f"(keys: {', '.join(list(resp)[:10])})")
+
+
+PAIR = FormatSpec("api-log", "request/response logs ({request, response}: Chat Completions, "
+                  "Messages or Responses bodies)", sniff_pair, parse_pair)
+
+
+# ---------------------------------------------------------------- {messages, completion}
+
+
+def _completion_key(rec: dict[str, Any]) -> str | None:
+    if not (isinstance(rec.get("messages"), list) and rec["messages"]
+            and isinstance(rec["messages"][0], dict) and "role" in rec["messages"][0]):
+        return None
+    for key in _COMPLETION_KEYS:
+        value = rec.get(key)
+        if isinstance(value, str) or (isinstance(value, dict) and ("content" in value or "choices" in value)):
+            return key
+    return None
+
+
+def sniff_completion(rec: dict[str, Any]) -> bool:
+    return _completion_key(rec) is not None
+
+
+def parse_completion(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    key = _completion_key(rec)
+    if key is None:
+        raise BadRecord("missing-field", "expected messages and a completion")
+    prompt = request_messages({"messages": rec["messages"], **({"system": rec["system"]}
+                                                                if "system" in rec else {})})
+    value = rec[key]
+    answers: list[list[Message]]
+    if isinstance(value, dict) and "choices" not in value and "role" not in value:
+        answers = [[AssistantMessage(tuple(content_parts(value.get("content"), key, "assistant")))]]
+    else:
+        answers = response_messages(value, key)
+    meta = scalar_metadata(rec, {"messages", "system", key})
+    return _conversations(prompt, answers, model_of(rec), id_of(rec), meta)
+
+
+COMPLETION = FormatSpec("messages-completion", "prompt messages with a completion beside them "
+                        "({messages, completion})", sniff_completion, parse_completion)
+
+
+# ---------------------------------------------------------------- OpenAI Batch
+
+
+def sniff_batch_output(rec: dict[str, Any]) -> bool:
+    if not isinstance(rec.get("custom_id"), str):
+        return False
+    resp, result = rec.get("response"), rec.get("result")
+    if isinstance(result, dict) and isinstance(result.get("type"), str):  # Anthropic Message Batches
+        return True
+    return "error" in rec and (resp is None or (isinstance(resp, dict) and "status_code" in resp))
+
+
+def _batch_request(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The request of a batch input line: OpenAI's ``body`` (with ``url``) or Anthropic's ``params``."""
+    if not isinstance(rec.get("custom_id"), str):
+        return None
+    if isinstance(rec.get("body"), dict) and "url" in rec:
+        return rec["body"]
+    if isinstance(rec.get("params"), dict) and "messages" in rec["params"]:
+        return rec["params"]
+    return None
+
+
+def sniff_batch_input(rec: dict[str, Any]) -> bool:
+    return _batch_request(rec) is not None
+
+
+def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    resp = rec.get("response")
+    err = rec.get("error")
+    req = rec.get("request")  # joined from the input file by group_batch_output
+    prompt = request_messages(req) if isinstance(req, dict) else []
+    meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
+    result = rec.get("result")
+    if isinstance(result, dict):  # Anthropic: {type: succeeded|errored|canceled|expired, message|error}
+        body = result.get("message") if isinstance(result.get("message"), dict) else None
+        meta["result"] = result.get("type")
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+    else:
+        body = resp.get("body") if isinstance(resp, dict) else None
+        if isinstance(resp, dict):
+            meta["status_code"] = resp.get("status_code")
+    answers = response_messages(body, "response.body") if isinstance(body, dict) else []
+    model = _model(body.get("model") if isinstance(body, dict) else None,
+                   req.get("model") if isinstance(req, dict) else None)
+    if isinstance(err, dict) and err.get("message"):
+        meta["error"] = str(err["message"])[:500]
+    if not isinstance(req, dict):
+        meta["request"] = "not found"
+    return _conversations(prompt, answers, model, rec["custom_id"], meta)
+
+
+def group_batch_output(path: Path, records: Iterator[RawRecord],
+                       log: Callable[[str], None]) -> Iterator[RawRecord]:
+    """Join each output line to its request in the batch input file(s) beside it."""
+    requests = _batch_inputs(path, log)
+    missing = 0
+    for raw in records:
+        if raw.data is not None and isinstance(raw.data.get("custom_id"), str):
+            req = requests.get(raw.data["custom_id"])
+            if req is None:
+                missing += 1
+            else:
+                raw = RawRecord(raw.where, {**raw.data, "request": req}, context=raw.context)
+        yield raw
+    if missing:
+        log(f"{path}: {missing:,} batch outputs have no request in a batch input file beside them "
+            "(their prompts are missing)")
+
+
+def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """custom_id → request body, from every JSONL file in the folder that is a batch input."""
+    out: dict[str, dict[str, Any]] = {}
+    for cand in sorted(path.parent.iterdir()):
+        if cand == path or not cand.name.lower().endswith(JSONL_SUFFIXES):
+            continue
+        stream = iter_raw(cand)
+        first = next((r for r in stream if r.data is not None), None)
+        if first is None or first.data is None or not sniff_batch_input(first.data):
+            stream.close()  # type: ignore[attr-defined]
+            continue
+        n = 0
+        for raw in (first, *stream):
+            request = _batch_request(raw.data) if raw.data is not None else None
+            if raw.data is not None and request is not None:
+                out[raw.data["custom_id"]] = request
+                n += 1
+        log(f"{path}: joined with batch input {cand.name} ({n:,} requests)")
+    if not out:
+        log(f"{path}: no batch input file beside it; the transcripts will hold answers only")
+    return out
+
+
+def parse_batch_input(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    return []  # auxiliary: read by group_batch_output into the output's records
+
+
+BATCH_OUTPUT = FormatSpec("openai-batch", "OpenAI Batch output (or Anthropic Message Batches results), "
+                          "joined by custom_id to the batch input file beside it", sniff_batch_output,
+                          parse_batch_output,
+                          group=group_batch_output)
+BATCH_INPUT = FormatSpec("openai-batch-input", "OpenAI (or Anthropic) batch input: requests only, read "
+                         "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)

@@ -1,0 +1,115 @@
+"""featdisco's own ``pieces.parquet`` as input: the pieces of a split, back into transcripts.
+
+So a split made once (or edited, filtered, sampled with pandas) can be given to ``run`` or
+``transform``. Rows of one transcript are together (the splitter writes them so); its
+pieces become messages again at their turns, with empty tool turns filling the gaps that
+tool output left, so splitting again gives the same turns, kinds and texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from featdisco.errors import BadRecord
+from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
+from featdisco.transcripts.model import (
+    AssistantMessage,
+    Message,
+    Part,
+    ReasoningPart,
+    RedactedReasoningPart,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    ToolResultPart,
+    UserMessage,
+)
+from featdisco.transcripts.sources import RawRecord
+
+_ROWS = "featdisco_pieces"
+_COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text")
+
+
+def sniff(rec: dict[str, Any]) -> bool:
+    return all(c in rec for c in _COLUMNS) or isinstance(rec.get(_ROWS), list)
+
+
+def group_pieces(path: Path, records: Iterator[RawRecord],
+                 log: Callable[[str], None]) -> Iterator[RawRecord]:
+    """Consecutive rows of one ``transcript_id`` become one record."""
+    rows: list[dict[str, Any]] = []
+    first = last = ""
+    for raw in records:
+        if raw.data is None:
+            yield raw
+            continue
+        if rows and raw.data.get("transcript_id") != rows[0].get("transcript_id"):
+            yield RawRecord(first if first == last else f"{first} to {last}", {_ROWS: rows})
+            rows = []
+        if not rows:
+            first = raw.where
+        rows.append(raw.data)
+        last = raw.where
+    if rows:
+        yield RawRecord(first if first == last else f"{first} to {last}", {_ROWS: rows})
+
+
+def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+    rows = rec.get(_ROWS)
+    if not isinstance(rows, list):
+        rows = [rec]
+    messages: list[Message] = []
+    system = rows[0].get("system")
+    if isinstance(system, str) and system:
+        messages.append(SystemMessage((TextPart(system),)))
+    turns: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        turn, kind, text = r.get("turn"), r.get("kind"), r.get("text")
+        if not isinstance(turn, int) or kind not in ("user", "thought", "response") or not isinstance(text, str):
+            raise BadRecord("wrong-type", f"piece {r.get('piece_id')}: expected an integer turn, a kind "
+                            "(user, thought, response) and a text")
+        turns.setdefault(turn, []).append(r)
+    pending_output: str | None = None  # the tool output shown beside the last response
+    for turn in range(max(turns) + 1 if turns else 0):
+        pieces = turns.get(turn)
+        if not pieces:  # a tool turn (or a piece left out): keeps the numbering
+            parts_ = (ToolResultPart(pending_output),) if pending_output else ()
+            messages.append(ToolMessage(parts_))
+            pending_output = None
+            continue
+        pending_output = next((p.get("tool_output") for p in pieces if p["kind"] == "response"
+                               and isinstance(p.get("tool_output"), str)), None)
+        if pieces[0]["kind"] == "user":
+            messages.append(UserMessage((TextPart(pieces[0]["text"]),)))
+            continue
+        parts: list[Part] = []
+        for p in pieces:
+            if p["kind"] == "thought":
+                parts.append(ReasoningPart(p["text"]))
+                parts.extend(RedactedReasoningPart() for _ in range(int(p.get("redacted") or 0)))
+            else:
+                parts.append(TextPart(p["text"]))
+        messages.append(AssistantMessage(tuple(parts)))
+    first = rows[0]
+    meta: dict[str, Any] = {}
+    raw_meta = first.get("metadata")
+    if isinstance(raw_meta, str) and raw_meta:
+        try:
+            loaded = orjson.loads(raw_meta)
+        except orjson.JSONDecodeError:
+            raise BadRecord("malformed-json", f"piece {first.get('piece_id')}: metadata is not JSON") from None
+        if isinstance(loaded, dict):
+            meta.update(loaded)
+    if first.get("source"):
+        meta.setdefault("origin", f"{first['source']}, {first.get('record') or ''}".rstrip(", "))
+    model = first.get("model")
+    return [Conversation(messages, model=model if isinstance(model, str) else None,
+                         id=str(first["transcript_id"]), metadata=meta)]
+
+
+SPEC = FormatSpec("featdisco-pieces", "featdisco's own pieces.parquet (a split given to run or "
+                  "transform)", sniff, parse, group=group_pieces)
