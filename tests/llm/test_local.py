@@ -372,7 +372,14 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
 def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
                                                              shared_data: Path) -> None:
     """The one-token grammar check (local._GreedyGrammarSampler) must choose exactly what
-    llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses."""
+    llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses.
+
+    Both generations start from an empty context (``llm.reset()``), so both samplers see
+    logits computed the same way. Without it the second call reuses the first one's KV
+    cache (all but the prompt's last token, which it decodes alone), and a token decoded in
+    a batch of one gets slightly different logits than inside the prompt's batch: where two
+    candidates are nearly tied (as under this tight schema) that alone changes the greedy
+    choice, whichever sampler runs second."""
     from featdisco.llm.local.backend import _GreedyGrammarSampler, schema_to_grammar
     from featdisco.prompts import load_prompt
     from featdisco.stages.featurize import FeaturizeConfig, build_requests
@@ -396,6 +403,7 @@ def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
 
     def generate(init_sampler: Any) -> str:
         cls._init_sampler = init_sampler
+        llm.reset()  # decode the whole prompt afresh: no KV cache from an earlier call
         try:
             out = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=120,
                                              grammar=grammar)
