@@ -26,7 +26,7 @@ from featdisco.llm.local.install import ModelSpec, ensure_model, install_model, 
 try:  # the grammar / generation tests need the optional extra
     import llama_cpp
 except ImportError:
-    llama_cpp = None
+    llama_cpp = None  # type: ignore[assignment]
 
 needs_llama = pytest.mark.skipif(
     llama_cpp is None, reason="llama-cpp-python not installed (pip install 'featdisco[local]')")
@@ -61,7 +61,8 @@ def _first_class_allows(rule: str) -> set[int]:
     """
     m = re.search(r"::= \[\^((?:\\.|[^\]])*)\]", rule)
     assert m, rule
-    body, excluded, i = m.group(1), set(), 0
+    body, i = m.group(1), 0
+    excluded: set[int] = set()
 
     def read(i: int) -> tuple[int, int]:
         if body[i] == "\\":
@@ -175,7 +176,7 @@ def _apply(smpl: Any, token_ids: list[int]) -> set[int]:
         *[llama_cpp.llama_token_data(t, 0.0, 0.0) for t in token_ids])
     cur = llama_cpp.llama_token_data_array(arr, len(token_ids), -1, False)
     llama_cpp.llama_sampler_apply(smpl, llama_cpp.ctypes.byref(cur))
-    return {arr[i].id for i in range(len(token_ids)) if arr[i].logit != float("-inf")}
+    return {int(arr[i].id) for i in range(len(token_ids)) if arr[i].logit != float("-inf")}
 
 
 # --- install: join + verify --------------------------------------------------------------
