@@ -105,8 +105,8 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy", "merges.parquet", "raw_assignments.parquet", "raw_labels.parquet"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "curate",
-                                       "rate", "assemble"}
+    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
+                                       "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
     assert manifest["stages"]["featurize"]["llm"]["calls"] > 0

@@ -48,8 +48,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
 
 
 def config(server: FakeOpenAIServer, **kw: Any) -> PipelineConfig:
+    # Edits act on the partition the merge stage leaves; with the automatic merge off that is
+    # k-means' own K clusters per kind, so the counts below follow from K (tests/quality
+    # covers the merge, tests/test_pipeline.py both stages together).
     return PipelineConfig(**{"llm": "openai", "model": "fake-rater", "base_url": server.base_url,
-                             "n_clusters": K, "concurrency": 8, **kw})
+                             "n_clusters": K, "concurrency": 8, "merge": False, **kw})
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +96,6 @@ def user_ids(run: Path) -> list[int]:
 
 def applied(run: Path) -> list[dict[str, Any]]:
     return orjson.loads((run / "curation_applied.json").read_bytes())["edits"]
-
-
 
 
 def transform_agrees(run: Path) -> bool:

@@ -86,7 +86,12 @@ class LLMError(Exception):
 @runtime_checkable
 class LLMBackend(Protocol):
     """A transport to one model. ``name`` is the backend (``openai``, ``anthropic``,
-    ``local``), ``model`` the model it calls; both are part of every cache key."""
+    ``local``), ``model`` the model it calls; both are part of every cache key.
+
+    A backend whose connections belong to an event loop sets ``closes_per_loop = True``:
+    its ``aclose`` then frees only the running loop's connections and it stays usable (the
+    engine calls it when it ends its loop). Without it, ``aclose`` is the owner's to call
+    (the in-process model frees its weights)."""
 
     name: str
     model: str

@@ -42,18 +42,16 @@ from featdisco.curation import (
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
 from featdisco.stages.kmeans import SphericalKMeans, nearest
-from featdisco.stages.merge import OUT as MERGED
 from featdisco.stages.merge import THRESHOLD_PERCENTILE
 from featdisco.stages.name import LABELS_SCHEMA, name_clusters
 from featdisco.storage.matrix import load_matrix, read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
 STAGE_VERSION = 1
-# What the stage before curation (the automatic merge, stages/merge.py) wrote → what the run
-# reads after it.
-SOURCE = {MERGED["assignments"]: "assignments.parquet", MERGED["clusters"]: "clusters_base.parquet",
-          MERGED["labels"]: "labels.parquet",
-          **{MERGED[f"centroids_{k}"]: f"centroids_{k}.npy" for k in PIECE_KINDS}}
+# What the merge stage wrote → what the run reads after curation.
+SOURCE = {"merged_assignments.parquet": "assignments.parquet", "merged_clusters.parquet": "clusters_base.parquet",
+          "merged_labels.parquet": "labels.parquet",
+          **{f"merged_centroids_{k}.npy": f"centroids_{k}.npy" for k in PIECE_KINDS}}  # from the merge stage
 _SRC = {v: k for k, v in SOURCE.items()}  # final name → source name
 
 

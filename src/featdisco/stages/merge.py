@@ -44,14 +44,15 @@ from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA, sample_members
 from featdisco.storage.matrix import read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
-STAGE_VERSION = 2  # 2: writes merged_* (the curate stage writes the final partition)
+STAGE_VERSION = 2  # 2: writes merged_* (curate writes the partition the run reads)
 RAW = {"clusters": "raw_clusters.parquet", "assignments": "raw_assignments.parquet",
        "labels": "raw_labels.parquet"}
 RAW_CENTROIDS = tuple(f"raw_centroids_{kind}.npy" for kind in PIECE_KINDS)
-# What this stage writes: the merged partition, which the curate stage (stages/curate.py, its
-# SOURCE) turns into the one the rest of the run reads, with the researcher's edits applied.
+# What this stage writes: the merged partition, which the curate stage reads, applies the
+# researcher's edits to, and turns into the partition the rest of the run reads.
 OUT = {"assignments": "merged_assignments.parquet", "clusters": "merged_clusters.parquet",
-       "labels": "merged_labels.parquet", **{f"centroids_{kind}": f"merged_centroids_{kind}.npy" for kind in PIECE_KINDS}}
+       "labels": "merged_labels.parquet",
+       **{f"centroids_{kind}": f"merged_centroids_{kind}.npy" for kind in PIECE_KINDS}}
 BATCH = 10  # clusters per check: each shown with SHOWN members
 SHOWN = 10
 POOL = 50  # distinct members kept per cluster to draw what a check shows from
