@@ -118,14 +118,18 @@ def test_zoom_pan_and_hover(map_page: Any) -> None:
     map_page.click(".mapbtn:text-is('reset')")
     map_page.wait_for_timeout(100)
     start = map_page.locator(f".maplabel[data-id='{cid}']").bounding_box()
-    map_page.mouse.move(box["x"] + 10, box["y"] + box["height"] - 10)
+    # drag from a corner, moving the label towards the middle (so it stays on the map)
+    dx = 50 if start["x"] < box["x"] + box["width"] / 2 else -50
+    dy = 30 if start["y"] < box["y"] + box["height"] / 2 else -30
+    x0, y0 = box["x"] + (10 if dx > 0 else box["width"] - 10), box["y"] + (10 if dy > 0 else box["height"] - 10)
+    map_page.mouse.move(x0, y0)
     map_page.mouse.down()
-    map_page.mouse.move(box["x"] + 60, box["y"] + box["height"] - 40, steps=5)
+    map_page.mouse.move(x0 + dx, y0 + dy, steps=5)
     map_page.mouse.up()
     map_page.wait_for_timeout(100)
     dragged = map_page.locator(f".maplabel[data-id='{cid}']").bounding_box()
-    assert dragged["x"] - start["x"] == pytest.approx(50, abs=2)
-    assert dragged["y"] - start["y"] == pytest.approx(-30, abs=2)
+    assert dragged["x"] - start["x"] == pytest.approx(dx, abs=2)
+    assert dragged["y"] - start["y"] == pytest.approx(dy, abs=2)
     assert "#/map" in map_page.url  # a drag is not a click
     map_page.hover(f".maplabel[data-id='{cid}']")
     assert map_page.locator("#tip").is_visible() and "features" in map_page.inner_text("#tip")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +32,7 @@ GRID = 10_000  # coordinates are sent as integers 0..GRID
 MIN_UMAP = 16  # fewer points than this: PCA (UMAP needs neighbours)
 LABEL_MIN_POINTS = 3  # a label sits among its cluster's points when it has this many
 PCA_DIMS = 50  # UMAP runs on this many principal components
+NEIGHBOURS = 15  # UMAP's n_neighbors
 EDGE = 0.5  # percent of points beyond each edge of the map (outliers are pinned to it)
 
 
@@ -101,11 +103,18 @@ def embed_2d(x: NDArray[np.float32], seed: int = 0) -> NDArray[np.float64]:
         fit = xc[rng.choice(len(xc), min(len(xc), 10_000), replace=False)]
         _, _, vt = np.linalg.svd(fit, full_matrices=False)
         xc = xc @ vt[:PCA_DIMS].T
+    xc = np.ascontiguousarray(xc, dtype=np.float32)
+    k = min(NEIGHBOURS, len(x) - 1)
+    # Exact neighbours from faiss (a few thousand points: a fraction of a second). UMAP's own
+    # search (pynndescent) spent ~40 s compiling itself in every process.
+    index = faiss.IndexFlatL2(xc.shape[1])
+    index.add(xc)
+    dist, nbr = index.search(xc, k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs/random_state notes and numba's chatter
-        model = umap.UMAP(n_neighbors=min(15, len(x) - 1), min_dist=0.3, metric="euclidean",
-                          n_epochs=200, random_state=seed, low_memory=True, init="pca")
-        return np.asarray(model.fit_transform(np.ascontiguousarray(xc, dtype=np.float32)), dtype=np.float64)
+        model = umap.UMAP(n_neighbors=k, min_dist=0.3, n_epochs=200, random_state=seed, init="pca",
+                          precomputed_knn=(nbr, np.sqrt(np.maximum(dist, 0.0)), None))
+        return np.asarray(model.fit_transform(xc), dtype=np.float64)
 
 
 def _anchor(points: NDArray[np.float64], fallback: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -109,7 +109,7 @@ async function viewMap() {
       if (b.l < 0 || b.r > W || b.t < 0 || b.b > H) continue;
       if (placed.some((p) => b.l < p.r && b.r > p.l && b.t < p.b && b.b > p.t)) continue;
       placed.push(b);
-      const a = el("a", { href: "#/c/" + c.id, class: "maplabel", "data-id": c.id },
+      const a = el("a", { href: "#/c/" + c.id, class: "maplabel", "data-id": c.id, draggable: "false" },
         lines.flatMap((l, i) => (i ? [el("br"), l] : [l])));
       a.style.left = b.l + "px"; a.style.top = b.t + "px"; a.style.width = w + "px";
       a.style.fontSize = fs + "px"; a.style.color = mapColour(c, 24);
