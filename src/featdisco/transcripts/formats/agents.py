@@ -135,7 +135,7 @@ def _replay_config(value: Any) -> tuple[str | None, str | None]:
 
 
 SWE_AGENT = common.FormatSpec("swe-agent", "SWE-agent trajectories (.traj: history, or trajectory steps)",
-                       sniff_swe_agent, parse_swe_agent, group=name_by_file)
+                              sniff_swe_agent, parse_swe_agent, group=name_by_file)
 
 # ---------------------------------------------------------------- mini-SWE-agent
 
@@ -174,11 +174,11 @@ def parse_mini(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Con
     if not isinstance(instance, str) and isinstance(rec.get(_FILE_KEY), str):
         instance = rec[_FILE_KEY].removesuffix(".json").removesuffix(".traj")
     return [common.Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=instance if isinstance(instance, str) else None, metadata=meta)]
+                                id=instance if isinstance(instance, str) else None, metadata=meta)]
 
 
 MINI_SWE_AGENT = common.FormatSpec("mini-swe-agent", "mini-SWE-agent trajectories (.traj.json: messages; command "
-                            "output as tool output)", sniff_mini, parse_mini, group=name_by_file)
+                                   "output as tool output)", sniff_mini, parse_mini, group=name_by_file)
 
 # ---------------------------------------------------------------- OpenHands
 
@@ -266,7 +266,7 @@ def parse_openhands(rec: dict[str, Any], ctx: common.ParseContext) -> list[commo
             meta[key] = rec[key][:500]
     iid = rec.get("instance_id")
     return [common.Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=iid if isinstance(iid, str) else None, metadata=meta)]
+                                id=iid if isinstance(iid, str) else None, metadata=meta)]
 
 
 def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
@@ -284,7 +284,7 @@ def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
         call_id = tcm.get("tool_call_id") if tcm else None
         cid = call_id if isinstance(call_id, str) else None
         return [tm.ToolMessage((tm.ToolResultPart(str(ev.get("content") or ""), cid),), tool_call_id=cid,
-                            name=str(kind))], None
+                               name=str(kind))], None
     action = ev.get("action")
     if action == "system":
         return [tm.SystemMessage((tm.TextPart(str(args.get("content") or "")),))], None
@@ -325,8 +325,8 @@ def _v1_call(ev: dict[str, Any]) -> tm.ToolCallPart:
     fn = call.get("function") if isinstance(call.get("function"), dict) else {}
     assert isinstance(fn, dict)
     return tm.ToolCallPart(str(fn.get("name") or ev.get("tool_name") or "tool"),
-                        common.compact_json(fn.get("arguments", ev.get("action", {}))),
-                        call.get("id") if isinstance(call.get("id"), str) else None)
+                           common.compact_json(fn.get("arguments", ev.get("action", {}))),
+                           call.get("id") if isinstance(call.get("id"), str) else None)
 
 
 def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[tm.Message]:
@@ -354,10 +354,10 @@ def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[tm.
             p.text for p in content_parts(content, where, "tool") if isinstance(p, tm.TextPart))
         cid = ev.get("tool_call_id") if isinstance(ev.get("tool_call_id"), str) else None
         return [tm.ToolMessage((tm.ToolResultPart(body, cid, is_error=kind != "ObservationEvent"),),
-                            tool_call_id=cid)]
+                               tool_call_id=cid)]
     skipped[str(kind)] += 1
     return []
 
 
 OPENHANDS = common.FormatSpec("openhands", "OpenHands event streams (exported trajectory, or evaluation output "
-                       "with a history of events)", sniff_openhands, parse_openhands, group=group_events)
+                              "with a history of events)", sniff_openhands, parse_openhands, group=group_events)

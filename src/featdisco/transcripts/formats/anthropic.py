@@ -55,7 +55,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
         if rest or not results:
             messages.append(tm.make_message("user" if role == "user" else "assistant", rest))
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
-                         metadata=common.scalar_metadata(rec, {"messages", "system"}))]
+                                metadata=common.scalar_metadata(rec, {"messages", "system"}))]
 
 
 def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
@@ -79,8 +79,8 @@ def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
             parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
             parts.append(tm.ToolCallPart(common.get_str(block.get("name"), f"{bwhere}.name") or "tool",
-                                      common.compact_json(block.get("input", {})),
-                                      block.get("id") if isinstance(block.get("id"), str) else None))
+                                         common.compact_json(block.get("input", {})),
+                                         block.get("id") if isinstance(block.get("id"), str) else None))
         elif btype in ("tool_result", "web_search_tool_result"):
             inner = block.get("content")
             text = (inner if isinstance(inner, str) else
@@ -88,7 +88,7 @@ def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
                               if isinstance(p, tm.TextPart)))
             tid = block.get("tool_use_id")
             parts.append(tm.ToolResultPart(text, tid if isinstance(tid, str) else None,
-                                        is_error=bool(block.get("is_error"))))
+                                           is_error=bool(block.get("is_error"))))
         elif btype in ("image", "document", "file", "search_result"):
             parts.append(tm.MediaPart(str(btype)))
         else:
@@ -97,4 +97,4 @@ def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
 
 
 SPEC = common.FormatSpec("anthropic", "Anthropic Messages content blocks (thinking, tool_use, ...)", sniff,
-                  parse)
+                         parse)

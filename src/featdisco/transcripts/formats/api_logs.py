@@ -84,7 +84,7 @@ def _conversations(prompt: list[Message], answers: list[list[Message]], model: s
         return [common.Conversation(prompt, model=model, id=rid, metadata=meta)]
     many = len(answers) > 1
     return [common.Conversation(prompt + answer, model=model, id=rid, suffix=f"choice-{i}" if many else None,
-                         metadata=meta) for i, answer in enumerate(answers)]
+                                metadata=meta) for i, answer in enumerate(answers)]
 
 
 def request_messages(req: dict[str, Any]) -> list[Message]:
@@ -137,7 +137,7 @@ def response_messages(resp: Any, where: str) -> list[list[Message]]:
 
 
 PAIR = common.FormatSpec("api-log", "request/response logs ({request, response}: Chat Completions, "
-                  "Messages or Responses bodies)", sniff_pair, parse_pair)
+                         "Messages or Responses bodies)", sniff_pair, parse_pair)
 
 
 # ---------------------------------------------------------------- {messages, completion}
@@ -175,7 +175,7 @@ def parse_completion(rec: dict[str, Any], ctx: common.ParseContext) -> list[comm
 
 
 COMPLETION = common.FormatSpec("messages-completion", "prompt messages with a completion beside them "
-                        "({messages, completion})", sniff_completion, parse_completion)
+                               "({messages, completion})", sniff_completion, parse_completion)
 
 
 # ---------------------------------------------------------------- OpenAI Batch
@@ -278,8 +278,8 @@ def parse_batch_input(rec: dict[str, Any], ctx: common.ParseContext) -> list[com
 
 
 BATCH_OUTPUT = common.FormatSpec("openai-batch", "OpenAI Batch output (or Anthropic Message Batches results), "
-                          "joined by custom_id to the batch input file beside it", sniff_batch_output,
-                          parse_batch_output,
-                          group=group_batch_output)
+                                 "joined by custom_id to the batch input file beside it", sniff_batch_output,
+                                 parse_batch_output,
+                                 group=group_batch_output)
 BATCH_INPUT = common.FormatSpec("openai-batch-input", "OpenAI (or Anthropic) batch input: requests only, read "
-                         "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)
+                                "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)

@@ -109,8 +109,8 @@ def parse_alpaca(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.C
 
 
 QUESTIONS = common.FormatSpec("mt-bench-questions", "MT-bench / Arena-Hard question file (joined into "
-                       "answers)", sniff_questions, parse_questions, auxiliary=True)
+                              "answers)", sniff_questions, parse_questions, auxiliary=True)
 ANSWERS = common.FormatSpec("mt-bench", "MT-bench / Arena-Hard model answers joined with questions",
-                     sniff_answers, parse_answers)
+                            sniff_answers, parse_answers)
 ALPACA = common.FormatSpec("alpaca-eval", "AlpacaEval model_outputs (instruction/output/generator)",
-                    sniff_alpaca, parse_alpaca)
+                           sniff_alpaca, parse_alpaca)

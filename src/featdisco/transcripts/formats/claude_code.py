@@ -160,14 +160,14 @@ def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
             parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
             parts.append(tm.ToolCallPart(str(block.get("name") or "tool"), compact_json(block.get("input", {})),
-                                      block.get("id") if isinstance(block.get("id"), str) else None))
+                                         block.get("id") if isinstance(block.get("id"), str) else None))
         elif btype == "tool_result":
             inner = block.get("content")
             text = inner if isinstance(inner, str) else "\n".join(
                 p.text for p in _blocks(inner, skipped) if isinstance(p, tm.TextPart))
             tid = block.get("tool_use_id")
             parts.append(tm.ToolResultPart(text, tid if isinstance(tid, str) else None,
-                                        is_error=bool(block.get("is_error"))))
+                                           is_error=bool(block.get("is_error"))))
         elif btype in ("image", "document"):
             parts.append(tm.MediaPart(btype))
         else:

@@ -48,12 +48,12 @@ def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
                 parts.append(tm.TextPart(text))
         elif isinstance(call, dict):
             parts.append(tm.ToolCallPart(str(call.get("name") or "function"),
-                                      common.compact_json(call.get("args", {})),
-                                      call.get("id") if isinstance(call.get("id"), str) else None))
+                                         common.compact_json(call.get("args", {})),
+                                         call.get("id") if isinstance(call.get("id"), str) else None))
         elif isinstance(response, dict):
             results.append(tm.ToolResultPart(common.compact_json(response.get("response", {})),
-                                          response.get("id") if isinstance(response.get("id"), str)
-                                          else None))
+                                             response.get("id") if isinstance(response.get("id"), str)
+                                             else None))
         elif isinstance(code, dict):
             parts.append(tm.ToolCallPart("code_execution", common.compact_json(code.get("code", ""))))
         elif isinstance(code_result, dict):

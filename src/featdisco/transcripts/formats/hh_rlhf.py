@@ -50,7 +50,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
         meta = common.scalar_metadata(rec, set(VARIANTS))
         meta["variant"] = variant
         out.append(common.Conversation(parse_dialogue(text, variant), model=common.model_of(rec), id=base_id,
-                                suffix=variant, metadata=meta))
+                                       suffix=variant, metadata=meta))
     return out
 
 

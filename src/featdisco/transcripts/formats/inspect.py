@@ -136,11 +136,11 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     if isinstance(sample.get("metadata"), dict):
         meta.update(common.scalar_metadata(sample["metadata"], frozenset()))
     return [common.Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=f"{run}/{sid}/e{epoch}", metadata={k: v for k, v in meta.items()
+                                id=f"{run}/{sid}/e{epoch}", metadata={k: v for k, v in meta.items()
                                                                   if v is not None})]
 
 
 SPEC = common.FormatSpec("inspect", "Inspect AI eval log (.json or .eval), one transcript per sample",
-                  sniff, parse)
+                         sniff, parse)
 
 

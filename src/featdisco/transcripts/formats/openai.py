@@ -47,7 +47,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     items = common.get_list(rec, key)
     messages = parse_messages(items, key)
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
-                         metadata=common.scalar_metadata(rec, {key}))]
+                                metadata=common.scalar_metadata(rec, {key}))]
 
 
 def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
@@ -70,10 +70,10 @@ def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
             call_id = msg.get("tool_call_id")
             err = msg.get("error")
             parts = [tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None,
-                                    is_error=bool(err))]
+                                       is_error=bool(err))]
         name = msg.get("name") or msg.get("function")
         out.append(tm.make_message(role, parts, tool_call_id=msg.get("tool_call_id"),
-                                name=name if isinstance(name, str) else None))
+                                   name=name if isinstance(name, str) else None))
     return out
 
 
@@ -118,8 +118,8 @@ def content_parts(content: Any, where: str, role: tm.Role) -> list[tm.Part]:
             parts.append(tm.MediaPart(str(ptype)))
         elif ptype in ("tool_use", "tool_call", "function_call"):
             parts.append(tm.ToolCallPart(str(part.get("name", part.get("function", "tool"))),
-                                      common.compact_json(part.get("input", part.get("arguments", {}))),
-                                      part.get("id")))
+                                         common.compact_json(part.get("input", part.get("arguments", {}))),
+                                         part.get("id")))
         elif isinstance(part.get("text"), str):
             parts.append(tm.TextPart(part["text"]))
         else:
@@ -167,11 +167,11 @@ def _tool_calls(msg: dict[str, Any], where: str) -> list[tm.Part]:
             else:  # Inspect AI: "function": name, "arguments": {...}
                 name, args = fn, c.get("arguments")
             parts.append(tm.ToolCallPart(str(name or "tool"), common.compact_json(args if args is not None else {}),
-                                      c.get("id") if isinstance(c.get("id"), str) else None))
+                                         c.get("id") if isinstance(c.get("id"), str) else None))
     legacy = msg.get("function_call")
     if isinstance(legacy, dict):
         parts.append(tm.ToolCallPart(str(legacy.get("name") or "function"),
-                                  common.compact_json(legacy.get("arguments", {}))))
+                                     common.compact_json(legacy.get("arguments", {}))))
     return parts
 
 

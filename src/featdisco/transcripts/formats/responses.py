@@ -102,16 +102,16 @@ def items_to_messages(items: Any, where: str) -> list[tm.Message]:
             text = output if isinstance(output, str) else common.compact_json(output) if output is not None else ""
             call_id = item.get("call_id")
             out.append(tm.ToolMessage((tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None),),
-                                   tool_call_id=call_id if isinstance(call_id, str) else None))
+                                      tool_call_id=call_id if isinstance(call_id, str) else None))
         elif itype in ("function_call", "custom_tool_call"):
             args = item.get("arguments", item.get("input", ""))
             call_id = item.get("call_id")
             step.append(tm.ToolCallPart(common.get_str(item.get("name"), f"{iwhere}.name") or "tool",
-                                     common.compact_json(args), call_id if isinstance(call_id, str) else None))
+                                        common.compact_json(args), call_id if isinstance(call_id, str) else None))
         elif isinstance(itype, str) and itype.endswith("_call"):  # built-in tools: web search, ...
             detail = item.get("action") or item.get("query") or item.get("queries") or item.get("code") or {}
             step.append(tm.ToolCallPart(itype.removesuffix("_call"), common.compact_json(detail),
-                                     item.get("id") if isinstance(item.get("id"), str) else None))
+                                        item.get("id") if isinstance(item.get("id"), str) else None))
         # item_reference, mcp_list_tools, approval requests: no text of the model's own
     close_step()
     return out
@@ -141,4 +141,4 @@ def _reasoning(item: dict[str, Any], where: str) -> list[tm.Part]:
 
 
 SPEC = common.FormatSpec("openai-responses", "OpenAI Responses API items (input, output: reasoning, message, "
-                  "function_call, ...)", sniff, parse)
+                         "function_call, ...)", sniff, parse)

@@ -52,7 +52,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
         else:
             messages.append(tm.make_message(role, [tm.TextPart(value)] if value else []))
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
-                         metadata=common.scalar_metadata(rec, {key, "system"}))]
+                                metadata=common.scalar_metadata(rec, {key, "system"}))]
 
 
 SPEC = common.FormatSpec("sharegpt", "ShareGPT conversations (from/value)", sniff, parse)

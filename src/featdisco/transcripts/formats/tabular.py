@@ -91,7 +91,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     rid = values.get("id")
     meta = common.scalar_metadata(rec, set(mapping.values()) | {c.split(".")[0] for c in mapping.values()})
     return [common.Conversation(messages, model=str(model) if model else None,
-                         id=str(rid) if rid not in (None, "") else None, metadata=meta)]
+                                id=str(rid) if rid not in (None, "") else None, metadata=meta)]
 
 
 SPEC = common.FormatSpec("tabular", "prompt/response columns (auto, or mapped with --map)", sniff, parse)

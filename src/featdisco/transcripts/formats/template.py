@@ -36,8 +36,8 @@ _TAIL_TOKEN = re.compile(rf"(?:{_END.pattern}|{_DOC.pattern})$")
 _DEEPSEEK = re.compile(rf"<｜(?:User|Assistant)｜>|<{_BAR}begin{_SEP}of{_SEP}sentence{_BAR}>")
 _ANY_START = re.compile(rf"<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|<{_BAR}(?:User|Assistant){_BAR}>")
 ROLES: dict[str, tm.Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
-                          "assistant": "assistant", "model": "assistant", "gpt": "assistant",
-                          "tool": "tool", "ipython": "tool", "function": "tool"}
+                             "assistant": "assistant", "model": "assistant", "gpt": "assistant",
+                             "tool": "tool", "ipython": "tool", "function": "tool"}
 
 Turn = tuple[tm.Role, str, bool]  # role, text, closed
 
@@ -166,4 +166,4 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
 
 
 SPEC = common.FormatSpec("template", "raw chat-template text (DeepSeek, ChatML, Llama 3, Gemma) in a text "
-                  "or prompt + completion column", sniff, parse)
+                         "or prompt + completion column", sniff, parse)
