@@ -185,21 +185,9 @@ def _batch(pieces: list[tm.Piece], meta_columns: list[str]) -> pa.RecordBatch:
     for name in meta_columns:
         columns[name] = []
     for p in pieces:
-        columns["piece_id"].append(p.piece_id)
-        columns["transcript_id"].append(p.transcript_id)
-        columns["turn"].append(p.turn)
-        columns["kind"].append(p.kind)
-        columns["text"].append(p.text)
-        columns["model"].append(p.model)
-        columns["source"].append(p.source)
-        columns["record"].append(p.record)
-        columns["format"].append(p.format)
-        columns["chars"].append(p.chars)
-        columns["truncated"].append(p.truncated)
-        columns["redacted"].append(p.redacted)
-        columns["system"].append(p.system)
-        columns["metadata"].append(orjson.dumps(p.metadata, default=str).decode())
-        columns["tool_output"].append(p.tool_output)
+        for name in BASE_COLUMNS:  # each base column is the Piece field of the same name
+            columns[name].append(getattr(p, name))
+        columns["metadata"][-1] = orjson.dumps(p.metadata, default=str).decode()
         for name in meta_columns:
             columns[name].append(_meta_value(p.metadata.get(name)))
     return pa.RecordBatch.from_pydict(columns, schema=piece_schema(meta_columns))

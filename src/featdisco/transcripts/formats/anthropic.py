@@ -13,6 +13,7 @@ from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
 from featdisco.transcripts.sources import type_name
 
+_ROLES: dict[str, tm.Role] = {"user": "user", "assistant": "assistant"}
 _ANTHROPIC_BLOCKS = {"thinking", "redacted_thinking", "tool_use", "tool_result", "server_tool_use",
                      "web_search_tool_result"}
 
@@ -42,11 +43,8 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     for i, item in enumerate(common.get_list(rec, "messages")):
         where = f"messages[{i}]"
         msg = common.get_dict(item, where)
-        role = msg.get("role")
-        if not isinstance(role, str):
-            raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(role)}")
-        if role not in ("user", "assistant"):
-            raise BadRecord("unknown-role", f"{where}.role {role!r} is not one of user, assistant")
+        _, role = common.get_role(msg.get("role"), f"{where}.role", _ROLES, "one of user, assistant",
+                                  fold=False)
         parts = _blocks(msg.get("content"), f"{where}.content", role)
         results = [p for p in parts if isinstance(p, tm.ToolResultPart)]
         rest = [p for p in parts if not isinstance(p, tm.ToolResultPart)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +10,7 @@ from typing import Any
 import orjson
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.model import (
-    Message,
-)
+from featdisco.transcripts.model import Message, Role
 from featdisco.transcripts.sources import RawRecord, type_name
 
 MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
@@ -100,6 +98,18 @@ def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
     if isinstance(value, str):
         return value
     raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+
+
+def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
+             fold: bool = True) -> tuple[str, Role]:
+    """A message's role field as written and as mapped through ``roles`` (lower-cased first
+    when ``fold``); ``known`` ends the error a user sees ("one of user, assistant")."""
+    if not isinstance(value, str):
+        raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+    role = roles.get(value.lower() if fold else value)
+    if role is None:
+        raise BadRecord("unknown-role", f"{where} {value!r} is not {known}")
+    return value, role
 
 
 def dotted(rec: dict[str, Any], path: str) -> Any:

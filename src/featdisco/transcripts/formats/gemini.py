@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import type_name
 
 _ROLES: dict[str, tm.Role] = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool"}
 
@@ -66,12 +64,8 @@ def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
 
 def _content(raw: Any, where: str, default_role: str | None = None) -> list[tm.Message]:
     content = common.get_dict(raw, where)
-    role_name = content.get("role", default_role) or "user"
-    if not isinstance(role_name, str):
-        raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(role_name)}")
-    role = _ROLES.get(role_name)
-    if role is None:
-        raise BadRecord("unknown-role", f"{where}.role {role_name!r} is not one of user, model")
+    _, role = common.get_role(content.get("role", default_role) or "user", f"{where}.role", _ROLES,
+                              "one of user, model", fold=False)
     parts, results = _parts(content.get("parts"), f"{where}.parts")
     out: list[tm.Message] = [tm.make_message("tool", [r]) for r in results]
     if parts or not results:

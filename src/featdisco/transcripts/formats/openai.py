@@ -55,13 +55,8 @@ def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
     for i, item in enumerate(items):
         where = f"{prefix}[{i}]"
         msg = common.get_dict(item, where)
-        raw_role = msg.get("role")
-        if not isinstance(raw_role, str):
-            raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(raw_role)}")
-        role = ROLE_ALIASES.get(raw_role.lower())
-        if role is None:
-            raise BadRecord("unknown-role", f"{where}.role {raw_role!r} is not one of "
-                            "system, developer, user, assistant, tool, function")
+        _, role = common.get_role(msg.get("role"), f"{where}.role", ROLE_ALIASES,
+                                  "one of system, developer, user, assistant, tool, function")
         parts = content_parts(msg.get("content"), f"{where}.content", role)
         if role == "assistant":
             parts = _reasoning_fields(msg, where) + parts + _tool_calls(msg, where)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import type_name
 
 KEYS = ("conversations", "conversation", "items")
 ROLES: dict[str, tm.Role] = {
@@ -37,13 +35,8 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     for i, item in enumerate(common.get_list(rec, key)):
         where = f"{key}[{i}]"
         turn = common.get_dict(item, where)
-        who = turn.get("from")
-        if not isinstance(who, str):
-            raise BadRecord("wrong-type", f"{where}.from: expected a string, got {type_name(who)}")
-        role = ROLES.get(who.lower())
-        if role is None:
-            raise BadRecord("unknown-role", f"{where}.from {who!r} is not a known ShareGPT role "
-                            "(human, gpt, system, function_call, observation, ...)")
+        who, role = common.get_role(turn.get("from"), f"{where}.from", ROLES, "a known ShareGPT role "
+                                    "(human, gpt, system, function_call, observation, ...)")
         value = common.get_str(turn.get("value"), f"{where}.value")
         if who.lower() == "function_call":
             messages.append(tm.make_message("assistant", [tm.ToolCallPart("function", value)]))
