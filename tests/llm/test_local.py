@@ -26,7 +26,7 @@ from featdisco.llm.local.install import ModelSpec, ensure_model, install_model, 
 try:  # the grammar / generation tests need the optional extra
     import llama_cpp
 except ImportError:
-    llama_cpp = None
+    llama_cpp = None  # type: ignore[assignment]
 
 needs_llama = pytest.mark.skipif(
     llama_cpp is None, reason="llama-cpp-python not installed (pip install 'featdisco[local]')")
@@ -61,7 +61,8 @@ def _first_class_allows(rule: str) -> set[int]:
     """
     m = re.search(r"::= \[\^((?:\\.|[^\]])*)\]", rule)
     assert m, rule
-    body, excluded, i = m.group(1), set(), 0
+    body, i = m.group(1), 0
+    excluded: set[int] = set()
 
     def read(i: int) -> tuple[int, int]:
         if body[i] == "\\":
@@ -175,7 +176,7 @@ def _apply(smpl: Any, token_ids: list[int]) -> set[int]:
         *[llama_cpp.llama_token_data(t, 0.0, 0.0) for t in token_ids])
     cur = llama_cpp.llama_token_data_array(arr, len(token_ids), -1, False)
     llama_cpp.llama_sampler_apply(smpl, llama_cpp.ctypes.byref(cur))
-    return {arr[i].id for i in range(len(token_ids)) if arr[i].logit != float("-inf")}
+    return {int(arr[i].id) for i in range(len(token_ids)) if arr[i].logit != float("-inf")}
 
 
 # --- install: join + verify --------------------------------------------------------------
@@ -372,7 +373,14 @@ def test_real_model_returns_a_valid_feature_list(local_llm: Any, shared_data: Pa
 def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
                                                              shared_data: Path) -> None:
     """The one-token grammar check (local._GreedyGrammarSampler) must choose exactly what
-    llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses."""
+    llama-cpp-python's stock chain (grammar over every candidate, then greedy) chooses.
+
+    Both generations start from an empty context (``llm.reset()``), so both samplers see
+    logits computed the same way. Without it the second call reuses the first one's KV
+    cache (all but the prompt's last token, which it decodes alone), and a token decoded in
+    a batch of one gets slightly different logits than inside the prompt's batch: where two
+    candidates are nearly tied (as under this tight schema) that alone changes the greedy
+    choice, whichever sampler runs second."""
     from featdisco.llm.local.backend import _GreedyGrammarSampler, schema_to_grammar
     from featdisco.prompts import load_prompt
     from featdisco.stages.featurize import FeaturizeConfig, build_requests
@@ -396,6 +404,7 @@ def test_fast_greedy_grammar_gives_the_stock_samplers_tokens(local_llm: Any,
 
     def generate(init_sampler: Any) -> str:
         cls._init_sampler = init_sampler
+        llm.reset()  # decode the whole prompt afresh: no KV cache from an earlier call
         try:
             out = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=120,
                                              grammar=grammar)
