@@ -213,17 +213,8 @@ def group_events(path: Path, records: Iterator[RawRecord],
                  log: Callable[[str], None]) -> Iterator[RawRecord]:
     """A file of single events (an exported trajectory) is one transcript; records that
     already hold a ``history`` (evaluation output) pass through."""
-    events: list[dict[str, Any]] = []
-    first = last = ""
-    for raw in records:
-        if raw.data is None or "history" in raw.data:
-            yield raw
-            continue
-        events.append(raw.data)
-        first = first or raw.where
-        last = raw.where
-    if events:
-        yield RawRecord(first if first == last else f"{first} to {last}", {"history": events})
+    return common.group_file(records, "history", lambda first, last: first if first == last
+                             else f"{first} to {last}", pass_through=lambda data: "history" in data)
 
 
 def parse_openhands(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:

@@ -17,12 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from featdisco.transcripts import model as tm
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-)
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.sources import RawRecord
 
 _BOOKKEEPING = {"summary", "file-history-snapshot", "queue-operation", "system"}
@@ -42,21 +37,11 @@ def sniff(rec: dict[str, Any]) -> bool:
 def group_session(path: Path, records: Iterator[RawRecord],
                   log: Callable[[str], None]) -> Iterator[RawRecord]:
     """The file's events as one record (a session); unreadable lines pass through first."""
-    events: list[dict[str, Any]] = []
-    first = last = ""
-    for raw in records:
-        if raw.data is None:
-            yield raw
-            continue
-        events.append(raw.data)
-        first = first or raw.where
-        last = raw.where
-    if events:
-        where = first if first == last else f"lines {first.removeprefix('line ')}-{last.removeprefix('line ')}"
-        yield RawRecord(where, {"claude_code_events": events})
+    return common.group_file(records, "claude_code_events", lambda first, last: first if first == last
+                             else f"lines {first.removeprefix('line ')}-{last.removeprefix('line ')}")
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     events = rec.get("claude_code_events")
     if not isinstance(events, list):  # a single event (a file read with --format and no grouping)
         events = [rec]
@@ -71,7 +56,7 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
 
 
 def _conversation(events: list[dict[str, Any]], suffix: str | None,
-                  all_events: list[dict[str, Any]]) -> Conversation:
+                  all_events: list[dict[str, Any]]) -> common.Conversation:
     messages: list[tm.Message | list[tm.Part]] = []  # an assistant step stays a mutable list until the end
     steps: dict[str, list[tm.Part]] = {}
     skipped: Counter[str] = Counter()
@@ -122,8 +107,8 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
     agent = first.get("agentId")
     tid = f"{session}:{agent}" if isinstance(session, str) and isinstance(agent, str) else session
     final: list[tm.Message] = [tm.AssistantMessage(tuple(m)) if isinstance(m, list) else m for m in messages]
-    return Conversation(final, model=model, id=tid if isinstance(tid, str) else None, suffix=suffix,
-                        metadata=meta)
+    return common.Conversation(final, model=model, id=tid if isinstance(tid, str) else None, suffix=suffix,
+                               metadata=meta)
 
 
 _OUTPUT_TAGS = ("<local-command-stdout>", "<bash-stdout>", "<bash-stderr>")
@@ -159,7 +144,7 @@ def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
         elif btype == "redacted_thinking":
             parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
-            parts.append(tm.ToolCallPart(str(block.get("name") or "tool"), compact_json(block.get("input", {})),
+            parts.append(tm.ToolCallPart(str(block.get("name") or "tool"), common.compact_json(block.get("input", {})),
                                          block.get("id") if isinstance(block.get("id"), str) else None))
         elif btype == "tool_result":
             inner = block.get("content")
@@ -175,6 +160,6 @@ def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
     return parts
 
 
-SPEC = FormatSpec("claude-code", "Claude Code session logs (one session per .jsonl file)", sniff, parse,
-                  group=group_session,
-                  empty_ok="no conversation in this session file, only bookkeeping (summary, snapshot) lines")
+SPEC = common.FormatSpec("claude-code", "Claude Code session logs (one session per .jsonl file)", sniff, parse,
+                         group=group_session,
+                         empty_ok="no conversation in this session file, only bookkeeping (summary, snapshot) lines")

@@ -64,6 +64,24 @@ class FormatSpec:
 # ---------------------------------------------------------------- field access
 
 
+def group_file(records: Iterator[RawRecord], key: str, where: Callable[[str, str], str],
+               pass_through: Callable[[dict[str, Any]], bool] = lambda data: False) -> Iterator[RawRecord]:
+    """A file's records as one record ``{key: [their data]}`` (a session or trajectory written
+    one event a line) placed at ``where(first, last)``; unreadable records, and those
+    ``pass_through`` accepts, go on untouched before it."""
+    events: list[dict[str, Any]] = []
+    first = last = ""
+    for raw in records:
+        if raw.data is None or pass_through(raw.data):
+            yield raw
+            continue
+        events.append(raw.data)
+        first = first or raw.where
+        last = raw.where
+    if events:
+        yield RawRecord(where(first, last), {key: events})
+
+
 def list_key(rec: dict[str, Any], keys: tuple[str, ...], marker: str) -> str | None:
     """The first of ``keys`` holding a non-empty array of objects whose first has ``marker``
     (``role`` for chat messages, ``from`` for ShareGPT turns)."""
