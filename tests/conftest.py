@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,17 @@ def write_jsonl(path: Path, records: Iterable[Any], *, gz: bool = False) -> Path
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def reasoning_chats(n: int, *, user: Callable[[int], str], thought: Callable[[int], str],
+                    answer: Callable[[int], str], prefix: str = "r",
+                    model: str = "thinker") -> list[dict[str, Any]]:
+    """``n`` chat transcripts whose assistant turn is ``<think>thought</think>answer``, so that
+    user, thought and response pieces all occur; the callables give record ``i``'s text."""
+    return [{"id": f"{prefix}{i}", "model": model, "messages": [
+        {"role": "user", "content": user(i)},
+        {"role": "assistant", "content": f"<think>{thought(i)}</think>{answer(i)}"}]}
+        for i in range(n)]
 
 
 def copy_mt_bench(root: Path, shared_data: Path, n_questions: int) -> Path:

@@ -22,7 +22,7 @@ import featdisco
 from featdisco.errors import FeatdiscoError
 from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline, PipelineConfig
-from tests.conftest import copy_mt_bench, write_jsonl
+from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import GROUP_OF_FEATURE, REWORD, group_of_text, pipeline_handler
 
@@ -47,12 +47,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     transcripts with reasoning so that all three kinds of piece occur."""
     root = tmp_path_factory.mktemp("inputs")
     copy_mt_bench(root, shared_data, 8)
-    write_jsonl(root / "reasoning.jsonl", [
-        {"id": f"r{i}", "model": "thinker", "messages": [
-            {"role": "user", "content": f"Question number {i} about topic {i * 7}"},
-            {"role": "assistant", "content": f"<think>Let me think about topic {i * 7} step {i}.</think>"
-                                             f"Answer {i}."}]}
-        for i in range(12)])
+    write_jsonl(root / "reasoning.jsonl", reasoning_chats(
+        12, user=lambda i: f"Question number {i} about topic {i * 7}",
+        thought=lambda i: f"Let me think about topic {i * 7} step {i}.", answer=lambda i: f"Answer {i}."))
     return root
 
 

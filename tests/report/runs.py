@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from featdisco.pipeline import Pipeline, PipelineConfig
-from tests.conftest import copy_mt_bench, write_jsonl
+from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 from tests.pipeline_fakes import pipeline_handler
 
@@ -49,12 +49,10 @@ def write_inputs(root: Path, shared_data: Path) -> Path:
     """Real MT-bench answers of two models to 6 questions, plus transcripts with thoughts,
     some carrying payloads in user, thought and response text."""
     copy_mt_bench(root, shared_data, 6)
-    write_jsonl(root / "reasoning.jsonl", [
-        {"id": f"r{i}", "model": "thinker", "messages": [
-            {"role": "user", "content": f"Question {i} about topic {i * 7}. {PAYLOADS[i % 3]}"},
-            {"role": "assistant", "content": f"<think>Let me think about topic {i * 7} {SCRIPT} step {i}."
-                                             f"</think>Answer {i}. {IMG} see {JS_LINK}"}]}
-        for i in range(9)])
+    write_jsonl(root / "reasoning.jsonl", reasoning_chats(
+        9, user=lambda i: f"Question {i} about topic {i * 7}. {PAYLOADS[i % 3]}",
+        thought=lambda i: f"Let me think about topic {i * 7} {SCRIPT} step {i}.",
+        answer=lambda i: f"Answer {i}. {IMG} see {JS_LINK}"))
     return root
 
 

@@ -14,7 +14,7 @@ import pytest
 from featdisco.llm.cache import CallCache
 from featdisco.pipeline import Pipeline, PipelineConfig
 from featdisco.rundir import LLM_CACHE
-from tests.conftest import write_jsonl
+from tests.conftest import reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import pipeline_handler
 
@@ -36,12 +36,10 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 def data(root: Path) -> Path:
-    write_jsonl(root / "t.jsonl", [
-        {"id": f"t{i}", "model": "m", "messages": [
-            {"role": "user", "content": f"Question {i} about subject {i * 13 % 17}"},
-            {"role": "assistant", "content": f"<think>Reasoning step {i} on {i % 5}</think>"
-                                             f"Answer number {i} with detail {i * 3}."}]}
-        for i in range(60)])
+    write_jsonl(root / "t.jsonl", reasoning_chats(
+        60, user=lambda i: f"Question {i} about subject {i * 13 % 17}",
+        thought=lambda i: f"Reasoning step {i} on {i % 5}",
+        answer=lambda i: f"Answer number {i} with detail {i * 3}.", prefix="t", model="m"))
     return root / "t.jsonl"
 
 

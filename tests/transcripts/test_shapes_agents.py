@@ -12,15 +12,7 @@ from typing import Any
 
 import featdisco
 from featdisco import ReadReport
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    Transcript,
-    UserMessage,
-)
+from featdisco.transcripts import model as tm
 from featdisco.transcripts.split import TOOL_OUTPUT_MAX, split_transcript
 
 FIXTURES = Path(__file__).parent / "fixtures" / "shapes"
@@ -67,7 +59,7 @@ def test_claude_code_session_is_one_transcript_of_steps() -> None:
     assert "init is analyzing" in (main[0]["system"] or "")
     assert main[0]["record"] == "lines 1-18"
     t = next(iter(featdisco.read_transcripts(FIXTURES / "claude_code")))
-    tool = [m for m in t.messages if isinstance(m, ToolMessage)]
+    tool = [m for m in t.messages if isinstance(m, tm.ToolMessage)]
     assert "unconverted data remains" in tool[0].content[0].content  # kept for the report
 
 
@@ -151,7 +143,7 @@ def test_openhands_exported_event_stream_and_evaluation_output() -> None:
     assert models["sympy__sympy-20590"] == "litellm_proxy/gpt-5"
     ts = {t.id: t for t in featdisco.read_transcripts(FIXTURES / "openhands" / "output.jsonl")}
     sympy = ts["sympy__sympy-20590"].messages
-    assert [type(m) for m in sympy[1:]] == [UserMessage, AssistantMessage, ToolMessage, ToolMessage]
+    assert [type(m) for m in sympy[1:]] == [tm.UserMessage, tm.AssistantMessage, tm.ToolMessage, tm.ToolMessage]
 
 
 def _long_session(path: Path, steps: int) -> Path:
@@ -180,12 +172,12 @@ def test_a_session_of_hundreds_of_steps_reads_whole(tmp_path: Path) -> None:
 
 
 def test_tool_output_beside_a_response_is_clipped_once() -> None:
-    t = Transcript("t", [UserMessage((TextPart("go"),)),
-                         AssistantMessage((ToolCallPart("cat", "{}"),)),
-                         ToolMessage((ToolResultPart("a" * 10_000),)), ToolMessage((ToolResultPart("b"),))])
+    t = tm.Transcript("t", [tm.UserMessage((tm.TextPart("go"),)),
+                         tm.AssistantMessage((tm.ToolCallPart("cat", "{}"),)),
+                         tm.ToolMessage((tm.ToolResultPart("a" * 10_000),)), tm.ToolMessage((tm.ToolResultPart("b"),))])
     response = split_transcript(t)[-1]
     assert response.tool_output == "a" * TOOL_OUTPUT_MAX + "…"
-    again = Transcript("t", [*t.messages[:2], ToolMessage((ToolResultPart(response.tool_output),))])
+    again = tm.Transcript("t", [*t.messages[:2], tm.ToolMessage((tm.ToolResultPart(response.tool_output),))])
     assert split_transcript(again)[-1].tool_output == response.tool_output
 
 

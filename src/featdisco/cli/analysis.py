@@ -5,9 +5,12 @@ the full results (with every count) are in ``analysis_<name>.parquet`` in the ru
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +51,29 @@ def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | No
     return replace(out, hidden=vis.hidden)
 
 
+_OUTPUT_PARAMS = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                  for name, annotation, default in (("json_", JsonOpt, False), ("csv_", CsvOpt, False),
+                                                    ("min_transcripts", MinTranscriptsOpt, None),
+                                                    ("show_private", ShowPrivateOpt, False))]
+
+
+def with_output(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give an analysis command the options they all share (--json, --csv, --min-transcripts,
+    --show-private, listed last in its help) and call it with the :class:`Output` they make."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "out"]
+
+    @functools.wraps(fn)
+    def command(*, json_: bool, csv_: bool, min_transcripts: int | None, show_private: bool,
+                **kwargs: Any) -> None:
+        fn(**kwargs, out=output_for(kwargs["run_dir"], json_, csv_, min_transcripts, show_private))
+
+    all_params = params + _OUTPUT_PARAMS
+    command.__signature__ = sig.replace(parameters=all_params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": None}
+    return command
+
+
 def wrote(out: Output, run_dir: Path, *names: str) -> None:
     out.say("written: " + ", ".join(str(run_dir / f"analysis_{n}.parquet") for n in names))
 
@@ -56,12 +82,11 @@ def register(app: typer.Typer) -> None:
     """Add the analysis commands to the ``featdisco`` app."""
 
     @app.command("frequency")
-    def frequency_cmd(run_dir: RunDirArg, top: Top10Kind = None, json_: JsonOpt = False, csv_: CsvOpt = False,
-                      min_transcripts: MinTranscriptsOpt = None, show_private: ShowPrivateOpt = False) -> None:
+    @with_output
+    def frequency_cmd(run_dir: RunDirArg, top: Top10Kind = None, *, out: Output) -> None:
         """How often each cluster occurs: in pieces of its kind and in distinct transcripts."""
         from featdisco.analysis.activations import cluster_frequency
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = cluster_frequency(run_dir)
         n = out.limit(top, 10)
         if out.machine:
@@ -72,6 +97,7 @@ def register(app: typer.Typer) -> None:
         wrote(out, run_dir, "frequency")
 
     @app.command("probe")
+    @with_output
     def probe_cmd(
         run_dir: RunDirArg,
         targets: Annotated[int, typer.Option("--targets", min=1, help="Most common thought and response clusters to probe, per kind.")] = 1000,
@@ -83,17 +109,14 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
         top: Top15 = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """Which user features predict thought and response features: one logistic-regression
         probe per target, held-out split by transcript, F1/precision/recall/AUROC against the
         best input-blind F1, and the user clusters with the largest positive weights."""
         from featdisco.analysis.probes import run_probes, summarize_probes
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
                         min_positives=min_positives, n_jobs=jobs)
@@ -106,6 +129,7 @@ def register(app: typer.Typer) -> None:
         wrote(out, run_dir, "probes")
 
     @app.command("compare")
+    @with_output
     def compare_cmd(
         run_dir: RunDirArg,
         by: Annotated[str, typer.Option("--by", help="Any piece column (model, source, format, ...) or metadata path "
@@ -117,16 +141,13 @@ def register(app: typer.Typer) -> None:
         alpha: Annotated[float, typer.Option("--alpha", help="False discovery rate for 'significant'.")] = 0.05,
         paired: Annotated[bool | None, typer.Option("--paired/--unpaired", help="Force or forbid the paired test over shared prompts (default: when groups share prompts).")] = None,
         top: Top20 = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """How groups differ: each cluster's rate per group with Wilson intervals, rate ratio,
         Fisher / chi-square with Benjamini–Hochberg, and a paired test over shared prompts."""
         from featdisco.analysis.compare import compare_name, run_compare
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = run_compare(run_dir, by, unit=unit, groups=groups.split(",") if groups else None,
                          min_count=min_count, alpha=alpha, paired=paired)
         n_sig = int(df["significant"].sum())
@@ -141,21 +162,19 @@ def register(app: typer.Typer) -> None:
         wrote(out, run_dir, compare_name(by), compare_name(by) + "_rates")
 
     @app.command("cooccur")
+    @with_output
     def cooccur_cmd(
         run_dir: RunDirArg,
         min_support: Annotated[int, typer.Option("--min-support", min=1, help="Fewest pieces / transcripts a pair must share.")] = 5,
         level: Annotated[str, typer.Option("--level", help="piece, transcript or both.")] = "both",
         top: Top20Level = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """Cluster pairs that co-occur more than chance within pieces and within transcripts
         (lift, PMI, NPMI, hypergeometric p with Benjamini–Hochberg)."""
         from featdisco.analysis.cooccurrence import run_cooccurrence
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         levels = ("piece", "transcript") if level == "both" else (level,)
         df = run_cooccurrence(run_dir, levels=levels, min_support=min_support)
         n = out.limit(top, 20)
@@ -169,6 +188,7 @@ def register(app: typer.Typer) -> None:
         wrote(out, run_dir, "cooccurrence")
 
     @app.command("score-labels")
+    @with_output
     def score_labels_cmd(
         run_dir: RunDirArg,
         clusters: Annotated[int, typer.Option("--clusters", min=1, help="Clusters to sample and score.")] = 50,
@@ -178,16 +198,13 @@ def register(app: typer.Typer) -> None:
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
         prices: PricesOpt = None,
         top: Top15 = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """How good the labels are: the LLM picks, from a mix of members and near non-members,
         those that fit each label; precision and recall per label (worst first)."""
         from featdisco.analysis.label_quality import score_labels
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = score_labels(run_dir, n_clusters=clusters, n_members=members, n_others=others, seed=seed,
                           llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                           prices=str(prices) if prices else None)
@@ -200,6 +217,7 @@ def register(app: typer.Typer) -> None:
         exit_if_failed(df.attrs.get("llm"), out.say, "score-labels")
 
     @app.command("hierarchy")
+    @with_output
     def hierarchy_cmd(
         run_dir: RunDirArg,
         levels: Annotated[int, typer.Option("--levels", min=2, max=3, help="2: clusters and parents; 3: and grandparents.")] = 2,
@@ -208,16 +226,13 @@ def register(app: typer.Typer) -> None:
         llm: LlmOpt = None, model: ModelOpt = None, base_url: BaseUrlOpt = None, concurrency: ConcOpt = None,
         prices: PricesOpt = None,
         top: Top20 = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """Group clusters into parents (two or three levels), each parent named by the LLM
         from its children's labels; stored as a tree (node, parent, level)."""
         from featdisco.analysis.hierarchy import build_hierarchy
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = build_hierarchy(run_dir, levels=levels, branching=branching, seed=seed, llm=llm, model=model,
                              base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None)
         parents = df[df["level"] > 0].sort_values(["level", "size"], ascending=[False, False])
@@ -231,6 +246,7 @@ def register(app: typer.Typer) -> None:
                        "\"Group of N clusters\")")
 
     @app.command("stability")
+    @with_output
     def stability_cmd(
         run_dir: RunDirArg,
         runs: Annotated[int, typer.Option("--runs", min=1, help="Reclusterings per kind.")] = 3,
@@ -238,16 +254,13 @@ def register(app: typer.Typer) -> None:
         match: Annotated[float, typer.Option("--match", help="Jaccard overlap that counts as a close match.")] = 0.5,
         seed: SeedOpt = 1,
         top: Top10 = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        min_transcripts: MinTranscriptsOpt = None,
-        show_private: ShowPrivateOpt = False,
+        *,
+        out: Output,
     ) -> None:
         """How much clusters change across seeds and subsamples: ARI, NMI and the share of
         clusters with a close match, per kind; least stable clusters listed."""
         from featdisco.analysis.stability import run_stability
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         summary, detail = run_stability(run_dir, runs=runs, fraction=fraction, seed=seed, match_jaccard=match)
         out.rows(summary, ["kind", "rerun", "seed", "strings", "clusters", "ari", "nmi", "matched_share"],
                  "reclusterings", 100, primary=False)

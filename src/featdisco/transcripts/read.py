@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from featdisco.errors import BadRecord, FeatdiscoError, InputError
+from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import FORMATS, FormatSpec, ParseContext
 from featdisco.transcripts.formats.benchmarks import (
     QUESTION_FIELDS,
@@ -27,17 +28,6 @@ from featdisco.transcripts.formats.common import dotted
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.formats.template import expand_templates
 from featdisco.transcripts.formats.think import extract_think
-from featdisco.transcripts.model import (
-    MediaPart,
-    Message,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    Transcript,
-)
 from featdisco.transcripts.sources import (
     DATA_SUFFIXES,
     DEFAULT_MAX_RECORD_BYTES,
@@ -169,7 +159,7 @@ def read_transcripts(
     report: ReadReport | None = None,
     log: Callable[[str], None] | None = None,
     **kwargs: Any,
-) -> Iterator[Transcript]:
+) -> Iterator[tm.Transcript]:
     """Stream :class:`Transcript` objects from files, folders or saved HF datasets.
 
     Keyword arguments are :class:`ReadOptions` fields (``format``, ``mapping``, ``model``,
@@ -194,7 +184,7 @@ class _Reader:
         self.model_field_found = False  # whether any record had the --source-model-from field
         self.first_fields: list[str] | None = None
 
-    def run(self, files: list[Path]) -> Iterator[Transcript]:
+    def run(self, files: list[Path]) -> Iterator[tm.Transcript]:
         plans: list[tuple[Path, FormatSpec, bool]] = []
         for path in files:
             planned = self._plan(path)
@@ -301,7 +291,7 @@ class _Reader:
     # ------------------------------------------------------------ parsing
 
     def _parse_file(self, path: Path, spec: FormatSpec, ctx: ParseContext,
-                    records: Iterator[RawRecord], file_report: FileReport) -> Iterator[Transcript]:
+                    records: Iterator[RawRecord], file_report: FileReport) -> Iterator[tm.Transcript]:
         source = str(path)
         for raw in records:
             if self.opts.limit is not None and file_report.records >= self.opts.limit:
@@ -351,7 +341,7 @@ class _Reader:
                 messages, ambiguous = extract_think(expand_templates(conv.messages))
                 file_report.ambiguous_think += ambiguous
                 file_report.with_text += has_text(messages)
-                yield Transcript(
+                yield tm.Transcript(
                     id=tid,
                     messages=messages,
                     model=file_model or conv.model or self.opts.model,
@@ -455,16 +445,16 @@ def _join_question(metadata: dict[str, Any], rec: dict[str, Any], ctx: ParseCont
             metadata[name] = question[name]
 
 
-def has_text(messages: list[Message]) -> bool:
+def has_text(messages: list[tm.Message]) -> bool:
     """Whether a transcript can give any piece (text, reasoning, a tool call, media)."""
     for msg in messages:
-        if isinstance(msg, SystemMessage | ToolMessage):
+        if isinstance(msg, tm.SystemMessage | tm.ToolMessage):
             continue
         for p in msg.content:
-            if isinstance(p, TextPart | ReasoningPart):
+            if isinstance(p, tm.TextPart | tm.ReasoningPart):
                 if p.text.strip():
                     return True
-            elif isinstance(p, RedactedReasoningPart | ToolCallPart | MediaPart):
+            elif isinstance(p, tm.RedactedReasoningPart | tm.ToolCallPart | tm.MediaPart):
                 return True
     return False
 

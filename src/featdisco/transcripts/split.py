@@ -15,21 +15,7 @@ import orjson
 import pyarrow as pa
 
 from featdisco.errors import FeatdiscoError
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    MediaPart,
-    Piece,
-    PieceKind,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    Transcript,
-    UserMessage,
-)
+from featdisco.transcripts import model as tm
 
 TOOL_ARGS_MAX = 200
 TOOL_OUTPUT_MAX = 2000  # characters of tool output kept beside a response for the report
@@ -74,7 +60,7 @@ class SplitStats:
         return dict(out)
 
 
-def render_tool_call(part: ToolCallPart) -> str:
+def render_tool_call(part: tm.ToolCallPart) -> str:
     args = part.arguments if len(part.arguments) <= TOOL_ARGS_MAX else part.arguments[:TOOL_ARGS_MAX] + "…"
     return f"[tool call] {part.name}({args})"
 
@@ -82,18 +68,18 @@ def render_tool_call(part: ToolCallPart) -> str:
 def _visible(parts: Iterable[Any], *, with_tools: bool) -> str:
     out: list[str] = []
     for p in parts:
-        if isinstance(p, TextPart):
+        if isinstance(p, tm.TextPart):
             if p.text.strip():
                 out.append(p.text)
-        elif isinstance(p, MediaPart):
+        elif isinstance(p, tm.MediaPart):
             out.append(f"[{p.media}]")
-        elif with_tools and isinstance(p, ToolCallPart):
+        elif with_tools and isinstance(p, tm.ToolCallPart):
             out.append(render_tool_call(p))
     return "\n\n".join(out).strip()
 
 
-def split_transcript(t: Transcript, *, max_chars: int | None = None,
-                     stats: SplitStats | None = None, seen: set[str] | None = None) -> list[Piece]:
+def split_transcript(t: tm.Transcript, *, max_chars: int | None = None,
+                     stats: SplitStats | None = None, seen: set[str] | None = None) -> list[tm.Piece]:
     """The pieces of one transcript; empty ones are dropped and counted in ``stats``.
 
     A path of a conversation tree (``t.tree``) names each piece by the tree and the content
@@ -103,23 +89,23 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
     stats = stats if stats is not None else SplitStats()
     stats.transcripts += 1
     system = t.system
-    pieces: list[Piece] = []
+    pieces: list[tm.Piece] = []
     turn = -1
     # a running digest of a tree path's turns: equal prefixes give equal piece ids
     prefix = hashlib.sha1(f"{t.tree}\0{system or ''}".encode()) if t.tree is not None else None
     for index, msg in enumerate(t.messages):
-        if isinstance(msg, SystemMessage):
+        if isinstance(msg, tm.SystemMessage):
             continue
         turn += 1
         if prefix is not None:
             prefix.update(orjson.dumps([msg.role, [repr(p) for p in msg.content]]))
             node = prefix.hexdigest()[:16]
-        candidates: list[tuple[PieceKind, str, int]] = []
-        if isinstance(msg, UserMessage):
+        candidates: list[tuple[tm.PieceKind, str, int]] = []
+        if isinstance(msg, tm.UserMessage):
             candidates.append(("user", _visible(msg.content, with_tools=False), 0))
-        elif isinstance(msg, AssistantMessage):
-            thoughts = [p.text.strip() for p in msg.content if isinstance(p, ReasoningPart) and p.text.strip()]
-            redacted = sum(1 for p in msg.content if isinstance(p, RedactedReasoningPart))
+        elif isinstance(msg, tm.AssistantMessage):
+            thoughts = [p.text.strip() for p in msg.content if isinstance(p, tm.ReasoningPart) and p.text.strip()]
+            redacted = sum(1 for p in msg.content if isinstance(p, tm.RedactedReasoningPart))
             stats.redacted_blocks += redacted
             if redacted and not thoughts:
                 stats.redacted_only_turns += 1
@@ -144,7 +130,7 @@ def split_transcript(t: Transcript, *, max_chars: int | None = None,
                 text = f"{text[:max_chars]}\n[… truncated {chars - max_chars} characters]"
                 stats.truncated += 1
             stats.pieces[(kind, t.model or "")] += 1
-            pieces.append(Piece(
+            pieces.append(tm.Piece(
                 piece_id=piece_id,
                 transcript_id=t.id,
                 turn=turn,
@@ -169,18 +155,18 @@ def _tool_output(messages: list[Any], index: int) -> str | None:
     so a split read back and split again keeps them) to TOOL_OUTPUT_MAX characters."""
     texts: list[str] = []
     for msg in messages[index + 1:]:
-        if not isinstance(msg, ToolMessage):
+        if not isinstance(msg, tm.ToolMessage):
             break
-        texts.extend(p.content for p in msg.content if isinstance(p, ToolResultPart) and p.content.strip())
-        texts.extend(p.text for p in msg.content if isinstance(p, TextPart) and p.text.strip())
+        texts.extend(p.content for p in msg.content if isinstance(p, tm.ToolResultPart) and p.content.strip())
+        texts.extend(p.text for p in msg.content if isinstance(p, tm.TextPart) and p.text.strip())
     joined = "\n\n".join(texts)
     if not joined:
         return None
     return joined if len(joined) <= TOOL_OUTPUT_MAX else joined[:TOOL_OUTPUT_MAX] + "…"
 
 
-def iter_pieces(transcripts: Iterable[Transcript], *, max_chars: int | None = None,
-                stats: SplitStats | None = None) -> Iterator[Piece]:
+def iter_pieces(transcripts: Iterable[tm.Transcript], *, max_chars: int | None = None,
+                stats: SplitStats | None = None) -> Iterator[tm.Piece]:
     seen: set[str] = set()  # ids of conversation-tree pieces already emitted
     for t in transcripts:
         yield from split_transcript(t, max_chars=max_chars, stats=stats, seen=seen)
@@ -194,26 +180,14 @@ def _meta_value(value: Any) -> str | None:
     return orjson.dumps(value, default=str).decode()
 
 
-def _batch(pieces: list[Piece], meta_columns: list[str]) -> pa.RecordBatch:
+def _batch(pieces: list[tm.Piece], meta_columns: list[str]) -> pa.RecordBatch:
     columns: dict[str, list[Any]] = {name: [] for name in BASE_COLUMNS}
     for name in meta_columns:
         columns[name] = []
     for p in pieces:
-        columns["piece_id"].append(p.piece_id)
-        columns["transcript_id"].append(p.transcript_id)
-        columns["turn"].append(p.turn)
-        columns["kind"].append(p.kind)
-        columns["text"].append(p.text)
-        columns["model"].append(p.model)
-        columns["source"].append(p.source)
-        columns["record"].append(p.record)
-        columns["format"].append(p.format)
-        columns["chars"].append(p.chars)
-        columns["truncated"].append(p.truncated)
-        columns["redacted"].append(p.redacted)
-        columns["system"].append(p.system)
-        columns["metadata"].append(orjson.dumps(p.metadata, default=str).decode())
-        columns["tool_output"].append(p.tool_output)
+        for name in BASE_COLUMNS:  # each base column is the Piece field of the same name
+            columns[name].append(getattr(p, name))
+        columns["metadata"][-1] = orjson.dumps(p.metadata, default=str).decode()
         for name in meta_columns:
             columns[name].append(_meta_value(p.metadata.get(name)))
     return pa.RecordBatch.from_pydict(columns, schema=piece_schema(meta_columns))
@@ -228,8 +202,8 @@ def piece_schema(meta_columns: list[str] | None = None) -> pa.Schema:
     return schema
 
 
-def _chunks(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
-    chunk: list[Piece] = []
+def _chunks(pieces: Iterable[tm.Piece], size: int) -> Iterator[list[tm.Piece]]:
+    chunk: list[tm.Piece] = []
     for p in pieces:
         chunk.append(p)
         if len(chunk) >= size:
@@ -242,7 +216,7 @@ def _chunks(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
 BATCH_ROWS = 50_000  # pieces per record batch unless a caller asks otherwise
 
 
-def piece_batches(pieces: Iterable[Piece], meta_columns: list[str] | None = None,
+def piece_batches(pieces: Iterable[tm.Piece], meta_columns: list[str] | None = None,
                   batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
     """Pieces as Arrow record batches of ``batch_rows`` (default :data:`BATCH_ROWS`), so a
     caller can stream them to disk without holding the whole set."""
@@ -251,12 +225,12 @@ def piece_batches(pieces: Iterable[Piece], meta_columns: list[str] | None = None
         yield _batch(chunk, cols)
 
 
-def pieces_to_table(pieces: Iterable[Piece], meta_columns: list[str] | None = None) -> pa.Table:
+def pieces_to_table(pieces: Iterable[tm.Piece], meta_columns: list[str] | None = None) -> pa.Table:
     return pa.Table.from_batches(list(piece_batches(pieces, meta_columns)),
                                  schema=piece_schema(meta_columns))
 
 
-def write_pieces(pieces: Iterable[Piece], path: str | Path, *,
+def write_pieces(pieces: Iterable[tm.Piece], path: str | Path, *,
                  meta_columns: list[str] | None = None, batch_rows: int = 5000,
                  empty_error: Callable[[], str] | None = None) -> int:
     """Stream pieces into a Parquet file; written to a temporary name and renamed, so a

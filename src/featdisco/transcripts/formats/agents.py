@@ -17,26 +17,9 @@ from typing import Any
 import orjson
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-    get_list,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import content_parts, parse_messages
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    Message,
-    Part,
-    ReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    UserMessage,
-)
 from featdisco.transcripts.sources import RawRecord
 
 # ---------------------------------------------------------------- SWE-agent
@@ -47,13 +30,13 @@ def sniff_swe_agent(rec: dict[str, Any]) -> bool:
         isinstance(rec.get("history"), list) or isinstance(rec.get("info"), dict))
 
 
-def parse_swe_agent(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_swe_agent(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     skipped: Counter[str] = Counter()
     history = rec.get("history")
     if isinstance(history, list) and history:
-        messages = _swe_history(get_list(rec, "history"), skipped)
+        messages = _swe_history(common.get_list(rec, "history"), skipped)
     else:
-        messages = _swe_steps(get_list(rec, "trajectory"))
+        messages = _swe_steps(common.get_list(rec, "trajectory"))
     info = rec.get("info") if isinstance(rec.get("info"), dict) else {}
     assert isinstance(info, dict)
     meta: dict[str, Any] = {}
@@ -70,7 +53,7 @@ def parse_swe_agent(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation
     model, instance = _replay_config(rec.get("replay_config"))
     if instance is None and isinstance(rec.get(_FILE_KEY), str):  # SWE-agent names files by instance
         instance = rec[_FILE_KEY].removesuffix(".traj").removesuffix(".json")
-    return [Conversation(messages, model=model, id=instance, metadata=meta)]
+    return [common.Conversation(messages, model=model, id=instance, metadata=meta)]
 
 
 _FILE_KEY = "_featdisco_file"
@@ -85,8 +68,8 @@ def name_by_file(path: Path, records: Iterator[RawRecord],
         yield raw
 
 
-def _swe_history(history: list[Any], skipped: Counter[str]) -> list[Message]:
-    out: list[Message] = []
+def _swe_history(history: list[Any], skipped: Counter[str]) -> list[tm.Message]:
+    out: list[tm.Message] = []
     acted = False
     for i, item in enumerate(history):
         where = f"history[{i}]"
@@ -100,37 +83,37 @@ def _swe_history(history: list[Any], skipped: Counter[str]) -> list[Message]:
             acted = True
             msg = {k: item[k] for k in ("role", "content", "tool_calls", "reasoning_content") if k in item}
             parsed = parse_messages([msg], where)[0]
-            thinking = [ReasoningPart(b["thinking"]) for b in item.get("thinking_blocks") or []
+            thinking = [tm.ReasoningPart(b["thinking"]) for b in item.get("thinking_blocks") or []
                         if isinstance(b, dict) and isinstance(b.get("thinking"), str)]
-            out.append(AssistantMessage((*thinking, *parsed.content)))
+            out.append(tm.AssistantMessage((*thinking, *parsed.content)))
         elif role == "tool" or (role == "user" and acted):
             # what the environment answered: SWE-agent sends it as a user turn without function
             # calling (0.x trajectories without message_type too); no person writes after the start
             text = "\n".join(p.text for p in content_parts(item.get("content"), where, "tool")
-                             if isinstance(p, TextPart))
+                             if isinstance(p, tm.TextPart))
             ids = item.get("tool_call_ids")
             call_id = ids[0] if isinstance(ids, list) and ids and isinstance(ids[0], str) else None
-            out.append(ToolMessage((ToolResultPart(text, call_id),), tool_call_id=call_id))
+            out.append(tm.ToolMessage((tm.ToolResultPart(text, call_id),), tool_call_id=call_id))
         else:
             out.extend(parse_messages([{"role": role, "content": item.get("content")}], where))
     return out
 
 
-def _swe_steps(steps: list[Any]) -> list[Message]:
+def _swe_steps(steps: list[Any]) -> list[tm.Message]:
     """Old trajectories without ``history``: each step's response and observation."""
-    out: list[Message] = []
+    out: list[tm.Message] = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict):
             raise BadRecord("wrong-type", f"trajectory[{i}]: expected an object")
         if i == 0 and isinstance(step.get("query"), list):  # the prompt the first call saw
             out.extend(m for m in parse_messages([q for q in step["query"] if isinstance(q, dict)
                                                   and q.get("role") in ("system", "user")], "query")
-                       if not isinstance(m, AssistantMessage))
+                       if not isinstance(m, tm.AssistantMessage))
         text = step.get("response") or "\n\n".join(
             s for s in (step.get("thought"), step.get("action")) if isinstance(s, str) and s)
-        out.append(AssistantMessage((TextPart(str(text)),)))
+        out.append(tm.AssistantMessage((tm.TextPart(str(text)),)))
         if isinstance(step.get("observation"), str):
-            out.append(ToolMessage((ToolResultPart(step["observation"]),)))
+            out.append(tm.ToolMessage((tm.ToolResultPart(step["observation"]),)))
     return out
 
 
@@ -151,8 +134,8 @@ def _replay_config(value: Any) -> tuple[str | None, str | None]:
     return (name if isinstance(name, str) else None), (pid if isinstance(pid, str) else None)
 
 
-SWE_AGENT = FormatSpec("swe-agent", "SWE-agent trajectories (.traj: history, or trajectory steps)",
-                       sniff_swe_agent, parse_swe_agent, group=name_by_file)
+SWE_AGENT = common.FormatSpec("swe-agent", "SWE-agent trajectories (.traj: history, or trajectory steps)",
+                              sniff_swe_agent, parse_swe_agent, group=name_by_file)
 
 # ---------------------------------------------------------------- mini-SWE-agent
 
@@ -162,22 +145,22 @@ def sniff_mini(rec: dict[str, Any]) -> bool:
     return isinstance(fmt, str) and fmt.startswith("mini-swe-agent") and isinstance(rec.get("messages"), list)
 
 
-def parse_mini(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_mini(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     """Chat messages where, once the model has acted, a ``user`` message is the output of
     its command (mini-SWE-agent's observations), so it is tool output, not a user turn."""
     skipped: Counter[str] = Counter()
-    messages: list[Message] = []
+    messages: list[tm.Message] = []
     acted = False
-    for i, item in enumerate(get_list(rec, "messages")):
+    for i, item in enumerate(common.get_list(rec, "messages")):
         if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant", "tool"):
             skipped[str(item.get("role") if isinstance(item, dict) else "malformed")] += 1
             continue
         msg = {k: v for k, v in item.items() if k != "extra"}
         parsed = parse_messages([msg], f"messages[{i}]")[0]
-        if isinstance(parsed, UserMessage) and acted:
-            text = "\n".join(p.text for p in parsed.content if isinstance(p, TextPart))
-            parsed = ToolMessage((ToolResultPart(text),))
-        acted = acted or isinstance(parsed, AssistantMessage)
+        if isinstance(parsed, tm.UserMessage) and acted:
+            text = "\n".join(p.text for p in parsed.content if isinstance(p, tm.TextPart))
+            parsed = tm.ToolMessage((tm.ToolResultPart(text),))
+        acted = acted or isinstance(parsed, tm.AssistantMessage)
         messages.append(parsed)
     info = rec.get("info") if isinstance(rec.get("info"), dict) else {}
     assert isinstance(info, dict)
@@ -190,12 +173,12 @@ def parse_mini(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     instance = rec.get("instance_id")
     if not isinstance(instance, str) and isinstance(rec.get(_FILE_KEY), str):
         instance = rec[_FILE_KEY].removesuffix(".json").removesuffix(".traj")
-    return [Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=instance if isinstance(instance, str) else None, metadata=meta)]
+    return [common.Conversation(messages, model=model if isinstance(model, str) else None,
+                                id=instance if isinstance(instance, str) else None, metadata=meta)]
 
 
-MINI_SWE_AGENT = FormatSpec("mini-swe-agent", "mini-SWE-agent trajectories (.traj.json: messages; command "
-                            "output as tool output)", sniff_mini, parse_mini, group=name_by_file)
+MINI_SWE_AGENT = common.FormatSpec("mini-swe-agent", "mini-SWE-agent trajectories (.traj.json: messages; command "
+                                   "output as tool output)", sniff_mini, parse_mini, group=name_by_file)
 
 # ---------------------------------------------------------------- OpenHands
 
@@ -230,27 +213,18 @@ def group_events(path: Path, records: Iterator[RawRecord],
                  log: Callable[[str], None]) -> Iterator[RawRecord]:
     """A file of single events (an exported trajectory) is one transcript; records that
     already hold a ``history`` (evaluation output) pass through."""
-    events: list[dict[str, Any]] = []
-    first = last = ""
-    for raw in records:
-        if raw.data is None or "history" in raw.data:
-            yield raw
-            continue
-        events.append(raw.data)
-        first = first or raw.where
-        last = raw.where
-    if events:
-        yield RawRecord(first if first == last else f"{first} to {last}", {"history": events})
+    return common.group_file(records, "history", lambda first, last: first if first == last
+                             else f"{first} to {last}", pass_through=lambda data: "history" in data)
 
 
-def parse_openhands(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    history = _flat(get_list(rec, "history"))
+def parse_openhands(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    history = _flat(common.get_list(rec, "history"))
     skipped: Counter[str] = Counter()
-    messages: list[Message] = []
+    messages: list[tm.Message] = []
     instruction = rec.get("instruction")
     if isinstance(instruction, str) and instruction and not any(
             isinstance(e, dict) and e.get("source") == "user" for e in history):
-        messages.append(UserMessage((TextPart(instruction),)))
+        messages.append(tm.UserMessage((tm.TextPart(instruction),)))
     responses: set[str] = set()
     step_at: dict[str, int] = {}  # V1: model response id -> index of its assistant step
     model: str | None = None
@@ -266,7 +240,7 @@ def parse_openhands(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation
         if ev["kind"] == "ActionEvent" and isinstance(rid, str) and rid in step_at:
             # another tool call of a model response already seen: part of the same step
             prev = messages[step_at[rid]]
-            messages[step_at[rid]] = AssistantMessage((*prev.content, _v1_call(ev)))
+            messages[step_at[rid]] = tm.AssistantMessage((*prev.content, _v1_call(ev)))
             continue
         step = _v1_event(ev, f"history[{i}]", skipped)
         if ev["kind"] == "ActionEvent" and isinstance(rid, str):
@@ -282,12 +256,12 @@ def parse_openhands(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation
         if isinstance(rec.get(key), str):
             meta[key] = rec[key][:500]
     iid = rec.get("instance_id")
-    return [Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=iid if isinstance(iid, str) else None, metadata=meta)]
+    return [common.Conversation(messages, model=model if isinstance(model, str) else None,
+                                id=iid if isinstance(iid, str) else None, metadata=meta)]
 
 
 def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
-              skipped: Counter[str]) -> tuple[list[Message], str | None]:
+              skipped: Counter[str]) -> tuple[list[tm.Message], str | None]:
     """An event of the OpenHands V0 runtime (``action``/``args``, ``observation``/``content``)."""
     source = ev.get("source")
     args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
@@ -300,16 +274,16 @@ def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
             return [], None
         call_id = tcm.get("tool_call_id") if tcm else None
         cid = call_id if isinstance(call_id, str) else None
-        return [ToolMessage((ToolResultPart(str(ev.get("content") or ""), cid),), tool_call_id=cid,
-                            name=str(kind))], None
+        return [tm.ToolMessage((tm.ToolResultPart(str(ev.get("content") or ""), cid),), tool_call_id=cid,
+                               name=str(kind))], None
     action = ev.get("action")
     if action == "system":
-        return [SystemMessage((TextPart(str(args.get("content") or "")),))], None
+        return [tm.SystemMessage((tm.TextPart(str(args.get("content") or "")),))], None
     if action in _NOT_MODEL_ACTIONS or source == "environment":
         skipped[f"action {action}"] += 1
         return [], None
     if source == "user":
-        return [UserMessage((TextPart(str(args.get("content") or ev.get("message") or "")),))], None
+        return [tm.UserMessage((tm.TextPart(str(args.get("content") or ev.get("message") or "")),))], None
     response = tcm.get("model_response") if tcm else None
     if isinstance(response, dict) and isinstance(response.get("choices"), list) and response["choices"]:
         # the model call behind this action; its other actions (parallel calls) share it
@@ -323,58 +297,58 @@ def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
         model = response.get("model")
         return parse_messages([msg], f"{where}.tool_call_metadata.model_response"), (
             model if isinstance(model, str) else None)
-    parts: list[Part] = []
+    parts: list[tm.Part] = []
     if action == "message":
-        parts.append(TextPart(str(args.get("content") or "")))
+        parts.append(tm.TextPart(str(args.get("content") or "")))
     else:
         thought = args.get("thought")
         if isinstance(thought, str) and thought.strip():
-            parts.append(TextPart(thought))
+            parts.append(tm.TextPart(thought))
         call_args = {k: v for k, v in args.items() if k not in ("thought", "security_risk", "confirmation_state",
                                                                   "hidden", "is_confirmed")}
-        parts.append(ToolCallPart(str(action), compact_json(call_args)))
-    return [AssistantMessage(tuple(parts))], None
+        parts.append(tm.ToolCallPart(str(action), common.compact_json(call_args)))
+    return [tm.AssistantMessage(tuple(parts))], None
 
 
-def _v1_call(ev: dict[str, Any]) -> ToolCallPart:
+def _v1_call(ev: dict[str, Any]) -> tm.ToolCallPart:
     call = ev.get("tool_call") if isinstance(ev.get("tool_call"), dict) else {}
     assert isinstance(call, dict)
     fn = call.get("function") if isinstance(call.get("function"), dict) else {}
     assert isinstance(fn, dict)
-    return ToolCallPart(str(fn.get("name") or ev.get("tool_name") or "tool"),
-                        compact_json(fn.get("arguments", ev.get("action", {}))),
-                        call.get("id") if isinstance(call.get("id"), str) else None)
+    return tm.ToolCallPart(str(fn.get("name") or ev.get("tool_name") or "tool"),
+                           common.compact_json(fn.get("arguments", ev.get("action", {}))),
+                           call.get("id") if isinstance(call.get("id"), str) else None)
 
 
-def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[Message]:
+def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[tm.Message]:
     """An event of the OpenHands software-agent SDK (``kind``: MessageEvent, ActionEvent, ...)."""
     kind = ev["kind"]
     if kind == "SystemPromptEvent":
         prompt = ev.get("system_prompt")
         text = prompt.get("text") if isinstance(prompt, dict) else prompt
-        return [SystemMessage((TextPart(str(text or "")),))]
+        return [tm.SystemMessage((tm.TextPart(str(text or "")),))]
     if kind == "MessageEvent" and isinstance(ev.get("llm_message"), dict):
         return parse_messages([dict(ev["llm_message"])], f"{where}.llm_message")
     if kind == "ActionEvent":
-        thinking: list[Part] = []
+        thinking: list[tm.Part] = []
         if isinstance(ev.get("reasoning_content"), str) and ev["reasoning_content"].strip():
-            thinking.append(ReasoningPart(ev["reasoning_content"]))
-        thinking += [ReasoningPart(b["thinking"]) for b in ev.get("thinking_blocks") or []
+            thinking.append(tm.ReasoningPart(ev["reasoning_content"]))
+        thinking += [tm.ReasoningPart(b["thinking"]) for b in ev.get("thinking_blocks") or []
                      if isinstance(b, dict) and isinstance(b.get("thinking"), str)]
-        text = [TextPart(t["text"]) for t in ev.get("thought") or [] if isinstance(t, dict)
+        text = [tm.TextPart(t["text"]) for t in ev.get("thought") or [] if isinstance(t, dict)
                 and isinstance(t.get("text"), str)]
-        return [AssistantMessage((*thinking, *text, _v1_call(ev)))]
+        return [tm.AssistantMessage((*thinking, *text, _v1_call(ev)))]
     if kind in ("ObservationEvent", "UserRejectObservation", "AgentErrorEvent"):
         obs = ev.get("observation")
         content = obs.get("content") if isinstance(obs, dict) else ev.get("error") or ev.get("rejection_reason")
         body = content if isinstance(content, str) else "\n".join(
-            p.text for p in content_parts(content, where, "tool") if isinstance(p, TextPart))
+            p.text for p in content_parts(content, where, "tool") if isinstance(p, tm.TextPart))
         cid = ev.get("tool_call_id") if isinstance(ev.get("tool_call_id"), str) else None
-        return [ToolMessage((ToolResultPart(body, cid, is_error=kind != "ObservationEvent"),),
-                            tool_call_id=cid)]
+        return [tm.ToolMessage((tm.ToolResultPart(body, cid, is_error=kind != "ObservationEvent"),),
+                               tool_call_id=cid)]
     skipped[str(kind)] += 1
     return []
 
 
-OPENHANDS = FormatSpec("openhands", "OpenHands event streams (exported trajectory, or evaluation output "
-                       "with a history of events)", sniff_openhands, parse_openhands, group=group_events)
+OPENHANDS = common.FormatSpec("openhands", "OpenHands event streams (exported trajectory, or evaluation output "
+                              "with a history of events)", sniff_openhands, parse_openhands, group=group_events)

@@ -9,33 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
-from featdisco.transcripts.model import (
-    MediaPart,
-    Message,
-    Part,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    make_message,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.sources import type_name
 
+_ROLES: dict[str, tm.Role] = {"user": "user", "assistant": "assistant"}
 _ANTHROPIC_BLOCKS = {"thinking", "redacted_thinking", "tool_use", "tool_result", "server_tool_use",
                      "web_search_tool_result"}
 
@@ -57,67 +35,64 @@ def sniff(rec: dict[str, Any]) -> bool:
     return False
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    messages: list[Message] = []
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    messages: list[tm.Message] = []
     system = rec.get("system")
     if system:
-        messages.append(SystemMessage(tuple(_blocks(system, "system", "system"))))
-    for i, item in enumerate(get_list(rec, "messages")):
+        messages.append(tm.SystemMessage(tuple(_blocks(system, "system", "system"))))
+    for i, item in enumerate(common.get_list(rec, "messages")):
         where = f"messages[{i}]"
-        msg = get_dict(item, where)
-        role = msg.get("role")
-        if not isinstance(role, str):
-            raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(role)}")
-        if role not in ("user", "assistant"):
-            raise BadRecord("unknown-role", f"{where}.role {role!r} is not one of user, assistant")
+        msg = common.get_dict(item, where)
+        _, role = common.get_role(msg.get("role"), f"{where}.role", _ROLES, "one of user, assistant",
+                                  fold=False)
         parts = _blocks(msg.get("content"), f"{where}.content", role)
-        results = [p for p in parts if isinstance(p, ToolResultPart)]
-        rest = [p for p in parts if not isinstance(p, ToolResultPart)]
+        results = [p for p in parts if isinstance(p, tm.ToolResultPart)]
+        rest = [p for p in parts if not isinstance(p, tm.ToolResultPart)]
         for r in results:
-            messages.append(ToolMessage((r,), tool_call_id=r.tool_call_id))
+            messages.append(tm.ToolMessage((r,), tool_call_id=r.tool_call_id))
         if rest or not results:
-            messages.append(make_message("user" if role == "user" else "assistant", rest))
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec),
-                         metadata=scalar_metadata(rec, {"messages", "system"}))]
+            messages.append(tm.make_message("user" if role == "user" else "assistant", rest))
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
+                                metadata=common.scalar_metadata(rec, {"messages", "system"}))]
 
 
-def _blocks(content: Any, where: str, role: str) -> list[Part]:
+def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [TextPart(content)] if content else []
+        return [tm.TextPart(content)] if content else []
     if not isinstance(content, list):
         raise BadRecord("wrong-type", f"{where}: expected a string or an array of blocks, "
                         f"got {type_name(content)}")
-    parts: list[Part] = []
+    parts: list[tm.Part] = []
     for j, raw in enumerate(content):
         bwhere = f"{where}[{j}]"
-        block = get_dict(raw, bwhere)
+        block = common.get_dict(raw, bwhere)
         btype = block.get("type")
         if btype == "text":
-            parts.append(TextPart(get_str(block.get("text"), f"{bwhere}.text")))
+            parts.append(tm.TextPart(common.get_str(block.get("text"), f"{bwhere}.text")))
         elif btype == "thinking":
-            parts.append(ReasoningPart(get_str(block.get("thinking"), f"{bwhere}.thinking")))
+            parts.append(tm.ReasoningPart(common.get_str(block.get("thinking"), f"{bwhere}.thinking")))
         elif btype == "redacted_thinking":
-            parts.append(RedactedReasoningPart())
+            parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
-            parts.append(ToolCallPart(get_str(block.get("name"), f"{bwhere}.name") or "tool",
-                                      compact_json(block.get("input", {})),
-                                      block.get("id") if isinstance(block.get("id"), str) else None))
+            parts.append(tm.ToolCallPart(common.get_str(block.get("name"), f"{bwhere}.name") or "tool",
+                                         common.compact_json(block.get("input", {})),
+                                         block.get("id") if isinstance(block.get("id"), str) else None))
         elif btype in ("tool_result", "web_search_tool_result"):
             inner = block.get("content")
             text = (inner if isinstance(inner, str) else
                     "\n".join(p.text for p in _blocks(inner, f"{bwhere}.content", role)
-                              if isinstance(p, TextPart)))
+                              if isinstance(p, tm.TextPart)))
             tid = block.get("tool_use_id")
-            parts.append(ToolResultPart(text, tid if isinstance(tid, str) else None,
-                                        is_error=bool(block.get("is_error"))))
+            parts.append(tm.ToolResultPart(text, tid if isinstance(tid, str) else None,
+                                           is_error=bool(block.get("is_error"))))
         elif btype in ("image", "document", "file", "search_result"):
-            parts.append(MediaPart(str(btype)))
+            parts.append(tm.MediaPart(str(btype)))
         else:
             raise BadRecord("wrong-type", f"{bwhere}.type {btype!r} is not a known content block")
     return parts
 
 
-SPEC = FormatSpec("anthropic", "Anthropic Messages content blocks (thinking, tool_use, ...)", sniff,
-                  parse)
+SPEC = common.FormatSpec("anthropic", "Anthropic Messages content blocks (thinking, tool_use, ...)", sniff,
+                         parse)

@@ -21,18 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats import anthropic, responses
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
+from featdisco.transcripts.formats import anthropic, common, responses
 from featdisco.transcripts.formats.openai import content_parts, parse_messages
 from featdisco.transcripts.model import AssistantMessage, Message, TextPart, make_message
 from featdisco.transcripts.sources import JSONL_SUFFIXES, RawRecord, iter_raw
@@ -70,16 +59,16 @@ def sniff_pair(rec: dict[str, Any]) -> bool:
     return pair is not None and (pair[1] is None or isinstance(pair[1], dict | str))
 
 
-def parse_pair(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_pair(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     pair = _pair(rec)
     if pair is None:
         raise BadRecord("missing-field", "expected a request object with messages, input or prompt, "
                         "and a response")
     req, resp = pair
     prompt = request_messages(req)
-    model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), model_of(rec))
-    meta = scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
-    return _conversations(prompt, response_messages(resp, "response"), model, id_of(rec), meta)
+    model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), common.model_of(rec))
+    meta = common.scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
+    return _conversations(prompt, response_messages(resp, "response"), model, common.id_of(rec), meta)
 
 
 def _model(*candidates: Any) -> str | None:
@@ -88,28 +77,28 @@ def _model(*candidates: Any) -> str | None:
 
 
 def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
-                   meta: dict[str, Any]) -> list[Conversation]:
+                   meta: dict[str, Any]) -> list[common.Conversation]:
     """One transcript per answer (``choice-N`` when there are several); a failed call keeps
     its prompt, which still holds a user piece."""
     if not answers:
-        return [Conversation(prompt, model=model, id=rid, metadata=meta)]
+        return [common.Conversation(prompt, model=model, id=rid, metadata=meta)]
     many = len(answers) > 1
-    return [Conversation(prompt + answer, model=model, id=rid, suffix=f"choice-{i}" if many else None,
-                         metadata=meta) for i, answer in enumerate(answers)]
+    return [common.Conversation(prompt + answer, model=model, id=rid, suffix=f"choice-{i}" if many else None,
+                                metadata=meta) for i, answer in enumerate(answers)]
 
 
 def request_messages(req: dict[str, Any]) -> list[Message]:
     """The prompt of a Chat Completions, Messages, Responses or legacy Completions body."""
     if isinstance(req.get("messages"), list):
         if anthropic.sniff(req):
-            return anthropic.parse(req, ParseContext())[0].messages
-        return parse_messages(get_list(req, "messages", "request.messages"), "request.messages")
+            return anthropic.parse(req, common.ParseContext())[0].messages
+        return parse_messages(common.get_list(req, "messages", "request.messages"), "request.messages")
     if "input" in req or "instructions" in req:
         return responses.request_messages(req, "request")
     prompt = req.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
-    return [make_message("user", [TextPart(get_str(prompt, "request.prompt"))])]
+    return [make_message("user", [TextPart(common.get_str(prompt, "request.prompt"))])]
 
 
 def response_messages(resp: Any, where: str) -> list[list[Message]]:
@@ -118,13 +107,13 @@ def response_messages(resp: Any, where: str) -> list[list[Message]]:
         return []
     if isinstance(resp, str):
         return [[AssistantMessage((TextPart(resp),))]] if resp else []
-    resp = get_dict(resp, where)
+    resp = common.get_dict(resp, where)
     if isinstance(resp.get("body"), dict):  # an OpenAI Batch output's response wrapper
         return response_messages(resp["body"], f"{where}.body")
     if "choices" in resp:
         out: list[list[Message]] = []
-        for i, raw in enumerate(get_list(resp, "choices", f"{where}.choices")):
-            choice = get_dict(raw, f"{where}.choices[{i}]")
+        for i, raw in enumerate(common.get_list(resp, "choices", f"{where}.choices")):
+            choice = common.get_dict(raw, f"{where}.choices[{i}]")
             if isinstance(choice.get("message"), dict):
                 msg = dict(choice["message"])
                 msg.setdefault("role", "assistant")
@@ -140,15 +129,15 @@ def response_messages(resp: Any, where: str) -> list[list[Message]]:
         return [parse_messages([resp], where)]
     if isinstance(resp.get("content"), list | str) and resp.get("role", "assistant") == "assistant":
         wrapped = {"messages": [{"role": "assistant", "content": resp["content"]}]}  # Anthropic Messages
-        return [anthropic.parse(wrapped, ParseContext())[0].messages]
+        return [anthropic.parse(wrapped, common.ParseContext())[0].messages]
     if "error" in resp:
         return []
     raise BadRecord("wrong-type", f"{where}: not a Chat Completions, Messages or Responses body "
                     f"(keys: {', '.join(list(resp)[:10])})")
 
 
-PAIR = FormatSpec("api-log", "request/response logs ({request, response}: Chat Completions, "
-                  "Messages or Responses bodies)", sniff_pair, parse_pair)
+PAIR = common.FormatSpec("api-log", "request/response logs ({request, response}: Chat Completions, "
+                         "Messages or Responses bodies)", sniff_pair, parse_pair)
 
 
 # ---------------------------------------------------------------- {messages, completion}
@@ -169,7 +158,7 @@ def sniff_completion(rec: dict[str, Any]) -> bool:
     return _completion_key(rec) is not None
 
 
-def parse_completion(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_completion(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     key = _completion_key(rec)
     if key is None:
         raise BadRecord("missing-field", "expected messages and a completion")
@@ -181,12 +170,12 @@ def parse_completion(rec: dict[str, Any], ctx: ParseContext) -> list[Conversatio
         answers = [[AssistantMessage(tuple(content_parts(value.get("content"), key, "assistant")))]]
     else:
         answers = response_messages(value, key)
-    meta = scalar_metadata(rec, {"messages", "system", key})
-    return _conversations(prompt, answers, model_of(rec), id_of(rec), meta)
+    meta = common.scalar_metadata(rec, {"messages", "system", key})
+    return _conversations(prompt, answers, common.model_of(rec), common.id_of(rec), meta)
 
 
-COMPLETION = FormatSpec("messages-completion", "prompt messages with a completion beside them "
-                        "({messages, completion})", sniff_completion, parse_completion)
+COMPLETION = common.FormatSpec("messages-completion", "prompt messages with a completion beside them "
+                               "({messages, completion})", sniff_completion, parse_completion)
 
 
 # ---------------------------------------------------------------- OpenAI Batch
@@ -216,7 +205,7 @@ def sniff_batch_input(rec: dict[str, Any]) -> bool:
     return _batch_request(rec) is not None
 
 
-def parse_batch_output(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     resp = rec.get("response")
     err = rec.get("error")
     req = rec.get("request")  # joined from the input file by group_batch_output
@@ -284,13 +273,13 @@ def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str,
     return out
 
 
-def parse_batch_input(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_batch_input(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     return []  # auxiliary: read by group_batch_output into the output's records
 
 
-BATCH_OUTPUT = FormatSpec("openai-batch", "OpenAI Batch output (or Anthropic Message Batches results), "
-                          "joined by custom_id to the batch input file beside it", sniff_batch_output,
-                          parse_batch_output,
-                          group=group_batch_output)
-BATCH_INPUT = FormatSpec("openai-batch-input", "OpenAI (or Anthropic) batch input: requests only, read "
-                         "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)
+BATCH_OUTPUT = common.FormatSpec("openai-batch", "OpenAI Batch output (or Anthropic Message Batches results), "
+                                 "joined by custom_id to the batch input file beside it", sniff_batch_output,
+                                 parse_batch_output,
+                                 group=group_batch_output)
+BATCH_INPUT = common.FormatSpec("openai-batch-input", "OpenAI (or Anthropic) batch input: requests only, read "
+                                "with its output file", sniff_batch_input, parse_batch_input, auxiliary=True)

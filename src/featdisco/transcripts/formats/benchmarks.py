@@ -10,17 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import content_parts
 from featdisco.transcripts.model import Message, Part, TextPart, make_message
 
@@ -45,13 +35,13 @@ def question_key(rec: dict[str, Any]) -> str | None:
 
 def _question_turns(q: dict[str, Any], where: str) -> list[str]:
     if "turns" in q:
-        turns = get_list(q, "turns", f"{where}.turns")
-        return [get_str(t.get("content") if isinstance(t, dict) else t, f"{where}.turns[{i}]")
+        turns = common.get_list(q, "turns", f"{where}.turns")
+        return [common.get_str(t.get("content") if isinstance(t, dict) else t, f"{where}.turns[{i}]")
                 for i, t in enumerate(turns)]
-    return [get_str(q.get("prompt"), f"{where}.prompt")]
+    return [common.get_str(q.get("prompt"), f"{where}.prompt")]
 
 
-def parse_questions(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_questions(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     return []  # auxiliary: read by the reader into ParseContext.questions
 
 
@@ -64,7 +54,7 @@ def sniff_answers(rec: dict[str, Any]) -> bool:
         and isinstance(choices[0], dict) and "turns" in choices[0]
 
 
-def _lookup_question(rec: dict[str, Any], ctx: ParseContext) -> tuple[str, dict[str, Any]]:
+def _lookup_question(rec: dict[str, Any], ctx: common.ParseContext) -> tuple[str, dict[str, Any]]:
     key = question_key(rec)
     if key is None:
         raise BadRecord("missing-field", "answer has no question_id")
@@ -78,11 +68,11 @@ def _lookup_question(rec: dict[str, Any], ctx: ParseContext) -> tuple[str, dict[
     return key, q
 
 
-def parse_answers(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_answers(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     key, q = _lookup_question(rec, ctx)
     prompts = _question_turns(q, f"question {key}")
-    choice = get_dict(get_list(rec, "choices")[0], "choices[0]")
-    answers = get_list(choice, "turns", "choices[0].turns")
+    choice = common.get_dict(common.get_list(rec, "choices")[0], "choices[0]")
+    answers = common.get_list(choice, "turns", "choices[0].turns")
     messages: list[Message] = []
     for i, prompt in enumerate(prompts):
         messages.append(make_message("user", [TextPart(prompt)] if prompt else []))
@@ -91,12 +81,12 @@ def parse_answers(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
             content = ans.get("content") if isinstance(ans, dict) else ans
             parts: list[Part] = content_parts(content, f"choices[0].turns[{i}]", "assistant")
             messages.append(make_message("assistant", parts))
-    meta = scalar_metadata(rec, {"choices"})
+    meta = common.scalar_metadata(rec, {"choices"})
     meta["question_id"] = key
     for field in QUESTION_FIELDS:
         if isinstance(q.get(field), str):
             meta[field] = q[field]
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec), metadata=meta)]
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
 # ---------------------------------------------------------------- AlpacaEval
@@ -106,21 +96,21 @@ def sniff_alpaca(rec: dict[str, Any]) -> bool:
     return isinstance(rec.get("instruction"), str) and "output" in rec
 
 
-def parse_alpaca(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    instruction = get_str(rec.get("instruction"), "instruction")
+def parse_alpaca(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    instruction = common.get_str(rec.get("instruction"), "instruction")
     extra = rec.get("input")
     if isinstance(extra, str) and extra.strip():
         instruction = f"{instruction}\n\n{extra}"
-    output = get_str(rec.get("output"), "output")
+    output = common.get_str(rec.get("output"), "output")
     messages = [make_message("user", [TextPart(instruction)] if instruction else []),
                 make_message("assistant", [TextPart(output)] if output else [])]
-    meta = scalar_metadata(rec, {"instruction", "input", "output"})
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec), metadata=meta)]
+    meta = common.scalar_metadata(rec, {"instruction", "input", "output"})
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
-QUESTIONS = FormatSpec("mt-bench-questions", "MT-bench / Arena-Hard question file (joined into "
-                       "answers)", sniff_questions, parse_questions, auxiliary=True)
-ANSWERS = FormatSpec("mt-bench", "MT-bench / Arena-Hard model answers joined with questions",
-                     sniff_answers, parse_answers)
-ALPACA = FormatSpec("alpaca-eval", "AlpacaEval model_outputs (instruction/output/generator)",
-                    sniff_alpaca, parse_alpaca)
+QUESTIONS = common.FormatSpec("mt-bench-questions", "MT-bench / Arena-Hard question file (joined into "
+                              "answers)", sniff_questions, parse_questions, auxiliary=True)
+ANSWERS = common.FormatSpec("mt-bench", "MT-bench / Arena-Hard model answers joined with questions",
+                            sniff_answers, parse_answers)
+ALPACA = common.FormatSpec("alpaca-eval", "AlpacaEval model_outputs (instruction/output/generator)",
+                           sniff_alpaca, parse_alpaca)

@@ -16,26 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-)
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    MediaPart,
-    Message,
-    Part,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    UserMessage,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.sources import RawRecord
 
 _BOOKKEEPING = {"summary", "file-history-snapshot", "queue-operation", "system"}
@@ -55,21 +37,11 @@ def sniff(rec: dict[str, Any]) -> bool:
 def group_session(path: Path, records: Iterator[RawRecord],
                   log: Callable[[str], None]) -> Iterator[RawRecord]:
     """The file's events as one record (a session); unreadable lines pass through first."""
-    events: list[dict[str, Any]] = []
-    first = last = ""
-    for raw in records:
-        if raw.data is None:
-            yield raw
-            continue
-        events.append(raw.data)
-        first = first or raw.where
-        last = raw.where
-    if events:
-        where = first if first == last else f"lines {first.removeprefix('line ')}-{last.removeprefix('line ')}"
-        yield RawRecord(where, {"claude_code_events": events})
+    return common.group_file(records, "claude_code_events", lambda first, last: first if first == last
+                             else f"lines {first.removeprefix('line ')}-{last.removeprefix('line ')}")
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     events = rec.get("claude_code_events")
     if not isinstance(events, list):  # a single event (a file read with --format and no grouping)
         events = [rec]
@@ -84,9 +56,9 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
 
 
 def _conversation(events: list[dict[str, Any]], suffix: str | None,
-                  all_events: list[dict[str, Any]]) -> Conversation:
-    messages: list[Message | list[Part]] = []  # an assistant step stays a mutable list until the end
-    steps: dict[str, list[Part]] = {}
+                  all_events: list[dict[str, Any]]) -> common.Conversation:
+    messages: list[tm.Message | list[tm.Part]] = []  # an assistant step stays a mutable list until the end
+    steps: dict[str, list[tm.Part]] = {}
     skipped: Counter[str] = Counter()
     model: str | None = None
     for ev in events:
@@ -112,18 +84,18 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
             parts.extend(_blocks(content, skipped))
         elif kind == "user":
             parts = _blocks(content, skipped)
-            results = [p for p in parts if isinstance(p, ToolResultPart)]
-            rest = [p for p in parts if not isinstance(p, ToolResultPart)]
-            messages.extend(ToolMessage((r,), tool_call_id=r.tool_call_id) for r in results)
+            results = [p for p in parts if isinstance(p, tm.ToolResultPart)]
+            rest = [p for p in parts if not isinstance(p, tm.ToolResultPart)]
+            messages.extend(tm.ToolMessage((r,), tool_call_id=r.tool_call_id) for r in results)
             if rest:
                 injected = ev.get("isMeta") or ev.get("isCompactSummary") or ev.get("isVisibleInTranscriptOnly")
                 if injected:
-                    messages.append(SystemMessage(tuple(rest)))
+                    messages.append(tm.SystemMessage(tuple(rest)))
                 elif _command_output(rest):
-                    text = "\n".join(p.text for p in rest if isinstance(p, TextPart))
-                    messages.append(ToolMessage((ToolResultPart(text),), name="local-command"))
+                    text = "\n".join(p.text for p in rest if isinstance(p, tm.TextPart))
+                    messages.append(tm.ToolMessage((tm.ToolResultPart(text),), name="local-command"))
                 else:
-                    messages.append(UserMessage(tuple(rest)))
+                    messages.append(tm.UserMessage(tuple(rest)))
     first = next((e for e in events if e.get("sessionId")), {})
     meta: dict[str, Any] = {k: first[k] for k in ("cwd", "gitBranch", "version") if isinstance(first.get(k), str)}
     titles = [e["summary"] for e in all_events if e.get("type") == "summary" and isinstance(e.get("summary"), str)]
@@ -134,60 +106,60 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
     session = first.get("sessionId")
     agent = first.get("agentId")
     tid = f"{session}:{agent}" if isinstance(session, str) and isinstance(agent, str) else session
-    final: list[Message] = [AssistantMessage(tuple(m)) if isinstance(m, list) else m for m in messages]
-    return Conversation(final, model=model, id=tid if isinstance(tid, str) else None, suffix=suffix,
-                        metadata=meta)
+    final: list[tm.Message] = [tm.AssistantMessage(tuple(m)) if isinstance(m, list) else m for m in messages]
+    return common.Conversation(final, model=model, id=tid if isinstance(tid, str) else None, suffix=suffix,
+                               metadata=meta)
 
 
 _OUTPUT_TAGS = ("<local-command-stdout>", "<bash-stdout>", "<bash-stderr>")
 
 
-def _command_output(parts: Sequence[Part]) -> bool:
+def _command_output(parts: Sequence[tm.Part]) -> bool:
     """The output of a command the user ran (``!ls``, ``/cost``): Claude Code logs it as a user
     event, but nobody wrote it, so it is kept as tool output."""
-    texts = [p.text.lstrip() for p in parts if isinstance(p, TextPart)]
+    texts = [p.text.lstrip() for p in parts if isinstance(p, tm.TextPart)]
     return bool(texts) and len(texts) == len(parts) and all(t.startswith(_OUTPUT_TAGS) for t in texts)
 
 
-def _blocks(content: Any, skipped: Counter[str]) -> list[Part]:
+def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
     """Anthropic content blocks, leniently: a block type this version does not know is
     counted in ``skipped_events`` rather than losing the whole session."""
     if isinstance(content, str):
-        return [TextPart(content)] if content.strip() else []
+        return [tm.TextPart(content)] if content.strip() else []
     if not isinstance(content, list):
         return []
-    parts: list[Part] = []
+    parts: list[tm.Part] = []
     for block in content:
         if isinstance(block, str):
-            parts.append(TextPart(block))
+            parts.append(tm.TextPart(block))
             continue
         if not isinstance(block, dict):
             skipped["malformed block"] += 1
             continue
         btype = block.get("type")
         if btype == "text" and isinstance(block.get("text"), str):
-            parts.append(TextPart(block["text"]))
+            parts.append(tm.TextPart(block["text"]))
         elif btype == "thinking" and isinstance(block.get("thinking"), str):
-            parts.append(ReasoningPart(block["thinking"]))
+            parts.append(tm.ReasoningPart(block["thinking"]))
         elif btype == "redacted_thinking":
-            parts.append(RedactedReasoningPart())
+            parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
-            parts.append(ToolCallPart(str(block.get("name") or "tool"), compact_json(block.get("input", {})),
-                                      block.get("id") if isinstance(block.get("id"), str) else None))
+            parts.append(tm.ToolCallPart(str(block.get("name") or "tool"), common.compact_json(block.get("input", {})),
+                                         block.get("id") if isinstance(block.get("id"), str) else None))
         elif btype == "tool_result":
             inner = block.get("content")
             text = inner if isinstance(inner, str) else "\n".join(
-                p.text for p in _blocks(inner, skipped) if isinstance(p, TextPart))
+                p.text for p in _blocks(inner, skipped) if isinstance(p, tm.TextPart))
             tid = block.get("tool_use_id")
-            parts.append(ToolResultPart(text, tid if isinstance(tid, str) else None,
-                                        is_error=bool(block.get("is_error"))))
+            parts.append(tm.ToolResultPart(text, tid if isinstance(tid, str) else None,
+                                           is_error=bool(block.get("is_error"))))
         elif btype in ("image", "document"):
-            parts.append(MediaPart(btype))
+            parts.append(tm.MediaPart(btype))
         else:
             skipped[f"block {btype}"] += 1
     return parts
 
 
-SPEC = FormatSpec("claude-code", "Claude Code session logs (one session per .jsonl file)", sniff, parse,
-                  group=group_session,
-                  empty_ok="no conversation in this session file, only bookkeeping (summary, snapshot) lines")
+SPEC = common.FormatSpec("claude-code", "Claude Code session logs (one session per .jsonl file)", sniff, parse,
+                         group=group_session,
+                         empty_ok="no conversation in this session file, only bookkeeping (summary, snapshot) lines")

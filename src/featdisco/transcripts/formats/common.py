@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +10,7 @@ from typing import Any
 import orjson
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.model import (
-    Message,
-)
+from featdisco.transcripts.model import Message, Role
 from featdisco.transcripts.sources import RawRecord, type_name
 
 MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
@@ -66,6 +64,24 @@ class FormatSpec:
 # ---------------------------------------------------------------- field access
 
 
+def group_file(records: Iterator[RawRecord], key: str, where: Callable[[str, str], str],
+               pass_through: Callable[[dict[str, Any]], bool] = lambda data: False) -> Iterator[RawRecord]:
+    """A file's records as one record ``{key: [their data]}`` (a session or trajectory written
+    one event a line) placed at ``where(first, last)``; unreadable records, and those
+    ``pass_through`` accepts, go on untouched before it."""
+    events: list[dict[str, Any]] = []
+    first = last = ""
+    for raw in records:
+        if raw.data is None or pass_through(raw.data):
+            yield raw
+            continue
+        events.append(raw.data)
+        first = first or raw.where
+        last = raw.where
+    if events:
+        yield RawRecord(where(first, last), {key: events})
+
+
 def list_key(rec: dict[str, Any], keys: tuple[str, ...], marker: str) -> str | None:
     """The first of ``keys`` holding a non-empty array of objects whose first has ``marker``
     (``role`` for chat messages, ``from`` for ShareGPT turns)."""
@@ -100,6 +116,18 @@ def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
     if isinstance(value, str):
         return value
     raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+
+
+def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
+             fold: bool = True) -> tuple[str, Role]:
+    """A message's role field as written and as mapped through ``roles`` (lower-cased first
+    when ``fold``); ``known`` ends the error a user sees ("one of user, assistant")."""
+    if not isinstance(value, str):
+        raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
+    role = roles.get(value.lower() if fold else value)
+    if role is None:
+        raise BadRecord("unknown-role", f"{where} {value!r} is not {known}")
+    return value, role
 
 
 def dotted(rec: dict[str, Any], path: str) -> Any:

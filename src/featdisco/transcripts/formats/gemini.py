@@ -8,33 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
-from featdisco.transcripts.model import (
-    MediaPart,
-    Message,
-    Part,
-    ReasoningPart,
-    Role,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    make_message,
-)
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 
-_ROLES: dict[str, Role] = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool"}
+_ROLES: dict[str, tm.Role] = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool"}
 
 
 def _pick(d: dict[str, Any], camel: str, snake: str) -> Any:
@@ -47,80 +24,76 @@ def sniff(rec: dict[str, Any]) -> bool:
         and "parts" in contents[0]
 
 
-def _parts(raw_parts: Any, where: str) -> tuple[list[Part], list[Part]]:
+def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
     """Returns (message parts, tool results) so function responses become tool messages."""
-    parts: list[Part] = []
-    results: list[Part] = []
+    parts: list[tm.Part] = []
+    results: list[tm.Part] = []
     if raw_parts is None:
         return parts, results
-    for j, raw in enumerate(get_list({"parts": raw_parts}, "parts", where)):
+    for j, raw in enumerate(common.get_list({"parts": raw_parts}, "parts", where)):
         pwhere = f"{where}[{j}]"
-        part = get_dict(raw, pwhere)
+        part = common.get_dict(raw, pwhere)
         call = _pick(part, "functionCall", "function_call")
         response = _pick(part, "functionResponse", "function_response")
         code = _pick(part, "executableCode", "executable_code")
         code_result = _pick(part, "codeExecutionResult", "code_execution_result")
         if part.get("text") is not None:
-            text = get_str(part.get("text"), f"{pwhere}.text")
+            text = common.get_str(part.get("text"), f"{pwhere}.text")
             if part.get("thought") is True:
                 if text.strip():
-                    parts.append(ReasoningPart(text))
+                    parts.append(tm.ReasoningPart(text))
             elif text:
-                parts.append(TextPart(text))
+                parts.append(tm.TextPart(text))
         elif isinstance(call, dict):
-            parts.append(ToolCallPart(str(call.get("name") or "function"),
-                                      compact_json(call.get("args", {})),
-                                      call.get("id") if isinstance(call.get("id"), str) else None))
+            parts.append(tm.ToolCallPart(str(call.get("name") or "function"),
+                                         common.compact_json(call.get("args", {})),
+                                         call.get("id") if isinstance(call.get("id"), str) else None))
         elif isinstance(response, dict):
-            results.append(ToolResultPart(compact_json(response.get("response", {})),
-                                          response.get("id") if isinstance(response.get("id"), str)
-                                          else None))
+            results.append(tm.ToolResultPart(common.compact_json(response.get("response", {})),
+                                             response.get("id") if isinstance(response.get("id"), str)
+                                             else None))
         elif isinstance(code, dict):
-            parts.append(ToolCallPart("code_execution", compact_json(code.get("code", ""))))
+            parts.append(tm.ToolCallPart("code_execution", common.compact_json(code.get("code", ""))))
         elif isinstance(code_result, dict):
-            results.append(ToolResultPart(compact_json(code_result.get("output", ""))))
+            results.append(tm.ToolResultPart(common.compact_json(code_result.get("output", ""))))
         elif _pick(part, "inlineData", "inline_data") or _pick(part, "fileData", "file_data"):
-            parts.append(MediaPart("file"))
+            parts.append(tm.MediaPart("file"))
         # a part holding only a thoughtSignature carries nothing to read
     return parts, results
 
 
-def _content(raw: Any, where: str, default_role: str | None = None) -> list[Message]:
-    content = get_dict(raw, where)
-    role_name = content.get("role", default_role) or "user"
-    if not isinstance(role_name, str):
-        raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(role_name)}")
-    role = _ROLES.get(role_name)
-    if role is None:
-        raise BadRecord("unknown-role", f"{where}.role {role_name!r} is not one of user, model")
+def _content(raw: Any, where: str, default_role: str | None = None) -> list[tm.Message]:
+    content = common.get_dict(raw, where)
+    _, role = common.get_role(content.get("role", default_role) or "user", f"{where}.role", _ROLES,
+                              "one of user, model", fold=False)
     parts, results = _parts(content.get("parts"), f"{where}.parts")
-    out: list[Message] = [make_message("tool", [r]) for r in results]
+    out: list[tm.Message] = [tm.make_message("tool", [r]) for r in results]
     if parts or not results:
-        out.append(make_message(role, parts))
+        out.append(tm.make_message(role, parts))
     return out
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    messages: list[Message] = []
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    messages: list[tm.Message] = []
     system = _pick(rec, "systemInstruction", "system_instruction")
     if system is None and isinstance(rec.get("config"), dict):
         system = _pick(rec["config"], "systemInstruction", "system_instruction")
     if isinstance(system, str):
-        messages.append(make_message("system", [TextPart(system)]))
+        messages.append(tm.make_message("system", [tm.TextPart(system)]))
     elif isinstance(system, dict):
         parts, _ = _parts(system.get("parts"), "systemInstruction.parts")
-        messages.append(make_message("system", parts))
-    for i, raw in enumerate(get_list(rec, "contents")):
+        messages.append(tm.make_message("system", parts))
+    for i, raw in enumerate(common.get_list(rec, "contents")):
         messages.extend(_content(raw, f"contents[{i}]"))
     response = rec.get("response")
     candidates = response.get("candidates") if isinstance(response, dict) else rec.get("candidates")
     if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
         messages.extend(_content(candidates[0].get("content"), "candidates[0].content", "model"))
-    model = model_of(rec)
+    model = common.model_of(rec)
     if model is None and isinstance(response, dict):
         model = _pick(response, "modelVersion", "model_version")
-    meta = scalar_metadata(rec, {"contents", "candidates", "modelVersion", "model_version"})
-    return [Conversation(messages, model=model, id=id_of(rec), metadata=meta)]
+    meta = common.scalar_metadata(rec, {"contents", "candidates", "modelVersion", "model_version"})
+    return [common.Conversation(messages, model=model, id=common.id_of(rec), metadata=meta)]
 
 
-SPEC = FormatSpec("gemini", "Gemini contents/parts (thought: true)", sniff, parse)
+SPEC = common.FormatSpec("gemini", "Gemini contents/parts (thought: true)", sniff, parse)

@@ -10,14 +10,7 @@ import re
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.model import Message, Role, TextPart, make_message
 from featdisco.transcripts.sources import type_name
 
@@ -45,20 +38,20 @@ def parse_dialogue(text: str, where: str) -> list[Message]:
     return messages
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    out: list[Conversation] = []
-    base_id = id_of(rec)
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    out: list[common.Conversation] = []
+    base_id = common.id_of(rec)
     for variant in VARIANTS:
         if variant not in rec:
             continue
         text = rec[variant]
         if not isinstance(text, str):
             raise BadRecord("wrong-type", f"{variant}: expected a string, got {type_name(text)}")
-        meta = scalar_metadata(rec, set(VARIANTS))
+        meta = common.scalar_metadata(rec, set(VARIANTS))
         meta["variant"] = variant
-        out.append(Conversation(parse_dialogue(text, variant), model=model_of(rec), id=base_id,
-                                suffix=variant, metadata=meta))
+        out.append(common.Conversation(parse_dialogue(text, variant), model=common.model_of(rec), id=base_id,
+                                       suffix=variant, metadata=meta))
     return out
 
 
-SPEC = FormatSpec("hh-rlhf", "Anthropic HH-RLHF chosen/rejected dialogue strings", sniff, parse)
+SPEC = common.FormatSpec("hh-rlhf", "Anthropic HH-RLHF chosen/rejected dialogue strings", sniff, parse)

@@ -10,14 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    get_dict,
-    get_list,
-    scalar_metadata,
-)
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import parse_messages
 from featdisco.transcripts.sources import RawRecord, decode_json_object
 
@@ -47,7 +40,7 @@ def expand_inspect_log(doc: dict[str, Any]) -> Iterator[RawRecord]:
     for i, sample in enumerate(samples, start=1):
         where = _where(sample, i)
         if isinstance(sample, dict):
-            yield RawRecord(where, _wrap(get_dict(doc["eval"], "eval"), sample))
+            yield RawRecord(where, _wrap(common.get_dict(doc["eval"], "eval"), sample))
         else:
             yield RawRecord(where, None, BadRecord("wrong-type", "sample is not an object"))
 
@@ -116,11 +109,11 @@ def sniff(rec: dict[str, Any]) -> bool:
     return isinstance(rec.get("eval"), dict) and isinstance(rec.get("sample"), dict)
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
-    eval_spec = get_dict(rec.get("eval"), "eval")
-    sample = get_dict(rec.get("sample"), "sample")
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    eval_spec = common.get_dict(rec.get("eval"), "eval")
+    sample = common.get_dict(rec.get("sample"), "sample")
     attachments = sample.get("attachments") if isinstance(sample.get("attachments"), dict) else {}
-    items = get_list(sample, "messages", "sample.messages")
+    items = common.get_list(sample, "messages", "sample.messages")
     messages = parse_messages(_resolve(items, attachments or {}), "messages")
     model = eval_spec.get("model")
     output = sample.get("output")
@@ -141,13 +134,13 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
             if isinstance(value, str | int | float | bool):
                 meta[f"score_{name}"] = value
     if isinstance(sample.get("metadata"), dict):
-        meta.update(scalar_metadata(sample["metadata"], frozenset()))
-    return [Conversation(messages, model=model if isinstance(model, str) else None,
-                         id=f"{run}/{sid}/e{epoch}", metadata={k: v for k, v in meta.items()
+        meta.update(common.scalar_metadata(sample["metadata"], frozenset()))
+    return [common.Conversation(messages, model=model if isinstance(model, str) else None,
+                                id=f"{run}/{sid}/e{epoch}", metadata={k: v for k, v in meta.items()
                                                                   if v is not None})]
 
 
-SPEC = FormatSpec("inspect", "Inspect AI eval log (.json or .eval), one transcript per sample",
-                  sniff, parse)
+SPEC = common.FormatSpec("inspect", "Inspect AI eval log (.json or .eval), one transcript per sample",
+                         sniff, parse)
 
 

@@ -11,35 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    list_key,
-    model_of,
-    scalar_metadata,
-)
-from featdisco.transcripts.model import (
-    MediaPart,
-    Message,
-    Part,
-    ReasoningPart,
-    RedactedReasoningPart,
-    Role,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    make_message,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.sources import type_name
 
 MESSAGE_KEYS = ("messages", "conversation", "conversations", "chat", "dialog")
-ROLE_ALIASES: dict[str, Role] = {
+ROLE_ALIASES: dict[str, tm.Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
@@ -58,62 +35,57 @@ _REASONING_TYPES = {"reasoning", "thinking", "reasoning_text"}
 
 
 def messages_key(rec: dict[str, Any]) -> str | None:
-    return list_key(rec, MESSAGE_KEYS, "role")
+    return common.list_key(rec, MESSAGE_KEYS, "role")
 
 
 def sniff(rec: dict[str, Any]) -> bool:
     return messages_key(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     key = messages_key(rec) or "messages"
-    items = get_list(rec, key)
+    items = common.get_list(rec, key)
     messages = parse_messages(items, key)
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec),
-                         metadata=scalar_metadata(rec, {key}))]
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
+                                metadata=common.scalar_metadata(rec, {key}))]
 
 
-def parse_messages(items: list[Any], prefix: str) -> list[Message]:
-    out: list[Message] = []
+def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
+    out: list[tm.Message] = []
     for i, item in enumerate(items):
         where = f"{prefix}[{i}]"
-        msg = get_dict(item, where)
-        raw_role = msg.get("role")
-        if not isinstance(raw_role, str):
-            raise BadRecord("wrong-type", f"{where}.role: expected a string, got {type_name(raw_role)}")
-        role = ROLE_ALIASES.get(raw_role.lower())
-        if role is None:
-            raise BadRecord("unknown-role", f"{where}.role {raw_role!r} is not one of "
-                            "system, developer, user, assistant, tool, function")
+        msg = common.get_dict(item, where)
+        _, role = common.get_role(msg.get("role"), f"{where}.role", ROLE_ALIASES,
+                                  "one of system, developer, user, assistant, tool, function")
         parts = content_parts(msg.get("content"), f"{where}.content", role)
         if role == "assistant":
             parts = _reasoning_fields(msg, where) + parts + _tool_calls(msg, where)
         if role == "tool":
-            text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
+            text = "\n".join(p.text for p in parts if isinstance(p, tm.TextPart))
             call_id = msg.get("tool_call_id")
             err = msg.get("error")
-            parts = [ToolResultPart(text, call_id if isinstance(call_id, str) else None,
-                                    is_error=bool(err))]
+            parts = [tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None,
+                                       is_error=bool(err))]
         name = msg.get("name") or msg.get("function")
-        out.append(make_message(role, parts, tool_call_id=msg.get("tool_call_id"),
-                                name=name if isinstance(name, str) else None))
+        out.append(tm.make_message(role, parts, tool_call_id=msg.get("tool_call_id"),
+                                   name=name if isinstance(name, str) else None))
     return out
 
 
-def content_parts(content: Any, where: str, role: Role) -> list[Part]:
+def content_parts(content: Any, where: str, role: tm.Role) -> list[tm.Part]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [TextPart(content)] if content else []
+        return [tm.TextPart(content)] if content else []
     if isinstance(content, dict):
         if role == "assistant" and ("answer" in content or "thought" in content):  # Arena-Hard v2
-            parts: list[Part] = []
-            thought = get_str(content.get("thought"), f"{where}.thought")
+            parts: list[tm.Part] = []
+            thought = common.get_str(content.get("thought"), f"{where}.thought")
             if thought:
-                parts.append(ReasoningPart(thought))
-            answer = get_str(content.get("answer"), f"{where}.answer")
+                parts.append(tm.ReasoningPart(thought))
+            answer = common.get_str(content.get("answer"), f"{where}.answer")
             if answer:
-                parts.append(TextPart(answer))
+                parts.append(tm.TextPart(answer))
             return parts
         content = [content]
     if not isinstance(content, list):
@@ -123,45 +95,45 @@ def content_parts(content: Any, where: str, role: Role) -> list[Part]:
     for j, raw in enumerate(content):
         pwhere = f"{where}[{j}]"
         if isinstance(raw, str):
-            parts.append(TextPart(raw))
+            parts.append(tm.TextPart(raw))
             continue
-        part = get_dict(raw, pwhere)
+        part = common.get_dict(raw, pwhere)
         ptype = part.get("type", "text")
         if ptype in _TEXT_TYPES:
-            parts.append(TextPart(get_str(part.get("text"), f"{pwhere}.text")))
+            parts.append(tm.TextPart(common.get_str(part.get("text"), f"{pwhere}.text")))
         elif ptype == "refusal":
-            parts.append(TextPart(get_str(part.get("refusal"), f"{pwhere}.refusal")))
+            parts.append(tm.TextPart(common.get_str(part.get("refusal"), f"{pwhere}.refusal")))
         elif ptype in _REASONING_TYPES:
             if part.get("redacted"):
-                parts.append(RedactedReasoningPart())
+                parts.append(tm.RedactedReasoningPart())
             else:
                 text = part.get("reasoning", part.get("thinking", part.get("text")))
-                parts.append(ReasoningPart(get_str(text, f"{pwhere}.reasoning")))
+                parts.append(tm.ReasoningPart(common.get_str(text, f"{pwhere}.reasoning")))
         elif ptype in _MEDIA_TYPES:
-            parts.append(MediaPart(str(ptype)))
+            parts.append(tm.MediaPart(str(ptype)))
         elif ptype in ("tool_use", "tool_call", "function_call"):
-            parts.append(ToolCallPart(str(part.get("name", part.get("function", "tool"))),
-                                      compact_json(part.get("input", part.get("arguments", {}))),
-                                      part.get("id")))
+            parts.append(tm.ToolCallPart(str(part.get("name", part.get("function", "tool"))),
+                                         common.compact_json(part.get("input", part.get("arguments", {}))),
+                                         part.get("id")))
         elif isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
+            parts.append(tm.TextPart(part["text"]))
         else:
-            parts.append(MediaPart(str(ptype)))
+            parts.append(tm.MediaPart(str(ptype)))
     return parts
 
 
-def _reasoning_fields(msg: dict[str, Any], where: str) -> list[Part]:
-    parts: list[Part] = []
+def _reasoning_fields(msg: dict[str, Any], where: str) -> list[tm.Part]:
+    parts: list[tm.Part] = []
     for key in ("reasoning_content", "reasoning", "thinking"):
         value = msg.get(key)
         if isinstance(value, str):
             if value.strip():
-                parts.append(ReasoningPart(value))
+                parts.append(tm.ReasoningPart(value))
             break
         if isinstance(value, dict):  # {"summary": ...} or {"content": ...}
             text = value.get("content") or value.get("summary") or value.get("text")
             if isinstance(text, str) and text.strip():
-                parts.append(ReasoningPart(text))
+                parts.append(tm.ReasoningPart(text))
             break
         if value is not None:
             raise BadRecord("wrong-type", f"{where}.{key}: expected a string, got {type_name(value)}")
@@ -172,30 +144,30 @@ def _reasoning_fields(msg: dict[str, Any], where: str) -> list[Part]:
                 continue
             text = d.get("text") or d.get("summary")
             if isinstance(text, str) and text.strip():
-                parts.append(ReasoningPart(text))
+                parts.append(tm.ReasoningPart(text))
             elif d.get("type") == "reasoning.encrypted" or d.get("data"):
-                parts.append(RedactedReasoningPart())
+                parts.append(tm.RedactedReasoningPart())
     return parts
 
 
-def _tool_calls(msg: dict[str, Any], where: str) -> list[Part]:
-    parts: list[Part] = []
+def _tool_calls(msg: dict[str, Any], where: str) -> list[tm.Part]:
+    parts: list[tm.Part] = []
     calls = msg.get("tool_calls")
     if calls is not None:
-        for k, call in enumerate(get_list(msg, "tool_calls", f"{where}.tool_calls")):
-            c = get_dict(call, f"{where}.tool_calls[{k}]")
+        for k, call in enumerate(common.get_list(msg, "tool_calls", f"{where}.tool_calls")):
+            c = common.get_dict(call, f"{where}.tool_calls[{k}]")
             fn = c.get("function")
             if isinstance(fn, dict):  # OpenAI: {"name", "arguments": "<json text>"}
                 name, args = fn.get("name"), fn.get("arguments")
             else:  # Inspect AI: "function": name, "arguments": {...}
                 name, args = fn, c.get("arguments")
-            parts.append(ToolCallPart(str(name or "tool"), compact_json(args if args is not None else {}),
-                                      c.get("id") if isinstance(c.get("id"), str) else None))
+            parts.append(tm.ToolCallPart(str(name or "tool"), common.compact_json(args if args is not None else {}),
+                                         c.get("id") if isinstance(c.get("id"), str) else None))
     legacy = msg.get("function_call")
     if isinstance(legacy, dict):
-        parts.append(ToolCallPart(str(legacy.get("name") or "function"),
-                                  compact_json(legacy.get("arguments", {}))))
+        parts.append(tm.ToolCallPart(str(legacy.get("name") or "function"),
+                                     common.compact_json(legacy.get("arguments", {}))))
     return parts
 
 
-SPEC = FormatSpec("openai", "OpenAI chat messages (role/content)", sniff, parse)
+SPEC = common.FormatSpec("openai", "OpenAI chat messages (role/content)", sniff, parse)

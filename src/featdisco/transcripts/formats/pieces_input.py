@@ -15,19 +15,8 @@ from typing import Any
 import orjson
 
 from featdisco.errors import BadRecord
+from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    Message,
-    Part,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolMessage,
-    ToolResultPart,
-    UserMessage,
-)
 from featdisco.transcripts.sources import RawRecord
 
 _ROWS = "featdisco_pieces"
@@ -62,10 +51,10 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     rows = rec.get(_ROWS)
     if not isinstance(rows, list):
         rows = [rec]
-    messages: list[Message] = []
+    messages: list[tm.Message] = []
     system = rows[0].get("system")
     if isinstance(system, str) and system:
-        messages.append(SystemMessage((TextPart(system),)))
+        messages.append(tm.SystemMessage((tm.TextPart(system),)))
     turns: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         turn, kind, text = r.get("turn"), r.get("kind"), r.get("text")
@@ -77,23 +66,23 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     for turn in range(max(turns) + 1 if turns else 0):
         pieces = turns.get(turn)
         if not pieces:  # a tool turn (or a piece left out): keeps the numbering
-            parts_ = (ToolResultPart(pending_output),) if pending_output else ()
-            messages.append(ToolMessage(parts_))
+            parts_ = (tm.ToolResultPart(pending_output),) if pending_output else ()
+            messages.append(tm.ToolMessage(parts_))
             pending_output = None
             continue
         pending_output = next((p.get("tool_output") for p in pieces if p["kind"] == "response"
                                and isinstance(p.get("tool_output"), str)), None)
         if pieces[0]["kind"] == "user":
-            messages.append(UserMessage((TextPart(pieces[0]["text"]),)))
+            messages.append(tm.UserMessage((tm.TextPart(pieces[0]["text"]),)))
             continue
-        parts: list[Part] = []
+        parts: list[tm.Part] = []
         for p in pieces:
             if p["kind"] == "thought":
-                parts.append(ReasoningPart(p["text"]))
-                parts.extend(RedactedReasoningPart() for _ in range(int(p.get("redacted") or 0)))
+                parts.append(tm.ReasoningPart(p["text"]))
+                parts.extend(tm.RedactedReasoningPart() for _ in range(int(p.get("redacted") or 0)))
             else:
-                parts.append(TextPart(p["text"]))
-        messages.append(AssistantMessage(tuple(parts)))
+                parts.append(tm.TextPart(p["text"]))
+        messages.append(tm.AssistantMessage(tuple(parts)))
     first = rows[0]
     meta: dict[str, Any] = {}
     raw_meta = first.get("metadata")

@@ -11,31 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    compact_json,
-    get_dict,
-    get_str,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import ROLE_ALIASES, content_parts
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    Message,
-    Part,
-    ReasoningPart,
-    RedactedReasoningPart,
-    SystemMessage,
-    TextPart,
-    ToolCallPart,
-    ToolMessage,
-    ToolResultPart,
-    make_message,
-)
 from featdisco.transcripts.sources import type_name
 
 _OUTPUT_TYPES = {"message", "reasoning", "function_call", "function_call_output", "custom_tool_call",
@@ -62,24 +40,24 @@ def sniff(rec: dict[str, Any]) -> bool:
         or isinstance(rec.get("model"), str))
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     messages = request_messages(rec, "")
     messages += items_to_messages(rec.get("output"), "output")
-    meta = scalar_metadata(rec, {"input", "output", "instructions", "object", "created_at"})
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec), metadata=meta)]
+    meta = common.scalar_metadata(rec, {"input", "output", "instructions", "object", "created_at"})
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
-def request_messages(req: dict[str, Any], prefix: str) -> list[Message]:
+def request_messages(req: dict[str, Any], prefix: str) -> list[tm.Message]:
     """``instructions`` and ``input`` of a Responses request (input a string or items)."""
     where = f"{prefix}." if prefix else ""
-    messages: list[Message] = []
+    messages: list[tm.Message] = []
     instructions = req.get("instructions")
     if isinstance(instructions, str) and instructions:
-        messages.append(SystemMessage((TextPart(instructions),)))
+        messages.append(tm.SystemMessage((tm.TextPart(instructions),)))
     value = req.get("input")
     if isinstance(value, str):
         if value:
-            messages.append(make_message("user", [TextPart(value)]))
+            messages.append(tm.make_message("user", [tm.TextPart(value)]))
     elif value is not None:
         if not isinstance(value, list):
             raise BadRecord("wrong-type", f"{where}input: expected a string or an array of items, "
@@ -88,22 +66,22 @@ def request_messages(req: dict[str, Any], prefix: str) -> list[Message]:
     return messages
 
 
-def items_to_messages(items: Any, where: str) -> list[Message]:
+def items_to_messages(items: Any, where: str) -> list[tm.Message]:
     if items is None:
         return []
     if not isinstance(items, list):
         raise BadRecord("wrong-type", f"{where}: expected an array of items, got {type_name(items)}")
-    out: list[Message] = []
-    step: list[Part] = []  # the current assistant step's parts
+    out: list[tm.Message] = []
+    step: list[tm.Part] = []  # the current assistant step's parts
 
     def close_step() -> None:
         if step:
-            out.append(AssistantMessage(tuple(step)))
+            out.append(tm.AssistantMessage(tuple(step)))
             step.clear()
 
     for i, raw in enumerate(items):
         iwhere = f"{where}[{i}]"
-        item = get_dict(raw, iwhere)
+        item = common.get_dict(raw, iwhere)
         itype = item.get("type", "message")
         if itype == "message" or (itype is None and "role" in item):
             role = ROLE_ALIASES.get(str(item.get("role", "assistant")).lower())
@@ -115,31 +93,31 @@ def items_to_messages(items: Any, where: str) -> list[Message]:
                 step.extend(parts)
                 continue
             close_step()
-            out.append(make_message(role, parts))
+            out.append(tm.make_message(role, parts))
         elif itype == "reasoning":
             step.extend(_reasoning(item, iwhere))
         elif itype in _RESULT_TYPES:
             close_step()
             output = item.get("output", item.get("content"))
-            text = output if isinstance(output, str) else compact_json(output) if output is not None else ""
+            text = output if isinstance(output, str) else common.compact_json(output) if output is not None else ""
             call_id = item.get("call_id")
-            out.append(ToolMessage((ToolResultPart(text, call_id if isinstance(call_id, str) else None),),
-                                   tool_call_id=call_id if isinstance(call_id, str) else None))
+            out.append(tm.ToolMessage((tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None),),
+                                      tool_call_id=call_id if isinstance(call_id, str) else None))
         elif itype in ("function_call", "custom_tool_call"):
             args = item.get("arguments", item.get("input", ""))
             call_id = item.get("call_id")
-            step.append(ToolCallPart(get_str(item.get("name"), f"{iwhere}.name") or "tool",
-                                     compact_json(args), call_id if isinstance(call_id, str) else None))
+            step.append(tm.ToolCallPart(common.get_str(item.get("name"), f"{iwhere}.name") or "tool",
+                                        common.compact_json(args), call_id if isinstance(call_id, str) else None))
         elif isinstance(itype, str) and itype.endswith("_call"):  # built-in tools: web search, ...
             detail = item.get("action") or item.get("query") or item.get("queries") or item.get("code") or {}
-            step.append(ToolCallPart(itype.removesuffix("_call"), compact_json(detail),
-                                     item.get("id") if isinstance(item.get("id"), str) else None))
+            step.append(tm.ToolCallPart(itype.removesuffix("_call"), common.compact_json(detail),
+                                        item.get("id") if isinstance(item.get("id"), str) else None))
         # item_reference, mcp_list_tools, approval requests: no text of the model's own
     close_step()
     return out
 
 
-def _reasoning(item: dict[str, Any], where: str) -> list[Part]:
+def _reasoning(item: dict[str, Any], where: str) -> list[tm.Part]:
     """Full reasoning text where the provider returns it, else the summary; encrypted only
     counts as redacted reasoning."""
     texts: list[str] = []
@@ -147,8 +125,8 @@ def _reasoning(item: dict[str, Any], where: str) -> list[Part]:
         value = item.get(key)
         if isinstance(value, list):
             for j, block in enumerate(value):
-                b = get_dict(block, f"{where}.{key}[{j}]")
-                text = get_str(b.get("text"), f"{where}.{key}[{j}].text")
+                b = common.get_dict(block, f"{where}.{key}[{j}]")
+                text = common.get_str(b.get("text"), f"{where}.{key}[{j}].text")
                 if text.strip():
                     texts.append(text)
         elif isinstance(value, str) and value.strip():
@@ -156,11 +134,11 @@ def _reasoning(item: dict[str, Any], where: str) -> list[Part]:
         if texts:
             break
     if texts:
-        return [ReasoningPart("\n\n".join(texts))]
+        return [tm.ReasoningPart("\n\n".join(texts))]
     if item.get("encrypted_content"):
-        return [RedactedReasoningPart()]
+        return [tm.RedactedReasoningPart()]
     return []
 
 
-SPEC = FormatSpec("openai-responses", "OpenAI Responses API items (input, output: reasoning, message, "
-                  "function_call, ...)", sniff, parse)
+SPEC = common.FormatSpec("openai-responses", "OpenAI Responses API items (input, output: reasoning, message, "
+                         "function_call, ...)", sniff, parse)

@@ -4,31 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    get_dict,
-    get_list,
-    get_str,
-    id_of,
-    list_key,
-    model_of,
-    scalar_metadata,
-)
-from featdisco.transcripts.model import (
-    Message,
-    Role,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    make_message,
-)
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 
 KEYS = ("conversations", "conversation", "items")
-ROLES: dict[str, Role] = {
+ROLES: dict[str, tm.Role] = {
     "human": "user", "user": "user", "prompter": "user",
     "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
     "bard": "assistant", "model": "assistant", "claude": "assistant",
@@ -39,38 +19,33 @@ ROLES: dict[str, Role] = {
 
 
 def _key(rec: dict[str, Any]) -> str | None:
-    return list_key(rec, KEYS, "from")
+    return common.list_key(rec, KEYS, "from")
 
 
 def sniff(rec: dict[str, Any]) -> bool:
     return _key(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     key = _key(rec) or "conversations"
-    messages: list[Message] = []
+    messages: list[tm.Message] = []
     system = rec.get("system")
     if isinstance(system, str) and system:
-        messages.append(make_message("system", [TextPart(system)]))
-    for i, item in enumerate(get_list(rec, key)):
+        messages.append(tm.make_message("system", [tm.TextPart(system)]))
+    for i, item in enumerate(common.get_list(rec, key)):
         where = f"{key}[{i}]"
-        turn = get_dict(item, where)
-        who = turn.get("from")
-        if not isinstance(who, str):
-            raise BadRecord("wrong-type", f"{where}.from: expected a string, got {type_name(who)}")
-        role = ROLES.get(who.lower())
-        if role is None:
-            raise BadRecord("unknown-role", f"{where}.from {who!r} is not a known ShareGPT role "
-                            "(human, gpt, system, function_call, observation, ...)")
-        value = get_str(turn.get("value"), f"{where}.value")
+        turn = common.get_dict(item, where)
+        who, role = common.get_role(turn.get("from"), f"{where}.from", ROLES, "a known ShareGPT role "
+                                    "(human, gpt, system, function_call, observation, ...)")
+        value = common.get_str(turn.get("value"), f"{where}.value")
         if who.lower() == "function_call":
-            messages.append(make_message("assistant", [ToolCallPart("function", value)]))
+            messages.append(tm.make_message("assistant", [tm.ToolCallPart("function", value)]))
         elif role == "tool":
-            messages.append(make_message("tool", [ToolResultPart(value)]))
+            messages.append(tm.make_message("tool", [tm.ToolResultPart(value)]))
         else:
-            messages.append(make_message(role, [TextPart(value)] if value else []))
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec),
-                         metadata=scalar_metadata(rec, {key, "system"}))]
+            messages.append(tm.make_message(role, [tm.TextPart(value)] if value else []))
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec),
+                                metadata=common.scalar_metadata(rec, {key, "system"}))]
 
 
-SPEC = FormatSpec("sharegpt", "ShareGPT conversations (from/value)", sniff, parse)
+SPEC = common.FormatSpec("sharegpt", "ShareGPT conversations (from/value)", sniff, parse)

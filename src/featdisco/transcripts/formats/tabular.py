@@ -9,15 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from featdisco.errors import BadRecord, FeatdiscoError
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    dotted,
-    get_str,
-    model_of,
-    scalar_metadata,
-)
+from featdisco.transcripts.formats import common
 from featdisco.transcripts.model import Message, Part, ReasoningPart, TextPart, make_message
 
 TARGETS = ("user", "response", "thought", "system", "model", "id")
@@ -62,7 +54,7 @@ def sniff(rec: dict[str, Any]) -> bool:
     return auto_mapping(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     mapping = ctx.mapping or auto_mapping(rec)
     if not mapping:
         raise BadRecord("missing-field", "no prompt/response columns recognised (columns are "
@@ -71,35 +63,35 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     for target, column in mapping.items():
         if column in rec:
             values[target] = rec[column]
-        elif "." in column and (found := dotted(rec, column)) is not None:  # --map user=request.prompt
+        elif "." in column and (found := common.dotted(rec, column)) is not None:  # --map user=request.prompt
             values[target] = found
         else:
             raise BadRecord("missing-field", f"column {column!r} (mapped to {target}) is missing; "
                             f"columns are {', '.join(map(str, rec))}")
     messages: list[Message] = []
     if "system" in mapping:
-        system = get_str(values["system"], mapping["system"])
+        system = common.get_str(values["system"], mapping["system"])
         if system:
             messages.append(make_message("system", [TextPart(system)]))
     if "user" in mapping:
-        user = get_str(values["user"], mapping["user"])
+        user = common.get_str(values["user"], mapping["user"])
         messages.append(make_message("user", [TextPart(user)] if user else []))
     parts: list[Part] = []
     if "thought" in mapping:
-        thought = get_str(values["thought"], mapping["thought"])
+        thought = common.get_str(values["thought"], mapping["thought"])
         if thought:
             parts.append(ReasoningPart(thought))
     if "response" in mapping:
-        response = get_str(values["response"], mapping["response"])
+        response = common.get_str(values["response"], mapping["response"])
         if response:
             parts.append(TextPart(response))
     if "response" in mapping or "thought" in mapping:
         messages.append(make_message("assistant", parts))
-    model = values.get("model") if "model" in mapping else model_of(rec)  # a model column is never lost
+    model = values.get("model") if "model" in mapping else common.model_of(rec)  # a model column is never lost
     rid = values.get("id")
-    meta = scalar_metadata(rec, set(mapping.values()) | {c.split(".")[0] for c in mapping.values()})
-    return [Conversation(messages, model=str(model) if model else None,
-                         id=str(rid) if rid not in (None, "") else None, metadata=meta)]
+    meta = common.scalar_metadata(rec, set(mapping.values()) | {c.split(".")[0] for c in mapping.values()})
+    return [common.Conversation(messages, model=str(model) if model else None,
+                                id=str(rid) if rid not in (None, "") else None, metadata=meta)]
 
 
-SPEC = FormatSpec("tabular", "prompt/response columns (auto, or mapped with --map)", sniff, parse)
+SPEC = common.FormatSpec("tabular", "prompt/response columns (auto, or mapped with --map)", sniff, parse)

@@ -16,24 +16,8 @@ import re
 from typing import Any
 
 from featdisco.errors import BadRecord
-from featdisco.transcripts.formats.common import (
-    Conversation,
-    FormatSpec,
-    ParseContext,
-    id_of,
-    model_of,
-    scalar_metadata,
-)
-from featdisco.transcripts.model import (
-    AssistantMessage,
-    Message,
-    Part,
-    Role,
-    SystemMessage,
-    TextPart,
-    UserMessage,
-    make_message,
-)
+from featdisco.transcripts import model as tm
+from featdisco.transcripts.formats import common
 
 _BAR = "[|｜]"
 _SEP = "[▁_ ]"
@@ -51,11 +35,11 @@ _DOC = re.compile(rf"<\|begin_of_text\|>|<\|end_of_text\|>|<\|endoftext\|>|<bos>
 _TAIL_TOKEN = re.compile(rf"(?:{_END.pattern}|{_DOC.pattern})$")
 _DEEPSEEK = re.compile(rf"<｜(?:User|Assistant)｜>|<{_BAR}begin{_SEP}of{_SEP}sentence{_BAR}>")
 _ANY_START = re.compile(rf"<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|<{_BAR}(?:User|Assistant){_BAR}>")
-ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
-                          "assistant": "assistant", "model": "assistant", "gpt": "assistant",
-                          "tool": "tool", "ipython": "tool", "function": "tool"}
+ROLES: dict[str, tm.Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
+                             "assistant": "assistant", "model": "assistant", "gpt": "assistant",
+                             "tool": "tool", "ipython": "tool", "function": "tool"}
 
-Turn = tuple[Role, str, bool]  # role, text, closed
+Turn = tuple[tm.Role, str, bool]  # role, text, closed
 
 
 def has_template(text: str) -> bool:
@@ -108,47 +92,47 @@ def strip_trailing(text: str) -> str:
     return _cut_tail(text)[0]
 
 
-def expand_templates(messages: list[Message], where: str = "messages") -> list[Message]:
+def expand_templates(messages: list[tm.Message], where: str = "messages") -> list[tm.Message]:
     """Split any message whose text is template text into its turns; an assistant turn the
     prompt left open continues into the assistant message that follows."""
-    if not any(isinstance(p, TextPart) and "<" in p.text for m in messages for p in m.content):
+    if not any(isinstance(p, tm.TextPart) and "<" in p.text for m in messages for p in m.content):
         return messages
-    out: list[Message] = []
+    out: list[tm.Message] = []
     carry: str | None = None  # the open assistant turn's start (e.g. "<think>\n")
     for i, msg in enumerate(messages):
-        texts = [p for p in msg.content if isinstance(p, TextPart)]
-        if (isinstance(msg, UserMessage | SystemMessage | AssistantMessage) and len(msg.content) == 1
+        texts = [p for p in msg.content if isinstance(p, tm.TextPart)]
+        if (isinstance(msg, tm.UserMessage | tm.SystemMessage | tm.AssistantMessage) and len(msg.content) == 1
                 and texts and has_template(texts[0].text)):
             turns = parse_template(texts[0].text, f"{where}[{i}]")
             if turns and turns[-1][0] == "assistant" and not turns[-1][2]:
                 carry = (carry or "") + turns.pop()[1]
-            out.extend(make_message(role, [TextPart(body)] if body else []) for role, body, _ in turns)
+            out.extend(tm.make_message(role, [tm.TextPart(body)] if body else []) for role, body, _ in turns)
             continue
-        if isinstance(msg, AssistantMessage) and carry is None and not any(
-                isinstance(p, TextPart) and p.text.rstrip().endswith(">") for p in msg.content):
+        if isinstance(msg, tm.AssistantMessage) and carry is None and not any(
+                isinstance(p, tm.TextPart) and p.text.rstrip().endswith(">") for p in msg.content):
             out.append(msg)  # nothing to strip or join: the common case, kept cheap
             continue
-        if isinstance(msg, AssistantMessage):
-            parts: list[Part] = []
+        if isinstance(msg, tm.AssistantMessage):
+            parts: list[tm.Part] = []
             for p in msg.content:
-                if isinstance(p, TextPart):
+                if isinstance(p, tm.TextPart):
                     text = strip_trailing(p.text)
                     if carry is not None:
                         text, carry = carry + text, None
-                    parts.append(TextPart(text))
+                    parts.append(tm.TextPart(text))
                 else:
                     parts.append(p)
             if carry is not None:
-                parts.insert(0, TextPart(carry))
+                parts.insert(0, tm.TextPart(carry))
                 carry = None
-            out.append(AssistantMessage(tuple(parts)))
+            out.append(tm.AssistantMessage(tuple(parts)))
             continue
         if carry is not None:  # the open turn got no generation before the next message
-            out.append(make_message("assistant", [TextPart(carry)] if carry.strip() else []))
+            out.append(tm.make_message("assistant", [tm.TextPart(carry)] if carry.strip() else []))
             carry = None
         out.append(msg)
     if carry is not None:
-        out.append(make_message("assistant", [TextPart(carry)] if carry.strip() else []))
+        out.append(tm.make_message("assistant", [tm.TextPart(carry)] if carry.strip() else []))
     return out
 
 
@@ -168,18 +152,18 @@ def sniff(rec: dict[str, Any]) -> bool:
     return _columns(rec)[0] is not None
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
     prompt, completion = _columns(rec)
     if prompt is None:
         raise BadRecord("missing-field", f"no column holds chat-template text (looked in "
                         f"{', '.join(PROMPT_KEYS)})")
-    messages: list[Message] = [make_message("user", [TextPart(rec[prompt])])]
+    messages: list[tm.Message] = [tm.make_message("user", [tm.TextPart(rec[prompt])])]
     if completion is not None:
-        messages.append(make_message("assistant", [TextPart(rec[completion])] if rec[completion] else []))
+        messages.append(tm.make_message("assistant", [tm.TextPart(rec[completion])] if rec[completion] else []))
     messages = expand_templates(messages, prompt)
-    meta = scalar_metadata(rec, {prompt, *([completion] if completion else [])})
-    return [Conversation(messages, model=model_of(rec), id=id_of(rec), metadata=meta)]
+    meta = common.scalar_metadata(rec, {prompt, *([completion] if completion else [])})
+    return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
-SPEC = FormatSpec("template", "raw chat-template text (DeepSeek, ChatML, Llama 3, Gemma) in a text "
-                  "or prompt + completion column", sniff, parse)
+SPEC = common.FormatSpec("template", "raw chat-template text (DeepSeek, ChatML, Llama 3, Gemma) in a text "
+                         "or prompt + completion column", sniff, parse)
