@@ -82,6 +82,11 @@ def test_rename_and_hide_reach_the_cluster_table_and_the_report(run: Path) -> No
     assert b not in [r[0] for r in listed]  # hidden: not listed
     overview = (run / "report" / "data" / "overview.js").read_text()
     assert '"curation"' in overview and "rename" in overview
+    for extra in ([], ["--show-private"]):  # hiding is the researcher's decision: --show-private keeps it
+        res = CliRunner().invoke(app, ["frequency", str(run), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        ids = [orjson.loads(line)["cluster_id"] for line in res.stdout.splitlines() if line.startswith("{")]
+        assert a in ids and b not in ids
 
 
 def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIServer, inputs: Path) -> None:

@@ -1,6 +1,8 @@
 """Which clusters the printed tables, ``--json`` and the report leave out by default.
 
-Two rules, both lifted by ``--show-private`` (the report's "Show private clusters"):
+Clusters a researcher hid (``featdisco edit RUN hide ID``: the ``hidden`` column) are left out
+always: hiding is a decision about the dictionary, not a privacy default. Two rules more,
+both lifted by ``--show-private`` (the report's "Show private clusters"):
 clusters the rater flagged private (with a reason naming what is private, see
 ``stages/rate.py``), and — the aggregation rule Clio applies to deployment logs — clusters
 drawn from fewer than ``--min-transcripts`` distinct transcripts, so that no cluster can
@@ -68,5 +70,7 @@ def visibility(run_dir: str | Path, *, min_transcripts: int | None = None,
     rare = frozenset(int(i) for i in ids[counts < n])
     private = frozenset(int(i) for i, p in zip(ids, table.column("private").to_pylist(), strict=True) if p) \
         if "private" in table.column_names else frozenset()
-    hidden = frozenset() if show_private else rare | private
+    curated = frozenset(int(i) for i, h in zip(ids, table.column("hidden").to_pylist(), strict=True) if h) \
+        if "hidden" in table.column_names else frozenset()
+    hidden = curated | (frozenset() if show_private else rare | private)
     return Visibility(hidden, rare, private, n, show_private)
