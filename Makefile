@@ -48,7 +48,7 @@ install-st: install
 demo: install-local
 	$(FEATDISCO) run \
 	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
-	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --run-dir $(DEMO_DIR) \
+	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --no-evidence --run-dir $(DEMO_DIR) \
 	  || [ $$? -eq 3 ]  # 3: a few calls failed (the run says which); the report still shows it
 	$(FEATDISCO) report $(DEMO_DIR)
 
