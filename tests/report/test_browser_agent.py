@@ -21,7 +21,7 @@ def test_long_agent_transcript_displays_with_tool_output(browser: Any, shots: Pa
     page.goto((run / "report" / "index.html").as_uri() + "#/transcripts/0")
     page.wait_for_selector("h1:has-text('Transcripts')")
     page.click("a:has-text('long')")
-    page.wait_for_selector("h1:has-text('Transcript')")
+    page.wait_for_selector(".turn.kind-response")  # the transcript page ("Transcripts" would match a prefix)
     assert page.locator(".turn.kind-thought").count() == 300
     assert page.locator(".turn.kind-response").count() == 300
     tools = page.locator("details.tools")
