@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from featdisco.cli.common import PricesOpt, console, err_console, fail
-from featdisco.cli.reading import (
-    FormatOpt,
-    LimitOpt,
-    MapOpt,
-    MetaOpt,
-    SkipBadOpt,
-    SourceModelFromOpt,
-    SourceModelOpt,
-    TreeOpt,
-    read_options,
-)
+from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
+
+if TYPE_CHECKING:
+    from featdisco.transcripts.read import ReadOptions
 
 app = typer.Typer(
     name="featdisco",
@@ -39,19 +33,12 @@ app = typer.Typer(
 
 
 @app.command("split")
+@with_reading
 def split_cmd(
     inputs: Annotated[list[Path], typer.Argument(
         help="Transcript files or folders: JSON, JSONL(.gz), Parquet, CSV, saved HF datasets, "
              "Inspect .eval logs. Folders are walked.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write, one row per piece.")],
-    format: FormatOpt = None,
-    map_: MapOpt = None,
-    meta: MetaOpt = None,
-    source_model: SourceModelOpt = None,
-    source_model_from: SourceModelFromOpt = None,
-    skip_bad: SkipBadOpt = False,
-    limit: LimitOpt = None,
-    tree: TreeOpt = "all",
     questions: Annotated[Path | None, typer.Option(
         "--questions", help="MT-bench / Arena-Hard question file to join answers with "
         "(default: question.jsonl found beside the answers).")] = None,
@@ -64,13 +51,13 @@ def split_cmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the piece counts per model as JSON lines "
                                         "(model, user, thought, response); messages go to stderr.")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="The same as CSV with a header.")] = False,
+    *, reading: ReadOptions,
 ) -> None:
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
-    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
-                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree,
-                           questions=questions, max_record_bytes=int(max_record_mb * 1e6))
+    options = replace(reading, questions=[questions] if questions else [],
+                      max_record_bytes=int(max_record_mb * 1e6))
     run_split(inputs=inputs, output=output, options=options, max_chars=max_chars, show_stats=stats,
               quiet=quiet, out=Output.of(json_, csv_))
 
@@ -91,6 +78,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors
 
 
 @app.command("run")
+@with_reading
 def run_cmd(
     inputs: Annotated[list[Path] | None, typer.Argument(
         help="Transcript files or folders. Leave out to rerun on the pieces already in --run-dir.",
@@ -123,14 +111,6 @@ def run_cmd(
     merge: Annotated[bool, typer.Option(
         "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
         "behaviour (checked by the LLM; mapping in merges.parquet).")] = True,
-    format: FormatOpt = None,
-    map_: MapOpt = None,
-    meta: MetaOpt = None,
-    source_model: SourceModelOpt = None,
-    source_model_from: SourceModelFromOpt = None,
-    skip_bad: SkipBadOpt = False,
-    limit: LimitOpt = None,
-    tree: TreeOpt = "all",
     max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
     top: Annotated[int | None, typer.Option(
         "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
@@ -158,6 +138,7 @@ def run_cmd(
         "and the run keeps a copy.")] = None,
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
+    *, reading: ReadOptions,
 ) -> None:
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
 
@@ -178,9 +159,7 @@ def run_cmd(
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
-    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
-                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree)
-    run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=options, dry=dry_run,
+    run_pipeline(inputs=inputs or None, run_dir=run_dir, cfg=cfg, read_options=reading, dry=dry_run,
                  quiet=quiet, top=top, out=Output.of(json_, csv_), show_private=show_private)
 
 
@@ -196,6 +175,7 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] =
 
 
 @app.command("transform")
+@with_reading
 def transform_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A fitted run directory (or a saved dictionary).")],
     inputs: InputsArg,
@@ -207,27 +187,18 @@ def transform_cmd(
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="OpenAI-compatible server URL (default: the fitted run's).")] = None,
     concurrency: ConcurrencyOpt = 64,
-    format: FormatOpt = None,
-    map_: MapOpt = None,
-    meta: MetaOpt = None,
-    source_model: SourceModelOpt = None,
-    source_model_from: SourceModelFromOpt = None,
-    skip_bad: SkipBadOpt = False,
-    limit: LimitOpt = None,
-    tree: TreeOpt = "all",
     prices: PricesOpt = None,
     no_evidence: Annotated[bool, typer.Option(
         "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
     quiet: QuietOpt = False,
+    *, reading: ReadOptions,
 ) -> None:
     """Apply a fitted dictionary to new transcripts: featurize them, then send each feature
     to its nearest existing cluster."""
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
 
-    options = read_options(format=format, map_=map_, meta=meta, source_model=source_model,
-                           source_model_from=source_model_from, skip_bad=skip_bad, limit=limit, tree=tree)
-    act = transform_into(run_dir, inputs, out_dir=output, read_options=options,
+    act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,
                                     "evidence": False if no_evidence else None},

@@ -3,8 +3,11 @@ three commands take the same names with the same meaning."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,3 +50,33 @@ def read_options(*, format: str | None, map_: str | None, meta: str | None, sour
                        skip_bad=skip_bad, limit=limit, source_model_from=source_model_from, tree=tree,
                        questions=[questions] if questions else [],
                        max_record_bytes=max_record_bytes or DEFAULT_MAX_RECORD_BYTES)
+
+
+_READING_PARAMS = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                   for name, annotation, default in (
+                       ("format", FormatOpt, None), ("map_", MapOpt, None), ("meta", MetaOpt, None),
+                       ("source_model", SourceModelOpt, None), ("source_model_from", SourceModelFromOpt, None),
+                       ("skip_bad", SkipBadOpt, False), ("limit", LimitOpt, None), ("tree", TreeOpt, "all"))]
+
+
+def with_reading(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command that reads transcripts the reading flags (listed last in its help) and
+    call it with the :class:`ReadOptions` they make, as ``reading``: one definition for split,
+    run, transform and scan."""
+    from featdisco.transcripts.read import ReadOptions
+
+    sig = inspect.signature(fn, eval_str=True, locals={"ReadOptions": ReadOptions})
+    params = [p for p in sig.parameters.values() if p.name != "reading"]
+
+    @functools.wraps(fn)
+    def command(*, format: str | None, map_: str | None, meta: str | None, source_model: str | None,
+                source_model_from: str | None, skip_bad: bool, limit: int | None, tree: str,
+                **kwargs: Any) -> None:
+        fn(**kwargs, reading=read_options(format=format, map_=map_, meta=meta, source_model=source_model,
+                                          source_model_from=source_model_from, skip_bad=skip_bad,
+                                          limit=limit, tree=tree))
+
+    all_params = params + _READING_PARAMS
+    command.__signature__ = sig.replace(parameters=all_params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": None}
+    return command

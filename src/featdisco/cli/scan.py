@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, exit_if_failed
-from featdisco.cli.reading import (
-    FormatOpt,
-    LimitOpt,
-    MapOpt,
-    MetaOpt,
-    SkipBadOpt,
-    SourceModelFromOpt,
-    SourceModelOpt,
-    TreeOpt,
-    read_options,
-)
+from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
+
+if TYPE_CHECKING:
+    from featdisco.transcripts.read import ReadOptions
 
 
 def _pct(x: float) -> str:
@@ -29,6 +22,7 @@ def _pct(x: float) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("scan")
+    @with_reading
     def scan_cmd(
         paths: Annotated[list[Path], typer.Argument(
             help="A run directory; or, with --run-dir, transcript files to split into it first.",
@@ -66,17 +60,10 @@ def register(app: typer.Typer) -> None:
             "--base-url", help="OpenAI-compatible server URL (default: the run's).")] = None,
         concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")] = None,
         prices: PricesOpt = None,
-        format: FormatOpt = None,
-        map_: MapOpt = None,
-        meta: MetaOpt = None,
-        source_model: SourceModelOpt = None,
-        source_model_from: SourceModelFromOpt = None,
-        skip_bad: SkipBadOpt = False,
-        limit: LimitOpt = None,
-        tree: TreeOpt = "all",
         json_: JsonOpt = False,
         csv_: CsvOpt = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")] = False,
+        *, reading: ReadOptions,
     ) -> None:
         """Ask one question of every piece: an answer, a verified quote and a reason per piece,
         and the prevalence with a Wilson interval, overall and per --by group. Calls go through
@@ -95,10 +82,7 @@ def register(app: typer.Typer) -> None:
         result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
                           sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                           base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
-                          inputs=inputs, log=log_line(quiet),
-                          read_options=read_options(format=format, map_=map_, meta=meta, source_model=source_model,
-                                                    source_model_from=source_model_from, skip_bad=skip_bad,
-                                                    limit=limit, tree=tree))
+                          inputs=inputs, log=log_line(quiet), read_options=reading)
         if dry_run:
             out.say(f"dry run, scan: {result}")
             return
