@@ -90,7 +90,7 @@ def test_anthropic_backend_builds_tool_call(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(llm, AnthropicLLM)
     req = LLMRequest((ChatMessage("system", "sys"), ChatMessage("user", "u")),
                      schema={"type": "object", "properties": {}}, schema_name="features")
-    p = llm._params(req)
+    p = llm.request_params(req)
     assert p["system"] == "sys" and [m["role"] for m in p["messages"]] == ["user"]
     assert p["tool_choice"] == {"type": "tool", "name": "features"}
     assert p["tools"][0]["input_schema"] == req.schema

@@ -78,7 +78,18 @@ class AnthropicLLM:
                                   timeout=self.timeout,
                                   http_client=sdk.DefaultAsyncHttpxClient(limits=limits))
 
-    def _params(self, request: LLMRequest) -> dict[str, Any]:
+    @property
+    def api_key(self) -> str:
+        """The key calls go with (the batch API's too); never logged."""
+        return self._api_key
+
+    @property
+    def sdk(self) -> Any:
+        """The anthropic SDK module (an optional extra, loaded when the backend is made)."""
+        return self._sdk
+
+    def request_params(self, request: LLMRequest) -> dict[str, Any]:
+        """The Messages API body for ``request``: one call's, and a batch item's params."""
         s = request.sampling
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         params: dict[str, Any] = {
@@ -104,7 +115,7 @@ class AnthropicLLM:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         sdk = self._sdk
         try:
-            msg = await self._clients.get().messages.create(**self._params(request))
+            msg = await self._clients.get().messages.create(**self.request_params(request))
         except sdk.APIError as e:
             raise sdk_error(sdk, e, (self._api_key,)) from e
         return read_message(msg)

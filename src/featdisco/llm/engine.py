@@ -89,6 +89,12 @@ class CallResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @classmethod
+    def from_cache(cls, c: CachedCall) -> CallResult:
+        """A cached success as this run's result: nothing paid for it now."""
+        return cls(c.key, "ok", data=c.data, text=c.text, usage=c.usage, cost=0.0,
+                   cached=True, attempts=c.attempts)
+
 
 DRY_RUN_BATCH = 32_768  # distinct requests looked up in the cache at once by a dry run
 
@@ -241,7 +247,7 @@ class CallEngine:
         if self.cache is not None:
             for k, c in self.cache.get_many(first).items():
                 if c.status == "ok":
-                    done[k] = _from_cache(c)
+                    done[k] = CallResult.from_cache(c)
         return keys, first, done
 
     async def run(self, requests: Sequence[LLMRequest], desc: str = "calls") -> list[CallResult]:
@@ -450,8 +456,3 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
-
-
-def _from_cache(c: CachedCall) -> CallResult:
-    return CallResult(c.key, "ok", data=c.data, text=c.text, usage=c.usage, cost=0.0,
-                      cached=True, attempts=c.attempts)

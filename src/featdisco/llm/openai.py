@@ -147,7 +147,13 @@ class OpenAILLM:
         return JsonPoster(url, headers, self.concurrency, self.timeout, (self._api_key,),
                           self._max_reply)
 
-    def _params(self, request: LLMRequest) -> dict[str, Any]:
+    @property
+    def api_key(self) -> str:
+        """The key calls go with (the batch API's too); never logged."""
+        return self._api_key
+
+    def request_params(self, request: LLMRequest) -> dict[str, Any]:
+        """The chat-completion body for ``request``: one call's, and a batch line's."""
         s = request.sampling
         params: dict[str, Any] = {"model": self.model, self._max_tokens_param: s.max_tokens}
         if not self._omit_sampling:
@@ -182,7 +188,7 @@ class OpenAILLM:
         return hit[1]
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        params = self._params(request)
+        params = self.request_params(request)
         if self._use_sdk is None:  # settled on the first call: it depends on settings only
             self._use_sdk = self.sends_via_sdk(self._sdk.get())
         if self._use_sdk:
@@ -195,7 +201,7 @@ class OpenAILLM:
         except orjson.JSONDecodeError as e:
             raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
                            retryable=True) from e
-        return _read_completion(body)
+        return read_completion(body)
 
     async def _complete_sdk(self, client: openai.AsyncOpenAI, params: dict[str, Any]
                             ) -> LLMResponse:
@@ -210,7 +216,7 @@ class OpenAILLM:
         except ValueError as e:  # a body that is not JSON
             raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
                            retryable=True) from e
-        return _read_completion(reply.model_dump())
+        return read_completion(reply.model_dump())
 
     async def aclose(self) -> None:
         """Close the connections opened on the running loop."""
@@ -308,7 +314,7 @@ class JsonPoster:
                         "or proxy?)", retryable=False)
 
 
-def _read_completion(body: Any) -> LLMResponse:
+def read_completion(body: Any) -> LLMResponse:
     """The first choice of a chat-completion body, tolerating servers that omit fields."""
     try:
         choice = body["choices"][0]

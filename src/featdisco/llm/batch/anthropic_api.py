@@ -32,13 +32,13 @@ class AnthropicBatchAPI:
         self.backend = backend
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        self._key = backend._api_key
-        self._sdk = backend._sdk
+        self._key = backend.api_key
+        self._sdk = backend.sdk
         self._client = self._sdk.AsyncAnthropic(api_key=self._key, base_url=backend.base_url,
                                                 max_retries=3, timeout=timeout)
 
     def line(self, key: str, request: LLMRequest) -> bytes:
-        return json.dumps({"custom_id": key, "params": self.backend._params(request)},
+        return json.dumps({"custom_id": key, "params": self.backend.request_params(request)},
                           ensure_ascii=False).encode()
 
     async def submit(self, lines: list[bytes]) -> str:

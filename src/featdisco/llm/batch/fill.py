@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
-from featdisco.llm.engine import CallEngine, CallResult, _from_cache
+from featdisco.llm.engine import CallEngine, CallResult
 
 
 class FillingEngine(CallEngine):
@@ -48,7 +48,7 @@ class FillingEngine(CallEngine):
         for k in missing:
             hit = stored.get(k)
             if hit is not None and hit.status == "ok":
-                done[k] = _from_cache(hit)
+                done[k] = CallResult.from_cache(hit)
             elif hit is not None:
                 done[k] = CallResult(k, "failed", text=hit.text, reason=hit.reason,
                                      message=hit.message, usage=hit.usage, cost=0.0,

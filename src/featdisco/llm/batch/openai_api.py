@@ -17,7 +17,7 @@ import orjson
 
 from featdisco.llm.base import LLMError, LLMRequest, LLMResponse, error_from_status, redact
 from featdisco.llm.batch.api import BatchState
-from featdisco.llm.openai import OpenAILLM, _read_completion
+from featdisco.llm.openai import OpenAILLM, read_completion
 
 ENDPOINT: Final = "/v1/chat/completions"
 _TERMINAL = {"completed": "batch-missing", "failed": "batch-failed",
@@ -34,7 +34,7 @@ class OpenAIBatchAPI:
         self.backend = backend
         self.max_requests = max_requests
         self.max_bytes = max_bytes
-        self._key = backend._api_key
+        self._key = backend.api_key
         # Control calls are few; the SDK may retry polls and downloads, never a create
         # (see submit), since a retried create can start a second paid batch.
         self._client = openai.AsyncOpenAI(api_key=self._key, base_url=backend.base_url,
@@ -42,7 +42,7 @@ class OpenAIBatchAPI:
 
     def line(self, key: str, request: LLMRequest) -> bytes:
         return orjson.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT,
-                             "body": self.backend._params(request)})
+                             "body": self.backend.request_params(request)})
 
     async def submit(self, lines: list[bytes]) -> str:
         try:
@@ -90,7 +90,7 @@ def _read_line(item: dict[str, Any], key: str) -> tuple[str, LLMResponse | LLMEr
     body = resp.get("body") or {}
     if status == 200 and not err:
         try:
-            return cid, _read_completion(body)
+            return cid, read_completion(body)
         except LLMError as e:
             return cid, e
     if status:
