@@ -1,4 +1,5 @@
-"""The statistics against reference values worked out by hand or from their definitions."""
+"""The statistics against reference values worked out by hand or from their definitions, and
+the one computed here (the vectorised Wilson interval) against SciPy's own."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import math
 import numpy as np
 import pytest
 
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+
+from featdisco.analysis.probes import _auroc
 from featdisco.analysis.stats import (
     Z95,
-    auroc,
     benjamini_hochberg,
     chi_square_k,
     hypergeom_sf,
@@ -35,6 +39,18 @@ def test_wilson_known_value_and_empty_group() -> None:
     low, high = wilson_interval([81, 0], [263, 0])
     assert low[0] == pytest.approx(0.2553, abs=1e-4) and high[0] == pytest.approx(0.3662, abs=1e-4)
     assert (low[1], high[1]) == (0.0, 1.0)
+
+
+def test_wilson_matches_scipys_binomtest_interval() -> None:
+    # SciPy's interval one binomial at a time, against ours over the whole array at once
+    rng = np.random.default_rng(0)
+    n = np.concatenate([rng.integers(1, 2000, 300), [1, 2, 5, 10_000]])
+    c = np.concatenate([rng.integers(0, n[:300] + 1), [0, 2, 1, 3]])
+    low, high = wilson_interval(c, n)
+    want = np.array([tuple(stats.binomtest(int(k), int(m)).proportion_ci(method="wilson"))
+                     for k, m in zip(c, n, strict=True)])
+    np.testing.assert_allclose(low, want[:, 0], atol=1e-12)
+    np.testing.assert_allclose(high, want[:, 1], atol=1e-12)
 
 
 def test_benjamini_hochberg_hand_example() -> None:
@@ -71,7 +87,16 @@ def test_mcnemar_and_hypergeometric() -> None:
 
 
 def test_auroc_rank_identity() -> None:
+    # 4 positive-negative pairs, 3 ordered right: 0.75; all tied: ties count half
     y = np.array([0, 0, 1, 1])
-    assert auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
-    assert auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-    assert math.isnan(auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+    assert _auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert _auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    assert math.isnan(_auroc(np.array([1, 1]), np.array([0.2, 0.3])))  # one class: undefined
+
+
+def test_kappa_hand_example() -> None:
+    # 10 items, raters agree on 7; marginals 6/4 and 5/5: pe = (6·5 + 4·5)/100 = 0.5,
+    # kappa = (0.7 − 0.5) / (1 − 0.5) = 0.4
+    truth = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    pred = np.array([1, 1, 1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
+    assert cohen_kappa_score(truth, pred) == pytest.approx(0.4)

@@ -16,7 +16,6 @@ answer for (a failed call) are counted as ``unanswered``, never dropped silently
 from __future__ import annotations
 
 import csv
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sklearn.metrics import cohen_kappa_score
 
 from featdisco.analysis.stats import wilson_interval
 from featdisco.errors import FeatdiscoError
@@ -165,7 +165,10 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     lo, hi = wilson_interval([tp, tp, tp + tn], [tp + fp, tp + fn, n])
     nan = float("nan")
     po = (tp + tn) / n if n else nan
-    pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n) if n else nan
+    # Cohen's kappa: agreement beyond what the two raters' marginal rates give by chance;
+    # undefined when chance agreement is already perfect (both say the same single class).
+    one_class = np.unique(np.concatenate([pred, truth])).size < 2
+    kappa = nan if one_class else float(cohen_kappa_score(truth, pred))
     return {
         "n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
         "precision": tp / (tp + fp) if tp + fp else nan,
@@ -174,9 +177,7 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
         "recall_low": float(lo[1]), "recall_high": float(hi[1]),
         "agreement": po, "agreement_low": float(lo[2]), "agreement_high": float(hi[2]),
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan,
-        # Cohen's kappa: agreement beyond what the two raters' marginal rates give by chance;
-        # undefined when chance agreement is already perfect (both say the same single class).
-        "kappa": (po - pe) / (1 - pe) if n and not math.isclose(pe, 1.0) else nan,
+        "kappa": kappa,
         "llm_positive_rate": (tp + fp) / n if n else nan,
         "human_positive_rate": (tp + fn) / n if n else nan,
     }
