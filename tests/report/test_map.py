@@ -5,7 +5,9 @@ toggle, hover names the cluster, and private and hidden clusters stay off it."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,27 @@ def test_layout_is_capped_and_places_every_cluster(hostile_run: Path) -> None:
     assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in layout.positions.values())
     assert min(shard["x"]) >= 0 and max(shard["x"]) <= shard["grid"]
     assert all(isinstance(v, int) for v in shard["x"] + shard["y"] + shard["c"])  # numbers in the page, not text
+
+
+def test_the_map_is_umap_when_the_extra_is_installed(hostile_run: Path) -> None:
+    pytest.importorskip("umap")  # `make test` installs featdisco[map]
+    layout = map_layout(hostile_run, pq.read_table(hostile_run / "clusters.parquet"), max_points=60)
+    assert layout.shard["points"] >= 16 and layout.shard["method"] == "umap" and layout.shard["note"] is None
+
+
+def test_without_umap_the_map_is_a_labelled_pca_layout_that_says_so(
+        hostile_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now fails as when not installed
+    clusters = pq.read_table(hostile_run / "clusters.parquet")
+    with caplog.at_level(logging.WARNING, logger="featdisco.report"):
+        layout = map_layout(hostile_run, clusters, max_points=60)
+    shard = layout.shard
+    assert shard["points"] >= 16 and shard["method"] == "pca" and "featdisco[map]" in shard["note"]
+    assert any("featdisco[map]" in r.getMessage() for r in caplog.records)
+    # still a map: every cluster labelled at a place of its own, points spread over both axes
+    assert set(layout.positions) == set(clusters.column("cluster_id").to_pylist())
+    assert len(set(layout.positions.values())) > 1
+    assert len(set(shard["x"])) > 1 and len(set(shard["y"])) > 1
 
 
 def test_hidden_clusters_are_left_off_the_map(hostile_run: Path) -> None:

@@ -8,10 +8,15 @@ has a place even when no feature of it is drawn) and a uniform sample of feature
 frequent behaviours get more ink, as in the data), one point per distinct text. Clusters
 hidden by ``featdisco edit`` are left out. UMAP's cosine neighbourhoods keep near clusters near, which a linear projection of
 centroids (the earlier PCA map) flattened into one blob.
+
+UMAP (``umap-learn``, with numba and llvmlite) is the optional extra ``featdisco[map]``.
+Without it the map falls back to a PCA layout of the same points, labelled the same way,
+and says so on the page and in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +39,10 @@ LABEL_MIN_POINTS = 3  # a label sits among its cluster's points when it has this
 PCA_DIMS = 50  # UMAP runs on this many principal components
 NEIGHBOURS = 15  # UMAP's n_neighbors
 EDGE = 0.5  # percent of points beyond each edge of the map (outliers are pinned to it)
+NO_UMAP = ("umap-learn is not installed, so the map is a PCA layout (near clusters may overlap); "
+           "pip install 'featdisco[map]' for the UMAP map")
+
+log = logging.getLogger("featdisco.report")
 
 
 @dataclass(slots=True)
@@ -83,15 +92,26 @@ def _sample_features(run_dir: Path, visible: set[int], n: int, seed: int
     return pairs[0], read_rows(run_dir / "embeddings.npy", pairs[1]), len(rows)
 
 
-def embed_2d(x: NDArray[np.float32], seed: int = 0) -> NDArray[np.float64]:
-    """UMAP (cosine) of the rows of ``x``; PCA when there are too few for neighbours."""
+def _pca_2d(x: NDArray[np.float32]) -> NDArray[np.float64]:
+    """The rows of ``x`` on their first two principal components."""
+    if len(x) < 3:
+        return np.column_stack([np.arange(len(x), dtype=float), np.zeros(len(x))])
+    xc = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    return np.asarray(xc @ vt[:2].T, dtype=np.float64)
+
+
+def embed_2d(x: NDArray[np.float32], seed: int = 0) -> tuple[NDArray[np.float64], str, str | None]:
+    """UMAP (cosine) of the rows of ``x``, the method used, and why it is not UMAP when it is
+    not: PCA when there are too few rows for neighbours, or when umap-learn (the optional
+    extra ``featdisco[map]``) is not installed."""
     if len(x) < MIN_UMAP:
-        xc = x - x.mean(axis=0)
-        if len(x) < 3:
-            return np.column_stack([np.arange(len(x), dtype=float), np.zeros(len(x))])
-        _, _, vt = np.linalg.svd(xc, full_matrices=False)
-        return np.asarray(xc @ vt[:2].T, dtype=np.float64)
-    import umap  # numba compiles on first use: imported only when a map is drawn
+        return _pca_2d(x), "pca", None
+    try:
+        import umap  # an optional extra; numba compiles on first use: imported only when a map is drawn
+    except ImportError:
+        log.warning("map: %s", NO_UMAP)
+        return _pca_2d(x), "pca", NO_UMAP
 
     # Unit vectors: Euclidean distance ranks neighbours as cosine does, and 50 principal
     # components keep their neighbourhoods while making the neighbour search several times
@@ -114,7 +134,7 @@ def embed_2d(x: NDArray[np.float32], seed: int = 0) -> NDArray[np.float64]:
         warnings.simplefilter("ignore")  # n_jobs/random_state notes and numba's chatter
         model = umap.UMAP(n_neighbors=k, min_dist=0.3, n_epochs=200, random_state=seed, init="pca",
                           precomputed_knn=(nbr, np.sqrt(np.maximum(dist, 0.0)), None))
-        return np.asarray(model.fit_transform(xc), dtype=np.float64)
+        return np.asarray(model.fit_transform(xc), dtype=np.float64), "umap", None
 
 
 def _anchor(points: NDArray[np.float64], fallback: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -146,7 +166,7 @@ def map_layout(run_dir: Path, clusters: pa.Table, *, max_points: int = MAP_POINT
         cent_ids, cents = [cent_ids[i] for i in top], cents[top]
     point_cids, feats, sampled = _sample_features(run_dir, set(cent_ids), max_points - len(cent_ids), seed)
     x = np.vstack([cents, feats]) if len(feats) else cents
-    xy = embed_2d(np.ascontiguousarray(x, dtype=np.float32), seed)
+    xy, method, note = embed_2d(np.ascontiguousarray(x, dtype=np.float32), seed)
     # a few far outliers would shrink everything else into a corner
     lo, hi = np.percentile(xy, EDGE, axis=0), np.percentile(xy, 100 - EDGE, axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -162,7 +182,7 @@ def map_layout(run_dir: Path, clusters: pa.Table, *, max_points: int = MAP_POINT
         positions[cid] = (round(float(at[0]), 4), round(float(at[1]), 4))
     q = np.rint(np.vstack([cxy, pxy]) * GRID).astype(np.int32)
     shard = {
-        "method": "umap" if len(x) >= MIN_UMAP else "pca", "grid": GRID,
+        "method": method, "note": note, "grid": GRID,
         "points": len(x), "features_drawn": len(feats), "sampled": sampled, "cap": max_points,
         "features": int(clusters.column("size").to_numpy().sum()) if "size" in clusters.column_names else None,
         # per point: x, y, cluster id; the first len(cent_ids) are the centroids

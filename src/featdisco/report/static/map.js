@@ -178,7 +178,7 @@ async function viewMap() {
   const button = (text, title, fn) => el("button", { type: "button", class: "mapbtn", title, onclick: fn }, text);
   const hiddenPrivate = clusters.filter((c) => c.private).length;
   show(el("h1", null, "Map of clusters"),
-    el("p", { class: "muted" }, `Each dot is a feature, placed by UMAP of its embedding so that similar features lie together; `
+    el("p", { class: "muted" }, `Each dot is a feature, placed by ${m.method === "umap" ? "UMAP" : "PCA"} of its embedding so that similar features lie together; `
       + `colours are clusters (blue user, purple thought, green response), labels sit where a cluster's features are. `
       + `Scroll or use the buttons to zoom (smaller clusters' labels appear), drag to pan, hover to read, click to open.`),
     el("div", { class: "legendbar" }, boxes, " ",
@@ -188,6 +188,7 @@ async function viewMap() {
     el("p", { class: "muted small" }, `${fmt(m.features_drawn)} distinct features drawn, from `
       + (m.sampled < (m.features || 0) ? `a uniform sample of ${fmt(m.sampled)} of the run's ${fmt(m.features)} features (the map lays out at most ${fmt(m.cap)} points)` : `all ${fmt(m.features)} features`)
       + `, and ${fmt(m.centroids)} cluster centroids; layout by ${m.method.toUpperCase()}.`
+      + (m.note ? ` ${m.note}.` : "")
       + (hiddenPrivate && !S.showPrivate ? ` ${hiddenPrivate} private cluster${hiddenPrivate > 1 ? "s" : ""} not shown.` : "")));
   draw();
 }
