@@ -241,7 +241,7 @@ def test_transform_sends_new_features_to_the_clusters_of_their_group(
             {"role": "assistant", "content": f"<think>Fresh reasoning {i}</think>Fresh answer {i}"}]}
         for i in range(10)])
     est = FeatureDiscovery.load(fitted)
-    act = est.transform(new, out_dir=tmp_path / "out")
+    act = est.transform_pieces(new, out_dir=tmp_path / "out")
     clusters = {c["cluster_id"]: c for c in est.clusters_.to_pylist()}
     feats = act.features.to_pylist()
     assert len(feats) == 10 * 3 * 10
@@ -257,7 +257,8 @@ def test_estimator_fit_transform_save_load(server: FakeOpenAIServer, inputs: Pat
     est = FeatureDiscovery(llm="openai", model="fake-rater", base_url=server.base_url, n_clusters=K,
                            run_dir=tmp_path / "run", concurrency=8)
     act = est.fit_transform([inputs])
-    assert act.matrix.shape == (len(act.pieces), est.clusters_.num_rows)
+    n_transcripts = len(set(pq.read_table(tmp_path / "run" / "pieces.parquet").column("transcript_id").to_pylist()))
+    assert act.shape == (n_transcripts, est.clusters_.num_rows)
     saved = est.save(tmp_path / "saved")
     loaded = FeatureDiscovery.load(saved)
     assert loaded.clusters_.equals(est.clusters_)
@@ -525,7 +526,7 @@ def test_transform_of_fitted_transcripts_costs_no_calls(server: FakeOpenAIServer
     """transform shares the fitted run's LLM cache: pieces seen at fit time are free, and
     they land in the clusters fit put them in."""
     before = server.total
-    act = FeatureDiscovery.load(fitted).transform([inputs], out_dir=tmp_path / "again")
+    act = FeatureDiscovery.load(fitted).transform_pieces([inputs], out_dir=tmp_path / "again")
     assert server.total == before
     fit_assign = dict(zip(pq.read_table(fitted / "assignments.parquet").column("feature_id").to_pylist(),
                           pq.read_table(fitted / "assignments.parquet").column("cluster_id").to_pylist(),

@@ -1,30 +1,35 @@
 """``FeatureDiscovery``: the method as a scikit-learn estimator for notebooks.
 
 Parameters are stored by ``__init__`` exactly as given (so ``clone``, ``get_params`` and
-``set_params`` work) and checked by ``fit``; fitted state ends in ``_``. ``fit`` runs the
-pipeline into ``run_dir`` (or a temporary folder it removes, keeping the dictionary in
-memory); ``transform`` featurizes new transcripts and sends each feature to its nearest
-fitted centroid — the rule the cluster stage itself assigns by, and the one path both
-``fit_transform`` and ``transform`` read activations through.
+``set_params`` work) and checked by ``fit``; fitted state ends in ``_`` and only ``fit`` (or
+``load``) sets it. ``fit`` runs the pipeline into ``run_dir`` (or a temporary folder it
+removes, keeping the dictionary in memory). ``transform`` featurizes new transcripts, sends
+each feature to its nearest fitted centroid (the rule the cluster stage itself assigns by)
+and returns one row per input transcript, one column per cluster; ``transform_pieces``
+keeps the per-piece detail and ``find_new`` names what the dictionary lacks. The input is
+text (files or transcripts), not a numeric array: see ``__sklearn_tags__``.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import sparse
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import Tags
 
 from featdisco.analysis.activations import Activations, load_activations
 from featdisco.dictionary import Dictionary, group_unassigned
@@ -34,21 +39,49 @@ from featdisco.prompts import PROMPT_NAMES, Prompt, saved_copy
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir
 from featdisco.storage.matrix import load_matrix
 from featdisco.transcripts.model import Transcript
-from featdisco.transcripts.read import ReadOptions
+from featdisco.transcripts.read import ReadOptions, read_transcripts
 
 Source = str | Path | Iterable[str | Path] | Iterable[Transcript]
 
 
-def _split_source(source: Source) -> tuple[list[str | Path] | None, list[Transcript] | None]:
+def _split_source(source: Source) -> tuple[list[str | Path] | None, Iterable[Transcript] | None]:
+    """Paths, or transcripts (streamed: a generator of them is not held in memory)."""
     if isinstance(source, str | Path):
         return [source], None
-    items = list(source)
-    if items and all(isinstance(i, Transcript) for i in items):
-        return None, items  # type: ignore[return-value]
-    return items, None  # type: ignore[return-value]
+    items: Iterator[Any] = iter(source)
+    first = next(items, None)
+    if isinstance(first, Transcript):
+        return None, itertools.chain([first], items)
+    return ([] if first is None else [first]) + list(items), None
 
 
-class FeatureDiscovery(BaseEstimator):
+def _in_order(X: Source, read_options: ReadOptions | None) -> tuple[list[str], Iterator[Transcript]]:
+    """The transcripts of ``X`` as they stream to the split stage, and the list their ids
+    are appended to as they pass: the rows of a per-transcript matrix, in input order,
+    including transcripts with no text to split (they get an empty row)."""
+    paths, transcripts = _split_source(X)
+    source = transcripts if transcripts is not None else read_transcripts(paths or [], read_options)
+    ids: list[str] = []
+
+    def passing() -> Iterator[Transcript]:
+        for t in source:
+            ids.append(t.id)
+            yield t
+
+    return ids, passing()
+
+
+def _per_transcript(act: Activations, transcript_ids: list[str]) -> sparse.csr_matrix:
+    """Transcripts × clusters, one row per id of ``transcript_ids`` (in that order): a
+    transcript activates a cluster when any of its features is assigned to it."""
+    tm = act.transcript_matrix
+    row_of = {t: i for i, t in enumerate(act.transcript_ids)}
+    rows = np.asarray([row_of.get(t, tm.shape[0]) for t in transcript_ids], dtype=np.int64)
+    padded = sparse.vstack([tm, sparse.csr_matrix((1, tm.shape[1]), dtype=tm.dtype)], format="csr")
+    return sparse.csr_matrix(padded[rows])
+
+
+class FeatureDiscovery(TransformerMixin, BaseEstimator):
     """Discover a dictionary of behaviours from transcripts.
 
     ``llm`` is a backend name (``openai``, ``anthropic``, ``local``) or an object following
@@ -56,6 +89,10 @@ class FeatureDiscovery(BaseEstimator):
     ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`; ``prompts`` maps a
     prompt name (``featurize``, ``name``, ``merge``, ``rate``) to a file of the user's. The rest are
     :class:`featdisco.pipeline.PipelineConfig` fields.
+
+    ``X`` is a path, a list of paths, or a list of
+    :class:`~featdisco.transcripts.model.Transcript`; a sample is one transcript (a file may
+    hold many).
     """
 
     def __init__(self, *, llm: Any = None, model: str | None = None, base_url: str | None = None,
@@ -133,17 +170,32 @@ class FeatureDiscovery(BaseEstimator):
 
     # ------------------------------------------------------------ API
 
+    def __sklearn_tags__(self) -> Tags:
+        """Text in (files or transcripts, not a 2-D array), no target, a sparse matrix out;
+        an LLM labels the features, so a refit need not give the same dictionary."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.target_tags.required = False
+        tags.non_deterministic = True
+        tags.requires_fit = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = []  # text in, 0/1 activations out
+        return tags
+
     def fit(self, X: Source, y: None = None, *, read_options: ReadOptions | None = None) -> FeatureDiscovery:
         """Run the whole pipeline on ``X`` (paths or transcripts)."""
         self._fit(X, read_options, keep_activations=False)
         return self
 
     def fit_transform(self, X: Source, y: None = None, *,
-                      read_options: ReadOptions | None = None) -> Activations:
-        """Fit, then the activations of the fitted pieces themselves (no extra calls)."""
-        act = self._fit(X, read_options, keep_activations=True)
+                      read_options: ReadOptions | None = None) -> sparse.csr_matrix:
+        """Fit, then what ``transform(X)`` gives, read from the fit's own pieces (no extra
+        calls): one row per transcript of ``X``, one column per cluster."""
+        ids, transcripts = _in_order(X, read_options)
+        act = self._fit(transcripts, read_options, keep_activations=True)  # its --meta columns
         assert act is not None
-        return act
+        return _per_transcript(act, ids)
 
     def _fit(self, X: Source, read_options: ReadOptions | None, keep_activations: bool) -> Activations | None:
         cfg = self._config()
@@ -182,21 +234,43 @@ class FeatureDiscovery(BaseEstimator):
         return np.asarray([lab or f"{k} cluster {i}" for lab, k, i in zip(labels, kinds, ids, strict=True)],
                           dtype=object)
 
-    def transform(self, X: Source, *, out_dir: str | Path | None = None,
-                  read_options: ReadOptions | None = None) -> Activations:
-        """Featurize new transcripts and assign each feature to its nearest fitted cluster.
-        ``out_dir`` keeps the new pieces, features and assignments; without it they go to a
-        temporary folder that is removed. What the dictionary lacks (features farther from
-        every centroid than its fitted members were, grouped and named) is in
-        ``new_clusters_`` afterwards (a DataFrame: label, kind, size, examples, ...)."""
+    def transform(self, X: Source, *, read_options: ReadOptions | None = None) -> sparse.csr_matrix:
+        """Which clusters each transcript of ``X`` activates: a sparse 0/1 matrix, one row per
+        input transcript (in input order; one with no text to split has an empty row), one
+        column per cluster (named by :meth:`get_feature_names_out`). Featurizes the new
+        transcripts (through the fitted run's LLM cache when the estimator has a run folder)
+        and assigns each feature to its nearest fitted centroid; the estimator is not changed."""
         self._check_fitted()
-        cache = self.run_dir_ / LLM_CACHE if self.run_dir_ is not None else None
-        def keep(table: pa.Table) -> None:
-            self.new_clusters_ = table.to_pandas()
+        ids, transcripts = _in_order(X, read_options)
+        return _per_transcript(self._apply(transcripts, None, read_options, name_new=False), ids)
 
+    def transform_pieces(self, X: Source, *, out_dir: str | Path | None = None,
+                         read_options: ReadOptions | None = None) -> Activations:
+        """The per-piece detail of :meth:`transform`: pieces × clusters and transcripts ×
+        clusters with their row tables and each feature's cluster. ``out_dir`` keeps the new
+        pieces, features and assignments (a folder ``featdisco report`` can show); without it
+        they go to a temporary folder that is removed."""
+        self._check_fitted()
+        return self._apply(X, out_dir, read_options, name_new=False)
+
+    def find_new(self, X: Source, *, out_dir: str | Path | None = None,
+                 read_options: ReadOptions | None = None) -> pd.DataFrame:
+        """What the dictionary lacks in ``X``: its features farther from every centroid than
+        the fitted members were, grouped and named by the LLM as candidate new clusters
+        (label, description, kind, size, pieces, transcripts, examples, nearest fitted
+        cluster), largest first. ``out_dir`` keeps them (``new_clusters.parquet``) with the
+        rest of :meth:`transform_pieces`'s output; the estimator is not changed."""
+        self._check_fitted()
+        found: list[pa.Table] = []
+        self._apply(X, out_dir, read_options, name_new=True, on_new=found.append)
+        return (found[0] if found else _no_new_clusters()).to_pandas()
+
+    def _apply(self, X: Source, out_dir: str | Path | None, read_options: ReadOptions | None, *,
+               name_new: bool, on_new: Callable[[pa.Table], None] | None = None) -> Activations:
+        cache = self.run_dir_ / LLM_CACHE if self.run_dir_ is not None else None
         return transform_with(self.dictionary_, self.config_, self.prompts_, X, out_dir=out_dir,
-                              read_options=read_options, fitted_cache=cache,
-                              fitted_dir=self.run_dir_, on_new=keep, **self._backends())
+                              read_options=read_options, fitted_cache=cache, fitted_dir=self.run_dir_,
+                              name_new=name_new, on_new=on_new, **self._backends())
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted dictionary (cluster table, centroids, prompts, manifest) to ``path``."""
@@ -296,21 +370,26 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
             "status": names.column("status"),
         }).sort_by([("size", "descending")])
     else:
-        table = pa.table({"new_cluster": pa.array([], pa.int64()), "label": pa.array([], pa.string()),
-                          "kind": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+        table = _no_new_clusters()
     return table, assignments.append_column("new_cluster", pa.array(found.feature_cluster, pa.int64()))
+
+
+def _no_new_clusters() -> pa.Table:
+    return pa.table({"new_cluster": pa.array([], pa.int64()), "label": pa.array([], pa.string()),
+                     "kind": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
 
 
 def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict[str, Prompt], X: Source, *,
                    out_dir: str | Path | None = None, read_options: ReadOptions | None = None,
                    llm: Any = None, embedder: Any = None, fitted_cache: Path | None = None,
-                   fitted_dir: Path | None = None, log: Any = None,
+                   fitted_dir: Path | None = None, log: Any = None, name_new: bool = True,
                    on_new: Callable[[pa.Table], None] | None = None) -> Activations:
     """Apply a fitted dictionary to new transcripts: split, featurize (with the fitted
     prompts, through the fitted run's LLM cache when there is one) and embed into
     ``out_dir``, then assign each feature to its nearest centroid. Features farther from it
-    than the fit's members were are marked ``unassigned``, grouped and named as candidate
-    new clusters (``new_clusters.parquet``, also handed to ``on_new``)."""
+    than the fit's members were are marked ``unassigned``; with ``name_new`` they are also
+    grouped and named as candidate new clusters (``new_clusters.parquet``, also handed to
+    ``on_new``), which costs LLM calls."""
     temporary = out_dir is None
     out = Path(tempfile.mkdtemp(prefix="featdisco-transform-")) if temporary else Path(str(out_dir))
     # Writing new pieces and assignments over a fitted run would leave its clusters
@@ -326,7 +405,7 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
         if fitted_dir is not None:
             pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()))
         assignments, vectors = assign_run(pipe.dir, dictionary)
-        if "unassigned" in assignments.column_names:
+        if name_new and "unassigned" in assignments.column_names:
             # a pipeline of its own: the encoding one closed its cache and lock when it finished
             namer = Pipeline(out, config, llm=llm, log=log, prompts=prompts, llm_cache=cache)
             namer.lock()

@@ -7,11 +7,10 @@ import math
 
 import numpy as np
 import pytest
-
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from featdisco.analysis.probes import _auroc
+from featdisco.analysis.probes import auroc
 from featdisco.analysis.stats import (
     Z95,
     benjamini_hochberg,
@@ -89,9 +88,9 @@ def test_mcnemar_and_hypergeometric() -> None:
 def test_auroc_rank_identity() -> None:
     # 4 positive-negative pairs, 3 ordered right: 0.75; all tied: ties count half
     y = np.array([0, 0, 1, 1])
-    assert _auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
-    assert _auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-    assert math.isnan(_auroc(np.array([1, 1]), np.array([0.2, 0.3])))  # one class: undefined
+    assert auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    assert math.isnan(auroc(np.array([1, 1]), np.array([0.2, 0.3])))  # one class: undefined
 
 
 def test_kappa_hand_example() -> None:

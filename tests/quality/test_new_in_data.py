@@ -72,14 +72,15 @@ def test_data_like_the_fit_lists_no_planted_behaviour(server: FakeOpenAIServer, 
     assert "Asks about space travel" not in output
 
 
-def test_the_estimator_keeps_the_new_clusters(server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+def test_the_estimator_finds_the_new_clusters(server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
     est = FeatureDiscovery.load(fitted)
     est.set_params(base_url=server.base_url)
     data = write_transcripts(tmp_path / "new.jsonl", 250, seed=7, start=1500, novel=True)
     est.config_.base_url = server.base_url
-    act = est.transform([data])
-    assert act.matrix.shape[1] == est.dictionary_.n_clusters
-    assert est.new_clusters_.iloc[0]["label"] == "Asks about space travel"
+    new = est.find_new([data])
+    assert new.iloc[0]["label"] == "Asks about space travel"
+    assert not hasattr(est, "new_clusters_")  # found, not stored on the fitted estimator
+    assert est.transform([data]).shape == (250, est.dictionary_.n_clusters)
 
 
 def test_the_report_of_a_transform_has_a_new_in_this_data_section(server: FakeOpenAIServer, fitted: Path,

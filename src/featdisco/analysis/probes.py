@@ -170,7 +170,7 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
             best = np.argsort(-coef)[:top_weights]
             best = best[coef[best] > 0]
             row.update(status="ok", tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
-                       auroc=_auroc(y_test, scores),
+                       auroc=auroc(y_test, scores),
                        top_user_clusters=[int(c) for c in data.user_cluster_ids[best]],
                        top_weights=[float(w) for w in coef[best]])
         rows.append(row)
@@ -224,7 +224,7 @@ def summarize_probes(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _auroc(y: np.ndarray, scores: np.ndarray) -> float:
+def auroc(y: np.ndarray, scores: np.ndarray) -> float:
     """scikit-learn's ROC AUC; NaN when the test set holds one class only (it is undefined)."""
     y = np.asarray(y, dtype=bool)
     return float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
