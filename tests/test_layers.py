@@ -1,8 +1,8 @@
 """The package's layers, checked from its source with ``ast`` (nothing is imported).
 
-Two rules from docs/architecture.md: no module imports another module's ``_private`` name
-(a helper two modules share is public, in the lower of the two), and featdisco's modules
-import each other without a cycle. Imports inside functions count as edges like module-level
+Three rules from docs/architecture.md: no module imports another module's ``_private`` name
+(a helper two modules share is public, in the lower of the two); featdisco's modules import
+each other without a cycle; and no module imports from a layer above its own. Imports inside functions count as edges like module-level
 ones (a function-level import is how a cycle hides); the one exception is a function-level
 import of a module that wraps an optional extra (``umap``, ``ray``, ``anthropic``, ...), which
 is lazy so that the extra stays optional.
@@ -225,6 +225,58 @@ def test_no_import_cycles_at_all() -> None:
     assert not cycles(graph())
 
 
+# The layers of docs/architecture.md, ground first: each top-level module or package of
+# featdisco (``featdisco.X``) on one. A module may import its own layer and those below.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors",),
+    ("llm",),
+    ("embedders", "prompts"),
+    ("storage",),
+    ("transcripts", "rundir", "curation"),
+    ("stages", "api", "runsummary"),
+    ("executors", "dictionary"),
+    ("pipeline",),
+    ("analysis",),
+    ("evidence", "estimator"),
+    ("report", ""),  # "": featdisco/__init__.py, the public API
+    ("cli", "__main__"),
+]
+# Upward imports that remain, each with the move that ends it.
+KNOWN_UPWARD = {
+    # the quote checker is a text utility with no imports of featdisco: it belongs at the
+    # ground (a text/ or quotes module), not in evidence/ (issue 24, part 1)
+    ("featdisco.stages.featurize", "featdisco.evidence.quotes"),
+}
+
+
+def layer_of(module: str) -> int | None:
+    top = module.split(".")[1] if "." in module else ""
+    return next((i for i, names in enumerate(LAYERS) if top in names), None)
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    """(importer, imported) where the imported module's layer is above the importer's."""
+    out = set()
+    for a, targets in graph().items():
+        for b in targets:
+            la, lb = layer_of(a), layer_of(b)
+            if la is not None and lb is not None and lb > la:
+                out.add((a, b))
+    return out
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted({m.split(".")[1] for m in MODULES if "." in m and layer_of(m) is None})
+    assert not unplaced, (f"featdisco.{', featdisco.'.join(unplaced)}: not on any layer; add each to "
+                          "LAYERS here and to the picture in docs/architecture.md")
+
+
+def test_no_module_imports_from_a_layer_above() -> None:
+    found = upward_imports() - KNOWN_UPWARD
+    assert not found, "imports from a higher layer (move the name down, or the module up):\n" + \
+        "\n".join(f"  {a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})" for a, b in sorted(found))
+
+
 if __name__ == "__main__":
     edges = graph()
     found = cycles(edges)
@@ -239,3 +291,7 @@ if __name__ == "__main__":
           f"modules in them: {sum(map(len, found))}")
     for c in found:
         print("  " + " <-> ".join(c))
+    up = upward_imports()
+    print(f"imports from a higher layer: {len(up)}")
+    for a, b in sorted(up):
+        print(f"  {a} imports {b}")
