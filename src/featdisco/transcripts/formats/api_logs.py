@@ -206,30 +206,59 @@ def sniff_batch_input(rec: dict[str, Any]) -> bool:
 
 
 def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    """One answered batch request; a failed one (an ``error``, a non-200 status, an Anthropic
+    result that did not succeed) is a :class:`common.FailedRequest` with its reason."""
     resp = rec.get("response")
-    err = rec.get("error")
     req = rec.get("request")  # joined from the input file by group_batch_output
+    failure = _batch_failure(rec)
+    if failure is not None:
+        raise common.FailedRequest(*failure)
     prompt = request_messages(req) if isinstance(req, dict) else []
     meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
     result = rec.get("result")
-    if isinstance(result, dict):  # Anthropic: {type: succeeded|errored|canceled|expired, message|error}
+    if isinstance(result, dict):  # Anthropic: {type: succeeded, message}
         body = result.get("message") if isinstance(result.get("message"), dict) else None
         meta["result"] = result.get("type")
-        err = result.get("error")
-        if isinstance(err, dict) and isinstance(err.get("error"), dict):
-            err = err["error"]
     else:
         body = resp.get("body") if isinstance(resp, dict) else None
         if isinstance(resp, dict):
             meta["status_code"] = resp.get("status_code")
     answers = response_messages(body, "response.body") if isinstance(body, dict) else []
+    if not answers:
+        raise common.FailedRequest("no-answer", f"{rec['custom_id']}: the response holds no answer")
     model = _model(body.get("model") if isinstance(body, dict) else None,
                    req.get("model") if isinstance(req, dict) else None)
-    if isinstance(err, dict) and err.get("message"):
-        meta["error"] = str(err["message"])[:500]
     if not isinstance(req, dict):
         meta["request"] = "not found"
     return _conversations(prompt, answers, model, rec["custom_id"], meta)
+
+
+def _batch_failure(rec: dict[str, Any]) -> tuple[str, str] | None:
+    """``(reason, message)`` of a batch output line whose request failed, or None."""
+    cid = rec["custom_id"]
+    result = rec.get("result")
+    if isinstance(result, dict):  # Anthropic: succeeded | errored | canceled | expired
+        kind = str(result.get("type"))
+        if kind == "succeeded":
+            return None
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        if isinstance(err, dict):
+            return str(err.get("type") or kind), f"{cid}: {kind}: {str(err.get('message', ''))[:300]}"
+        return kind, f"{cid}: {kind}"
+    err = rec.get("error")
+    if isinstance(err, dict):
+        return str(err.get("code") or "error"), f"{cid}: {str(err.get('message', ''))[:300]}"
+    resp = rec.get("response")
+    status = resp.get("status_code") if isinstance(resp, dict) else None
+    if isinstance(status, int) and status != 200:
+        body = resp.get("body") if isinstance(resp, dict) else None
+        inner = body.get("error") if isinstance(body, dict) else None
+        code = (inner.get("code") or inner.get("type")) if isinstance(inner, dict) else None
+        message = inner.get("message", "") if isinstance(inner, dict) else ""
+        return f"http-{status}" + (f" {code}" if code else ""), f"{cid}: HTTP {status}: {str(message)[:300]}"
+    return None
 
 
 def group_batch_output(path: Path, records: Iterator[RawRecord],

@@ -18,6 +18,17 @@ ID_KEYS = ("id", "conversation_id", "answer_id", "ans_id", "sample_id", "traject
 _META_STR_MAX = 500
 
 
+class FailedRequest(Exception):
+    """A logged API call that errored: no answer to read, so no transcript. The reader
+    counts it by ``reason`` (the provider's error code) and never makes a user-only
+    transcript of its prompt."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 @dataclass(slots=True)
 class Conversation:
     """A parser's output: messages plus what the record says about them.
