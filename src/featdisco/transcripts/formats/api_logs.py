@@ -24,7 +24,8 @@ from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import anthropic, common, responses
 from featdisco.transcripts.formats.openai import content_parts, parse_messages
 from featdisco.transcripts.model import AssistantMessage, Message, TextPart, make_message
-from featdisco.transcripts.sources import JSONL_SUFFIXES, RawRecord, iter_raw
+from featdisco.transcripts.raw import RawRecord
+from featdisco.transcripts.sources import JSONL_SUFFIXES, iter_raw
 
 _REQUEST_KEYS = ("request", "req", "request_body")
 _RESPONSE_KEYS = ("response", "resp", "response_body")

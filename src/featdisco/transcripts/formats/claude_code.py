@@ -19,7 +19,7 @@ from typing import Any
 
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import RawRecord
+from featdisco.transcripts.raw import RawRecord
 
 _BOOKKEEPING = {"summary", "file-history-snapshot", "queue-operation", "system"}
 

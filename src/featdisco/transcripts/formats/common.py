@@ -11,7 +11,7 @@ import orjson
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.model import Message, Role
-from featdisco.transcripts.sources import RawRecord, type_name
+from featdisco.transcripts.raw import RawRecord, type_name
 
 MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
 ID_KEYS = ("id", "conversation_id", "answer_id", "ans_id", "sample_id", "trajectory_id", "uid")
