@@ -182,3 +182,23 @@ def test_split_prints_the_ambiguous_and_stray_counts(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "ambiguous think tags (kept as response): 1" in result.output
     assert "kept as response: 1 (gpt-4o 1)" in result.output
+
+
+def test_an_unclosed_block_ends_at_a_tool_call(tmp_path: Path) -> None:
+    """SGLang's Qwen3 rule: a tool call opened before </think> ends the reasoning."""
+    text = '<think>\nI need the weather.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    got = turn1(tmp_path, text, model="Qwen/Qwen3-8B")
+    assert got == {"thought": "I need the weather.", "response": text[text.index("<tool_call>"):]}
+
+
+@pytest.mark.parametrize(("model", "known"), [
+    ("deepseek-ai/DeepSeek-R1", True), ("deepseek-r1-distill-llama-70b", True), ("Qwen/QwQ-32B", True),
+    ("Qwen/Qwen3-235B-A22B", True), ("deepseek-reasoner", True), ("open-thoughts/OpenThinker-7B", True),
+    ("gpt-4o-2024-08-06", False), ("o3-mini", False), ("claude-3-7-sonnet-thinking", False),
+    ("gemini-2.0-flash-thinking-exp", False), ("meta-llama/Llama-3.1-8B-Instruct", False),
+    ("Qwen/Qwen2.5-7B-Instruct", False), ("mistralai/Mistral-7B-Instruct-v0.3", False),
+    ("acme-chat-7b", None), (None, None)])
+def test_what_is_known_of_a_model(model: str | None, known: bool | None) -> None:
+    from featdisco.transcripts.formats.think import reasons_in_tags
+
+    assert reasons_in_tags(model) is known

@@ -36,6 +36,11 @@ _TAG = re.compile(r"<(/?)(think|thinking)>", re.IGNORECASE)
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})", re.MULTILINE)
 _INLINE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 
+# Hosted families that never write reasoning into their text (none, or a field of its own),
+# whatever their names say ("claude-3-7-sonnet-thinking", "gemini-2.0-flash-thinking").
+_HOSTED_TAGLESS = re.compile(
+    r"(?<![a-z0-9])(?:gpt-|chatgpt|o[134](?:-|$)|text-davinci|claude|gemini|palm|bard|command|grok-)",
+    re.IGNORECASE)
 # Models whose reasoning arrives inside the text between think tags (R1 and its distills,
 # QwQ, Qwen3, and the open reasoning models trained on their format).
 _TAG_REASONERS = re.compile(
@@ -43,11 +48,13 @@ _TAG_REASONERS = re.compile(
     r"|exaone-deep|phi-4(?:-mini)?-(?:flash-)?reasoning|magistral|glm-z1|glm-4\.[5-9]|minimax-m[12]"
     r"|seed-oss|hermes-4|k2-think)(?![a-z0-9])",
     re.IGNORECASE)
-# Model families that never put reasoning in their text (none, or in a field of its own).
-_TAGLESS = re.compile(
-    r"(?<![a-z0-9])(?:gpt-|chatgpt|o[134](?:-|$)|text-davinci|claude|gemini|gemma|palm|bard|command"
-    r"|mistral|mixtral|llama|vicuna|wizardlm|alpaca|phi-[23]|qwen-|qwen2|yi-|falcon|olmo-2|grok-[1-3])",
+# Open families that do not reason in tags (a distill named after its base, such as
+# DeepSeek-R1-Distill-Llama, is caught by the reasoners above first).
+_OPEN_TAGLESS = re.compile(
+    r"(?<![a-z0-9])(?:gemma|mistral|mixtral|llama|vicuna|wizardlm|alpaca|phi-[23]|qwen-|qwen2|yi-|falcon"
+    r"|olmo-2)",
     re.IGNORECASE)
+_TOOL_CALL = "<tool_call>"  # Qwen3 may open a tool call without closing its reasoning
 
 
 def reasons_in_tags(model: str | None) -> bool | None:
@@ -56,9 +63,11 @@ def reasons_in_tags(model: str | None) -> bool | None:
     if not model:
         return None
     name = model.rsplit("/", 1)[-1]
+    if _HOSTED_TAGLESS.search(name):
+        return False
     if _TAG_REASONERS.search(name):
         return True
-    if _TAGLESS.search(name):
+    if _OPEN_TAGLESS.search(name):
         return False
     return None
 
@@ -139,9 +148,14 @@ def _leading_blocks(text: str, pos: int) -> ThinkSplit:
         while (again := _TAG.match(text, start)) is not None and not again.group(1):
             start = again.end()  # a repeated opening tag (SGLang strips these too)
         close = next((c for c in _TAG.finditer(text, start) if c.group(1) and c.group(2).lower() == name), None)
-        if close is None:  # cut off before it closed: all reasoning
-            thoughts.append(text[start:])
-            pos = len(text)
+        if close is None:
+            call = text.find(_TOOL_CALL, start)
+            if call >= 0:  # a tool call ends the reasoning (SGLang's Qwen3 rule); it is response
+                thoughts.append(text[start:call])
+                pos = call
+            else:  # cut off before it closed: all reasoning
+                thoughts.append(text[start:])
+                pos = len(text)
             break
         thoughts.append(text[start:close.start()])
         pos = close.end()
