@@ -108,3 +108,17 @@ def test_featurize_stores_why_each_quote_failed_and_counts_it(tmp_path: Path) ->
     assert counts["quote_failures"] == {"inside_word": 1, "too_short": 1, "not_found": 1}
     line = evidence_line(counts)
     assert line is not None and "inside_word 1, not_found 1, too_short 1" in line
+
+
+def test_scan_answers_quotes_use_the_same_check() -> None:
+    import pandas as pd
+
+    from featdisco.evidence.scan import AnswerSpec, answers_table
+    from featdisco.llm.engine import CallResult
+
+    pieces = pd.DataFrame({"piece_id": ["a", "b", "c"], "transcript_id": ["t"] * 3,
+                           "kind": ["response"] * 3, "text": [CONCAT] * 3})
+    replies = [{"answer": True, "quote": q, "reason": "It says so."} for q in ("cat", ".", "by concatenation")]
+    table = answers_table(pieces, [CallResult(f"k{i}", "ok", data=r) for i, r in enumerate(replies)], AnswerSpec())
+    assert table.column("verified").to_pylist() == [False, False, True]
+    assert table.column("span").to_pylist()[2] == {"start": 16, "end": 32}
