@@ -38,8 +38,9 @@ def test_request_response_logs_of_chat_messages_and_responses_endpoints() -> Non
     # n=2: each choice is its own transcript with the same prompt
     assert got["log-3:choice-0"][-1] == (1, "response", "Blue.")
     assert got["log-3:choice-1"][-1] == (1, "response", "Teal.")
-    # a failed call keeps its prompt; nothing is invented for the answer
-    assert got["log-4"] == [(0, "user", "Tell me a secret.")]
+    # a failed call is an error with its reason, not a prompt-only transcript
+    assert "log-4" not in got
+    assert dict(report.failed_requests) == {"rate_limit_exceeded": 1}
     # a Responses request/response pair: instructions are the system prompt
     assert got["log-5"] == [(0, "user", "Weather in Oslo?"), (1, "thought", "Call the weather tool for Oslo."),
                             (1, "response", '[tool call] get_weather({"city":"Oslo"})')]

@@ -69,7 +69,12 @@ def parse_pair(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Con
     prompt = request_messages(req)
     model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), common.model_of(rec))
     meta = common.scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
-    return _conversations(prompt, response_messages(resp, "response"), model, common.id_of(rec), meta)
+    answers = response_messages(resp, "response")
+    err = resp.get("error") if isinstance(resp, dict) else None
+    if not answers and isinstance(err, dict):  # the call failed: an error, not a prompt-only transcript
+        raise common.FailedRequest(str(err.get("code") or err.get("type") or "error"),
+                                   str(err.get("message", ""))[:300])
+    return _conversations(prompt, answers, model, common.id_of(rec), meta)
 
 
 def _model(*candidates: Any) -> str | None:
@@ -79,8 +84,8 @@ def _model(*candidates: Any) -> str | None:
 
 def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
                    meta: dict[str, Any]) -> list[common.Conversation]:
-    """One transcript per answer (``choice-N`` when there are several); a failed call keeps
-    its prompt, which still holds a user piece."""
+    """One transcript per answer (``choice-N`` when there are several); a call with no answer
+    logged (and no error) keeps its prompt, which still holds a user piece."""
     if not answers:
         return [common.Conversation(prompt, model=model, id=rid, metadata=meta)]
     many = len(answers) > 1
