@@ -133,11 +133,29 @@ def test_rate_limit_buckets() -> None:
     assert all(0 <= backoff_delay(n, 0.5, 30, None) <= 30 for n in range(1, 12))
 
 
-def test_rpm_limit_spaces_requests(fake: FakeOpenAIServer) -> None:
-    engine = make_engine(fake, None, rpm=600)
-    results = engine.run_sync(requests_for([f"p{i}" for i in range(15)]))
-    assert all(r.ok for r in results)
-    assert engine._rpm is not None and engine._rpm._level < 0  # callers had to wait
+def test_rpm_limit_spaces_requests(fake: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--rpm 600 is ten calls a second with a burst of ten: of fifteen calls fired together
+    the first ten go at once and the other five are held back a tenth of a second each,
+    in order. The limiter's clock and sleeps are the test's, so no wall time is measured."""
+    import types
+
+    from featdisco.llm import limits
+
+    held: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        held.append(delay)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(limits, "time", types.SimpleNamespace(monotonic=lambda: 0.0))  # a stopped clock
+    monkeypatch.setattr(limits, "asyncio", types.SimpleNamespace(sleep=sleep))
+    texts = [f"p{i}" for i in range(15)]
+    results = make_engine(fake, None, rpm=600, concurrency=16).run_sync(requests_for(texts))
+    assert all(r.ok for r in results) and fake.total == 15
+    assert sorted(held) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    held.clear()
+    assert all(r.ok for r in make_engine(fake, None, concurrency=16).run_sync(requests_for(texts)))
+    assert held == []  # no --rpm: nobody waits
 
 
 def test_run_sync_twice_and_inside_a_loop(fake: FakeOpenAIServer) -> None:

@@ -21,10 +21,16 @@ CONTENT_REASONS = {"invalid-json", "schema", "refusal", "empty"}
 TRANSPORT_REASONS = {"rate-limit", "server-error", "connection", "timeout"}
 
 
+# Every fault but the hang, whose only cure is a client timeout: a timeout short enough to
+# catch it quickly is one a loaded machine also trips on healthy replies, which made the
+# counts below flaky. The hang has its own test (test_each_fault_kind_is_handled).
+ANSWERING_FAULTS = tuple(k for k in FAULTS if k != "hang")
+
+
 def test_2000_calls_with_30_percent_faults(fake: FakeOpenAIServer, cache: CallCache) -> None:
-    fake.set_handler(faulty(echo_features, rate=0.30, seed=7))
+    fake.set_handler(faulty(echo_features, rate=0.30, seed=7, kinds=ANSWERING_FAULTS))
     texts = [f"piece number {i}" for i in range(2000)]
-    engine = make_engine(fake, cache, concurrency=64, timeout=0.5, max_retries=6)
+    engine = make_engine(fake, cache, concurrency=64, max_retries=6)
     results = engine.run_sync(requests_for(texts))
 
     assert len(results) == len(texts)
@@ -73,10 +79,14 @@ def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
             return fault_reply(kind, req) if req.attempt == 1 else echo_features(req)
 
         fake.set_handler(handler)
-        engine = make_engine(fake, cache, timeout=0.5, via_sdk=via_sdk)
+        # Only the hang needs a short timeout. A loaded machine may also time out the healthy
+        # retry: that is one more attempt, so the counts below hold however slow it is.
+        engine = make_engine(fake, cache, via_sdk=via_sdk, **({"timeout": 1.0} if kind == "hang" else {}))
         [r] = engine.run_sync(requests_for([f"text for {kind}"]))
         assert r.status == "ok", (kind, r.reason, r.message)
-        assert r.attempts == 2 and fake.total == 2
+        assert r.attempts >= 2 and fake.total == r.attempts
+        if kind != "hang":  # nothing here can time out: exactly the fault, then the answer
+            assert r.attempts == 2
 
 
 def test_an_unreachable_server_stops_the_run_at_once_and_a_lost_one_mid_run_does_not(

@@ -243,8 +243,13 @@ def test_one_pool_serves_every_stage_until_close(fake: FakeOpenAIServer) -> None
     engine.close()
 
 
+HANG_TIMEOUT = 2.0
+
+
 def _flaky(req: FakeRequest) -> Reply:
-    """Each call's first attempt hangs (a timeout) or is rate limited; the next succeeds."""
+    """Each call's first attempt hangs (a timeout) or is rate limited; the next succeeds.
+    The tests give the hang a 2 s timeout (HANG_TIMEOUT): far above what a healthy reply
+    takes on a loaded machine, so no healthy reply is ever counted as a timeout."""
     if req.attempt == 1:
         if req.key.startswith("slow"):
             return Reply(action="hang")
@@ -259,7 +264,7 @@ def test_retries_show_in_progress_while_they_happen_and_in_the_summary(
 
     fake.set_handler(_flaky)
     progress = LogProgress(interval=0.0)  # a line at every event
-    engine = make_engine(fake, None, timeout=0.3, progress=progress)
+    engine = make_engine(fake, None, timeout=HANG_TIMEOUT, progress=progress)
     with caplog.at_level(logging.INFO, logger="featdisco.llm"):
         results = engine.run_sync(requests_for(["slow a", "slow b", "busy c"]))
     assert all(r.ok for r in results)
@@ -309,7 +314,7 @@ def test_a_stages_summary_line_says_what_was_retried(fake: FakeOpenAIServer,
                                                      tmp_path: Path) -> None:
     """'name: done (62.1s)' hid 18 timeouts; the line now names the retries by reason."""
     fake.set_handler(_flaky)
-    engine = make_engine(fake, None, timeout=0.3)
+    engine = make_engine(fake, None, timeout=HANG_TIMEOUT)
     lines: list[str] = []
     runner = StageRunner(RunDir(tmp_path / "run"), object(), _Backends(engine), lines.append)
     out = runner.run(_Ask(), llm_summary=lambda: engine.summary.as_dict())

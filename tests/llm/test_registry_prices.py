@@ -74,10 +74,14 @@ def test_clear_errors() -> None:
         make_llm("openai")
     with pytest.raises(FeatdiscoError, match="--model is required"):
         make_llm("openai", base_url="http://127.0.0.1:9/v1")
-    with pytest.raises(FeatdiscoError, match="ANTHROPIC_API_KEY"):
-        make_llm("anthropic")
     with pytest.raises(FeatdiscoError, match="unknown LLM option"):
         make_llm("openai", "m", "http://x/v1", colour="red")
+
+
+def test_anthropic_without_a_key_says_so() -> None:
+    pytest.importorskip("anthropic")  # the optional extra (featdisco[anthropic])
+    with pytest.raises(FeatdiscoError, match="ANTHROPIC_API_KEY"):
+        make_llm("anthropic")
 
 
 def test_anthropic_backend_builds_tool_call(monkeypatch: pytest.MonkeyPatch) -> None:

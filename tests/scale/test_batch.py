@@ -39,6 +39,7 @@ def server() -> Iterator[FakeBatchServer]:
 def backend(kind: str, srv: FakeBatchServer | FakeOpenAIServer) -> Any:
     if kind == "openai":
         return OpenAILLM("fake-rater", base_url=srv.base_url, api_key=KEY)
+    pytest.importorskip("anthropic")  # the optional extra (featdisco[anthropic])
     return AnthropicLLM("claude-haiku-4-5", base_url=srv.root_url, api_key=KEY)
 
 

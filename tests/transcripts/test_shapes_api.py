@@ -38,8 +38,9 @@ def test_request_response_logs_of_chat_messages_and_responses_endpoints() -> Non
     # n=2: each choice is its own transcript with the same prompt
     assert got["log-3:choice-0"][-1] == (1, "response", "Blue.")
     assert got["log-3:choice-1"][-1] == (1, "response", "Teal.")
-    # a failed call keeps its prompt; nothing is invented for the answer
-    assert got["log-4"] == [(0, "user", "Tell me a secret.")]
+    # a failed call is an error with its reason, not a prompt-only transcript
+    assert "log-4" not in got
+    assert dict(report.failed_requests) == {"rate_limit_exceeded": 1}
     # a Responses request/response pair: instructions are the system prompt
     assert got["log-5"] == [(0, "user", "Weather in Oslo?"), (1, "thought", "Call the weather tool for Oslo."),
                             (1, "response", '[tool call] get_weather({"city":"Oslo"})')]
@@ -74,16 +75,17 @@ def test_batch_output_joined_to_its_input_by_custom_id(tmp_path: Path) -> None:
     # output lines come in another order than the requests; each answer meets its own prompt
     assert got["request-1"] == [(0, "user", "What is 2+2?"), (1, "response", "4")]
     assert got["request-3"] == [(0, "user", "Spell 'cat' backwards."), (1, "response", "tac")]
-    # a failed request keeps its prompt, and says why it has no answer
-    assert got["request-2"] == [(0, "user", "Capital of Japan?")]
-    meta = {r["transcript_id"]: r["metadata"] for r in rows}
-    assert "server had an error" in meta["request-2"]
-    assert {r["model"] for r in rows} == {"gpt-4o-mini-2024-07-18", "gpt-4o-mini"}
+    # failed requests (an error line, a non-200 response) are errors with their reason, not
+    # user-only transcripts
+    assert set(got) == {"request-1", "request-3"}
+    assert dict(report.failed_requests) == {"server_error": 1, "http-400 integer_below_min_value": 1}
+    assert any("failed requests (errors with no answer, not transcripts): 2" in line for line in report.notes())
+    assert {r["model"] for r in rows} == {"gpt-4o-mini-2024-07-18"}
     # the output file alone: answers only, and the log says the prompts are missing
     shutil.copy(FIXTURES / "batch" / "batch_output.jsonl", tmp_path / "out.jsonl")
     logs: list[str] = []
     alone = featdisco.read_transcripts(tmp_path / "out.jsonl", log=logs.append)
-    assert [t.id for t in alone] == ["request-3", "request-1", "request-2"]
+    assert [t.id for t in alone] == ["request-3", "request-1"]
     assert any("no batch input file beside it" in line for line in logs)
 
 
@@ -93,9 +95,10 @@ def test_anthropic_message_batch_results_joined_to_their_requests() -> None:
     got = by_transcript(rows)
     assert got["q-1"] == [(0, "user", "Why is the sky blue?"),
                           (1, "response", "Rayleigh scattering: blue light scatters most.")]
-    assert got["q-2"] == [(0, "user", "Hello")]
+    assert "q-2" not in got  # errored: counted with its reason, not a user-only transcript
+    assert dict(report.failed_requests) == {"invalid_request_error": 1}
     meta = {r["transcript_id"]: json.loads(r["metadata"]) for r in rows}
-    assert meta["q-2"]["result"] == "errored" and meta["q-2"]["error"] == "max_tokens: must be positive"
+    assert meta["q-1"]["result"] == "succeeded"
     assert {r["transcript_id"]: r["system"] for r in rows}["q-1"] == "Be brief."
 
 

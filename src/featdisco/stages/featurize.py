@@ -34,7 +34,7 @@ from featdisco.stages.base import Stage, StageContext, StageResult
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 2  # 2: quotes, spans and verified flags; symbol-only features dropped
+STAGE_VERSION = 3  # 2: quotes, spans and verified flags; 3: quotes verified on word boundaries, with a reason
 
 KIND_DESCRIPTIONS = {
     "user": "a message a user wrote to an AI assistant",
@@ -55,6 +55,7 @@ FEATURES_SCHEMA = pa.schema([
     ("quote_start", pa.int32()),  # character span of the quote in the piece's text,
     ("quote_end", pa.int32()),  # null when it was not found there (or is empty)
     ("verified", pa.bool_()),  # the quote is in the piece; null when there is no quote
+    ("quote_failure", pa.string()),  # why verified is false: not_found, too_short or inside_word
 ])
 _FORBIDDEN = re.compile(r"[()\[\]{}:;\"“”0-9#*_`<>|/\\=°%^~]+")
 _LETTERS = re.compile(r"[^\W\d_]{2}")  # a feature needs a word: "°", "N=" are fragments
@@ -89,6 +90,7 @@ class FeaturizeReport:
     features: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # duplicate, example, empty, no_letters
     quotes: Counter[str] = field(default_factory=Counter)  # verified, unverified, empty
+    quote_failures: Counter[str] = field(default_factory=Counter)  # not_found, too_short, inside_word
 
     @property
     def unverified_share(self) -> float | None:
@@ -105,6 +107,7 @@ class FeaturizeReport:
         if self.quotes:
             share = self.unverified_share
             out["quotes"] = dict(self.quotes)
+            out["quote_failures"] = dict(self.quote_failures)
             out["unverified_share"] = None if share is None else round(share, 4)
         return out
 
@@ -116,9 +119,11 @@ def evidence_line(counts: dict[str, Any]) -> str | None:
         return None
     checked = quotes.get("verified", 0) + quotes.get("unverified", 0)
     share = quotes.get("unverified", 0) / checked if checked else 0.0
+    failures = counts.get("quote_failures") or {}
+    why = ", ".join(f"{r} {n:,}" for r, n in sorted(failures.items()) if n)
     return (f"evidence: {quotes.get('unverified', 0):,} of {checked:,} quotes not found in their piece "
-            f"({share:.1%} unverifiable, flagged verified=false); {quotes.get('empty', 0):,} features "
-            "quote nothing (whole-piece properties)")
+            f"({share:.1%} unverifiable, flagged verified=false{'; ' + why if why else ''}); "
+            f"{quotes.get('empty', 0):,} features quote nothing (whole-piece properties)")
 
 
 def reply_model(cfg: FeaturizeConfig) -> type[Features] | type[EvidencedFeatures]:
@@ -311,24 +316,28 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
                 cols["transcript_id"].append(tid)
                 cols["kind"].append(kind)
                 cols["text"].append(f.text)
-                _add_quote(cols, index, f.quote, report.quotes)
+                _add_quote(cols, index, f.quote, report)
         batch = pa.RecordBatch.from_pydict(cols, schema=FEATURES_SCHEMA)
         report.features += batch.num_rows
         yield batch
 
 
 def _add_quote(cols: dict[str, list[Any]], index: QuoteIndex | None, quote: str | None,
-               counts: Counter[str]) -> None:
-    """The quote columns of one feature: its span and whether the piece holds it."""
-    span = index.find(quote) if index is not None and quote else None
+               report: FeaturizeReport) -> None:
+    """The quote columns of one feature: its span, whether the piece holds it, and why not."""
+    check = index.check(quote) if index is not None and quote and quote.strip() else None
+    span = check.span if check is not None else None
     if quote is None or index is None:
         verified = None
-    elif not quote.strip():
+    elif check is None:
         verified = None
-        counts["empty"] += 1
+        report.quotes["empty"] += 1
     else:
-        verified = span is not None
-        counts["verified" if verified else "unverified"] += 1
+        verified = check.verified
+        report.quotes["verified" if verified else "unverified"] += 1
+        if check.failure:
+            report.quote_failures[check.failure] += 1
+    cols["quote_failure"].append(check.failure if check is not None else None)
     cols["quote"].append(quote)
     cols["quote_start"].append(span.start if span else None)
     cols["quote_end"].append(span.end if span else None)

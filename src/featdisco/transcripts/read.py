@@ -24,10 +24,10 @@ from featdisco.transcripts.formats.benchmarks import (
     QUESTION_FILE_NAMES,
     question_key,
 )
-from featdisco.transcripts.formats.common import dotted
+from featdisco.transcripts.formats.common import FailedRequest, dotted
 from featdisco.transcripts.formats.tabular import parse_mapping
 from featdisco.transcripts.formats.template import expand_templates
-from featdisco.transcripts.formats.think import extract_think
+from featdisco.transcripts.formats.think import ThinkCounts, extract_think
 from featdisco.transcripts.sources import (
     DATA_SUFFIXES,
     DEFAULT_MAX_RECORD_BYTES,
@@ -76,6 +76,8 @@ class FileReport:
     transcripts: int = 0
     bad: Counter[str] = field(default_factory=Counter)
     ambiguous_think: int = 0  # assistant texts whose think tags were kept as response
+    think: ThinkCounts = field(default_factory=ThinkCounts)  # every decision on think tags
+    failed_requests: Counter[str] = field(default_factory=Counter)  # errored API calls by reason
     with_text: int = 0  # transcripts holding any text: a file with none gave no piece
     error: str | None = None  # the file gave nothing: why, with the likely fix
     first_bad: str | None = None  # the first skipped record, to explain a file of them
@@ -123,8 +125,41 @@ class ReadReport:
     def ambiguous_think(self) -> int:
         return sum(f.ambiguous_think for f in self.files)
 
+    @property
+    def think(self) -> ThinkCounts:
+        total = ThinkCounts()
+        for f in self.files:
+            total.add(f.think)
+        return total
+
+    @property
+    def failed_requests(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for f in self.files:
+            total.update(f.failed_requests)
+        return total
+
     def file_notes(self) -> list[str]:
-        """Files skipped whole and files cut short, one line each: never a lone record count."""
+        """Files skipped whole and files cut short, one line each: never a lone record count;
+        then what was decided about think tags and failed requests, so none is silent."""
+        lines = self._file_lines()
+        think = self.think
+        if think.template_closed:
+            lines.append(f"  replies whose </think> closed reasoning the template opened (no <think>), "
+                         f"split there: {think.template_closed:,}")
+        if think.stray_close:
+            models = ", ".join(f"{m} {n:,}" for m, n in think.stray_close.most_common(5))
+            lines.append(f"  stray </think> in replies of models not known to reason in tags, kept as "
+                         f"response: {sum(think.stray_close.values()):,} ({models})")
+        if think.duplicates:
+            lines.append(f"  reasoning given both in a reasoning field and in think tags, kept once: "
+                         f"{think.duplicates:,}")
+        if failed := self.failed_requests:
+            lines.append(f"  failed requests (errors with no answer, not transcripts): {sum(failed.values()):,} ("
+                         + ", ".join(f"{r} {n:,}" for r, n in failed.most_common()) + ")")
+        return lines
+
+    def _file_lines(self) -> list[str]:
         lines: list[str] = []
         if self.judge_files:
             lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
@@ -293,6 +328,9 @@ class _Reader:
     def _parse_file(self, path: Path, spec: FormatSpec, ctx: ParseContext,
                     records: Iterator[RawRecord], file_report: FileReport) -> Iterator[tm.Transcript]:
         source = str(path)
+        # a column mapped as both thought and response declares reasoning in tags
+        declared = True if ctx.mapping.get("thought") and ctx.mapping.get("thought") == ctx.mapping.get(
+            "response") else None
         for raw in records:
             if self.opts.limit is not None and file_report.records >= self.opts.limit:
                 break
@@ -306,6 +344,10 @@ class _Reader:
             file_report.records += 1
             try:
                 conversations = spec.parse(raw.data, ctx)
+            except FailedRequest as e:  # an API call that errored: counted, never a transcript
+                file_report.failed_requests[e.reason] += 1
+                self.log(f"{path}, {raw.where}: failed request, not a transcript: {e.message} [{e.reason}]")
+                continue
             except BadRecord as e:
                 self._bad(path, raw.where, e, file_report)
                 continue
@@ -338,13 +380,15 @@ class _Reader:
                     metadata.setdefault(name, None)
                 self.meta_found.update(n for n in self.opts.meta if metadata[n] is not None)
                 file_report.transcripts += 1
-                messages, ambiguous = extract_think(expand_templates(conv.messages))
-                file_report.ambiguous_think += ambiguous
+                model = file_model or conv.model or self.opts.model
+                messages, think = extract_think(expand_templates(conv.messages), model, reasoner=declared)
+                file_report.think.add(think)
+                file_report.ambiguous_think += think.ambiguous
                 file_report.with_text += has_text(messages)
                 yield tm.Transcript(
                     id=tid,
                     messages=messages,
-                    model=file_model or conv.model or self.opts.model,
+                    model=model,
                     source=source,
                     record=raw.where,
                     format=spec.name,
@@ -415,7 +459,11 @@ class _Reader:
 
     def _no_text(self, path: Path, spec: FormatSpec, detected: bool, file_report: FileReport) -> None:
         n = file_report.records
-        if n == 0 or not file_report.transcripts:
+        failed = file_report.failed_requests
+        if failed and not file_report.transcripts:
+            why = ("every request in it failed, so it holds no answer ("
+                   + ", ".join(f"{r} {k:,}" for r, k in failed.most_common()) + ")")
+        elif n == 0 or not file_report.transcripts:
             why = f"every record was skipped; the first, {file_report.first_bad or 'none'}"
         else:
             hint = ("name its columns with --map user=COLUMN,response=COLUMN" if spec.name == "tabular"

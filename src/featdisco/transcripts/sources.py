@@ -12,13 +12,23 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featdisco.errors import BadRecord, FeatdiscoError
+from featdisco.transcripts import json_stream as js
+from featdisco.transcripts.inspect_logs import (
+    expand_inspect_log,
+    inspect_where,
+    is_inspect_log,
+    iter_eval_zip,
+    wrap_sample,
+)
+from featdisco.transcripts.raw import RawRecord, decode_json_object, type_name
 
 _READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -27,22 +37,6 @@ JSON_SUFFIXES = (".json", ".json.gz", ".traj")  # .traj: SWE-agent trajectories
 DATA_SUFFIXES = (*JSONL_SUFFIXES, *JSON_SUFFIXES, ".parquet", ".csv", ".csv.gz", ".eval")
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8", many Windows tools
 _LIST_KEYS = ("data", "records", "rows", "examples", "items", "transcripts")
-
-
-@dataclass(slots=True)
-class RawRecord:
-    """One record, or the reason it could not be read.
-
-    ``fatal`` marks a problem that ends the file (a truncated gzip, an unreadable
-    Parquet footer): what was read before it stands.
-    """
-
-    where: str
-    data: dict[str, Any] | None
-    error: BadRecord | None = None
-    fatal: bool = False
-    context: dict[str, Any] | None = None
-    lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -115,8 +109,6 @@ def iter_raw(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> It
     elif name.endswith((".csv", ".csv.gz")):
         yield from _iter_csv(path)
     elif name.endswith(".eval"):
-        from featdisco.transcripts.formats.inspect import iter_eval_zip
-
         yield from iter_eval_zip(path, max_record_bytes)
     else:  # pragma: no cover - expand_inputs filters these
         raise FeatdiscoError(f"{path}: unsupported file type")
@@ -132,33 +124,7 @@ def _empty(path: Path) -> RawRecord:
     return RawRecord("file", None, BadRecord("empty-file", "file is empty"), fatal=True)
 
 
-def decode_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse one JSON object from bytes, with errors a user can act on."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRecord("invalid-utf8", f"invalid UTF-8 at byte {e.start}") from None
-    text = text.rstrip("\r\n")  # a cut-off record ends at its newline, not after it
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        where = f"line {e.lineno}, column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
-        raise BadRecord("malformed-json", f"malformed JSON ({e.msg} at {where})") from None
-    if not isinstance(value, dict):
-        raise BadRecord("wrong-type", f"expected a JSON object, got {type_name(value)}")
-    return value
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number"}.get(type(value), type(value).__name__)
-
-
 def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
-    from featdisco.transcripts.json_stream import file_size, lost_estimate, position
-
     lineno = good = 0
     seen_any = False
     f: IO[bytes] | None = None
@@ -188,7 +154,7 @@ def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                     good += 1
                     yield RawRecord(where, record)
     except _READ_ERRORS as e:
-        lost = lost_estimate(file_size(path), position(f), good) if f is not None else None
+        lost = js.lost_estimate(js.file_size(path), js.position(f), good) if f is not None else None
         where = f"line {lineno + 1}" if lineno else "file"
         yield RawRecord(where, None, read_error(path, e), fatal=True, lost=lost)
         return
@@ -215,8 +181,6 @@ def _too_large(size: int, max_bytes: int) -> BadRecord:
 
 def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     """A JSON document, streamed: an array or a wrapper's list a record at a time."""
-    from featdisco.transcripts import json_stream as js
-
     size = js.file_size(path)
     head, eof, err = _peek(path)
     if not head and err is not None:
@@ -267,15 +231,13 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         yield from _records_of_document(doc)
         return
     assert key is not None
-    from featdisco.transcripts.formats.inspect import _where, _wrap, is_inspect_log
-
     eval_spec = fields.get("eval") if key == "samples.item" and is_inspect_log({**fields, "samples": []}) else None
     seen = [0]
 
     def on_item(i: int, item: Any) -> RawRecord:
         seen[0] = i
         if isinstance(eval_spec, dict):
-            return RawRecord(_where(item, i), _wrap(eval_spec, item) if isinstance(item, dict) else None,
+            return RawRecord(inspect_where(item, i), wrap_sample(eval_spec, item) if isinstance(item, dict) else None,
                              None if isinstance(item, dict) else BadRecord("wrong-type", "sample is not an object"))
         if isinstance(item, dict):
             return RawRecord(f"record {i}", item)
@@ -311,8 +273,6 @@ def _peek(path: Path, limit: int = 1 << 16) -> tuple[bytes, bool, BaseException 
 
 def _records_of_document(doc: dict[str, Any]) -> Iterator[RawRecord]:
     """A JSON object read whole (small: one line, or no list of records inside)."""
-    from featdisco.transcripts.formats.inspect import expand_inspect_log, is_inspect_log
-
     if is_inspect_log(doc):
         yield from expand_inspect_log(doc)
         return
@@ -336,8 +296,6 @@ def read_error(path: Path, e: BaseException) -> BadRecord:
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRecord]:
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a bad footer
@@ -374,8 +332,6 @@ def _iter_hf_dataset(path: Path) -> Iterator[RawRecord]:
 
 
 def _iter_hf_split(path: Path, split: str | None) -> Iterator[RawRecord]:
-    import pyarrow as pa
-
     try:
         state = json.loads((path / "state.json").read_text())
         files = [path / f["filename"] for f in state["_data_files"]]

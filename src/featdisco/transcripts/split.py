@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from featdisco.errors import FeatdiscoError
+from featdisco.storage.tables import TableWriter
 from featdisco.transcripts import model as tm
 
 TOOL_ARGS_MAX = 200
@@ -237,8 +238,6 @@ def write_pieces(pieces: Iterable[tm.Piece], path: str | Path, *,
     crash never leaves a half-written file where a finished one is expected. With
     ``empty_error``, no pieces at all is a :class:`FeatdiscoError` with its message and
     nothing is written."""
-    from featdisco.storage.tables import TableWriter
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = TableWriter(path, piece_schema(meta_columns))

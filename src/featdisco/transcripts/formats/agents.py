@@ -20,7 +20,7 @@ from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import content_parts, parse_messages
-from featdisco.transcripts.sources import RawRecord
+from featdisco.transcripts.raw import RawRecord
 
 # ---------------------------------------------------------------- SWE-agent
 

@@ -11,7 +11,7 @@ from typing import Any
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts.raw import type_name
 
 _ROLES: dict[str, tm.Role] = {"user": "user", "assistant": "assistant"}
 _ANTHROPIC_BLOCKS = {"thinking", "redacted_thinking", "tool_use", "tool_result", "server_tool_use",

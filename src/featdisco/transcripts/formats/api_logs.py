@@ -24,7 +24,8 @@ from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import anthropic, common, responses
 from featdisco.transcripts.formats.openai import content_parts, parse_messages
 from featdisco.transcripts.model import AssistantMessage, Message, TextPart, make_message
-from featdisco.transcripts.sources import JSONL_SUFFIXES, RawRecord, iter_raw
+from featdisco.transcripts.raw import RawRecord
+from featdisco.transcripts.sources import JSONL_SUFFIXES, iter_raw
 
 _REQUEST_KEYS = ("request", "req", "request_body")
 _RESPONSE_KEYS = ("response", "resp", "response_body")
@@ -68,7 +69,12 @@ def parse_pair(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Con
     prompt = request_messages(req)
     model = _model((resp.get("model") if isinstance(resp, dict) else None), req.get("model"), common.model_of(rec))
     meta = common.scalar_metadata(rec, {*_REQUEST_KEYS, *_RESPONSE_KEYS, "input", "output"})
-    return _conversations(prompt, response_messages(resp, "response"), model, common.id_of(rec), meta)
+    answers = response_messages(resp, "response")
+    err = resp.get("error") if isinstance(resp, dict) else None
+    if not answers and isinstance(err, dict):  # the call failed: an error, not a prompt-only transcript
+        raise common.FailedRequest(str(err.get("code") or err.get("type") or "error"),
+                                   str(err.get("message", ""))[:300])
+    return _conversations(prompt, answers, model, common.id_of(rec), meta)
 
 
 def _model(*candidates: Any) -> str | None:
@@ -78,8 +84,8 @@ def _model(*candidates: Any) -> str | None:
 
 def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
                    meta: dict[str, Any]) -> list[common.Conversation]:
-    """One transcript per answer (``choice-N`` when there are several); a failed call keeps
-    its prompt, which still holds a user piece."""
+    """One transcript per answer (``choice-N`` when there are several); a call with no answer
+    logged (and no error) keeps its prompt, which still holds a user piece."""
     if not answers:
         return [common.Conversation(prompt, model=model, id=rid, metadata=meta)]
     many = len(answers) > 1
@@ -206,30 +212,59 @@ def sniff_batch_input(rec: dict[str, Any]) -> bool:
 
 
 def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+    """One answered batch request; a failed one (an ``error``, a non-200 status, an Anthropic
+    result that did not succeed) is a :class:`common.FailedRequest` with its reason."""
     resp = rec.get("response")
-    err = rec.get("error")
     req = rec.get("request")  # joined from the input file by group_batch_output
+    failure = _batch_failure(rec)
+    if failure is not None:
+        raise common.FailedRequest(*failure)
     prompt = request_messages(req) if isinstance(req, dict) else []
     meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
     result = rec.get("result")
-    if isinstance(result, dict):  # Anthropic: {type: succeeded|errored|canceled|expired, message|error}
+    if isinstance(result, dict):  # Anthropic: {type: succeeded, message}
         body = result.get("message") if isinstance(result.get("message"), dict) else None
         meta["result"] = result.get("type")
-        err = result.get("error")
-        if isinstance(err, dict) and isinstance(err.get("error"), dict):
-            err = err["error"]
     else:
         body = resp.get("body") if isinstance(resp, dict) else None
         if isinstance(resp, dict):
             meta["status_code"] = resp.get("status_code")
     answers = response_messages(body, "response.body") if isinstance(body, dict) else []
+    if not answers:
+        raise common.FailedRequest("no-answer", f"{rec['custom_id']}: the response holds no answer")
     model = _model(body.get("model") if isinstance(body, dict) else None,
                    req.get("model") if isinstance(req, dict) else None)
-    if isinstance(err, dict) and err.get("message"):
-        meta["error"] = str(err["message"])[:500]
     if not isinstance(req, dict):
         meta["request"] = "not found"
     return _conversations(prompt, answers, model, rec["custom_id"], meta)
+
+
+def _batch_failure(rec: dict[str, Any]) -> tuple[str, str] | None:
+    """``(reason, message)`` of a batch output line whose request failed, or None."""
+    cid = rec["custom_id"]
+    result = rec.get("result")
+    if isinstance(result, dict):  # Anthropic: succeeded | errored | canceled | expired
+        kind = str(result.get("type"))
+        if kind == "succeeded":
+            return None
+        err = result.get("error")
+        if isinstance(err, dict) and isinstance(err.get("error"), dict):
+            err = err["error"]
+        if isinstance(err, dict):
+            return str(err.get("type") or kind), f"{cid}: {kind}: {str(err.get('message', ''))[:300]}"
+        return kind, f"{cid}: {kind}"
+    err = rec.get("error")
+    if isinstance(err, dict):
+        return str(err.get("code") or "error"), f"{cid}: {str(err.get('message', ''))[:300]}"
+    resp = rec.get("response")
+    status = resp.get("status_code") if isinstance(resp, dict) else None
+    if isinstance(status, int) and status != 200:
+        body = resp.get("body") if isinstance(resp, dict) else None
+        inner = body.get("error") if isinstance(body, dict) else None
+        code = (inner.get("code") or inner.get("type")) if isinstance(inner, dict) else None
+        message = inner.get("message", "") if isinstance(inner, dict) else ""
+        return f"http-{status}" + (f" {code}" if code else ""), f"{cid}: HTTP {status}: {str(message)[:300]}"
+    return None
 
 
 def group_batch_output(path: Path, records: Iterator[RawRecord],

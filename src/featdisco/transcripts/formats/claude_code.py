@@ -5,8 +5,9 @@ carrying an Anthropic message, plus ``summary``, ``system`` and ``file-history-s
 bookkeeping. Claude Code writes one line per content block, so lines sharing a
 ``message.id`` are one assistant step (its thinking, its text and its tool calls).
 ``tool_result`` blocks, which arrive in ``user`` events, are tool output, never user turns;
-events Claude Code injects itself (``isMeta``, compaction summaries) are kept as system
-text. Sidechain (sub-agent) events are a transcript of their own.
+compaction summaries Claude Code injects itself are kept as system text; ``isMeta`` lines
+(command caveats, expanded command prompts) are nobody's text and are counted in
+``skipped_events``. Sidechain (sub-agent) events are a transcript of their own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import RawRecord
+from featdisco.transcripts.raw import RawRecord
 
 _BOOKKEEPING = {"summary", "file-history-snapshot", "queue-operation", "system"}
 
@@ -88,7 +89,10 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
             rest = [p for p in parts if not isinstance(p, tm.ToolResultPart)]
             messages.extend(tm.ToolMessage((r,), tool_call_id=r.tool_call_id) for r in results)
             if rest:
-                injected = ev.get("isMeta") or ev.get("isCompactSummary") or ev.get("isVisibleInTranscriptOnly")
+                if ev.get("isMeta"):  # Claude Code's own lines (command caveats, expansions): nobody's text
+                    skipped["meta"] += 1
+                    continue
+                injected = ev.get("isCompactSummary") or ev.get("isVisibleInTranscriptOnly")
                 if injected:
                     messages.append(tm.SystemMessage(tuple(rest)))
                 elif _command_output(rest):
@@ -111,12 +115,14 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
                                metadata=meta)
 
 
-_OUTPUT_TAGS = ("<local-command-stdout>", "<bash-stdout>", "<bash-stderr>")
+_OUTPUT_TAGS = ("<local-command-stdout>", "<local-command-stderr>", "<bash-stdout>", "<bash-stderr>",
+                "<command-name>", "<command-message>", "<local-command-caveat>")
 
 
 def _command_output(parts: Sequence[tm.Part]) -> bool:
-    """The output of a command the user ran (``!ls``, ``/cost``): Claude Code logs it as a user
-    event, but nobody wrote it, so it is kept as tool output."""
+    """A command the user ran in Claude Code (``/clear``, ``/cost``, ``!ls``) and its output:
+    logged as user events, but words to the program, not to the model, so they are kept
+    as tool output and give no user piece."""
     texts = [p.text.lstrip() for p in parts if isinstance(p, tm.TextPart)]
     return bool(texts) and len(texts) == len(parts) and all(t.startswith(_OUTPUT_TAGS) for t in texts)
 

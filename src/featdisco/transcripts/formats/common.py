@@ -11,11 +11,22 @@ import orjson
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.model import Message, Role
-from featdisco.transcripts.sources import RawRecord, type_name
+from featdisco.transcripts.raw import RawRecord, type_name
 
 MODEL_KEYS = ("model", "model_id", "generator", "model_name", "policy_model")
 ID_KEYS = ("id", "conversation_id", "answer_id", "ans_id", "sample_id", "trajectory_id", "uid")
 _META_STR_MAX = 500
+
+
+class FailedRequest(Exception):
+    """A logged API call that errored: no answer to read, so no transcript. The reader
+    counts it by ``reason`` (the provider's error code) and never makes a user-only
+    transcript of its prompt."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from typing import Any
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import common
 from featdisco.transcripts.model import Message, Role, TextPart, make_message
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts.raw import type_name
 
 VARIANTS = ("chosen", "rejected")
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")

@@ -13,7 +13,7 @@ from typing import Any
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts.raw import type_name
 
 MESSAGE_KEYS = ("messages", "conversation", "conversations", "chat", "dialog")
 ROLE_ALIASES: dict[str, tm.Role] = {

@@ -17,7 +17,7 @@ import orjson
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext
-from featdisco.transcripts.sources import RawRecord
+from featdisco.transcripts.raw import RawRecord
 
 _ROWS = "featdisco_pieces"
 _COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text")

@@ -14,7 +14,7 @@ from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
 from featdisco.transcripts.formats.openai import ROLE_ALIASES, content_parts
-from featdisco.transcripts.sources import type_name
+from featdisco.transcripts.raw import type_name
 
 _OUTPUT_TYPES = {"message", "reasoning", "function_call", "function_call_output", "custom_tool_call",
                  "custom_tool_call_output", "web_search_call", "file_search_call", "computer_call",

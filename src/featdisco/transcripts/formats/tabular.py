@@ -77,7 +77,9 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
         user = common.get_str(values["user"], mapping["user"])
         messages.append(make_message("user", [TextPart(user)] if user else []))
     parts: list[Part] = []
-    if "thought" in mapping:
+    # One column mapped as both: its text holds the reasoning in think tags, split once by
+    # the reader (as a reasoning model's); never the whole text again as a thought.
+    if "thought" in mapping and mapping.get("response") != mapping["thought"]:
         thought = common.get_str(values["thought"], mapping["thought"])
         if thought:
             parts.append(ReasoningPart(thought))

@@ -17,7 +17,7 @@ from typing import Any
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext, get_dict
 from featdisco.transcripts.model import AssistantMessage, Message, TextPart, UserMessage
-from featdisco.transcripts.sources import RawRecord
+from featdisco.transcripts.raw import RawRecord
 
 _ROLES = {"prompter": "user", "user": "user", "assistant": "assistant"}
 _NODES = "oasst_nodes"  # the rows of one tree, gathered by group_rows
