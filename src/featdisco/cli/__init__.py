@@ -229,6 +229,7 @@ def _register_optional_apps() -> None:
     __import__("featdisco.cli.analysis", fromlist=["register"]).register(app)  # probe, compare, ...
     __import__("featdisco.cli.verify", fromlist=["register"]).register(app)  # validate, find
     __import__("featdisco.cli.scan", fromlist=["register"]).register(app)  # scan
+    __import__("featdisco.cli.ask", fromlist=["register"]).register(app)  # ask
     __import__("featdisco.cli.edit", fromlist=["register"]).register(app)  # edit: curation
     try:
         from featdisco.cli.models import models_app

@@ -179,6 +179,51 @@ def scan_answer(kind: str, low: int = 1, high: int = 10, labels: tuple[str, ...]
     return create_model("ScanAnswer", __base__=ScanAnswer, answer=(answer, ...))
 
 
+# ----------------------------------------------------------------------------- ask
+
+ASK_TOOLS = ("find", "scan", "compare", "cooccur")
+ASK_MAX_STEPS = 5
+
+
+class AskStep(BaseModel):
+    """One step of an ``ask`` plan: a tool and its arguments, one flat record for every tool
+    (strict structured output has no optional fields); arguments a tool does not use are
+    empty, and :mod:`featdisco.evidence.ask` checks each tool's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tool: Literal["find", "scan", "compare", "cooccur"]
+    purpose: Annotated[str, Field(min_length=2, max_length=REASON_CHARS)]
+    query: Annotated[str, Field(max_length=REASON_CHARS)]  # find: what to look for; scan: the question
+    by: Annotated[str, Field(max_length=64)]  # compare / scan: the grouping column ("" for none)
+    kind: Literal["", "user", "thought", "response"]  # find / scan: piece kind ("" for all)
+    level: Literal["", "piece", "transcript"]  # cooccur
+    sample: Annotated[int, Field(ge=0)]  # scan: pieces to ask (0: the cap)
+    top: Annotated[int, Field(ge=0, le=20)]  # find / compare / cooccur: rows to keep (0: 10)
+
+
+class AskPlan(Reply):
+    """``featdisco ask``: the plan, at most :data:`ASK_MAX_STEPS` steps."""
+
+    schema_name: ClassVar[str] = "ask_plan"
+    steps: Annotated[list[AskStep], Field(min_length=1, max_length=ASK_MAX_STEPS)]
+
+
+class Citation(BaseModel):
+    """A quote the answer rests on, attributed to the piece it is copied from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    piece_id: Annotated[str, Field(min_length=1, max_length=200)]
+    quote: Annotated[str, Field(min_length=1, max_length=QUOTE_CHARS)]
+
+
+class AskAnswer(Reply):
+    """``featdisco ask``: the answer, citing the steps' numbers in its text and quotes by piece."""
+
+    schema_name: ClassVar[str] = "ask_answer"
+    answer: Annotated[str, Field(min_length=2, max_length=3000)]
+    citations: Annotated[list[Citation], Field(max_length=12)]
+
+
 # ----------------------------------------------------------------------------- schemas
 
 _SCHEMAS: dict[type[Reply], dict[str, Any]] = {}

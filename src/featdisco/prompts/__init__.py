@@ -22,7 +22,8 @@ _SECTION = re.compile(r"^### (system|user)\s*$", re.MULTILINE)
 PROMPT_NAMES = ("featurize", "name", "merge", "rate")  # the run's prompts: each a stage's declared input
 # What each prompt must use: without its subject the LLM would be asked about nothing.
 REQUIRED = {"featurize": {"text"}, "name": {"members"}, "rate": {"clusters"}, "merge": {"clusters"},
-            "name_parent": {"members"}, "score_label": {"items", "label"}, "scan": {"text", "question"}}
+            "name_parent": {"members"}, "score_label": {"items", "label"}, "scan": {"text", "question"},
+            "ask_plan": {"question", "dictionary", "tools"}, "ask_answer": {"question", "results"}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,202 @@
+"""``featdisco ask`` on a planted run with a scripted planner and answerer on the fake
+OpenAI server: the plan's scan measures the planted rates, the answer's numbers are those of
+the steps, its quotes verify, and an invented quote is dropped and counted."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from featdisco.cli import app
+from featdisco.errors import FeatdiscoError
+from tests.analysis.planted import PlantedPiece, write_run
+from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
+
+N = 100  # responses per model
+RATES = {"a": 0.40, "b": 0.10}  # the planted share of responses that apologise
+SORRY = "I am sorry"
+QUESTION = "Which model apologises more?"
+INVENTED = "I deeply regret every word I have ever written"
+_PIECE = re.compile(r"<piece>\n(.*)\n</piece>", re.DOTALL)
+
+
+def planted_pieces() -> list[PlantedPiece]:
+    pieces = []
+    for model, rate in RATES.items():
+        for i in range(N):
+            sorry = i < round(N * rate)
+            text = (f"Response {i} of {model}. {SORRY}, but I cannot  help with that request." if sorry
+                    else f"Response {i} of {model}. Here is the answer you asked for.")
+            pieces.append(PlantedPiece(f"{model}{i}", 1, "response", [0 if sorry else 1], model=model, text=text))
+            pieces.append(PlantedPiece(f"{model}{i}", 0, "user", [2], model=model,
+                                       text=f"User {i} says {SORRY.lower()} for asking."))
+    return pieces
+
+
+def schema_name(req: FakeRequest) -> str:
+    return str(req.body.get("response_format", {}).get("json_schema", {}).get("name", ""))
+
+
+def user_text(req: FakeRequest) -> str:
+    return next(str(m["content"]) for m in req.body["messages"] if m["role"] == "user")
+
+
+PLAN = {"steps": [
+    {"tool": "scan", "purpose": "Measure apologies per model.", "query": "Does the response apologise?",
+     "by": "model", "kind": "response", "level": "", "sample": 0, "top": 0},
+    {"tool": "compare", "purpose": "Which clusters differ by model.", "query": "", "by": "model", "kind": "",
+     "level": "", "sample": 0, "top": 3}]}
+
+
+def answer_from(results: str, invent: bool) -> dict[str, object]:
+    """What an honest answerer writes: the per-model rates and counts of the scan step, as
+    printed, and the first evidence quote of each model."""
+    rows = dict(re.findall(r"^(a|b)\t(\d+\t\d+\t[\d.]+%)", results, re.MULTILINE))
+    n_a, pos_a, rate_a = rows["a"].split("\t")
+    n_b, pos_b, rate_b = rows["b"].split("\t")
+    text = (f"Model a apologises more: {rate_a} of its responses ({pos_a} of {n_a}) against {rate_b} "
+            f"({pos_b} of {n_b}) for model b.")
+    cites = []
+    for model in ("a", "b"):
+        m = re.search(rf"^\[([^\]]+)\] {model}: \"(.*)\"$", results, re.MULTILINE)
+        assert m, results
+        cites.append({"piece_id": m.group(1), "quote": m.group(2)})
+    if invent:
+        text += " The gap is 123.4 points."
+        cites.append({"piece_id": cites[0]["piece_id"], "quote": INVENTED})
+        cites.append({"piece_id": "no-such-piece", "quote": SORRY})
+    return {"answer": text, "citations": cites}
+
+
+def handler(invent: bool = False, plans: list[dict[str, object]] | None = None) -> Callable[[FakeRequest], Reply]:
+    plans = list(plans or [PLAN])
+
+    def handle(req: FakeRequest) -> Reply:
+        name = schema_name(req)
+        if name == "ask_plan":
+            return Reply(content=json.dumps(plans.pop(0) if len(plans) > 1 else plans[0]))
+        if name == "ask_answer":
+            results = user_text(req).split("Step outputs:\n", 1)[1]
+            return Reply(content=json.dumps(answer_from(results, invent)))
+        if name == "scan_answer":
+            piece = _PIECE.search(user_text(req))
+            assert piece
+            yes = SORRY in piece.group(1) and piece.group(1).startswith("Response")
+            return Reply(content=json.dumps({"answer": yes, "quote": "i am  SORRY" if yes else "",
+                                             "reason": "Scripted."}))
+        return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')
+
+    return handle
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "run", planted_pieces(),
+                     [("response", "Apologises to the user"), ("response", "Answers directly"),
+                      ("user", "Polite user request")])
+
+
+@pytest.fixture()
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAIServer(handler()) as srv:
+        yield srv
+
+
+def ask(srv: FakeOpenAIServer, run: Path, *args: str) -> tuple[int, str]:
+    if not args or args[0].startswith("-"):
+        args = (QUESTION, *args)
+    result = CliRunner().invoke(app, ["ask", str(run), *args, "--llm", "openai", "--base-url",
+                                      srv.base_url, "--model", "fake", "--max-sample", "500", "-q"])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def texts(run: Path) -> dict[str, str]:
+    t = pq.read_table(run / "pieces.parquet", columns=["piece_id", "text"]).to_pydict()
+    return dict(zip(t["piece_id"], t["text"], strict=True))
+
+
+def test_ask_plans_a_scan_and_answers_with_its_numbers_and_verified_quotes(run: Path,
+                                                                           server: FakeOpenAIServer) -> None:
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert [s["tool"] for s in doc["plan"]] == ["scan", "compare"]
+    scan = doc["steps"][0]
+    assert scan["sample"] == 500 and scan["error"] is None  # the cap, as no sample was asked
+    rates = {r["group"]: (r["positives"], r["n"], r["rate"]) for r in scan["table"]}
+    assert rates["a"] == (40, 100, pytest.approx(0.40)) and rates["b"] == (10, 100, pytest.approx(0.10))
+    compare = doc["steps"][1]["table"][0]  # the compare step ran compare on the run's clusters
+    assert compare["label"] == "Apologises to the user" and compare["group_high"] == "a"
+    assert compare["rate_high"] == pytest.approx(0.40)
+    # the answer's numbers are the scan's, and every one of them is matched
+    assert "40.0%" in doc["answer"] and "10.0%" in doc["answer"] and "(40 of 100)" in doc["answer"]
+    assert sorted(doc["numbers_matched"]) == sorted(["40.0%", "40", "100", "10.0%", "10", "100"])
+    assert doc["numbers_unmatched"] == []
+    # both quotes verify against the cited piece, one per model
+    pieces = texts(run)
+    assert len(doc["citations"]) == 2 and doc["dropped_citations"] == []
+    for c in doc["citations"]:
+        assert pieces[c["piece_id"]][c["start"]:c["end"]].lower() == SORRY.lower()
+    assert {c["piece_id"][0] for c in doc["citations"]} == {"a", "b"}
+    assert "citations: 2 verified, 0 dropped" in out and "numbers: 6 match" in out
+    # stored as an analysis the report shows, with the manifest entry
+    rows = pq.read_table(run / "analysis_ask_which_model_apologises_more.parquet")
+    meta = {k.decode(): v.decode() for k, v in (rows.schema.metadata or {}).items()}
+    assert meta["question"] == QUESTION and meta["answer"] == doc["answer"]
+    assert [r["part"] for r in rows.to_pylist()] == ["step", "step", "answer", "citation", "citation"]
+    assert (run / "analysis_ask_which_model_apologises_more_step1.parquet").exists()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["asks"]["which_model_apologises_more"]["citations"] == 2
+    # a rerun is answered from the cache: nothing is sent again
+    sent = server.total
+    assert ask(server, run)[0] == 0 and server.total == sent
+
+
+def test_an_invented_quote_is_dropped_and_counted_and_a_made_up_number_flagged(
+        run: Path, server: FakeOpenAIServer) -> None:
+    server.set_handler(handler(invent=True))
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert len(doc["citations"]) == 2
+    assert {(d["quote"], d["why"]) for d in doc["dropped_citations"]} == {
+        (INVENTED, "quote not found in the piece"), (SORRY, "no piece with this id")}
+    assert INVENTED not in json.dumps(doc["citations"])
+    assert doc["numbers_unmatched"] == ["123.4"]
+    assert "citations: 2 verified, 2 dropped" in out and "1 do not (123.4)" in out
+    rows = pq.read_table(run / "analysis_ask_which_model_apologises_more.parquet").to_pylist()
+    cited = [r["text"] for r in rows if r["part"] == "citation"]
+    assert len(cited) == 2 and INVENTED not in cited  # never shown as evidence
+
+
+def test_a_bad_plan_is_re_asked_once_then_run(run: Path, server: FakeOpenAIServer) -> None:
+    bad = {"steps": [{**PLAN["steps"][0], "by": "vendor"}]}  # type: ignore[dict-item]
+    server.set_handler(handler(plans=[bad, PLAN]))
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["plan_problems"] == ["step 1 (scan): by 'vendor' is not a grouping column; use one of model"]
+    assert [s["by"] for s in doc["plan"]] == ["model", "model"]
+
+
+def test_a_plan_bad_twice_exits_3_and_an_empty_question_2(run: Path, server: FakeOpenAIServer) -> None:
+    bad = {"steps": [{**PLAN["steps"][0], "tool": "find"}]}  # type: ignore[dict-item]
+    server.set_handler(handler(plans=[bad]))
+    code, out = ask(server, run)
+    assert code == 3, out
+    assert "no embeddings to find clusters with" in out and "still unusable after one re-ask" in out
+    assert not any(k for k in server.hits if "Step outputs" in k)  # no steps, no answer asked
+    sent = server.total
+    for args, msg in ((["  "], "the question is empty"), ([QUESTION, "--name", "a b"], "--name 'a b'")):
+        with pytest.raises(FeatdiscoError, match=msg):  # main() prints it on one line and exits 2
+            ask(server, run, *args)
+    assert server.total == sent
