@@ -112,8 +112,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
 def ask(srv: FakeOpenAIServer, run: Path, *args: str) -> tuple[int, str]:
     if not args or args[0].startswith("-"):
         args = (QUESTION, *args)
-    result = CliRunner().invoke(app, ["ask", str(run), *args, "--llm", "openai", "--base-url",
-                                      srv.base_url, "--model", "fake", "--max-sample", "500", "-q"])
+    result = CliRunner().invoke(app, ["ask", str(run), args[0], "--llm", "openai", "--base-url", srv.base_url,
+                                      "--model", "fake", "--max-sample", "500", "-q", *args[1:]])  # the last wins
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
@@ -200,3 +200,14 @@ def test_a_plan_bad_twice_exits_3_and_an_empty_question_2(run: Path, server: Fak
         with pytest.raises(FeatdiscoError, match=msg):  # main() prints it on one line and exits 2
             ask(server, run, *args)
     assert server.total == sent
+
+
+def test_the_cost_cap_holds_over_plan_steps_and_answer_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
+    cap = 0.004
+    code, out = ask(server, run, "--model", "gpt-4o-mini", "--max-cost", str(cap), "--concurrency", "1")
+    assert code == 3, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    held = doc["steps"][0]["llm"]["skipped_budget"]
+    assert held > 0 and any("not sent at the cost cap" in r for r in doc["incomplete"])
+    spent = doc["llm"]["cost_usd"] + sum(s["llm"].get("cost_usd") or 0.0 for s in doc["steps"])
+    assert 0 < spent <= cap

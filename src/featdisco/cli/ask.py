@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         if res.citations:
             out.rows(res.citations, ["piece_id", "quote"], "verified citations")
         out.say(f"citations: {len(res.citations)} verified, {len(res.dropped)} dropped (quote not found in "
-                "the cited piece; not shown as evidence)")
+                "the cited piece, or no such piece; not shown as evidence)")
         out.say(f"numbers: {len(res.numbers_matched)} match the steps' outputs"
                 + (f"; {len(res.numbers_unmatched)} do not ({', '.join(res.numbers_unmatched)})"
                    if res.numbers_unmatched else ""))

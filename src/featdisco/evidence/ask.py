@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.evidence.quotes import check_quote
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
-from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan, AskStep
+from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan
 from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir, versions
 
@@ -161,7 +161,7 @@ def build_context(run_dir: Path) -> Context:
         per = "; ".join(f"{g} {_pct(v)}" for g, v in rates.get(int(cid), {}).items())
         lines.append(f"- cluster {int(cid)} [{row['kind']}] {row['label']}: {int(sizes[cid])} pieces "
                      f"({_pct(share)})" + (f"; {per}" if per else ""))
-    tools = ("find", "scan", "compare", "cooccur")
+    tools: tuple[str, ...] = ("find", "scan", "compare", "cooccur")
     if not (RunDir(run_dir).file("embeddings.npy").exists() and RunDir(run_dir).file("strings.parquet").exists()):
         tools = ("scan", "compare", "cooccur")  # find embeds the query beside the run's strings
     return Context("\n".join(lines), act.n_clusters, columns, tools, group_note)
@@ -316,8 +316,8 @@ def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, 
 
     spec = AnswerSpec()
     hits = rows[(rows["status"] == "ok") & rows["answer"].map(spec.positive) & (rows["verified"] == True)]  # noqa: E712
-    for _, g in hits.groupby("group", sort=True):
-        for r in g.head(EVIDENCE_PER_GROUP).itertuples():
+    for _, g in hits.groupby("group", sort=True):  # a random few, not the first: no pick of the best
+        for r in g.sample(min(len(g), EVIDENCE_PER_GROUP), random_state=seed).sort_index().itertuples():
             out.evidence.append({"piece_id": r.piece_id, "group": r.group, "quote": r.quote})
 
 
@@ -360,7 +360,8 @@ def check_numbers(answer: str, steps_text: str) -> tuple[list[str], list[str]]:
     matches a step's number at the answer's precision, as written or as a fraction/percent
     of it (30% for a rate shown as 30.0%, 0.3 or 30)."""
     known = [_value(t)[0] for t in _numbers(steps_text)]
-    matched, unmatched = [], []
+    matched: list[str] = []
+    unmatched: list[str] = []
     for tok in _numbers(answer):
         x, d = _value(tok)
         tol = 0.5 * 10 ** -d + 1e-9
@@ -414,7 +415,7 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
         if not run.file(f).exists():
             raise FeatdiscoError(f"{run_dir} has no {f}: ask needs a finished run (`featdisco run`)")
     ctx = build_context(run_dir)
-    llm_options = dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
+    llm_options: dict[str, Any] = dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     pipe = open_pipeline(run_dir, max_cost=max_cost, **llm_options)
     result = AskResult(name, question, [], [])
     spent = 0.0
@@ -452,11 +453,9 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
             req = LLMRequest(prompt.render(question=question, results=results_text),
                              schema=AskAnswer.json_schema(), schema_name=AskAnswer.schema_name,
                              sampling=Sampling(temperature=0.0, max_tokens=1500), prompt_version=prompt.version)
-            if max_cost is not None and pipe.engine.spent + spent >= max_cost:
-                result.incomplete.append("answer: not asked, the --max-cost cap was reached")
-                answer = None
-            else:
-                answer = _call(pipe, req, AskAnswer, result, "answer")
+            if max_cost is not None:  # the engine counts its own calls; the steps spent beside it
+                pipe.engine.max_cost = max(0.0, max_cost - spent)
+            answer = _call(pipe, req, AskAnswer, result, "answer")
             if answer is not None:
                 result.answer = answer.answer
                 result.citations, result.dropped = check_citations(run, [c.model_dump() for c in answer.citations])
@@ -505,9 +504,9 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: dict[str
     result.paths.insert(0, path)
     rows: list[dict[str, Any]] = []
     for i, s in enumerate(result.plan, 1):
-        r = next((x for x in result.steps if x.index == i), None)
+        ran = next((x for x in result.steps if x.index == i), None)
         rows.append({"part": "step", "step": i, "tool": s["tool"], "text": s["purpose"],
-                     "detail": step_text(r).split("\n", 1)[0] if r else "", "piece_id": None, "verified": None})
+                     "detail": step_text(ran).split("\n", 1)[0] if ran else "", "piece_id": None, "verified": None})
     rows.append({"part": "answer", "step": None, "tool": None, "text": result.answer,
                  "detail": f"{len(result.numbers_matched)} numbers match the steps' outputs, "
                            f"{len(result.numbers_unmatched)} do not"
