@@ -211,3 +211,18 @@ def test_the_cost_cap_holds_over_plan_steps_and_answer_and_exits_3(run: Path, se
     assert held > 0 and any("not sent at the cost cap" in r for r in doc["incomplete"])
     spent = doc["llm"]["cost_usd"] + sum(s["llm"].get("cost_usd") or 0.0 for s in doc["steps"])
     assert 0 < spent <= cap
+
+
+def test_private_clusters_are_neither_shown_to_the_llm_nor_in_the_tables(run: Path, server: FakeOpenAIServer) -> None:
+    import pyarrow as pa
+
+    clusters = pq.read_table(run / "clusters.parquet")
+    pq.write_table(clusters.append_column("private", pa.array([False, False, True])), run / "clusters.parquet")
+    assert ask(server, run)[0] == 0
+    plan_prompt = next(k for k in server.hits if k.startswith("Question: "))
+    assert "Apologises to the user" in plan_prompt and "Polite user request" not in plan_prompt
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert [r["cluster_id"] for r in doc["steps"][1]["table"]] == [0, 1]
+    assert ask(server, run, "--show-private")[0] == 0
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert [r["cluster_id"] for r in doc["steps"][1]["table"]] == [0, 1, 2]

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         max_sample: Annotated[int, typer.Option(
             "--max-sample", min=1, help="Most pieces a scan step may ask (the plan's sample is capped).")] = 200,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the scan steps' samples.")] = 0,
+        show_private: Annotated[bool, typer.Option(
+            "--show-private", help="Show the LLM and the tables clusters flagged private or drawn from too "
+            "few transcripts (hidden by default, as in every table).")] = False,
         max_cost: Annotated[float | None, typer.Option(
             "--max-cost", min=0.0, help="Stop sending once this many USD are spent, over the plan, every step "
             "and the answer; a rerun continues (answered calls are cached).")] = None,
@@ -43,6 +46,7 @@ def register(app: typer.Typer) -> None:
 
         out = Output.of(json_)
         res = run_ask(run_dir, question, name=name, max_cost=max_cost, max_sample=max_sample, seed=seed,
+                      show_private=show_private,
                       llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                       prices=str(prices) if prices else None, log=log_line(quiet))
         out.say(f"question: {res.question}")

@@ -110,6 +110,7 @@ class Context:
     columns: dict[str, list[str]]  # grouping column -> its values
     tools: tuple[str, ...]
     group_note: str
+    hidden: frozenset[int] = frozenset()  # private, rare or hidden clusters: never shown to the LLM
 
 
 def grouping_columns(act: Any) -> dict[str, list[str]]:
@@ -134,10 +135,12 @@ def grouping_columns(act: Any) -> dict[str, list[str]]:
     return out
 
 
-def build_context(run_dir: Path) -> Context:
+def build_context(run_dir: Path, show_private: bool = False) -> Context:
     from featdisco.analysis.activations import load_activations
     from featdisco.analysis.compare import compare_groups
+    from featdisco.analysis.visibility import visibility
 
+    hidden = visibility(run_dir, show_private=show_private).hidden
     act = load_activations(run_dir)
     columns = grouping_columns(act)
     sizes = np.asarray(act.piece_matrix.getnnz(axis=0))
@@ -153,7 +156,7 @@ def build_context(run_dir: Path) -> Context:
             group_note = f", and per {by}"
         except FeatdiscoError:
             pass
-    order = np.argsort(-sizes, kind="stable")[:DICTIONARY_CLUSTERS]
+    order = [c for c in np.argsort(-sizes, kind="stable") if int(c) not in hidden][:DICTIONARY_CLUSTERS]
     lines = []
     for cid in order:
         row = act.clusters.iloc[int(cid)]
@@ -164,7 +167,7 @@ def build_context(run_dir: Path) -> Context:
     tools: tuple[str, ...] = ("find", "scan", "compare", "cooccur")
     if not (RunDir(run_dir).file("embeddings.npy").exists() and RunDir(run_dir).file("strings.parquet").exists()):
         tools = ("scan", "compare", "cooccur")  # find embeds the query beside the run's strings
-    return Context("\n".join(lines), act.n_clusters, columns, tools, group_note)
+    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -247,7 +250,7 @@ def table_text(df: pd.DataFrame) -> str:
 
 
 def run_step(run_dir: Path, i: int, step: dict[str, Any], name: str, *, budget: float | None,
-             seed: int, llm_options: dict[str, Any], log: Any) -> StepResult:
+             seed: int, llm_options: dict[str, Any], log: Any, hidden: frozenset[int] = frozenset()) -> StepResult:
     """Run one checked step with the existing function of its tool; an error becomes the
     step's error (shown to the answer), not the end of the analysis."""
     out = StepResult(i, step)
@@ -256,19 +259,23 @@ def run_step(run_dir: Path, i: int, step: dict[str, Any], name: str, *, budget: 
             from featdisco.evidence.find import find_clusters
 
             df = find_clusters(run_dir, step["query"], top=step["top"],
-                               kinds=[step["kind"]] if step["kind"] else None)
+                               kinds=[step["kind"]] if step["kind"] else None, hidden=hidden)
             out.table = df[["rank", "cluster_id", "kind", "label", "score", "pieces", "prevalence"]]
         elif step["tool"] == "compare":
             from featdisco.analysis.compare import run_compare
 
-            df = run_compare(run_dir, step["by"], write=False).head(step["top"])
+            df = run_compare(run_dir, step["by"], write=False)
+            df = df[~df["cluster_id"].isin(hidden)].head(step["top"])
             keep = ["cluster_id", "kind", "label", "group_high", "count_high", "n_high", "rate_high",
                     "group_low", "count_low", "n_low", "rate_low", "p_value", "q_value", "significant"]
             out.table = df[[c for c in keep if c in df.columns]].reset_index(drop=True)
         elif step["tool"] == "cooccur":
             from featdisco.analysis.cooccurrence import run_cooccurrence
 
-            df = run_cooccurrence(run_dir, levels=(step["level"],), write=False).head(step["top"])
+            df = run_cooccurrence(run_dir, levels=(step["level"],), write=False)
+            if not df.empty:
+                df = df[~(df["cluster_a"].isin(hidden) | df["cluster_b"].isin(hidden))]
+            df = df.head(step["top"])
             keep = ["level", "cluster_a", "label_a", "cluster_b", "label_b", "together", "expected", "lift",
                     "npmi", "q_value"]
             out.table = df[[c for c in keep if c in df.columns]].reset_index(drop=True)
@@ -397,7 +404,7 @@ def check_citations(run: RunDir, citations: list[dict[str, Any]]) -> tuple[list[
 # ----------------------------------------------------------------------------- the whole
 
 def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_cost: float | None = None,
-            max_sample: int = DEFAULT_SAMPLE, seed: int = 0, llm: str | None = None, model: str | None = None,
+            max_sample: int = DEFAULT_SAMPLE, seed: int = 0, show_private: bool = False, llm: str | None = None, model: str | None = None,
             base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
             log: Any = None) -> AskResult:
     """Plan, run the steps, answer and check the answer; writes the outputs (see the module)."""
@@ -414,7 +421,7 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
     for f in ("pieces.parquet", "clusters.parquet", "assignments.parquet"):
         if not run.file(f).exists():
             raise FeatdiscoError(f"{run_dir} has no {f}: ask needs a finished run (`featdisco run`)")
-    ctx = build_context(run_dir)
+    ctx = build_context(run_dir, show_private)
     llm_options: dict[str, Any] = dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     pipe = open_pipeline(run_dir, max_cost=max_cost, **llm_options)
     result = AskResult(name, question, [], [])
@@ -440,7 +447,8 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
                 result.plan = steps
         for i, step in enumerate(result.plan, 1):
             budget = None if max_cost is None else max_cost - pipe.engine.spent - spent
-            r = run_step(run_dir, i, step, name, budget=budget, seed=seed, llm_options=llm_options, log=log)
+            r = run_step(run_dir, i, step, name[:50], budget=budget, seed=seed, llm_options=llm_options, log=log,
+                         hidden=ctx.hidden)
             spent += float((r.llm or {}).get("cost_usd") or 0.0)
             if r.notes and any("not sent" in n or "failed" in n for n in r.notes):
                 result.incomplete.append(f"step {i}: " + "; ".join(r.notes))
