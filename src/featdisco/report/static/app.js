@@ -488,6 +488,7 @@ async function viewAnalysis(name) {
   const hiddenIds = new Set(((S.ov.curation || {}).hidden || []).map((h) => h[0]));  // hidden by featdisco edit
   const visible = rows.filter((r) => !cols.some((c) => CLUSTER_COL.test(c) && hiddenIds.has(r[c]))
     && (S.showPrivate || !cols.some((c) => CLUSTER_COL.test(c) && byId.has(r[c]) && byId.get(r[c]).private)));
+  if (name.startsWith("ask_") && !/_step\d+$/.test(name) && (a.meta || {}).question) return viewAsk(name, a, rows, byId);  // featdisco ask
   const rates = cols.includes("rate_high") ? await tryLoad("a/" + name + "_rates") : null;
   const plots = analysisPlots(name, cols, visible, byId, rates);
   const shown = visible.slice(0, 300);
@@ -499,6 +500,25 @@ async function viewAnalysis(name) {
     Object.keys(a.meta || {}).length ? table(["", ""], Object.entries(a.meta), "kv") : null,
     plots, section("Table", el("div", { class: "scroll" }, table(useful, shown.map((r) => useful.map((c) => cellFor(c, r[c], byId)))))),
     useful.length < cols.length ? el("p", { class: "muted small" }, `Left out (empty, or labels already shown as links): ${cols.filter((c) => !useful.includes(c)).join(", ")}.`) : null);
+}
+
+/* featdisco ask: the question, the plan, each step's table, the answer and its verified citations */
+async function viewAsk(name, a, rows, byId) {
+  const steps = rows.filter((r) => r.part === "step");
+  const tables = await Promise.all(steps.map((s) => tryLoad("a/" + name + "_step" + s.step)));
+  const answer = rows.find((r) => r.part === "answer") || {};
+  const cites = rows.filter((r) => r.part === "citation");
+  const stepTable = (t) => {
+    const cols = Object.keys(t.columns), n = cols.length ? t.columns[cols[0]].length : 0;
+    return el("div", { class: "scroll" }, table(cols, Array.from({ length: n }, (_, i) => cols.map((c) => cellFor(c, t.columns[c][i], byId)))));
+  };
+  show(el("div", { class: "crumbs" }, el("a", { href: "#/analyses" }, "analyses"), " › ", name),
+    el("h1", { class: "ask-question" }, a.meta.question),
+    section("Plan", el("ol", null, steps.map((s) => el("li", null, el("b", null, s.tool), " – ", s.text, el("div", { class: "muted small" }, s.detail))))),
+    steps.map((s, i) => section(`Step ${s.step}: ${s.tool}`, tables[i] ? stepTable(tables[i]) : empty("No table: the step failed or gave no rows (see the plan)."))),
+    section("Answer", el("p", { class: "ask-answer" }, answer.text || "(no answer)"), el("p", { class: "muted small" }, answer.detail || "")),
+    section("Citations", cites.length ? table(["piece", "quote (found in the piece)"], cites.map((c) => [c.piece_id, c.text])) : empty("No citation verified.")),
+    el("p", { class: "muted small ask-checks" }, `Citations: ${a.meta.citations}. Numbers: ${a.meta.numbers}.` + (a.meta.incomplete && a.meta.incomplete !== "no" ? ` Incomplete: ${a.meta.incomplete}.` : "")));
 }
 
 function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
