@@ -226,3 +226,12 @@ def test_private_clusters_are_neither_shown_to_the_llm_nor_in_the_tables(run: Pa
     assert ask(server, run, "--show-private")[0] == 0
     doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
     assert [r["cluster_id"] for r in doc["steps"][1]["table"]] == [0, 1, 2]
+
+
+def test_numbers_match_at_the_answers_precision_and_names_are_not_numbers() -> None:
+    from featdisco.evidence.ask import check_numbers
+
+    steps = "group\tn\trate\na\t100\t40.0%\nlog2_ratio\t-2.25\tp 1.24e-06"
+    matched, unmatched = check_numbers(
+        "gpt-4o: 40% (0.4) of 100 in step 2 [a4:1:response], log2 -2.25, p 1.24e-06; 41% and 7 are made up.", steps)
+    assert matched == ["40%", "0.4", "100", "-2.25", "1.24e-06"] and unmatched == ["41%", "7"]

@@ -57,7 +57,8 @@ TOOLS_TEXT = {
     "cooccur": "cooccur: cluster pairs that occur together more than chance. Fields: level (piece or "
                "transcript), top.",
 }
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+# a number standing alone ("40.0%", "-2.5", "1.2e-06", "1,234"), not one inside a name ("gpt-4o")
+_NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?%?(?![\w])")
 _CITE = re.compile(r"\[[^\]]*\]")  # "[a12:1:response]": a piece id in the text, not a number
 _STEP_REF = re.compile(r"\b(?:step|steps)\s+\d+", re.IGNORECASE)
 _SLUG = re.compile(r"[^a-z0-9]+")
