@@ -354,7 +354,7 @@ def headline(t: Totals) -> list[str]:
     if t.budget is not None:
         spent = t.spent or 0.0
         share = f" ({spent / t.budget:.0%})" if t.budget > 0 else ""
-        lines.append(f"budget: ${spent:.4f} of ${t.budget:.2f} spent{share} over every invocation; "
+        lines.append(f"budget: ${spent:.4f} of ${t.budget:g} spent{share} over every invocation; "
                      f"${max(0.0, t.budget - spent):.4f} left (--budget USD changes it)")
     return lines
 

@@ -227,7 +227,7 @@ class CallEngine:
         if self._stopped_by == "budget" and self.budget is not None:
             spent = self.budget_spent
             share = f" ({spent / self.budget:.0%})" if self.budget > 0 else ""
-            return (f"stopped at the run's budget: ${spent:.4f} of ${self.budget:.2f} spent{share} "
+            return (f"stopped at the run's budget: ${spent:.4f} of ${self.budget:g} spent{share} "
                     "over every invocation; finished calls are kept, and rerunning with a higher "
                     "--budget continues")
         return (f"stopped at the --max-cost cap (${self._spent:.4f} of ${self.max_cost} spent "
