@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import reasoning_chats, write_jsonl  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply  # noqa: E402
-from tests.pipeline_fakes import pipeline_handler  # noqa: E402
+from tests.conftest import reasoning_chats, write_jsonl
+from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
+from tests.pipeline_fakes import pipeline_handler
 
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
 
