@@ -213,15 +213,6 @@ class CallEngine:
         """The limit that stopped the calls (``max_cost`` or the budget)."""
         return self.budget if self._stopped_by == "budget" else self.max_cost
 
-    def cap_room(self) -> float | None:
-        """USD that may still be spent under ``max_cost`` and the budget (None: no limit)."""
-        rooms = []
-        if self.max_cost is not None:
-            rooms.append(self.max_cost - self._spent)
-        if self.budget is not None:
-            rooms.append(self.budget - self.budget_spent)
-        return min(rooms) if rooms else None
-
     def stop_text(self) -> str:
         """Why calls were held back, in words: the cap or the budget, with the figures."""
         if self._stopped_by == "budget" and self.budget is not None:
