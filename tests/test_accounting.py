@@ -170,3 +170,30 @@ def test_the_model_each_reply_names_is_shown(snap_server: FakeOpenAIServer, inpu
     assert f"LLM replies came from: {SNAPSHOT} ({doc['llm_totals']['sent']:,} calls)" in text
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["llm_models"] == doc["llm_models"]
+
+
+def test_a_run_from_before_the_ledger_keeps_its_counts_and_the_ledger_adds_to_them(tmp_path: Path) -> None:
+    """A run whose manifest counted its LLM use the old way (at the end of each invocation)
+    keeps those figures; what later invocations spend adds to them, and to its budget."""
+    from featdisco.llm.base import Usage
+    from featdisco.llm.cache import CallCache
+    from featdisco.rundir import LLM_CACHE, RunDir
+    from featdisco.runsummary import open_ledger, run_totals
+
+    old = {"calls": 10, "sent": 10, "cached": 0, "failed": 0, "skipped_budget": 0, "attempts": 10,
+           "input_tokens": 1000, "output_tokens": 500, "invocations": 3, "cost_usd": 0.5, "failed_by_reason": {}}
+    run = RunDir(tmp_path / "run")
+    run.update(llm_totals=old, llm_last=old, llm_by_stage={"featurize": old})
+    run_id, before = open_ledger(run, run.file(LLM_CACHE))
+    assert before == 0.5  # counts against a budget
+    with CallCache(run.file(LLM_CACHE)) as cache:
+        cache.begin_invocation(run_id, "test")
+        cache.scope = "featurize"
+        cache.put_ok("k", "openai", "gpt-4o-mini", "v1", "{}", {}, Usage(100, 50), 1, cost=0.25,
+                     replied_model=SNAPSHOT)
+    totals = run_totals(RunDir(run.path).manifest, run.path)
+    assert totals.total is not None and totals.last is not None
+    assert totals.total["sent"] == 11 and totals.total["invocations"] == 4
+    assert totals.total["cost_usd"] == 0.75 and totals.total["input_tokens"] == 1100
+    assert totals.last["sent"] == 1 and totals.models == {SNAPSHOT: 1}
+    assert totals.stages[0].llm is not None and totals.stages[0].llm["sent"] == 11
