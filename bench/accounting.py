@@ -8,11 +8,16 @@ those reached the server but their replies never reached the run (the rerun send
 again, and counts them then).
 
     PYTHONPATH=src python bench/accounting.py --chats 300 --concurrency 16 --latency 0.05
+
+``--ledger-cpu N`` measures instead what the ledger adds to storing a call: N calls put into
+a cache on disk in loop ticks of 64 (as the engine finishes them), with and without an open
+invocation; CPU microseconds per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
@@ -74,6 +79,26 @@ def scenario(name: str, sig: int, inputs: Path, root: Path, server: FakeOpenAISe
             "in_flight_bound": args.concurrency}
 
 
+async def put_calls(n: int, ledger: bool, folder: str, tick: int = 64) -> float:
+    from featdisco.llm.base import Usage
+    from featdisco.llm.cache import CallCache
+
+    cache = CallCache(Path(folder) / f"cache-{ledger}.sqlite")
+    if ledger:
+        cache.begin_invocation("run", "invocation")
+        cache.scope = "featurize"
+    data = {"features": [f"Feature {i} about the text" for i in range(10)]}
+    extra = {"cost": 0.0001, "replied_model": SNAPSHOT} if ledger else {}
+    t0 = time.process_time()
+    for i in range(n):
+        cache.put_ok(f"{i:064d}", "openai", "gpt-4o-mini", "featurize.v2", "{}", data, Usage(300, 120), 1,
+                     **extra)  # type: ignore[arg-type]
+        if i % tick == tick - 1:
+            await asyncio.sleep(0)  # the end of a loop tick: its calls are committed together
+    cache.close()
+    return (time.process_time() - t0) / n * 1e6
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--chats", type=int, default=300, help="transcripts (3 pieces each: user, thought, answer)")
@@ -81,7 +106,17 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.05, help="seconds per reply at the fake server")
     p.add_argument("--stop-after", type=int, default=None, help="stop once the server has this many "
                    "requests (default: a third of the featurize calls)")
+    p.add_argument("--ledger-cpu", type=int, default=0, metavar="N",
+                   help="measure the ledger's CPU per stored call over N calls, and nothing else")
     args = p.parse_args()
+    if args.ledger_cpu:
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(3):
+                plain = asyncio.run(put_calls(args.ledger_cpu, False, tmp))
+                both = asyncio.run(put_calls(args.ledger_cpu, True, tmp))
+                print(json.dumps({"us_per_call_without_ledger": round(plain, 2),
+                                  "us_per_call_with_ledger": round(both, 2)}))
+        return
     args.stop_after = args.stop_after or args.chats  # 3 pieces a chat: a third of featurize
     env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(handler, latency=args.latency) as server:
