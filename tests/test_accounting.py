@@ -197,3 +197,27 @@ def test_a_run_from_before_the_ledger_keeps_its_counts_and_the_ledger_adds_to_th
     assert totals.total["cost_usd"] == 0.75 and totals.total["input_tokens"] == 1100
     assert totals.last["sent"] == 1 and totals.models == {SNAPSHOT: 1}
     assert totals.stages[0].llm is not None and totals.stages[0].llm["sent"] == 11
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_both_backends_record_the_model_the_reply_names(tmp_path: Path, backend: str) -> None:
+    """The reply's model reaches the ledger from either provider's wire format."""
+    from featdisco.llm.anthropic import AnthropicLLM
+    from featdisco.llm.cache import CallCache, read_ledger
+    from featdisco.llm.engine import Account, CallEngine
+    from featdisco.llm.openai import OpenAILLM
+    from tests.fakes.openai_server import echo_features
+    from tests.llm.conftest import requests_for
+
+    with FakeOpenAIServer(lambda r: dataclasses.replace(echo_features(r), model=SNAPSHOT), api_key="sk-k") as fake:
+        llm = (OpenAILLM("alias", base_url=fake.base_url, api_key="sk-k") if backend == "openai"
+               else AnthropicLLM("alias", base_url=fake.root_url, api_key="sk-k"))
+        engine = CallEngine(llm, CallCache(tmp_path / "c.sqlite"), progress="none",
+                            account=Account(lambda: ("run", 0.0), scope="featurize"))
+        assert all(r.ok for r in engine.run_sync(requests_for(["a", "b", "c"])))
+        engine.close()
+        assert engine.cache is not None
+        engine.cache.close()
+    rows = read_ledger(tmp_path / "c.sqlite", "run")
+    assert rows is not None
+    assert {(r.scope, r.status, r.model, r.n) for r in rows} == {("featurize", "ok", SNAPSHOT, 3)}
