@@ -408,6 +408,8 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
         if name_new and "unassigned" in assignments.column_names:
             # a pipeline of its own: the encoding one closed its cache and lock when it finished
             namer = Pipeline(out, config, llm=llm, log=log, prompts=prompts, llm_cache=cache)
+            namer.account.scope = "new_clusters"  # the usage ledger's name for these calls,
+            namer.account.uid = pipe.account.uid  # made by the same invocation
             namer.lock()
             try:
                 new, assignments = find_new(namer, dictionary, assignments, vectors, prompts["name"])

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
+from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, RunSummary
 from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
-from featdisco.runsummary import record_invocation
+from featdisco.runsummary import open_ledger, record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
@@ -77,6 +77,7 @@ class PipelineConfig:
     tpm: float | None = None
     timeout: float = 120.0
     max_cost: float | None = None
+    budget: float | None = None  # USD over every invocation of the run; kept as the manifest's budget_usd
     prompt_files: dict[str, str] = field(default_factory=dict)
     # How calls are made, not what they return: none of these enter a fingerprint.
     batch: bool = False  # provider batch APIs (half price, up to 24 h)
@@ -122,6 +123,17 @@ class Pipeline(Backends):
         self._executor: Any = None
         self._progress = progress
         self.timings: list[StageOutcome] = []
+        # Whose calls the engine makes, for the usage ledger; ``scope`` names the stage or
+        # analysis calling now.
+        self.account = Account(lambda: open_ledger(self.dir, self.llm_cache_path))
+
+    @property
+    def budget(self) -> float | None:
+        """The run's budget: ``--budget`` if given, else the one the manifest keeps."""
+        if self.cfg.budget is not None:
+            return self.cfg.budget
+        kept = self.dir.manifest.get("budget_usd")
+        return float(kept) if isinstance(kept, int | float) else None
 
     @staticmethod
     def load_prompts(config: PipelineConfig) -> dict[str, Prompt]:
@@ -152,7 +164,8 @@ class Pipeline(Backends):
             options: dict[str, Any] = dict(
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
-                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices))
+                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices), budget=self.budget,
+                account=self.account)
             cache = CallCache(self.llm_cache_path)
             if self.cfg.batch:
                 from featdisco.llm.batch import BatchEngine
@@ -210,7 +223,8 @@ class Pipeline(Backends):
         self.lock()
         fresh = not self.dir.exists
         self.dir.update(config=_jsonable(asdict(self.cfg)),
-                        prompts={n: p.version for n, p in self.prompts.items()})
+                        prompts={n: p.version for n, p in self.prompts.items()},
+                        **({"budget_usd": self.cfg.budget} if self.cfg.budget is not None else {}))
         self.save_prompts()
         runner = StageRunner(self.dir, self.cfg, self, self.log)
         source = (None if inputs is None and transcripts is None
@@ -220,6 +234,7 @@ class Pipeline(Backends):
             for stage in PIPELINE:
                 if stage.name not in stages:
                     continue
+                self.account.scope = stage.name
                 try:
                     outcome = runner.run(stage, source if stage.source else None, self._llm_summary)
                 except FeatdiscoError:
@@ -233,7 +248,7 @@ class Pipeline(Backends):
                 if outcome.stop:
                     return self._result(False, outcome.stop)
             if self._engine is not None and self._engine.summary.skipped_budget > 0:
-                stopped = "stopped at the --max-cost cap"
+                stopped = self._engine.stop_text()
             return self._result(complete and stopped is None, stopped)
         finally:
             if self._engine is not None:  # totals over every invocation; calling nothing keeps them
@@ -348,6 +363,8 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     if manifest.get("config"):
         cfg.setdefault("evidence", False)  # a run from before evidence featurized without quotes
     fitted_evidence = cfg.get("evidence", True)
+    if cfg.get("budget") is None and isinstance(manifest.get("budget_usd"), int | float):
+        cfg["budget"] = manifest["budget_usd"]  # the run's budget carries over (transform)
     cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg["prompt_files"] = (saved_prompt_files(path, manifest.get("prompts") or {})
                            if fitted_prompts else {})

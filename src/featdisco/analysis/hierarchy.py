@@ -97,7 +97,7 @@ def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[
     if not to_name:
         return None
     prompt = load_prompt("name_parent")
-    pipe = open_pipeline(run_dir, **llm_options)
+    pipe = open_pipeline(run_dir, **llm_options, analysis="hierarchy")
     try:
         for level in sorted({nodes[p]["level"] for p, _, _ in to_name}):
             batch = [(p, k) for p, k, _ in to_name if nodes[p]["level"] == level]

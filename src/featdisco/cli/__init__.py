@@ -98,6 +98,10 @@ def run_cmd(
     max_cost: Annotated[float | None, typer.Option(
         "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
         "(needs a known price: built in, or --prices).")] = None,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", min=0.0, help="The run's budget in USD over every invocation (run, transform, scan, "
+        "score-labels, hierarchy); kept in the run, so later commands keep to it. Stops (exit 3) "
+        "before a call would pass it; a higher --budget continues.")] = None,
     evidence: Annotated[bool, typer.Option(
         "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
         "against the piece (default); --no-evidence: plain features, fewer output tokens.")] = True,
@@ -153,7 +157,7 @@ def run_cmd(
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
                          evidence=evidence,
-                         seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                         seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
                          batch=batch, batch_poll=batch_poll, executor=executor,
                          prices=str(prices) if prices else None, min_transcripts=min_transcripts)
     cfg.featurize_config()  # validates the feature bounds before any work
@@ -190,6 +194,9 @@ def transform_cmd(
     prices: PricesOpt = None,
     no_evidence: Annotated[bool, typer.Option(
         "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", min=0.0, help="Budget in USD over every transform into this output folder (default: "
+        "the fitted run's); stops with exit 3 before a call would pass it.")] = None,
     quiet: QuietOpt = False,
     *, reading: ReadOptions,
 ) -> None:
@@ -201,7 +208,7 @@ def transform_cmd(
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,
-                                    "evidence": False if no_evidence else None},
+                                    "evidence": False if no_evidence else None, "budget": budget},
                          log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
@@ -254,8 +261,10 @@ def main() -> None:
     try:
         app()
     except FeatdiscoError as e:
-        err_console.print(f"featdisco: error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = getattr(e, "exit_code", 2)  # 3: stopped at the run's budget, as at --max-cost
+        err_console.print(f"featdisco: {'error: ' if code == 2 else ''}{e}", markup=False, highlight=False,
+                          soft_wrap=True)
+        sys.exit(code)
     except KeyboardInterrupt as e:  # raised outside a command
         _interrupted(e)
     except SystemExit as e:

@@ -221,6 +221,8 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
         console.print(f"in progress: featdisco process {holder} is working in this run now; "
                       "stages it has not finished show as not run or incomplete")
     cfg = m.get("config") or {}
-    console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
+    totals = run_totals(m, run_dir)
+    replied = f" (replies from {', '.join(sorted(totals.models))})" if totals.models else ""
+    console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
                   f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
     render_summary(run_dir, Output())

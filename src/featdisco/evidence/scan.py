@@ -314,7 +314,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     prompt = load_prompt("scan")
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
-                         max_cost=max_cost, prices=prices)
+                         max_cost=max_cost, prices=prices, analysis="scan")
     if dry_run:
         try:
             return pipe.engine.dry_run(requests)
