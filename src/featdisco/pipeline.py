@@ -282,7 +282,7 @@ class Pipeline(Backends):
     def _unmake(self) -> None:
         """Remove what starting a run wrote in a new directory (nothing else was there)."""
         self._lock.release()
-        for name in (MANIFEST, ".lock"):
+        for name in (MANIFEST, ".lock", ".manifest.lock"):
             self.dir.file(name).unlink(missing_ok=True)
         for prompt in self.prompts.values():
             saved_copy(self.dir.path, prompt).unlink(missing_ok=True)

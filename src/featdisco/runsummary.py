@@ -56,22 +56,22 @@ def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mappin
     this = usage(summary)
     if this["calls"] == 0:
         return
-    m = run.manifest
-    prev = m.get("llm_totals")
-    fields: dict[str, Any] = {"llm_totals": add(prev, this), "llm_last": this}
-    if prices:
-        fields["prices"] = dict(prices)  # per 1M tokens, and their source (a --prices file or built in)
-    if stages:
-        by_stage = dict(m.get("llm_by_stage") or {})
-        for name, delta in stages.items():
-            if delta:
-                by_stage[name] = add(by_stage.get(name), delta)
-        fields["llm_by_stage"] = by_stage
-    if analysis:
-        by_analysis = dict(m.get("llm_by_analysis") or {})
-        by_analysis[analysis] = add(by_analysis.get(analysis), this)
-        fields["llm_by_analysis"] = by_analysis
-    run.update(**fields)
+    with run.transact() as m:  # read-modify-write: another command's totals are never lost
+        prev = m.get("llm_totals")
+        fields: dict[str, Any] = {"llm_totals": add(prev, this), "llm_last": this}
+        if prices:
+            fields["prices"] = dict(prices)  # per 1M tokens, and their source (a --prices file or built in)
+        if stages:
+            by_stage = dict(m.get("llm_by_stage") or {})
+            for name, delta in stages.items():
+                if delta:
+                    by_stage[name] = add(by_stage.get(name), delta)
+            fields["llm_by_stage"] = by_stage
+        if analysis:
+            by_analysis = dict(m.get("llm_by_analysis") or {})
+            by_analysis[analysis] = add(by_analysis.get(analysis), this)
+            fields["llm_by_analysis"] = by_analysis
+        m.update(fields)
 
 
 @dataclass(slots=True)
