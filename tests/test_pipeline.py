@@ -102,7 +102,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy", "merges.parquet", "raw_assignments.parquet", "raw_labels.parquet"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
+    assert set(manifest["stages"]) == {"read", "split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
                                        "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
@@ -134,9 +134,9 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     before = server.total
     result = Pipeline(run_dir, config(server, prompt_files={"name": str(edited)})).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    # split always re-reads (its output is unchanged); the merge check shows the new labels;
-    # curate names what edits make with this prompt
-    assert ran == ["split", "name", "merge", "curate", "rate", "assemble"]
+    # read always re-reads (its output is unchanged, so split is skipped); the merge check
+    # shows the new labels; curate names what edits make with this prompt
+    assert ran == ["read", "name", "merge", "curate", "rate", "assemble"]
     labels = pq.read_table(run_dir / "clusters.parquet").column("label").to_pylist()
     assert all(label.startswith("Short cluster about") for label in labels)
     # One naming call per cluster, one merge check and one rating batch per kind (K < 10); nothing else.
@@ -228,7 +228,7 @@ def test_new_cluster_code_reruns_clustering_and_what_follows_from_the_caches(
     before = server.total
     result = Pipeline(run_dir, config(server)).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    assert ran[:2] == ["split", "cluster"] and "featurize" not in ran and "embed" not in ran
+    assert ran[:2] == ["read", "cluster"] and "featurize" not in ran and "embed" not in ran
     assert server.total == before  # same clusters: naming and rating answered from the cache
     assert pq.read_table(run_dir / "clusters.parquet").num_rows == 3 * K
 
@@ -347,7 +347,7 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         assert all(n <= 2 for n in slow.hits.values())
         assert sum(first_hits.values()) > 0
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        for stage in done_before - {"split"}:
+        for stage in done_before - {"read"}:
             assert manifest["stages"][stage]["finished_at"] <= manifest["updated"]
         # The resumed result equals the uninterrupted one.
         got = pq.read_table(run_dir / "clusters.parquet").select(["cluster_id", "kind", "size", "label", "interest"])
@@ -427,7 +427,7 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
 
     status = CliRunner().invoke(app, ["status", str(fitted)])
     assert status.exit_code == 0, status.output
-    for stage in ("split", "featurize", "embed", "cluster", "name", "merge", "rate"):
+    for stage in ("read", "split", "featurize", "embed", "cluster", "name", "merge", "rate"):
         assert stage in status.output
     assert "done" in status.output and "not run" not in status.output
     assert "peak MiB" in status.output

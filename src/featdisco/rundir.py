@@ -191,13 +191,13 @@ def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> I
     a second writer stops at once with a one-line error naming the first one's pid; the
     manifest is then changed only through :meth:`RunDir.transact` (merged per key, never
     rewritten from a stale copy). ``create``: the folder may be new (``run``); otherwise
-    it must already be a run (a clear error, not an empty folder made by mistake).
+    it must exist (a clear error, not an empty folder made by a typo).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FeatdiscoError(f"{path} is a file, not a run directory")
-    if not create and not (path / MANIFEST).exists():
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {MANIFEST}): run `featdisco run` into it first")
+    if not create and not path.is_dir():
+        raise FeatdiscoError(f"{path}: no such run directory")
     path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(path)
     if write:

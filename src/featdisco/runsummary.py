@@ -18,7 +18,7 @@ from typing import Any
 
 from featdisco.rundir import RunDir
 
-STAGE_ORDER = ("split", "featurize", "embed", "cluster", "name", "rate", "assemble")
+STAGE_ORDER = ("read", "split", "featurize", "embed", "cluster", "name", "rate", "assemble")
 _SUMMED = ("calls", "sent", "cached", "failed", "skipped_budget", "attempts", "input_tokens",
            "output_tokens", "invocations")
 

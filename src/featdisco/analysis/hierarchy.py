@@ -85,9 +85,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
                                               prices=prices))
     df = pd.DataFrame(nodes)
     if write:
-        from featdisco.analysis.provenance import analysis_name
-
-        write_analysis(run_dir, analysis_name("hierarchy", {"levels": levels}, {"levels": 2}), df,
+        write_analysis(run_dir, "hierarchy", df,  # one tree per run: another one replaces it
                        command="hierarchy", args={"levels": levels, "branching": branching, "seed": seed,
                                                   "llm": llm, "model": model, "base_url": base_url})
     df.attrs["llm"] = used  # failed naming calls and why: the CLI exits 3 on any

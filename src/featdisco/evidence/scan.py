@@ -389,8 +389,8 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
 def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
     same transcripts were split there before)."""
-    from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
+    from featdisco.pipeline import SPLIT, Pipeline, PipelineConfig, config_from_manifest
 
     cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
         if (run_dir / "manifest.json").exists() else PipelineConfig()
-    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=("split",))
+    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=SPLIT)
