@@ -21,7 +21,7 @@ from sklearn.metrics import normalized_mutual_info_score
 import featdisco
 from featdisco.errors import FeatdiscoError
 from featdisco.estimator import FeatureDiscovery
-from featdisco.pipeline import Pipeline, PipelineConfig
+from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
 from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import GROUP_OF_FEATURE, REWORD, group_of_text, pipeline_handler
@@ -116,7 +116,8 @@ def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inpu
     before = server.total
     pipe = Pipeline(fitted, config(server))
     result = pipe.run([inputs])
-    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True, True, True]
+    # read always re-reads its inputs; every other stage, split included, is skipped
+    assert [t.skipped for t in result.stages] == [False] + [True] * 9
     assert server.total == before
     # the totals of the run that made the calls stay on record for `featdisco status`
     assert json.loads((fitted / "manifest.json").read_text())["llm_totals"]["calls"] > 0
@@ -188,6 +189,38 @@ def test_a_custom_prompt_without_its_placeholder_is_refused_before_any_call(
                                    "--model", "fake-rater", "--base-url", server.base_url,
                                    "--prompt", f"featurize={typo}"])
     assert isinstance(res.exception, FeatdiscoError) and "uses $max_feature," in str(res.exception)
+
+
+def test_a_rerun_without_inputs_takes_the_runs_settings_and_honours_max_chars(
+        server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    """``featdisco run --run-dir RUN --max-chars 60`` (no inputs, no LLM flags) cuts the
+    stored pieces again with the run's own LLM settings (flag > manifest > default); a
+    rerun without flags keeps 60; ``--max-chars 0`` gives the full pieces back from the cache."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted, run_dir)
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-chars", "60", "-q"])
+    assert result.exit_code == 0, result.output
+    pieces = pq.read_table(run_dir / "pieces.parquet")
+    cut = [t for t, flag in zip(pieces.column("text").to_pylist(), pieces.column("truncated").to_pylist(),
+                                strict=True) if flag]
+    assert cut and all(t.split("\n[… truncated")[0] == t[:60] and len(t.split("\n[…")[0]) == 60 for t in cut)
+    assert all(len(t) <= 60 for t, flag in zip(pieces.column("text").to_pylist(),
+                                               pieces.column("truncated").to_pylist(), strict=True) if not flag)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["max_chars"] == 60 and manifest["config"]["model"] == "fake-rater"
+    before = server.total
+    again = Pipeline(run_dir, config_from_manifest(run_dir, own_prompts=True)).run()
+    assert all(t.skipped for t in again.stages) and server.total == before  # the run's settings: nothing to redo
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-chars", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(run_dir / "pieces.parquet").equals(pq.read_table(fitted / "pieces.parquet"))
+    assert server.total == before  # the full pieces' features come from the cache
 
 
 def test_streamed_split_and_featurize_do_not_depend_on_batch_sizes(

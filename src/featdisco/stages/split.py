@@ -104,10 +104,11 @@ def cut_batches(batches: Iterable[pa.RecordBatch], max_chars: int | None,
                 flags[i] = True
                 if counts is not None:
                     counts["truncated"] = counts.get("truncated", 0) + 1
-        batch = batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+        i_text = batch.schema.get_field_index("text")
+        batch = batch.set_column(i_text, batch.schema.field(i_text), pa.array(texts, batch.schema.field(i_text).type))
         if has_flags:
-            batch = batch.set_column(batch.schema.get_field_index("truncated"), "truncated",
-                                     pa.array(flags, pa.bool_()))
+            i_flag = batch.schema.get_field_index("truncated")
+            batch = batch.set_column(i_flag, batch.schema.field(i_flag), pa.array(flags, pa.bool_()))
         yield batch
 
 
