@@ -207,7 +207,10 @@ class Pipeline(Backends):
     def run(self, inputs: Iterable[str | Path] | None = None, read_options: ReadOptions | None = None,
             transcripts: Iterable[Transcript] | None = None,
             stages: Sequence[str] = STAGES) -> RunResult:
-        """Run (or skip) ``stages`` in pipeline order; stops early at the cost cap."""
+        """Run (or skip) ``stages`` in pipeline order; stops early at the cost cap. ``split``
+        brings ``read`` with it (one stage before they were two; read is skipped without inputs)."""
+        if "split" in stages and "read" not in stages:
+            stages = ("read", *stages)
         self.lock()
         fresh = not self.dir.exists
         self.dir.update(config=_jsonable(asdict(self.cfg)),

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featdisco.errors import FeatdiscoError
 from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult
 from featdisco.transcripts import split as split_module
 from featdisco.transcripts.model import Transcript
@@ -124,6 +125,8 @@ class SplitStage(Stage):
     def run(self, ctx: StageContext) -> StageResult:
         cfg: SplitConfig = ctx.config
         source, dest = ctx.path(UNCUT), ctx.output("pieces.parquet")
+        if not source.exists():
+            raise FeatdiscoError(f"{source} is missing: give transcript files to read")
         with pq.ParquetFile(source) as pf:
             n, schema = pf.metadata.num_rows, pf.schema_arrow
             kinds: dict[str, int] = {}
