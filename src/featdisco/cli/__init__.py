@@ -73,7 +73,6 @@ BaseUrlOpt = Annotated[str | None, typer.Option(
     "--base-url", help="OpenAI-compatible server URL, e.g. a vLLM or Ollama server (env FEATDISCO_BASE_URL).")]
 EmbedderOpt = Annotated[str | None, typer.Option(
     "--embedder", help="minilm (default, offline), st:MODEL_PATH or api:MODEL.")]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
 
 
@@ -201,7 +200,9 @@ def transform_cmd(
     model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the fitted run's).")] = None,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="OpenAI-compatible server URL (default: the fitted run's).")] = None,
-    concurrency: ConcurrencyOpt = 64,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, help="Parallel LLM calls [default: the fitted run's, else 64].",
+        show_default=False)] = None,
     prices: PricesOpt = None,
     no_evidence: Annotated[bool, typer.Option(
         "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
