@@ -184,3 +184,22 @@ def test_pieces_are_cut_as_a_first_run_with_that_max_chars_would_cut_them(tmp_pa
     assert pc.sum(cut.column("truncated")).as_py() > 0
     Pipeline(rerun, PipelineConfig()).run(stages=SPLIT)  # and back: the full pieces again
     assert pc.sum(pq.read_table(rerun / "pieces.parquet").column("truncated")).as_py() == 0
+
+
+def test_a_run_made_when_split_was_the_source_reruns_without_inputs(tmp_path: Path) -> None:
+    from featdisco.pipeline import SPLIT, Pipeline
+    from tests.conftest import reasoning_chats, write_jsonl
+
+    inputs = write_jsonl(tmp_path / "in.jsonl", reasoning_chats(
+        3, user=lambda i: f"Question {i}", thought=lambda i: f"Thinking {i}", answer=lambda i: f"Answer {i}."))
+    run = tmp_path / "run"
+    Pipeline(run, PipelineConfig()).run([inputs], stages=SPLIT)
+    with RunDir(run).transact() as m:  # what such a run holds: a split record and pieces.parquet only
+        del m["stages"]["read"]
+        m["stages"]["split"]["outputs"] = ["pieces.parquet"]
+    (run / "pieces_uncut.parquet").unlink()
+    before = pq.read_table(run / "pieces.parquet")
+    result = Pipeline(run, PipelineConfig()).run(stages=SPLIT)  # no inputs
+    assert [t.name for t in result.stages] == ["read", "split"]
+    assert pq.read_table(run / "pieces.parquet").equals(before)
+    assert RunDir(run).stage("read") is not None
