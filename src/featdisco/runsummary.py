@@ -27,7 +27,7 @@ from typing import Any
 from featdisco.llm.cache import LedgerRow, read_ledger
 from featdisco.rundir import LLM_CACHE, RunDir
 
-STAGE_ORDER = ("split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate", "assemble")
+STAGE_ORDER = ("read", "split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate", "assemble")
 _SUMMED = ("calls", "sent", "cached", "failed", "skipped_budget", "attempts", "input_tokens",
            "output_tokens", "invocations")
 
@@ -79,19 +79,20 @@ def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mappin
         return
     if this["calls"] == 0:
         return
-    prev = m.get("llm_totals")
-    fields.update(llm_totals=add(prev, this), llm_last=this)
-    if stages:
-        by_stage = dict(m.get("llm_by_stage") or {})
-        for name, delta in stages.items():
-            if delta:
-                by_stage[name] = add(by_stage.get(name), delta)
-        fields["llm_by_stage"] = by_stage
-    if analysis:
-        by_analysis = dict(m.get("llm_by_analysis") or {})
-        by_analysis[analysis] = add(by_analysis.get(analysis), this)
-        fields["llm_by_analysis"] = by_analysis
-    run.update(**fields)
+    with run.transact() as m:  # read-modify-write: another command's totals are never lost
+        prev = m.get("llm_totals")
+        fields.update(llm_totals=add(prev, this), llm_last=this)
+        if stages:
+            by_stage = dict(m.get("llm_by_stage") or {})
+            for name, delta in stages.items():
+                if delta:
+                    by_stage[name] = add(by_stage.get(name), delta)
+            fields["llm_by_stage"] = by_stage
+        if analysis:
+            by_analysis = dict(m.get("llm_by_analysis") or {})
+            by_analysis[analysis] = add(by_analysis.get(analysis), this)
+            fields["llm_by_analysis"] = by_analysis
+        m.update(fields)
 
 
 # ---------------------------------------------------------------------- the usage ledger

@@ -261,15 +261,22 @@ def frequency(act: Activations) -> pd.DataFrame:
     return df.sort_values(["kind", "pieces"], ascending=[True, False]).reset_index(drop=True)
 
 
-def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame) -> Path:
-    """Write ``analysis_<name>.parquet`` atomically into the run directory."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    return RunDir(run_dir).write_table(f"analysis_{name}.parquet", table)
+def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame, *, command: str | None = None,
+                   args: dict[str, Any] | None = None, extra: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write ``analysis_<name>.parquet`` (and ``analysis_<name><suffix>.parquet`` for each of
+    ``extra``) atomically into the run directory, under its lock, recorded with the clusters'
+    fingerprint, ``args`` and ``command`` (:mod:`featdisco.analysis.provenance`). The
+    paths go into ``df.attrs["written"]`` for the CLI to print."""
+    from featdisco.analysis.provenance import write_analysis as write_recorded
+
+    paths = write_recorded(run_dir, name, {"": df, **(extra or {})}, command=command or name, args=args or {})
+    df.attrs["written"] = [str(p) for p in paths]
+    return paths[0]
 
 
 def cluster_frequency(run_dir: str | Path, *, write: bool = True) -> pd.DataFrame:
     """:func:`frequency` of a run directory, saved as ``analysis_frequency.parquet``."""
     df = frequency(load_activations(run_dir))
     if write:
-        write_analysis(run_dir, "frequency", df)
+        write_analysis(run_dir, "frequency", df, command="frequency")
     return df
