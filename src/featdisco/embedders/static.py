@@ -179,7 +179,7 @@ class StaticMiniLM:
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         self.name = f"static-minilm-d{pca_dims}@{digest}"
         self.dim = pca_dims
-        self._recipe = recipe
+        self._pca_dims, self._sif, self._vocab_limit = pca_dims, sif_coefficient, vocab_limit
         self._threads = threads
         self._quiet = quiet
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -224,9 +224,9 @@ class StaticMiniLM:
                 print(f"\rdistilling the static embedder from MiniLM (once): {done}/{total} "
                       "tokens", end=end, file=sys.stderr, flush=True)
 
-        vectors = distill_vectors(tokenizer, run_model, pca_dims=self._recipe["pca_dims"],
-                                  sif_coefficient=self._recipe["sif"],
-                                  vocab_limit=self._recipe["vocab_limit"], progress=progress)
+        vectors = distill_vectors(tokenizer, run_model, pca_dims=self._pca_dims,
+                                  sif_coefficient=self._sif, vocab_limit=self._vocab_limit,
+                                  progress=progress)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.path.parent, suffix=".tmp",
