@@ -281,7 +281,8 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
         spread = [(len({features.column("piece_id")[int(i)].as_py() for i in np.nonzero(found.feature_cluster == c)[0]}),
                    len({features.column("transcript_id")[int(i)].as_py()
                         for i in np.nonzero(found.feature_cluster == c)[0]})) for c in range(table.num_rows)]
-        labels = dictionary.clusters.column("label").to_pylist()
+        labels = dict(zip(dictionary.clusters.column("cluster_id").to_pylist(),
+                          dictionary.clusters.column("label").to_pylist(), strict=True))
         table = pa.table({
             "new_cluster": table.column("new_cluster"), "label": names.column("label"),
             "description": names.column("description"), "kind": table.column("kind"),
@@ -290,8 +291,8 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
             "transcripts": pa.array([t for _, t in spread], pa.int64()),
             "examples": pa.array(examples, pa.list_(pa.string())),
             "nearest_cluster_id": table.column("nearest_cluster_id"),
-            "nearest_label": pa.array([labels[i] for i in table.column("nearest_cluster_id").to_pylist()],
-                                      pa.string()),
+            "nearest_label": pa.array([labels.get(i) for i in table.column("nearest_cluster_id").to_pylist()],
+                                      pa.string()),  # none for a kind the dictionary lacks
             "nearest_similarity": table.column("nearest_similarity"),
             "status": names.column("status"),
         }).sort_by([("size", "descending")])

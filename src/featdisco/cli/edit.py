@@ -1,9 +1,11 @@
 """``featdisco edit RUN merge A B [C…] | split A [--k N] | rename A LABEL | hide A | list | drop N``.
 
 Each edit is recorded in ``RUN/curation.json`` with the clusters it names (and their most
-frequent features, which is how a later run finds them again after the ids change), then
-applied by rerunning the stages after clustering: only new or changed clusters are named
-and rated again, the rest come from the LLM cache. ``--no-apply`` only records.
+frequent features, which is how a later run finds them again after a recluster), then
+applied by rerunning the pipeline's stages after embedding: only new or changed clusters are
+named and rated again, the rest come from the LLM cache. ``--no-apply`` only records.
+Cluster ids are stable (:mod:`featdisco.cluster_ids`): an edit retires the ids it merges or
+splits, and ``list`` shows where each retired id went.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from featdisco.curation import (
 )
 from featdisco.errors import FeatdiscoError
 
-AFTER_EMBED = ("cluster", "name", "curate", "rate", "assemble")  # cached: only edits cost anything
 IdsArg = Annotated[list[int], typer.Argument(help="Cluster ids, as the report and clusters.parquet show them.",
                                              show_default=False)]
 
@@ -58,8 +59,13 @@ def reference(run: Path, ids: list[int]) -> list[ClusterRef]:
     clusters = {r["cluster_id"]: r for r in pq.read_table(path, columns=["cluster_id", "kind", "label"]).to_pylist()}
     missing = [i for i in ids if i not in clusters]
     if missing:
-        raise FeatdiscoError(f"{run}/clusters.parquet has no cluster {', '.join(map(str, missing))} "
-                             f"(ids are 0..{len(clusters) - 1})")
+        from featdisco.cluster_ids import id_history
+
+        retired = {r["id"]: r["into"] for r in (id_history(run) or {}).get("retired", [])}
+        why = "; ".join(f"{i} was retired" + (f" into {' '.join(map(str, retired[i]))}" if retired[i] else "")
+                        if i in retired else f"{i} does not exist" for i in missing)
+        raise FeatdiscoError(f"{run}/clusters.parquet has no cluster {', '.join(map(str, missing))}: {why} "
+                             "(`featdisco edit RUN list` shows the ids)")
     assign = pq.read_table(run / "assignments.parquet", columns=["cluster_id"]).column(0)
     texts = pq.read_table(run / "features.parquet", columns=["text"]).column(0)
     sig = signatures(texts, assign, ids)
@@ -85,11 +91,11 @@ def _apply(ctx: typer.Context) -> None:
         console.print(f"not applied yet: `featdisco run {run}` (or any rerun) applies it", markup=False)
         return
     from featdisco.cli.run import log_line, print_summary
-    from featdisco.pipeline import Pipeline, config_from_manifest
+    from featdisco.pipeline import STAGES, Pipeline, config_from_manifest
 
     quiet = ctx.obj["quiet"]
     pipe = Pipeline(run, config_from_manifest(run), log=log_line(quiet), progress="none" if quiet else "auto")
-    result = pipe.run(stages=AFTER_EMBED)
+    result = pipe.run(stages=STAGES[STAGES.index("embed") + 1:])  # cached: only edits cost anything
     if not quiet:
         print_summary(result)
     _print_outcomes(run, only_stale=True)
@@ -124,6 +130,25 @@ def _print_outcomes(run: Path, only_stale: bool = False) -> None:
         console.print(table)
     elif not only_stale:
         console.print(f"{run} has no edits", markup=False)
+    if not only_stale:
+        _print_retired(run)
+
+
+def _print_retired(run: Path) -> None:
+    """The retired ids: each with its last label and the ids its members went to."""
+    from featdisco.cluster_ids import id_history
+
+    history = id_history(run)
+    if not history or not history["retired"]:
+        return
+    table = Table(title="retired cluster ids (merged, split or reclustered away)", show_edge=False)
+    for col in ("id", "kind", "label", "now in", "why"):
+        table.add_column(col, overflow="fold")
+    for r in history["retired"]:
+        table.add_row(str(r["id"]), r["kind"], r["label"] or "", " ".join(map(str, r["into"])) or "(gone)",
+                      r["why"] or "")
+    console.print(table)
+    console.print(f"next new id: {history['next_id']}", markup=False)
 
 
 @edit_app.command("merge")

@@ -214,6 +214,10 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
         doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
                "in_progress_pid": holder, "config": m.get("config") or {},
                **run_totals(m, run_dir).as_dict()}
+        from featdisco.cluster_ids import id_history
+
+        if (ids := id_history(run_dir)) is not None:  # stable ids: the retired ones and where they went
+            doc["cluster_ids"] = ids
         sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
         return
     console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})", markup=False)
