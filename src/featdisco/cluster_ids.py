@@ -5,10 +5,10 @@ files for ``validate``, stored analyses) are only worth writing down if they kee
 the same cluster. So the final partition's clusters are not numbered by position: each new
 partition is matched to the previous one by member overlap, as BERTopic aligns topics across
 models. For each kind, the Jaccard overlap of every old cluster (live or retired) with every
-new one is taken over member feature texts and, separately, over member pieces (so a
-reworded featurize prompt, which changes every text, still matches through the pieces),
-counting only texts and pieces present in both partitions (so more data does not dilute
-it); the higher of the two is the score. Hungarian assignment
+new one is taken over member feature texts, or over member pieces (so a reworded
+featurize prompt, which changes every text, still matches through the pieces), counting only texts and pieces present in both partitions (so more data does not dilute
+it). Texts are used while at least half of the kind's old texts are still there, pieces
+otherwise (two clusters of a kind may share pieces, never a text). Hungarian assignment
 (:func:`scipy.optimize.linear_sum_assignment`) pairs them one to one; a pair scoring at
 least :data:`MATCH_FLOOR` keeps the old id. A new cluster that matches nothing gets
 ``next_id``, an id never used before in the run. An old id that nothing matched is
@@ -49,7 +49,7 @@ MATCH_FLOOR = 0.4  # Jaccard overlap a new cluster needs with an old one to keep
 SUCCESSOR_SHARE = 0.1  # share of a retired cluster's members a new cluster holds to be named its successor
 _LIVE_BONUS = 1e-6  # a live id wins a tie with a retired one
 MEMBERS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("unit", pa.string()), ("key", pa.string())])
-UNITS = ("text", "piece")
+TEXTS_KEPT = 0.5  # share of a kind's old member texts still present to match by texts (else by pieces)
 
 
 @dataclass(slots=True)
@@ -123,11 +123,8 @@ class Registry:
             rows = np.asarray([i for i in old_ids if self.ids[int(i)].kind == kind], np.int64)
             if not len(rows):
                 continue
-            score = np.zeros((len(rows), len(cols)))
-            share = np.zeros((len(rows), len(cols)))
-            for unit in UNITS:
-                jac, frac = _overlap(self.members, new_members, unit, rows, cols)
-                score, share = np.maximum(score, jac), np.maximum(share, frac)
+            score, share = _overlap(self.members, new_members, _unit(self.members, new_members, rows, cols),
+                                    rows, cols)
             for part, olds in barred.items():
                 b = np.searchsorted(cols, part)
                 if b < len(cols) and cols[b] == part:
@@ -149,7 +146,7 @@ class Registry:
         for old, rec in self.ids.items():
             if old in kept or (rec.status == "retired" and old not in shares):
                 continue
-            found = sorted(shares.get(old, []), reverse=True)
+            found = sorted(shares.get(old, []), key=lambda sp: (-sp[0], sp[1]))  # most of it first
             into = [int(out[p]) for s, p in found if s >= SUCCESSOR_SHARE] or [int(out[p]) for _, p in found[:1]]
             if rec.status == "live" or into:
                 rec.status, rec.into, rec.why = "retired", into, why.get(old, rec.why if rec.status == "retired"
@@ -182,6 +179,19 @@ def _distinct_members(parts: pa.Table) -> pa.Table:
                              "unit": pa.array([unit] * t.num_rows, pa.string()),
                              "key": t.column(col).cast(pa.string())}))
     return pa.concat_tables(out)
+
+
+def _unit(old: pa.Table, new: pa.Table, rows: NDArray[np.int64], cols: NDArray[np.int64]) -> str:
+    """What to match one kind's clusters by: their member texts, unless most of the old
+    texts are gone (a reworded featurize prompt), then the pieces they are in. Texts first,
+    as two clusters of a kind often share pieces but never a text."""
+    o = old.filter(pc.and_(pc.equal(old.column("unit"), "text"),
+                           pc.is_in(old.column("cluster_id"), pa.array(rows, pa.int64()))))
+    nw = new.filter(pc.and_(pc.equal(new.column("unit"), "text"),
+                            pc.is_in(new.column("part"), pa.array(cols, pa.int64()))))
+    old_texts = pc.unique(o.column("key"))
+    kept = pc.sum(pc.is_in(old_texts, value_set=pc.unique(nw.column("key")))).as_py() or 0
+    return "text" if kept >= TEXTS_KEPT * len(old_texts) else "piece"
 
 
 def _overlap(old: pa.Table, new: pa.Table, unit: str, rows: NDArray[np.int64], cols: NDArray[np.int64]

@@ -82,7 +82,8 @@ class CurateStage(Stage):
         result.complete = failed == 0
         if failed:
             result.counts["naming_failed"] = failed
-        result.counts["retired_ids"] = len(registry.retired())
+        if registry.retired():
+            result.counts["retired_ids"] = len(registry.retired())
         for o in outcomes:
             o.now = [id_of[(kind, p)] for kind, p in o.parts if (kind, p) in id_of]
         renamed: dict[int, str] = {}
