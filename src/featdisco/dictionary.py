@@ -18,6 +18,9 @@ from featdisco.stages.kmeans import nearest
 from featdisco.transcripts.model import PIECE_KINDS
 
 
+FLOOR_TOLERANCE = 1e-5  # cosine: below rounding of a fitted member's similarity, far above noise
+
+
 @dataclass(slots=True)
 class Dictionary:
     """The fitted clusters. Cluster ids are stable (:mod:`featdisco.cluster_ids`), so they
@@ -56,7 +59,9 @@ class Dictionary:
         cids = np.asarray(cluster_ids, dtype=np.int64)
         out = np.ones(len(cids), dtype=bool)
         known = cids >= 0
-        out[known] = np.asarray(similarity)[known] < floors[cids[known]]
+        # a member exactly at its cluster's floor is not new: allow for float rounding, as
+        # the fit and transform may sum the same dot product in another order
+        out[known] = np.asarray(similarity)[known] < floors[cids[known]] - FLOOR_TOLERANCE
         return out
 
     @property
