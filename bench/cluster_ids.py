@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, os.environ.get("FEATDISCO_SRC", str(REPO / "src")))
 
 import pyarrow.parquet as pq  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
+from tests.quality.harness import handler, planted_runner, write_transcripts  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from featdisco.cli import app  # noqa: E402
 from featdisco.pipeline import Pipeline, config_from_manifest  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
-from tests.quality.harness import handler, planted_runner, write_transcripts  # noqa: E402
 
 
 def snapshot(run: Path) -> dict[int, dict[str, Any]]:

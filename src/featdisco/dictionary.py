@@ -17,7 +17,6 @@ from featdisco.errors import FeatdiscoError
 from featdisco.stages.kmeans import nearest
 from featdisco.transcripts.model import PIECE_KINDS
 
-
 FLOOR_TOLERANCE = 1e-5  # cosine: below rounding of a fitted member's similarity, far above noise
 
 
