@@ -146,6 +146,8 @@ def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIS
     n_user = len(user_ids(run))
     wanted = set(groups_of(run)[a]) | set(groups_of(run)[b])
     edit(run, "merge", str(a), str(b))
+    merged = applied(run)[0]["now"][0]
+    before = {cid: set(g) for cid, g in groups_of(run).items()}
     result = Pipeline(run, config(server, seed=7)).run([inputs])
     assert "cluster" in [t.name for t in result.stages if not t.skipped]
     assert result.complete
@@ -153,7 +155,9 @@ def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIS
     user = [c for c in clusters(run) if c["kind"] == "user"]
     assert len(user) == n_user - 1
     groups = groups_of(run)
-    assert any(set(groups[c["cluster_id"]]) == wanted for c in user)
+    assert set(groups[merged]) == wanted  # the merged cluster, found again, keeps its id
+    # every cluster the new k-means found again keeps its id and its planted groups
+    assert {cid: set(g) for cid, g in groups.items()} == before
 
 
 def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServer, inputs: Path,
@@ -163,6 +167,7 @@ def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServe
     the report — and no other cluster takes the label."""
     a = user_ids(run)[0]
     edit(run, "rename", str(a), "My label")
+    before = {cid: set(g) for cid, g in groups_of(run).items()}
     prompt = featdisco.prompts.load_prompt("featurize")
     mine = tmp_path / "reword.txt"
     mine.write_text(prompt.text.replace("### user", f"{REWORD}\n\n### user"))
@@ -171,6 +176,8 @@ def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServe
     assert curate.counts == {"edits": 1, "applied": 0, "stale": 1}
     assert applied(run)[0]["status"] == "stale" and "My label" not in json.dumps(clusters(run))
     assert "are in this run any more" in applied(run)[0]["reason"]
+    # no feature text is the same, yet each cluster holds the same pieces: every id is kept
+    assert {cid: set(g) for cid, g in groups_of(run).items()} == before
     assert len(orjson.loads((run / "curation.json").read_bytes())["edits"]) == 1
     listed = CliRunner().invoke(app, ["edit", str(run), "list"])
     assert "stale" in listed.output and "rename" in listed.output
