@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
 
 from featdisco.errors import FeatdiscoError
 
@@ -123,19 +124,18 @@ class Registry:
             rows = np.asarray([i for i in old_ids if self.ids[int(i)].kind == kind], np.int64)
             if not len(rows):
                 continue
-            score, share = _overlap(self.members, new_members, _unit(self.members, new_members, rows, cols),
-                                    rows, cols)
-            for part, olds in barred.items():
-                b = np.searchsorted(cols, part)
-                if b < len(cols) and cols[b] == part:
-                    score[np.isin(rows, list(olds)), b] = 0.0
+            a, b, jac, share = _overlap(self.members, new_members,
+                                        _unit(self.members, new_members, rows, cols), rows, cols)
+            order = np.lexsort((-share, a))  # each old id's biggest successor, and any big enough
+            top = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(a) else order
+            for i in np.union1d(top, np.flatnonzero(share >= SUCCESSOR_SHARE)).tolist():
+                shares.setdefault(int(rows[a[i]]), []).append((float(share[i]), int(cols[b[i]])))
+            ok = jac >= MATCH_FLOOR
+            for part, olds in barred.items():  # an edited cluster may not take the ids its edit retired
+                ok &= ~((cols[b] == part) & np.isin(rows[a], list(olds)))
             live = np.asarray([self.ids[int(i)].status == "live" for i in rows])
-            r, c = linear_sum_assignment(-(score + _LIVE_BONUS * live[:, None]))
-            for a, b in zip(r, c, strict=True):
-                if score[a, b] >= MATCH_FLOOR:
-                    out[cols[b]] = rows[a]
-            for a, b in zip(*np.nonzero(share), strict=True):
-                shares.setdefault(int(rows[a]), []).append((float(share[a, b]), int(cols[b])))
+            for x, y in _match(a[ok], b[ok], jac[ok] + _LIVE_BONUS * live[a[ok]], len(rows), len(cols)):
+                out[cols[y]] = rows[x]
         for j in range(n):
             if out[j] < 0:
                 out[j] = self.next_id
@@ -195,20 +195,20 @@ def _unit(old: pa.Table, new: pa.Table, rows: NDArray[np.int64], cols: NDArray[n
 
 
 def _overlap(old: pa.Table, new: pa.Table, unit: str, rows: NDArray[np.int64], cols: NDArray[np.int64]
-             ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Jaccard overlap of old ids ``rows`` with new parts ``cols`` over one unit's keys, and
-    the share of each old id's members each part holds, both counted over the keys present
-    on both sides only (so new data or dropped data does not dilute them)."""
+             ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """The (old, new) pairs that share a key of ``unit`` — positions in ``rows`` (old ids)
+    and ``cols`` (new parts) — with their Jaccard overlap and the share of the old id's
+    members the part holds, both counted over the keys present on both sides only (so new
+    data or dropped data does not dilute them). Sparse: a text is in one cluster a side."""
     o = old.filter(pc.and_(pc.equal(old.column("unit"), unit),
                            pc.is_in(old.column("cluster_id"), pa.array(rows, pa.int64()))))
     nw = new.filter(pc.and_(pc.equal(new.column("unit"), unit),
                             pc.is_in(new.column("part"), pa.array(cols, pa.int64()))))
-    common = pc.is_in(o.column("key"), value_set=pc.unique(nw.column("key")))
-    o = o.filter(common)
+    o = o.filter(pc.is_in(o.column("key"), value_set=pc.unique(nw.column("key"))))
     nw = nw.filter(pc.is_in(nw.column("key"), value_set=pc.unique(o.column("key"))))
-    jac = np.zeros((len(rows), len(cols)))
     if not o.num_rows:
-        return jac, jac.copy()
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), np.zeros(0)
     keys = pc.unique(o.column("key"))
     ok = pc.index_in(o.column("key"), value_set=keys).to_numpy()
     nk = pc.index_in(nw.column("key"), value_set=keys).to_numpy()
@@ -216,14 +216,32 @@ def _overlap(old: pa.Table, new: pa.Table, unit: str, rows: NDArray[np.int64], c
     ncol = np.searchsorted(cols, nw.column("part").to_numpy())
     mo = sparse.csr_matrix((np.ones(len(ok)), (orow, ok)), shape=(len(rows), len(keys)))
     mn = sparse.csr_matrix((np.ones(len(nk)), (ncol, nk)), shape=(len(cols), len(keys)))
-    inter = np.asarray((mo @ mn.T).todense())
+    inter = (mo @ mn.T).tocoo()
     osize = np.asarray(mo.sum(axis=1)).ravel()
     nsize = np.asarray(mn.sum(axis=1)).ravel()
-    union = osize[:, None] + nsize[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jac = np.where(union > 0, inter / union, 0.0)
-        share = np.where(osize[:, None] > 0, inter / osize[:, None], 0.0)
-    return jac, share
+    a, b, both = inter.row.astype(np.int64), inter.col.astype(np.int64), inter.data
+    return a, b, both / (osize[a] + nsize[b] - both), both / osize[a]
+
+
+def _match(a: NDArray[np.int64], b: NDArray[np.int64], score: NDArray[np.float64], n_old: int, n_new: int
+           ) -> list[tuple[int, int]]:
+    """The one-to-one pairing of highest total score among candidate pairs (``a[i]``,
+    ``b[i]``): Hungarian assignment within each connected group of candidates, which are
+    few per cluster (Jaccard ≥ 0.4 admits at most two partners), so thousands of clusters
+    never make a dense thousands × thousands problem."""
+    if not len(a):
+        return []
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, n_old + b)), shape=(n_old + n_new,) * 2)
+    _, comp = connected_components(graph, directed=False)
+    out: list[tuple[int, int]] = []
+    for c in np.unique(comp[a]):
+        sel = comp[a] == c
+        ra, rb = np.unique(a[sel]), np.unique(b[sel])
+        dense = np.zeros((len(ra), len(rb)))
+        dense[np.searchsorted(ra, a[sel]), np.searchsorted(rb, b[sel])] = score[sel]
+        r, k = linear_sum_assignment(-dense)
+        out.extend((int(ra[x]), int(rb[y])) for x, y in zip(r, k, strict=True) if dense[x, y] > 0)
+    return out
 
 
 def id_history(run_dir: str | Path) -> dict[str, Any] | None:
