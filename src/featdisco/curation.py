@@ -1,16 +1,17 @@
 """A researcher's edits to a run's clusters (``curation.json``) and how they are applied.
 
 ``featdisco edit RUN merge|split|rename|hide`` records each edit with the clusters it names,
-and each cluster with a *signature*: its most frequent member features. Cluster ids change
-whenever clustering reruns, so an edit is applied to whichever cluster of the same kind now
-holds most of its signature, not to an id; an edit none of whose clusters can be found so
+and each cluster with a *signature*: its most frequent member features. The edit is applied
+to the partition before curation, whose clusters have no stable ids yet (those are given
+after, by :mod:`featdisco.cluster_ids`), so an edit is applied to whichever cluster of the
+same kind now holds most of its signature; an edit none of whose clusters can be found so
 (the features were reworded, the cluster dissolved) is *stale*: kept in the file, counted
 in the run summary and listed in the report, never dropped or applied to the wrong cluster.
 
 The curate stage (:mod:`featdisco.stages.curate`) applies the edits, in order, to the
-k-means partition: merges and splits change the partition that naming, rating, the report,
-the analyses and ``transform`` read; renames and hides are carried to the assemble stage
-in ``curation_applied.json``.
+k-means partition: merges (unions) and splits change the partition that naming, rating, the
+report, the analyses and ``transform`` read, moving only the named clusters' features;
+renames and hides are carried to the assemble stage in ``curation_applied.json``.
 """
 
 from __future__ import annotations
