@@ -198,3 +198,17 @@ def test_bad_edits_are_refused_with_the_reason(run: Path) -> None:
     (run / "curation.json").write_text('{"edits": [{"op": "fold", "clusters": []}]}')
     broken = CliRunner().invoke(app, ["edit", str(run), "list"])
     assert "curation.json: edit 1" in str(broken.exception)
+
+
+def test_an_edit_runs_every_stage_after_embedding_the_merge_stage_included(run: Path) -> None:
+    """`edit` reruns the pipeline's own stages after embedding: on a run stopped before its
+    merge stage finished, the edit finishes it instead of failing on its missing output."""
+    a = user_ids(run)[0]
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    del manifest["stages"]["merge"]
+    (run / "manifest.json").write_bytes(orjson.dumps(manifest))
+    for out in run.glob("merged_*"):
+        out.unlink()
+    edit(run, "rename", str(a), "Named by hand")
+    assert (run / "merged_clusters.parquet").exists()
+    assert {c["cluster_id"]: c["label"] for c in clusters(run)}[a] == "Named by hand"
