@@ -174,13 +174,16 @@ class FeatureDiscovery(BaseEstimator):
         return self.dictionary_.clusters
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """The label of each cluster (each column of the activation matrix)."""
+        """The label of each column of the activation matrix: column ``i`` is cluster id
+        ``i`` (ids are stable, so a merged or split cluster's old id is a retired, empty column)."""
         self._check_fitted()
         kinds = self.dictionary_.clusters.column("kind").to_pylist()
         ids = self.dictionary_.clusters.column("cluster_id").to_pylist()
         labels = self.dictionary_.clusters.column("label").to_pylist()
-        return np.asarray([lab or f"{k} cluster {i}" for lab, k, i in zip(labels, kinds, ids, strict=True)],
-                          dtype=object)
+        out = np.asarray([f"retired cluster {i}" for i in range(self.dictionary_.id_bound)], dtype=object)
+        for lab, k, i in zip(labels, kinds, ids, strict=True):
+            out[i] = lab or f"{k} cluster {i}"
+        return out
 
     def transform(self, X: Source, *, out_dir: str | Path | None = None,
                   read_options: ReadOptions | None = None) -> Activations:
