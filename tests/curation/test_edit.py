@@ -16,6 +16,7 @@ import featdisco
 from featdisco.analysis.activations import cluster_frequency, load_activations
 from featdisco.cli import app
 from featdisco.dictionary import Dictionary
+from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline
 from featdisco.report import build_report
 from tests.curation.conftest import (
@@ -76,6 +77,8 @@ def test_merge_is_a_union_under_a_new_id_and_every_other_cluster_keeps_its_id(
     assert new_id in set(freq["cluster_id"]) and not {a, b} & set(freq["cluster_id"])
     found, _ = Dictionary.load(run).assign(["user"], np.load(run / "centroids_user.npy")[:1])
     assert found[0] in after  # transform sends new data to live ids
+    names = FeatureDiscovery.load(run).get_feature_names_out()  # one per activation column
+    assert len(names) == new_id + 1 and names[new_id] == merged["label"] and names[a] == f"retired cluster {a}"
     # a rerun with nothing new changes nothing and calls nothing
     calls = server.total
     result = Pipeline(run, config(server)).run()
