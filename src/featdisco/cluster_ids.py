@@ -107,16 +107,17 @@ class Registry:
         return {i: r for i, r in sorted(self.ids.items()) if r.status == "retired"}
 
     def assign(self, parts: pa.Table, part_kinds: list[str], barred: dict[int, set[int]] | None = None,
-               why: dict[int, str] | None = None) -> NDArray[np.int64]:
+               why: dict[int, str] | None = None, strings: pa.Array | pa.ChunkedArray | None = None
+               ) -> NDArray[np.int64]:
         """The id of each new cluster (``part`` 0..n-1, of kind ``part_kinds[part]``), given
-        its members: ``parts`` has one row per feature with ``part``, ``text`` and
-        ``piece_id``. ``barred[part]``: old ids that part may not take (the ids its edit
+        its members: ``parts`` has one row per feature with ``part``, ``text`` (or ``sid``,
+        its row in ``strings``) and ``piece_id``. ``barred[part]``: old ids that part may not take (the ids its edit
         retired); ``why[old_id]``: why an id retires (else "reclustered"). Updates the
         registry — statuses, successors, next id and the member store — in place."""
         barred, why = barred or {}, why or {}
         n = len(part_kinds)
         out = np.full(n, -1, np.int64)
-        new_members = _distinct_members(parts)
+        new_members = _distinct_members(parts, strings)
         old_ids = np.asarray(sorted(self.ids), np.int64)
         shares: dict[int, list[tuple[float, int]]] = {}  # old id → (share of its members, part)
         for kind in sorted(set(part_kinds)):
@@ -170,14 +171,17 @@ class Registry:
                 self.ids[cid].label = lab
 
 
-def _distinct_members(parts: pa.Table) -> pa.Table:
-    """(part, unit, key): each part's distinct texts and distinct pieces."""
+def _distinct_members(parts: pa.Table, strings: pa.Array | pa.ChunkedArray | None) -> pa.Table:
+    """(part, unit, key): each part's distinct texts and distinct pieces. With ``strings``,
+    ``parts`` names each feature's text by its row there (``sid``), so a big run's feature
+    texts need not be in memory: only each part's distinct ones are looked up."""
     out = []
-    for unit, col in (("text", "text"), ("piece", "piece_id")):
+    for unit, col in (("text", "text" if strings is None else "sid"), ("piece", "piece_id")):
         t = parts.select(["part", col]).group_by(["part", col]).aggregate([])
+        key = t.column(col) if col != "sid" else pc.take(strings, t.column(col))
         out.append(pa.table({"part": t.column("part").cast(pa.int64()),
                              "unit": pa.array([unit] * t.num_rows, pa.string()),
-                             "key": t.column(col).cast(pa.string())}))
+                             "key": key.cast(pa.string())}))
     return pa.concat_tables(out)
 
 

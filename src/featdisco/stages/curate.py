@@ -104,8 +104,12 @@ class CurateStage(Stage):
     def _curator(self, ctx: StageContext, edits: list[Edit]) -> tuple[Curator, dict[str, Any]]:
         """Each kind's distinct strings and the cluster each is in before curation."""
         strings = ctx.read_table("strings.parquet").column("text")
-        feats = ctx.read_table("features.parquet", ["feature_id", "piece_id", "transcript_id", "kind", "text"])
-        sids = string_ids([feats.column("text")], feats.num_rows, strings)
+        # Feature texts are matched to their strings a block at a time and not kept: the text
+        # column is the bulk of a big run's features table.
+        feats = ctx.read_table("features.parquet", ["feature_id", "piece_id", "transcript_id", "kind"])
+        with pq.ParquetFile(ctx.path("features.parquet")) as pf:
+            sids = string_ids((b.column(0) for b in pf.iter_batches(batch_size=1 << 20, columns=["text"])),
+                              pf.metadata.num_rows, strings)
         assign = ctx.read_table(_SRC["assignments.parquet"])
         base = ctx.read_table(_SRC["clusters_base.parquet"])
         base_kinds = base.column("kind").to_pylist()
@@ -183,9 +187,9 @@ class CurateStage(Stage):
                     if kp_key in index_of:
                         barred.setdefault(index_of[kp_key], set()).update(c.id for c in o.edit.clusters)
                 why.update({c.id: f"{o.edit.op} by edit {o.index}" for c in o.edit.clusters})
-        ids = registry.assign(pa.table({"part": pa.array(part_of_feature, pa.int64()), "text": feats.column("text"),
+        ids = registry.assign(pa.table({"part": pa.array(part_of_feature, pa.int64()), "sid": pa.array(sids),
                                         "piece_id": feats.column("piece_id")}),
-                              [k for k, _ in entries], barred, why)
+                              [k for k, _ in entries], barred, why, strings)
         order = np.argsort(ids, kind="stable")  # the tables list clusters by id
         row_of = np.empty(len(ids), np.int64)  # each part's centroid row within its kind
         for kind in curator.kinds:
