@@ -248,6 +248,25 @@ def _match(a: NDArray[np.int64], b: NDArray[np.int64], score: NDArray[np.float64
     return out
 
 
+def find_by_pieces(registry: Registry, cluster_id: int, piece_of_part: pa.Table) -> int | None:
+    """The part (of ``piece_of_part``: one row per feature, ``part`` and ``piece_id``) whose
+    pieces overlap the registry's pieces of ``cluster_id`` the most, when that overlap is at
+    least :data:`MATCH_FLOOR` (Jaccard over the pieces present on both sides); else None.
+    How an edit finds its cluster again once a reworded prompt changed every feature text."""
+    mine = registry.members.filter(pc.and_(pc.equal(registry.members.column("cluster_id"), cluster_id),
+                                           pc.equal(registry.members.column("unit"), "piece")))
+    if not mine.num_rows:
+        return None
+    t = piece_of_part.group_by(["part", "piece_id"]).aggregate([])
+    new = pa.table({"part": t.column("part").cast(pa.int64()), "unit": pa.array(["piece"] * t.num_rows, pa.string()),
+                    "key": t.column("piece_id").cast(pa.string())})
+    parts = np.unique(t.column("part").to_numpy()).astype(np.int64)
+    _, b, jac, _ = _overlap(mine, new, "piece", np.asarray([cluster_id], np.int64), parts)
+    if not len(jac) or jac.max() < MATCH_FLOOR:
+        return None
+    return int(parts[b[int(np.argmax(jac))]])
+
+
 def id_history(run_dir: str | Path) -> dict[str, Any] | None:
     """What ``featdisco status --json`` and ``featdisco edit RUN list`` show of the ids: the
     next id, the live ids, and each retired id with its last label and where it went;

@@ -163,11 +163,10 @@ def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIS
     assert {cid: set(g) for cid, g in groups.items()} == before
 
 
-def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServer, inputs: Path,
-                                              tmp_path: Path) -> None:
-    """Every feature reworded: the renamed cluster's features are gone, so the rename is
-    stale — kept in curation.json, counted in the summary, listed by `edit list` and in
-    the report — and no other cluster takes the label."""
+def test_an_edit_follows_its_cluster_through_a_reworded_prompt(run: Path, server: FakeOpenAIServer,
+                                                               inputs: Path, tmp_path: Path) -> None:
+    """Every feature reworded: no text of the renamed cluster is left, but each cluster holds
+    the same pieces, so every id is kept and the rename still applies to its cluster."""
     a = user_ids(run)[0]
     edit(run, "rename", str(a), "My label")
     before = {cid: set(g) for cid, g in groups_of(run).items()}
@@ -176,11 +175,26 @@ def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServe
     mine.write_text(prompt.text.replace("### user", f"{REWORD}\n\n### user"))
     result = Pipeline(run, config(server, prompt_files={"featurize": str(mine)})).run([inputs])
     curate = next(t for t in result.stages if t.name == "curate")
+    assert curate.counts == {"edits": 1, "applied": 1, "stale": 0}
+    assert pq.read_table(run / "features.parquet", columns=["text"]).column(0)[0].as_py().endswith("in new words")
+    assert {cid: set(g) for cid, g in groups_of(run).items()} == before
+    assert {c["cluster_id"]: c["label"] for c in clusters(run)}[a] == "My label"
+
+
+def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServer) -> None:
+    """An edit whose cluster cannot be found (here: made for another run, none of its
+    features here and its id never used here) is stale — kept in curation.json, counted in
+    the summary, listed by `edit list` and in the report — and no cluster takes the label."""
+    a = user_ids(run)[0]
+    edit(run, "rename", str(a), "My label")
+    data = orjson.loads((run / "curation.json").read_bytes())
+    data["edits"][0]["clusters"][0].update(id=999, members=["A feature of another run"])
+    (run / "curation.json").write_bytes(orjson.dumps(data))
+    result = Pipeline(run, config(server)).run()
+    curate = next(t for t in result.stages if t.name == "curate")
     assert curate.counts == {"edits": 1, "applied": 0, "stale": 1}
     assert applied(run)[0]["status"] == "stale" and "My label" not in json.dumps(clusters(run))
     assert "are in this run any more" in applied(run)[0]["reason"]
-    # no feature text is the same, yet each cluster holds the same pieces: every id is kept
-    assert {cid: set(g) for cid, g in groups_of(run).items()} == before
     assert len(orjson.loads((run / "curation.json").read_bytes())["edits"]) == 1
     listed = CliRunner().invoke(app, ["edit", str(run), "list"])
     assert "stale" in listed.output and "rename" in listed.output

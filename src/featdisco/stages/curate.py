@@ -31,10 +31,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from featdisco.cluster_ids import MEMBERS, REGISTRY, Registry
+from featdisco.cluster_ids import MEMBERS, REGISTRY, Registry, find_by_pieces
 from featdisco.curation import (
     APPLIED,
     CURATION,
+    ClusterRef,
     Curator,
     Edit,
     KindPartition,
@@ -71,13 +72,13 @@ class CurateStage(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         edits = read_edits(ctx.path(CURATION))
-        curator, raw = self._curator(ctx, edits)
+        registry = Registry.read(ctx.path(REGISTRY), ctx.path(MEMBERS))
+        curator, raw = self._curator(ctx, edits, registry)
         outcomes = curator.apply(edits)
         for o in outcomes:
             if o.status == "stale":
                 ctx.log(f"curate: edit {o.index} ({o.edit.describe()}) is stale: {o.reason}")
         result = StageResult(counts(outcomes))
-        registry = Registry.read(ctx.path(REGISTRY), ctx.path(MEMBERS))
         id_of, failed = self._write_partition(ctx, curator, raw, registry, outcomes)
         result.complete = failed == 0
         if failed:
@@ -101,7 +102,8 @@ class CurateStage(Stage):
         ctx.write_table(MEMBERS, registry.members)
         return result
 
-    def _curator(self, ctx: StageContext, edits: list[Edit]) -> tuple[Curator, dict[str, Any]]:
+    def _curator(self, ctx: StageContext, edits: list[Edit], registry: Registry
+                 ) -> tuple[Curator, dict[str, Any]]:
         """Each kind's distinct strings and the cluster each is in before curation."""
         strings = ctx.read_table("strings.parquet").column("text")
         # Feature texts are matched to their strings a block at a time and not kept: the text
@@ -138,7 +140,13 @@ class CurateStage(Stage):
             model.fit(x, sample_weight=weights.astype(np.float32))
             return model.assign(x)[0]
 
-        return Curator(kinds, sid_of, split), {"feats": feats, "sids": sids, "kinds": kinds_col,
+        def by_id(ref: ClusterRef, kp: KindPartition) -> int | None:
+            mask = kinds_col == ref.kind
+            part = kp.part_of[np.searchsorted(kp.sids, sids[mask])]
+            return find_by_pieces(registry, ref.id, pa.table({
+                "part": pa.array(part, pa.int64()), "piece_id": feats.column("piece_id").filter(pa.array(mask))}))
+
+        return Curator(kinds, sid_of, split, by_id), {"feats": feats, "sids": sids, "kinds": kinds_col,
                                                "strings": strings, "offsets": offset_of}
 
     def _write_partition(self, ctx: StageContext, curator: Curator, raw: dict[str, Any], registry: Registry,
