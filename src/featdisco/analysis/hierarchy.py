@@ -44,7 +44,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
     size = clusters["size"].to_numpy(dtype=np.int64) if "size" in clusters else np.ones(len(clusters), np.int64)
     nodes: list[dict[str, Any]] = []
     to_name: list[tuple[int, str, list[str]]] = []  # node position, kind, child labels
-    for kind in sorted(clusters["kind"].unique()):
+    for kind in sorted(clusters["kind"].dropna().unique()):  # a retired id's row has no kind
         path = run.file(f"centroids_{kind}.npy")
         if not path.exists():
             raise FeatdiscoError(f"{path} is missing: the hierarchy groups cluster centroids")

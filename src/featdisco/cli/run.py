@@ -14,6 +14,7 @@ import typer
 from featdisco.analysis.provenance import analyses_status
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
+from featdisco.cluster_ids import id_history
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
@@ -215,6 +216,8 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
         doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
                "in_progress_pid": holder, "config": m.get("config") or {},
                **run_totals(m, run_dir).as_dict(), "analyses": analyses_status(run_dir)}
+        if (ids := id_history(run_dir)) is not None:  # stable ids: the retired ones and where they went
+            doc["cluster_ids"] = ids
         sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
         return
     console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})", markup=False)

@@ -85,6 +85,9 @@ class Stage(ABC):
     prompt: ClassVar[str | None] = None  # the prompt it renders (its full text is fingerprinted)
     backends: ClassVar[tuple[str, ...]] = ()  # "llm" / "embedder": their identity is an input
     source: ClassVar[bool] = False  # reads transcripts from outside the run: runs whenever given them
+    # Its own state from earlier runs (also in ``writes``): readable, not fingerprinted, as what
+    # it holds is a function of the fingerprinted inputs and itself (the cluster id registry).
+    state: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -160,7 +163,7 @@ class StageContext:
 
     # -- reading
     def path(self, name: str) -> Path:
-        if name not in self.stage.reads:
+        if name not in self.stage.reads and name not in self.stage.state:
             raise FeatdiscoError(f"stage {self.stage.name!r} reads {name}, which it does not declare "
                                  "(add it to its `reads`)")
         return self._run.file(name)
