@@ -13,6 +13,18 @@
    ``embed_rows``, which embeds each distinct string once. Also a warm-cache rerun.
 
     python bench/embed.py [--distinct 3000] [--occurrences 20000] [--zipf 1.1] [--reps 3]
+
+3. ``--compare minilm,static [--features RUN/features.parquet]``: the embedders side by side
+   instead: distinct strings per second of each on a run's feature strings (or the phrase
+   vocabulary above without ``--features``), embedded through the stage's code with no cache,
+   interleaved, best of ``--reps``; then the agreement of each one's clustering with the
+   first's (adjusted Rand; featdisco's spherical k-means, the automatic k, seed 0), per kind
+   on the run's features and on real MT-bench text (question turns; first sentences of
+   the answers), plus NMI of the MT-bench questions clustered at k = 8 with their 8
+   categories; and the clusters of the first that the other changes most (lowest best
+   Jaccard match), with members, so one can read what moved.
+
+    python bench/embed.py --compare minilm,static --features RUN/features.parquet
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featdisco.embedders import make_embedder
 from featdisco.embedders.onnx_minilm import (
     MAX_SEQ_LENGTH,
     OnnxMiniLM,
@@ -138,6 +151,126 @@ def best_of(reps: int, fns: dict[str, Callable[[], object]]) -> dict[str, tuple[
     return best
 
 
+MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench"
+
+
+def mt_bench_texts(root: Path = MT_BENCH) -> tuple[list[str], list[str], list[str]]:
+    """MT-bench's question turns, their categories, and the distinct first sentences of
+    every model's answers (real text, short like feature strings)."""
+    import json
+
+    questions, categories = [], []
+    for line in (root / "question.jsonl").read_text().splitlines():
+        q = json.loads(line)
+        for turn in q["turns"]:
+            questions.append(turn)
+            categories.append(q["category"])
+    first: dict[str, None] = {}
+    for f in sorted((root / "model_answer").glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            for turn in json.loads(line)["choices"][0]["turns"]:
+                head = turn.strip().split("\n")[0].split(". ")[0].strip()
+                if 3 <= len(head.split()) <= 40:
+                    first.setdefault(head)
+    return questions, categories, list(first)
+
+
+def cluster_labels(x: np.ndarray, k: int, weights: np.ndarray | None = None,
+                   seed: int = 0) -> np.ndarray:
+    """featdisco's own clustering of the rows: spherical k-means."""
+    from featdisco.stages.kmeans import SphericalKMeans
+
+    km = SphericalKMeans(n_clusters=k, seed=seed)
+    km.fit(x, sample_weight=None if weights is None else weights.astype(np.float32))
+    return np.asarray(km.assign(x)[0])
+
+
+def changed_clusters(strings: list[str], base: np.ndarray, other: np.ndarray,
+                     weights: np.ndarray, top: int) -> list[str]:
+    """The ``top`` clusters of ``base`` whose best match in ``other`` (weighted Jaccard over
+    occurrences) is lowest, each with its size, the match and its commonest members."""
+    lines = []
+    scored = []
+    for c in np.unique(base):
+        members = base == c
+        best = max(weights[members & (other == o)].sum() / weights[members | (other == o)].sum()
+                   for o in np.unique(other[members]))
+        scored.append((best, c))
+    for best, c in sorted(scored)[:top]:
+        idx = np.flatnonzero(base == c)
+        idx = idx[np.argsort(-weights[idx])][:4]
+        where = Counter(other[base == c].tolist()).most_common(3)
+        lines.append(f"   Jaccard {best:.2f}, {int(weights[base == c].sum())} occurrences, "
+                     f"split {[n for _, n in where]}: " + " | ".join(strings[i] for i in idx))
+    return lines
+
+
+def compare(names: list[str], features: Path | None, reps: int, top: int) -> None:
+    """Part 3 of the module docstring."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from featdisco.stages.kmeans import auto_n_clusters
+
+    by_kind: dict[str, tuple[list[str], np.ndarray]] = {}
+    if features is not None:
+        import pyarrow.parquet as pq
+
+        df = pq.read_table(features, columns=["kind", "text"]).to_pandas()
+        for kind, g in df.groupby("kind"):
+            counts = g["text"].value_counts()
+            by_kind[str(kind)] = (counts.index.tolist(), counts.to_numpy())
+        strings = list(dict.fromkeys(df["text"]))
+        source = f"{features} ({len(df):,} features)"
+    else:
+        strings = feature_vocabulary(3000)
+        source = "the phrase vocabulary"
+    loaded = {}
+    for name in names:
+        t0 = time.perf_counter()
+        loaded[name] = make_embedder(name)
+        print(f"{name}: {loaded[name].name}, built in {time.perf_counter() - t0:.2f} s")
+        embed_rows(strings[:200], loaded[name])  # warm up
+    mean_chars = np.mean([len(t) for t in strings])
+    t = best_of(reps, {n: (lambda e=e: embed_rows(strings, e)) for n, e in loaded.items()})
+    print(f"\n3a. {len(strings):,} distinct feature strings of {source}, mean {mean_chars:.0f} "
+          f"chars, {_usable_cores()} cores; best of {reps}, interleaved: wall, CPU")
+    for n, (wall, cpu) in t.items():
+        print(f"   {n:10s} {len(strings) / wall:10,.0f} strings/s wall {len(strings) / cpu:10,.0f} "
+              f"strings/s CPU   ({t[names[0]][0] / wall:.0f}x the first)")
+
+    questions, categories, answers = mt_bench_texts()
+    sets: dict[str, tuple[list[str], np.ndarray]] = {
+        **{f"features: {k}": v for k, v in by_kind.items()},
+        "MT-bench question turns": (questions, np.ones(len(questions))),
+        "MT-bench answer first sentences": (answers, np.ones(len(answers))),
+    }
+    base_name = names[0]
+    print(f"\n3b. agreement with {base_name}'s clusters (adjusted Rand; spherical k-means, "
+          f"automatic k, seed 0); '{base_name} seed 1' is {base_name} clustered again with "
+          "another seed: the agreement k-means itself allows")
+    changes: dict[str, list[str]] = {}
+    for label, (texts, w) in sets.items():
+        k = max(2, min(auto_n_clusters(len(texts)), len(texts)))
+        vecs = {n: embed_rows(texts, e) for n, e in loaded.items()}
+        labs = {n: cluster_labels(v, k, w) for n, v in vecs.items()}
+        aris = {f"{base_name} seed 1": adjusted_rand_score(
+            labs[base_name], cluster_labels(vecs[base_name], k, w, seed=1))}
+        aris.update({n: adjusted_rand_score(labs[base_name], labs[n]) for n in names[1:]})
+        print(f"   {label:34s} {len(texts):6,} strings, k={k:3d}: "
+              + ", ".join(f"{n} ARI {a:.3f}" for n, a in aris.items()))
+        if label.startswith("features"):
+            for n in names[1:]:
+                changes[f"{label}, {n}"] = changed_clusters(texts, labs[base_name], labs[n], w, top)
+    print("\n3c. MT-bench questions clustered at k = 8 against their 8 categories (NMI)")
+    for n, e in loaded.items():
+        nmi = normalized_mutual_info_score(categories, cluster_labels(embed_rows(questions, e), 8))
+        print(f"   {n:10s} NMI {nmi:.3f}")
+    for label, lines in changes.items():
+        print(f"\n3d. {base_name}'s clusters that {label.split(', ')[1]} changes most "
+              f"({label.split(', ')[0]}):")
+        print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--distinct", type=int, default=3000)
@@ -145,7 +278,15 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--compare", default=None, metavar="A,B",
+                    help="embedders to compare (the first is the reference), e.g. minilm,static")
+    ap.add_argument("--features", type=Path, default=None,
+                    help="with --compare: a run's features.parquet")
+    ap.add_argument("--top", type=int, default=5, help="with --compare: changed clusters shown")
     args = ap.parse_args()
+    if args.compare:
+        compare(args.compare.split(","), args.features, args.reps, args.top)
+        return
 
     bs = args.batch_size
     emb = OnnxMiniLM(batch_size=bs)

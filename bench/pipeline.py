@@ -1,8 +1,9 @@
 """Benchmark the whole discovery run: 10k transcripts, the fake LLM at zero latency (in its
 own process), the real MiniLM embedder and faiss clustering. Prints wall time per stage and
-the run's peak RSS (targets: ≤ 15 minutes, ≤ 4 GB).
+the run's peak RSS (targets: ≤ 15 minutes, ≤ 4 GB), and the embed stage's share of the run.
 
     python bench/pipeline.py [--transcripts 10000] [--concurrency 256] [--executor local|ray] [--keep]
+                             [--embedder minilm|static|st:PATH|api:MODEL]
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def generate(path: Path, n: int) -> None:
 
 
 def run_benchmark(transcripts: int, concurrency: int, executor: str = "local",
-                  keep: bool = False, rater: str = "zipf") -> tuple[float, float, dict[str, Any]]:
+                  keep: bool = False, rater: str = "zipf",
+                  embedder: str | None = None) -> tuple[float, float, dict[str, Any]]:
     """One whole run in a subprocess: (wall seconds, peak RSS in MiB, the run's manifest)."""
     tmp = Path(tempfile.mkdtemp(prefix="featdisco-bench-pipeline-"))
     data = tmp / "transcripts.jsonl"
@@ -58,7 +60,8 @@ def run_benchmark(transcripts: int, concurrency: int, executor: str = "local",
         proc = subprocess.Popen(
             [sys.executable, "-m", "featdisco", "run", str(data), "--run-dir", str(run_dir), "--llm", "openai",
              "--model", "fake-rater", "--base-url", f"http://127.0.0.1:{port}/v1",
-             "--concurrency", str(concurrency), "--executor", executor, "-q"], env=env,
+             "--concurrency", str(concurrency), "--executor", executor, "-q",
+             *(["--embedder", embedder] if embedder else [])], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -92,8 +95,10 @@ RATER_HELP = ("zipf: features from a 6,000-phrase vocabulary, which leaves embed
               "little to do; unique: about half the features distinct, as a frontier rater gives")
 
 
-def benchmark_args(description: str, transcripts: int, rater: str) -> argparse.Namespace:
-    """The options bench/pipeline.py and bench/scale.py share; only their defaults differ."""
+def benchmark_args(description: str, transcripts: int, rater: str,
+                   embedder: bool = False) -> argparse.Namespace:
+    """The options bench/pipeline.py and bench/scale.py share; only their defaults differ
+    (``embedder``: also take ``--embedder``)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--transcripts", type=int, default=transcripts)
     ap.add_argument("--concurrency", type=int, default=256)
@@ -101,16 +106,21 @@ def benchmark_args(description: str, transcripts: int, rater: str) -> argparse.N
     ap.add_argument("--rater", choices=("zipf", "unique"), default=rater,
                     help=f"{RATER_HELP} (default: {rater})")
     ap.add_argument("--keep", action="store_true", help="keep the generated data and run directory")
+    if embedder:
+        ap.add_argument("--embedder", default=None, help="the run's --embedder (default: the tool's default)")
     return ap.parse_args()
 
 
 def main() -> None:
-    args = benchmark_args(__doc__.splitlines()[0], 10_000, "zipf")
+    args = benchmark_args(__doc__.splitlines()[0], 10_000, "zipf", embedder=True)
     wall, rss, manifest = run_benchmark(args.transcripts, args.concurrency, args.executor, args.keep,
-                                        args.rater)
+                                        args.rater, args.embedder)
     print(f"{args.transcripts:,} transcripts, fake LLM at zero latency ({args.rater} rater), "
-          f"concurrency {args.concurrency}, executor {args.executor}")
-    print_stages(manifest)
+          f"concurrency {args.concurrency}, executor {args.executor}, "
+          f"embedder {args.embedder or 'default'}")
+    total = print_stages(manifest)
+    embed_s = manifest["stages"].get("embed", {}).get("seconds", 0.0)
+    print(f"embed stage {embed_s:.1f} s = {embed_s / total:.1%} of the stages' {total:.1f} s")
     print(f"total wall {wall:.1f} s (target ≤ 900 s), peak RSS {rss:.0f} MiB (target ≤ 4096 MiB)")
 
 

@@ -4,7 +4,7 @@ OpenAI server, the real MiniLM embedder. Prints, per planted behaviour, the shar
 features in its largest cluster, NMI over planted features, the planted link's probe F1 and
 the share of duplicate labels per kind.
 
-    python bench/quality.py [--transcripts 800] [--clusters N] [--keep DIR]
+    python bench/quality.py [--transcripts 800] [--clusters N] [--keep DIR] [--embedder static]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--transcripts", type=int, default=800)
     ap.add_argument("--clusters", type=int, default=None, help="k per kind (default: the automatic rule)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run in this folder")
+    ap.add_argument("--embedder", default=None, help="minilm (default), static, st:PATH, api:MODEL")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a PipelineConfig field, e.g. --set merge=false")
     args = ap.parse_args()
@@ -38,11 +39,16 @@ def main() -> None:
     run_dir = args.keep or tmp / "run"
     data = write_transcripts(tmp / "chats.jsonl", args.transcripts)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.embedder:
+        extra["embedder"] = args.embedder
     with FakeOpenAIServer(handler) as srv:
         t0 = time.perf_counter()
         result = planted_runner(srv.base_url, run_dir, data, n_clusters=args.clusters, **extra)
         counts = {s.name: s.counts for s in result.stages if s.name in ("cluster", "merge")}
-        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "stages": counts}, default=str))
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        stage_s = {k: round(v["seconds"], 2) for k, v in manifest["stages"].items()}
+        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "embedder": extra.get("embedder", "minilm"),
+                          "stage_seconds": stage_s, "stages": counts}, default=str))
         print(json.dumps(measure(run_dir), indent=1))
 
 

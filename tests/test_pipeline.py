@@ -21,7 +21,7 @@ from sklearn.metrics import normalized_mutual_info_score
 import featdisco
 from featdisco.errors import FeatdiscoError
 from featdisco.estimator import FeatureDiscovery
-from featdisco.pipeline import Pipeline, PipelineConfig
+from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
 from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import GROUP_OF_FEATURE, REWORD, group_of_text, pipeline_handler
@@ -102,7 +102,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
                  "centroids_response.npy", "merges.parquet", "raw_assignments.parquet", "raw_labels.parquet"):
         assert (fitted / name).exists(), name
     manifest = json.loads((fitted / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
+    assert set(manifest["stages"]) == {"read", "split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
                                        "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
     assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
@@ -116,7 +116,8 @@ def test_rerun_skips_everything_and_sends_nothing(server: FakeOpenAIServer, inpu
     before = server.total
     pipe = Pipeline(fitted, config(server))
     result = pipe.run([inputs])
-    assert [t.skipped for t in result.stages] == [False, True, True, True, True, True, True, True, True]
+    # read always re-reads its inputs; every other stage, split included, is skipped
+    assert [t.skipped for t in result.stages] == [False] + [True] * 9
     assert server.total == before
     # the totals of the run that made the calls stay on record for `featdisco status`
     assert json.loads((fitted / "manifest.json").read_text())["llm_totals"]["calls"] > 0
@@ -134,9 +135,9 @@ def test_changing_the_naming_prompt_reruns_only_naming_and_rating(
     before = server.total
     result = Pipeline(run_dir, config(server, prompt_files={"name": str(edited)})).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    # split always re-reads (its output is unchanged); the merge check shows the new labels;
-    # curate names what edits make with this prompt
-    assert ran == ["split", "name", "merge", "curate", "rate", "assemble"]
+    # read always re-reads (its output is unchanged, so split is skipped); the merge check
+    # shows the new labels; curate names what edits make with this prompt
+    assert ran == ["read", "name", "merge", "curate", "rate", "assemble"]
     labels = pq.read_table(run_dir / "clusters.parquet").column("label").to_pylist()
     assert all(label.startswith("Short cluster about") for label in labels)
     # One naming call per cluster, one merge check and one rating batch per kind (K < 10); nothing else.
@@ -190,6 +191,38 @@ def test_a_custom_prompt_without_its_placeholder_is_refused_before_any_call(
     assert isinstance(res.exception, FeatdiscoError) and "uses $max_feature," in str(res.exception)
 
 
+def test_a_rerun_without_inputs_takes_the_runs_settings_and_honours_max_chars(
+        server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    """``featdisco run --run-dir RUN --max-chars 60`` (no inputs, no LLM flags) cuts the
+    stored pieces again with the run's own LLM settings (flag > manifest > default); a
+    rerun without flags keeps 60; ``--max-chars 0`` gives the full pieces back from the cache."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(fitted, run_dir)
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-chars", "60", "-q"])
+    assert result.exit_code == 0, result.output
+    pieces = pq.read_table(run_dir / "pieces.parquet")
+    cut = [t for t, flag in zip(pieces.column("text").to_pylist(), pieces.column("truncated").to_pylist(),
+                                strict=True) if flag]
+    assert cut and all(t.split("\n[… truncated")[0] == t[:60] and len(t.split("\n[…")[0]) == 60 for t in cut)
+    assert all(len(t) <= 60 for t, flag in zip(pieces.column("text").to_pylist(),
+                                               pieces.column("truncated").to_pylist(), strict=True) if not flag)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["max_chars"] == 60 and manifest["config"]["model"] == "fake-rater"
+    before = server.total
+    again = Pipeline(run_dir, config_from_manifest(run_dir, own_prompts=True)).run()
+    assert all(t.skipped for t in again.stages) and server.total == before  # the run's settings: nothing to redo
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-chars", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(run_dir / "pieces.parquet").equals(pq.read_table(fitted / "pieces.parquet"))
+    assert server.total == before  # the full pieces' features come from the cache
+
+
 def test_streamed_split_and_featurize_do_not_depend_on_batch_sizes(
         server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,7 +261,7 @@ def test_new_cluster_code_reruns_clustering_and_what_follows_from_the_caches(
     before = server.total
     result = Pipeline(run_dir, config(server)).run([inputs])
     ran = [t.name for t in result.stages if not t.skipped]
-    assert ran[:2] == ["split", "cluster"] and "featurize" not in ran and "embed" not in ran
+    assert ran[:2] == ["read", "cluster"] and "featurize" not in ran and "embed" not in ran
     assert server.total == before  # same clusters: naming and rating answered from the cache
     assert pq.read_table(run_dir / "clusters.parquet").num_rows == 3 * K
 
@@ -348,7 +381,7 @@ def test_kill_at_each_stage_then_resume(server: FakeOpenAIServer, inputs: Path, 
         assert all(n <= 2 for n in slow.hits.values())
         assert sum(first_hits.values()) > 0
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        for stage in done_before - {"split"}:
+        for stage in done_before - {"read"}:
             assert manifest["stages"][stage]["finished_at"] <= manifest["updated"]
         # The resumed result equals the uninterrupted one.
         got = pq.read_table(run_dir / "clusters.parquet").select(["cluster_id", "kind", "size", "label", "interest"])
@@ -428,7 +461,7 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
 
     status = CliRunner().invoke(app, ["status", str(fitted)])
     assert status.exit_code == 0, status.output
-    for stage in ("split", "featurize", "embed", "cluster", "name", "merge", "rate"):
+    for stage in ("read", "split", "featurize", "embed", "cluster", "name", "merge", "rate"):
         assert stage in status.output
     assert "done" in status.output and "not run" not in status.output
     assert "peak MiB" in status.output

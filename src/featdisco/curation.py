@@ -1,16 +1,19 @@
 """A researcher's edits to a run's clusters (``curation.json``) and how they are applied.
 
 ``featdisco edit RUN merge|split|rename|hide`` records each edit with the clusters it names,
-and each cluster with a *signature*: its most frequent member features. Cluster ids change
-whenever clustering reruns, so an edit is applied to whichever cluster of the same kind now
-holds most of its signature, not to an id; an edit none of whose clusters can be found so
-(the features were reworded, the cluster dissolved) is *stale*: kept in the file, counted
-in the run summary and listed in the report, never dropped or applied to the wrong cluster.
+and each cluster with a *signature*: its most frequent member features. The edit is applied
+to the partition before curation, whose clusters have no stable ids yet (those are given
+after, by :mod:`featdisco.cluster_ids`), so an edit is applied to whichever cluster of the
+same kind now holds most of its signature (or, when none of the signature's texts is left
+— a reworded prompt — to the cluster that kept the edit's id, found by its pieces through the
+registry); an edit none of whose clusters can be found so (the cluster dissolved, its data
+is gone) is *stale*: kept in the file, counted in the run summary and listed in the report,
+never dropped or applied to the wrong cluster.
 
 The curate stage (:mod:`featdisco.stages.curate`) applies the edits, in order, to the
-k-means partition: merges and splits change the partition that naming, rating, the report,
-the analyses and ``transform`` read; renames and hides are carried to the assemble stage
-in ``curation_applied.json``.
+k-means partition: merges (unions) and splits change the partition that naming, rating, the
+report, the analyses and ``transform`` read, moving only the named clusters' features;
+renames and hides are carried to the assemble stage in ``curation_applied.json``.
 """
 
 from __future__ import annotations
@@ -199,8 +202,12 @@ class Curator:
     the strings' embeddings, supplied by the stage.
     """
 
-    def __init__(self, kinds: dict[str, KindPartition], sid_of: dict[str, int], split: Any) -> None:
+    def __init__(self, kinds: dict[str, KindPartition], sid_of: dict[str, int], split: Any,
+                 by_id: Any = None) -> None:
         self.kinds, self.sid_of, self._split = kinds, sid_of, split
+        # ``by_id(ref, kind_partition)``: the part that is the cluster ``ref.id`` names now,
+        # found through the id registry (its pieces), for a ref whose features were all reworded
+        self._by_id = by_id
         self.changed = False  # a merge or split was applied: the partition must be rewritten
 
     def resolve(self, ref: ClusterRef) -> tuple[int | None, str]:
@@ -212,6 +219,9 @@ class Curator:
         pos = np.searchsorted(kp.sids, sids)
         found = pos[(pos < len(kp.sids)) & (kp.sids[np.minimum(pos, len(kp.sids) - 1)] == sids)]
         if not len(found):
+            part = self._by_id(ref, kp) if self._by_id is not None else None
+            if part is not None:  # reworded features, but the cluster kept its id: it is still there
+                return part, ""
             return None, f"none of the features of {ref.describe()} are in this run any more"
         votes = np.bincount(kp.part_of[found])
         best = int(np.argmax(votes))

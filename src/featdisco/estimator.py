@@ -226,13 +226,16 @@ class FeatureDiscovery(TransformerMixin, BaseEstimator):
         return self.dictionary_.clusters
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """The label of each cluster (each column of the activation matrix)."""
+        """The label of each column of the activation matrix: column ``i`` is cluster id
+        ``i`` (ids are stable, so a merged or split cluster's old id is a retired, empty column)."""
         self._check_fitted()
         kinds = self.dictionary_.clusters.column("kind").to_pylist()
         ids = self.dictionary_.clusters.column("cluster_id").to_pylist()
         labels = self.dictionary_.clusters.column("label").to_pylist()
-        return np.asarray([lab or f"{k} cluster {i}" for lab, k, i in zip(labels, kinds, ids, strict=True)],
-                          dtype=object)
+        out = np.asarray([f"retired cluster {i}" for i in range(self.dictionary_.id_bound)], dtype=object)
+        for lab, k, i in zip(labels, kinds, ids, strict=True):
+            out[i] = lab or f"{k} cluster {i}"
+        return out
 
     def transform(self, X: Source, *, read_options: ReadOptions | None = None) -> sparse.csr_matrix:
         """Which clusters each transcript of ``X`` activates: a sparse 0/1 matrix, one row per
@@ -355,7 +358,8 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
         spread = [(len({features.column("piece_id")[int(i)].as_py() for i in np.nonzero(found.feature_cluster == c)[0]}),
                    len({features.column("transcript_id")[int(i)].as_py()
                         for i in np.nonzero(found.feature_cluster == c)[0]})) for c in range(table.num_rows)]
-        labels = dictionary.clusters.column("label").to_pylist()
+        labels = dict(zip(dictionary.clusters.column("cluster_id").to_pylist(),
+                          dictionary.clusters.column("label").to_pylist(), strict=True))
         table = pa.table({
             "new_cluster": table.column("new_cluster"), "label": names.column("label"),
             "description": names.column("description"), "kind": table.column("kind"),
@@ -364,8 +368,8 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
             "transcripts": pa.array([t for _, t in spread], pa.int64()),
             "examples": pa.array(examples, pa.list_(pa.string())),
             "nearest_cluster_id": table.column("nearest_cluster_id"),
-            "nearest_label": pa.array([labels[i] for i in table.column("nearest_cluster_id").to_pylist()],
-                                      pa.string()),
+            "nearest_label": pa.array([labels.get(i) for i in table.column("nearest_cluster_id").to_pylist()],
+                                      pa.string()),  # none for a kind the dictionary lacks
             "nearest_similarity": table.column("nearest_similarity"),
             "status": names.column("status"),
         }).sort_by([("size", "descending")])
@@ -408,6 +412,8 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
         if name_new and "unassigned" in assignments.column_names:
             # a pipeline of its own: the encoding one closed its cache and lock when it finished
             namer = Pipeline(out, config, llm=llm, log=log, prompts=prompts, llm_cache=cache)
+            namer.account.scope = "new_clusters"  # the usage ledger's name for these calls,
+            namer.account.uid = pipe.account.uid  # made by the same invocation
             namer.lock()
             try:
                 new, assignments = find_new(namer, dictionary, assignments, vectors, prompts["name"])

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import DRY_RUN_BATCH, CallEngine, RunSummary
+from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, RunSummary
 from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
-from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock
-from featdisco.runsummary import record_invocation
+from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock, StageRecord, fingerprint
+from featdisco.runsummary import open_ledger, record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
 from featdisco.stages.cluster import ClusterStage
@@ -40,15 +40,16 @@ from featdisco.stages.featurize import (
 from featdisco.stages.merge import MergeStage
 from featdisco.stages.name import NameStage
 from featdisco.stages.rate import RateStage
-from featdisco.stages.split import SplitInputs, SplitStage
+from featdisco.stages.split import UNCUT, ReadStage, SplitInputs, SplitStage, cut_batches
 from featdisco.transcripts.model import Transcript
 from featdisco.transcripts.read import ReadOptions, ReadReport, read_transcripts
 from featdisco.transcripts.split import iter_pieces, piece_batches
 
-PIPELINE: tuple[Stage, ...] = (SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
+PIPELINE: tuple[Stage, ...] = (ReadStage(), SplitStage(), FeaturizeStage(), EmbedStage(), ClusterStage(),
                                NameStage(), MergeStage(), CurateStage(), RateStage(), AssembleStage())
 STAGES = tuple(s.name for s in PIPELINE)
-ENCODE = ("split", "featurize", "embed")  # what transform runs on new data
+ENCODE = ("read", "split", "featurize", "embed")  # what transform runs on new data
+SPLIT = ("read", "split")  # transcripts into pieces (scan --input)
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class PipelineConfig:
     tpm: float | None = None
     timeout: float = 120.0
     max_cost: float | None = None
+    budget: float | None = None  # USD over every invocation of the run; kept as the manifest's budget_usd
     prompt_files: dict[str, str] = field(default_factory=dict)
     # How calls are made, not what they return: none of these enter a fingerprint.
     batch: bool = False  # provider batch APIs (half price, up to 24 h)
@@ -122,6 +124,17 @@ class Pipeline(Backends):
         self._executor: Any = None
         self._progress = progress
         self.timings: list[StageOutcome] = []
+        # Whose calls the engine makes, for the usage ledger; ``scope`` names the stage or
+        # analysis calling now.
+        self.account = Account(lambda: open_ledger(self.dir, self.llm_cache_path))
+
+    @property
+    def budget(self) -> float | None:
+        """The run's budget: ``--budget`` if given, else the one the manifest keeps."""
+        if self.cfg.budget is not None:
+            return self.cfg.budget
+        kept = self.dir.manifest.get("budget_usd")
+        return float(kept) if isinstance(kept, int | float) else None
 
     @staticmethod
     def load_prompts(config: PipelineConfig) -> dict[str, Prompt]:
@@ -152,7 +165,8 @@ class Pipeline(Backends):
             options: dict[str, Any] = dict(
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
-                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices))
+                seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices), budget=self.budget,
+                account=self.account)
             cache = CallCache(self.llm_cache_path)
             if self.cfg.batch:
                 from featdisco.llm.batch import BatchEngine
@@ -206,12 +220,17 @@ class Pipeline(Backends):
     def run(self, inputs: Iterable[str | Path] | None = None, read_options: ReadOptions | None = None,
             transcripts: Iterable[Transcript] | None = None,
             stages: Sequence[str] = STAGES) -> RunResult:
-        """Run (or skip) ``stages`` in pipeline order; stops early at the cost cap."""
+        """Run (or skip) ``stages`` in pipeline order; stops early at the cost cap. ``split``
+        brings ``read`` with it (one stage before they were two; read is skipped without inputs)."""
+        if "split" in stages and "read" not in stages:
+            stages = ("read", *stages)
         self.lock()
         fresh = not self.dir.exists
         self.dir.update(config=_jsonable(asdict(self.cfg)),
-                        prompts={n: p.version for n, p in self.prompts.items()})
+                        prompts={n: p.version for n, p in self.prompts.items()},
+                        **({"budget_usd": self.cfg.budget} if self.cfg.budget is not None else {}))
         self.save_prompts()
+        adopt_old_split(self.dir)
         runner = StageRunner(self.dir, self.cfg, self, self.log)
         source = (None if inputs is None and transcripts is None
                   else SplitInputs(list(inputs) if inputs is not None else None, read_options, transcripts))
@@ -220,6 +239,7 @@ class Pipeline(Backends):
             for stage in PIPELINE:
                 if stage.name not in stages:
                     continue
+                self.account.scope = stage.name
                 try:
                     outcome = runner.run(stage, source if stage.source else None, self._llm_summary)
                 except FeatdiscoError:
@@ -233,7 +253,7 @@ class Pipeline(Backends):
                 if outcome.stop:
                     return self._result(False, outcome.stop)
             if self._engine is not None and self._engine.summary.skipped_budget > 0:
-                stopped = "stopped at the --max-cost cap"
+                stopped = self._engine.stop_text()
             return self._result(complete and stopped is None, stopped)
         finally:
             if self._engine is not None:  # totals over every invocation; calling nothing keeps them
@@ -266,13 +286,16 @@ class Pipeline(Backends):
                 return piece_batches(iter_pieces(transcripts, max_chars=self.cfg.max_chars),
                                      batch_rows=DRY_RUN_BATCH)
         else:
-            path = self.dir.file("pieces.parquet")
+            uncut = self.dir.file(UNCUT)
+            path = uncut if uncut.exists() else self.dir.file("pieces.parquet")
             if not path.exists():
                 raise FeatdiscoError(f"{self.dir.path} has no pieces yet: give transcript files to read")
+            columns = ["kind", "text", "chars", "truncated"] if path == uncut else ["kind", "text"]
 
-            def batches() -> Iterable[pa.RecordBatch]:
+            def batches() -> Iterable[pa.RecordBatch]:  # cut as this run's split stage would cut them
                 with pq.ParquetFile(path) as pf:
-                    yield from pf.iter_batches(batch_size=DRY_RUN_BATCH, columns=["kind", "text"])
+                    yield from cut_batches(pf.iter_batches(batch_size=DRY_RUN_BATCH, columns=columns),
+                                           self.cfg.max_chars if path == uncut else None)
 
         other = self.prompts["featurize"] if "featurize" in self.cfg.prompt_files else load_prompt(
             "featurize", version=None if not fcfg.evidence else PLAIN_PROMPT_VERSION)
@@ -282,7 +305,7 @@ class Pipeline(Backends):
     def _unmake(self) -> None:
         """Remove what starting a run wrote in a new directory (nothing else was there)."""
         self._lock.release()
-        for name in (MANIFEST, ".lock"):
+        for name in (MANIFEST, ".lock", ".manifest.lock"):
             self.dir.file(name).unlink(missing_ok=True)
         for prompt in self.prompts.values():
             saved_copy(self.dir.path, prompt).unlink(missing_ok=True)
@@ -327,6 +350,21 @@ def dry_run(pieces: Iterable[pa.RecordBatch], engine: CallEngine, prompt: Prompt
 
 
 
+def adopt_old_split(run: RunDir) -> None:
+    """A run made before ``read`` and ``split`` were two stages holds only ``pieces.parquet``
+    (cut to its ``--max-chars`` if it had one): take those pieces as what was read, so a
+    rerun without inputs works and, with the same settings, redoes nothing."""
+    old = run.stage("split")
+    if run.stage("read") is not None or old is None or UNCUT in old.outputs:
+        return
+    if not run.file("pieces.parquet").exists() or run.file(UNCUT).exists():
+        return
+    shutil.copyfile(run.file("pieces.parquet"), run.file(UNCUT))
+    h = run.artefact_hash(UNCUT, fresh=True)
+    run.record("read", StageRecord(fingerprint("read", ReadStage.version, {UNCUT: h}), [UNCUT],
+                                   fingerprint({UNCUT: h}), old.counts, old.seconds))
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the run (or saved dictionary) at ``path``; a clear error if none."""
     path = Path(path)
@@ -335,22 +373,45 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return RunDir(path).manifest
 
 
+DEFAULT = "<default>"  # a flag value that puts a setting back to its default (--clusters auto)
+PER_INVOCATION = ("max_cost",)  # a cap on one invocation's spend: never carried over from the manifest
+
+
 def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = None, *,
-                         fitted_prompts: bool = True, required: bool = True) -> PipelineConfig:
-    """The config a run was made with, with ``overrides`` (None values ignored). With
-    ``fitted_prompts`` the prompts are the run's own copies (``transform``, ``load``);
+                         fitted_prompts: bool = True, required: bool = True,
+                         own_prompts: bool = False) -> PipelineConfig:
+    """The one place config precedence is decided, for every command: a flag (a value in
+    ``overrides`` that is not None; :data:`DEFAULT` puts the default back) beats the
+    manifest (the config the run was made with), which beats the default. Settings in
+    :data:`PER_INVOCATION` are not carried over. Prompts: with ``own_prompts`` (``run``)
+    the run's copies of the prompt files a user gave it, then ``overrides["prompt_files"]``;
+    with ``fitted_prompts`` (``transform``, ``load``) the run's copies of all its prompts;
     otherwise the packaged ones (analyses' own prompts). ``required=False``: a folder
     without a manifest gives the defaults."""
     path = Path(path)
     manifest = read_manifest(path) if required or (path / MANIFEST).exists() else {}
-    known = {f.name for f in fields(PipelineConfig)}
-    cfg = {k: v for k, v in (manifest.get("config") or {}).items() if k in known}
+    known = {f.name for f in fields(PipelineConfig)} - set(PER_INVOCATION)
+    stored = manifest.get("config") or {}
+    cfg = {k: v for k, v in stored.items() if k in known}
     if manifest.get("config"):
         cfg.setdefault("evidence", False)  # a run from before evidence featurized without quotes
     fitted_evidence = cfg.get("evidence", True)
-    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    cfg["prompt_files"] = (saved_prompt_files(path, manifest.get("prompts") or {})
-                           if fitted_prompts else {})
+    if cfg.get("budget") is None and isinstance(manifest.get("budget_usd"), int | float):
+        cfg["budget"] = manifest["budget_usd"]  # the run's budget carries over (transform)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    flag_prompts = flags.pop("prompt_files", None) or {}
+    for k, v in flags.items():
+        if v == DEFAULT:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    versions = manifest.get("prompts") or {}
+    if own_prompts:
+        given = set(stored.get("prompt_files") or {})
+        cfg["prompt_files"] = {**saved_prompt_files(path, {n: v for n, v in versions.items() if n in given}),
+                               **flag_prompts}
+    else:
+        cfg["prompt_files"] = saved_prompt_files(path, versions) if fitted_prompts else {}
     if cfg.get("evidence", True) != fitted_evidence and Path(
             cfg["prompt_files"].get("featurize", "x")).name.startswith("featurize.v"):
         del cfg["prompt_files"]["featurize"]  # the packaged prompt of the other setting

@@ -9,16 +9,19 @@ resumable through the caches, so a killed stage restarts cheaply.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import platform
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pyarrow as pa
@@ -103,36 +106,60 @@ class RunLock:
     kernel releases it when its process ends, even by kill -9: a crashed run never blocks
     the next. Holding it also makes it safe to delete temporary files that a killed run
     left behind. Where ``fcntl`` does not exist (Windows) there is no lock.
+
+    Within one process the lock is re-entrant: a command that took it (:func:`open_run`)
+    can hand the run to a pipeline or an analysis that takes it again; the descriptor is
+    closed when the last holder releases it.
     """
+
+    _held: ClassVar[dict[str, list[int]]] = {}  # resolved path -> [fd, holders] in this process
+    _guard = threading.Lock()
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
+    @property
+    def _key(self) -> str:
+        return str(self.path.resolve())
+
     def acquire(self) -> None:
         if self._fd is not None or fcntl is None:
             return
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise FeatdiscoError(f"another featdisco process (pid {holder}) is working in "
-                                 f"{self.path}: wait for it to finish or stop it, then rerun "
-                                 "(finished work is kept)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
-        self._fd = fd
+        with RunLock._guard:
+            held = RunLock._held.get(self._key)
+            if held is not None:  # this process holds it already
+                held[1] += 1
+                self._fd = held[0]
+                return
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise FeatdiscoError(f"another featdisco process (pid {holder}) is working in "
+                                     f"{self.path}: wait for it to finish or stop it, then rerun "
+                                     "(finished work is kept)") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            self._fd = fd
+            RunLock._held[self._key] = [fd, 1]
         for stale in self.path.glob(".*.tmp-*"):  # from a run that was killed mid-write
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
 
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (through this object or another)."""
+        return fcntl is None or self._key in RunLock._held
+
     def holder(self) -> str | None:
         """The pid of another process working in the directory now, else None."""
-        if fcntl is None or self._fd is not None or not (self.path / ".lock").exists():
+        if (fcntl is None or self._fd is not None or self._key in RunLock._held
+                or not (self.path / ".lock").exists()):
             return None
         fd = os.open(self.path / ".lock", os.O_RDONLY)
         try:
@@ -144,9 +171,66 @@ class RunLock:
             os.close(fd)  # also drops the shared lock, if it was granted
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
+        if self._fd is None:
+            return
+        with RunLock._guard:
+            held = RunLock._held.get(self._key)
+            if held is not None and held[0] == self._fd:
+                held[1] -= 1
+                if held[1] <= 0:
+                    del RunLock._held[self._key]
+                    os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+@contextlib.contextmanager
+def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> Iterator[RunDir]:
+    """The one entry point of every command that works in a run directory.
+
+    ``write``: take the run's lock for the whole block (re-entrant within the process), so
+    a second writer stops at once with a one-line error naming the first one's pid; the
+    manifest is then changed only through :meth:`RunDir.transact` (merged per key, never
+    rewritten from a stale copy). ``create``: the folder may be new (``run``); otherwise
+    it must exist (a clear error, not an empty folder made by a typo).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FeatdiscoError(f"{path} is a file, not a run directory")
+    if not create and not path.is_dir():
+        raise FeatdiscoError(f"{path}: no such run directory")
+    path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(path)
+    if write:
+        lock.acquire()
+    try:
+        yield RunDir(path)
+    finally:
+        lock.release()
+
+
+_MANIFEST_DEPTH: dict[str, int] = {}  # manifest locks held by this process (a nested transact)
+
+
+@contextlib.contextmanager
+def _manifest_lock(path: Path) -> Iterator[None]:
+    """A short blocking lock around one read-modify-write of the manifest, so two writers
+    (say, a status note beside a run) never lose each other's keys; re-entrant."""
+    key = str(path.resolve())
+    if fcntl is None or _MANIFEST_DEPTH.get(key):
+        _MANIFEST_DEPTH[key] = _MANIFEST_DEPTH.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _MANIFEST_DEPTH[key] -= 1
+        return
+    fd = os.open(path / ".manifest.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _MANIFEST_DEPTH[key] = 1
+        yield
+    finally:
+        _MANIFEST_DEPTH.pop(key, None)
+        os.close(fd)
 
 
 class RunDir:
@@ -156,6 +240,7 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: dict[str, Any] = self._load()
+        self._hashes: dict[str, Any] = {}  # artefact hashes taken since the last write
 
     def _load(self) -> dict[str, Any]:
         mpath = self.path / MANIFEST
@@ -194,14 +279,41 @@ class RunDir:
         rec.finished_at = _now()
         if not rec.peak_rss_mib:
             rec.peak_rss_mib = round(peak_rss_mib(), 1)
-        self.manifest["stages"][name] = dataclasses.asdict(rec)
-        self.save()
+        with self.transact() as m:
+            m["stages"][name] = dataclasses.asdict(rec)
 
     def update(self, **fields: Any) -> None:
-        self.manifest.update(fields)
-        self.save()
+        """Set top-level manifest keys, merged into the manifest as it is on disk now."""
+        with self.transact() as m:
+            m.update(fields)
+
+    def merge(self, key: str, entries: dict[str, Any]) -> None:
+        """Set ``entries`` inside the manifest's dict ``key`` (e.g. one analysis or scan),
+        leaving its other entries as they are on disk now."""
+        with self.transact() as m:
+            section = m.get(key)
+            m[key] = {**(section if isinstance(section, dict) else {}), **entries}
+
+    @contextlib.contextmanager
+    def transact(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write of the manifest: it is read again from disk (under a short
+        lock), the block changes what it owns, and it is written back atomically. Changes
+        made by another command since this one read it are kept, never overwritten."""
+        with _manifest_lock(self.path):
+            self.manifest = self._load()
+            if self._hashes:
+                self.manifest.setdefault("artefacts", {}).update(self._hashes)
+            yield self.manifest
+            self._write()
+            self._hashes = {}
 
     def save(self) -> None:
+        """Write what this object changed (kept for callers of the old API): the same merged
+        write as :meth:`transact`, carrying the artefact hashes taken since."""
+        with self.transact():
+            pass
+
+    def _write(self) -> None:
         self.manifest["updated"] = _now()
         self.manifest["versions"] = versions()
         write_bytes_atomic(self.path / MANIFEST,
@@ -231,7 +343,7 @@ class RunDir:
                 and entry.get("mtime_ns") == st.st_mtime_ns):
             return str(entry["hash"])
         digest = file_hash(path)
-        known[name] = {"hash": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        known[name] = self._hashes[name] = {"hash": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return digest
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:

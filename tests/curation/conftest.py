@@ -96,17 +96,3 @@ def user_ids(run: Path) -> list[int]:
 
 def applied(run: Path) -> list[dict[str, Any]]:
     return orjson.loads((run / "curation_applied.json").read_bytes())["edits"]
-
-
-def transform_agrees(run: Path) -> bool:
-    """The curated dictionary sends each fitted feature where the run put it: `transform`
-    (nearest centroid) and the curated assignments agree."""
-    import numpy as np
-
-    from featdisco.dictionary import Dictionary
-
-    feats = pq.read_table(run / "features.parquet", columns=["kind", "text"])
-    strings = {t: i for i, t in enumerate(pq.read_table(run / "strings.parquet").column("text").to_pylist())}
-    vectors = np.load(run / "embeddings.npy")[[strings[t] for t in feats.column("text").to_pylist()]]
-    found, _ = Dictionary.load(run).assign(feats.column("kind").to_pylist(), vectors)
-    return bool((found == pq.read_table(run / "assignments.parquet").column("cluster_id").to_numpy()).all())

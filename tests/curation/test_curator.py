@@ -6,12 +6,11 @@ stale with the reason."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from featdisco.curation import ClusterRef, Curator, Edit, KindPartition, Part, check_edit
 from featdisco.errors import FeatdiscoError
-from featdisco.stages.curate import base_table
+from featdisco.stages.kmeans import member_floors
 
 TEXTS = [f"t{i}" for i in range(12)]  # strings 0..11; clusters: 0 = t0-t3, 1 = t4-t7, 2 = t8-t11
 
@@ -82,18 +81,9 @@ def test_malformed_edits_are_refused() -> None:
         check_edit(Edit("split", [ref(0, ["a"])], k=1), "e")
 
 
-def test_base_table_counts_and_min_similarity_when_the_source_has_it() -> None:
-    """After an automatic merge stage the source table also has min_similarity (the
-    transform threshold); the curated table recomputes it for the curated clusters."""
-    schema = pa.schema([("cluster_id", pa.int64()), ("kind", pa.string()), ("cluster", pa.int64()),
-                        ("size", pa.int64()), ("distinct", pa.int64()), ("small", pa.bool_()),
-                        ("pieces", pa.int64()), ("transcripts", pa.int64()), ("min_similarity", pa.float32())])
-    assign = pa.table({"cluster_id": pa.array([0, 0, 0, 1, 2], pa.int64()),
-                       "similarity": pa.array([0.9, 0.5, 0.7, 1.0, 0.8], pa.float32())})
-    feats = pa.table({"piece_id": ["p1", "p1", "p2", "p3", "p3"], "transcript_id": ["a", "a", "a", "b", "b"]})
-    table = base_table(assign, feats, np.array([0, 0, 1, 2, 3]), {"user": 2, "response": 1}, 2, schema)
-    rows = table.to_pylist()
-    assert [r["kind"] for r in rows] == ["user", "user", "response"] and [r["cluster"] for r in rows] == [0, 1, 0]
-    assert [r["size"] for r in rows] == [3, 1, 1] and [r["distinct"] for r in rows] == [2, 1, 1]
-    assert [r["small"] for r in rows] == [False, True, True] and [r["pieces"] for r in rows] == [2, 1, 1]
-    assert rows[0]["min_similarity"] == pytest.approx(0.504, abs=1e-3)
+def test_member_floors_are_each_clusters_low_percentile_of_its_members_similarity() -> None:
+    """The transform threshold (``min_similarity``) of each curated cluster, from its own
+    members only; a cluster without members gets 0."""
+    floors = member_floors(np.array([0, 0, 0, 1, 2]), np.array([0.9, 0.5, 0.7, 1.0, 0.8], np.float32), 4)
+    assert floors[0] == pytest.approx(0.504, abs=1e-3)
+    assert floors[1] == pytest.approx(1.0) and floors[2] == pytest.approx(0.8) and floors[3] == 0.0

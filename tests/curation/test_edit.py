@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 import featdisco
-from featdisco.analysis.activations import load_activations
+from featdisco.analysis.activations import cluster_frequency, load_activations
 from featdisco.cli import app
+from featdisco.dictionary import Dictionary
+from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline
 from featdisco.report import build_report
 from tests.curation.conftest import (
@@ -21,50 +25,100 @@ from tests.curation.conftest import (
     config,
     edit,
     groups_of,
-    transform_agrees,
     user_ids,
 )
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import REWORD
 
 
-def test_merge_joins_two_clusters_everywhere(run: Path, server: FakeOpenAIServer) -> None:
+def members_of(run: Path) -> dict[int, list[str]]:
+    """Each cluster's features (feature ids), by cluster id."""
+    fids = pq.read_table(run / "assignments.parquet", columns=["feature_id", "cluster_id"]).to_pylist()
+    out: dict[int, list[str]] = {}
+    for r in fids:
+        out.setdefault(r["cluster_id"], []).append(r["feature_id"])
+    return out
+
+
+def test_merge_is_a_union_under_a_new_id_and_every_other_cluster_keeps_its_id(
+        run: Path, server: FakeOpenAIServer) -> None:
     a, b = user_ids(run)[:2]
     before = {c["cluster_id"]: c for c in clusters(run)}
-    n = len(before)
-    groups = groups_of(run)
+    n, new_id = len(before), max(before) + 1
+    groups, owned = groups_of(run), members_of(run)
     edit(run, "merge", str(a), str(b))
-    after = clusters(run)
+    after = {c["cluster_id"]: c for c in clusters(run)}
     assert len(after) == n - 1
-    merged = next(c for c in after if c["cluster_id"] == a)
-    assert merged["size"] >= max(before[a]["size"], before[b]["size"])
-    assert set(groups_of(run)[a]) == set(groups[a]) | set(groups[b])  # both planted groups, one cluster
+    # the merged cluster has an id never used before; a and b are retired into it
+    assert set(after) == set(before) - {a, b} | {new_id}
+    merged = after[new_id]
+    now = members_of(run)
+    assert sorted(now[new_id]) == sorted(owned[a] + owned[b])  # every feature of both, and no other
+    assert merged["size"] == before[a]["size"] + before[b]["size"]
+    assert set(groups_of(run)[new_id]) == set(groups[a]) | set(groups[b])  # both planted groups, one cluster
     assert merged["label"].startswith("Cluster about")  # named again from its members
-    # the ids stay 0..n-1, the other kinds untouched; the analyses read the merged partition
-    assert [c["cluster_id"] for c in after] == list(range(n - 1))
+    for cid in set(before) - {a, b}:  # nobody else moved or was renamed
+        assert sorted(now[cid]) == sorted(owned[cid]) and after[cid]["label"] == before[cid]["label"], cid
+    assert applied(run)[0]["status"] == "applied" and applied(run)[0]["now"] == [new_id]
+    status = CliRunner().invoke(app, ["status", str(run), "--json"])
+    retired = {r["id"]: r for r in json.loads(status.stdout)["cluster_ids"]["retired"]}
+    assert set(retired) == {a, b} and all(r["into"] == [new_id] and r["why"] == "merge by edit 1"
+                                          for r in retired.values())
+    assert retired[a]["label"] == before[a]["label"]
+    listed = CliRunner().invoke(app, ["edit", str(run), "list"]).output
+    assert "retired cluster ids" in listed and str(new_id) in listed
+    refused = CliRunner().invoke(app, ["edit", str(run), "hide", str(a)])
+    assert f"{a} was retired into {new_id}" in str(refused.exception)
+    # the analyses read the merged partition, by the stable ids
     act = load_activations(run)
-    assert act.piece_matrix.shape[1] == n - 1
-    assert transform_agrees(run)
-    assert applied(run)[0]["status"] == "applied" and applied(run)[0]["now"] == [a]
+    assert act.piece_matrix.shape[1] == new_id + 1 and act.piece_matrix[:, [a, b]].nnz == 0
+    assert act.piece_matrix[:, new_id].nnz == merged["pieces"]
+    freq = cluster_frequency(run, write=False)
+    assert new_id in set(freq["cluster_id"]) and not {a, b} & set(freq["cluster_id"])
+    found, _ = Dictionary.load(run).assign(["user"], np.load(run / "centroids_user.npy")[:1])
+    assert found[0] in after  # transform sends new data to live ids
+    names = FeatureDiscovery.load(run).get_feature_names_out()  # one per activation column
+    assert len(names) == new_id + 1 and names[new_id] == merged["label"] and names[a] == f"retired cluster {a}"
     # a rerun with nothing new changes nothing and calls nothing
     calls = server.total
     result = Pipeline(run, config(server)).run()
     assert all(t.skipped for t in result.stages) and server.total == calls
+    assert {c["cluster_id"] for c in clusters(run)} == set(after)
 
 
-def test_split_makes_k_named_clusters_of_its_members(run: Path) -> None:
+def test_split_retires_the_id_into_k_new_ones_of_its_members_only(run: Path) -> None:
     a, n, n_user = user_ids(run)[0], len(clusters(run)), len(user_ids(run))
-    size = next(c["size"] for c in clusters(run) if c["cluster_id"] == a)
+    before = {c["cluster_id"]: c for c in clusters(run)}
+    owned, new = members_of(run), max(before) + 1
     edit(run, "split", str(a), "--k", "2")
-    after = clusters(run)
-    assert len(after) == n + 1
-    assert applied(run)[0]["now"] == [a, a + 1]
-    parts = [c for c in after if c["cluster_id"] in (a, a + 1)]
-    assert sum(c["size"] for c in parts) == size and all(c["size"] > 0 for c in parts)
-    assert all(c["label"] and c["kind"] == "user" for c in parts)
-    centroids = __import__("numpy").load(run / "centroids_user.npy")
+    after = {c["cluster_id"]: c for c in clusters(run)}
+    assert len(after) == n + 1 and a not in after
+    assert applied(run)[0]["now"] == [new, new + 1]
+    now = members_of(run)
+    assert sorted(now[new] + now[new + 1]) == sorted(owned[a]) and now[new] and now[new + 1]
+    assert all(after[c]["label"] and after[c]["kind"] == "user" for c in (new, new + 1))
+    for cid in set(before) - {a}:
+        assert sorted(now[cid]) == sorted(owned[cid]), cid
+    centroids = np.load(run / "centroids_user.npy")
     assert centroids.shape[0] == n_user + 1  # transform can assign to either part
-    assert transform_agrees(run)
+    retired = orjson.loads((run / "cluster_ids.json").read_bytes())["ids"][str(a)]
+    assert retired["status"] == "retired" and retired["into"] == [new, new + 1]
+
+
+def test_a_new_id_is_never_a_reused_id_and_undoing_an_edit_brings_the_old_ids_back(run: Path) -> None:
+    a, b, c = user_ids(run)[:3]
+    start = {x["cluster_id"] for x in clusters(run)}
+    edit(run, "merge", str(a), str(b))
+    merged = max(start) + 1
+    edit(run, "split", str(c), "--k", "2")
+    ids = {x["cluster_id"] for x in clusters(run)}
+    assert ids - start == {merged, merged + 1, merged + 2}  # each new cluster a fresh id
+    edit(run, "drop", "2")  # the split undone: c is back under its own id
+    edit(run, "drop", "1")  # and the merge: a and b too
+    assert {x["cluster_id"] for x in clusters(run)} == start
+    history = orjson.loads((run / "cluster_ids.json").read_bytes())
+    assert history["next_id"] == merged + 3
+    assert {int(i) for i, r in history["ids"].items() if r["status"] == "retired"} == {merged, merged + 1, merged + 2}
 
 
 def test_rename_and_hide_reach_the_cluster_table_and_the_report(run: Path) -> None:
@@ -95,6 +149,8 @@ def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIS
     n_user = len(user_ids(run))
     wanted = set(groups_of(run)[a]) | set(groups_of(run)[b])
     edit(run, "merge", str(a), str(b))
+    merged = applied(run)[0]["now"][0]
+    before = {cid: set(g) for cid, g in groups_of(run).items()}
     result = Pipeline(run, config(server, seed=7)).run([inputs])
     assert "cluster" in [t.name for t in result.stages if not t.skipped]
     assert result.complete
@@ -102,20 +158,39 @@ def test_an_edit_survives_a_rerun_that_reclusters(run: Path, server: FakeOpenAIS
     user = [c for c in clusters(run) if c["kind"] == "user"]
     assert len(user) == n_user - 1
     groups = groups_of(run)
-    assert any(set(groups[c["cluster_id"]]) == wanted for c in user)
+    assert set(groups[merged]) == wanted  # the merged cluster, found again, keeps its id
+    # every cluster the new k-means found again keeps its id and its planted groups
+    assert {cid: set(g) for cid, g in groups.items()} == before
 
 
-def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServer, inputs: Path,
-                                              tmp_path: Path) -> None:
-    """Every feature reworded: the renamed cluster's features are gone, so the rename is
-    stale — kept in curation.json, counted in the summary, listed by `edit list` and in
-    the report — and no other cluster takes the label."""
+def test_an_edit_follows_its_cluster_through_a_reworded_prompt(run: Path, server: FakeOpenAIServer,
+                                                               inputs: Path, tmp_path: Path) -> None:
+    """Every feature reworded: no text of the renamed cluster is left, but each cluster holds
+    the same pieces, so every id is kept and the rename still applies to its cluster."""
     a = user_ids(run)[0]
     edit(run, "rename", str(a), "My label")
+    before = {cid: set(g) for cid, g in groups_of(run).items()}
     prompt = featdisco.prompts.load_prompt("featurize")
     mine = tmp_path / "reword.txt"
     mine.write_text(prompt.text.replace("### user", f"{REWORD}\n\n### user"))
     result = Pipeline(run, config(server, prompt_files={"featurize": str(mine)})).run([inputs])
+    curate = next(t for t in result.stages if t.name == "curate")
+    assert curate.counts == {"edits": 1, "applied": 1, "stale": 0}
+    assert pq.read_table(run / "features.parquet", columns=["text"]).column(0)[0].as_py().endswith("in new words")
+    assert {cid: set(g) for cid, g in groups_of(run).items()} == before
+    assert {c["cluster_id"]: c["label"] for c in clusters(run)}[a] == "My label"
+
+
+def test_a_stale_edit_is_reported_not_dropped(run: Path, server: FakeOpenAIServer) -> None:
+    """An edit whose cluster cannot be found (here: made for another run, none of its
+    features here and its id never used here) is stale — kept in curation.json, counted in
+    the summary, listed by `edit list` and in the report — and no cluster takes the label."""
+    a = user_ids(run)[0]
+    edit(run, "rename", str(a), "My label")
+    data = orjson.loads((run / "curation.json").read_bytes())
+    data["edits"][0]["clusters"][0].update(id=999, members=["A feature of another run"])
+    (run / "curation.json").write_bytes(orjson.dumps(data))
+    result = Pipeline(run, config(server)).run()
     curate = next(t for t in result.stages if t.name == "curate")
     assert curate.counts == {"edits": 1, "applied": 0, "stale": 1}
     assert applied(run)[0]["status"] == "stale" and "My label" not in json.dumps(clusters(run))
@@ -140,3 +215,17 @@ def test_bad_edits_are_refused_with_the_reason(run: Path) -> None:
     (run / "curation.json").write_text('{"edits": [{"op": "fold", "clusters": []}]}')
     broken = CliRunner().invoke(app, ["edit", str(run), "list"])
     assert "curation.json: edit 1" in str(broken.exception)
+
+
+def test_an_edit_runs_every_stage_after_embedding_the_merge_stage_included(run: Path) -> None:
+    """`edit` reruns the pipeline's own stages after embedding: on a run stopped before its
+    merge stage finished, the edit finishes it instead of failing on its missing output."""
+    a = user_ids(run)[0]
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    del manifest["stages"]["merge"]
+    (run / "manifest.json").write_bytes(orjson.dumps(manifest))
+    for out in run.glob("merged_*"):
+        out.unlink()
+    edit(run, "rename", str(a), "Named by hand")
+    assert (run / "merged_clusters.parquet").exists()
+    assert {c["cluster_id"]: c["label"] for c in clusters(run)}[a] == "Named by hand"

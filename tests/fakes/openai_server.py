@@ -72,6 +72,7 @@ class Reply:
     finish_reason: str = "stop"
     action: str | None = None
     delay: float = 0.0
+    model: str | None = None  # the model the reply names (default: the one asked for)
 
 
 Handler = Callable[[FakeRequest], Reply]
@@ -296,7 +297,7 @@ class _Conn(asyncio.Protocol):
                                        "refusal": reply.refusal}
             body = orjson.dumps({
                 "id": f"chatcmpl-{s.counter}", "object": "chat.completion",
-                "created": int(time.time()), "model": payload.get("model", "fake"),
+                "created": int(time.time()), "model": reply.model or payload.get("model", "fake"),
                 "choices": [{"index": 0, "message": message,
                              "finish_reason": reply.finish_reason, "logprobs": None}],
                 "usage": {"prompt_tokens": prompt_chars // 4 + 1,
@@ -326,7 +327,7 @@ class _Conn(asyncio.Protocol):
             stop = "refusal"
         return json.dumps({
             "id": f"msg_{self.s.counter}", "type": "message", "role": "assistant",
-            "model": payload.get("model", "fake"), "content": content, "stop_reason": stop,
+            "model": reply.model or payload.get("model", "fake"), "content": content, "stop_reason": stop,
             "stop_sequence": None,
             "usage": {"input_tokens": len(json.dumps(payload)) // 4,
                       "output_tokens": len(reply.content or "") // 4 + 1}}).encode()

@@ -97,3 +97,37 @@ def test_the_report_of_a_transform_has_a_new_in_this_data_section(server: FakeOp
     assert overview["transcripts"] == 250  # the new data's, through the fitted dictionary
     sizes = pq.read_table(out / "clusters.parquet", columns=["size"]).column(0).to_pylist()
     assert sum(sizes) == pq.read_table(out / "features.parquet").num_rows
+
+
+def test_a_kind_absent_from_the_fit_is_counted_unassigned_and_offered_as_new(
+        server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    """The fit has no thoughts; new chats whose replies open with reasoning have. Every
+    thought feature is unassigned (no cluster of its kind exists), counted as such, and
+    offered in new clusters of kind thought with no nearest fitted cluster."""
+    import json
+
+    data = write_transcripts(tmp_path / "plain.jsonl", 60, seed=3, start=1500)
+    marker = PLANTED["Asks about space travel"]["marker"]
+    chats = [json.loads(line) for line in data.read_text().splitlines()]
+    for chat in chats:
+        for m in chat["messages"]:
+            if m["role"] == "assistant":
+                m["content"] = f"<think>Let me consider what they need.{marker}</think>{m['content']}"
+    thinking = tmp_path / "thinking.jsonl"
+    thinking.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["transform", str(fitted), str(thinking), "-o", str(out), "-q",
+                                      "--base-url", server.base_url])
+    assert result.exit_code == 0, result.output
+    assign = pq.read_table(out / "assignments.parquet").to_pandas()
+    thought = assign["kind"] == "thought"
+    assert thought.sum() > 100 and (assign.loc[thought, "cluster_id"] == -1).all()
+    assert assign.loc[thought, "unassigned"].all()
+    manifest = json.loads((out / "manifest.json").read_text())["new_in_this_data"]
+    assert manifest["unassigned_features"] >= thought.sum()
+    new = pq.read_table(out / "new_clusters.parquet").to_pandas()
+    mine = new[new["kind"] == "thought"]
+    assert "Asks about space travel" in set(mine["label"])
+    assert (mine["nearest_cluster_id"] == -1).all() and mine["nearest_label"].isna().all()
+    offered = assign.loc[thought, "new_cluster"]
+    assert (offered >= 0).mean() > 0.5  # most thought features are in an offered cluster

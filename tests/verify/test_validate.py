@@ -78,8 +78,12 @@ def test_figures_equal_hand_computed(tmp_path: Path) -> None:
     assert cluster["precision"] == pytest.approx(2 / 3) and cluster["recall"] == pytest.approx(2 / 3)
     assert cluster["kappa"] == pytest.approx(1 / 3)  # pe = (3*3 + 3*3) / 36 = 0.5
     assert (cluster["precision_low"], cluster["precision_high"]) == pytest.approx((0.20766, 0.938508), abs=1e-5)
-    stored = pq.read_table(run / "analysis_validation.parquet").to_pylist()
+    stored = pq.read_table(run / "analysis_validation_labels.parquet").to_pylist()  # one per label file
     assert [r["tp"] for r in stored] == [4, 2] and stored[0]["kappa"] == pytest.approx(0.4)
+    # another label file is another validation: the first one is kept beside it
+    validate(run, good_labels(tmp_path / "second.csv"))
+    assert (run / "analysis_validation_labels.parquet").exists()
+    assert (run / "analysis_validation_second.parquet").exists()
 
 
 def test_every_bad_row_named_by_file_and_line(tmp_path: Path) -> None:
@@ -111,7 +115,7 @@ def test_every_bad_row_named_by_file_and_line(tmp_path: Path) -> None:
                        (11, "unknown target 'cluster:response:9': the run has no cluster 9"), (12, "unknown target 'budget': use scan:<name>")):
         assert f"line {line}: {text}" in msg, (line, msg)
     assert "line 2:" not in msg
-    assert not (run / "analysis_validation.parquet").exists()
+    assert not list(run.glob("analysis_validation*.parquet"))
 
 
 def test_cli_prints_writes_and_fails_in_one_line(tmp_path: Path) -> None:
@@ -121,7 +125,7 @@ def test_cli_prints_writes_and_fails_in_one_line(tmp_path: Path) -> None:
     assert "16 labels checked against 2 targets" in result.output
     assert "scan:budget: 1 labelled pieces have no answer" in result.output
     assert "0.67" in result.output and "[0.30," in result.output  # precision and its interval
-    assert "analysis_validation.parquet" in result.output
+    assert "analysis_validation_l.parquet" in result.output
     result = CliRunner().invoke(app, ["validate", str(run), str(tmp_path / "l.csv"), "--json"])
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["target"] for r in rows] == ["scan:budget", "cluster:response:1"] and rows[0]["tp"] == 4

@@ -125,11 +125,34 @@ def read_clusters(run: RunDir, table: pa.Table | None = None) -> pd.DataFrame:
     if "label" not in df.columns:
         df["label"] = None
     df = df.sort_values("cluster_id").reset_index(drop=True)
-    if not np.array_equal(df["cluster_id"].to_numpy(), np.arange(len(df))):
-        raise FeatdiscoError(f"{name}: cluster ids are not 0..{len(df) - 1}")
+    ids = df["cluster_id"].to_numpy()
+    if len(ids) and (ids[0] < 0 or (np.diff(ids) == 0).any()):
+        raise FeatdiscoError(f"{name}: cluster ids must be distinct and not negative")
     df["label"] = [lab if isinstance(lab, str) and lab else f"{k} cluster {c}"
-                   for lab, k, c in zip(df["label"], df["kind"], df["cluster"], strict=True)]
+                   for lab, k, c in zip(df["label"], df["kind"], df["cluster_id"], strict=True)]
+    df["retired"] = False
+    if len(ids) and ids[-1] + 1 != len(ids):
+        df = _with_retired(df, int(ids[-1]) + 1)
     return df
+
+
+def _with_retired(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Rows for the ids 0..n-1 the table lacks, so that row ``i`` is cluster ``i`` and a
+    cluster's id is its column in the activation matrices. Stable ids leave gaps where a
+    cluster was merged, split or reclustered away (:mod:`featdisco.cluster_ids`); such a
+    row is ``retired``, of no kind, and no feature is in it."""
+    full = df.set_index("cluster_id").reindex(np.arange(n))
+    gap = ~full.index.isin(df["cluster_id"])
+    for col in full.columns:
+        if col == "retired":
+            full[col] = gap
+        elif col == "label":
+            full.loc[gap, col] = [f"retired cluster {i}" for i in np.flatnonzero(gap)]
+        elif pd.api.types.is_bool_dtype(df[col]):
+            full[col] = full[col].fillna(False).astype(bool)
+        elif pd.api.types.is_integer_dtype(df[col]) or pd.api.types.is_float_dtype(df[col]):
+            full[col] = full[col].fillna(0).astype(df[col].dtype)
+    return full.rename_axis("cluster_id").reset_index()
 
 
 def fitted_run(run: RunDir) -> Path | None:
@@ -172,9 +195,10 @@ def recounted_clusters(run_dir: str | Path) -> pa.Table:
     cids = run.read_table("assignments.parquet", ["cluster_id"]).column(0).to_numpy(zero_copy_only=False)
     cids = np.asarray(cids[cids >= 0] if cids.dtype.kind in "iu" else [c for c in cids if c is not None and c >= 0],
                       dtype=np.int64)
-    df["size"] = np.bincount(cids, minlength=len(df))[: len(df)]
-    df["pieces"] = np.asarray(act.piece_matrix.getnnz(axis=0))
-    df["transcripts"] = np.asarray(act.transcript_matrix.getnnz(axis=0))
+    ids = df["cluster_id"].to_numpy()  # stable ids: each is its column in the matrices
+    df["size"] = np.bincount(cids, minlength=act.n_clusters)[ids]
+    df["pieces"] = np.asarray(act.piece_matrix.getnnz(axis=0))[ids]
+    df["transcripts"] = np.asarray(act.transcript_matrix.getnnz(axis=0))[ids]
     if "examples" in df:
         df["examples"] = [[] for _ in range(len(df))]
     return pa.Table.from_pandas(df, preserve_index=False)
@@ -245,6 +269,8 @@ def frequency(act: Activations) -> pd.DataFrame:
         n_pieces[kind] = int(mask.sum())
         n_transcripts[kind] = len(np.unique(act.pieces["transcript_row"].to_numpy()[mask]))
     c = act.clusters
+    live = ~c["retired"].to_numpy(dtype=bool) if "retired" in c else np.ones(len(c), bool)
+    piece_counts, transcript_counts, c = piece_counts[live], transcript_counts[live], c[live]
     df = pd.DataFrame({
         "cluster_id": c["cluster_id"].to_numpy(),
         "kind": c["kind"].to_numpy(),
@@ -261,15 +287,22 @@ def frequency(act: Activations) -> pd.DataFrame:
     return df.sort_values(["kind", "pieces"], ascending=[True, False]).reset_index(drop=True)
 
 
-def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame) -> Path:
-    """Write ``analysis_<name>.parquet`` atomically into the run directory."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    return RunDir(run_dir).write_table(f"analysis_{name}.parquet", table)
+def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame, *, command: str | None = None,
+                   args: dict[str, Any] | None = None, extra: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write ``analysis_<name>.parquet`` (and ``analysis_<name><suffix>.parquet`` for each of
+    ``extra``) atomically into the run directory, under its lock, recorded with the clusters'
+    fingerprint, ``args`` and ``command`` (:mod:`featdisco.analysis.provenance`). The
+    paths go into ``df.attrs["written"]`` for the CLI to print."""
+    from featdisco.analysis.provenance import write_analysis as write_recorded
+
+    paths = write_recorded(run_dir, name, {"": df, **(extra or {})}, command=command or name, args=args or {})
+    df.attrs["written"] = [str(p) for p in paths]
+    return paths[0]
 
 
 def cluster_frequency(run_dir: str | Path, *, write: bool = True) -> pd.DataFrame:
     """:func:`frequency` of a run directory, saved as ``analysis_frequency.parquet``."""
     df = frequency(load_activations(run_dir))
     if write:
-        write_analysis(run_dir, "frequency", df)
+        write_analysis(run_dir, "frequency", df, command="frequency")
     return df

@@ -186,8 +186,14 @@ def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: li
                                paired=paired)
     df.insert(0, "by", by)
     if write:
-        write_analysis(run_dir, compare_name(by), df)
-        write_analysis(run_dir, compare_name(by) + "_rates", rates.assign(by=by))
+        from featdisco.analysis.provenance import analysis_name
+
+        # a different question (unit, groups) gets its own name; other settings replace it
+        name = analysis_name(compare_name(by), {"unit": unit, "groups": groups}, {"unit": "piece", "groups": None})
+        paired_flag = {} if paired is None else {"paired" if paired else "unpaired": True}
+        write_analysis(run_dir, name, df, extra={"_rates": rates.assign(by=by)}, command="compare",
+                       args={"by": by, "unit": unit, "groups": groups, "min_count": min_count, "alpha": alpha,
+                             **paired_flag})
     df.attrs["no_value"] = int(act.column(by).isna().sum())
     return df
 

@@ -84,5 +84,9 @@ def run_cooccurrence(run_dir: str | Path, *, levels: tuple[str, ...] = ("piece",
     """:func:`cooccurrence_table` of a run directory, saved as ``analysis_cooccurrence.parquet``."""
     df = cooccurrence_table(load_activations(run_dir), levels=levels, min_support=min_support, alpha=alpha)
     if write:
-        write_analysis(run_dir, "cooccurrence", df)
+        from featdisco.analysis.provenance import analysis_name
+
+        level = "both" if set(levels) == {"piece", "transcript"} else "+".join(levels)
+        write_analysis(run_dir, analysis_name("cooccurrence", {"level": level}, {"level": "both"}), df,
+                       command="cooccur", args={"level": level, "min_support": min_support})
     return df

@@ -44,7 +44,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
     size = clusters["size"].to_numpy(dtype=np.int64) if "size" in clusters else np.ones(len(clusters), np.int64)
     nodes: list[dict[str, Any]] = []
     to_name: list[tuple[int, str, list[str]]] = []  # node position, kind, child labels
-    for kind in sorted(clusters["kind"].unique()):
+    for kind in sorted(clusters["kind"].dropna().unique()):  # a retired id's row has no kind
         path = run.file(f"centroids_{kind}.npy")
         if not path.exists():
             raise FeatdiscoError(f"{path} is missing: the hierarchy groups cluster centroids")
@@ -85,7 +85,9 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
                                               prices=prices))
     df = pd.DataFrame(nodes)
     if write:
-        write_analysis(run_dir, "hierarchy", df)
+        write_analysis(run_dir, "hierarchy", df,  # one tree per run: another one replaces it
+                       command="hierarchy", args={"levels": levels, "branching": branching, "seed": seed,
+                                                  "llm": llm, "model": model, "base_url": base_url})
     df.attrs["llm"] = used  # failed naming calls and why: the CLI exits 3 on any
     return df
 
@@ -97,7 +99,7 @@ def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[
     if not to_name:
         return None
     prompt = load_prompt("name_parent")
-    pipe = open_pipeline(run_dir, **llm_options)
+    pipe = open_pipeline(run_dir, **llm_options, analysis="hierarchy")
     try:
         for level in sorted({nodes[p]["level"] for p, _, _ in to_name}):
             batch = [(p, k) for p, k, _ in to_name if nodes[p]["level"] == level]

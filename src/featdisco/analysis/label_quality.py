@@ -89,7 +89,8 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
                           items="\n".join(f"{i}. {x}" for i, (x, _) in enumerate(items, start=1))),
             schema=LabelFit.for_items(len(items)).json_schema(), schema_name=LabelFit.schema_name,
             sampling=Sampling(temperature=0.0, max_tokens=20 + 6 * len(items)), prompt_version=prompt.version))
-    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
+    pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices,
+                         analysis="label_quality")
     try:
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
@@ -113,7 +114,9 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
         rows.append(row)
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
-        write_analysis(run_dir, "label_quality", df)
+        write_analysis(run_dir, "label_quality", df, command="score-labels",
+                       args={"clusters": n_clusters, "members": n_members, "others": n_others, "seed": seed,
+                             "llm": llm, "model": model, "base_url": base_url})
     df.attrs["llm"] = used  # failed calls and why: the CLI exits 3 on any
     return df
 

@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from featdisco.pipeline import Pipeline, config_from_manifest
-from featdisco.runsummary import record_invocation
+from featdisco.runsummary import ANALYSIS_SCOPE, record_invocation
 
 
 def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | None = None,
                   base_url: str | None = None, concurrency: int | None = None,
-                  max_cost: float | None = None, prices: str | None = None) -> Pipeline:
+                  max_cost: float | None = None, prices: str | None = None,
+                  analysis: str = "") -> Pipeline:
     """A pipeline on ``run_dir`` configured from its manifest, with explicit overrides; the
-    analyses use their own packaged prompts."""
+    analyses use their own packaged prompts. Its calls are accounted to ``analysis`` in the
+    run's usage ledger as they complete; the run's budget applies."""
     cfg = config_from_manifest(run_dir, dict(llm=llm, model=model, base_url=base_url,
                                              concurrency=concurrency, max_cost=max_cost, prices=prices),
                                fitted_prompts=False, required=False)
-    return Pipeline(run_dir, cfg, progress="none")
+    pipe = Pipeline(run_dir, cfg, progress="none")
+    pipe.account.scope = ANALYSIS_SCOPE + analysis if analysis else ""
+    return pipe
 
 
 def close_pipeline(pipe: Pipeline, analysis: str) -> dict[str, Any]:

@@ -206,7 +206,13 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["kind", "f1_lift"], ascending=[True, False], na_position="last").reset_index(drop=True)
     if write:
-        write_analysis(run_dir, "probes", df)
+        from featdisco.analysis.provenance import analysis_name
+
+        write_analysis(run_dir, analysis_name("probes", {"context": context}, {"context": "turn"}), df,
+                       command="probe", args={"targets": n_targets, "context": context,
+                                              "class_weight": class_weight or "none", "C": C,
+                                              "test_size": test_size, "min_positives": min_positives,
+                                              "seed": seed})
     return df
 
 

@@ -86,6 +86,6 @@ def run_stability(run_dir: str | Path, *, runs: int = 3, fraction: float = 0.8, 
                             "matched_share": float(np.mean(np.asarray(v) >= match_jaccard))}
                            for c, v in sorted(per_cluster.items())])
     if write:
-        write_analysis(run_dir, "stability", summary)
-        write_analysis(run_dir, "stability_clusters", detail)
+        write_analysis(run_dir, "stability", summary, extra={"_clusters": detail}, command="stability",
+                       args={"runs": runs, "fraction": fraction, "match": match_jaccard, "seed": seed})
     return summary, detail

@@ -72,8 +72,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model name (e
 BaseUrlOpt = Annotated[str | None, typer.Option(
     "--base-url", help="OpenAI-compatible server URL, e.g. a vLLM or Ollama server (env FEATDISCO_BASE_URL).")]
 EmbedderOpt = Annotated[str | None, typer.Option(
-    "--embedder", help="minilm (default, offline), st:MODEL_PATH or api:MODEL.")]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
+    "--embedder", help="minilm (default, offline), static (a Model2Vec model distilled from MiniLM: ~80x faster, for large runs), st:MODEL_PATH or api:MODEL.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
 
 
@@ -91,47 +90,64 @@ def run_cmd(
     clusters: Annotated[str | None, typer.Option(
         "--clusters", "-k", help="Clusters per kind: a number, 'auto' (default: grows with the number "
         "of distinct features) or user=N,thought=N,response=N.")] = None,
-    min_features: Annotated[int, typer.Option("--min-features", min=1, help="Fewest features per piece.")] = 10,
-    max_features: Annotated[int, typer.Option("--max-features", min=1, help="Most features per piece.")] = 20,
-    max_piece_tokens: Annotated[int, typer.Option(
-        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing.")] = 2000,
+    min_features: Annotated[int | None, typer.Option(
+        "--min-features", min=1, help="Fewest features per piece [default: the run's, else 10].",
+        show_default=False)] = None,
+    max_features: Annotated[int | None, typer.Option(
+        "--max-features", min=1, help="Most features per piece [default: the run's, else 20].",
+        show_default=False)] = None,
+    max_piece_tokens: Annotated[int | None, typer.Option(
+        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing "
+        "[default: the run's, else 2000].", show_default=False)] = None,
     max_cost: Annotated[float | None, typer.Option(
         "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
         "(needs a known price: built in, or --prices).")] = None,
-    evidence: Annotated[bool, typer.Option(
+    budget: Annotated[float | None, typer.Option(
+        "--budget", min=0.0, help="The run's budget in USD over every invocation (run, transform, scan, "
+        "score-labels, hierarchy); kept in the run, so later commands keep to it. Stops (exit 3) "
+        "before a call would pass it; a higher --budget continues.")] = None,
+    evidence: Annotated[bool | None, typer.Option(
         "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
-        "against the piece (default); --no-evidence: plain features, fewer output tokens.")] = True,
+        "against the piece (default, unless the run was made without); --no-evidence: plain features, "
+        "fewer output tokens.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
         "and spend nothing.")] = False,
-    concurrency: ConcurrencyOpt = 64,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, help="Parallel LLM calls [default: the run's, else 64].", show_default=False)] = None,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
-    merge: Annotated[bool, typer.Option(
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed for clustering and sampling [default: the run's, else 0].", show_default=False)] = None,
+    merge: Annotated[bool | None, typer.Option(
         "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
-        "behaviour (checked by the LLM; mapping in merges.parquet).")] = True,
-    max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, help="Truncate pieces when splitting.")] = None,
+        "behaviour (checked by the LLM; mapping in merges.parquet) [default: the run's, else merge].",
+        show_default=False)] = None,
+    max_chars: Annotated[int | None, typer.Option(
+        "--max-chars", min=0, help="Cut longer pieces when splitting; a rerun without inputs cuts the stored "
+        "transcripts' pieces again; 0: no cut [default: the run's, else no cut].", show_default=False)] = None,
     top: Annotated[int | None, typer.Option(
         "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
         show_default=False)] = None,
     show_private: Annotated[bool, typer.Option(
         "--show-private", help="Also print clusters flagged private or drawn from too few transcripts.")] = False,
-    min_transcripts: Annotated[int, typer.Option(
+    min_transcripts: Annotated[int | None, typer.Option(
         "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts from the "
         "printed tables, --json and the report, so that none singles out one conversation; kept in the run's "
-        "config as the default of later commands.")] = 1,
+        "config as the default of later commands [default: the run's, else 1].", show_default=False)] = None,
     json_: JsonOpt = False,
     csv_: CsvOpt = False,
-    batch: Annotated[bool, typer.Option(
-        "--batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
+    batch: Annotated[bool | None, typer.Option(
+        "--batch/--no-batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
         "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
-        "the batches already submitted.")] = False,
-    batch_poll: Annotated[float, typer.Option(
-        "--batch-poll", min=0.1, help="Seconds between polls of submitted batches.")] = 30.0,
-    executor: Annotated[str, typer.Option(
+        "the batches already submitted [default: the run's, else no batch].", show_default=False)] = None,
+    batch_poll: Annotated[float | None, typer.Option(
+        "--batch-poll", min=0.1, help="Seconds between polls of submitted batches [default: the run's, else 30].",
+        show_default=False)] = None,
+    executor: Annotated[str | None, typer.Option(
         "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
-        "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster).")] = "local",
+        "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster) [default: the run's, else local].",
+        show_default=False)] = None,
     prompt: Annotated[list[str] | None, typer.Option(
         "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
         "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
@@ -143,19 +159,21 @@ def run_cmd(
     """Discover behaviours: split, featurize, embed, cluster, name and rate, resumably.
 
     A rerun redoes only what changed: stages whose inputs, config and prompt are unchanged
-    are skipped, and finished LLM calls come from the run's cache.
+    are skipped, and finished LLM calls come from the run's cache. Settings: a flag given
+    now, else the run's (its manifest), else the default.
     """
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
     from featdisco.llm.prices import PriceTable
-    from featdisco.pipeline import Pipeline, PipelineConfig
+    from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest
 
-    cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
-                         n_clusters=parse_clusters(clusters), min_features=min_features,
-                         max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
-                         evidence=evidence,
-                         seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost,
-                         batch=batch, batch_poll=batch_poll, executor=executor,
-                         prices=str(prices) if prices else None, min_transcripts=min_transcripts)
+    flags = dict(prompt_files=parse_prompts(prompt), llm=llm, model=model, base_url=base_url, embedder=embedder,
+                 n_clusters=DEFAULT if clusters == "auto" else parse_clusters(clusters), min_features=min_features,
+                 max_features=max_features, max_piece_tokens=max_piece_tokens,
+                 max_chars=DEFAULT if max_chars == 0 else max_chars, evidence=evidence,
+                 seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
+                 batch=batch, batch_poll=batch_poll, executor=executor,
+                 prices=str(prices) if prices else None, min_transcripts=min_transcripts)
+    cfg = config_from_manifest(run_dir, flags, required=False, own_prompts=True)  # flag > manifest > default
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
     Pipeline.load_prompts(cfg)  # a missing or malformed prompt file is an error before any work
@@ -186,10 +204,15 @@ def transform_cmd(
     model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the fitted run's).")] = None,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="OpenAI-compatible server URL (default: the fitted run's).")] = None,
-    concurrency: ConcurrencyOpt = 64,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, help="Parallel LLM calls [default: the fitted run's, else 64].",
+        show_default=False)] = None,
     prices: PricesOpt = None,
     no_evidence: Annotated[bool, typer.Option(
         "--no-evidence", help="Plain features without quotes (default: as the dictionary was fitted).")] = False,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", min=0.0, help="Budget in USD over every transform into this output folder (default: "
+        "the fitted run's); stops with exit 3 before a call would pass it.")] = None,
     quiet: QuietOpt = False,
     *, reading: ReadOptions,
 ) -> None:
@@ -201,7 +224,7 @@ def transform_cmd(
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,
-                                    "evidence": False if no_evidence else None},
+                                    "evidence": False if no_evidence else None, "budget": budget},
                          log=log_line(quiet))
     m = act.matrix
     active = int((m.getnnz(axis=1) > 0).sum())
@@ -255,8 +278,10 @@ def main() -> None:
     try:
         app()
     except FeatdiscoError as e:
-        err_console.print(f"featdisco: error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = getattr(e, "exit_code", 2)  # 3: stopped at the run's budget, as at --max-cost
+        err_console.print(f"featdisco: {'error: ' if code == 2 else ''}{e}", markup=False, highlight=False,
+                          soft_wrap=True)
+        sys.exit(code)
     except KeyboardInterrupt as e:  # raised outside a command
         _interrupted(e)
     except SystemExit as e:

@@ -66,7 +66,10 @@ def with_output(fn: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(fn)
     def command(*, json_: bool, csv_: bool, min_transcripts: int | None, show_private: bool,
                 **kwargs: Any) -> None:
-        fn(**kwargs, out=output_for(kwargs["run_dir"], json_, csv_, min_transcripts, show_private))
+        from featdisco.rundir import open_run
+
+        with open_run(kwargs["run_dir"], write=True):  # one writer at a time; a second stops at once
+            fn(**kwargs, out=output_for(kwargs["run_dir"], json_, csv_, min_transcripts, show_private))
 
     all_params = params + _OUTPUT_PARAMS
     command.__signature__ = sig.replace(parameters=all_params)  # type: ignore[attr-defined]
@@ -74,8 +77,9 @@ def with_output(fn: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def wrote(out: Output, run_dir: Path, *names: str) -> None:
-    out.say("written: " + ", ".join(str(run_dir / f"analysis_{n}.parquet") for n in names))
+def wrote(out: Output, df: Any) -> None:
+    """Where the analysis went (its name carries the arguments that make it another question)."""
+    out.say("written: " + ", ".join(df.attrs.get("written") or []))
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +98,7 @@ def register(app: typer.Typer) -> None:
         for kind, g in df.groupby("kind") if not out.machine else []:
             out.rows(g, ["cluster_id", "label", "pieces", "kind_pieces", "piece_rate", "transcripts",
                          "transcript_rate"], f"most frequent {kind} clusters", n)
-        wrote(out, run_dir, "frequency")
+        wrote(out, df)
 
     @app.command("probe")
     @with_output
@@ -126,7 +130,7 @@ def register(app: typer.Typer) -> None:
         out.rows(df.sort_values("f1_lift", ascending=False),
                  ["kind", "cluster_id", "label", "f1", "baseline_f1", "precision", "recall", "auroc",
                   "test_positives", "n_test", "top_user_labels"], "most predictable targets", out.limit(top, 15))
-        wrote(out, run_dir, "probes")
+        wrote(out, df)
 
     @app.command("compare")
     @with_output
@@ -146,7 +150,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """How groups differ: each cluster's rate per group with Wilson intervals, rate ratio,
         Fisher / chi-square with Benjamini–Hochberg, and a paired test over shared prompts."""
-        from featdisco.analysis.compare import compare_name, run_compare
+        from featdisco.analysis.compare import run_compare
 
         df = run_compare(run_dir, by, unit=unit, groups=groups.split(",") if groups else None,
                          min_count=min_count, alpha=alpha, paired=paired)
@@ -159,7 +163,7 @@ def register(app: typer.Typer) -> None:
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
                       "count_low", "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences",
                  out.limit(top, 20))
-        wrote(out, run_dir, compare_name(by), compare_name(by) + "_rates")
+        wrote(out, df)
 
     @app.command("cooccur")
     @with_output
@@ -185,7 +189,7 @@ def register(app: typer.Typer) -> None:
         for lv, g in df.groupby("level") if not df.empty and not out.machine else []:
             out.rows(g, ["cluster_a", "label_a", "cluster_b", "label_b", "together", "count_a", "count_b", "units",
                          "lift", "npmi", "q_value"], f"strongest pairs within {lv}s", n)
-        wrote(out, run_dir, "cooccurrence")
+        wrote(out, df)
 
     @app.command("score-labels")
     @with_output
@@ -213,7 +217,7 @@ def register(app: typer.Typer) -> None:
                 f"recall {ok['recall'].median():.2f}")
         out.rows(df, ["kind", "cluster_id", "label", "precision", "recall", "f1", "true_positives", "chosen",
                       "members_shown", "others_shown", "status"], "labels, worst first", out.limit(top, 15))
-        wrote(out, run_dir, "label_quality")
+        wrote(out, df)
         exit_if_failed(df.attrs.get("llm"), out.say, "score-labels")
 
     @app.command("hierarchy")
@@ -241,7 +245,7 @@ def register(app: typer.Typer) -> None:
         else:
             out.rows(parents, ["node_id", "level", "kind", "label", "children", "leaves", "size"], "parents",
                      out.limit(top, 20))
-        wrote(out, run_dir, "hierarchy")
+        wrote(out, df)
         exit_if_failed(df.attrs.get("llm"), out.say, "hierarchy (parents whose naming failed are called "
                        "\"Group of N clusters\")")
 
@@ -267,4 +271,4 @@ def register(app: typer.Typer) -> None:
         out.rows(detail.sort_values("mean_best_jaccard"), ["cluster_id", "kind", "label", "mean_best_jaccard",
                                                            "matched_share"], "least stable clusters",
                  out.limit(top, 10))
-        wrote(out, run_dir, "stability", "stability_clusters")
+        wrote(out, summary)

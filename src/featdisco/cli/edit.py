@@ -1,9 +1,11 @@
 """``featdisco edit RUN merge A B [C…] | split A [--k N] | rename A LABEL | hide A | list | drop N``.
 
 Each edit is recorded in ``RUN/curation.json`` with the clusters it names (and their most
-frequent features, which is how a later run finds them again after the ids change), then
-applied by rerunning the stages after clustering: only new or changed clusters are named
-and rated again, the rest come from the LLM cache. ``--no-apply`` only records.
+frequent features, which is how a later run finds them again after a recluster), then
+applied by rerunning the pipeline's stages after embedding: only new or changed clusters are
+named and rated again, the rest come from the LLM cache. ``--no-apply`` only records.
+Cluster ids are stable (:mod:`featdisco.cluster_ids`): an edit retires the ids it merges or
+splits, and ``list`` shows where each retired id went.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from featdisco.curation import (
     write_edits,
 )
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import open_run
 
-AFTER_EMBED = ("cluster", "name", "curate", "rate", "assemble")  # cached: only edits cost anything
 IdsArg = Annotated[list[int], typer.Argument(help="Cluster ids, as the report and clusters.parquet show them.",
                                              show_default=False)]
 
@@ -58,8 +60,13 @@ def reference(run: Path, ids: list[int]) -> list[ClusterRef]:
     clusters = {r["cluster_id"]: r for r in pq.read_table(path, columns=["cluster_id", "kind", "label"]).to_pylist()}
     missing = [i for i in ids if i not in clusters]
     if missing:
-        raise FeatdiscoError(f"{run}/clusters.parquet has no cluster {', '.join(map(str, missing))} "
-                             f"(ids are 0..{len(clusters) - 1})")
+        from featdisco.cluster_ids import id_history
+
+        retired = {r["id"]: r["into"] for r in (id_history(run) or {}).get("retired", [])}
+        why = "; ".join(f"{i} was retired" + (f" into {' '.join(map(str, retired[i]))}" if retired[i] else "")
+                        if i in retired else f"{i} does not exist" for i in missing)
+        raise FeatdiscoError(f"{run}/clusters.parquet has no cluster {', '.join(map(str, missing))}: {why} "
+                             "(`featdisco edit RUN list` shows the ids)")
     assign = pq.read_table(run / "assignments.parquet", columns=["cluster_id"]).column(0)
     texts = pq.read_table(run / "features.parquet", columns=["text"]).column(0)
     sig = signatures(texts, assign, ids)
@@ -69,14 +76,15 @@ def reference(run: Path, ids: list[int]) -> list[ClusterRef]:
 def _record(ctx: typer.Context, edit: Edit) -> None:
     run: Path = ctx.obj["run"]
     check_edit(edit, f"edit {edit.describe()}")
-    edits = read_edits(run / CURATION)
-    edits.append(edit)
-    write_edits(run / CURATION, edits)
-    console.print(f"recorded edit {len(edits)}: {edit.op} "
-                  + ", ".join(c.describe() for c in edit.clusters)
-                  + (f" as {edit.label!r}" if edit.op == "rename" else "")
-                  + (f" into {edit.k}" if edit.op == "split" else ""), markup=False)
-    _apply(ctx)
+    with open_run(run):  # the edit and its rerun under the run's lock: no writer beside it
+        edits = read_edits(run / CURATION)
+        edits.append(edit)
+        write_edits(run / CURATION, edits)
+        console.print(f"recorded edit {len(edits)}: {edit.op} "
+                      + ", ".join(c.describe() for c in edit.clusters)
+                      + (f" as {edit.label!r}" if edit.op == "rename" else "")
+                      + (f" into {edit.k}" if edit.op == "split" else ""), markup=False)
+        _apply(ctx)
 
 
 def _apply(ctx: typer.Context) -> None:
@@ -85,11 +93,11 @@ def _apply(ctx: typer.Context) -> None:
         console.print(f"not applied yet: `featdisco run {run}` (or any rerun) applies it", markup=False)
         return
     from featdisco.cli.run import log_line, print_summary
-    from featdisco.pipeline import Pipeline, config_from_manifest
+    from featdisco.pipeline import STAGES, Pipeline, config_from_manifest
 
     quiet = ctx.obj["quiet"]
     pipe = Pipeline(run, config_from_manifest(run), log=log_line(quiet), progress="none" if quiet else "auto")
-    result = pipe.run(stages=AFTER_EMBED)
+    result = pipe.run(stages=STAGES[STAGES.index("embed") + 1:])  # cached: only edits cost anything
     if not quiet:
         print_summary(result)
     _print_outcomes(run, only_stale=True)
@@ -124,6 +132,25 @@ def _print_outcomes(run: Path, only_stale: bool = False) -> None:
         console.print(table)
     elif not only_stale:
         console.print(f"{run} has no edits", markup=False)
+    if not only_stale:
+        _print_retired(run)
+
+
+def _print_retired(run: Path) -> None:
+    """The retired ids: each with its last label and the ids its members went to."""
+    from featdisco.cluster_ids import id_history
+
+    history = id_history(run)
+    if not history or not history["retired"]:
+        return
+    table = Table(title="retired cluster ids (merged, split or reclustered away)", show_edge=False)
+    for col in ("id", "kind", "label", "now in", "why"):
+        table.add_column(col, overflow="fold")
+    for r in history["retired"]:
+        table.add_row(str(r["id"]), r["kind"], r["label"] or "", " ".join(map(str, r["into"])) or "(gone)",
+                      r["why"] or "")
+    console.print(table)
+    console.print(f"next new id: {history['next_id']}", markup=False)
 
 
 @edit_app.command("merge")
@@ -160,20 +187,22 @@ def hide_cmd(ctx: typer.Context, cluster: Annotated[int, typer.Argument(help="Cl
 @edit_app.command("list")
 def list_cmd(ctx: typer.Context) -> None:
     """The run's edits and what the last run made of each (applied, or stale and why)."""
-    _print_outcomes(ctx.obj["run"])
+    with open_run(ctx.obj["run"], write=False):  # a file or a typo is an error, not an empty list
+        _print_outcomes(ctx.obj["run"])
 
 
 @edit_app.command("drop")
 def drop_cmd(ctx: typer.Context, number: Annotated[int, typer.Argument(help="The edit's number in `list`.")]) -> None:
     """Remove an edit (undo it) and rerun."""
     run: Path = ctx.obj["run"]
-    edits = read_edits(run / CURATION)
-    if not 1 <= number <= len(edits):
-        raise FeatdiscoError(f"{run}/{CURATION} has {len(edits)} edits; there is no edit {number}")
-    gone = edits.pop(number - 1)
-    write_edits(run / CURATION, edits)
-    console.print(f"dropped edit {number}: {gone.describe()}", markup=False)
-    _apply(ctx)
+    with open_run(run):
+        edits = read_edits(run / CURATION)
+        if not 1 <= number <= len(edits):
+            raise FeatdiscoError(f"{run}/{CURATION} has {len(edits)} edits; there is no edit {number}")
+        gone = edits.pop(number - 1)
+        write_edits(run / CURATION, edits)
+        console.print(f"dropped edit {number}: {gone.describe()}", markup=False)
+        _apply(ctx)
 
 
 def register(app: typer.Typer) -> None:

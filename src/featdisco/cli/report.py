@@ -20,9 +20,11 @@ def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool,
            min_transcripts: int | None = None, map_points: int | None = None) -> Path:
     from featdisco.report import build_report
     from featdisco.report.map import MAP_POINTS
+    from featdisco.rundir import open_run
 
-    stats = build_report(run_dir, output, search=search, min_transcripts=min_transcripts,
-                         map_points=map_points or MAP_POINTS)
+    with open_run(run_dir, write=True):  # it writes report/ into the run: one writer at a time
+        stats = build_report(run_dir, output, search=search, min_transcripts=min_transcripts,
+                             map_points=map_points or MAP_POINTS)
     if not quiet:
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in stats.seconds.items())
         err_console.print(f"built in {sum(stats.seconds.values()):.1f}s ({timing})", markup=False)

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
+from featdisco.analysis.provenance import analyses_status
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
+from featdisco.cluster_ids import id_history
 from featdisco.errors import FeatdiscoError
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
@@ -213,7 +215,9 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     if json_:
         doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
                "in_progress_pid": holder, "config": m.get("config") or {},
-               **run_totals(m, run_dir).as_dict()}
+               **run_totals(m, run_dir).as_dict(), "analyses": analyses_status(run_dir)}
+        if (ids := id_history(run_dir)) is not None:  # stable ids: the retired ones and where they went
+            doc["cluster_ids"] = ids
         sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
         return
     console.print(f"run {run_dir} (created {m.get('created')}, updated {m.get('updated')})", markup=False)
@@ -221,6 +225,12 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
         console.print(f"in progress: featdisco process {holder} is working in this run now; "
                       "stages it has not finished show as not run or incomplete")
     cfg = m.get("config") or {}
-    console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}  embedder: "
+    totals = run_totals(m, run_dir)
+    replied = f" (replies from {', '.join(sorted(totals.models))})" if totals.models else ""
+    console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
                   f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
     render_summary(run_dir, Output())
+    for a in analyses_status(run_dir):
+        if not a["current"]:
+            how = f"refresh: {a['command']}" if a["command"] else a.get("note", "")
+            console.print(f"stale analysis {a['name']} (computed on other clusters); {how}", markup=False)

@@ -34,9 +34,11 @@ def register(app: typer.Typer) -> None:
         """How far the LLM agrees with your labels: per scan or cluster, the confusion counts,
         precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
         from featdisco.evidence.validate import validate
+        from featdisco.rundir import open_run
 
         out = Output.of(json_, csv_)
-        df = validate(run_dir, labels)
+        with open_run(run_dir, write=True):
+            df = validate(run_dir, labels)
         out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
         for r in df.itertuples():
             if r.unanswered:
@@ -52,7 +54,7 @@ def register(app: typer.Typer) -> None:
                    for name in ("precision", "recall", "agreement")}})
             out.rows(shown, ["target", "n", "tp/fp/fn/tn", "precision", "recall", "agreement", "f1", "kappa"],
                      "agreement with your labels (95% Wilson intervals)")
-        wrote(out, run_dir, "validation")
+        wrote(out, df)
 
     @app.command("find")
     def find_cmd(
@@ -67,9 +69,11 @@ def register(app: typer.Typer) -> None:
         """Clusters ranked by how close your query is to their member features, embedded with
         the run's own embedder; with size and prevalence (share of pieces of the cluster's kind)."""
         from featdisco.evidence.find import find_clusters
+        from featdisco.rundir import open_run
 
-        out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
-        df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
+        with open_run(run_dir, write=True):  # it fills the run's embedding cache
+            out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
+            df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
         out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
                  f"clusters closest to {query!r}")
 

@@ -34,7 +34,7 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallResult
 from featdisco.llm.replies import ScanAnswer, scan_answer
 from featdisco.prompts import Prompt, load_prompt
-from featdisco.rundir import RunDir
+from featdisco.rundir import RunDir, open_run
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
 from featdisco.transcripts.model import PIECE_KINDS
 from featdisco.transcripts.read import ReadOptions
@@ -289,8 +289,6 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
     ``inputs`` into it first when given, read with ``read_options``). Returns the engine's estimate on ``dry_run``, else a
     :class:`ScanResult` after writing the tables."""
-    from featdisco.analysis.llm import close_pipeline, open_pipeline
-
     run_dir = Path(run_dir)
     spec = AnswerSpec.parse(answer)  # every argument is checked before anything is read or split
     if (question is None) == (cluster is None):
@@ -299,6 +297,22 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
         check_name(name)
     if by is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", by):
         raise FeatdiscoError(f"--by {by!r}: a piece column or metadata key (letters, digits, _ . -)")
+    # the run's lock for the whole scan: a second writer stops before anything is spent
+    with open_run(run_dir, write=True, create=bool(inputs)):
+        return _scan_locked(run_dir, question, cluster=cluster, kinds=kinds, name=name, spec=spec, by=by,
+                            sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
+                            base_url=base_url, concurrency=concurrency, prices=prices, inputs=inputs,
+                            read_options=read_options, log=log)
+
+
+def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, kinds: list[str] | None,
+                 name: str | None, spec: AnswerSpec, by: str | None, sample: int | None, seed: int,
+                 dry_run: bool, max_cost: float | None, llm: str | None, model: str | None,
+                 base_url: str | None, concurrency: int | None, prices: str | None,
+                 inputs: list[Path] | None, read_options: ReadOptions | None, log: Any) -> Any:
+    """:func:`run_scan` once the run is locked."""
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
+
     if inputs:
         split_into(run_dir, inputs, log, read_options)
     run = RunDir(run_dir)
@@ -314,7 +328,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     prompt = load_prompt("scan")
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
-                         max_cost=max_cost, prices=prices)
+                         max_cost=max_cost, prices=prices, analysis="scan")
     if dry_run:
         try:
             return pipe.engine.dry_run(requests)
@@ -327,6 +341,15 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     table = answers_table(pieces, results, spec)
     result = summarise(run, name, question, spec, pieces, table, by)
     result.llm = used
+    from featdisco.analysis.provenance import record
+
+    # a cluster's scan asks that cluster's question: stale once the clusters change;
+    # a question of your own depends on the pieces only
+    record(RunDir(run_dir), f"scan_{name}", [p.name for p in result.paths], command="scan",
+           args={"question": None if cluster is not None else question, "cluster": cluster,
+                 "kind": kinds if cluster is None else None, "name": name, "answer": spec.describe(),
+                 "by": by, "sample": sample, "seed": seed if sample else None},
+           depends="clusters" if cluster is not None else "pieces")
     return result
 
 
@@ -355,22 +378,19 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
         result.paths.append(run.write_table(
             f"scan_{name}_by_{safe}.parquet",
             pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
-    run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
-    scans = dict(run.manifest.get("scans") or {})
-    scans[name] = {"question": question, "answer": spec.describe(),
+    run.merge("scans", {name: {"question": question, "answer": spec.describe(),
                    "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,
                    "rate": result.rate if n else None, "ci_low": result.ci_low, "ci_high": result.ci_high,
                    "failed": result.failed, "not_sent": result.not_sent, "quotes": result.quotes,
-                   "unverified": result.unverified, "by": by}
-    run.update(scans=scans)
+                   "unverified": result.unverified, "by": by}})
     return result
 
 
 def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
     same transcripts were split there before)."""
-    from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
+    from featdisco.pipeline import SPLIT, Pipeline, PipelineConfig, config_from_manifest
 
     cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
         if (run_dir / "manifest.json").exists() else PipelineConfig()
-    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=("split",))
+    Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=SPLIT)

@@ -239,8 +239,11 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     df = pd.DataFrame(out, columns=COLUMNS)
     if write:
         from featdisco.analysis.activations import write_analysis
+        from featdisco.analysis.provenance import safe_name
 
-        write_analysis(run.path, "validation", df)
+        # one result per label file: validating against another file keeps this one
+        write_analysis(run.path, "validation_" + safe_name(labels_path.stem), df,
+                       command="validate", args={"_labels": str(labels_path)})
     return df
 
 

@@ -93,9 +93,10 @@ class RayEngine(FillingEngine):
     async def _fill(self, todo: Mapping[str, LLMRequest]) -> dict[str, CallResult]:
         ray = _ray()
         assert self.cache is not None
-        if self.max_cost is not None or self._rpm is not None or self._tpm is not None:
-            raise FeatdiscoError("--max-cost, --rpm and --tpm are enforced by one process; use "
-                                 "them with --executor local")
+        if (self.max_cost is not None or self.budget is not None or self._rpm is not None
+                or self._tpm is not None):
+            raise FeatdiscoError("--max-cost, a run's --budget, --rpm and --tpm are enforced by one "
+                                 "process; use them with --executor local")
         workers = self._workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         per = max(1, -(-self._concurrency // workers))
         items = [{"request": pickle.dumps(r)} for r in todo.values()]
@@ -114,14 +115,14 @@ class RayEngine(FillingEngine):
                     usage = Usage(*r["usage"])
                     k = str(key)
                     request = todo[k]
+                    cost = self.prices.cost(name, model, usage)
                     if r["status"] == "ok":
                         self.cache.put_ok(k, name, model, request.prompt_version, r["text"],
-                                          r["data"], usage, r["attempts"])
+                                          r["data"], usage, r["attempts"], cost=cost)
                     else:
                         self.cache.put_failed(k, name, model, request.prompt_version,
                                               r["reason"] or "unknown", r["message"] or "",
-                                              r["attempts"], usage, r["text"])
-                    cost = self.prices.cost(name, model, usage)
+                                              r["attempts"], usage, r["text"], cost=cost)
                     res = CallResult(k, r["status"], data=r["data"], text=r["text"],
                                      reason=r["reason"], message=r["message"], usage=usage,
                                      cost=cost, attempts=r["attempts"])

@@ -137,4 +137,6 @@ def read_message(msg: Any) -> LLMResponse:
             text += block.text
     refusal = text or "the model refused" if msg.stop_reason == "refusal" else None
     usage = Usage(msg.usage.input_tokens or 0, msg.usage.output_tokens or 0)
-    return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason, refusal=refusal)
+    model = getattr(msg, "model", None)
+    return LLMResponse(text=text, usage=usage, finish_reason=msg.stop_reason, refusal=refusal,
+                       model=model if isinstance(model, str) else None)

@@ -64,6 +64,9 @@ class LLMResponse:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     refusal: str | None = None  # the provider's own refusal field, when it has one
+    # The model the reply says answered it: providers resolve aliases ("gpt-4o") to
+    # snapshots ("gpt-4o-2024-08-06"), and that, not the name asked for, is what was paid for.
+    model: str | None = None
 
 
 class LLMError(Exception):

@@ -16,6 +16,15 @@ every write commits at once.
 
 What is stored is the reply, usage and provenance (backend, model, prompt version) — never
 request headers or keys; failure messages are redacted by the backends before they get here.
+
+The usage ledger lives in the same file: once an engine has opened an invocation
+(:meth:`CallCache.begin_invocation`), every call it finishes is accounted (stage or
+analysis, tokens, cost, the model the reply named) in the same transaction as the call's
+row, summed per kind of call within that commit (a dict update per call: a row per call
+cost about 20 us of CPU, as much again as storing the call). So what a run spent is known call by call, an invocation stopped by Ctrl-C or kill -9
+included (up to the calls in flight), rather than only when an invocation ends cleanly; a
+run's totals and its budget are read from here (:func:`read_ledger`). A transform writes its
+rows into the fitted run's file (it shares that cache) under its own run id.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -51,6 +62,29 @@ CREATE TABLE IF NOT EXISTS calls (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_prompt ON calls (prompt_version, status);
+CREATE TABLE IF NOT EXISTS invocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run TEXT NOT NULL,               -- the run directory's run_id (its manifest.json)
+    uid TEXT NOT NULL,               -- the invocation's own id (the engine's Account)
+    command TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    UNIQUE (run, uid)
+);
+CREATE TABLE IF NOT EXISTS usage (  -- one row per kind of call finished in one commit
+    invocation INTEGER NOT NULL,     -- invocations.id
+    scope TEXT NOT NULL,             -- the stage or analysis whose calls they were
+    status TEXT NOT NULL,            -- 'ok', 'failed': sent; 'cached', 'skipped': not sent
+    reason TEXT,                     -- why they failed
+    model TEXT,                      -- the model the replies said answered them
+    n INTEGER NOT NULL,              -- calls
+    attempts INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost REAL NOT NULL,              -- USD, of the calls with a known price
+    unpriced INTEGER NOT NULL,       -- calls whose price is unknown
+    created REAL NOT NULL
+);
 """
 
 
@@ -135,7 +169,12 @@ class CallCache:
         self._db = open_db(self.path, _SCHEMA)
         self._ok_rows: list[tuple[Any, ...]] = []
         self._failed_rows: list[tuple[Any, ...]] = []
+        # The ledger's rows of the calls not yet committed, summed by kind of call: a commit
+        # holds a loop tick's calls, so this costs a dict update per call, not a row.
+        self._usage: dict[tuple[Any, ...], list[Any]] = {}
         self._flush_scheduled = False
+        self.invocation: int | None = None  # the ledger's invocation; None: calls not accounted
+        self.scope = ""  # the stage or analysis the calls put now belong to
 
     def __repr__(self) -> str:
         return f"CallCache({str(self.path)!r})"
@@ -160,18 +199,70 @@ class CallCache:
         return self.get_many([key]).get(key)
 
     def put_ok(self, key: str, backend: str, model: str, prompt_version: str, text: str,
-               data: Any, usage: Usage, attempts: int) -> None:
+               data: Any, usage: Usage, attempts: int, *, cost: float | None = None,
+               replied_model: str | None = None) -> None:
+        """Store a success; with an invocation open, account it (``cost`` in USD, None when
+        unknown; ``replied_model``: the model the reply named)."""
+        self._account("ok", None, attempts, usage, cost, replied_model)  # committed with the call
         self._put(key, "ok", backend, model, prompt_version, text,
                   None if data is None else _to_json(data),
                   None, None, attempts, usage)
 
     def put_failed(self, key: str, backend: str, model: str, prompt_version: str, reason: str,
-                   message: str, attempts: int, usage: Usage, text: str | None = None) -> None:
-        """Record a failure, unless a success is already stored (never downgrade)."""
+                   message: str, attempts: int, usage: Usage, text: str | None = None, *,
+                   cost: float | None = None, replied_model: str | None = None) -> None:
+        """Record a failure, unless a success is already stored (never downgrade); accounted
+        like a success (a failed call was still sent, and its replies paid for)."""
+        self._account("failed", reason, attempts, usage, cost, replied_model)  # committed with the call
         self._failed_rows.append(
             (key, "failed", backend, model, prompt_version, text, None, reason, message[:1000],
              attempts, usage.input_tokens, usage.output_tokens, time.time()))
         self._schedule()
+
+    # ------------------------------------------------------------------ the usage ledger
+    def begin_invocation(self, run: str, uid: str, command: str | None = None) -> int:
+        """Open (or, for a second engine of the same invocation, rejoin) invocation ``uid``
+        on ``run``; calls put from now on are accounted under it."""
+        self.flush()
+        command = command or " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:2]])
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR IGNORE INTO invocations (run, uid, command, pid, started) "
+                             "VALUES (?,?,?,?,?)", (run, uid, command[:200], os.getpid(), time.time()))
+            row = self._db.execute("SELECT id FROM invocations WHERE run=? AND uid=?",
+                                   (run, uid)).fetchone()
+        self.invocation = int(row[0])
+        return self.invocation
+
+    def account(self, status: str, n: int) -> None:
+        """Account ``n`` requests not sent (``cached`` or ``skipped``) under the open invocation."""
+        if n > 0 and self.invocation is not None:
+            self._account(status, None, 0, Usage(), 0.0, None, n)
+            self._schedule()
+
+    def _account(self, status: str, reason: str | None, attempts: int, usage: Usage,
+                 cost: float | None, model: str | None, n: int = 1) -> None:
+        if self.invocation is None:
+            return
+        key = (self.invocation, self.scope, status, reason, model)
+        row = self._usage.get(key)
+        if row is None:
+            row = self._usage[key] = [0, 0, 0, 0, 0.0, 0]
+        row[0] += n
+        row[1] += attempts
+        row[2] += usage.input_tokens
+        row[3] += usage.output_tokens
+        if cost is None:
+            row[5] += n
+        else:
+            row[4] += cost
+
+    def spent(self, run: str) -> float:
+        """USD spent on ``run`` over every invocation (calls of unknown price count 0)."""
+        self.flush()
+        row = self._db.execute("SELECT total(u.cost) FROM usage u JOIN invocations i ON "
+                               "i.id = u.invocation WHERE i.run = ?", (run,)).fetchone()
+        return float(row[0] or 0.0)
 
     def _put(self, key: str, status: str, backend: str, model: str, prompt_version: str,
              text: str | None, data: str | None, reason: str | None, message: str | None,
@@ -194,12 +285,17 @@ class CallCache:
     def flush(self) -> None:
         """Commit every finished call not yet on disk, in one transaction."""
         self._flush_scheduled = False
-        if not (self._ok_rows or self._failed_rows):
+        if not (self._ok_rows or self._failed_rows or self._usage):
             return
         ok, self._ok_rows = self._ok_rows, []
         failed, self._failed_rows = self._failed_rows, []
-        with self._db:  # BEGIN ... COMMIT
+        used, self._usage = self._usage, {}
+        with self._db:  # BEGIN ... COMMIT: calls and their usage are stored together
             self._db.execute("BEGIN")
+            if used:
+                now = time.time()
+                self._db.executemany("INSERT INTO usage VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                                     [(*k, *v, now) for k, v in used.items()])
             if ok:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", ok)
@@ -228,9 +324,54 @@ class CallCache:
     def close(self) -> None:
         self.flush()
         self._db.close()
+        self.invocation = None
 
     def __enter__(self) -> CallCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """The ledger of one run, summed by invocation, scope, status, reason and reply model."""
+
+    invocation: int
+    started: float
+    command: str
+    scope: str
+    status: str
+    reason: str | None
+    model: str | None
+    n: int
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    unpriced: int  # calls among them whose cost is unknown
+
+
+def read_ledger(path: str | Path, run: str) -> list[LedgerRow] | None:
+    """``run``'s usage from the ledger in the cache file ``path``, read without writing
+    (another process may be adding to it); None when there is no ledger to read."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        rows = db.execute(
+            "SELECT u.invocation, i.started, i.command, u.scope, u.status, u.reason, u.model, "
+            "sum(u.n), sum(u.attempts), sum(u.input_tokens), sum(u.output_tokens), total(u.cost), "
+            "sum(u.unpriced) FROM usage u JOIN invocations i ON i.id = u.invocation "
+            "WHERE i.run = ? GROUP BY u.invocation, u.scope, u.status, u.reason, u.model "
+            "ORDER BY u.invocation", (run,)).fetchall()
+    except sqlite3.Error:  # a cache from before the ledger, or not a cache
+        return None
+    finally:
+        db.close()
+    return [LedgerRow(*r) for r in rows]

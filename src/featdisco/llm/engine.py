@@ -26,7 +26,11 @@ Why it is built this way:
   stage slowed by timeouts or 429s says so.
 * Under ``max_cost`` a call starts only if the money already spent, plus the estimated cost
   of the calls in flight and of this one, stays within the cap; so the run stops at the cap,
-  not one concurrency's worth of calls after it.
+  not one concurrency's worth of calls after it. ``budget`` is the same check over every
+  invocation of the run (what the ledger says was spent before this engine, plus its own);
+  reaching it raises :class:`BudgetReached` once the run's remaining calls are set aside.
+* With an :class:`Account`, every finished call is written to the cache file's usage ledger
+  in the same transaction as the call (cache.py), so an interrupted invocation is counted.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -99,6 +104,28 @@ class CallResult:
 DRY_RUN_BATCH = 32_768  # distinct requests looked up in the cache at once by a dry run
 
 
+class BudgetReached(FeatdiscoError):
+    """The run's budget (``--budget``, over every invocation) is spent: the command stops
+    with exit status 3, like a run stopped at ``--max-cost``, and a rerun with a higher
+    budget continues from the cache."""
+
+    exit_code = 3
+
+
+@dataclass(slots=True)
+class Account:
+    """Whose calls an engine makes, for the usage ledger. ``open`` is called before the
+    first call is sent (not by a dry run): it returns the run's id and what the run spent
+    before the ledger existed (a run made by an older featdisco), and may write them into
+    the run's manifest. ``scope`` is the stage or analysis making the calls now."""
+
+    open: Callable[[], tuple[str, float]]
+    scope: str = ""
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # this invocation
+    run: str | None = None
+    spent_before: float = 0.0  # by the run before this engine's first call
+
+
 class CallEngine:
     """Runs requests against one backend. Parameters are fixed at construction; ``summary``
     accumulates over every run of this engine, ``last_summary`` is the latest run's."""
@@ -108,7 +135,8 @@ class CallEngine:
                  max_retries: int = 6, timeout: float = 60.0, max_cost: float | None = None,
                  prices: PriceTable | None = None, progress: str | Progress | None = "auto",
                  backoff_base: float = 1.0, backoff_max: float = 60.0, repair: bool = True,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, budget: float | None = None,
+                 account: Account | None = None) -> None:
         if concurrency < 1:
             raise FeatdiscoError("concurrency must be at least 1")
         self.backend = backend
@@ -132,6 +160,13 @@ class CallEngine:
             raise FeatdiscoError(
                 f"cannot enforce a cost cap: no price is known for model {backend.model!r}; "
                 "add it with --prices FILE (or FEATDISCO_PRICES) or drop --max-cost")
+        if budget is not None and not self.prices.known(backend.name, backend.model):
+            raise FeatdiscoError(
+                f"cannot keep to the run's budget (${budget:g}): no price is known for model "
+                f"{backend.model!r}; add it with --prices FILE (or FEATDISCO_PRICES)")
+        self.budget = budget
+        self.account = account
+        self._stopped_by: str | None = None  # "max_cost" or "budget"
         self._spent = 0.0
         self._reserved = 0.0
         self._stopped = False
@@ -149,6 +184,51 @@ class CallEngine:
     def spent(self) -> float:
         """USD spent by this engine so far (priced calls only)."""
         return self._spent
+
+    @property
+    def budget_spent(self) -> float:
+        """USD the run has spent over every invocation, this engine's calls included."""
+        before = self.account.spent_before if self.account is not None else 0.0
+        return before + self._spent
+
+    def _open_account(self) -> None:
+        """Before the first call of a run: open the ledger's invocation (once per cache),
+        learn what the run spent before (for the budget), and tag this run's calls with
+        the account's scope."""
+        acc, cache = self.account, self.cache
+        if acc is None or cache is None:
+            return
+        if cache.invocation is None or acc.run is None:
+            acc.run, legacy = acc.open()
+            cache.begin_invocation(acc.run, acc.uid)
+            acc.spent_before = legacy + cache.spent(acc.run) - self._spent
+        cache.scope = acc.scope
+
+    def _over_cap(self, est: float) -> bool:
+        """Whether a call estimated at ``est`` USD would pass ``max_cost`` or the budget."""
+        ahead = self._spent + self._reserved + est
+        if self.max_cost is not None and ahead > self.max_cost:
+            self._stopped_by = self._stopped_by or "max_cost"
+            return True
+        if self.budget is not None and self.budget_spent - self._spent + ahead > self.budget:
+            self._stopped_by = self._stopped_by or "budget"
+            return True
+        return False
+
+    def cap_limit(self) -> float | None:
+        """The limit that stopped the calls (``max_cost`` or the budget)."""
+        return self.budget if self._stopped_by == "budget" else self.max_cost
+
+    def stop_text(self) -> str:
+        """Why calls were held back, in words: the cap or the budget, with the figures."""
+        if self._stopped_by == "budget" and self.budget is not None:
+            spent = self.budget_spent
+            share = f" ({spent / self.budget:.0%})" if self.budget > 0 else ""
+            return (f"stopped at the run's budget: ${spent:.4f} of ${self.budget:g} spent{share} "
+                    "over every invocation; finished calls are kept, and rerunning with a higher "
+                    "--budget continues")
+        return (f"stopped at the --max-cost cap (${self._spent:.4f} of ${self.max_cost} spent "
+                "in this invocation); rerun with a higher cap to continue")
 
     def key(self, request: LLMRequest) -> str:
         return request_key(self.backend.name, self.backend.model, request)
@@ -256,6 +336,8 @@ class CallEngine:
         keys, first, done = self._plan(requests)
         queue = deque((k, r) for k, r in first.items() if k not in done)
         n_cached = len(done)
+        if first:
+            self._open_account()
         self._retried = Counter()
         self.progress.start(len(first), n_cached, desc)
         try:
@@ -312,6 +394,12 @@ class CallEngine:
         s.elapsed = time.monotonic() - t0
         self.last_summary = s
         self.summary.add(s)
+        if self.cache is not None and self.cache.invocation is not None:
+            self.cache.account("cached", s.cached)  # not sent, so not written call by call
+            self.cache.account("skipped", s.skipped_budget)
+            self.cache.flush()
+        if s.skipped_budget and self._stopped_by == "budget":
+            raise BudgetReached(self.stop_text())
 
     async def _worker(self, queue: deque[tuple[str, LLMRequest]],
                       done: dict[str, CallResult]) -> None:
@@ -330,13 +418,14 @@ class CallEngine:
         cost: float | None = 0.0
         current = request
         while True:
-            est = self._attempt_cost(current) if self.max_cost is not None else 0.0
-            if self._stopped or (self.max_cost is not None
-                                 and self._spent + self._reserved + est > self.max_cost):
+            capped = self.max_cost is not None or self.budget is not None
+            est = self._attempt_cost(current) if capped else 0.0
+            if self._stopped or (capped and self._over_cap(est)):
                 self._stopped = True
+                what = ("the run's budget" if self._stopped_by == "budget"
+                        else "the cost cap") + f" ${self.cap_limit()} was reached"
                 return CallResult(key, "skipped_budget", reason="budget", usage=usage,
-                                  cost=cost, attempts=attempts,
-                                  message=f"not sent: the cost cap ${self.max_cost} was reached")
+                                  cost=cost, attempts=attempts, message=f"not sent: {what}")
             if self._rpm is not None:
                 await self._rpm.acquire(1)
             if self._tpm is not None:
@@ -386,6 +475,7 @@ class CallEngine:
                     self._fatal = err
                 return self._failed(key, request, err.reason, err.message, attempts, usage, cost)
             self._reached = True
+            replied = resp.model
             u = self._usage(current, resp)
             usage = usage + u
             c = self.prices.cost(self.backend.name, self.backend.model, u)
@@ -400,10 +490,11 @@ class CallEngine:
                     current = repair_request(request, resp, p)
                     continue
                 return self._failed(key, request, p.reason, p.message, attempts, usage, cost,
-                                    resp.text)
+                                    resp.text, replied)
             if self.cache is not None:
                 self.cache.put_ok(key, self.backend.name, self.backend.model,
-                                  request.prompt_version, resp.text, data, usage, attempts)
+                                  request.prompt_version, resp.text, data, usage, attempts,
+                                  cost=cost, replied_model=replied)
             return CallResult(key, "ok", data=data, text=resp.text, usage=usage, cost=cost,
                               attempts=attempts)
 
@@ -417,10 +508,12 @@ class CallEngine:
         return u
 
     def _failed(self, key: str, request: LLMRequest, reason: str, message: str, attempts: int,
-                usage: Usage, cost: float | None, text: str | None = None) -> CallResult:
+                usage: Usage, cost: float | None, text: str | None = None,
+                replied: str | None = None) -> CallResult:
         if self.cache is not None:
             self.cache.put_failed(key, self.backend.name, self.backend.model,
-                                  request.prompt_version, reason, message, attempts, usage, text)
+                                  request.prompt_version, reason, message, attempts, usage, text,
+                                  cost=cost, replied_model=replied)
         return CallResult(key, "failed", text=text, reason=reason, message=message, usage=usage,
                           cost=cost, attempts=attempts)
 

@@ -329,7 +329,8 @@ def read_completion(body: Any) -> LLMResponse:
                        usage=Usage(int(u.get("prompt_tokens") or 0),
                                    int(u.get("completion_tokens") or 0)),
                        finish_reason=choice.get("finish_reason"),
-                       refusal=msg.get("refusal") or None)
+                       refusal=msg.get("refusal") or None,
+                       model=body.get("model") if isinstance(body.get("model"), str) else None)
 
 
 # Size and range bounds that OpenAI's strict mode rejects ("... is not permitted") on some

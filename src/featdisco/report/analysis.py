@@ -37,6 +37,9 @@ def _clean(values: list[Any]) -> list[Any]:
 def write_analyses(run_dir: Path, writer: ShardWriter) -> list[dict[str, Any]]:
     """Write ``a/<name>.js`` for every analysis file; returns their summaries for the
     overview (name, rows, columns, whether rows were cut)."""
+    from featdisco.analysis.provenance import stale_files
+
+    stale = stale_files(run_dir)  # computed on other clusters than the run has now
     found: list[dict[str, Any]] = []
     for path in sorted(run_dir.glob("analysis_*.parquet")):
         name = path.stem.removeprefix("analysis_")
@@ -51,8 +54,10 @@ def write_analyses(run_dir: Path, writer: ShardWriter) -> list[dict[str, Any]]:
         columns = {c: _clean(table.column(c).to_pylist()) for c in table.column_names}
         meta = {k.decode(errors="replace"): v.decode(errors="replace")
                 for k, v in (pf.schema_arrow.metadata or {}).items() if not k.startswith(b"ARROW") and k != b"pandas"}
+        old = stale.get(path.name)
+        refresh = (old.get("command") or "rerun the command that wrote it") if old else None
         writer.write(f"a/{name}.js", f"a/{name}", {"name": name, "rows": rows, "columns": columns,
-                                                   "meta": meta})
+                                                   "meta": meta, "stale": old is not None, "refresh": refresh})
         found.append({"name": name, "rows": rows, "columns": table.column_names,
-                      "cut": rows > MAX_ROWS})
+                      "cut": rows > MAX_ROWS, "stale": old is not None, "refresh": refresh})
     return found

@@ -244,6 +244,10 @@ def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, 
                "failed": int(np.sum(np.asarray(pc.not_equal(table.column("status"), "ok").to_numpy(
                    zero_copy_only=False), dtype=bool))),
                "quotes": int((ver >= 0).sum()), "unverified": int((ver == 0).sum())}
+    from featdisco.analysis.provenance import stale_files
+
+    old = stale_files(run.path).get(f"scan_{name}.parquet")  # a cluster's scan after the clusters changed
+    summary.update(stale=old is not None, refresh=(old.get("command") if old else None))
     writer.write(f"sc/{name}.js", f"sc/{name}", {**summary, "by": by, "items": items,
                                                  "hits_shown": len(shown_hits), "others_shown": len(shown_others),
                                                  "others": len(others)})

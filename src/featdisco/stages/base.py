@@ -17,7 +17,8 @@ import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, make_dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -54,21 +55,73 @@ class StageResult:
     stop: str | None = None
 
 
+class StageConfig:
+    """Base of each stage's frozen config dataclass: reading a field the stage does not
+    declare is an error, not a silent ``AttributeError`` caught somewhere."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise FeatdiscoError(f"{type(self).__name__}: the stage reads config field {name!r}, which it does "
+                             "not declare (add it to its `config`)")
+
+
 class Stage(ABC):
-    """One step of the pipeline. Subclasses set the class attributes and :meth:`run`."""
+    """One step of the pipeline. Subclasses set the class attributes and :meth:`run`.
+
+    A stage's config is a frozen dataclass (:class:`StageConfig`): either its own ``Config``
+    (whose fields named like :class:`~featdisco.pipeline.PipelineConfig`'s are filled from
+    it, the others keep their defaults) or one made from the ``config`` names. Its
+    fingerprint is that dataclass, the content of its ``reads``, its prompt's text and the
+    identity of its backends (:meth:`StageRunner.fingerprint`): nothing assembled by hand.
+    """
 
     name: ClassVar[str]
     version: ClassVar[int]  # bump when the output for the same inputs changes
     reads: ClassVar[tuple[str, ...]] = ()  # artefacts of earlier stages (a missing one hashes as absent)
     writes: ClassVar[tuple[str, ...]] = ()  # artefacts it may write (all it writes must be here)
     config: ClassVar[tuple[str, ...]] = ()  # PipelineConfig fields that shape its output
+    Config: ClassVar[type | None] = None  # its frozen config dataclass (else made from ``config``)
     prompt: ClassVar[str | None] = None  # the prompt it renders (its full text is fingerprinted)
     backends: ClassVar[tuple[str, ...]] = ()  # "llm" / "embedder": their identity is an input
     source: ClassVar[bool] = False  # reads transcripts from outside the run: runs whenever given them
+    # Its own state from earlier runs (also in ``writes``): readable, not fingerprinted, as what
+    # it holds is a function of the fingerprinted inputs and itself (the cluster id registry).
+    state: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("Config")
+        if own is not None:  # its declared fields are the config it reads
+            cls.config = tuple(f.name for f in fields(own))
+
+    @classmethod
+    def config_type(cls) -> type:
+        """The stage's frozen config dataclass."""
+        return cls.Config if cls.Config is not None else _config_type(cls.__name__, cls.config)
 
     @abstractmethod
     def run(self, ctx: StageContext) -> StageResult:
         """Do the work through ``ctx``; return the counts."""
+
+
+@cache
+def _config_type(stage: str, names: tuple[str, ...]) -> type:
+    return make_dataclass(stage.removesuffix("Stage") + "Config", [(n, Any) for n in names],
+                          bases=(StageConfig,), frozen=True)
+
+
+def stage_config(stage: Stage | type[Stage], config: Any) -> Any:
+    """The one place a stage's config is made: its dataclass's fields, from ``config`` (the
+    run's :class:`~featdisco.pipeline.PipelineConfig`) where it has them."""
+    kind = stage.config_type()
+    values = {f.name: getattr(config, f.name) for f in fields(kind) if hasattr(config, f.name)}
+    return kind(**values)
+
+
+def config_dict(settings: Any) -> dict[str, Any]:
+    """A stage config as the JSON-able dict that enters its fingerprint."""
+    return asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else dict(settings)
 
 
 class Backends(ABC):
@@ -94,21 +147,6 @@ class Backends(ABC):
     def prompt(self, name: str) -> Prompt: ...
 
 
-class ConfigView:
-    """The declared fields of the run's config, and nothing else."""
-
-    def __init__(self, config: Any, fields: Sequence[str], stage: str) -> None:
-        self._values = {f: getattr(config, f) for f in fields}
-        self._stage = stage
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise FeatdiscoError(f"stage {self._stage!r} reads config field {name!r}, which it does not "
-                                 "declare (add it to its `config`)") from None
-
-
 class StageContext:
     """The only door between a stage and the run: declared reads, declared writes (into a
     staging folder), declared config fields, prompt and backends."""
@@ -116,7 +154,7 @@ class StageContext:
     def __init__(self, stage: Stage, run: RunDir, staging: Path, config: Any, backends: Backends,
                  log: Log, inputs: Any = None) -> None:
         self.stage, self._run, self._staging = stage, run, staging
-        self.config = ConfigView(config, stage.config, stage.name)
+        self.config = stage_config(stage, config)  # frozen; an undeclared field is an error
         self._config = config
         self._backends = backends
         self.log = log
@@ -125,7 +163,7 @@ class StageContext:
 
     # -- reading
     def path(self, name: str) -> Path:
-        if name not in self.stage.reads:
+        if name not in self.stage.reads and name not in self.stage.state:
             raise FeatdiscoError(f"stage {self.stage.name!r} reads {name}, which it does not declare "
                                  "(add it to its `reads`)")
         return self._run.file(name)
@@ -189,13 +227,14 @@ class StageContext:
         return self._backends.embedder
 
     @property
-    def executor(self) -> Any:
-        return self._backends.executor  # how work is spread, not what it returns
+    def executor(self) -> BoundExecutor:
+        """How work is spread (not what it returns): the run's executor, bound to what it
+        needs to rebuild backends on workers, so a stage never sees the whole config."""
+        return BoundExecutor(self._backends.executor, self._config)
 
     @property
     def executor_config(self) -> Any:
-        """The whole config, for the executor only: it needs to rebuild backends on workers
-        (how work is spread, not what it returns, so not a fingerprinted input)."""
+        """Deprecated: use ``ctx.executor.embed(strings, embedder, cache, writer)``."""
         return self._config
 
     def cache_path(self, name: str) -> Path:
@@ -209,6 +248,17 @@ class StageContext:
         if self.stage.prompt is None:
             raise FeatdiscoError(f"stage {self.stage.name!r} declares no prompt")
         return self._backends.prompt(self.stage.prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundExecutor:
+    """The run's executor with the settings it rebuilds backends from on workers."""
+
+    executor: Any
+    settings: Any
+
+    def embed(self, strings: Sequence[str], embedder: Any, cache: Any, writer: Any) -> Any:
+        return self.executor.embed(strings, embedder, cache, self.settings, writer)
 
 
 @dataclass(slots=True)
@@ -233,7 +283,7 @@ class StageRunner:
             "stage": stage.name,
             "version": stage.version,
             "reads": {name: self.run_dir.artefact_hash(name) for name in stage.reads},
-            "config": {f: getattr(self.config, f) for f in stage.config},
+            "config": config_dict(stage_config(stage, self.config)),
             "prompt": self.backends.prompt(stage.prompt).sha256 if stage.prompt else None,
             "backends": {b: self.backends.identity(b) for b in stage.backends},
         })

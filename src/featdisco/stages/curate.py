@@ -1,24 +1,27 @@
 """The curate stage: the researcher's edits (``curation.json``) applied to the named
 partition, so every later stage — rating, the cluster table, the report, the analyses and
-``transform`` — sees the curated clusters.
+``transform`` — sees the curated clusters, numbered with stable ids.
 
 It comes after naming (and after any automatic merging) because researchers edit the
 clusters they see: it reads the partition and labels that came before it (:data:`SOURCE`)
 and writes the ones the rest of the run reads (``assignments.parquet``,
 ``clusters_base.parquet``, ``centroids_*.npy``, ``labels.parquet``). ``curation.json`` is a
 declared input, so an edit reruns this stage and, through the content of what it writes,
-exactly what depends on it; a rerun that reclusters reapplies every edit. With no edit that
-changes the partition the source artefacts are copied byte for byte, so nothing downstream
-reruns. After a merge or split every string of the kind goes to its nearest final centroid
-(the rule the cluster stage and ``transform`` use), and the new clusters are named with the
-run's naming prompt (the LLM cache answers any it has named before). Renames and hides go
-to the assemble stage in ``curation_applied.json``, with the fate of every edit.
+exactly what depends on it; a rerun that reclusters reapplies every edit.
+
+An edit moves only the features of the clusters it names: a merge is the union of its
+clusters, a split re-partitions only the split cluster's members, every other cluster keeps
+its members, centroid and label. (Nearest centroid stays the rule for *new* data in
+``transform``; a merged cluster's centroid is the mean of its members.) Merged and split
+clusters are named with the run's naming prompt (the LLM cache answers any it has named
+before). The final clusters are numbered by the id registry (:mod:`featdisco.cluster_ids`):
+a cluster keeps its id, a new one gets an id never used in the run, and an edited
+cluster's old ids are retired with where they went. Renames and hides go to the assemble
+stage in ``curation_applied.json``, with the fate of every edit.
 """
 
 from __future__ import annotations
 
-import itertools
-import shutil
 from typing import Any
 
 import numpy as np
@@ -28,12 +31,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from featdisco.cluster_ids import MEMBERS, REGISTRY, Registry, find_by_pieces
 from featdisco.curation import (
     APPLIED,
     CURATION,
+    ClusterRef,
     Curator,
     Edit,
     KindPartition,
+    Outcome,
     Part,
     applied_json,
     counts,
@@ -41,13 +47,12 @@ from featdisco.curation import (
 )
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
-from featdisco.stages.kmeans import SphericalKMeans, nearest
-from featdisco.stages.merge import THRESHOLD_PERCENTILE
+from featdisco.stages.kmeans import SphericalKMeans, member_floors
 from featdisco.stages.name import LABELS_SCHEMA, name_clusters
 from featdisco.storage.matrix import load_matrix, read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: merges are unions, nobody else moves; stable ids from the registry
 # What the merge stage wrote → what the run reads after curation.
 SOURCE = {"merged_assignments.parquet": "assignments.parquet", "merged_clusters.parquet": "clusters_base.parquet",
           "merged_labels.parquet": "labels.parquet",
@@ -59,62 +64,54 @@ class CurateStage(Stage):
     name = "curate"
     version = STAGE_VERSION
     reads = (*SOURCE, CURATION, "features.parquet", "strings.parquet", "embeddings.npy")
-    writes = (*SOURCE.values(), APPLIED)
+    state = (REGISTRY, MEMBERS)  # the id registry: which id each cluster had, so it keeps it
+    writes = (*SOURCE.values(), APPLIED, REGISTRY, MEMBERS)
     config = ("seed", "min_cluster_size", "sample_size")
     prompt = "name"  # merged and split clusters are named again
     backends = ("llm",)
 
     def run(self, ctx: StageContext) -> StageResult:
         edits = read_edits(ctx.path(CURATION))
-        if not edits:
-            self._copy(ctx)
-            return StageResult({"edits": 0})
-        curator, raw = self._curator(ctx, edits)
+        registry = Registry.read(ctx.path(REGISTRY), ctx.path(MEMBERS))
+        curator, raw = self._curator(ctx, edits, registry)
         outcomes = curator.apply(edits)
         for o in outcomes:
             if o.status == "stale":
                 ctx.log(f"curate: edit {o.index} ({o.edit.describe()}) is stale: {o.reason}")
         result = StageResult(counts(outcomes))
-        if curator.changed:
-            final, failed = self._write_partition(ctx, curator, raw)
-            result.complete = failed == 0
-            if failed:
-                result.counts["naming_failed"] = failed
-        else:
-            self._copy(ctx)
-            final = {kind: {p: (None, c) for c, p in enumerate(kp.order)} for kind, kp in curator.kinds.items()}
-        offsets = _offsets({k: len(v) for k, v in final.items()})
-
-        def final_id(kind: str, part: int) -> int | None:
-            hit = final[kind].get(part)
-            return None if hit is None or hit[1] is None else offsets[kind] + hit[1]
-
+        id_of, failed = self._write_partition(ctx, curator, raw, registry, outcomes)
+        result.complete = failed == 0
+        if failed:
+            result.counts["naming_failed"] = failed
+        if registry.retired():
+            result.counts["retired_ids"] = len(registry.retired())
         for o in outcomes:
-            o.now = [i for kind, p in o.parts if (i := final_id(kind, p)) is not None]
+            o.now = [id_of[(kind, p)] for kind, p in o.parts if (kind, p) in id_of]
         renamed: dict[int, str] = {}
         hidden: list[int] = []
         for kind, kp in curator.kinds.items():
             for p, part in enumerate(kp.parts):
-                if (i := final_id(kind, p)) is not None:
+                if (i := id_of.get((kind, p))) is not None:
                     if part.label:
                         renamed[i] = part.label
                     if part.hidden:
                         hidden.append(i)
         ctx.output(APPLIED).write_bytes(orjson.dumps(applied_json(outcomes, renamed, hidden),
                                                      option=orjson.OPT_INDENT_2))
+        ctx.output(REGISTRY).write_bytes(registry.to_bytes())
+        ctx.write_table(MEMBERS, registry.members)
         return result
 
-    @staticmethod
-    def _copy(ctx: StageContext) -> None:
-        for src, dst in SOURCE.items():
-            if ctx.exists(src):
-                shutil.copyfile(ctx.path(src), ctx.output(dst))
-
-    def _curator(self, ctx: StageContext, edits: list[Edit]) -> tuple[Curator, dict[str, Any]]:
+    def _curator(self, ctx: StageContext, edits: list[Edit], registry: Registry
+                 ) -> tuple[Curator, dict[str, Any]]:
         """Each kind's distinct strings and the cluster each is in before curation."""
         strings = ctx.read_table("strings.parquet").column("text")
-        feats = ctx.read_table("features.parquet", ["feature_id", "piece_id", "transcript_id", "kind", "text"])
-        sids = string_ids([feats.column("text")], feats.num_rows, strings)
+        # Feature texts are matched to their strings a block at a time and not kept: the text
+        # column is the bulk of a big run's features table.
+        feats = ctx.read_table("features.parquet", ["feature_id", "piece_id", "transcript_id", "kind"])
+        with pq.ParquetFile(ctx.path("features.parquet")) as pf:
+            sids = string_ids((b.column(0) for b in pf.iter_batches(batch_size=1 << 20, columns=["text"])),
+                              pf.metadata.num_rows, strings)
         assign = ctx.read_table(_SRC["assignments.parquet"])
         base = ctx.read_table(_SRC["clusters_base.parquet"])
         base_kinds = base.column("kind").to_pylist()
@@ -143,67 +140,106 @@ class CurateStage(Stage):
             model.fit(x, sample_weight=weights.astype(np.float32))
             return model.assign(x)[0]
 
-        return Curator(kinds, sid_of, split), {"feats": feats, "sids": sids, "assign": assign,
-                                               "kinds": kinds_col, "strings": strings, "offsets": offset_of}
+        def by_id(ref: ClusterRef, kp: KindPartition) -> int | None:
+            mask = kinds_col == ref.kind
+            part = kp.part_of[np.searchsorted(kp.sids, sids[mask])]
+            return find_by_pieces(registry, ref.id, pa.table({
+                "part": pa.array(part, pa.int64()), "piece_id": feats.column("piece_id").filter(pa.array(mask))}))
 
-    def _write_partition(self, ctx: StageContext, curator: Curator, raw: dict[str, Any]
-                         ) -> tuple[dict[str, dict[int, tuple[Any, int | None]]], int]:
-        """The curated partition. Unchanged clusters keep their centroid; merged and split
-        ones get the weighted mean of their members' embeddings; then every string of the
-        kind goes to its nearest centroid. Returns part → (centroid row, final index or
-        None when no string is nearest to it) per kind, and the failed naming calls."""
+        return Curator(kinds, sid_of, split, by_id), {"feats": feats, "sids": sids, "kinds": kinds_col,
+                                               "strings": strings, "offsets": offset_of}
+
+    def _write_partition(self, ctx: StageContext, curator: Curator, raw: dict[str, Any], registry: Registry,
+                         outcomes: list[Outcome]) -> tuple[dict[tuple[str, int], int], int]:
+        """The curated partition, numbered by the registry. Each string stays in the part the
+        edits left it in (a merge is a union; nobody else moves); unchanged clusters keep
+        their centroid, merged and split ones get the weighted mean of their members'
+        embeddings. Returns (kind, part) → final id, and the failed naming calls."""
         feats, sids, kinds_col, strings = raw["feats"], raw["sids"], raw["kinds"], raw["strings"]
         emb = ctx.path("embeddings.npy")
-        labels = {r["cluster_id"]: r for r in ctx.read_table(_SRC["labels.parquet"]).to_pylist()}
-        cluster_of = np.full(feats.num_rows, -1, np.int64)
+        part_of_feature = np.full(feats.num_rows, -1, np.int64)  # the global part index
         sim_of = np.zeros(feats.num_rows, np.float32)
-        final: dict[str, dict[int, tuple[Any, int | None]]] = {}
-        kept: dict[str, list[int]] = {}
+        entries: list[tuple[str, int]] = []  # global part index → (kind, part)
+        cents: list[NDArray[np.float32]] = []
+        distinct: list[int] = []
         for kind, kp in curator.kinds.items():
             raw_cent = load_matrix(ctx.path(_SRC[f"centroids_{kind}.npy"]), mmap=True)
-            cents = np.zeros((len(kp.order), raw_cent.shape[1]), np.float32)
-            for i, part in enumerate(kp.order):
+            live = [p for p in kp.order if (kp.part_of == p).any()]  # a part no string is in is gone
+            local = np.full(len(kp.parts), -1, np.int64)
+            local[live] = np.arange(len(live))
+            vecs = read_rows(emb, kp.sids)
+            kind_cents = np.zeros((len(live), raw_cent.shape[1]), np.float32)
+            for i, part in enumerate(live):
                 p = kp.parts[part]
                 if p.raw is not None:
-                    cents[i] = raw_cent[p.raw]
+                    kind_cents[i] = raw_cent[p.raw]
                     continue
-                members = np.flatnonzero(kp.part_of == part)
-                mean = (read_rows(emb, kp.sids[members]) * kp.weights[members, None].astype(np.float32)).sum(axis=0)
-                cents[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-            best, sims = nearest(read_rows(emb, kp.sids), cents)
-            used = np.bincount(best, minlength=len(cents)) > 0
-            renumber = np.cumsum(used) - 1
-            final[kind] = {part: (i, int(renumber[i]) if used[i] else None) for i, part in enumerate(kp.order)}
-            kept[kind] = [part for part in kp.order if final[kind][part][1] is not None]
-            kp.part_of = np.asarray(kp.order, np.int64)[best]  # where each string now is
-            save_matrix(ctx.output(f"centroids_{kind}.npy"), cents[used])
+                members = kp.part_of == part
+                mean = (vecs[members] * kp.weights[members, None].astype(np.float32)).sum(axis=0)
+                kind_cents[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+            str_local = local[kp.part_of]
+            str_sim = np.einsum("ij,ij->i", vecs, kind_cents[str_local])
             mask = kinds_col == kind
             pos = np.searchsorted(kp.sids, sids[mask])
-            cluster_of[mask] = renumber[best][pos]
-            sim_of[mask] = sims[pos]
-        offsets = _offsets({k: len(v) for k, v in kept.items()})
-        for kind in kept:
-            cluster_of[kinds_col == kind] += offsets[kind]
+            part_of_feature[mask] = len(entries) + str_local[pos]
+            sim_of[mask] = str_sim[pos]
+            entries.extend((kind, p) for p in live)
+            cents.extend(kind_cents)
+            distinct.extend(np.bincount(str_local, minlength=len(live)).tolist())
+        index_of = {e: g for g, e in enumerate(entries)}
+        barred: dict[int, set[int]] = {}
+        why: dict[int, str] = {}
+        for o in outcomes:
+            if o.status == "applied" and o.edit.op in ("merge", "split"):
+                for kp_key in o.parts:
+                    if kp_key in index_of:
+                        barred.setdefault(index_of[kp_key], set()).update(c.id for c in o.edit.clusters)
+                why.update({c.id: f"{o.edit.op} by edit {o.index}" for c in o.edit.clusters})
+        ids = registry.assign(pa.table({"part": pa.array(part_of_feature, pa.int64()), "sid": pa.array(sids),
+                                        "piece_id": feats.column("piece_id")}),
+                              [k for k, _ in entries], barred, why, strings)
+        order = np.argsort(ids, kind="stable")  # the tables list clusters by id
+        row_of = np.empty(len(ids), np.int64)  # each part's centroid row within its kind
+        for kind in curator.kinds:
+            mine = [g for g in order if entries[g][0] == kind]
+            row_of[mine] = np.arange(len(mine))
+            save_matrix(ctx.output(f"centroids_{kind}.npy"),
+                        np.stack([cents[g] for g in mine]) if mine else np.zeros((0, 1), np.float32))
+        cluster_of = ids[part_of_feature]
         assignments = pa.table({"feature_id": feats.column("feature_id"), "kind": feats.column("kind"),
                                 "cluster_id": pa.array(cluster_of, pa.int64()),
                                 "similarity": pa.array(sim_of, pa.float32())})
         ctx.write_table("assignments.parquet", assignments)
-        ctx.write_table("clusters_base.parquet", base_table(
-            assignments, feats, sids, {k: len(v) for k, v in kept.items()}, int(ctx.config.min_cluster_size),
-            pq.read_schema(ctx.path(_SRC["clusters_base.parquet"]))))
+        size = np.bincount(part_of_feature, minlength=len(ids))
+        spread = pa.table({"part": pa.array(part_of_feature, pa.int64()), "piece_id": feats.column("piece_id"),
+                           "transcript_id": feats.column("transcript_id")}) \
+            .group_by("part").aggregate([("piece_id", "count_distinct"), ("transcript_id", "count_distinct")])
+        pieces, transcripts = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
+        at = spread.column("part").to_numpy()
+        pieces[at] = spread.column("piece_id_count_distinct").to_numpy()
+        transcripts[at] = spread.column("transcript_id_count_distinct").to_numpy()
+        cols: dict[str, Any] = {
+            "cluster_id": ids[order], "kind": [entries[g][0] for g in order], "cluster": row_of[order],
+            "size": size[order], "distinct": np.asarray(distinct, np.int64)[order],
+            "small": size[order] < int(ctx.config.min_cluster_size), "pieces": pieces[order],
+            "transcripts": transcripts[order],
+            "min_similarity": member_floors(part_of_feature, sim_of, len(ids))[order]}
+        schema = pq.read_schema(ctx.path(_SRC["clusters_base.parquet"]))
+        ctx.write_table("clusters_base.parquet",
+                        pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema}, schema=schema))
         # labels: the source's for unchanged clusters, the namer's for merged and split ones
+        source = {r["cluster_id"]: r for r in ctx.read_table(_SRC["labels.parquet"]).to_pylist()}
         rows: list[dict[str, Any]] = []
         todo: list[tuple[int, str, list[str]]] = []
-        for kind, parts in kept.items():
-            kp = curator.kinds[kind]
-            for i, part in enumerate(parts):
-                cid, p = offsets[kind] + i, kp.parts[part]
-                if p.raw is not None:
-                    rows.append({**labels[raw["offsets"][kind] + p.raw], "cluster_id": cid})
-                else:
-                    members = kp.sids[kp.part_of == part]
-                    todo.append((cid, kind, pc.take(strings, pa.array(members)).to_pylist()))
-                    rows.append({"cluster_id": cid})
+        for g in order:
+            kind, part = entries[g]
+            p, cid = curator.kinds[kind].parts[part], int(ids[g])
+            if p.raw is not None:
+                rows.append({**source[raw["offsets"][kind] + p.raw], "cluster_id": cid})
+            else:
+                kp = curator.kinds[kind]
+                todo.append((cid, kind, pc.take(strings, pa.array(kp.sids[kp.part_of == part])).to_pylist()))
+                rows.append({"cluster_id": cid})
         failed = 0
         if todo:
             named, report = name_clusters([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo],
@@ -213,44 +249,5 @@ class CurateStage(Stage):
             rows = [by_id.get(r["cluster_id"], r) for r in rows]
             failed = report.failed
         ctx.write_table("labels.parquet", pa.Table.from_pylist(rows, schema=LABELS_SCHEMA))
-        return final, failed
-
-
-def _offsets(sizes: dict[str, int]) -> dict[str, int]:
-    """Each kind's first cluster id: kinds numbered in PIECE_KINDS order."""
-    out: dict[str, int] = {}
-    offset = 0
-    for kind in PIECE_KINDS:
-        if kind in sizes:
-            out[kind], offset = offset, offset + sizes[kind]
-    return out
-
-
-def base_table(assignments: pa.Table, feats: pa.Table, sids: NDArray[np.int64], sizes: dict[str, int],
-               min_cluster_size: int, schema: pa.Schema) -> pa.Table:
-    """The per-cluster counts of a curated partition — size, distinct strings, small,
-    pieces, transcripts (and ``min_similarity`` when the source table has it) — in the
-    source table's schema."""
-    cid = assignments.column("cluster_id").to_numpy()
-    n = sum(sizes.values())
-    size = np.bincount(cid, minlength=n)
-    distinct = np.bincount(np.unique(np.stack([cid, sids]), axis=1)[0], minlength=n)
-    spread = pa.table({"cluster_id": assignments.column("cluster_id"), "piece_id": feats.column("piece_id"),
-                       "transcript_id": feats.column("transcript_id")}) \
-        .group_by("cluster_id").aggregate([("piece_id", "count_distinct"), ("transcript_id", "count_distinct")])
-    pieces, transcripts = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    ids = spread.column("cluster_id").to_numpy()
-    pieces[ids] = spread.column("piece_id_count_distinct").to_numpy()
-    transcripts[ids] = spread.column("transcript_id_count_distinct").to_numpy()
-    cols: dict[str, Any] = {
-        "cluster_id": np.arange(n), "kind": [k for k in PIECE_KINDS if k in sizes for _ in range(sizes[k])],
-        "cluster": np.concatenate([np.arange(sizes[k]) for k in PIECE_KINDS if k in sizes]),
-        "size": size, "distinct": distinct, "small": size < min_cluster_size, "pieces": pieces,
-        "transcripts": transcripts}
-    if "min_similarity" in schema.names:
-        sim = assignments.column("similarity").to_numpy()
-        order = np.argsort(cid, kind="stable")
-        bounds = np.searchsorted(cid[order], np.arange(n + 1))
-        cols["min_similarity"] = [float(np.percentile(sim[order[a:b]], THRESHOLD_PERCENTILE)) if b > a else 0.0
-                                  for a, b in itertools.pairwise(bounds)]
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema}, schema=schema)
+        registry.label({int(r["cluster_id"]): r.get("label") for r in rows})
+        return {e: int(ids[g]) for g, e in enumerate(entries)}, failed

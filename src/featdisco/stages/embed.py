@@ -168,7 +168,7 @@ class EmbedStage(Stage):
         cache = EmbeddingCache(ctx.cache_path(EMBED_CACHE))
         writer = NpyWriter(ctx.output("embeddings.npy"), len(strings), dim)
         try:
-            ctx.executor.embed(strings, embedder, cache, ctx.executor_config, writer)
+            ctx.executor.embed(strings, embedder, cache, writer)
             writer.commit()
         finally:
             writer.abort()  # no-op after commit

@@ -30,7 +30,7 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.llm.replies import EvidencedFeatures, Features
 from featdisco.prompts import Prompt
-from featdisco.stages.base import Stage, StageContext, StageResult
+from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult, stage_config
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
@@ -63,8 +63,10 @@ _SPACE = re.compile(r"\s+")
 _EXAMPLE_LINE = re.compile(r"^- [^:]+:\s*(.+)$", re.MULTILINE)
 
 
-@dataclass(slots=True)
-class FeaturizeConfig:
+@dataclass(frozen=True, slots=True)
+class FeaturizeConfig(StageConfig):
+    """What shapes the featurize stage's output (its fingerprint holds all of it)."""
+
     min_features: int = 10
     max_features: int = 20
     max_piece_tokens: int = 2000
@@ -351,17 +353,18 @@ class FeaturizeStage(Stage):
     version = STAGE_VERSION
     reads = ("pieces.parquet",)
     writes = ("features.parquet",)
-    config = ("min_features", "max_features", "max_piece_tokens", "evidence")
+    Config = FeaturizeConfig
     prompt = "featurize"
     backends = ("llm",)
 
     @staticmethod
     def settings(config: Any) -> FeaturizeConfig:
-        return FeaturizeConfig(config.min_features, config.max_features, config.max_piece_tokens,
-                               evidence=config.evidence)
+        """This stage's config from the run's (:func:`~featdisco.stages.base.stage_config`)."""
+        out: FeaturizeConfig = stage_config(FeaturizeStage, config)
+        return out
 
     def run(self, ctx: StageContext) -> StageResult:
-        fcfg = self.settings(ctx.config)
+        fcfg: FeaturizeConfig = ctx.config
         engine = ctx.engine
         # Pieces are read a chunk at a time and features written as each chunk finishes:
         # neither all the pieces' text nor all the features are held at once.

@@ -12,6 +12,7 @@ with its cell's centroids, and ``predict`` on new data uses the same rule.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,9 @@ TWO_LEVEL_MIN_WORK = 2.5e8
 # beyond it the fit uses a sample and assignment runs in blocks. A 100k-transcript run has
 # about 1M per kind, so this applies from a few hundred thousand transcripts up.
 MAX_FIT_ROWS = 2_000_000
+# ``transform`` calls a new feature unassigned when it is farther from its nearest centroid
+# than this percentile of the cluster's fitted members were (each cluster's ``min_similarity``).
+THRESHOLD_PERCENTILE = 1.0
 _CHUNK = 65_536  # rows per block when scanning or searching, to bound memory on memmaps
 _NORM_TOL = 1e-3
 
@@ -55,6 +59,16 @@ def auto_n_clusters(n_features: int) -> int:
         raise FeatdiscoError("cannot choose a number of clusters for zero features")
     per_cluster = min(250.0, math.sqrt(n_features))
     return max(1, round(n_features / per_cluster))
+
+
+def member_floors(cluster: NDArray[np.int64], similarity: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    """Each of ``k`` clusters' ``min_similarity``: the :data:`THRESHOLD_PERCENTILE` of its
+    members' similarity to its centroid (0 for a cluster without members), from each
+    member's cluster (0..k-1) and similarity."""
+    order = np.argsort(cluster, kind="stable")
+    bounds = np.searchsorted(cluster[order], np.arange(k + 1))
+    return np.array([np.percentile(similarity[order[a:b]], THRESHOLD_PERCENTILE) if b > a else 0.0
+                     for a, b in itertools.pairwise(bounds)], dtype=np.float32)
 
 
 def check_vectors(X: ArrayLike, name: str = "X") -> NDArray[np.float32]:

@@ -20,14 +20,25 @@ class ClusterMembers(Sequence[list[str]]):
     hundred MB of Arrow instead of ~4M Python strings in per-cluster lists.
     """
 
-    def __init__(self, texts: pa.ChunkedArray, cluster_ids: pa.ChunkedArray, n_clusters: int) -> None:
-        grouped = (pa.table({"cluster_id": cluster_ids, "text": texts})
-                   .group_by(["cluster_id", "text"]).aggregate([([], "count_all")])
-                   .sort_by([("cluster_id", "ascending"), ("text", "ascending")]))
+    def __init__(self, texts: pa.ChunkedArray, cluster_ids: pa.ChunkedArray, ids: int | Sequence[int]) -> None:
+        """``ids``: the cluster id of each row of the cluster table (stable ids need not be
+        0..n-1), or the number of clusters when they are."""
+        table_ids = np.arange(ids) if isinstance(ids, int) else np.asarray(ids, dtype=np.int64)
+        order = np.argsort(table_ids, kind="stable")
+        # each feature's cluster as its row in the cluster table, so member lists follow the table
+        sorted_ids = table_ids[order]
+        cids = np.asarray(cluster_ids.to_numpy(), dtype=np.int64)
+        row = np.full(len(cids), -1, np.int64)  # -1: in no cluster of the table
+        if len(sorted_ids):
+            at = np.clip(np.searchsorted(sorted_ids, cids), 0, len(sorted_ids) - 1)
+            row = np.where(sorted_ids[at] == cids, order[at], -1)
+        grouped = (pa.table({"row": pa.array(row, pa.int64()), "text": texts})
+                   .group_by(["row", "text"]).aggregate([([], "count_all")])
+                   .sort_by([("row", "ascending"), ("text", "ascending")]))
         self._texts = grouped.column("text").combine_chunks()
         self._counts = grouped.column("count_all").to_numpy()
-        cids = grouped.column("cluster_id").to_numpy()
-        self._bounds = np.searchsorted(cids, np.arange(n_clusters + 1))
+        rows = grouped.column("row").to_numpy()
+        self._bounds = np.searchsorted(rows, np.arange(len(table_ids) + 1))
 
     @classmethod
     def read(cls, ctx: StageContext, artefacts: tuple[str, ...] | None = None
@@ -38,7 +49,7 @@ class ClusterMembers(Sequence[list[str]]):
         base = ctx.read_table(clusters)
         return base, cls(ctx.read_table(features, ["text"]).column("text"),
                          ctx.read_table(assignments, ["cluster_id"]).column("cluster_id"),
-                         base.num_rows)
+                         base.column("cluster_id").to_pylist())
 
     def __len__(self) -> int:
         return len(self._bounds) - 1

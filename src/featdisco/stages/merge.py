@@ -38,7 +38,7 @@ from featdisco.llm.engine import CallEngine
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
-from featdisco.stages.kmeans import nearest
+from featdisco.stages.kmeans import member_floors, nearest
 from featdisco.stages.members import ClusterMembers
 from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA, sample_members
 from featdisco.storage.matrix import read_rows, save_matrix
@@ -61,7 +61,6 @@ CANDIDATE_QUANTILE = 0.95  # a neighbour is a candidate above this quantile of t
 LABEL_QUANTILE = 0.75  # ... or above this one when the labels nearly match
 MAX_ROUNDS = 3
 PAIR_SAMPLE = 200_000  # pairs of clusters whose cosines set the kind's candidate threshold
-THRESHOLD_PERCENTILE = 1.0  # transform: unassigned below this percentile of members' similarity
 MERGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"groups": {"type": "array", "items": {
@@ -327,10 +326,7 @@ def write_final(ctx: StageContext, raw: pa.Table, labels: list[dict[str, Any]],
         sim_of[mask] = sim
         save_matrix(ctx.output(OUT[f"centroids_{kind}"]), cents[used])
         size = np.bincount(local, minlength=k)
-        order = np.argsort(local, kind="stable")
-        bounds = np.searchsorted(local[order], np.arange(k + 1))
-        floor = np.array([np.percentile(sim[order[bounds[i]:bounds[i + 1]]], THRESHOLD_PERCENTILE)
-                          for i in range(k)], dtype=np.float32)
+        floor = member_floors(local, sim, k)
         tables.append(pa.table({
             "cluster_id": pa.array(np.arange(offset, offset + k), pa.int64()),
             "kind": pa.array([kind] * k, pa.string()),

@@ -15,7 +15,7 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import Rating, Ratings
 from featdisco.prompts import Prompt
-from featdisco.stages.base import Stage, StageContext, StageResult
+from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult
 from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
 from featdisco.stages.name import KIND_PLURALS
 
@@ -41,6 +41,15 @@ PRIVATE_DATA = re.compile(
     r"credentials?|social security|ssn|passports?|birth\w*|locations?|home|identit\w*|ids?|accounts?|"
     r"ip|licen[cs]e|religio\w*|sexual\w*|ethnic\w*|criminal|immigration|employers?|workplaces?|"
     r"children|relatives|family|doxx\w*|personally identifiable|pii)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class RateConfig(StageConfig):
+    """What shapes the ratings: clusters per call (the scale is calibrated within a batch)
+    and the seed that draws each cluster's examples."""
+
+    rate_batch: int = 10
+    seed: int = 0
 
 
 @dataclass(slots=True)
@@ -178,7 +187,7 @@ class RateStage(Stage):
     version = STAGE_VERSION
     reads = (*MEMBER_ARTEFACTS, "labels.parquet")
     writes = ("ratings.parquet",)
-    config = ("rate_batch", "seed")
+    Config = RateConfig
     prompt = "rate"
     backends = ("llm",)
 

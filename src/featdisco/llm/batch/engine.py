@@ -84,7 +84,7 @@ class BatchEngine(FillingEngine):
             send, skipped = self._within_budget(new)
             for k in skipped:
                 fresh[k] = CallResult(k, "skipped_budget", reason="budget",
-                                      message=f"not sent: the cost cap ${self.max_cost} was reached")
+                                      message=f"not sent: ${self.cap_limit()} was reached")
             for chunk, lines in _chunks(send, api):
                 batch_id = await api.submit(lines)
                 store.add(batch_id, api.provider, name, model,
@@ -107,14 +107,15 @@ class BatchEngine(FillingEngine):
 
     def _within_budget(self, items: list[tuple[str, LLMRequest]]
                        ) -> tuple[list[tuple[str, LLMRequest]], list[str]]:
-        """Under ``max_cost``, the requests whose estimated batch cost still fits (a batch
-        is paid in full once submitted, so the cap applies before submitting)."""
-        if self.max_cost is None:
+        """Under ``max_cost`` and the run's budget, the requests whose estimated batch cost
+        still fits (a batch is paid in full once submitted, so the cap applies before
+        submitting)."""
+        if self.max_cost is None and self.budget is None:
             return items, []
-        total = self._spent
+        total = 0.0
         for i, (_, r) in enumerate(items):
             total += self._attempt_cost(r) * BATCH_PRICE_FACTOR
-            if total > self.max_cost:
+            if self._over_cap(total):
                 self._stopped = True
                 return items[:i], [k for k, _ in items[i:]]
         return items, []
@@ -153,7 +154,7 @@ class BatchEngine(FillingEngine):
         name, model = self.backend.name, self.backend.model
         if isinstance(out, LLMError):
             self.cache.put_failed(item.key, name, model, item.prompt_version, out.reason,
-                                  out.message, 1, Usage())
+                                  out.message, 1, Usage(), cost=0.0)
             return CallResult(item.key, "failed", reason=out.reason, message=out.message,
                               attempts=1)
         usage = out.usage
@@ -165,10 +166,11 @@ class BatchEngine(FillingEngine):
             data = check_reply(out, item.schema)
         except ReplyProblem as p:
             self.cache.put_failed(item.key, name, model, item.prompt_version, p.reason,
-                                  p.message, 1, usage, out.text)
+                                  p.message, 1, usage, out.text, cost=cost, replied_model=out.model)
             return CallResult(item.key, "failed", text=out.text, reason=p.reason,
                               message=p.message, usage=usage, cost=cost, attempts=1)
-        self.cache.put_ok(item.key, name, model, item.prompt_version, out.text, data, usage, 1)
+        self.cache.put_ok(item.key, name, model, item.prompt_version, out.text, data, usage, 1,
+                          cost=cost, replied_model=out.model)
         return CallResult(item.key, "ok", data=data, text=out.text, usage=usage, cost=cost,
                           attempts=1)
 

@@ -36,6 +36,8 @@ class FillingEngine(CallEngine):
         keys, first, done = self._plan(requests)
         n_cached = len(done)
         todo = {k: r for k, r in first.items() if k not in done}
+        if first:
+            self._open_account()  # the usage ledger: results are accounted as they are stored
         self.progress.start(len(first), n_cached, desc)
         try:
             fresh = await self._fill(todo) if todo else {}

@@ -248,7 +248,8 @@ function viewOverview() {
       histogram(info.interest, { title: `${k}: interest ratings`, xlabel: "interest (1–100)", colour: KIND_COLOUR[k] }));
   });
   const analyses = ov.analyses.length ? el("ul", null, ov.analyses.map((a) => el("li", null,
-    el("a", { href: "#/a/" + a.name }, a.name), el("span", { class: "muted" }, ` ${fmt(a.rows)} rows`)))) :
+    el("a", { href: "#/a/" + a.name }, a.name), el("span", { class: "muted" }, ` ${fmt(a.rows)} rows`),
+    a.stale ? el("span", { class: "stale" }, ` stale: computed on earlier clusters; refresh: ${a.refresh}`) : null))) :
     empty("No analyses in this run yet (featdisco probe / compare write them).");
   show(el("h1", null, "Run overview"), cards, headline,
     el("div", { class: "two" }, section("Configuration", table(["", ""], cfgRows, "kv")),
@@ -465,8 +466,10 @@ async function viewSearch() {
 
 function viewAnalyses() {
   const list = S.ov.analyses;
-  show(el("h1", null, "Analyses"), list.length ? table(["analysis", "rows", "columns"], list.map((a) =>
-    [el("a", { href: "#/a/" + a.name }, a.name), fmt(a.rows), a.columns.join(", ")])) :
+  show(el("h1", null, "Analyses"), list.length ? table(["analysis", "rows", "state", "columns"], list.map((a) =>
+    [el("a", { href: "#/a/" + a.name }, a.name), fmt(a.rows),
+      a.stale ? el("span", { class: "stale" }, `stale: computed on earlier clusters; refresh: ${a.refresh}`) : "current",
+      a.columns.join(", ")])) :
     empty("This run has no analysis outputs yet. Run `featdisco compare DIR --by model`, `featdisco probe DIR` and the others, then rebuild the report."));
 }
 
@@ -496,6 +499,7 @@ async function viewAnalysis(name) {
   const useful = cols.filter((c) => !(linked && /(^|_)labels?$/.test(c))).filter((c) => shown.some((r) => r[c] !== null && r[c] !== undefined && !(Array.isArray(r[c]) && !r[c].length)));
   show(el("div", { class: "crumbs" }, el("a", { href: "#/analyses" }, "analyses"), " › ", name),
     el("h1", null, name),
+    a.stale ? el("p", { class: "stale" }, `Stale: computed on earlier clusters (the clusters changed since; its cluster ids and labels may not match). Refresh: ${a.refresh}`) : null,
     el("p", { class: "muted" }, `${fmt(a.rows)} rows` + (a.rows > n ? `, the first ${fmt(n)} loaded` : "") + `; the table shows ${shown.length}.`),
     Object.keys(a.meta || {}).length ? table(["", ""], Object.entries(a.meta), "kv") : null,
     plots, section("Table", el("div", { class: "scroll" }, table(useful, shown.map((r) => useful.map((c) => cellFor(c, r[c], byId)))))),
@@ -526,7 +530,7 @@ function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
 function analysisPlots(name, cols, rows, byId, rates) {
   const out = [];
   if (cols.includes("cluster_a") && cols.includes("npmi")) return cooccurrencePlots(rows, byId);
-  if (name === "validation" && cols.includes("kappa")) return validationPlots(rows);  // labels.js
+  if (name.startsWith("validation") && cols.includes("kappa")) return validationPlots(rows);  // labels.js
   if (cols.includes("precision") && cols.includes("recall") && cols.includes("members_shown")) return labelQualityPlots(rows, byId);
   const f1 = pick(cols, "f1", "test_f1", "F1");
   if (f1) {

@@ -202,7 +202,9 @@ function viewScans() {
   const scans = (S.ov.evidence || {}).scans || [];
   show(el("h1", null, "Scans"), scans.length ? table(["scan", "question", "hits", "answered", "prevalence (95% Wilson)"],
     scans.map((s) => s.error ? [s.name, el("span", { class: "unverified" }, "could not be read: ", s.error), "–", "–", "–"] :
-      [el("a", { href: "#/scan/" + encodeURIComponent(s.name) }, s.name), s.question ?? "–", fmt(s.positives), fmt(s.n), scanRate(s)])) :
+      [el("span", null, el("a", { href: "#/scan/" + encodeURIComponent(s.name) }, s.name),
+        s.stale ? el("span", { class: "stale" }, ` stale; refresh: ${s.refresh || "rerun the scan"}`) : null),
+        s.question ?? "–", fmt(s.positives), fmt(s.n), scanRate(s)])) :
     empty("This run has no scans yet: `featdisco scan RUN --question \"...\"` asks one question of every piece; rebuild the report after."));
 }
 
@@ -234,6 +236,7 @@ async function viewScan(name) {
   });
   show(el("div", { class: "crumbs" }, el("a", { href: "#/scans" }, "scans"), " › ", s.name),
     el("h1", null, "Scan: ", s.name),
+    s.stale ? el("p", { class: "stale" }, `Stale: asked of earlier clusters (they changed since). Refresh: ${s.refresh || "rerun the scan"}`) : null,
     s.question ? el("p", { class: "lead" }, s.question) : null,
     el("div", { class: "cards" }, statCard("prevalence", pct(s.rate), `95% [${pct(s.ci_low)}, ${pct(s.ci_high)}]`),
       statCard("hits", fmt(s.positives), `of ${fmt(s.n)} answered`), statCard("not answered", fmt(s.failed), "failed or unsent calls"),
