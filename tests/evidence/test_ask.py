@@ -235,3 +235,15 @@ def test_numbers_match_at_the_answers_precision_and_names_are_not_numbers() -> N
     matched, unmatched = check_numbers(
         "gpt-4o: 40% (0.4) of 100 in step 2 [a4:1:response], log2 -2.25, p 1.24e-06; 41% and 7 are made up.", steps)
     assert matched == ["40%", "0.4", "100", "-2.25", "1.24e-06"] and unmatched == ["41%", "7"]
+
+
+def test_the_ask_is_recorded_with_its_provenance_and_the_command_that_refreshes_it(
+        run: Path, server: FakeOpenAIServer) -> None:
+    from featdisco.analysis.provenance import analyses_status
+
+    assert ask(server, run)[0] == 0
+    entry = next(a for a in analyses_status(run) if a["name"] == "ask_which_model_apologises_more")
+    assert entry["current"] and "analysis_ask_which_model_apologises_more.parquet" in entry["files"]
+    assert entry["command"].startswith(f"featdisco ask {run} 'Which model apologises more?'")
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["provenance"]["model"] == "fake" and doc["provenance"]["prompts"]["ask_plan"].startswith("ask_plan.v1")

@@ -40,7 +40,7 @@ from featdisco.evidence.quotes import check_quote
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan
 from featdisco.prompts import load_prompt
-from featdisco.rundir import RunDir, versions
+from featdisco.rundir import RunDir, open_run, versions
 
 DEFAULT_SAMPLE = 200  # a scan step's pieces when the plan gives none, and the cap (--max-sample)
 DEFAULT_TOP = 10
@@ -408,8 +408,8 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
             max_sample: int = DEFAULT_SAMPLE, seed: int = 0, show_private: bool = False, llm: str | None = None, model: str | None = None,
             base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
             log: Any = None) -> AskResult:
-    """Plan, run the steps, answer and check the answer; writes the outputs (see the module)."""
-    from featdisco.analysis.llm import close_pipeline, open_pipeline
+    """Plan, run the steps, answer and check the answer; writes the outputs (see the module).
+    Holds the run's lock throughout: a second writer stops before anything is spent."""
     from featdisco.evidence.scan import check_name
 
     run_dir = Path(run_dir)
@@ -418,13 +418,24 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
     if max_sample < 1:
         raise FeatdiscoError("--max-sample must be at least 1")
     name = check_name(name) if name else ask_name(question)
+    with open_run(run_dir, write=True):
+        return _ask_locked(run_dir, question, name, max_cost=max_cost, max_sample=max_sample, seed=seed,
+                           show_private=show_private, llm=llm, model=model, base_url=base_url,
+                           concurrency=concurrency, prices=prices, log=log)
+
+
+def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | None, max_sample: int, seed: int,
+                show_private: bool, llm: str | None, model: str | None, base_url: str | None,
+                concurrency: int | None, prices: str | None, log: Any) -> AskResult:
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
+
     run = RunDir(run_dir)
     for f in ("pieces.parquet", "clusters.parquet", "assignments.parquet"):
         if not run.file(f).exists():
             raise FeatdiscoError(f"{run_dir} has no {f}: ask needs a finished run (`featdisco run`)")
     ctx = build_context(run_dir, show_private)
     llm_options: dict[str, Any] = dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
-    pipe = open_pipeline(run_dir, max_cost=max_cost, **llm_options)
+    pipe = open_pipeline(run_dir, max_cost=max_cost, analysis="ask", **llm_options)
     result = AskResult(name, question, [], [])
     spent = 0.0
     provenance: dict[str, Any] = {}
@@ -534,11 +545,15 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: dict[str
     table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
         {k: v.encode() for k, v in meta.items()})
     result.paths.insert(1, run.write_table(f"analysis_ask_{name}.parquet", table))
+    from featdisco.analysis.provenance import record
+
     run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
-    asks = dict(run.manifest.get("asks") or {})
-    asks[name] = {"question": result.question, "steps": [s["tool"] for s in result.plan],
-                  "citations": len(result.citations), "dropped_citations": len(result.dropped),
-                  "numbers_matched": len(result.numbers_matched),
-                  "numbers_unmatched": len(result.numbers_unmatched), "incomplete": bool(result.incomplete),
-                  "file": path.name, "created": provenance.get("created")}
-    run.update(asks=asks)
+    run.merge("asks", {name: {
+        "question": result.question, "steps": [s["tool"] for s in result.plan],
+        "citations": len(result.citations), "dropped_citations": len(result.dropped),
+        "numbers_matched": len(result.numbers_matched), "numbers_unmatched": len(result.numbers_unmatched),
+        "incomplete": bool(result.incomplete), "file": path.name, "created": provenance.get("created")}})
+    # the steps ran on the clusters the run has now: stale (and refreshed by this command) once they change
+    record(run, f"ask_{name}", [p.name for p in result.paths], command="ask",
+           args={"_question": result.question, "name": name, "max_sample": provenance.get("max_sample"),
+                 "seed": provenance.get("seed")})
