@@ -247,3 +247,21 @@ def test_the_ask_is_recorded_with_its_provenance_and_the_command_that_refreshes_
     assert entry["command"].startswith(f"featdisco ask {run} 'Which model apologises more?'")
     doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
     assert doc["provenance"]["model"] == "fake" and doc["provenance"]["prompts"]["ask_plan"].startswith("ask_plan.v1")
+
+
+def test_the_local_model_accepts_the_grammar_of_every_ask_reply() -> None:
+    """llama.cpp rejects a grammar whose repetitions are too many (an answer bounded at 3,000
+    characters was: the offline default then failed every answer as bad-schema)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from featdisco.llm.local.backend import schema_to_grammar
+    from featdisco.llm.local.install import model_path
+    from featdisco.llm.replies import AskAnswer, AskPlan
+
+    if not model_path().exists():
+        pytest.skip(f"no local model at {model_path()} (featdisco models install)")
+    llm = llama_cpp.Llama(str(model_path()), vocab_only=True, verbose=False)
+    for reply in (AskPlan, AskAnswer):
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab,
+                                                       schema_to_grammar(reply.json_schema()).encode(), b"root")
+        assert sampler, f"llama.cpp rejected the grammar of {reply.__name__}"
+        llama_cpp.llama_sampler_free(sampler)

@@ -220,7 +220,9 @@ class AskAnswer(Reply):
     """``featdisco ask``: the answer, citing the steps' numbers in its text and quotes by piece."""
 
     schema_name: ClassVar[str] = "ask_answer"
-    answer: Annotated[str, Field(min_length=2, max_length=3000)]
+    # no maxLength: llama.cpp rejects the grammar of a string bounded above ~1,000 characters
+    # (its repetition limit); the answer's length is bounded by the call's max_tokens instead
+    answer: Annotated[str, Field(min_length=2)]
     citations: Annotated[list[Citation], Field(max_length=12)]
 
 
