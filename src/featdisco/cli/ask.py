@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
                 out.say(f"  failed: {r.error}")
             elif not r.table.empty:
                 out.rows(r.table, list(r.table.columns), None, primary=False)
+            else:
+                out.say("  (no rows)")
             for n in r.notes:
                 out.say(f"  note: {n}")
         out.say("")
