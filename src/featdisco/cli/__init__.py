@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from featdisco.cli import common as checks
 from featdisco.cli.common import PricesOpt, console, err_console, fail
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
@@ -56,6 +57,7 @@ def split_cmd(
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
+    checks.readable_inputs(inputs), checks.output_file(output), questions and checks.readable_file(questions, "--questions")
     options = replace(reading, questions=[questions] if questions else [],
                       max_record_bytes=int(max_record_mb * 1e6))
     run_split(inputs=inputs, output=output, options=options, max_chars=max_chars, show_stats=stats,
@@ -149,6 +151,7 @@ def run_cmd(
     from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import Pipeline, PipelineConfig
 
+    checks.readable_inputs(inputs or []), (checks.run_dir_to_write if inputs else checks.existing_run)(run_dir, "--run-dir")
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
@@ -171,6 +174,7 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] =
     every invocation together and of the last one."""
     from featdisco.cli.run import show_status
 
+    checks.existing_run(run_dir)
     show_status(run_dir, json_)
 
 
@@ -198,6 +202,7 @@ def transform_cmd(
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
 
+    checks.existing_run(run_dir, "fitted run"), checks.readable_inputs(inputs), checks.run_dir_to_write(output, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,

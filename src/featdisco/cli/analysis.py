@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from featdisco.cli.common import PricesOpt, exit_if_failed
+from featdisco.cli.common import PricesOpt, existing_run, exit_if_failed
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 RunDirArg = Annotated[Path, typer.Argument(
@@ -44,6 +44,7 @@ def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | No
     """The command's output, leaving out rows about hidden clusters (and saying how many)."""
     from featdisco.analysis.visibility import visibility
 
+    existing_run(run_dir)
     out = Output.of(json_, csv_)
     vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
     if (note := vis.note()) is not None:

@@ -17,6 +17,7 @@ from featdisco.cli.analysis import (
     output_for,
     wrote,
 )
+from featdisco.cli.common import existing_run, readable_file
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 
@@ -35,6 +36,7 @@ def register(app: typer.Typer) -> None:
         precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
         from featdisco.evidence.validate import validate
 
+        existing_run(run_dir), readable_file(labels, "labels file")
         out = Output.of(json_, csv_)
         df = validate(run_dir, labels)
         out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
