@@ -25,6 +25,7 @@ def fail(message: str) -> NoReturn:
 # them a file where a run directory goes was a FileExistsError traceback, and a mistyped run
 # directory was silently created empty.
 _MANIFEST = "manifest.json"  # rundir.MANIFEST, without importing pyarrow for a usage check
+_RUN_MARKS = (_MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (or part of one)
 _WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
 
 
@@ -35,8 +36,8 @@ def existing_run(path: Path, what: str = "run directory") -> Path:
         fail(f"{what} {path} does not exist; {_WROTE}")
     if not path.is_dir():
         fail(f"{what} {path} is a file, not a directory; {_WROTE}")
-    if not (path / _MANIFEST).is_file():
-        fail(f"{what} {path} is not a featdisco run (no {_MANIFEST}); {_WROTE}")
+    if not any((path / m).is_file() for m in _RUN_MARKS):
+        fail(f"{what} {path} is not a featdisco run (no {', '.join(_RUN_MARKS)}); {_WROTE}")
     if not os.access(path, os.R_OK | os.X_OK):
         fail(f"{what} {path} cannot be read (permission denied)")
     return path
@@ -64,7 +65,7 @@ def new_or_existing_dir(path: Path, what: str = "run directory") -> Path:
 def run_dir_to_write(path: Path, what: str = "--run-dir") -> Path:
     """A run directory that a command may create or add to: new, empty, or a run already."""
     new_or_existing_dir(path, what)
-    if path.is_dir() and not (path / _MANIFEST).is_file() and any(
+    if path.is_dir() and not any((path / m).is_file() for m in _RUN_MARKS) and any(
             p.name.endswith(".parquet") for p in path.iterdir()):
         fail(f"{what} {path} holds Parquet files but no {_MANIFEST}: it is not a run; give a new folder")
     return path

@@ -34,12 +34,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """How far the LLM agrees with your labels: per scan or cluster, the confusion counts,
         precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
-        from featdisco.evidence.validate import validate
+        from featdisco.evidence.validate import unmatched_note, validate
 
         existing_run(run_dir), readable_file(labels, "labels file")
         out = Output.of(json_, csv_)
         df = validate(run_dir, labels)
         out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
+        if df.attrs.get("unmatched"):
+            out.say(unmatched_note(labels, df.attrs["unmatched"]))
         for r in df.itertuples():
             if r.unanswered:
                 out.say(f"{r.target}: {r.unanswered} labelled pieces have no answer in the scan "
