@@ -74,8 +74,14 @@ def register(app: typer.Typer) -> None:
 
         out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
         df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
+        shown = query if len(query) <= 60 else query[:57] + "..."  # a pasted page is not echoed whole
+        if df.empty:
+            out.say(f"no cluster is about {shown!r}: none scores above the relevance floor {df.attrs['floor']:.2f} "
+                    f"(the best score random strings reach in this run; the best cluster scored "
+                    f"{df.attrs['best_score']:.2f})")
+            return
         out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
-                 f"clusters closest to {query!r}")
+                 f"clusters closest to {shown!r} (scores above the relevance floor {df.attrs['floor']:.2f})")
 
 
 def _rate(value: float, lo: float, hi: float) -> str:
