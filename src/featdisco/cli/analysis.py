@@ -155,6 +155,9 @@ def register(app: typer.Typer) -> None:
         out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
         for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
             out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
+        if (mc := int((df["test"] == "chi2-exact-mc").sum())):
+            out.say(f"{mc:,} cluster{'s' if mc != 1 else ''} tested with the Monte-Carlo exact chi-square test "
+                    "(an expected count under 5, where the chi-square approximation fails; column test)")
         if df.attrs.get("no_value"):
             out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
