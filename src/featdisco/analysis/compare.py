@@ -60,6 +60,8 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     """(summary per cluster ranked by effect, rates per cluster × group)."""
     if unit not in ("piece", "transcript"):
         raise FeatdiscoError(f"--unit must be piece or transcript, got {unit!r}")
+    if not 0 < alpha < 1:
+        raise FeatdiscoError(f"--alpha {alpha}: a false discovery rate is between 0 and 1, e.g. 0.05")
     values = act.column(by).astype(object)
     present = sorted({str(v) for v in values.dropna()})
     if groups:

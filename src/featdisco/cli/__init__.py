@@ -107,8 +107,8 @@ def run_cmd(
         "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
         "and spend nothing.")] = False,
     concurrency: ConcurrencyOpt = 64,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
+    rpm: Annotated[float | None, typer.Option("--rpm", min=0.0, help="Client-side requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", min=0.0, help="Client-side tokens-per-minute limit.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for clustering and sampling.")] = 0,
     merge: Annotated[bool, typer.Option(
         "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
@@ -254,12 +254,26 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _usage_errors_in_one_line() -> None:
+    """A bad flag or value (``--top abc``, a missing argument) is one line naming it, exit 2,
+    like every other user error, rather than click's usage, hint, blank line and error."""
+    from typer._click.exceptions import UsageError  # click as typer ships it
+
+    def show(self: UsageError, file: object = None) -> None:
+        where = self.ctx.command_path if self.ctx is not None else "featdisco"
+        err_console.print(f"featdisco: error: {self.format_message()} (see `{where} --help`)", markup=False)
+
+    UsageError.show = show  # type: ignore[method-assign]
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _usage_errors_in_one_line()
     try:
         app()
     except FeatdiscoError as e:
         err_console.print(f"featdisco: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        checks.remove_new_empty_dirs()  # a refused command leaves no empty run directory behind
         sys.exit(2)
     except KeyboardInterrupt as e:  # raised outside a command
         _interrupted(e)

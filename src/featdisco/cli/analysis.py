@@ -16,6 +16,7 @@ import typer
 
 from featdisco.cli.common import PricesOpt, existing_run, exit_if_failed
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
+from featdisco.errors import FeatdiscoError
 
 RunDirArg = Annotated[Path, typer.Argument(
     help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
@@ -117,6 +118,9 @@ def register(app: typer.Typer) -> None:
         probe per target, held-out split by transcript, F1/precision/recall/AUROC against the
         best input-blind F1, and the user clusters with the largest positive weights."""
         from featdisco.analysis.probes import run_probes, summarize_probes
+
+        if class_weight not in ("balanced", "none"):
+            raise FeatdiscoError(f"--class-weight {class_weight!r}: use balanced or none")
 
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
@@ -255,7 +259,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirArg,
         runs: Annotated[int, typer.Option("--runs", min=1, help="Reclusterings per kind.")] = 3,
         fraction: Annotated[float, typer.Option("--fraction", help="Share of distinct features kept in each.")] = 0.8,
-        match: Annotated[float, typer.Option("--match", help="Jaccard overlap that counts as a close match.")] = 0.5,
+        match: Annotated[float, typer.Option("--match", min=0.0, max=1.0, help="Jaccard overlap that counts as a close match.")] = 0.5,
         seed: SeedOpt = 1,
         top: Top10 = None,
         *,

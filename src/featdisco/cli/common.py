@@ -43,9 +43,27 @@ def existing_run(path: Path, what: str = "run directory") -> Path:
     return path
 
 
+_NEW_DIRS: list[tuple[Path, Path]] = []  # (directory, its nearest ancestor that existed before)
+
+
+def remove_new_empty_dirs() -> None:
+    """After a user error: remove the directories this command was to create, where they
+    are still empty (``rmdir`` never removes anything else), so that a refused command
+    leaves nothing behind (a dry run whose backend is missing used to leave an empty run)."""
+    while _NEW_DIRS:
+        path, stop = _NEW_DIRS.pop()
+        while path != stop:
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty, or gone: keep it and what is above it
+            path = path.parent
+
+
 def new_or_existing_dir(path: Path, what: str = "run directory") -> Path:
     """A directory to write into: an existing directory, or a new one whose nearest existing
-    ancestor is a writable directory. Checked, not created (the command creates it)."""
+    ancestor is a writable directory. Checked, not created (the command creates it); if the
+    command then fails with a user error, the CLI removes it again while empty."""
     if path.exists():
         if not path.is_dir():
             fail(f"{what} {path} is a file, not a directory; give a new or existing folder")
@@ -59,6 +77,7 @@ def new_or_existing_dir(path: Path, what: str = "run directory") -> Path:
         fail(f"{what} {path} cannot be created: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         fail(f"{what} {path} cannot be created in {parent} (permission denied)")
+    _NEW_DIRS.append((path.absolute(), parent.absolute()))
     return path
 
 
