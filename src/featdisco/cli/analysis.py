@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         context: Annotated[str, typer.Option("--context", help="turn: user clusters of the user turn just before the target piece; transcript: of all its user turns.")] = "turn",
         class_weight: Annotated[str, typer.Option("--class-weight", help="balanced (default) or none.")] = "balanced",
         C: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation strength.")] = 1.0,
-        test_size: Annotated[float, typer.Option("--test-size", help="Share of transcripts held out.")] = 0.25,
+        test_size: Annotated[float, typer.Option("--test-size", min=0.0, max=1.0, help="Share of transcripts held out.")] = 0.25,
         min_positives: Annotated[int, typer.Option("--min-positives", min=1, help="Skip targets seen in fewer pieces.")] = 10,
         jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,

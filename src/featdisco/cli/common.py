@@ -92,6 +92,8 @@ def run_dir_to_write(path: Path, what: str = "--run-dir") -> Path:
 
 def readable_file(path: Path, what: str = "file") -> Path:
     """An input file that must exist and open for reading."""
+    if path.is_symlink() and not path.exists():
+        fail(f"{what} {path} is a broken link (to {os.readlink(path)})")
     if not path.exists():
         fail(f"{what} {path} does not exist")
     if path.is_dir():
