@@ -47,6 +47,7 @@ from featdisco.llm.base import ChatMessage, LLMRequest, Sampling  # noqa: E402
 from featdisco.llm.cache import CallCache  # noqa: E402
 from featdisco.llm.engine import CallEngine  # noqa: E402
 from featdisco.llm.openai import OpenAILLM  # noqa: E402
+
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["echo", "features"],
           "properties": {"echo": {"type": "string"},
                          "features": {"type": "array", "items": {"type": "string"}}}}

@@ -197,5 +197,5 @@ def test_rows_that_match_nothing_are_counted_and_named_not_dropped(tmp_path: Pat
             "'nope:1:response'") in result.output
     assert "line 7: piece 't11:1:response' was not scanned by scan:budget" in result.output
     labels.write_text("nope:1:response,scan:budget,true\n")
-    with pytest.raises(FeatdiscoError, match="l.csv: no row matched the run .*line 1: unknown piece"):
+    with pytest.raises(FeatdiscoError, match=r"l\.csv: no row matched the run .*line 1: unknown piece"):
         validate(run, labels)

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, exit_if_failed, existing_run, readable_inputs, run_dir_to_write
+from featdisco.cli.common import (
+    INCOMPLETE_EXIT,
+    PricesOpt,
+    existing_run,
+    exit_if_failed,
+    readable_inputs,
+    run_dir_to_write,
+)
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
