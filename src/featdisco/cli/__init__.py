@@ -57,7 +57,8 @@ def split_cmd(
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
-    checks.readable_inputs(inputs), checks.output_file(output), questions and checks.readable_file(questions, "--questions")
+    checks.readable_inputs([*inputs, *([questions] if questions else [])])
+    checks.output_file(output)
     options = replace(reading, questions=[questions] if questions else [],
                       max_record_bytes=int(max_record_mb * 1e6))
     run_split(inputs=inputs, output=output, options=options, max_chars=max_chars, show_stats=stats,
@@ -151,7 +152,7 @@ def run_cmd(
     from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import Pipeline, PipelineConfig
 
-    checks.readable_inputs(inputs or []), (checks.run_dir_to_write if inputs else checks.existing_run)(run_dir, "--run-dir")
+    checks.run_dir_for(run_dir, inputs)
     cfg = PipelineConfig(prompt_files=parse_prompts(prompt),llm=llm, model=model, base_url=base_url, embedder=embedder,
                          n_clusters=parse_clusters(clusters), min_features=min_features,
                          max_features=max_features, max_piece_tokens=max_piece_tokens, max_chars=max_chars,
@@ -202,7 +203,8 @@ def transform_cmd(
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
 
-    checks.existing_run(run_dir, "fitted run"), checks.readable_inputs(inputs), checks.run_dir_to_write(output, "-o")
+    checks.existing_run(run_dir, "fitted run")
+    checks.run_dir_for(output, inputs, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,

@@ -90,6 +90,15 @@ def run_dir_to_write(path: Path, what: str = "--run-dir") -> Path:
     return path
 
 
+def run_dir_for(run_dir: Path, inputs: list[Path] | None, what: str = "--run-dir") -> Path:
+    """The run directory of a command that splits ``inputs`` into it (new or existing; the
+    inputs must be readable) or, given no inputs, works on a run already made."""
+    if not inputs:
+        return existing_run(run_dir, what)
+    readable_inputs(inputs)
+    return run_dir_to_write(run_dir, what)
+
+
 def readable_file(path: Path, what: str = "file") -> Path:
     """An input file that must exist and open for reading."""
     if path.is_symlink() and not path.exists():

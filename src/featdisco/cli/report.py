@@ -66,7 +66,9 @@ def register(app: typer.Typer) -> None:
         server or internet, so the folder can be zipped and shared; untrusted text is shown
         as text, and clusters the rater flagged private (or drawn from fewer than
         --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
-        existing_run(run_dir), output and new_or_existing_dir(output, "-o")
+        existing_run(run_dir)
+        if output is not None:
+            new_or_existing_dir(output, "-o")
         path = _build(run_dir, output, search, quiet, min_transcripts, map_points)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())

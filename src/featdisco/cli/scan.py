@@ -12,8 +12,7 @@ from featdisco.cli.common import (
     PricesOpt,
     existing_run,
     exit_if_failed,
-    readable_inputs,
-    run_dir_to_write,
+    run_dir_for,
 )
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
@@ -83,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 raise FeatdiscoError("give one run directory, or transcript files with --run-dir DIR")
             target, inputs = existing_run(paths[0]), None
         else:
-            target, inputs = run_dir_to_write(run_dir), readable_inputs(paths)
+            target, inputs = run_dir_for(run_dir, paths), paths
         out = Output.of(json_, csv_)
         kinds = [k.strip() for spec in kind or [] for k in spec.split(",") if k.strip()] or None
         result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,

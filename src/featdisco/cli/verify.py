@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
         from featdisco.evidence.validate import unmatched_note, validate
 
-        existing_run(run_dir), readable_file(labels, "labels file")
+        existing_run(run_dir)
+        readable_file(labels, "labels file")
         out = Output.of(json_, csv_)
         df = validate(run_dir, labels)
         out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
