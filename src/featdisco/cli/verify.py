@@ -77,9 +77,10 @@ def register(app: typer.Typer) -> None:
         df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
         shown = query if len(query) <= 60 else query[:57] + "..."  # a pasted page is not echoed whole
         if df.empty:
+            best = df.attrs["best_score"]
             out.say(f"no cluster is about {shown!r}: none scores above the relevance floor {df.attrs['floor']:.2f} "
-                    f"(the best score random strings reach in this run; the best cluster scored "
-                    f"{df.attrs['best_score']:.2f})")
+                    "(the best score random strings reach in this run"
+                    + (f"; the best cluster scored {best:.2f})" if best == best else ")"))
             return
         out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
                  f"clusters closest to {shown!r} (scores above the relevance floor {df.attrs['floor']:.2f})")
