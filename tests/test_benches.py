@@ -33,6 +33,9 @@ SMALLEST: dict[str, list[str]] = {
     "report.py": ["--pieces", "300", "--clusters", "6"],
     "quality.py": ["--transcripts", "20"],
     "local_llm.py": ["--pieces", "1", "--chars", "200"],
+    "accounting.py": ["--chats", "20", "--concurrency", "4", "--latency", "0.01"],
+    "cluster_ids.py": ["--transcripts", "30", "--more", "10"],
+    "runner_checks.py": [],  # its checks are fixed-size (a 12-chat run)
 }
 FAST = {"llm_engine.py", "split.py", "probe.py", "embed.py"}  # together under ~15 s: in the default suite
 

@@ -25,7 +25,7 @@ def fail(message: str) -> NoReturn:
 # them a file where a run directory goes was a FileExistsError traceback, and a mistyped run
 # directory was silently created empty.
 _MANIFEST = "manifest.json"  # rundir.MANIFEST, without importing pyarrow for a usage check
-_RUN_MARKS = (_MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (or part of one)
+_RUN_MARKS = (_MANIFEST, "pieces.parquet", "clusters.parquet")  # rundir.RUN_MARKS: any one makes a run
 _WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
 
 
