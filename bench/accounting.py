@@ -7,7 +7,7 @@ server answered, short by at most the calls in flight at the stop (``--concurren
 those reached the server but their replies never reached the run (the rerun sends them
 again, and counts them then).
 
-    PYTHONPATH=src python bench/accounting.py --chats 300 --concurrency 16 --latency 0.05
+    python bench/accounting.py --chats 300 --concurrency 16 --latency 0.05
 
 ``--ledger-cpu N`` measures instead what the ledger adds to storing a call: N calls put into
 a cache on disk in loop ticks of 64 (as the engine finishes them), with and without an open

@@ -46,7 +46,7 @@ def one(transcripts: int, rater: str) -> None:
         cfg = PipelineConfig(llm="openai", model="fake-rater", concurrency=256,
                              base_url=f"http://127.0.0.1:{port}/v1")
         pipe = Pipeline(tmp / "run", cfg, log=lambda _: None)
-        pipe.featurize(pipe.split([data], None))
+        pipe.run([data], stages=("split", "featurize"))  # the stage API (Pipeline.featurize is gone)
         stages = json.loads((tmp / "run" / "manifest.json").read_text())["stages"]
         print(json.dumps({s: {"peak": stages[s]["peak_rss_mib"], "seconds": stages[s]["seconds"],
                               "rows": stages[s]["counts"].get("features", 0)}

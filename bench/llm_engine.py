@@ -35,14 +35,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.fakes.openai_server import lognormal_latency
-
-from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
-from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import CallEngine
-from featdisco.llm.openai import OpenAILLM
-
 REPO = Path(__file__).resolve().parents[1]
+# run as `python bench/llm_engine.py`, so the repository (its fake server in tests/) is not on
+# the path by itself: it stopped with "No module named 'tests'"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from tests.fakes.openai_server import lognormal_latency  # noqa: E402
+
+from featdisco.llm.base import ChatMessage, LLMRequest, Sampling  # noqa: E402
+from featdisco.llm.cache import CallCache  # noqa: E402
+from featdisco.llm.engine import CallEngine  # noqa: E402
+from featdisco.llm.openai import OpenAILLM  # noqa: E402
+
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["echo", "features"],
           "properties": {"echo": {"type": "string"},
                          "features": {"type": "array", "items": {"type": "string"}}}}

@@ -2,11 +2,12 @@
 without inputs honours --max-chars, scan beside a writer stops naming its pid, compare goes
 stale after a cluster change and current after the command status names.
 
-    PYTHONPATH=src .venv/bin/python bench/runner_checks.py /tmp/runner-checks
+    python bench/runner_checks.py /tmp/runner-checks
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -102,7 +103,10 @@ def stale_then_current(small: Path) -> None:
 
 
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/runner-checks")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", nargs="?", type=Path, default=Path("/tmp/runner-checks"),
+                    help="a folder for the runs (made if missing)")
+    root = ap.parse_args().root
     root.mkdir(parents=True, exist_ok=True)
     max_chars(root)
     small = small_run(root / "small")

@@ -481,7 +481,7 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     assert onto.exit_code != 0 and "holds a fitted run" in str(onto.exception)
     assert (fitted / "pieces.parquet").read_bytes() == before
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nowhere")])
-    assert "is not a featdisco run" in str(missing.exception)
+    assert "nowhere does not exist" in str(missing.exception) and not (tmp_path / "nowhere").exists()
 
 
 def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(

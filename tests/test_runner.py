@@ -46,8 +46,9 @@ def test_manifest_updates_from_a_stale_copy_keep_what_others_wrote(tmp_path: Pat
 
 
 def test_open_run_is_reentrant_in_one_process_and_refuses_a_second_one(tmp_path: Path) -> None:
-    with open_run(tmp_path, create=True), open_run(tmp_path):  # a command handing the run to a pipeline
+    with open_run(tmp_path, create=True), open_run(tmp_path, create=True):  # a command handing the run on
         pass
+    (tmp_path / "pieces.parquet").touch()  # a run (in part) now: open_run without create accepts it
     holder = _hold_lock(tmp_path)
     try:
         with pytest.raises(FeatdiscoError, match=f"pid {holder.pid}"), open_run(tmp_path):
@@ -65,6 +66,7 @@ def test_open_run_is_reentrant_in_one_process_and_refuses_a_second_one(tmp_path:
                          ids=lambda a: a[0])
 def test_every_writing_command_stops_at_once_when_another_process_writes(tmp_path: Path, args: list[str]) -> None:
     run = small_run(tmp_path / "run")
+    (run / "l.csv").write_text("piece_id,target,label\n")  # the arguments are valid: only the lock refuses
     holder = _hold_lock(run)
     try:
         result = CliRunner().invoke(app, [a.format(run=run) for a in args])
@@ -78,6 +80,7 @@ def test_every_writing_command_stops_at_once_when_another_process_writes(tmp_pat
 
 def test_scan_beside_a_writer_exits_2_in_one_line_naming_its_pid(tmp_path: Path) -> None:
     run = small_run(tmp_path / "run")
+    (run / "l.csv").write_text("piece_id,target,label\n")  # the arguments are valid: only the lock refuses
     holder = _hold_lock(run)
     try:
         proc = subprocess.run([sys.executable, "-m", "featdisco", "scan", str(run), "--question", "Is it polite?",

@@ -183,6 +183,9 @@ class RunLock:
             self._fd = None
 
 
+RUN_MARKS = (MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (or part of one)
+
+
 @contextlib.contextmanager
 def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> Iterator[RunDir]:
     """The one entry point of every command that works in a run directory.
@@ -198,6 +201,8 @@ def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> I
         raise FeatdiscoError(f"{path} is a file, not a run directory")
     if not create and not path.is_dir():
         raise FeatdiscoError(f"{path}: no such run directory")
+    if not create and not any((path / m).is_file() for m in RUN_MARKS):  # no lock file in a stray folder
+        raise FeatdiscoError(f"{path} is not a featdisco run (no {', '.join(RUN_MARKS)})")
     path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(path)
     if write:

@@ -28,7 +28,8 @@ def hidden(run: Path) -> frozenset[int]:
 
 def test_query_finds_the_theme_in_every_kind(run: Path) -> None:
     df = find_clusters(run, "preparing food in the kitchen", top=9, hidden=hidden(run))
-    assert len(df) == 9 - len(hidden(run))
+    assert len(df) == 3  # the cooking cluster of each kind; the others are below the relevance floor
+    assert (df["score"] > df.attrs["floor"]).all()
     top = df.head(3)
     assert all("cooking" in lab for lab in top["label"]), df[["label", "score"]]
     assert set(top["kind"]) == {"user", "thought", "response"}
@@ -44,7 +45,8 @@ def test_hidden_clusters_left_out_before_ranking(run: Path) -> None:
     assert "sadness" in sad.loc[0, "label"]
     df = find_clusters(run, "feeling sad and lonely", kinds=["thought"], top=1,
                        hidden=frozenset({int(sad.loc[0, "cluster_id"])}))
-    assert "sadness" not in df.loc[0, "label"] and df.loc[0, "rank"] == 1
+    assert df.empty  # no other thought cluster is about sadness: none is shown in its place
+    assert df.attrs["best_score"] < df.attrs["floor"]
 
 
 def test_cli_json_and_table(run: Path) -> None:
@@ -56,7 +58,25 @@ def test_cli_json_and_table(run: Path) -> None:
     result = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--top", "3"])
     assert result.exit_code == 0 and "closest to 'markdown headings'" in result.output
     everything = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--json", "--show-private"])
-    assert len(everything.stdout.splitlines()) == 9  # every cluster, hidden ones too
+    assert len(everything.stdout.splitlines()) == 3  # one markdown cluster per kind, hidden ones too
+    assert all("markdown" in json.loads(r)["label"] for r in everything.stdout.splitlines())
+
+
+def test_a_query_about_nothing_finds_nothing_and_says_so(run: Path) -> None:
+    """A ranking always has a first place; without the floor gibberish returned 'matches'."""
+    for query in ("zxqv blorp", "12345", "lorem ipsum dolor sit amet"):
+        df = find_clusters(run, query)
+        assert df.empty, (query, df[["label", "score"]])
+    result = CliRunner().invoke(app, ["find", str(run), "zxqv blorp"])
+    assert result.exit_code == 0, result.output
+    assert "no cluster is about 'zxqv blorp': none scores above the relevance floor" in result.output
+
+
+def test_a_huge_query_is_not_echoed_whole(run: Path) -> None:
+    query = "markdown headings " + "and more words " * 2000
+    result = CliRunner().invoke(app, ["find", str(run), query, "--top", "1"])
+    assert result.exit_code == 0, result.output
+    assert "and more words " * 10 not in result.output and len(result.output) < 2000
 
 
 def test_bad_queries(run: Path, tmp_path: Path) -> None:

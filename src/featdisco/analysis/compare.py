@@ -4,7 +4,10 @@ cluster occurs in each group, and which differences are real.
 Unit of analysis: pieces of the cluster's kind (default) or transcripts. Per cluster, the
 rate of every group with a Wilson interval; for the two groups furthest apart, the rate
 ratio and a test (Fisher's exact, chi-square on large tables; a 2 × k chi-square across all
-groups when there are more than two), Benjamini–Hochberg across clusters. When the groups
+groups when there are more than two, or, when an expected count of that table is under 5
+and the chi-square approximation fails, its Monte-Carlo exact version: the p-value of the
+chi-square statistic over tables drawn with the same margins; column ``test`` says which),
+Benjamini–Hochberg across clusters. When the groups
 answer the same prompts (MT-bench question ids, AlpacaEval instructions), a paired exact
 McNemar test over prompts is added: it removes the prompt-to-prompt variation that the
 unpaired test counts as noise.
@@ -31,6 +34,8 @@ from featdisco.analysis.stats import (
 from featdisco.errors import FeatdiscoError
 
 PAIRED_MIN_SHARE = 0.5
+MIN_EXPECTED = 5.0  # Cochran's rule: below this expected count the chi-square p-value is not to be trusted
+PERMUTATIONS = 9_999  # tables drawn for the Monte-Carlo exact test (p resolution 1e-4)
 Presence = tuple[dict[str, int], sparse.csc_matrix]  # prompt key → row, prompt × cluster  # groups "answer the same prompts" when this share of prompts is shared
 
 
@@ -55,6 +60,8 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     """(summary per cluster ranked by effect, rates per cluster × group)."""
     if unit not in ("piece", "transcript"):
         raise FeatdiscoError(f"--unit must be piece or transcript, got {unit!r}")
+    if not 0 < alpha < 1:
+        raise FeatdiscoError(f"--alpha {alpha}: a false discovery rate is between 0 and 1, e.g. 0.05")
     values = act.column(by).astype(object)
     present = sorted({str(v) for v in values.dropna()})
     if groups:
@@ -150,7 +157,7 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
     if has.sum() == 2:
         p, test = two_by_two_test(int(c[hi]), int(n[hi]), int(c[lo]), int(n[lo]))
     else:
-        p, test = chi_square_k(c[has], n[has]), "chi2"
+        p, test = _k_group_test(c[has], n[has], seed=cid)
     # a smoothed ratio ranks 3/100 vs 0/100 sensibly; the raw one is kept for reading
     smooth = ((c[hi] + 0.5) / (n[hi] + 1)) / ((c[lo] + 0.5) / (n[lo] + 1))
     row: dict[str, Any] = {
@@ -172,6 +179,30 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
             row.update(paired_prompts=len(shared), paired_only_high=only_a, paired_only_low=only_b,
                        paired_p=mcnemar_exact(only_a, only_b))
     return row
+
+
+def _k_group_test(c: np.ndarray, n: np.ndarray, *, seed: int) -> tuple[float, str]:
+    """p that k >= 3 rates differ: the chi-square test, or, when an expected count is under
+    :data:`MIN_EXPECTED` (rare clusters, small groups), the same statistic's exact
+    distribution estimated from :data:`PERMUTATIONS` tables with the observed margins (the
+    positives dealt to the groups at random: a multivariate hypergeometric draw)."""
+    c, n = np.asarray(c, dtype=np.int64), np.asarray(n, dtype=np.int64)
+    total, k = int(n.sum()), int(c.sum())
+    if k in (0, total):
+        return 1.0, "none"
+    e1 = n * k / total
+    e0 = n * (total - k) / total
+    if min(e1.min(), e0.min()) >= MIN_EXPECTED:
+        return chi_square_k(c, n), "chi2"
+    weight = 1 / e1 + 1 / e0
+
+    def stat(x: np.ndarray) -> np.ndarray:
+        return np.asarray((((x - e1) ** 2) * weight).sum(axis=-1))
+
+    draws = np.random.default_rng(seed).multivariate_hypergeometric(n, k, size=PERMUTATIONS)
+    observed = float(stat(c))
+    extreme = int((stat(draws) >= observed * (1 - 1e-9)).sum())
+    return (extreme + 1) / (PERMUTATIONS + 1), "chi2-exact-mc"
 
 
 def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: list[str] | None = None,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from featdisco.cli import common as checks
 from featdisco.cli.common import PricesOpt, console, err_console, fail
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
@@ -56,6 +57,8 @@ def split_cmd(
     """Split transcripts into user, thought and response pieces (one Parquet row each)."""
     from featdisco.cli.split import run_split
 
+    checks.readable_inputs([*inputs, *([questions] if questions else [])])
+    checks.output_file(output)
     options = replace(reading, questions=[questions] if questions else [],
                       max_record_bytes=int(max_record_mb * 1e6))
     run_split(inputs=inputs, output=output, options=options, max_chars=max_chars, show_stats=stats,
@@ -115,8 +118,8 @@ def run_cmd(
         "and spend nothing.")] = False,
     concurrency: Annotated[int | None, typer.Option(
         "--concurrency", min=1, help="Parallel LLM calls [default: the run's, else 64].", show_default=False)] = None,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Client-side requests-per-minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Client-side tokens-per-minute limit.")] = None,
+    rpm: Annotated[float | None, typer.Option("--rpm", min=0.0, help="Client-side requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", min=0.0, help="Client-side tokens-per-minute limit.")] = None,
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Seed for clustering and sampling [default: the run's, else 0].", show_default=False)] = None,
     merge: Annotated[bool | None, typer.Option(
@@ -166,6 +169,7 @@ def run_cmd(
     from featdisco.llm.prices import PriceTable
     from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest
 
+    checks.run_dir_for(run_dir, inputs)
     flags = dict(prompt_files=parse_prompts(prompt), llm=llm, model=model, base_url=base_url, embedder=embedder,
                  n_clusters=DEFAULT if clusters == "auto" else parse_clusters(clusters), min_features=min_features,
                  max_features=max_features, max_piece_tokens=max_piece_tokens,
@@ -189,6 +193,7 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] =
     every invocation together and of the last one."""
     from featdisco.cli.run import show_status
 
+    checks.existing_run(run_dir)
     show_status(run_dir, json_)
 
 
@@ -221,6 +226,8 @@ def transform_cmd(
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
 
+    checks.existing_run(run_dir, "fitted run")
+    checks.run_dir_for(output, inputs, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
                                     "concurrency": concurrency, "prices": str(prices) if prices else None,
@@ -273,14 +280,28 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _usage_errors_in_one_line() -> None:
+    """A bad flag or value (``--top abc``, a missing argument) is one line naming it, exit 2,
+    like every other user error, rather than click's usage, hint, blank line and error."""
+    from typer._click.exceptions import UsageError  # click as typer ships it
+
+    def show(self: UsageError, file: object = None) -> None:
+        where = self.ctx.command_path if self.ctx is not None else "featdisco"
+        err_console.print(f"featdisco: error: {self.format_message()} (see `{where} --help`)", markup=False)
+
+    UsageError.show = show  # type: ignore[method-assign]
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _usage_errors_in_one_line()
     try:
         app()
     except FeatdiscoError as e:
         code = getattr(e, "exit_code", 2)  # 3: stopped at the run's budget, as at --max-cost
         err_console.print(f"featdisco: {'error: ' if code == 2 else ''}{e}", markup=False, highlight=False,
                           soft_wrap=True)
+        checks.remove_new_empty_dirs()  # a refused command leaves no empty run directory behind
         sys.exit(code)
     except KeyboardInterrupt as e:  # raised outside a command
         _interrupted(e)

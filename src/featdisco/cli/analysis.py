@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from featdisco.cli.common import PricesOpt, exit_if_failed
+from featdisco.cli.common import PricesOpt, existing_run, exit_if_failed
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
+from featdisco.errors import FeatdiscoError
 
 RunDirArg = Annotated[Path, typer.Argument(
     help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
@@ -44,6 +45,7 @@ def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | No
     """The command's output, leaving out rows about hidden clusters (and saying how many)."""
     from featdisco.analysis.visibility import visibility
 
+    existing_run(run_dir)
     out = Output.of(json_, csv_)
     vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
     if (note := vis.note()) is not None:
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
         context: Annotated[str, typer.Option("--context", help="turn: user clusters of the user turn just before the target piece; transcript: of all its user turns.")] = "turn",
         class_weight: Annotated[str, typer.Option("--class-weight", help="balanced (default) or none.")] = "balanced",
         C: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation strength.")] = 1.0,
-        test_size: Annotated[float, typer.Option("--test-size", help="Share of transcripts held out.")] = 0.25,
+        test_size: Annotated[float, typer.Option("--test-size", min=0.0, max=1.0, help="Share of transcripts held out.")] = 0.25,
         min_positives: Annotated[int, typer.Option("--min-positives", min=1, help="Skip targets seen in fewer pieces.")] = 10,
         jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
@@ -120,6 +122,9 @@ def register(app: typer.Typer) -> None:
         probe per target, held-out split by transcript, F1/precision/recall/AUROC against the
         best input-blind F1, and the user clusters with the largest positive weights."""
         from featdisco.analysis.probes import run_probes, summarize_probes
+
+        if class_weight not in ("balanced", "none"):
+            raise FeatdiscoError(f"--class-weight {class_weight!r}: use balanced or none")
 
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
@@ -158,6 +163,9 @@ def register(app: typer.Typer) -> None:
         out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
         for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
             out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
+        if (mc := int((df["test"] == "chi2-exact-mc").sum())):
+            out.say(f"{mc:,} cluster{'s' if mc != 1 else ''} tested with the Monte-Carlo exact chi-square test "
+                    "(an expected count under 5, where the chi-square approximation fails; column test)")
         if df.attrs.get("no_value"):
             out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
@@ -255,7 +263,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirArg,
         runs: Annotated[int, typer.Option("--runs", min=1, help="Reclusterings per kind.")] = 3,
         fraction: Annotated[float, typer.Option("--fraction", help="Share of distinct features kept in each.")] = 0.8,
-        match: Annotated[float, typer.Option("--match", help="Jaccard overlap that counts as a close match.")] = 0.5,
+        match: Annotated[float, typer.Option("--match", min=0.0, max=1.0, help="Jaccard overlap that counts as a close match.")] = 0.5,
         seed: SeedOpt = 1,
         top: Top10 = None,
         *,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -17,6 +18,124 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(message: str) -> NoReturn:
     raise FeatdiscoError(message)
+
+
+# Typed path checks, called first by every command on the paths it was given, so that a
+# mistake is one line naming the path (exit 2) before anything is read or created: without
+# them a file where a run directory goes was a FileExistsError traceback, and a mistyped run
+# directory was silently created empty.
+_MANIFEST = "manifest.json"  # rundir.MANIFEST, without importing pyarrow for a usage check
+_RUN_MARKS = (_MANIFEST, "pieces.parquet", "clusters.parquet")  # rundir.RUN_MARKS: any one makes a run
+_WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
+
+
+def existing_run(path: Path, what: str = "run directory") -> Path:
+    """A run directory that must already exist: a run, a transform output or a saved
+    dictionary (each has a manifest). Nothing is created."""
+    if not path.exists():
+        fail(f"{what} {path} does not exist; {_WROTE}")
+    if not path.is_dir():
+        fail(f"{what} {path} is a file, not a directory; {_WROTE}")
+    if not any((path / m).is_file() for m in _RUN_MARKS):
+        fail(f"{what} {path} is not a featdisco run (no {', '.join(_RUN_MARKS)}); {_WROTE}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        fail(f"{what} {path} cannot be read (permission denied)")
+    return path
+
+
+_NEW_DIRS: list[tuple[Path, Path]] = []  # (directory, its nearest ancestor that existed before)
+
+
+def remove_new_empty_dirs() -> None:
+    """After a user error: remove the directories this command was to create, where they
+    are still empty (``rmdir`` never removes anything else), so that a refused command
+    leaves nothing behind (a dry run whose backend is missing used to leave an empty run)."""
+    while _NEW_DIRS:
+        path, stop = _NEW_DIRS.pop()
+        while path != stop:
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty, or gone: keep it and what is above it
+            path = path.parent
+
+
+def new_or_existing_dir(path: Path, what: str = "run directory") -> Path:
+    """A directory to write into: an existing directory, or a new one whose nearest existing
+    ancestor is a writable directory. Checked, not created (the command creates it); if the
+    command then fails with a user error, the CLI removes it again while empty."""
+    if path.exists():
+        if not path.is_dir():
+            fail(f"{what} {path} is a file, not a directory; give a new or existing folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            fail(f"{what} {path} cannot be written (permission denied)")
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"{what} {path} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{what} {path} cannot be created in {parent} (permission denied)")
+    _NEW_DIRS.append((path.absolute(), parent.absolute()))
+    return path
+
+
+def run_dir_to_write(path: Path, what: str = "--run-dir") -> Path:
+    """A run directory that a command may create or add to: new, empty, or a run already."""
+    new_or_existing_dir(path, what)
+    if path.is_dir() and not any((path / m).is_file() for m in _RUN_MARKS) and any(
+            p.name.endswith(".parquet") for p in path.iterdir()):
+        fail(f"{what} {path} holds Parquet files but no {_MANIFEST}: it is not a run; give a new folder")
+    return path
+
+
+def run_dir_for(run_dir: Path, inputs: list[Path] | None, what: str = "--run-dir") -> Path:
+    """The run directory of a command that splits ``inputs`` into it (new or existing; the
+    inputs must be readable) or, given no inputs, works on a run already made."""
+    if not inputs:
+        return existing_run(run_dir, what)
+    readable_inputs(inputs)
+    return run_dir_to_write(run_dir, what)
+
+
+def readable_file(path: Path, what: str = "file") -> Path:
+    """An input file that must exist and open for reading."""
+    if path.is_symlink() and not path.exists():
+        fail(f"{what} {path} is a broken link (to {os.readlink(path)})")
+    if not path.exists():
+        fail(f"{what} {path} does not exist")
+    if path.is_dir():
+        fail(f"{what} {path} is a directory, not a file")
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        fail(f"{what} {path} cannot be read ({e.strerror or e})")
+    return path
+
+
+def readable_inputs(paths: Iterable[Path], what: str = "input") -> list[Path]:
+    """Transcript inputs: files that open for reading, or folders that can be listed."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            if not os.access(path, os.R_OK | os.X_OK):
+                fail(f"{what} {path} cannot be read (permission denied)")
+        elif path.exists() or path.is_symlink():
+            readable_file(path, what)
+        else:
+            fail(f"{what} {path} does not exist")
+        out.append(path)
+    return out
+
+
+def output_file(path: Path, what: str = "-o") -> Path:
+    """A file to write: not a directory, in a folder that exists or can be created."""
+    if path.is_dir():
+        fail(f"{what} {path} is a directory; give a file name")
+    new_or_existing_dir(path.parent, f"{what} {path}: folder")
+    return path
 
 
 PricesOpt = Annotated[Path | None, typer.Option(

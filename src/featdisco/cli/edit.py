@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
-from featdisco.cli.common import console
+from featdisco.cli.common import console, existing_run
 from featdisco.curation import (
     APPLIED,
     CURATION,
@@ -49,7 +49,7 @@ def edit_main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")] = False,
 ) -> None:
     """Curate a run's clusters."""
-    ctx.obj = {"run": run_dir, "apply": apply, "quiet": quiet}
+    ctx.obj = {"run": existing_run(run_dir), "apply": apply, "quiet": quiet}
 
 
 def reference(run: Path, ids: list[int]) -> list[ClusterRef]:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import console, err_console
+from featdisco.cli.common import console, err_console, existing_run, new_or_existing_dir
 from featdisco.errors import FeatdiscoError
 
 
@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         server or internet, so the folder can be zipped and shared; untrusted text is shown
         as text, and clusters the rater flagged private (or drawn from fewer than
         --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
+        existing_run(run_dir)
+        if output is not None:
+            new_or_existing_dir(output, "-o")
         path = _build(run_dir, output, search, quiet, min_transcripts, map_points)
         if open_:
             webbrowser.open((path / "index.html").resolve().as_uri())
@@ -80,7 +83,7 @@ def register(app: typer.Typer) -> None:
         open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
     ) -> None:
         """Serve a run's report on http://127.0.0.1:PORT/ (local only) until Ctrl-C."""
-        root = run_dir / "report"
+        root = existing_run(run_dir) / "report"
         if rebuild or not (root / "index.html").exists():
             root = _build(run_dir, None, True, False)
         handler = functools.partial(_QuietHandler, directory=str(root))

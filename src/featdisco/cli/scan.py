@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, exit_if_failed
+from featdisco.cli.common import (
+    INCOMPLETE_EXIT,
+    PricesOpt,
+    existing_run,
+    exit_if_failed,
+    run_dir_for,
+)
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
@@ -74,9 +80,9 @@ def register(app: typer.Typer) -> None:
         if run_dir is None:
             if len(paths) != 1:
                 raise FeatdiscoError("give one run directory, or transcript files with --run-dir DIR")
-            target, inputs = paths[0], None
+            target, inputs = existing_run(paths[0]), None
         else:
-            target, inputs = run_dir, paths
+            target, inputs = run_dir_for(run_dir, paths), paths
         out = Output.of(json_, csv_)
         kinds = [k.strip() for spec in kind or [] for k in spec.split(",") if k.strip()] or None
         result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,

@@ -17,6 +17,7 @@ from featdisco.cli.analysis import (
     output_for,
     wrote,
 )
+from featdisco.cli.common import existing_run, readable_file
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 
 
@@ -33,13 +34,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """How far the LLM agrees with your labels: per scan or cluster, the confusion counts,
         precision, recall and agreement with 95% Wilson intervals, F1 and Cohen's kappa."""
-        from featdisco.evidence.validate import validate
+        from featdisco.evidence.validate import unmatched_note, validate
         from featdisco.rundir import open_run
 
+        existing_run(run_dir)
+        readable_file(labels, "labels file")
         out = Output.of(json_, csv_)
         with open_run(run_dir, write=True):
             df = validate(run_dir, labels)
         out.say(f"{int(df['n'].sum()):,} labels checked against {len(df)} target{'s' if len(df) != 1 else ''}")
+        if df.attrs.get("unmatched"):
+            out.say(unmatched_note(labels, df.attrs["unmatched"]))
         for r in df.itertuples():
             if r.unanswered:
                 out.say(f"{r.target}: {r.unanswered} labelled pieces have no answer in the scan "
@@ -71,11 +76,18 @@ def register(app: typer.Typer) -> None:
         from featdisco.evidence.find import find_clusters
         from featdisco.rundir import open_run
 
+        shown = query if len(query) <= 60 else query[:57] + "..."  # a pasted page is not echoed whole
         with open_run(run_dir, write=True):  # it fills the run's embedding cache
             out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
             df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
+        if df.empty:
+            best = df.attrs["best_score"]
+            out.say(f"no cluster is about {shown!r}: none scores above the relevance floor {df.attrs['floor']:.2f} "
+                    "(the best score random strings reach in this run"
+                    + (f"; the best cluster scored {best:.2f})" if best == best else ")"))
+            return
         out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
-                 f"clusters closest to {query!r}")
+                 f"clusters closest to {shown!r} (scores above the relevance floor {df.attrs['floor']:.2f})")
 
 
 def _rate(value: float, lo: float, hi: float) -> str:

@@ -8,9 +8,15 @@ precision, recall and agreement as rates with Wilson intervals
 (:func:`featdisco.analysis.stats.wilson_interval`), F1 and Cohen's κ. The report's labelling
 mode exports exactly this file.
 
-A bad row (unknown piece, unknown target, a label that is not true or false, a piece the
-target cannot hold) is an error naming the file and line; labels of pieces the scan has no
-answer for (a failed call) are counted as ``unanswered``, never dropped silently.
+Columns are read by name from the header (``piece_id``, ``target``, ``label``, in any order,
+other columns ignored); a file without a header is read as those three in that order. A
+header without one of them is an error naming it. A malformed row (unknown target, a label
+that is not true or false, a piece the target cannot hold, a row labelled twice) is an error
+naming the file and line. A row that matches nothing in the run (its piece is not in the
+run, or the scan did not ask about it: labels made on another run) is left out and reported,
+by count and the first few file lines (``DataFrame.attrs["unmatched"]``); labels of pieces
+the scan has no answer for (a failed call) are counted as ``unanswered``. None is dropped
+silently.
 """
 
 from __future__ import annotations
@@ -52,6 +58,18 @@ class Label:
     truth: bool
 
 
+def unmatched_note(path: str | Path, unmatched: list[tuple[int, str]]) -> str:
+    """One line: how many rows matched nothing, with the first few by file and line."""
+    n = len(unmatched)
+    return (f"{path}: {n} row{'s' if n != 1 else ''} matched nothing in the run and "
+            f"{'were' if n != 1 else 'was'} not counted: {_listing(unmatched)}")
+
+
+def _listing(rows: list[tuple[int, str]]) -> str:
+    more = f"; and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else ""
+    return "; ".join(f"line {line}: {why}" for line, why in sorted(rows)[:MAX_LISTED]) + more
+
+
 def read_labels(path: str | Path) -> list[Label]:
     """The rows of a labels CSV (a ``piece_id,target,label`` header is optional); every
     malformed row is reported at once, by line, in one error."""
@@ -70,16 +88,20 @@ def _parse(path: Path) -> tuple[list[Label], list[tuple[int, str]]]:
         raise FeatdiscoError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     labels: list[Label] = []
     bad: list[tuple[int, str]] = []
+    where = [0, 1, 2]  # the columns of piece_id, target and label
+    width = 3
     for line, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not c.strip() for c in row):
             continue  # a blank line holds no label
         cells = [c.strip() for c in row]
-        if line == 1 and tuple(c.lower() for c in cells) == HEADER:
+        if line == 1 and (header := _header(path, cells)) is not None:
+            where, width = header, len(cells)
             continue
-        if len(cells) != 3:
-            bad.append((line, f"expected 3 fields piece_id,target,label, got {len(cells)}"))
+        if len(cells) != width:
+            bad.append((line, f"expected {width} fields ({', '.join(HEADER) if width == 3 else 'as the header'}), "
+                              f"got {len(cells)}"))
             continue
-        pid, target, raw = cells
+        pid, target, raw = (cells[i] for i in where)
         value = raw.lower()
         if not pid:
             bad.append((line, "empty piece_id"))
@@ -92,12 +114,23 @@ def _parse(path: Path) -> tuple[list[Label], list[tuple[int, str]]]:
     return labels, bad
 
 
+def _header(path: Path, cells: list[str]) -> list[int] | None:
+    """The positions of piece_id, target and label when line 1 is a header, else None (a
+    headerless file). A header is a first row naming any of the three; one that lacks a
+    column is an error naming it."""
+    names = [c.lower() for c in cells]
+    if all(h in names for h in HEADER):
+        return [names.index(h) for h in HEADER]
+    if not set(names) & set(HEADER):
+        return None  # a label row: the file has no header
+    missing = [h for h in HEADER if h not in names]
+    raise FeatdiscoError(f"{path}, line 1: the header has no column {', '.join(repr(m) for m in missing)} "
+                         f"(it has {', '.join(repr(c) for c in cells)}); the columns are piece_id, target, label")
+
+
 def _raise(path: Path, bad: list[tuple[int, str]]) -> None:
     if bad:
-        bad = sorted(bad)
-        more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        raise FeatdiscoError(f"{path}: {len(bad)} bad row{'s' if len(bad) > 1 else ''}: "
-                             + "; ".join(f"line {n}: {m}" for n, m in bad[:MAX_LISTED]) + more)
+        raise FeatdiscoError(f"{path}: {len(bad)} bad row{'s' if len(bad) > 1 else ''}: {_listing(bad)}")
 
 
 def scan_names(run: RunDir) -> list[str]:
@@ -200,9 +233,10 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
                                 strict=True))
     scans = scan_names(run)
     by_target: dict[str, list[Label]] = {}
+    unmatched: list[tuple[int, str]] = []
     for lab in labels:
         if lab.piece_id not in kind_of:
-            bad.append((lab.line, f"unknown piece {lab.piece_id!r} (not in {run.file('pieces.parquet')})"))
+            unmatched.append((lab.line, f"unknown piece {lab.piece_id!r} (not in {run.file('pieces.parquet')})"))
             continue
         problem = _target_problem(lab, kind_of[lab.piece_id], scans, cluster_kind)
         if problem:
@@ -219,10 +253,14 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     for target, rows in by_target.items():
         if target.startswith("scan:"):
             predictions[target] = scan_predictions(run, target.removeprefix("scan:"))
-            for lab in rows:
-                if lab.piece_id not in predictions[target]:
-                    bad.append((lab.line, f"piece {lab.piece_id!r} was not scanned by {target}"))
+            asked = [lab for lab in rows if lab.piece_id in predictions[target]]
+            unmatched += [(lab.line, f"piece {lab.piece_id!r} was not scanned by {target}")
+                          for lab in rows if lab.piece_id not in predictions[target]]
+            by_target[target] = asked
     _raise(labels_path, bad)
+    by_target = {t: rows for t, rows in by_target.items() if rows}
+    if not by_target:
+        raise FeatdiscoError(f"{labels_path}: no row matched the run {run.path}: {_listing(unmatched)}")
     labelled = [lab.piece_id for t, rows in by_target.items() if t.startswith("cluster:") for lab in rows]
     memberships = cluster_memberships(run, labelled) if labelled else set()
     out = []
@@ -237,6 +275,7 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
         truth = np.array([lab.truth for lab, a in zip(rows, answered, strict=True) if a], dtype=bool)
         out.append({"target": target, **confusion(pred, truth), "unanswered": answered.count(False)})
     df = pd.DataFrame(out, columns=COLUMNS)
+    df.attrs["unmatched"] = sorted(unmatched)
     if write:
         from featdisco.analysis.activations import write_analysis
         from featdisco.analysis.provenance import safe_name

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -107,10 +108,12 @@ class PriceTable:
                 "source": source if p else "unknown (no price; --prices FILE adds one)"}
 
     def update(self, overrides: Mapping[str, Any] | str | Path) -> None:
+        where = ""
         if isinstance(overrides, (str, Path)):
+            where = f"price file {overrides}"
             overrides = _load_file(Path(overrides))
         for model, v in overrides.items():
-            self.prices[str(model)] = _parse_price(str(model), v)
+            self.prices[str(model)] = _parse_price(str(model), v, where)
             self._from_file.add(str(model))
 
     def _match(self, model: str) -> str | None:
@@ -141,15 +144,31 @@ class PriceTable:
         return (usage.input_tokens * p[0] + usage.output_tokens * p[1]) / 1e6
 
 
-def _parse_price(model: str, v: Any) -> tuple[float, float]:
+# Above this a price is a typo (the dearest list price is well under $1,000 per 1M tokens):
+# a huge price makes every cost overflow to inf, which silently switches the cost cap off.
+MAX_PRICE = 100_000.0
+
+
+def _parse_price(model: str, v: Any, where: str = "") -> tuple[float, float]:
+    """(input, output) USD per 1M tokens, refusing NaN, negative, infinite or absurd prices:
+    any of them makes costs NaN or inf, and ``--max-cost`` then never stops anything."""
+    at = f"{where}: " if where else ""
     try:
         if isinstance(v, Mapping):
-            return float(v["input"]), float(v["output"])
-        a, b = v
-        return float(a), float(b)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FeatdiscoError(f"price for {model!r} must be {{'input': X, 'output': Y}} or "
+            pair = float(v["input"]), float(v["output"])
+        else:
+            a, b = v
+            pair = float(a), float(b)
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise FeatdiscoError(f"{at}price for {model!r} must be {{'input': X, 'output': Y}} or "
                              f"[X, Y] in USD per 1M tokens, got {v!r}") from e
+    for side, x in zip(("input", "output"), pair, strict=True):
+        if not (0.0 <= x <= MAX_PRICE):  # False for NaN too
+            why = ("is not a number" if math.isnan(x) else "is negative" if x < 0
+                   else f"is above {MAX_PRICE:,.0f} USD per 1M tokens")
+            raise FeatdiscoError(f"{at}the {side} price of {model!r} ({x!r}) {why}; a price is "
+                                 "USD per 1M tokens, 0 or more")
+    return pair
 
 
 def _load_file(path: Path) -> dict[str, Any]:

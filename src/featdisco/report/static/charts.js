@@ -3,7 +3,17 @@
    label quality. Loaded before app.js, whose helpers (svg, el, fmt, pct) they call.
    Every plot sizes its margins from its own text, so no label is cut off at an edge. */
 
-const PALETTE = ["#2f6fb5", "#d0743c", "#2e8b57", "#8a5cc2", "#b8860b", "#c0392b"];
+const PALETTE = ["#2f6fb5", "#d0743c", "#2e8b57", "#8a5cc2", "#b8860b", "#c0392b",
+  "#17a2b8", "#e377c2", "#7f7f7f", "#6b8e23", "#1f3f7a", "#8c564b"];
+
+/* The colour of group j: twelve distinct colours, then hues a golden angle apart with the
+   lightness stepped, so that no two of the groups of one chart share a colour (the six
+   colours used to repeat from the seventh group on). */
+function groupColour(j) {
+  if (j < PALETTE.length) return PALETTE[j];
+  const k = j - PALETTE.length;
+  return `hsl(${Math.round((110 + k * 137.508) % 360)}, ${55 + (k % 3) * 15}%, ${40 + (Math.floor(k / 3) % 4) * 10}%)`;
+}
 const CHAR_W = 6.1; // px per character of 10px axis text (a generous estimate)
 
 function textWidth(s) { return String(s).length * CHAR_W; }
@@ -41,7 +51,7 @@ function intervalBars(rows, groupNames, xlabel) {
   const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot fit", role: "img", width: W, height: H });
   groupNames.forEach((name, j) => {  // the legend, four groups a line
     const lx = L + (j % 4) * (plotW / 4), ly = 4 + 16 * Math.floor(j / 4);
-    s.appendChild(svg("rect", { x: lx, y: ly, width: 10, height: 10, fill: PALETTE[j % PALETTE.length] }));
+    s.appendChild(svg("rect", { x: lx, y: ly, width: 10, height: 10, fill: groupColour(j) }));
     s.appendChild(svg("text", { x: lx + 14, y: ly + 9, class: "axis" }, clip(name, Math.floor(plotW / 4 / CHAR_W) - 3)));
   });
   xTicks(s, x, max, T, H - 34, true);
@@ -57,7 +67,7 @@ function intervalBars(rows, groupNames, xlabel) {
         return;
       }
       const v = g.value ?? 0;
-      const bar = svg("rect", { x: L, y: y, width: Math.max(0, x(v) - L), height: 11, fill: PALETTE[j % PALETTE.length], opacity: 0.8 });
+      const bar = svg("rect", { x: L, y: y, width: Math.max(0, x(v) - L), height: 11, fill: groupColour(j), opacity: 0.8 });
       bar.appendChild(svg("title", {}, `${g.name}: ${pct(v)}` + (g.lo !== undefined && g.lo !== null ? ` [${pct(g.lo)}, ${pct(g.hi)}]` : "") + (g.n ? ` of ${fmt(g.n)}` : "")));
       s.appendChild(bar);
       if (g.lo !== undefined && g.lo !== null && g.hi !== null && g.hi !== undefined) {
