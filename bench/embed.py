@@ -44,11 +44,11 @@ from featdisco.embedders import make_embedder
 from featdisco.embedders.onnx_minilm import (
     MAX_SEQ_LENGTH,
     OnnxMiniLM,
-    _load_session,
-    _usable_cores,
     default_model_path,
     default_tokenizer_path,
+    load_session,
     mean_pool,
+    usable_cores,
 )
 from featdisco.stages.embed import EmbedStats, embed_distinct
 from featdisco.storage.embed_cache import EmbeddingCache
@@ -112,7 +112,7 @@ class RawOnnx:
         self.tok = Tokenizer.from_file(str(default_tokenizer_path()))
         self.tok.enable_truncation(max_length=MAX_SEQ_LENGTH)
         self.tok.enable_padding()
-        self.sess = _load_session(default_model_path(), _usable_cores())
+        self.sess = load_session(default_model_path(), usable_cores())
         self.batch_size = batch_size
 
     def embed(self, texts: list[str], sort: bool) -> np.ndarray:
@@ -233,7 +233,7 @@ def compare(names: list[str], features: Path | None, reps: int, top: int) -> Non
     mean_chars = np.mean([len(t) for t in strings])
     t = best_of(reps, {n: (lambda e=e: embed_rows(strings, e)) for n, e in loaded.items()})
     print(f"\n3a. {len(strings):,} distinct feature strings of {source}, mean {mean_chars:.0f} "
-          f"chars, {_usable_cores()} cores; best of {reps}, interleaved: wall, CPU")
+          f"chars, {usable_cores()} cores; best of {reps}, interleaved: wall, CPU")
     for n, (wall, cpu) in t.items():
         print(f"   {n:10s} {len(strings) / wall:10,.0f} strings/s wall {len(strings) / cpu:10,.0f} "
               f"strings/s CPU   ({t[names[0]][0] / wall:.0f}x the first)")
@@ -294,7 +294,7 @@ def main() -> None:
     vocab = feature_vocabulary(args.distinct)
     emb.embed(vocab[:200])
     raw.embed(vocab[:200], sort=False)  # warm both sessions up
-    print(f"model {emb.name}, {_usable_cores()} cores, model batch {bs}, "
+    print(f"model {emb.name}, {usable_cores()} cores, model batch {bs}, "
           f"{len(vocab)} distinct strings, mean {np.mean([len(v) for v in vocab]):.0f} chars")
 
     check = np.abs(embed_rows(vocab, emb) - raw.embed(vocab, sort=False)).max()

@@ -28,12 +28,6 @@ OPTIONAL_EXTRAS = {"anthropic", "uvloop", "ray", "sentence_transformers", "torch
 
 # Private cross-module imports another helper's area still holds (issue 24, part 1: the
 # transcripts readers). The test fails on any other; empty this set once they are gone.
-KNOWN_PRIVATE_ELSEWHERE = {
-    ("featdisco.transcripts.sources", "featdisco.transcripts.formats.inspect", "_where"),
-    ("featdisco.transcripts.sources", "featdisco.transcripts.formats.inspect", "_wrap"),
-}
-
-
 @dataclass(frozen=True)
 class Import:
     """One ``import`` statement's target as seen from ``importer``."""
@@ -197,32 +191,15 @@ def test_the_walker_sees_imports_at_every_level() -> None:
 
 
 def test_no_module_imports_another_modules_private_name() -> None:
-    found = private_imports() - KNOWN_PRIVATE_ELSEWHERE
+    found = private_imports()
     assert not found, "private names imported across modules (make them public, or move them):\n" + \
         "\n".join(f"  {a} imports {m}.{n}" for a, m, n in sorted(found))
 
 
-@pytest.mark.xfail(reason="the transcripts readers (another helper's part of issue 24) still "
-                          "import formats.inspect._where/_wrap", strict=False)
-def test_no_private_imports_at_all() -> None:
-    assert not private_imports()
-
-
-# Cycles that other helpers' parts of issue 24 still hold, by their modules' common prefix:
-# the transcripts format registry. Any cycle elsewhere fails the test.
-KNOWN_CYCLES_ELSEWHERE = ("featdisco.transcripts",)
-
-
-def test_no_import_cycles_outside_known_areas() -> None:
-    found = [c for c in cycles(graph()) if not all(m.startswith(KNOWN_CYCLES_ELSEWHERE) for m in c)]
+def test_no_import_cycles() -> None:
+    found = cycles(graph())
     assert not found, "import cycles (function-level imports count):\n" + \
         "\n".join("  " + " <-> ".join(c) for c in found)
-
-
-@pytest.mark.xfail(reason="the transcripts format registry (another helper's part of issue 24) "
-                          "still has sources <-> formats.* in a circle", strict=False)
-def test_no_import_cycles_at_all() -> None:
-    assert not cycles(graph())
 
 
 # The layers of docs/architecture.md, ground first: each top-level module or package of
@@ -232,7 +209,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("llm",),
     ("embedders", "prompts"),
     ("storage",),
-    ("transcripts", "rundir", "curation"),
+    ("transcripts", "rundir", "curation", "cluster_ids"),
     ("stages", "api", "runsummary"),
     ("executors", "dictionary"),
     ("pipeline",),

@@ -74,7 +74,7 @@ def test_distils_once_then_loads_from_the_cache(static: StaticMiniLM, static_dir
     def no_model(*_a: object, **_k: object) -> None:
         raise AssertionError("distilled again instead of loading the cache")
 
-    monkeypatch.setattr("featdisco.embedders.static._load_session", no_model)
+    monkeypatch.setattr("featdisco.embedders.static.load_session", no_model)
     again = StaticMiniLM(vocab_limit=LIMIT, cache_dir=static_dir, quiet=True)
     texts = [t[0] for t in TOPICS]
     np.testing.assert_array_equal(again.embed(texts), static.embed(texts))

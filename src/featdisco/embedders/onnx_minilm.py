@@ -74,7 +74,7 @@ def verify_file(path: Path, expected: str, what: str) -> None:
         )
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -115,7 +115,7 @@ class OnnxMiniLM:
         self.batch_size = batch_size
         self.max_length = max_length
         self._tokenizer = _load_tokenizer(tok_path, max_length)
-        self._session = _load_session(model, threads or _usable_cores())
+        self._session = load_session(model, threads or usable_cores())
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def __repr__(self) -> str:
@@ -181,7 +181,7 @@ def _load_tokenizer(path: Path, max_length: int):  # type: ignore[no-untyped-def
     return tok
 
 
-def _load_session(path: Path, threads: int):  # type: ignore[no-untyped-def]
+def load_session(path: Path, threads: int):  # type: ignore[no-untyped-def]
     """An inference session tuned for a small CPU: all graph optimisations (the int8
     weights' dequantisation folds into constants at load), one operator at a time with
     every core inside it, since a BERT layer is a chain with little to run in parallel.

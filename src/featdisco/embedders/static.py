@@ -35,10 +35,10 @@ from featdisco.embedders.base import EmbedderError, check_output, l2_normalize
 from featdisco.embedders.onnx_minilm import (
     MODEL_SHA256,
     TOKENIZER_SHA256,
-    _load_session,
-    _usable_cores,
     default_model_path,
     default_tokenizer_path,
+    load_session,
+    usable_cores,
     verify_file,
 )
 
@@ -209,7 +209,7 @@ class StaticMiniLM:
         """Distil from the ONNX MiniLM and write the result atomically to ``self.path``."""
         model = default_model_path()
         verify_file(model, MODEL_SHA256, "ONNX model file")
-        session = _load_session(model, self._threads or _usable_cores())
+        session = load_session(model, self._threads or usable_cores())
         names = {i.name for i in session.get_inputs()}
 
         def run_model(rows: np.ndarray) -> np.ndarray:
