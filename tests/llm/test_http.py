@@ -134,11 +134,12 @@ def test_an_https_origin_tunnels_and_the_proxy_never_sees_the_api_key(
 
 @pytest.mark.parametrize(("var", "value"), [
     ("ALL_PROXY", "http://127.0.0.1:3128"), ("HTTP_PROXY", "127.0.0.1:3128"),
-    ("HTTP_PROXY", "socks5://agent:s3cret@127.0.0.1:1080")])
+    ("HTTP_PROXY", "socks5://agent:s3cret@127.0.0.1:1080"),
+    ("HTTP_PROXY", "https://agent:s3cret@127.0.0.1:3128")])
 def test_a_proxy_aiohttp_cannot_use_is_refused_not_gone_around(
         no_proxy_env: pytest.MonkeyPatch, var: str, value: str) -> None:
-    """ALL_PROXY, a bare host:port or a SOCKS proxy: aiohttp would ignore them (or fail on
-    every call); the backend refuses to start with a message that says what to set, rather
+    """ALL_PROXY, a bare host:port, a SOCKS or an https:// proxy: aiohttp would ignore them
+    (or fail on every call); the backend refuses to start with a message that says what to set, rather
     than send the calls around a proxy the user set. NO_PROXY still exempts a host."""
     no_proxy_env.setenv(var, value)
     with pytest.raises(FeatdiscoError, match=var if var == "ALL_PROXY" else "http://") as info:

@@ -199,11 +199,13 @@ def env_proxy(url: str) -> EnvProxy:
     around a proxy the user set."""
     try:
         proxy, auth = get_env_proxy_for_url(URL(url))
-    except LookupError:  # none for this host, or NO_PROXY names it
-        if any(os.environ.get(v) for v in ("ALL_PROXY", "all_proxy")) and not _bypassed(url):
-            raise FeatdiscoError("ALL_PROXY is set, but featdisco's HTTP client (aiohttp) "
-                                 "follows HTTPS_PROXY and HTTP_PROXY only: set those to the "
-                                 "proxy (or NO_PROXY for this host)") from None
+    except LookupError:  # none for this host, NO_PROXY names it, or one aiohttp ignores
+        set_for = set(urllib.request.getproxies()) & {URL(url).scheme, "all"}
+        if set_for and not _bypassed(url):
+            raise FeatdiscoError(
+                f"the environment sets a proxy for {URL(url).host} that featdisco's HTTP client "
+                "(aiohttp) cannot use (ALL_PROXY, or an https:// proxy URL): set HTTPS_PROXY / "
+                "HTTP_PROXY as http://host:port (or NO_PROXY for this host)") from None
         return None
     if proxy.scheme != "http":
         kind = f"a {proxy.scheme}:// proxy" if proxy.scheme else "not a URL (no http://)"
