@@ -16,8 +16,14 @@ Printed per run, with the goals of issue 12:
   that admits exactly at the ideal rate and meets the same latency draws);
 * client CPU per call (goal <= 400 us), 429s received, calls lost (goal 0).
 
+``--send sdk`` measures the send path featdisco does not take, for comparison: every call
+through the official SDK on its aiohttp transport (``openai.DefaultAioHttpClient``, retries
+off, pool sized to the concurrency), by its cheapest public route (``client.post`` to the
+endpoint, the raw response read and parsed as the backend parses it). ``--calls 4000`` is
+the quick size (a minute a mode); the figures in the README are the default size.
+
     .venv/bin/python bench/llm_engine.py [--calls 20000] [--conc 2000] [--limit 500]
-        [--median 2] [--p99 15] [--mode both|rpm|none]
+        [--median 2] [--p99 15] [--mode both|rpm|none] [--send aiohttp|sdk]
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import httpx2  # the SDK's HTTP library (for --send sdk)
+import openai
+import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 # run as `python bench/llm_engine.py`, so the repository (its fake server in tests/) is not on
@@ -43,10 +54,17 @@ sys.path.insert(0, str(REPO / "src"))
 
 from tests.fakes.openai_server import lognormal_latency  # noqa: E402
 
-from featdisco.llm.base import ChatMessage, LLMRequest, Sampling  # noqa: E402
+from featdisco.llm.base import (  # noqa: E402
+    ChatMessage,
+    LLMRequest,
+    LLMResponse,
+    PerLoop,
+    Sampling,
+    sdk_error,
+)
 from featdisco.llm.cache import CallCache  # noqa: E402
 from featdisco.llm.engine import CallEngine  # noqa: E402
-from featdisco.llm.openai import OpenAILLM  # noqa: E402
+from featdisco.llm.openai import OpenAILLM, read_completion  # noqa: E402
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["echo", "features"],
           "properties": {"echo": {"type": "string"},
@@ -93,10 +111,43 @@ def ideal_wall(calls: int, rate: float, conc: int, median: float, p99: float) ->
     return end
 
 
-def one_run(root: str, calls: int, conc: int, rpm: float | None, cache_dir: str
-            ) -> dict[str, float]:
-    backend = OpenAILLM("gpt-4o-mini", base_url=root + "/v1", api_key="sk-bench",
-                        concurrency=conc)
+class SDKSendLLM(OpenAILLM):
+    """The openai backend with each call sent by the official SDK on its aiohttp transport
+    (``--send sdk``): what one SDK send path would cost, for comparison."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._client)
+
+    def _client(self) -> openai.AsyncOpenAI:
+        limits = httpx2.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return openai.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=self.timeout,
+                                  http_client=openai.DefaultAioHttpClient(limits=limits))
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        client = self._clients.get()
+        try:
+            r = await client.post("/chat/completions", body=self.request_params(request),
+                                  cast_to=httpx2.Response, stream=True)
+        except openai.APIError as e:
+            raise sdk_error(openai, e, (self.api_key,)) from e
+        body = bytearray()
+        async for chunk in r.aiter_bytes():
+            body += chunk
+        await r.aclose()
+        return read_completion(orjson.loads(body))
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+        await super().aclose()
+
+
+def one_run(root: str, calls: int, conc: int, rpm: float | None, cache_dir: str,
+            send: str = "aiohttp") -> dict[str, float]:
+    backend = (SDKSendLLM if send == "sdk" else OpenAILLM)(
+        "gpt-4o-mini", base_url=root + "/v1", api_key="sk-bench", concurrency=conc)
     cache = CallCache(os.path.join(cache_dir, f"cache-{rpm}.sqlite"))
     engine = CallEngine(backend, cache, concurrency=conc, rpm=rpm, progress="none")
     reqs = [LLMRequest((ChatMessage("system", SYSTEM),
@@ -136,6 +187,8 @@ def main() -> None:
     p.add_argument("--p99", type=float, default=15.0, help="99th percentile latency, seconds")
     p.add_argument("--mode", choices=["both", "rpm", "none"], default="both",
                    help="--rpm at the limit, no --rpm, or both runs")
+    p.add_argument("--send", choices=["aiohttp", "sdk"], default="aiohttp",
+                   help="the backend's send path (aiohttp), or the official SDK's, to compare")
     args = p.parse_args()
     sigma = math.log(args.p99 / args.median) / 2.3263478740408408
     mean = args.median * math.exp(sigma * sigma / 2)
@@ -145,13 +198,14 @@ def main() -> None:
           f"p99 {args.p99:g}s (mean {mean:.2f}s); server limit {args.limit:g}/s; ideal rate "
           f"min({args.limit:g}, {args.conc}/{mean:.2f}s) = {rate:.0f}/s; an ideal client "
           f"finishes in {ideal:.1f}s; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs; sent by {args.send}", flush=True)
     modes = {"both": [True, False], "rpm": [True], "none": [False]}[args.mode]
     with tempfile.TemporaryDirectory() as d:
         for with_rpm in modes:
             proc, root = start_server(args.median, args.p99, args.limit)
             try:
-                r = one_run(root, args.calls, args.conc, args.limit * 60 if with_rpm else None, d)
+                r = one_run(root, args.calls, args.conc, args.limit * 60 if with_rpm else None, d,
+                            args.send)
             finally:
                 proc.terminate()
                 proc.wait(10)

@@ -15,6 +15,7 @@ from featdisco.llm.replies import (
     EvidencedFeatures,
     Features,
     LabelFit,
+    MergeGroups,
     Ratings,
     model_for,
     scan_answer,
@@ -23,7 +24,7 @@ from featdisco.llm.validate import ReplyProblem, check_reply, schema_problem
 
 MODELS = [Features.bounded(2, 3), EvidencedFeatures.bounded(1, 2), ClusterLabel, Ratings.for_batch(2),
           LabelFit.for_items(3), scan_answer("bool"), scan_answer("scale", 1, 10),
-          scan_answer("labels", labels=("yes", "no"))]
+          scan_answer("labels", labels=("yes", "no")), MergeGroups]
 REPLIES: list[Any] = [
     {"features": ["Asks for help", "Polite tone"]}, {"features": ["A"]}, {"features": ["ab", "cd", "ef", "gh"]},
     {"features": [{"feature": "Apologises", "quote": "sorry"}]}, {"features": [{"feature": "Apologises"}]},
@@ -37,6 +38,8 @@ REPLIES: list[Any] = [
     {"fits": [1, 3]}, {"fits": [0]}, {"fits": [1, 2, 3, 3]}, {"fits": [True]},
     {"answer": True, "quote": "", "reason": "Because."}, {"answer": 7, "quote": "q", "reason": "Because."},
     {"answer": "yes", "quote": "q", "reason": "Because."}, {"answer": "maybe", "quote": "q", "reason": "Because."},
+    {"groups": [{"ids": [1, 3], "label": "Same thing", "description": "Both say it."}]}, {"groups": []},
+    {"groups": [{"ids": [2], "label": "ok", "description": "ok"}]}, {"groups": [{"ids": ["1", 2]}]},
     {"answer": 11, "quote": "q", "reason": "Because."}, {"answer": 1.5, "quote": "q", "reason": "Because."},
     {"answer": "true", "quote": "", "reason": "Because."}, [], {}, "text", None,
 ]

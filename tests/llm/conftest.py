@@ -42,8 +42,7 @@ def cache(tmp_path: Path) -> Iterator[CallCache]:
 
 def make_engine(fake: FakeOpenAIServer, cache: CallCache | None, **kw: Any) -> CallEngine:
     backend = OpenAILLM("gpt-4o-mini", base_url=fake.base_url, api_key="sk-test",
-                        concurrency=kw.get("concurrency", 16),
-                        via_sdk=kw.pop("via_sdk", False))
+                        concurrency=kw.get("concurrency", 16))
     kw.setdefault("progress", "none")
     kw.setdefault("backoff_base", 0.01)
     kw.setdefault("backoff_max", 0.05)

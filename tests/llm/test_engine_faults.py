@@ -68,9 +68,7 @@ def test_2000_calls_with_30_percent_faults(fake: FakeOpenAIServer, cache: CallCa
     assert sum(r.cached for r in again) == len(ok)
 
 
-@pytest.mark.parametrize("via_sdk", [False, True], ids=["aiohttp", "sdk"])
-def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
-                                    via_sdk: bool) -> None:
+def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache) -> None:
     # a fault on the first attempt only: every kind must end ok after retry or repair
     for kind in FAULTS:
         fake.reset()
@@ -81,7 +79,7 @@ def test_each_fault_kind_is_handled(fake: FakeOpenAIServer, cache: CallCache,
         fake.set_handler(handler)
         # Only the hang needs a short timeout. A loaded machine may also time out the healthy
         # retry: that is one more attempt, so the counts below hold however slow it is.
-        engine = make_engine(fake, cache, via_sdk=via_sdk, **({"timeout": 1.0} if kind == "hang" else {}))
+        engine = make_engine(fake, cache, **({"timeout": 1.0} if kind == "hang" else {}))
         [r] = engine.run_sync(requests_for([f"text for {kind}"]))
         assert r.status == "ok", (kind, r.reason, r.message)
         assert r.attempts >= 2 and fake.total == r.attempts

@@ -1,6 +1,7 @@
-"""How the openai backend's calls go over the wire on aiohttp: the reply-size cap, the
-environment's proxies (a real forwarding proxy on 127.0.0.1), Retry-After on a 429, one
-connection pool kept across stages, and retries a person watching a run can see."""
+"""How the openai backend's calls go over the wire on aiohttp, its one send path: the
+reply-size cap, the environment's proxies (a real forwarding proxy on 127.0.0.1), Retry-After
+on a 429, one connection pool kept across stages, and retries a person watching a run can
+see."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMError
 from featdisco.llm.limits import backoff_delay
 from featdisco.llm.openai import OpenAILLM
@@ -130,23 +132,21 @@ def test_an_https_origin_tunnels_and_the_proxy_never_sees_the_api_key(
     assert not any("TUNNELKEY" in v for v in headers.values())
 
 
-@pytest.mark.parametrize("var", ["ALL_PROXY", "HTTP_PROXY"])
-def test_a_proxy_aiohttp_cannot_use_is_followed_through_the_sdk(
-        no_proxy_env: pytest.MonkeyPatch, var: str) -> None:
-    """ALL_PROXY, or a proxy given as a bare host:port: aiohttp would ignore them and go
-    around the proxy; the SDK's client follows them, so the calls go that way."""
-    async def go() -> Proxy:
-        async with Proxy() as proxy:
-            value = f"127.0.0.1:{proxy.port}" if var == "HTTP_PROXY" else \
-                f"http://127.0.0.1:{proxy.port}"
-            no_proxy_env.setenv(var, value)
-            resp = await _call(OpenAILLM("m", base_url="http://llm.invalid:8080/v1",
-                                         api_key="sk-x"))
-            assert json.loads(resp.text)["features"] == ["Via a proxy"]
-        return proxy
-
-    [(line, _)] = _run(go).heads
-    assert line == "POST http://llm.invalid:8080/v1/chat/completions HTTP/1.1"
+@pytest.mark.parametrize(("var", "value"), [
+    ("ALL_PROXY", "http://127.0.0.1:3128"), ("HTTP_PROXY", "127.0.0.1:3128"),
+    ("HTTP_PROXY", "socks5://agent:s3cret@127.0.0.1:1080"),
+    ("HTTP_PROXY", "https://agent:s3cret@127.0.0.1:3128")])
+def test_a_proxy_aiohttp_cannot_use_is_refused_not_gone_around(
+        no_proxy_env: pytest.MonkeyPatch, var: str, value: str) -> None:
+    """ALL_PROXY, a bare host:port, a SOCKS or an https:// proxy: aiohttp would ignore them
+    (or fail on every call); the backend refuses to start with a message that says what to set, rather
+    than send the calls around a proxy the user set. NO_PROXY still exempts a host."""
+    no_proxy_env.setenv(var, value)
+    with pytest.raises(FeatdiscoError, match=var if var == "ALL_PROXY" else "http://") as info:
+        OpenAILLM("m", base_url="http://llm.invalid:8080/v1", api_key="sk-x")
+    assert "s3cret" not in str(info.value)
+    no_proxy_env.setenv("NO_PROXY", "llm.invalid")
+    assert OpenAILLM("m", base_url="http://llm.invalid:8080/v1", api_key="sk-x")
 
 
 def test_no_proxy_hosts_are_reached_directly(no_proxy_env: pytest.MonkeyPatch,

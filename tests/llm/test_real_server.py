@@ -1,9 +1,7 @@
 """The openai backend against a real OpenAI-compatible server, not our fake: llama-cpp-
 python's own server (FastAPI on uvicorn) serving the embedded model on 127.0.0.1. It
-checks that the lean HTTP/1.1 client and the SDK's own path both get valid features for a
-real piece from a server we did not write (``slow``; CI runs it). Their replies are not
-compared: two identical greedy requests in a row got different features from this server
-(it keeps its prompt cache between requests)."""
+checks that the backend's one send path (aiohttp, configured by the SDK) gets valid
+features for a real piece from a server we did not write (``slow``; CI runs it)."""
 
 from __future__ import annotations
 
@@ -82,7 +80,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def test_lean_and_sdk_paths_get_valid_features_from_a_real_server(
+def test_the_send_path_gets_valid_features_from_a_real_server(
         llama_server: str, shared_data: Path) -> None:
     answers = [json.loads(line)["choices"][0]["turns"][0] for line in
                (shared_data / "mt_bench" / "model_answer" / "gpt-4.jsonl").open(encoding="utf-8")]
@@ -90,14 +88,13 @@ def test_lean_and_sdk_paths_get_valid_features_from_a_real_server(
     cfg = FeaturizeConfig(min_features=3, max_features=6, evidence=False)  # plain features: the v1 shape
     [req], _ = build_requests([piece], ["response"], load_prompt("featurize", version=1), cfg)
     assert req.schema is not None
-    for via_sdk in (False, True):
-        # llama-cpp-python's server takes response_format json_object (with the schema in
-        # the prompt), not json_schema: the documented json_mode for such servers
-        backend = OpenAILLM("qwen-local", base_url=llama_server, api_key="sk-local",
-                            json_mode="object", via_sdk=via_sdk, timeout=300)
-        engine = CallEngine(backend, None, concurrency=1, timeout=300, progress="none")
-        [res] = engine.run_sync([req])
-        assert res.status == "ok", (via_sdk, res.reason, res.message)
-        jsonschema.validate(res.data, req.schema)
-        assert all(f.strip() for f in res.data["features"])
-        assert res.usage.input_tokens > 100 and res.usage.output_tokens > 5
+    # llama-cpp-python's server takes response_format json_object (with the schema in the
+    # prompt), not json_schema: the documented json_mode for such servers
+    backend = OpenAILLM("qwen-local", base_url=llama_server, api_key="sk-local",
+                        json_mode="object", timeout=300)
+    engine = CallEngine(backend, None, concurrency=1, timeout=300, progress="none")
+    [res] = engine.run_sync([req])
+    assert res.status == "ok", (res.reason, res.message)
+    jsonschema.validate(res.data, req.schema)
+    assert all(f.strip() for f in res.data["features"])
+    assert res.usage.input_tokens > 100 and res.usage.output_tokens > 5

@@ -10,30 +10,27 @@ how much of structured output they support, hence ``json_mode``:
   servers that guarantee JSON syntax but not a schema.
 * ``prompt``: the schema in the prompt only, for servers that support neither.
 
-How a call is sent: the official SDK stays the source of configuration (base URL,
-including ``OPENAI_BASE_URL``; auth; organization and project from ``OPENAI_ORG_ID`` and
-``OPENAI_PROJECT_ID``; user agent; default headers), because that is what users and the
-providers' docs configure. The bytes go out on one aiohttp session per event loop
-(:class:`JsonPoster`): the SDK's request building and httpx cost about four times the
-client CPU per call (``bench/llm_engine.py``), which matters at a provider's top rate.
-Settings only the SDK can apply (custom auth such as Azure AD tokens or workload
-identity, default query parameters), or ``via_sdk=True``, send through the SDK instead.
-Both paths turn failures into the same :class:`LLMError` (``error_from_status``).
+How a call is sent, one way for every call: the official SDK is the source of
+configuration (base URL, including ``OPENAI_BASE_URL``; auth; organization and project from
+``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID``; user agent; default headers), because that is
+what users and the providers' docs configure, read from its public properties once per
+event loop. The bytes go out on one aiohttp session per event loop (:class:`JsonPoster`).
+The SDK's own send path, even on its aiohttp transport, costs about three times the client
+CPU per call (its request options, httpx2 request and response objects on top of aiohttp;
+``bench/llm_engine.py``), which matters at a provider's top rate. Failures become
+:class:`LLMError` through ``status_error``, the same mapping the SDK-based backends use.
 
-The SDK's own retries are off: the engine retries every backend the same way, and two
-retry layers multiply waits and hide failures. The connection pool is sized to the
-engine's concurrency, since a pool smaller than the number of in-flight calls queues
-requests inside the client where no limit or timeout of ours can see them.
+The connection pool is sized to the engine's concurrency, since a pool smaller than the
+number of in-flight calls queues requests inside the client where no limit or timeout of
+ours can see them. Nothing here retries: the engine retries every backend the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import urllib.request
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -50,7 +47,6 @@ from featdisco.llm.base import (
     Usage,
     messages_with_schema,
     redact,
-    sdk_error,
     status_error,
 )
 
@@ -59,9 +55,6 @@ JSON_MODES: tuple[str, ...] = ("schema", "object", "prompt")
 # A reply larger than this is refused: a chat completion is kilobytes, and a misbehaving
 # server or proxy must not be able to fill the client's memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
-
-# The SDK's HTTP library's pool limits (httpx, or its successor in newer SDKs).
-_Limits = type(openai.DEFAULT_CONNECTION_LIMITS)
 
 # Reasoning models reject sampling parameters other than their defaults.
 _NO_SAMPLING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -81,7 +74,7 @@ class OpenAILLM:
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  json_mode: JsonMode = "schema", concurrency: int = 64, timeout: float = 60.0,
                  max_tokens_param: str | None = None,
-                 default_headers: dict[str, str] | None = None, via_sdk: bool = False,
+                 default_headers: dict[str, str] | None = None,
                  max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         if json_mode not in JSON_MODES:
             raise FeatdiscoError(f"unknown JSON mode {json_mode!r}; choose one of "
@@ -102,33 +95,23 @@ class OpenAILLM:
         self._max_tokens_param = max_tokens_param or (
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
-        self._headers = default_headers
-        self._via_sdk = via_sdk
-        self._use_sdk: bool | None = None
         self._max_reply = max_reply_bytes
         self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._sdk: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_sdk)
+        # Configuration only: nothing is sent through it (see the module's docstring), so
+        # its HTTP client reads no proxy settings (env_proxy does, for the one that sends).
+        self._config = openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=base_url, max_retries=0, timeout=timeout,
+            default_headers=default_headers,
+            http_client=openai.DefaultAsyncHttpxClient(trust_env=False))
+        self.url = str(self._config.base_url) + "chat/completions"  # it keeps a trailing /
+        self._proxy = env_proxy(self.url)  # checked now: a bad proxy fails before any call
         self._posters: PerLoop[JsonPoster] = PerLoop(self._make_poster)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode!r})"
 
-    def _make_sdk(self) -> openai.AsyncOpenAI:
-        http = openai.DefaultAsyncHttpxClient(limits=_Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
-        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                  timeout=self.timeout, default_headers=self._headers,
-                                  http_client=http)
-
-    def sends_via_sdk(self, client: openai.AsyncOpenAI) -> bool:
-        """Whether the SDK must send the calls: asked for, settings beyond a base URL and
-        fixed headers (custom auth such as Azure AD tokens, default query parameters) that
-        only the SDK itself applies, or an environment proxy only its client follows."""
-        return (self._via_sdk or client.custom_auth is not None or bool(client.default_query)
-                or _proxy_only_sdk_follows(str(client.base_url)))
-
     def _make_poster(self) -> JsonPoster:
-        cfg = self._sdk.get()
+        cfg = self._config
         # What the SDK's own request would carry (auth, organization and project, user
         # agent, platform and any default_headers), read inside the running loop so that
         # X-Stainless-Async names it; Omit markers dropped, as the SDK drops them.
@@ -143,9 +126,8 @@ class OpenAILLM:
         headers = dict(merged.values())
         headers["X-Stainless-Retry-Count"] = "0"
         headers["X-Stainless-Read-Timeout"] = str(self.timeout)
-        url = str(cfg.base_url) + "chat/completions"  # the SDK keeps a trailing slash
-        return JsonPoster(url, headers, self.concurrency, self.timeout, (self._api_key,),
-                          self._max_reply)
+        return JsonPoster(self.url, headers, self.concurrency, self.timeout, (self._api_key,),
+                          self._max_reply, proxy=self._proxy)
 
     @property
     def api_key(self) -> str:
@@ -189,12 +171,8 @@ class OpenAILLM:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         params = self.request_params(request)
-        if self._use_sdk is None:  # settled on the first call: it depends on settings only
-            self._use_sdk = self.sends_via_sdk(self._sdk.get())
-        if self._use_sdk:
-            return await self._complete_sdk(self._sdk.get(), params)
         status, headers, raw = await self._posters.get().post(orjson.dumps(params))
-        if not 200 <= status < 300:  # redirects are not followed, as on the SDK path
+        if not 200 <= status < 300:  # redirects are not followed: a POST must not be replayed
             raise status_error(status, headers, raw, (self._api_key,))
         try:
             body = orjson.loads(raw)
@@ -203,51 +181,53 @@ class OpenAILLM:
                            retryable=True) from e
         return read_completion(body)
 
-    async def _complete_sdk(self, client: openai.AsyncOpenAI, params: dict[str, Any]
-                            ) -> LLMResponse:
-        # Every parameter but the two the SDK requires goes as extra_body, so a server's
-        # own names (max_tokens_param) pass through untouched.
-        rest = {k: v for k, v in params.items() if k not in ("model", "messages")}
-        try:
-            reply = await client.chat.completions.create(
-                model=params["model"], messages=params["messages"], extra_body=rest)
-        except openai.APIError as e:
-            raise sdk_error(openai, e, (self._api_key,)) from e
-        except ValueError as e:  # a body that is not JSON
-            raise LLMError("bad-response", f"unreadable reply from server: {type(e).__name__}",
-                           retryable=True) from e
-        return read_completion(reply.model_dump())
-
     async def aclose(self) -> None:
         """Close the connections opened on the running loop."""
         await self._posters.aclose()
-        await self._sdk.aclose()
 
 
-def _proxy_only_sdk_follows(url: str) -> bool:
-    """True when the environment sets a proxy for ``url`` that the SDK's client (httpx)
-    uses and aiohttp would ignore: ``ALL_PROXY``, a SOCKS or https:// proxy, or a bare
-    ``host:port``. Sending those calls on aiohttp would go around the proxy."""
-    parts = urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
-        return False
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme)
-    if proxy:
-        return "://" not in proxy or urlsplit(proxy).scheme != "http"
-    return bool(proxies.get("all"))
+EnvProxy = tuple[URL, aiohttp.BasicAuth | None] | None
+
+
+def env_proxy(url: str) -> EnvProxy:
+    """The environment's proxy for ``url`` and its credentials, by aiohttp's own rules
+    (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials in the proxy URL or
+    ``~/.netrc``): the rules its ``trust_env`` applies, read once here rather than on each
+    request, where they cost two thread hops and a ~/.netrc read a call. A proxy aiohttp
+    cannot speak (SOCKS, https://, a bare host:port) is refused with a clear error rather
+    than used wrongly, and so is ``ALL_PROXY``, which aiohttp ignores: calls must not go
+    around a proxy the user set."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:  # none for this host, NO_PROXY names it, or one aiohttp ignores
+        set_for = set(urllib.request.getproxies()) & {URL(url).scheme, "all"}
+        if set_for and not _bypassed(url):
+            raise FeatdiscoError(
+                f"the environment sets a proxy for {URL(url).host} that featdisco's HTTP client "
+                "(aiohttp) cannot use (ALL_PROXY, or an https:// proxy URL): set HTTPS_PROXY / "
+                "HTTP_PROXY as http://host:port (or NO_PROXY for this host)") from None
+        return None
+    if proxy.scheme != "http":
+        kind = f"a {proxy.scheme}:// proxy" if proxy.scheme else "not a URL (no http://)"
+        raise FeatdiscoError(f"the environment's proxy for {URL(url).host} is {kind}, and "
+                             "featdisco's HTTP client (aiohttp) speaks to http:// proxies "
+                             "only: set HTTPS_PROXY / HTTP_PROXY as http://host:port")
+    return proxy, auth
+
+
+def _bypassed(url: str) -> bool:
+    """Whether NO_PROXY names ``url``'s host (the stdlib's test, which aiohttp uses too)."""
+    host = URL(url).host
+    return host is not None and bool(urllib.request.proxy_bypass(host))
 
 
 class JsonPoster:
     """POSTs prepared JSON bodies to one URL on one aiohttp session (one event loop).
 
-    Proxies follow the environment as the SDK's client follows it (``HTTPS_PROXY``,
-    ``HTTP_PROXY``, ``NO_PROXY``; credentials in the proxy URL or ``~/.netrc``; proxies
-    only the SDK's client speaks send through the SDK, see ``sends_via_sdk``), read
-    through aiohttp's own ``trust_env`` rules once, when the poster opens, rather than
-    on every request. Through a proxy the headers go with each request, not on the
-    session: aiohttp copies a session's headers into the CONNECT request it sends a
-    proxy, and an Authorization header there would hand the API key to the proxy.
+    ``proxy`` is the environment's proxy as :func:`env_proxy` resolved it (None: direct).
+    Through a proxy the headers go with each request, not on the session: aiohttp copies
+    a session's headers into the CONNECT request it sends a proxy, and an Authorization
+    header there would hand the API key to the proxy.
 
     A reply of any status comes back as (status, headers, body) for the caller to judge;
     one over ``max_reply`` bytes is an error. What never became a reply (timeouts,
@@ -256,14 +236,13 @@ class JsonPoster:
     """
 
     def __init__(self, url: str, headers: Mapping[str, str], connections: int, timeout: float,
-                 secrets: tuple[str, ...] = (), max_reply: int = MAX_REPLY_BYTES) -> None:
+                 secrets: tuple[str, ...] = (), max_reply: int = MAX_REPLY_BYTES,
+                 proxy: EnvProxy = None) -> None:
         self.url = url
         self._headers = dict(headers)
         self._max = max_reply
-        self.proxy: URL | None = None
-        auth: aiohttp.BasicAuth | None = None
-        with contextlib.suppress(LookupError):  # LookupError: no proxy for this host
-            self.proxy, auth = get_env_proxy_for_url(URL(url))
+        self.proxy: URL | None = proxy[0] if proxy else None
+        auth = proxy[1] if proxy else None
         # The proxy's credentials: on the CONNECT request for an https origin, on the
         # request itself (sent to the proxy in absolute form) for an http one.
         self._proxy_headers: dict[str, str] | None = None
@@ -272,8 +251,8 @@ class JsonPoster:
         elif auth is not None:
             self._headers["Proxy-Authorization"] = auth.encode()
         self._secrets = (*secrets, auth.password) if auth and auth.password else secrets
-        # sock_read bounds each wait for bytes, as httpx's read timeout does on the SDK
-        # path; the engine bounds the whole call on top.
+        # sock_read bounds each wait for bytes, as the SDK's read timeout does; the
+        # engine bounds the whole call on top.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections,
                                            ttl_dns_cache=300),

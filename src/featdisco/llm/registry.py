@@ -70,7 +70,7 @@ def make_llm(llm: str | None = None, model: str | None = None, base_url: str | N
             model = DEFAULT_MODELS["openai"]
         return OpenAILLM(model, base_url=base_url, api_key=api_key, concurrency=concurrency,
                          timeout=timeout, **_only(opts, ("json_mode", "max_tokens_param",
-                                                         "default_headers", "via_sdk")))
+                                                         "default_headers")))
     from featdisco.llm.anthropic import AnthropicLLM
 
     return AnthropicLLM(model or DEFAULT_MODELS["anthropic"], base_url=base_url,

@@ -148,6 +148,25 @@ def _label_fit(n: int) -> type[LabelFit]:
                         fits=(list[Annotated[int, Field(ge=1, le=n)]], Field(max_length=n)))
 
 
+# ----------------------------------------------------------------------------- merge
+
+class MergeGroup(BaseModel):
+    """Shown clusters (numbered from 1) that describe one behaviour, and its name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ids: Annotated[list[int], Field(min_length=2)]
+    label: Annotated[str, Field(min_length=2, max_length=80)]
+    description: Annotated[str, Field(min_length=2, max_length=REASON_CHARS)]
+
+
+class MergeGroups(Reply):
+    """The merge check (``merge`` prompt): the groups of near-duplicate clusters in a batch,
+    none when every cluster is distinct."""
+
+    schema_name: ClassVar[str] = "merge_groups"
+    groups: list[MergeGroup]
+
+
 # ----------------------------------------------------------------------------- scan
 
 class ScanAnswer(Reply):

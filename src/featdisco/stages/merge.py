@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
+from featdisco.llm.replies import MergeGroups
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
@@ -61,17 +62,7 @@ CANDIDATE_QUANTILE = 0.95  # a neighbour is a candidate above this quantile of t
 LABEL_QUANTILE = 0.75  # ... or above this one when the labels nearly match
 MAX_ROUNDS = 3
 PAIR_SAMPLE = 200_000  # pairs of clusters whose cosines set the kind's candidate threshold
-MERGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"groups": {"type": "array", "items": {
-        "type": "object",
-        "properties": {"ids": {"type": "array", "items": {"type": "integer"}, "minItems": 2},
-                       "label": {"type": "string", "minLength": 2, "maxLength": 80},
-                       "description": {"type": "string", "minLength": 2, "maxLength": 400}},
-        "required": ["ids", "label", "description"], "additionalProperties": False}}},
-    "required": ["groups"],
-    "additionalProperties": False,
-}
+MERGE_SCHEMA = MergeGroups.json_schema()
 MERGES_SCHEMA = pa.schema([("raw_cluster_id", pa.int64()), ("kind", pa.string()), ("cluster_id", pa.int64()),
                            ("raw_label", pa.string()), ("label", pa.string()), ("merged", pa.bool_())])
 
@@ -224,13 +215,13 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
                 reason = res.reason or res.status
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
                 continue
-            for grp in res.data.get("groups", []):
-                ids = sorted({batch[int(i) - 1] for i in grp.get("ids", []) if 1 <= int(i) <= len(batch)})
+            for grp in MergeGroups.read(res.data).groups:
+                ids = sorted({batch[i - 1] for i in grp.ids if 1 <= i <= len(batch)})
                 if len(ids) < 2:
                     continue
                 for other in ids[1:]:
                     parent[_root(parent, other)] = _root(parent, ids[0])
-                names[_root(parent, ids[0])] = (" ".join(str(grp["label"]).split()), " ".join(str(grp["description"]).split()))
+                names[_root(parent, ids[0])] = (" ".join(grp.label.split()), " ".join(grp.description.split()))
         components: dict[int, list[int]] = {}
         for i in range(len(groups)):
             components.setdefault(_root(parent, i), []).append(i)
