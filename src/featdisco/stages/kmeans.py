@@ -20,6 +20,7 @@ from typing import Any
 import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 from featdisco.errors import FeatdiscoError
 
@@ -150,6 +151,110 @@ def nearest(
     return labels, sims
 
 
+def _top2(X: NDArray[np.float32], centers: NDArray[np.float32],
+          gpus: int = 0) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The two nearest centroids of every row by inner product (n × 2 ids and cosines)."""
+    index: Any = faiss.IndexFlatIP(centers.shape[1])
+    if gpus > 0:
+        index = faiss.index_cpu_to_all_gpus(index, ngpu=gpus)
+    index.add(np.ascontiguousarray(centers, dtype=np.float32))
+    m = min(2, len(centers))
+    ids = np.empty((len(X), m), dtype=np.int64)
+    sims = np.empty((len(X), m), dtype=np.float32)
+    for s in range(0, len(X), _CHUNK):
+        D, Id = index.search(np.ascontiguousarray(X[s : s + _CHUNK]), m)
+        ids[s : s + len(Id)] = Id
+        sims[s : s + len(D)] = D
+    return ids, sims
+
+
+def _weighted_sums(X: NDArray[np.float32], w: NDArray[np.float64], labels: NDArray[np.int64],
+                   k: int) -> NDArray[np.float64]:
+    """Σ w·x per cluster (k × d, float64), a block of rows at a time to bound memory."""
+    S = np.zeros((k, X.shape[1]), dtype=np.float64)
+    for s in range(0, len(X), _CHUNK):
+        lab = labels[s : s + _CHUNK]
+        M = sparse.csr_matrix((w[s : s + _CHUNK], (lab, np.arange(len(lab)))), shape=(k, len(lab)))
+        S += M @ np.asarray(X[s : s + _CHUNK], dtype=np.float64)
+    return S
+
+
+def refine_leave_one_out(
+    X: NDArray[np.float32],
+    centers: NDArray[np.float32],
+    sample_weight: ArrayLike | None = None,
+    max_iter: int = 20,
+    gpus: int = 0,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], list[int]]:
+    """Starting from each row's nearest of ``centers``, reassign rows by leave-one-out
+    similarity until no row moves (at most ``max_iter`` passes); returns the labels, the k
+    unit centroids and the number of rows moved in each pass.
+
+    Why: nearest-centroid (Lloyd) assignment can trap a heavy row. A string that occurs 35
+    times pulls the centroid of whatever cluster it starts in towards itself, so that centroid
+    stays its nearest even when the string is closer to another cluster's members. Here each
+    row compares the other clusters' centroids with its own cluster's centroid *computed
+    without it* (Σ w·x of the other members, normalised), and moves to the best one when that
+    beats its own; all rows move together, then the sums are updated and the pass repeats.
+    At a fixed point every row is also nearest its own full centroid (adding a row to a
+    cluster only raises its cosine to it), so later nearest-centroid assignment, the rule
+    ``predict`` applies to new data, gives the same labels. A row alone in its cluster has no
+    leave-one-out centroid and stays; when every member of a cluster would leave, the one
+    that gains least stays, so no cluster empties. Each pass costs one exact top-2 search
+    (n · k · d), the price of one assignment pass.
+    """
+    n, k = len(X), len(centers)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    start = np.asarray(centers, dtype=np.float32)
+    labels, _ = nearest(X, start, gpus)
+    S = _weighted_sums(X, w, labels, k)
+    moved: list[int] = []
+    rows = np.arange(n)
+    for _ in range(max_iter):
+        norms = np.linalg.norm(S, axis=1)
+        ids, sims = _top2(X, _unit(S, norms, start), gpus)
+        if ids.shape[1] < 2:
+            break
+        own_first = ids[:, 0] == labels
+        best = np.where(own_first, ids[:, 1], ids[:, 0])
+        best_sim = np.where(own_first, sims[:, 1], sims[:, 0]).astype(np.float64)
+        xs = np.empty(n, dtype=np.float64)  # x · S_own
+        for s in range(0, n, _CHUNK):
+            xs[s : s + _CHUNK] = np.einsum("ij,ij->i", np.asarray(X[s : s + _CHUNK], dtype=np.float64),
+                                           S[labels[s : s + _CHUNK]])
+        rest = np.sqrt(np.maximum(norms[labels] ** 2 - 2.0 * w * xs + w * w, 0.0))
+        members = np.bincount(labels, minlength=k)
+        loo = np.where((members[labels] > 1) & (rest > 1e-9), (xs - w) / np.maximum(rest, 1e-12), np.inf)
+        gain = best_sim - loo
+        move = gain > 1e-6
+        # a cluster all of whose members would leave keeps the one that gains least
+        leaving = np.bincount(labels[move], minlength=k)
+        emptied = np.nonzero((leaving == members) & (members > 0))[0]
+        if len(emptied):
+            cand = rows[move & np.isin(labels, emptied)]
+            order = cand[np.lexsort((gain[cand], labels[cand]))]
+            first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+            move[order[first]] = False
+        idx = rows[move]
+        moved.append(len(idx))
+        if not len(idx):
+            break
+        cols = np.arange(len(idx))
+        delta = sparse.csr_matrix((np.r_[w[idx], -w[idx]], (np.r_[best[idx], labels[idx]], np.r_[cols, cols])),
+                                  shape=(k, len(idx)))
+        S += delta @ np.asarray(X[idx], dtype=np.float64)
+        labels[idx] = best[idx]
+    return labels, _unit(S, np.linalg.norm(S, axis=1), start), moved
+
+
+def _unit(S: NDArray[np.float64], norms: NDArray[np.float64], fallback: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Unit centroids from weighted sums; an empty cluster keeps its ``fallback`` centroid."""
+    out = (S / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+    empty = norms <= 1e-12
+    out[empty] = fallback[empty]
+    return out
+
+
 @contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     """Set faiss's OpenMP thread count for the block and restore it (it is process-global)."""
@@ -173,7 +278,9 @@ class SphericalKMeans:
     ``cluster_centers_`` (k × d unit float32), ``labels_``, ``similarity_`` (cosine to own
     centroid), ``sizes_`` (points, or summed ``sample_weight``, per cluster),
     ``small_clusters_`` (size < ``min_cluster_size``), ``inertia_`` (Σ w·(1 − cosine)),
-    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``.
+    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``,
+    ``refine_moves_`` (rows moved per leave-one-out pass; ``refine=True`` runs
+    :func:`refine_leave_one_out` after Lloyd, up to ``refine_iter`` passes).
 
     ``gpu=None`` (default) fits and assigns on every GPU faiss sees, which is none unless
     faiss-gpu is installed; on a GPU the fit stays flat at any k.
@@ -190,8 +297,12 @@ class SphericalKMeans:
         n_threads: int | None = None,
         n_init: int | None = None,
         gpu: bool | None = None,
+        refine: bool = False,
+        refine_iter: int = 20,
     ) -> None:
         self.n_clusters = n_clusters
+        self.refine = refine
+        self.refine_iter = refine_iter
         self.gpu = gpu
         self.n_init = n_init
         self.seed = seed
@@ -238,6 +349,10 @@ class SphericalKMeans:
                 centers = self._fit_two_level(Xu, wu, k)
             else:
                 centers = self._kmeans(Xu, wu, k, self.seed)
+            self.refine_moves_: list[int] = []
+            if self.refine and k > 1:  # see refine_leave_one_out: frees strings Lloyd traps
+                _, centers, self.refine_moves_ = refine_leave_one_out(
+                    Xu, centers, wu, self.refine_iter, self.gpus_)
             self.cluster_centers_ = centers
             self.labels_, self.similarity_ = nearest(Xc, centers, self.gpus_)
         self.two_level_ = bool(use_two and k > 1)
