@@ -88,12 +88,13 @@ def worker(method: str, data: Path, out: Path, k: int, args: argparse.Namespace)
         km = SphericalKMeans(k, seed=args.seed, n_iter=args.iters)
         km.fit(X)
         t_fit = time.perf_counter() - t
+        before = float(np.average(km.similarity_))
         t_ref = time.perf_counter()
         _, centers, moved = refine_leave_one_out(np.ascontiguousarray(X), km.cluster_centers_,
                                                  max_iter=args.refine_iter)
         print(f"refine: {time.perf_counter() - t_ref:.1f} s after a {t_fit:.1f} s fit "
               f"({'two-level' if km.two_level_ else 'flat'}); {len(moved)} passes, rows moved per pass "
-              f"{moved}")
+              f"{moved}; mean cos to the centroid before refining {before:.4f}")
     elif method == "faiss-full":
         import faiss
 
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--auto", action="store_true", help="also run ours with two_level=None")
     ap.add_argument("--refine", action="store_true",
                     help="also run ours (automatic two-level) followed by the leave-one-out refinement")
-    ap.add_argument("--refine-iter", type=int, default=20, help="cap on refinement passes")
+    ap.add_argument("--refine-iter", type=int, default=50, help="cap on refinement passes")
     ap.add_argument("--worker")
     ap.add_argument("--data", type=Path)
     ap.add_argument("--out", type=Path)
