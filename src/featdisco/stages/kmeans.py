@@ -293,7 +293,8 @@ def _pass_moves(cand: NDArray[np.int64], gain: NDArray[np.float64], labels: NDAr
     members = np.bincount(labels, minlength=k)
     emptied = np.nonzero((np.bincount(labels[idx], minlength=k) == members) & (members > 0))[0]
     if len(emptied):  # rows are in decreasing gain: the last of each emptied cluster stays
-        last = {int(c): i for i, c in enumerate(labels[idx].tolist()) if c in set(emptied.tolist())}
+        gone = set(emptied.tolist())
+        last = {c: i for i, c in enumerate(labels[idx].tolist()) if c in gone}
         idx = np.delete(idx, list(last.values()))
     return idx
 
