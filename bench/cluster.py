@@ -22,7 +22,7 @@ k-means++ init on 3·k points, early stopping left on.
 (what the cluster stage runs), timing the refinement alone and its passes.
 
     python bench/cluster.py [--n 1000000] [--k 2000] [--threads 2] [--skip-full] [--skip-mbk]
-    python bench/cluster.py --n 100000 --k 2000 --skip-full --skip-mbk --auto --refine
+    python bench/cluster.py --n 100000 --k 2000 --skip-full --skip-mbk --skip-two-level --refine
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--skip-two-level", action="store_true")
     ap.add_argument("--skip-mbk", action="store_true")
     ap.add_argument("--auto", action="store_true", help="also run ours with two_level=None")
     ap.add_argument("--refine", action="store_true",
@@ -184,7 +185,8 @@ def main() -> None:
         generate(data, ypath, args.n, args.d, args.blobs, args.seed)
         print(f"data: {args.n:,} × {args.d} float32, {args.blobs:,} blobs + 5% noise, "
               f"k = {args.k:,}, {args.threads} threads (generated in {time.perf_counter() - t:.0f} s)")
-        methods = ["two-level"] + (["ours-auto"] if args.auto else []) + (["refined"] if args.refine else [])
+        methods = ([] if args.skip_two_level else ["two-level"]) + (["ours-auto"] if args.auto else [])
+        methods += ["refined"] if args.refine else []
         methods += ([] if args.skip_full else ["faiss-full"]) + ([] if args.skip_mbk else ["minibatch"])
         X = np.load(data, mmap_mode="r")
         y = np.load(ypath)
@@ -200,7 +202,7 @@ def main() -> None:
                   flush=True)
         base = rows[0]
         for m, secs, _, inertia, _ in rows[1:]:
-            print(f"two-level vs {m}: {secs / base[1]:.1f}× faster, "
+            print(f"{base[0]} vs {m}: {secs / base[1]:.1f}× faster, "
                   f"inertia {base[3] / inertia:.4f}× theirs")
 
 

@@ -86,11 +86,12 @@ def test_no_cluster_is_emptied_when_all_its_members_would_leave() -> None:
 
 def _leave_one_out_violations(X: np.ndarray, w: np.ndarray, labels: np.ndarray,
                               centers: np.ndarray) -> int:
-    """Rows with another centroid nearer than their own cluster's centroid without them."""
-    bad = 0
+    """Rows of 5%+ of their cluster's weight with another centroid nearer than their own
+    cluster's centroid without them, and rows not nearest their own centroid."""
+    bad = int((nearest(X, np.ascontiguousarray(centers, dtype=np.float32))[0] != labels).sum())
     for i in range(len(X)):
         rest = (labels == labels[i]) & (np.arange(len(X)) != i)
-        if not rest.any():
+        if not rest.any() or w[i] <= 0.05 * w[labels == labels[i]].sum():
             continue
         loo = X[i] @ _centroid(X, w, np.nonzero(rest)[0])
         others = np.delete(centers, labels[i], axis=0)
