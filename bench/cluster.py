@@ -18,7 +18,11 @@ ours) on faiss's default subsample of 256 points per centroid (512k points at k 
 MiniBatchKMeans runs ``--mbk-epochs`` passes (default 3) with batch ``--batch`` (4,096),
 k-means++ init on 3·k points, early stopping left on.
 
+``--refine`` adds ours followed by :func:`~featdisco.stages.kmeans.refine_leave_one_out`
+(what the cluster stage runs), timing the refinement alone and its passes.
+
     python bench/cluster.py [--n 1000000] [--k 2000] [--threads 2] [--skip-full] [--skip-mbk]
+    python bench/cluster.py --n 100000 --k 2000 --skip-full --skip-mbk --skip-two-level --refine
 """
 
 from __future__ import annotations
@@ -78,6 +82,19 @@ def worker(method: str, data: Path, out: Path, k: int, args: argparse.Namespace)
 
         km = SphericalKMeans(k, seed=args.seed, n_iter=args.iters)
         centers = km.fit(X).cluster_centers_
+    elif method == "refined":
+        from featdisco.stages.kmeans import SphericalKMeans, refine_leave_one_out
+
+        km = SphericalKMeans(k, seed=args.seed, n_iter=args.iters)
+        km.fit(X)
+        t_fit = time.perf_counter() - t
+        before = float(np.average(km.similarity_))
+        t_ref = time.perf_counter()
+        _, centers, moved = refine_leave_one_out(np.ascontiguousarray(X), km.cluster_centers_,
+                                                 max_iter=args.refine_iter)
+        print(f"refine: {time.perf_counter() - t_ref:.1f} s after a {t_fit:.1f} s fit "
+              f"({'two-level' if km.two_level_ else 'flat'}); {len(moved)} passes, rows moved per pass "
+              f"{moved}; mean cos to the centroid before refining {before:.4f}")
     elif method == "faiss-full":
         import faiss
 
@@ -114,10 +131,14 @@ def run_child(method: str, data: Path, out: Path, args: argparse.Namespace) -> t
     cmd = [sys.executable, __file__, "--worker", method, "--data", str(data), "--out", str(out),
            "--k", str(args.k), "--iters", str(args.iters), "--seed", str(args.seed),
            "--batch", str(args.batch), "--mbk-epochs", str(args.mbk_epochs)]
+    cmd += ["--refine-iter", str(args.refine_iter)]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{method} failed with status {proc.returncode}")
-    secs, hwm = proc.stdout.strip().splitlines()[-1].split()
+    *notes, last = proc.stdout.strip().splitlines()
+    for note in notes:
+        print(f"{method:>11}: {note}")
+    secs, hwm = last.split()
     return float(secs), int(hwm)
 
 
@@ -142,8 +163,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--skip-two-level", action="store_true")
     ap.add_argument("--skip-mbk", action="store_true")
     ap.add_argument("--auto", action="store_true", help="also run ours with two_level=None")
+    ap.add_argument("--refine", action="store_true",
+                    help="also run ours (automatic two-level) followed by the leave-one-out refinement")
+    ap.add_argument("--refine-iter", type=int, default=50, help="cap on refinement passes")
     ap.add_argument("--worker")
     ap.add_argument("--data", type=Path)
     ap.add_argument("--out", type=Path)
@@ -160,7 +185,8 @@ def main() -> None:
         generate(data, ypath, args.n, args.d, args.blobs, args.seed)
         print(f"data: {args.n:,} × {args.d} float32, {args.blobs:,} blobs + 5% noise, "
               f"k = {args.k:,}, {args.threads} threads (generated in {time.perf_counter() - t:.0f} s)")
-        methods = ["two-level"] + (["ours-auto"] if args.auto else [])
+        methods = ([] if args.skip_two_level else ["two-level"]) + (["ours-auto"] if args.auto else [])
+        methods += ["refined"] if args.refine else []
         methods += ([] if args.skip_full else ["faiss-full"]) + ([] if args.skip_mbk else ["minibatch"])
         X = np.load(data, mmap_mode="r")
         y = np.load(ypath)
@@ -176,7 +202,7 @@ def main() -> None:
                   flush=True)
         base = rows[0]
         for m, secs, _, inertia, _ in rows[1:]:
-            print(f"two-level vs {m}: {secs / base[1]:.1f}× faster, "
+            print(f"{base[0]} vs {m}: {secs / base[1]:.1f}× faster, "
                   f"inertia {base[3] / inertia:.4f}× theirs")
 
 

@@ -10,10 +10,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy import sparse
 
 from featdisco.analysis.activations import cluster_frequency, load_activations
 from featdisco.analysis.compare import run_compare
-from featdisco.analysis.probes import run_probes, summarize_probes
+from featdisco.analysis.probes import (
+    ProbeData,
+    best_threshold,
+    fit_probes,
+    permutation_null,
+    run_probes,
+    summarize_probes,
+)
 from featdisco.errors import FeatdiscoError
 from tests.analysis.planted import PlantedPiece, write_run
 
@@ -73,6 +81,11 @@ def test_probe_finds_the_planted_cause_and_not_the_unrelated(probe_run: Path) ->
     assert caused["tp"] + caused["fn"] == caused["test_positives"]
     summary = summarize_probes(df.reset_index())
     assert summary.loc[0, "targets"] == 3 and summary.loc[0, "beat_by_0.1"] == 1
+    # against the permutation null only the planted link is real
+    assert caused["beats_null"] and caused["p_value"] < 1e-10 and caused["f1"] > caused["null_f1_95"]
+    for target in (UNREL1, UNREL2):
+        assert not df.loc[target, "beats_null"] and df.loc[target, "q_value"] > 0.05
+    assert summary.loc[0, "beat_null"] == 1
     stored = pq.read_table(probe_run / "analysis_probes.parquet").to_pandas()
     assert len(stored) == 3
 
@@ -83,6 +96,40 @@ def test_probe_uses_the_preceding_user_turn_not_a_later_one(probe_run: Path) -> 
     turn = run_probes(probe_run, n_jobs=1, write=False).set_index("cluster_id").loc[CAUSED]
     whole = run_probes(probe_run, n_jobs=1, context="transcript", write=False).set_index("cluster_id").loc[CAUSED]
     assert turn["precision"] > whole["precision"] + 0.1
+
+
+def _weak_and_strong_cause(seed: int, n: int = 8000) -> ProbeData:
+    """A strong cause (15% of user turns, target 90%) and a weak one (40%, target 25%, above
+    the base rate): balanced weights with the default cut call the weak one "present" too."""
+    rng = np.random.default_rng(seed)
+    strong, weak = rng.random(n) < 0.15, rng.random(n) < 0.4
+    noise = rng.random((n, 10)) < 0.15
+    X = sparse.csr_matrix(np.c_[strong, weak, noise].astype(np.float64))
+    y = rng.random(n) < np.where(strong, 0.9, np.where(weak, 0.25, 0.02))
+    return ProbeData("response", X, sparse.csc_matrix(y[:, None].astype(np.int8)), np.arange(n) // 2,
+                     np.arange(12), np.array([0]))
+
+
+def test_threshold_chosen_on_training_transcripts_raises_f1() -> None:
+    for seed in (0, 1):
+        data = _weak_and_strong_cause(seed)
+        default = fit_probes(data, n_jobs=1, validation_size=None).iloc[0]
+        chosen = fit_probes(data, n_jobs=1).iloc[0]
+        assert default["threshold_from"] == "default" and chosen["threshold_from"] == "validation"
+        assert chosen["f1"] >= default["f1"] + 0.04, (seed, default["f1"], chosen["f1"])
+        assert chosen["precision"] > default["precision"] + 0.1
+        assert chosen["auroc"] == default["auroc"]  # same final model; only the cut moved
+
+
+def test_best_threshold_and_permutation_null() -> None:
+    y = np.array([1, 1, 0, 1, 0, 0, 0, 0], dtype=bool)
+    scores = np.array([3.0, 2.0, 1.5, 1.0, 0.5, 0.0, -1.0, -2.0])
+    cut = best_threshold(y, scores)
+    assert 0.5 < cut < 1.0  # the top four: tp 3, fp 1, F1 = 6/7
+    null = permutation_null(tp=3, n=8, positives=3, predicted=4)
+    # shuffling 3 positives over 8 rows, 4 predicted: P(TP = 3) = C(5,1)/C(8,4) = 5/70
+    assert null["p_value"] == pytest.approx(5 / 70)
+    assert null["null_f1"] == pytest.approx(2 * (4 * 3 / 8) / 7)
 
 
 @pytest.fixture(scope="module")

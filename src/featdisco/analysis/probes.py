@@ -5,7 +5,15 @@ binary vector of user clusters of the user turn before that thought or response 
 whole transcript's user turns). The held-out split is grouped by transcript, so turns of one
 conversation never sit on both sides. Every target is reported against the best F1 a
 predictor that ignores the input could expect, ``2b / (1 + b)`` for test base rate ``b``
-(always answering "present"), so "beats the baseline" means the user turn carries signal.
+(always answering "present"), so "beats the baseline" means the user turn carries signal,
+and against a permutation null: the chance that the test labels, shuffled, would meet the
+probe's predictions as often as they did (exact, hypergeometric), with Benjamini–Hochberg
+q-values over all targets, so ``beats_null`` marks the links that are not luck.
+
+The decision threshold is chosen on a validation split of the *training* transcripts (the
+one that maximises F1 there); the test split is only scored. With balanced class weights
+the default cut (score 0) predicts "present" wherever the target is likelier than its base
+rate, which spends precision on weakly related user clusters.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
+from scipy.stats import false_discovery_control, hypergeom
 from sklearn.metrics import roc_auc_score
 
 from featdisco.analysis.activations import Activations, load_activations, write_analysis
@@ -103,49 +112,83 @@ def grouped_split(groups: NDArray[np.int64], test_size: float, seed: int) -> NDA
     return np.asarray(in_test[groups])
 
 
+MIN_VALIDATION_POSITIVES = 3  # fewer, and the threshold stays at the default cut (0)
+_Fitted = tuple[NDArray[np.float64] | None, float, NDArray[np.float64] | None, float | None]
+
+
+def best_threshold(y: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
+    """The cut on ``scores`` (predict ``score > cut``) with the highest F1 on ``y``; among
+    equal F1 the highest cut, placed midway to the next lower score."""
+    values = np.unique(scores)[::-1]  # descending
+    pos = np.bincount(np.searchsorted(-values, -scores), weights=y, minlength=len(values))
+    cnt = np.bincount(np.searchsorted(-values, -scores), minlength=len(values))
+    tp, pred = np.cumsum(pos), np.cumsum(cnt)
+    f1 = 2 * tp / (pred + y.sum())
+    i = int(np.argmax(f1))
+    return float((values[i] + values[i + 1]) / 2) if i + 1 < len(values) else float(values[i] - 1.0)
+
+
 def _fit_batch(X_train: sparse.csr_matrix, Y_train: sparse.csc_matrix, X_test: sparse.csr_matrix,
-               C: float, class_weight: str | None) -> list[tuple[NDArray[np.float64] | None, float, NDArray[np.float64] | None]]:
-    """Fit each column of ``Y_train``; return (coef, intercept, test scores) per target."""
+               C: float, class_weight: str | None, val: NDArray[np.bool_] | None) -> list[_Fitted]:
+    """Fit each column of ``Y_train``; return (coef, intercept, test scores, threshold) per
+    target. With a validation mask ``val`` over the training rows, a first fit on the other
+    training rows picks the F1-best threshold on ``val``; the final fit uses every training
+    row. The threshold is None when validation cannot choose one (then the cut is 0)."""
     from sklearn.linear_model import LogisticRegression
 
-    out: list[tuple[NDArray[np.float64] | None, float, NDArray[np.float64] | None]] = []
+    # liblinear: a primal trust-region Newton solver, fastest here for sparse binary
+    # inputs with n ≫ d (bench/probe.py); it also regularises the intercept, which is
+    # harmless with thousands of samples. tol=1e-2 halves the time of 1e-3 for the same
+    # thresholded predictions (measured in bench/probe.py).
+    def model() -> Any:
+        return LogisticRegression(solver="liblinear", C=C, class_weight=class_weight, tol=1e-2)
+
+    X_fit = X_train[~val] if val is not None else None
+    X_val = X_train[val] if val is not None else None
+    out: list[_Fitted] = []
     for j in range(Y_train.shape[1]):
         y = Y_train[:, j].toarray().ravel() > 0
         if y.all() or not y.any():
-            out.append((None, 0.0, None))
+            out.append((None, 0.0, None, None))
             continue
-        # liblinear: a primal trust-region Newton solver, fastest here for sparse binary
-        # inputs with n ≫ d (bench/probe.py); it also regularises the intercept, which is
-        # harmless with thousands of samples. tol=1e-2 halves the time of 1e-3 for the same
-        # thresholded predictions (measured in bench/probe.py).
-        model = LogisticRegression(solver="liblinear", C=C, class_weight=class_weight, tol=1e-2)
-        model.fit(X_train, y)
-        out.append((model.coef_[0].astype(np.float64), float(model.intercept_[0]),
-                    model.decision_function(X_test)))
+        threshold = None
+        if val is not None:
+            y_fit, y_val = y[~val], y[val]
+            if y_val.sum() >= MIN_VALIDATION_POSITIVES and 0 < y_fit.sum() < len(y_fit):
+                inner = model().fit(X_fit, y_fit)
+                threshold = best_threshold(y_val, inner.decision_function(X_val))
+        final = model().fit(X_train, y)
+        out.append((final.coef_[0].astype(np.float64), float(final.intercept_[0]),
+                    final.decision_function(X_test), threshold))
     return out
 
 
 def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: float = 1.0,
                class_weight: str | None = "balanced", top_weights: int = 5, n_jobs: int | None = None,
-               labels: NDArray[Any] | None = None) -> pd.DataFrame:
-    """Fit and score one probe per target; one row per target with every count behind it."""
+               labels: NDArray[Any] | None = None, validation_size: float | None = 0.25,
+               alpha: float = 0.05) -> pd.DataFrame:
+    """Fit and score one probe per target; one row per target with every count behind it.
+
+    ``validation_size``: the share of training transcripts on which the threshold is chosen
+    (None: the default cut 0). ``alpha``: the FDR level of ``beats_null``."""
     from joblib import Parallel, delayed
 
     test = grouped_split(data.groups, test_size, seed)
     X_train, X_test = data.X[~test], data.X[test]
     Y_train, Y_test = data.Y[~test].tocsc(), data.Y[test].tocsc()
+    val = None if validation_size is None else grouped_split(data.groups[~test], validation_size, seed + 1)
     T = data.Y.shape[1]
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     chunk = max(1, -(-T // (n_jobs * 4)))
     batches = [(s, min(T, s + chunk)) for s in range(0, T, chunk)]
     if n_jobs > 1 and len(batches) > 1:
-        results = Parallel(n_jobs=n_jobs)(delayed(_fit_batch)(X_train, Y_train[:, a:b], X_test, C, class_weight)
-                                          for a, b in batches)
+        results = Parallel(n_jobs=n_jobs)(delayed(_fit_batch)(X_train, Y_train[:, a:b], X_test, C, class_weight,
+                                                              val) for a, b in batches)
     else:
-        results = [_fit_batch(X_train, Y_train[:, a:b], X_test, C, class_weight) for a, b in batches]
+        results = [_fit_batch(X_train, Y_train[:, a:b], X_test, C, class_weight, val) for a, b in batches]
     fitted = [r for batch in results for r in batch]
     rows: list[dict[str, Any]] = []
-    for j, (coef, _b, scores) in enumerate(fitted):
+    for j, (coef, _b, scores, threshold) in enumerate(fitted):
         y_test = Y_test[:, j].toarray().ravel() > 0
         train_pos = int(Y_train[:, j].nnz)
         n_test, test_pos = len(y_test), int(y_test.sum())
@@ -158,9 +201,12 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
         }
         if coef is None or scores is None:
             row.update(status="one class in train", tp=0, fp=0, fn=test_pos, precision=np.nan,
-                       recall=np.nan, f1=np.nan, auroc=np.nan, top_user_clusters=[], top_weights=[])
+                       recall=np.nan, f1=np.nan, auroc=np.nan, threshold=np.nan, threshold_from="",
+                       null_f1=np.nan, null_f1_95=np.nan, p_value=np.nan, top_user_clusters=[],
+                       top_weights=[])
         else:
-            pred = scores > 0
+            cut = 0.0 if threshold is None else threshold
+            pred = scores > cut
             tp = int((pred & y_test).sum())
             fp = int((pred & ~y_test).sum())
             fn = test_pos - tp
@@ -170,14 +216,24 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
             best = np.argsort(-coef)[:top_weights]
             best = best[coef[best] > 0]
             row.update(status="ok", tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
-                       auroc=auroc(y_test, scores),
+                       auroc=auroc(y_test, scores), threshold=cut,
+                       threshold_from="default" if threshold is None else "validation",
+                       **permutation_null(tp, n_test, test_pos, int(pred.sum())),
                        top_user_clusters=[int(c) for c in data.user_cluster_ids[best]],
                        top_weights=[float(w) for w in coef[best]])
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
         df["f1_lift"] = df["f1"] - df["baseline_f1"]
-        df["beats_baseline"] = (df["f1"] > df["baseline_f1"]) & (df["auroc"] > 0.5)
+        # a tolerance: a probe that predicts "present" everywhere has exactly the baseline F1
+        df["beats_baseline"] = (df["f1"] > df["baseline_f1"] + 1e-9) & (df["auroc"] > 0.5)
+        p = df["p_value"].to_numpy(dtype=np.float64)
+        q = np.full(len(p), np.nan)
+        ok = np.isfinite(p)
+        if ok.any():
+            q[ok] = false_discovery_control(p[ok])
+        df["q_value"] = q
+        df["beats_null"] = ok & (q < alpha)
     if labels is not None and len(df):
         df.insert(2, "label", [labels[c] for c in df["cluster_id"]])
         df["top_user_labels"] = [[str(labels[c]) for c in cs] for cs in df["top_user_clusters"]]
@@ -187,7 +243,8 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
 def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, ...] = TARGET_KINDS,
                context: str = "turn", test_size: float = 0.25, seed: int = 0, C: float = 1.0,
                class_weight: str | None = "balanced", min_positives: int = 10,
-               n_jobs: int | None = None, write: bool = True) -> pd.DataFrame:
+               n_jobs: int | None = None, write: bool = True,
+               validation_size: float | None = 0.25) -> pd.DataFrame:
     """Probes for each target kind present in the run, saved as ``analysis_probes.parquet``."""
     act = load_activations(run_dir)
     labels = act.clusters["label"].to_numpy()
@@ -199,7 +256,7 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
         data = probe_data(act, kind, n_targets=n_targets, context=context, min_positives=min_positives)
         if len(data.target_ids):
             frames.append(fit_probes(data, test_size=test_size, seed=seed, C=C, class_weight=class_weight,
-                                     n_jobs=n_jobs, labels=labels))
+                                     n_jobs=n_jobs, labels=labels, validation_size=validation_size))
     if not frames:
         raise FeatdiscoError(f"no thought or response cluster occurs in {min_positives}+ pieces; "
                              "nothing to probe (lower --min-positives?)")
@@ -216,13 +273,31 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
     return df
 
 
+def permutation_null(tp: int, n: int, positives: int, predicted: int) -> dict[str, float]:
+    """The probe's test F1 against its permutation null, exactly: shuffling the test labels
+    under fixed predictions makes TP hypergeometric (``n`` rows, ``positives`` labelled,
+    ``predicted`` drawn), and F1 = 2·TP / (predicted + positives) with both margins fixed.
+    Returns the null's mean F1, its 95th percentile and the one-sided p-value P(TP ≥ tp)
+    (Fisher's exact test of the confusion table): every shuffle at once, so it costs
+    nothing per target. Pieces are treated as exchangeable; pieces of one transcript can be
+    alike, so read small p-values of rare targets with care."""
+    denom = predicted + positives
+    if n == 0 or denom == 0:
+        return {"null_f1": float("nan"), "null_f1_95": float("nan"), "p_value": float("nan")}
+    return {"null_f1": 2 * predicted * positives / n / denom,
+            "null_f1_95": float(2 * hypergeom.ppf(0.95, n, positives, predicted) / denom),
+            "p_value": float(hypergeom.sf(tp - 1, n, positives, predicted))}
+
+
 def summarize_probes(df: pd.DataFrame) -> pd.DataFrame:
-    """Per kind: targets probed, how many beat the baseline, and by how much (median lift)."""
+    """Per kind: targets probed, how many beat the baseline and the permutation null (at the
+    FDR of ``beats_null``), and by how much (median lift)."""
     out = []
     for kind, g in df.groupby("kind", sort=True):
         ok = g[g["status"] == "ok"]
         beat = ok[ok["beats_baseline"]]
         out.append({"kind": kind, "targets": len(g), "fitted": len(ok), "beat_baseline": len(beat),
+                    "beat_null": int(ok["beats_null"].sum()) if "beats_null" in ok else 0,
                     "beat_by_0.1": int((ok["f1_lift"] >= 0.1).sum()),
                     "median_f1": float(ok["f1"].median()) if len(ok) else np.nan,
                     "median_baseline_f1": float(ok["baseline_f1"].median()) if len(ok) else np.nan,

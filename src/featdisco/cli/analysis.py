@@ -129,12 +129,13 @@ def register(app: typer.Typer) -> None:
         df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                         class_weight=None if class_weight == "none" else class_weight,
                         min_positives=min_positives, n_jobs=jobs)
-        out.rows(summarize_probes(df), ["kind", "targets", "fitted", "beat_baseline", "beat_by_0.1", "median_f1",
+        out.rows(summarize_probes(df), ["kind", "targets", "fitted", "beat_baseline", "beat_null", "beat_by_0.1", "median_f1",
                                         "median_baseline_f1", "median_lift_of_winners"], "probe summary", 10,
                  primary=False)
         out.rows(df.sort_values("f1_lift", ascending=False),
-                 ["kind", "cluster_id", "label", "f1", "baseline_f1", "precision", "recall", "auroc",
-                  "test_positives", "n_test", "top_user_labels"], "most predictable targets", out.limit(top, 15))
+                 ["kind", "cluster_id", "label", "f1", "baseline_f1", "null_f1_95", "q_value", "beats_null", "precision",
+                  "recall", "auroc", "test_positives", "n_test", "top_user_labels"], "most predictable targets",
+                 out.limit(top, 15))
         wrote(out, df)
 
     @app.command("compare")

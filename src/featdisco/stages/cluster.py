@@ -27,7 +27,8 @@ from featdisco.transcripts.model import PIECE_KINDS
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
 # column): a run made with older code then redoes this stage instead of keeping stale results.
-STAGE_VERSION = 3  # 2: every string to its nearest final centroid; 3: raw_ names (merge writes the final)
+STAGE_VERSION = 4  # 2: every string to its nearest final centroid; 3: raw_ names (merge writes the final)
+# 4: leave-one-out refinement after Lloyd (a heavy string is no longer trapped)
 _ASSIGN_ROWS = 262_144
 
 
@@ -108,7 +109,7 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
             continue
         kind_sids, weights = np.unique(sids[mask], return_counts=True)
         k = k_for(kind, len(kind_sids))
-        model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size)
+        model = SphericalKMeans(n_clusters=k, seed=seed, min_cluster_size=min_cluster_size, refine=True)
         sampled = len(kind_sids) > max(max_fit_rows, k)
         fit_rows = (np.sort(np.random.default_rng(seed).choice(len(kind_sids), max(max_fit_rows, k),
                                                               replace=False))

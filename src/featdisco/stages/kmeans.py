@@ -21,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 from featdisco.errors import FeatdiscoError
 
@@ -164,6 +165,183 @@ def nearest(
     return labels, sims
 
 
+def _top2(X: NDArray[np.float32], centers: NDArray[np.float32],
+          gpus: int = 0) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The two nearest centroids of every row by inner product (n × 2 ids and cosines)."""
+    index: Any = faiss.IndexFlatIP(centers.shape[1])
+    if gpus > 0:
+        index = faiss.index_cpu_to_all_gpus(index, ngpu=gpus)
+    index.add(np.ascontiguousarray(centers, dtype=np.float32))
+    m = min(2, len(centers))
+    ids = np.empty((len(X), m), dtype=np.int64)
+    sims = np.empty((len(X), m), dtype=np.float32)
+    for s in range(0, len(X), _CHUNK):
+        D, Id = index.search(np.ascontiguousarray(X[s : s + _CHUNK]), m)
+        ids[s : s + len(Id)] = Id
+        sims[s : s + len(D)] = D
+    return ids, sims
+
+
+def _weighted_sums(X: NDArray[np.float32], w: NDArray[np.float64], labels: NDArray[np.int64],
+                   k: int) -> NDArray[np.float64]:
+    """Σ w·x per cluster (k × d, float64), a block of rows at a time to bound memory."""
+    S = np.zeros((k, X.shape[1]), dtype=np.float64)
+    for s in range(0, len(X), _CHUNK):
+        lab = labels[s : s + _CHUNK]
+        M = sparse.csr_matrix((w[s : s + _CHUNK], (lab, np.arange(len(lab)))), shape=(k, len(lab)))
+        S += M @ np.asarray(X[s : s + _CHUNK], dtype=np.float64)
+    return S
+
+
+def refine_leave_one_out(
+    X: NDArray[np.float32],
+    centers: NDArray[np.float32],
+    sample_weight: ArrayLike | None = None,
+    max_iter: int = 50,
+    gpus: int = 0,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], list[int]]:
+    """Starting from each row's nearest of ``centers``, reassign rows by leave-one-out
+    similarity until no row moves (at most ``max_iter`` passes); returns the labels, the k
+    unit centroids and the number of rows moved in each pass.
+
+    Why: nearest-centroid (Lloyd) assignment can trap a heavy row. A string that occurs 35
+    times pulls the centroid of whatever cluster it starts in towards itself, so that centroid
+    stays its nearest even when the string is closer to another cluster's members. Here each
+    row heavier than :data:`LIGHT_SHARE` of its cluster's weight compares the other
+    clusters' centroids with its own cluster's centroid *computed without it* (Σ w·x of the
+    other members, normalised), and moves to the best one when that beats its own (lighter
+    rows move when another centroid is nearer than their own, as in Lloyd); a pass makes these moves (a row heavy for its clusters only when no other
+    move touches them, see :func:`_pass_moves`; and not back to the cluster it last left
+    while other moves remain), updates the sums and repeats.
+    At a fixed point every row is nearest its own full centroid (adding a row to a
+    cluster only raises its cosine to it), so later nearest-centroid assignment, the rule
+    ``predict`` applies to new data, gives the same labels. A row alone in its cluster has no
+    leave-one-out centroid and stays, and no cluster empties. The first pass costs one exact top-2
+    search (n · k · d), the price of one assignment pass; later ones search all rows against
+    the centroids that changed and only the rows whose best other cluster changed against
+    all k.
+    """
+    n, k = len(X), len(centers)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    start = np.asarray(centers, dtype=np.float32)
+    labels, _ = nearest(X, start, gpus)
+    S = _weighted_sums(X, w, labels, k)
+    norms = np.linalg.norm(S, axis=1)
+    C = _unit(S, norms, start)
+    moved: list[int] = []
+    if k < 2:
+        return labels, C, moved
+    rows = np.arange(n)
+    left = np.full(n, -1, dtype=np.int64)
+    best, best_sim = _best_other(X, C, labels, gpus)
+    for _ in range(max_iter):
+        xs = np.empty(n, dtype=np.float64)  # x · S_own
+        for s in range(0, n, _CHUNK):
+            xs[s : s + _CHUNK] = np.einsum("ij,ij->i", np.asarray(X[s : s + _CHUNK], dtype=np.float64),
+                                           S[labels[s : s + _CHUNK]])
+        rest = np.sqrt(np.maximum(norms[labels] ** 2 - 2.0 * w * xs + w * w, 0.0))
+        members = np.bincount(labels, minlength=k)
+        loo = np.where((members[labels] > 1) & (rest > 1e-9), (xs - w) / np.maximum(rest, 1e-12), np.inf)
+        gain = best_sim - loo
+        # A row under LIGHT_SHARE of its cluster's weight has a leave-one-out centroid within
+        # a few percent of the full one: it follows the nearest-centroid rule, else border
+        # rows reshuffle for many passes without changing the fit (bench/cluster.py).
+        own_w = np.bincount(labels, weights=w, minlength=k)[labels]
+        lloyd = best_sim > xs / np.maximum(norms[labels], 1e-12) + 1e-6
+        wants = (gain > 1e-6) & ((w > LIGHT_SHARE * own_w) | lloyd)
+        # a row does not go back to the cluster it last left (that ends 2-cycles) until no
+        # other move is left; then the rule is lifted once more
+        idx = _pass_moves(rows[wants & (best != left)], gain, labels, best, w, k)
+        if not len(idx) and wants.any() and (left >= 0).any():
+            left[:] = -1
+            idx = _pass_moves(rows[wants], gain, labels, best, w, k)
+        moved.append(len(idx))
+        if not len(idx):
+            break
+        cols = np.arange(len(idx))
+        delta = sparse.csr_matrix((np.r_[w[idx], -w[idx]], (np.r_[best[idx], labels[idx]], np.r_[cols, cols])),
+                                  shape=(k, len(idx)))
+        S += delta @ np.asarray(X[idx], dtype=np.float64)
+        changed = np.unique(np.r_[best[idx], labels[idx]])
+        left[idx] = labels[idx]
+        labels[idx] = best[idx]
+        norms[changed] = np.linalg.norm(S[changed], axis=1)
+        C[changed] = _unit(S[changed], norms[changed], start[changed])
+        # Only the changed centroids moved. A row whose best other cluster did not change
+        # keeps it unless a changed centroid is now nearer (one search against the changed
+        # ones); a row whose best other changed (moved rows among them) is searched again
+        # against all k. Later passes thus cost far less than the first.
+        if 2 * len(changed) > k:  # most centroids moved: one full search is cheaper
+            best, best_sim = _best_other(X, C, labels, gpus)
+            continue
+        stale = np.isin(best, changed)
+        fresh = rows[~stale]
+        if len(fresh):
+            cid, csim = _best_other(X[fresh], C[changed], labels[fresh], gpus, changed)
+            better = csim > best_sim[fresh]
+            best[fresh[better]], best_sim[fresh[better]] = cid[better], csim[better]
+        stale_rows = rows[stale]
+        if len(stale_rows):
+            best[stale_rows], best_sim[stale_rows] = _best_other(X[stale_rows], C, labels[stale_rows], gpus)
+    return labels, C, moved
+
+
+LIGHT_SHARE = 0.05  # a move of a row under this share of both clusters' weight is "light"
+
+
+def _pass_moves(cand: NDArray[np.int64], gain: NDArray[np.float64], labels: NDArray[np.int64],
+                best: NDArray[np.int64], w: NDArray[np.float64], k: int) -> NDArray[np.int64]:
+    """The moves of one pass. Moves that all see the same centroids but change them
+    together oscillate when a row is heavy for its clusters: it moves in, the light members
+    it now dominates move out, then it moves back. So a heavy move (over
+    :data:`LIGHT_SHARE` of its source's or destination's weight) is made only when no
+    other move of this pass touches its two clusters, by decreasing gain; light moves, which
+    barely shift a centroid, are all made, except into or out of a heavy move's clusters.
+    A cluster never empties: when every member would leave, the one that gains least stays."""
+    W = np.bincount(labels, weights=w, minlength=k)
+    order = cand[np.argsort(-gain[cand], kind="stable")]
+    src, dst = labels[order], best[order]
+    heavy = w[order] > LIGHT_SHARE * np.minimum(W[src], W[dst])
+    used = np.zeros(k, dtype=bool)
+    keep = np.zeros(len(order), dtype=bool)
+    for j in np.nonzero(heavy)[0].tolist():
+        a, b = src[j], dst[j]
+        if not (used[a] or used[b]):
+            used[a] = used[b] = keep[j] = True
+    keep |= ~heavy & ~used[src] & ~used[dst]
+    idx = order[keep]
+    members = np.bincount(labels, minlength=k)
+    emptied = np.nonzero((np.bincount(labels[idx], minlength=k) == members) & (members > 0))[0]
+    if len(emptied):  # rows are in decreasing gain: the last of each emptied cluster stays
+        gone = set(emptied.tolist())
+        last = {c: i for i, c in enumerate(labels[idx].tolist()) if c in gone}
+        idx = np.delete(idx, list(last.values()))
+    return idx
+
+
+def _best_other(X: NDArray[np.float32], centers: NDArray[np.float32], own: NDArray[np.int64],
+                gpus: int = 0, ids_of: NDArray[np.int64] | None = None) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each row's nearest centroid other than its own cluster ``own``, and the cosine (-inf
+    when there is none). ``ids_of``: the cluster id of each row of ``centers`` when they are
+    a subset of the clusters."""
+    ids, sims = _top2(X, centers, gpus)
+    if ids_of is not None:
+        ids = ids_of[ids]
+    first_is_own = ids[:, 0] == own
+    if ids.shape[1] < 2:
+        return ids[:, 0], np.where(first_is_own, -np.inf, sims[:, 0].astype(np.float64))
+    return (np.where(first_is_own, ids[:, 1], ids[:, 0]),
+            np.where(first_is_own, sims[:, 1], sims[:, 0]).astype(np.float64))
+
+
+def _unit(S: NDArray[np.float64], norms: NDArray[np.float64], fallback: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Unit centroids from weighted sums; an empty cluster keeps its ``fallback`` centroid."""
+    out = (S / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+    empty = norms <= 1e-12
+    out[empty] = fallback[empty]
+    return out
+
+
 @contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     """Set faiss's OpenMP thread count for the block and restore it (it is process-global)."""
@@ -187,7 +365,9 @@ class SphericalKMeans:
     ``cluster_centers_`` (k × d unit float32), ``labels_``, ``similarity_`` (cosine to own
     centroid), ``sizes_`` (points, or summed ``sample_weight``, per cluster),
     ``small_clusters_`` (size < ``min_cluster_size``), ``inertia_`` (Σ w·(1 − cosine)),
-    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``.
+    ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``,
+    ``refine_moves_`` (rows moved per leave-one-out pass; ``refine=True`` runs
+    :func:`refine_leave_one_out` after Lloyd, up to ``refine_iter`` passes).
 
     ``gpu=None`` (default) fits and assigns on every GPU faiss sees, which is none unless
     faiss-gpu is installed; on a GPU the fit stays flat at any k.
@@ -204,8 +384,12 @@ class SphericalKMeans:
         n_threads: int | None = None,
         n_init: int | None = None,
         gpu: bool | None = None,
+        refine: bool = False,
+        refine_iter: int = 50,
     ) -> None:
         self.n_clusters = n_clusters
+        self.refine = refine
+        self.refine_iter = refine_iter
         self.gpu = gpu
         self.n_init = n_init
         self.seed = seed
@@ -252,6 +436,10 @@ class SphericalKMeans:
                 centers = self._fit_two_level(Xu, wu, k)
             else:
                 centers = self._kmeans(Xu, wu, k, self.seed)
+            self.refine_moves_: list[int] = []
+            if self.refine and k > 1:  # see refine_leave_one_out: frees strings Lloyd traps
+                _, centers, self.refine_moves_ = refine_leave_one_out(
+                    Xu, centers, wu, self.refine_iter, self.gpus_)
             self.cluster_centers_ = centers
             self.labels_, self.similarity_ = nearest(Xc, centers, self.gpus_)
         self.two_level_ = bool(use_two and k > 1)
