@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import orjson
@@ -52,6 +52,26 @@ class ReportStats:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class ClusterRow(TypedDict, total=False):
+    """A cluster as the report reads it: a row of the run's cluster table (more columns than
+    these), its place on the map, and the page's hide flags (set by :func:`_hide`)."""
+
+    cluster_id: int
+    kind: str
+    label: str | None
+    description: str | None
+    size: int
+    pieces: int
+    transcripts: int
+    interest: float | None
+    private: bool  # flagged private by the rater; after _hide: hidden until the page's toggle
+    hidden: bool  # hidden by `featdisco edit`
+    x: float | None
+    y: float | None
+    flagged: bool
+    rare: bool
+
+
 def _hist(values: np.ndarray, bins: np.ndarray) -> dict[str, list[float]]:
     counts, edges = np.histogram(values, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
@@ -62,7 +82,7 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
-def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
+def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n_pieces: int, n_transcripts: int,
               analyses: list[dict[str, Any]], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
@@ -111,14 +131,14 @@ def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
     return [{**r, "examples": (r.get("examples") or [])[:3]} for r in table.select(keep).slice(0, top).to_pylist()]
 
 
-def _brief(c: dict[str, Any]) -> list[Any]:
+def _brief(c: ClusterRow) -> list[Any]:
     """A cluster in the lists and the map: [id, label, size, pieces, transcripts, interest,
     private, x, y, description] (arrays, not objects: 20k of them must load fast)."""
     return [c["cluster_id"], c["label"], c["size"], c["pieces"], c["transcripts"], c["interest"],
             bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
 
 
-def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
+def _hide(clusters: list[ClusterRow], min_transcripts: int) -> Visibility:
     """Mark the clusters the page hides until "Show private clusters" is ticked: flagged
     private, or drawn from fewer than ``min_transcripts`` transcripts (``private`` is then the
     page's hide flag; ``flagged`` and ``rare`` say why)."""
@@ -159,10 +179,11 @@ class _Laps:
 
 
 def _placed_clusters(clusters_t: pa.Table, positions: dict[int, tuple[float, float]],
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                     ) -> tuple[list[ClusterRow], list[ClusterRow]]:
     """The clusters as rows with their map position: those listed, and those hidden by
     `featdisco edit` (listed nowhere)."""
-    clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
+    clusters = cast(list[ClusterRow], clusters_t.drop_columns(
+        [c for c in ("examples",) if c in clusters_t.column_names]).to_pylist())
     for c in clusters:
         c["x"], c["y"] = positions.get(c["cluster_id"], (None, None))
     hidden = [c for c in clusters if c.get("hidden")]
@@ -177,7 +198,7 @@ def _kind_pieces(run: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in kinds_pieces.items()}
 
 
-def _write_kind_lists(writer: ShardWriter, clusters: list[dict[str, Any]]) -> None:
+def _write_kind_lists(writer: ShardWriter, clusters: list[ClusterRow]) -> None:
     """One shard per kind listing its clusters (briefly), for the cluster lists and the map."""
     for kind in KINDS:
         rows = [_brief(c) for c in clusters if c["kind"] == kind]
