@@ -24,7 +24,7 @@ from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
-from featdisco.report.analysis import write_analyses
+from featdisco.report.analysis import AnalysisEntry, write_analyses
 from featdisco.report.evidence import write_evidence
 from featdisco.report.map import MAP_POINTS, map_layout
 from featdisco.report.search import transcript_postings, write_search
@@ -83,7 +83,7 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
 
 
 def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n_pieces: int, n_transcripts: int,
-              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
+              analyses: list[AnalysisEntry], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
     for kind in KINDS:
