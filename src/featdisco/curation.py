@@ -19,6 +19,7 @@ renames and hides are carried to the assemble stage in ``curation_applied.json``
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,7 +302,7 @@ def counts(outcomes: list[Outcome]) -> dict[str, int]:
             "stale": sum(o.status == "stale" for o in outcomes)}
 
 
-def report_summary(run_dir: Path, hidden: list[dict[str, Any]]) -> dict[str, Any] | None:
+def report_summary(run_dir: Path, hidden: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """For the report's overview: each edit's fate (stale ones with why) and the hidden
     clusters (id, kind, label); None for a run nobody edited."""
     path = run_dir / APPLIED

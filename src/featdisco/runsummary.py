@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from featdisco.llm.cache import LedgerRow, read_ledger
 from featdisco.rundir import LLM_CACHE, RunDir
@@ -32,24 +32,42 @@ _SUMMED = ("calls", "sent", "cached", "failed", "skipped_budget", "attempts", "i
            "output_tokens", "invocations")
 
 
-def usage(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+class Usage(TypedDict):
+    """LLM use, summable: calls asked, sent to the provider, answered from the cache, failed
+    (and why), held back by the cost cap, tokens, invocations, and USD (None: unknown price).
+    Stored as such in the manifest (``llm_totals``, ``llm_by_stage``, ...)."""
+
+    calls: int
+    sent: int
+    cached: int
+    failed: int
+    skipped_budget: int
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    invocations: int
+    cost_usd: float | None
+    failed_by_reason: dict[str, int]
+
+
+def usage(summary: Mapping[str, Any] | None) -> Usage:
     """An engine summary (``RunSummary.as_dict``) as summable usage: ``sent`` is what reached
     the provider (not answered from the cache, not held back by the cost cap)."""
     s = dict(summary or {})
     if "sent" not in s:
         unique = s.get("unique", s.get("calls", 0)) or 0
         s["sent"] = max(0, unique - (s.get("cached") or 0) - (s.get("skipped_budget") or 0))
-    out: dict[str, Any] = {k: int(s.get(k) or 0) for k in _SUMMED}
+    out = cast(Usage, {k: int(s.get(k) or 0) for k in _SUMMED})
     out["invocations"] = int(s.get("invocations", 1) if summary else 0)
     out["cost_usd"] = s.get("cost_usd", 0.0) if summary else 0.0
     out["failed_by_reason"] = dict(s.get("failed_by_reason") or {})
     return out
 
 
-def add(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[str, Any]:
+def add(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Usage:
     """Two usages together; the cost is unknown once any part of it is."""
     x, y = usage(a) if a is not None else usage(None), usage(b) if b is not None else usage(None)
-    out = {k: x[k] + y[k] for k in _SUMMED}
+    out = cast(Usage, {k: x[k] + y[k] for k in _SUMMED})  # type: ignore[literal-required]
     out["cost_usd"] = None if x["cost_usd"] is None or y["cost_usd"] is None else x["cost_usd"] + y["cost_usd"]
     reasons = dict(x["failed_by_reason"])
     for k, v in y["failed_by_reason"].items():
@@ -134,12 +152,12 @@ def open_ledger(run: RunDir, cache_path: str | Path) -> tuple[str, float]:
 
 @dataclass(slots=True)
 class LedgerUsage:
-    total: dict[str, Any] | None
-    last: dict[str, Any] | None
-    by_stage: dict[str, dict[str, Any]]
-    by_analysis: dict[str, dict[str, Any]]
+    total: Usage | None
+    last: Usage | None
+    by_stage: dict[str, Usage]
+    by_analysis: dict[str, Usage]
     models: dict[str, int]  # the model each reply named → calls
-    unattributed: dict[str, Any] | None = None  # calls made outside any stage or analysis
+    unattributed: Usage | None = None  # calls made outside any stage or analysis
 
 
 def ledger_usage(manifest: Mapping[str, Any], run_path: str | Path) -> LedgerUsage | None:
@@ -157,8 +175,8 @@ def ledger_usage(manifest: Mapping[str, Any], run_path: str | Path) -> LedgerUsa
 def summarise_ledger(rows: list[LedgerRow], base: Mapping[str, Any],
                      stages: set[str]) -> LedgerUsage:
     """Sum ledger rows into usages; "not sent" counts only the latest invocation of each scope."""
-    by_scope: dict[str, dict[str, Any]] = {}
-    invocations: dict[int, dict[str, Any]] = {}
+    by_scope: dict[str, Usage] = {}
+    invocations: dict[int, Usage] = {}
     latest: dict[str, int] = {}  # scope -> its latest invocation
     skipped: dict[tuple[str, int], int] = {}
     models: dict[str, int] = {}
@@ -205,7 +223,7 @@ def summarise_ledger(rows: list[LedgerRow], base: Mapping[str, Any],
     return LedgerUsage(total, last, by_stage, by_analysis, models, unattributed)
 
 
-def _merge_base(base: Mapping[str, Any] | None, u: dict[str, Any]) -> dict[str, Any]:
+def _merge_base(base: Mapping[str, Any] | None, u: Usage) -> Usage:
     if base is None:
         return u
     out = add(base, u)
@@ -213,7 +231,7 @@ def _merge_base(base: Mapping[str, Any] | None, u: dict[str, Any]) -> dict[str, 
     return out
 
 
-def _row_usage(r: LedgerRow) -> dict[str, Any]:
+def _row_usage(r: LedgerRow) -> Usage:
     sent = r.n if r.status in ("ok", "failed") else 0
     return {"calls": r.n, "sent": sent, "cached": r.n if r.status == "cached" else 0,
             "failed": r.n if r.status == "failed" else 0,
@@ -229,7 +247,7 @@ class StageRow:
     state: str  # done / incomplete / not run
     seconds: float | None = None
     peak_rss_mib: float | None = None
-    llm: dict[str, Any] | None = None  # over every invocation
+    llm: Usage | None = None  # over every invocation
     counts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -238,26 +256,25 @@ class Totals:
     """A run's stages and LLM use: ``total`` over every invocation, ``last`` the last one."""
 
     stages: list[StageRow]
-    total: dict[str, Any] | None
-    last: dict[str, Any] | None
-    analyses: dict[str, dict[str, Any]]
+    total: Usage | None
+    last: Usage | None
+    analyses: dict[str, Usage]
     notes: list[str] = field(default_factory=list)  # discarded ratings, hidden clusters, …
     models: dict[str, int] = field(default_factory=dict)  # as the replies named them → calls
     budget: float | None = None  # the run's --budget, USD over every invocation
     ledger: LedgerUsage | None = None  # what the totals were read from, when the run has a ledger
 
     @property
-    def unattributed(self) -> dict[str, Any] | None:
+    def unattributed(self) -> dict[str, int] | None:
         """Use not in any finished stage or analysis (an interrupted stage's calls)."""
         if self.total is None:
             return None
         if self.ledger is not None:
             rest = self.ledger.unattributed
-            return None if not rest else {k: rest[k] for k in ("sent", "input_tokens", "output_tokens")}
+            return None if not rest else _io_tokens(rest)
         parts = [s.llm for s in self.stages if s.llm] + list(self.analyses.values())
-        rest = {k: self.total[k] - sum(p.get(k, 0) for p in parts) for k in ("sent", "input_tokens",
-                                                                          "output_tokens")}
-        return rest if any(v > 0 for v in rest.values()) else None
+        left = {k: v - sum(_io_tokens(p)[k] for p in parts) for k, v in _io_tokens(self.total).items()}
+        return left if any(v > 0 for v in left.values()) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"stages": [{"stage": s.name, "state": s.state, "seconds": s.seconds,
@@ -274,6 +291,12 @@ class Totals:
     def spent(self) -> float | None:
         """USD spent over every invocation (None: some call had no known price)."""
         return None if self.total is None else self.total.get("cost_usd")
+
+
+def _io_tokens(u: Usage) -> dict[str, int]:
+    """Calls sent and tokens in and out: the figures a share of the use is told by."""
+    return {"sent": u.get("sent", 0), "input_tokens": u.get("input_tokens", 0),
+            "output_tokens": u.get("output_tokens", 0)}
 
 
 def run_totals(manifest: Mapping[str, Any], run_path: str | Path | None = None) -> Totals:

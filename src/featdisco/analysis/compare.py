@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -76,8 +76,8 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     kinds = act.pieces["kind"].to_numpy()
     gvals = values.map(lambda v: None if v is None else str(v)).to_numpy(dtype=object)
     keys = prompt_keys(act).to_numpy(dtype=object)
-    rates: list[dict[str, Any]] = []
-    summary: list[dict[str, Any]] = []
+    rates: list[_GroupRate] = []
+    summary: list[_Difference] = []
     skipped: dict[str, str] = {}  # kind → the only group that has pieces of it
     for kind in sorted(set(kinds)):
         cols = np.nonzero(act.kind_mask(kind))[0]
@@ -147,7 +147,7 @@ def _group_counts(act: Activations, kind_rows: np.ndarray, gvals: np.ndarray, ke
 
 
 def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndarray,
-               presence: dict[str, Presence], j: int, paired: bool | None) -> dict[str, Any]:
+               presence: dict[str, Presence], j: int, paired: bool | None) -> _Difference:
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n > 0, c / n, np.nan)
     hi, lo = int(np.nanargmax(rate)), int(np.nanargmin(rate))
@@ -160,7 +160,7 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
         p, test = _k_group_test(c[has], n[has], seed=cid)
     # a smoothed ratio ranks 3/100 vs 0/100 sensibly; the raw one is kept for reading
     smooth = ((c[hi] + 0.5) / (n[hi] + 1)) / ((c[lo] + 0.5) / (n[lo] + 1))
-    row: dict[str, Any] = {
+    row: _Difference = {
         "cluster_id": cid, "kind": kind, "group_high": groups[hi], "group_low": groups[lo],
         "count_high": int(c[hi]), "n_high": int(n[hi]), "rate_high": rate[hi],
         "count_low": int(c[lo]), "n_low": int(n[lo]), "rate_low": rate[lo],
@@ -176,8 +176,8 @@ def _summarise(cid: int, kind: str, groups: list[str], c: np.ndarray, n: np.ndar
             pa_ = a[1][:, j].toarray().ravel()[[a[0][k] for k in shared]] > 0
             pb_ = b[1][:, j].toarray().ravel()[[b[0][k] for k in shared]] > 0
             only_a, only_b = int((pa_ & ~pb_).sum()), int((~pa_ & pb_).sum())
-            row.update(paired_prompts=len(shared), paired_only_high=only_a, paired_only_low=only_b,
-                       paired_p=mcnemar_exact(only_a, only_b))
+            row["paired_prompts"], row["paired_only_high"], row["paired_only_low"] = len(shared), only_a, only_b
+            row["paired_p"] = mcnemar_exact(only_a, only_b)
     return row
 
 
@@ -203,6 +203,43 @@ def _k_group_test(c: np.ndarray, n: np.ndarray, *, seed: int) -> tuple[float, st
     observed = float(stat(c))
     extreme = int((stat(draws) >= observed * (1 - 1e-9)).sum())
     return (extreme + 1) / (PERMUTATIONS + 1), "chi2-exact-mc"
+
+
+class _GroupRate(TypedDict):
+    """A cluster's rate in one group, with its Wilson interval (``rates`` of the result)."""
+
+    cluster_id: int
+    group: str
+    count: int
+    n: int
+    rate: float
+    ci_low: float
+    ci_high: float
+
+
+class _Difference(TypedDict):
+    """A cluster's highest and lowest group, their rates and the test between them; the
+    paired figures when the groups share prompts."""
+
+    cluster_id: int
+    kind: str
+    group_high: str
+    group_low: str
+    count_high: int
+    n_high: int
+    rate_high: float
+    count_low: int
+    n_low: int
+    rate_low: float
+    rate_ratio: float
+    log2_ratio: float
+    difference: float
+    test: str
+    p_value: float
+    paired_prompts: NotRequired[int]
+    paired_only_high: NotRequired[int]
+    paired_only_low: NotRequired[int]
+    paired_p: NotRequired[float]
 
 
 def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: list[str] | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,22 @@ from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir
 from featdisco.stages.kmeans import SphericalKMeans
 from featdisco.stages.name import name_clusters
+
+
+class _Node(TypedDict):
+    """A node of the tree, one row of ``analysis_hierarchy.parquet``: a cluster (level 0,
+    its ``cluster_id``) or a parent (level 1 or 2, ``cluster_id`` -1, named by the LLM)."""
+
+    node_id: int
+    parent_id: int  # -1: a root
+    level: int
+    kind: str
+    cluster_id: int
+    label: str | None
+    description: str | None
+    size: int  # features under it
+    children: int
+    leaves: int  # clusters under it
 
 
 def _group(vectors: np.ndarray, weights: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +58,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
     run = RunDir(run_dir)
     clusters = read_clusters(run)
     size = clusters["size"].to_numpy(dtype=np.int64) if "size" in clusters else np.ones(len(clusters), np.int64)
-    nodes: list[dict[str, Any]] = []
+    nodes: list[_Node] = []
     to_name: list[tuple[int, str, list[str]]] = []  # node position, kind, child labels
     for kind in sorted(clusters["kind"].dropna().unique()):  # a retired id's row has no kind
         path = run.file(f"centroids_{kind}.npy")
@@ -92,7 +108,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
     return df
 
 
-def _name(run_dir: str | Path, nodes: list[dict[str, Any]], to_name: list[tuple[int, str, list[str]]], seed: int,
+def _name(run_dir: str | Path, nodes: list[_Node], to_name: list[tuple[int, str, list[str]]], seed: int,
           llm_options: dict[str, Any]) -> dict[str, Any] | None:
     """Name parents level by level so that grandparents see their children's new names;
     returns the LLM use (None: nothing to name)."""

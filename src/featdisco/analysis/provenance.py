@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pandas as pd
 import pyarrow as pa
@@ -110,7 +110,20 @@ def record(run: RunDir, name: str, files: Sequence[str], *, command: str, args: 
                                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
 
 
-def analyses_status(run_dir: str | Path) -> list[dict[str, Any]]:
+class AnalysisStatus(TypedDict):
+    """One stored analysis as ``featdisco status`` and the report tell it."""
+
+    name: str
+    files: list[str]
+    current: bool  # computed on the clusters (or pieces) the run has now
+    depends: str  # clusters or pieces
+    args: dict[str, Any]
+    command: str | None  # what refreshes it
+    written: str | None
+    note: NotRequired[str]
+
+
+def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
     """Every stored analysis of the run: ``name``, ``files``, ``current`` (computed on the
     clusters, or for a question scan the pieces, the run has now), ``args``, ``command``
     (what refreshes it) and ``written``. An ``analysis_*.parquet`` written before
@@ -118,7 +131,7 @@ def analyses_status(run_dir: str | Path) -> list[dict[str, Any]]:
     run = RunDir(run_dir)
     now = {"clusters": clusters_fingerprint(run), "pieces": pieces_fingerprint(run)}
     entries = run.manifest.get(SECTION) or {}
-    out: list[dict[str, Any]] = []
+    out: list[AnalysisStatus] = []
     claimed: set[str] = set()
     for name, e in sorted(entries.items()):
         files = [f for f in e.get("files") or [] if run.file(f).exists()]
@@ -138,6 +151,6 @@ def analyses_status(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def stale_files(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+def stale_files(run_dir: str | Path) -> dict[str, AnalysisStatus]:
     """``analysis_*.parquet`` file name → its status entry, for the files that are not current."""
     return {f: a for a in analyses_status(run_dir) if not a["current"] for f in a["files"]}

@@ -79,82 +79,107 @@ EmbedderOpt = Annotated[str | None, typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
 
 
+RunInputsArg = Annotated[list[Path] | None, typer.Argument(
+    help="Transcript files or folders. Leave out to rerun on the pieces already in --run-dir.",
+    show_default=False)]
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-d", help="Run directory (created if needed).")]
+RunClustersOpt = Annotated[str | None, typer.Option(
+    "--clusters", "-k", help="Clusters per kind: a number, 'auto' (default: grows with the number "
+    "of distinct features) or user=N,thought=N,response=N.")]
+RunMinFeaturesOpt = Annotated[int | None, typer.Option(
+    "--min-features", min=1, help="Fewest features per piece [default: the run's, else 10].",
+    show_default=False)]
+RunMaxFeaturesOpt = Annotated[int | None, typer.Option(
+    "--max-features", min=1, help="Most features per piece [default: the run's, else 20].",
+    show_default=False)]
+RunMaxPieceTokensOpt = Annotated[int | None, typer.Option(
+    "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing "
+    "[default: the run's, else 2000].", show_default=False)]
+RunMaxCostOpt = Annotated[float | None, typer.Option(
+    "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
+    "(needs a known price: built in, or --prices).")]
+RunBudgetOpt = Annotated[float | None, typer.Option(
+    "--budget", min=0.0, help="The run's budget in USD over every invocation (run, transform, scan, "
+    "score-labels, hierarchy); kept in the run, so later commands keep to it. Stops (exit 3) "
+    "before a call would pass it; a higher --budget continues.")]
+RunEvidenceOpt = Annotated[bool | None, typer.Option(
+    "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
+    "against the piece (default, unless the run was made without); --no-evidence: plain features, "
+    "fewer output tokens.", show_default=False)]
+RunDryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
+    "and spend nothing.")]
+RunConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", min=1, help="Parallel LLM calls [default: the run's, else 64].", show_default=False)]
+RunRpmOpt = Annotated[float | None, typer.Option("--rpm", min=0.0, help="Client-side requests-per-minute limit.")]
+RunTpmOpt = Annotated[float | None, typer.Option("--tpm", min=0.0, help="Client-side tokens-per-minute limit.")]
+RunSeedOpt = Annotated[int | None, typer.Option(
+    "--seed", help="Seed for clustering and sampling [default: the run's, else 0].", show_default=False)]
+RunMergeOpt = Annotated[bool | None, typer.Option(
+    "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
+    "behaviour (checked by the LLM; mapping in merges.parquet) [default: the run's, else merge].",
+    show_default=False)]
+RunMaxCharsOpt = Annotated[int | None, typer.Option(
+    "--max-chars", min=0, help="Cut longer pieces when splitting; a rerun without inputs cuts the stored "
+    "transcripts' pieces again; 0: no cut [default: the run's, else no cut].", show_default=False)]
+RunTopOpt = Annotated[int | None, typer.Option(
+    "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
+    show_default=False)]
+RunShowPrivateOpt = Annotated[bool, typer.Option(
+    "--show-private", help="Also print clusters flagged private or drawn from too few transcripts.")]
+RunMinTranscriptsOpt = Annotated[int | None, typer.Option(
+    "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts from the "
+    "printed tables, --json and the report, so that none singles out one conversation; kept in the run's "
+    "config as the default of later commands [default: the run's, else 1].", show_default=False)]
+RunBatchOpt = Annotated[bool | None, typer.Option(
+    "--batch/--no-batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
+    "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
+    "the batches already submitted [default: the run's, else no batch].", show_default=False)]
+RunBatchPollOpt = Annotated[float | None, typer.Option(
+    "--batch-poll", min=0.1, help="Seconds between polls of submitted batches [default: the run's, else 30].",
+    show_default=False)]
+RunExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
+    "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster) [default: the run's, else local].",
+    show_default=False)]
+RunPromptOpt = Annotated[list[str] | None, typer.Option(
+    "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
+    "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
+    "and the run keeps a copy.")]
+
+
 @app.command("run")
 @with_reading
 def run_cmd(
-    inputs: Annotated[list[Path] | None, typer.Argument(
-        help="Transcript files or folders. Leave out to rerun on the pieces already in --run-dir.",
-        show_default=False)] = None,
-    run_dir: Annotated[Path, typer.Option("--run-dir", "-d", help="Run directory (created if needed).")] = Path("runs/latest"),
+    inputs: RunInputsArg = None,
+    run_dir: RunDirOpt = Path("runs/latest"),
     llm: LlmOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     embedder: EmbedderOpt = None,
-    clusters: Annotated[str | None, typer.Option(
-        "--clusters", "-k", help="Clusters per kind: a number, 'auto' (default: grows with the number "
-        "of distinct features) or user=N,thought=N,response=N.")] = None,
-    min_features: Annotated[int | None, typer.Option(
-        "--min-features", min=1, help="Fewest features per piece [default: the run's, else 10].",
-        show_default=False)] = None,
-    max_features: Annotated[int | None, typer.Option(
-        "--max-features", min=1, help="Most features per piece [default: the run's, else 20].",
-        show_default=False)] = None,
-    max_piece_tokens: Annotated[int | None, typer.Option(
-        "--max-piece-tokens", min=50, help="Longer pieces are truncated (with a marker) before featurizing "
-        "[default: the run's, else 2000].", show_default=False)] = None,
-    max_cost: Annotated[float | None, typer.Option(
-        "--max-cost", min=0.0, help="Stop cleanly once this many USD are spent; finished work is kept "
-        "(needs a known price: built in, or --prices).")] = None,
-    budget: Annotated[float | None, typer.Option(
-        "--budget", min=0.0, help="The run's budget in USD over every invocation (run, transform, scan, "
-        "score-labels, hierarchy); kept in the run, so later commands keep to it. Stops (exit 3) "
-        "before a call would pass it; a higher --budget continues.")] = None,
-    evidence: Annotated[bool | None, typer.Option(
-        "--evidence/--no-evidence", help="Ask the autorater for a verbatim quote per feature, checked "
-        "against the piece (default, unless the run was made without); --no-evidence: plain features, "
-        "fewer output tokens.", show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Estimate calls, tokens and cost of featurizing (with and without evidence), "
-        "and spend nothing.")] = False,
-    concurrency: Annotated[int | None, typer.Option(
-        "--concurrency", min=1, help="Parallel LLM calls [default: the run's, else 64].", show_default=False)] = None,
-    rpm: Annotated[float | None, typer.Option("--rpm", min=0.0, help="Client-side requests-per-minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", min=0.0, help="Client-side tokens-per-minute limit.")] = None,
-    seed: Annotated[int | None, typer.Option(
-        "--seed", help="Seed for clustering and sampling [default: the run's, else 0].", show_default=False)] = None,
-    merge: Annotated[bool | None, typer.Option(
-        "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
-        "behaviour (checked by the LLM; mapping in merges.parquet) [default: the run's, else merge].",
-        show_default=False)] = None,
-    max_chars: Annotated[int | None, typer.Option(
-        "--max-chars", min=0, help="Cut longer pieces when splitting; a rerun without inputs cuts the stored "
-        "transcripts' pieces again; 0: no cut [default: the run's, else no cut].", show_default=False)] = None,
-    top: Annotated[int | None, typer.Option(
-        "--top", min=0, help="Clusters of each kind to print (default 8; with --json/--csv: all).",
-        show_default=False)] = None,
-    show_private: Annotated[bool, typer.Option(
-        "--show-private", help="Also print clusters flagged private or drawn from too few transcripts.")] = False,
-    min_transcripts: Annotated[int | None, typer.Option(
-        "--min-transcripts", min=1, help="Hide clusters drawn from fewer than N distinct transcripts from the "
-        "printed tables, --json and the report, so that none singles out one conversation; kept in the run's "
-        "config as the default of later commands [default: the run's, else 1].", show_default=False)] = None,
+    clusters: RunClustersOpt = None,
+    min_features: RunMinFeaturesOpt = None,
+    max_features: RunMaxFeaturesOpt = None,
+    max_piece_tokens: RunMaxPieceTokensOpt = None,
+    max_cost: RunMaxCostOpt = None,
+    budget: RunBudgetOpt = None,
+    evidence: RunEvidenceOpt = None,
+    dry_run: RunDryRunOpt = False,
+    concurrency: RunConcurrencyOpt = None,
+    rpm: RunRpmOpt = None,
+    tpm: RunTpmOpt = None,
+    seed: RunSeedOpt = None,
+    merge: RunMergeOpt = None,
+    max_chars: RunMaxCharsOpt = None,
+    top: RunTopOpt = None,
+    show_private: RunShowPrivateOpt = False,
+    min_transcripts: RunMinTranscriptsOpt = None,
     json_: JsonOpt = False,
     csv_: CsvOpt = False,
-    batch: Annotated[bool | None, typer.Option(
-        "--batch/--no-batch", help="Send LLM calls through the provider's batch API (OpenAI Batch, Anthropic "
-        "Message Batches): half price, results within 24 h. Stop any time; a rerun resumes polling "
-        "the batches already submitted [default: the run's, else no batch].", show_default=False)] = None,
-    batch_poll: Annotated[float | None, typer.Option(
-        "--batch-poll", min=0.1, help="Seconds between polls of submitted batches [default: the run's, else 30].",
-        show_default=False)] = None,
-    executor: Annotated[str | None, typer.Option(
-        "--executor", help="Where featurize and embed run: local (asyncio, default) or ray "
-        "(Ray Data; pip install 'featdisco[ray]'; RAY_ADDRESS picks a cluster) [default: the run's, else local].",
-        show_default=False)] = None,
-    prompt: Annotated[list[str] | None, typer.Option(
-        "--prompt", help="Your own prompt file for a stage, NAME=PATH (featurize, name, merge or rate; "
-        "repeatable), with the packaged prompt's $placeholders; its text is part of the cache keys "
-        "and the run keeps a copy.")] = None,
+    batch: RunBatchOpt = None,
+    batch_poll: RunBatchPollOpt = None,
+    executor: RunExecutorOpt = None,
+    prompt: RunPromptOpt = None,
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
     *, reading: ReadOptions,

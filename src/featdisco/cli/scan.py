@@ -19,6 +19,7 @@ from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
 
 if TYPE_CHECKING:
+    from featdisco.evidence.scan import ScanResult
     from featdisco.transcripts.read import ReadOptions
 
 
@@ -26,86 +27,114 @@ def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f}%"
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("scan")
-    @with_reading
-    def scan_cmd(
-        paths: Annotated[list[Path], typer.Argument(
-            help="A run directory; or, with --run-dir, transcript files to split into it first.",
-            show_default=False)],
-        question: Annotated[str | None, typer.Option(
-            "--question", help="The question asked of each piece, e.g. \"Does the model reason about "
-            "its remaining token budget?\"")] = None,
-        cluster: Annotated[int | None, typer.Option(
-            "--cluster", help="Ask whether each piece shows this cluster's behaviour (its label and "
-            "description become the question; its kind the default --kind).")] = None,
-        kind: Annotated[list[str] | None, typer.Option(
-            "--kind", help="Piece kinds to scan: user, thought, response (repeatable or comma-separated; "
-            "default all).")] = None,
-        name: Annotated[str | None, typer.Option(
-            "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question).")] = None,
-        answer: Annotated[str, typer.Option(
-            "--answer", help="bool (a JSON boolean), scale:LOW-HIGH (positive above the midpoint) or "
-            "labels:A,B,... (positive: the first label).")] = "bool",
-        by: Annotated[str | None, typer.Option(
-            "--by", help="Prevalence per group of this piece column or metadata key (e.g. model), with "
-            "the tests compare uses.")] = None,
-        sample: Annotated[int | None, typer.Option(
-            "--sample", min=1, help="Scan this many pieces drawn at random (with --seed).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
-        run_dir: Annotated[Path | None, typer.Option(
-            "--run-dir", "-d", help="Split the given transcript files into this run directory and scan "
-            "its pieces.")] = None,
-        dry_run: Annotated[bool, typer.Option(
-            "--dry-run", help="Estimate calls, tokens and cost, and spend nothing.")] = False,
-        max_cost: Annotated[float | None, typer.Option(
-            "--max-cost", min=0.0, help="Stop sending once this many USD are spent; a rerun continues.")] = None,
-        llm: Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")] = None,
-        model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the run's).")] = None,
-        base_url: Annotated[str | None, typer.Option(
-            "--base-url", help="OpenAI-compatible server URL (default: the run's).")] = None,
-        concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")] = None,
-        prices: PricesOpt = None,
-        json_: JsonOpt = False,
-        csv_: CsvOpt = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")] = False,
-        *, reading: ReadOptions,
-    ) -> None:
-        """Ask one question of every piece: an answer, a verified quote and a reason per piece,
-        and the prevalence with a Wilson interval, overall and per --by group. Calls go through
-        the run's cache: a rerun sends nothing."""
-        from featdisco.cli.run import log_line
-        from featdisco.evidence.scan import run_scan
+PathsArg = Annotated[list[Path], typer.Argument(
+    help="A run directory; or, with --run-dir, transcript files to split into it first.", show_default=False)]
+QuestionOpt = Annotated[str | None, typer.Option(
+    "--question", help="The question asked of each piece, e.g. \"Does the model reason about "
+    "its remaining token budget?\"")]
+ClusterOpt = Annotated[int | None, typer.Option(
+    "--cluster", help="Ask whether each piece shows this cluster's behaviour (its label and "
+    "description become the question; its kind the default --kind).")]
+KindOpt = Annotated[list[str] | None, typer.Option(
+    "--kind", help="Piece kinds to scan: user, thought, response (repeatable or comma-separated; "
+    "default all).")]
+NameOpt = Annotated[str | None, typer.Option(
+    "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question).")]
+AnswerOpt = Annotated[str, typer.Option(
+    "--answer", help="bool (a JSON boolean), scale:LOW-HIGH (positive above the midpoint) or "
+    "labels:A,B,... (positive: the first label).")]
+ByOpt = Annotated[str | None, typer.Option(
+    "--by", help="Prevalence per group of this piece column or metadata key (e.g. model), with "
+    "the tests compare uses.")]
+SampleOpt = Annotated[int | None, typer.Option(
+    "--sample", min=1, help="Scan this many pieces drawn at random (with --seed).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
+RunDirOpt = Annotated[Path | None, typer.Option(
+    "--run-dir", "-d", help="Split the given transcript files into this run directory and scan its pieces.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost, and spend nothing.")]
+MaxCostOpt = Annotated[float | None, typer.Option(
+    "--max-cost", min=0.0, help="Stop sending once this many USD are spent; a rerun continues.")]
+LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="LLM model (default: the run's).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(
+    "--base-url", help="OpenAI-compatible server URL (default: the run's).")]
+ConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", min=1, help="Parallel LLM calls.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
 
-        if run_dir is None:
-            if len(paths) != 1:
-                raise FeatdiscoError("give one run directory, or transcript files with --run-dir DIR")
-            target, inputs = existing_run(paths[0]), None
-        else:
-            target, inputs = run_dir_for(run_dir, paths), paths
-        out = Output.of(json_, csv_)
-        kinds = [k.strip() for spec in kind or [] for k in spec.split(",") if k.strip()] or None
-        result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
-                          sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
-                          base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
-                          inputs=inputs, log=log_line(quiet), read_options=reading)
-        if dry_run:
-            out.say(f"dry run, scan: {result}")
-            return
-        out.say(f"scan {result.name}: {result.question}")
-        out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
-                f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
-        if result.quotes:
-            out.say(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
-                    f"piece; {result.unverified:,} unverifiable (flagged verified=false)")
-        overall = [{"group": "(all)", "n": result.n, "positives": result.positives, "rate": result.rate,
-                    "ci_low": result.ci_low, "ci_high": result.ci_high}]
-        rows = result.by if result.by is not None else overall
-        out.rows(rows, ["group", "n", "positives", "rate", "ci_low", "ci_high", "q_value"],
-                 f"by {by}" if by else "overall")
-        out.say("written: " + ", ".join(str(p) for p in result.paths))
-        exit_if_failed(result.llm, out.say, "scan")
-        if result.not_sent:
-            out.say(f"scan: {result.not_sent:,} pieces not sent at the --max-cost cap; they are left out of "
-                    "the prevalence. Rerun with a higher cap to continue (answered calls are cached).")
-            raise typer.Exit(INCOMPLETE_EXIT)
+
+def _scan_target(paths: list[Path], run_dir: Path | None) -> tuple[Path, list[Path] | None]:
+    """The run directory to scan, and the transcript files to split into it first (if any)."""
+    if run_dir is None:
+        if len(paths) != 1:
+            raise FeatdiscoError("give one run directory, or transcript files with --run-dir DIR")
+        return existing_run(paths[0]), None
+    return run_dir_for(run_dir, paths), paths
+
+
+def _print_scan(out: Output, result: ScanResult, by: str | None) -> None:
+    """The prevalence (overall or per --by group), the quotes verified, and where it went."""
+    out.say(f"scan {result.name}: {result.question}")
+    out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
+            f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
+    if result.quotes:
+        out.say(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
+                f"piece; {result.unverified:,} unverifiable (flagged verified=false)")
+    overall = [{"group": "(all)", "n": result.n, "positives": result.positives, "rate": result.rate,
+                "ci_low": result.ci_low, "ci_high": result.ci_high}]
+    rows = result.by if result.by is not None else overall
+    out.rows(rows, ["group", "n", "positives", "rate", "ci_low", "ci_high", "q_value"],
+             f"by {by}" if by else "overall")
+    out.say("written: " + ", ".join(str(p) for p in result.paths))
+
+
+@with_reading
+def scan_cmd(
+    paths: PathsArg,
+    question: QuestionOpt = None,
+    cluster: ClusterOpt = None,
+    kind: KindOpt = None,
+    name: NameOpt = None,
+    answer: AnswerOpt = "bool",
+    by: ByOpt = None,
+    sample: SampleOpt = None,
+    seed: SeedOpt = 0,
+    run_dir: RunDirOpt = None,
+    dry_run: DryRunOpt = False,
+    max_cost: MaxCostOpt = None,
+    llm: LlmOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    prices: PricesOpt = None,
+    json_: JsonOpt = False,
+    csv_: CsvOpt = False,
+    quiet: QuietOpt = False,
+    *, reading: ReadOptions,
+) -> None:
+    """Ask one question of every piece: an answer, a verified quote and a reason per piece,
+    and the prevalence with a Wilson interval, overall and per --by group. Calls go through
+    the run's cache: a rerun sends nothing."""
+    from featdisco.cli.run import log_line
+    from featdisco.evidence.scan import run_scan
+
+    target, inputs = _scan_target(paths, run_dir)
+    out = Output.of(json_, csv_)
+    kinds = [k.strip() for spec in kind or [] for k in spec.split(",") if k.strip()] or None
+    result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
+                      sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
+                      base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
+                      inputs=inputs, log=log_line(quiet), read_options=reading)
+    if dry_run:
+        out.say(f"dry run, scan: {result}")
+        return
+    _print_scan(out, result, by)
+    exit_if_failed(result.llm, out.say, "scan")
+    if result.not_sent:
+        out.say(f"scan: {result.not_sent:,} pieces not sent at the --max-cost cap; they are left out of "
+                "the prevalence. Rerun with a higher cap to continue (answered calls are cached).")
+        raise typer.Exit(INCOMPLETE_EXIT)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``scan`` to the featdisco command."""
+    app.command("scan")(scan_cmd)

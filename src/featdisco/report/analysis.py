@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,13 +34,24 @@ def _clean(values: list[Any]) -> list[Any]:
     return out
 
 
-def write_analyses(run_dir: Path, writer: ShardWriter) -> list[dict[str, Any]]:
+class AnalysisEntry(TypedDict):
+    """An analysis as the overview lists it."""
+
+    name: str
+    rows: int
+    columns: list[str]
+    cut: bool  # more rows than the page shows
+    stale: bool  # computed on other clusters than the run has now
+    refresh: str | None  # the command that refreshes it
+
+
+def write_analyses(run_dir: Path, writer: ShardWriter) -> list[AnalysisEntry]:
     """Write ``a/<name>.js`` for every analysis file; returns their summaries for the
     overview (name, rows, columns, whether rows were cut)."""
     from featdisco.analysis.provenance import stale_files
 
     stale = stale_files(run_dir)  # computed on other clusters than the run has now
-    found: list[dict[str, Any]] = []
+    found: list[AnalysisEntry] = []
     for path in sorted(run_dir.glob("analysis_*.parquet")):
         name = path.stem.removeprefix("analysis_")
         if not name.replace("_", "").replace("-", "").isalnum():

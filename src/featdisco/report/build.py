@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.analysis.activations import fitted_run, recounted_clusters
@@ -23,7 +24,7 @@ from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
 from featdisco.report import tables
-from featdisco.report.analysis import write_analyses
+from featdisco.report.analysis import AnalysisEntry, write_analyses
 from featdisco.report.evidence import write_evidence
 from featdisco.report.map import MAP_POINTS, map_layout
 from featdisco.report.search import transcript_postings, write_search
@@ -51,6 +52,26 @@ class ReportStats:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class ClusterRow(TypedDict, total=False):
+    """A cluster as the report reads it: a row of the run's cluster table (more columns than
+    these), its place on the map, and the page's hide flags (set by :func:`_hide`)."""
+
+    cluster_id: int
+    kind: str
+    label: str | None
+    description: str | None
+    size: int
+    pieces: int
+    transcripts: int
+    interest: float | None
+    private: bool  # flagged private by the rater; after _hide: hidden until the page's toggle
+    hidden: bool  # hidden by `featdisco edit`
+    x: float | None
+    y: float | None
+    flagged: bool
+    rare: bool
+
+
 def _hist(values: np.ndarray, bins: np.ndarray) -> dict[str, list[float]]:
     counts, edges = np.histogram(values, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
@@ -61,8 +82,8 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
-def _overview(run: Path, manifest: dict[str, Any], clusters: list[dict[str, Any]], n_pieces: int, n_transcripts: int,
-              analyses: list[dict[str, Any]], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
+def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n_pieces: int, n_transcripts: int,
+              analyses: list[AnalysisEntry], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
     per_kind: dict[str, Any] = {}
     for kind in KINDS:
@@ -110,14 +131,14 @@ def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
     return [{**r, "examples": (r.get("examples") or [])[:3]} for r in table.select(keep).slice(0, top).to_pylist()]
 
 
-def _brief(c: dict[str, Any]) -> list[Any]:
+def _brief(c: ClusterRow) -> list[Any]:
     """A cluster in the lists and the map: [id, label, size, pieces, transcripts, interest,
     private, x, y, description] (arrays, not objects: 20k of them must load fast)."""
     return [c["cluster_id"], c["label"], c["size"], c["pieces"], c["transcripts"], c["interest"],
             bool(c["private"]), c.get("x"), c.get("y"), c.get("description")]
 
 
-def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
+def _hide(clusters: list[ClusterRow], min_transcripts: int) -> Visibility:
     """Mark the clusters the page hides until "Show private clusters" is ticked: flagged
     private, or drawn from fewer than ``min_transcripts`` transcripts (``private`` is then the
     page's hide flag; ``flagged`` and ``rare`` say why)."""
@@ -130,34 +151,87 @@ def _hide(clusters: list[dict[str, Any]], min_transcripts: int) -> Visibility:
                       frozenset(c["cluster_id"] for c in clusters if c["flagged"]), min_transcripts, False)
 
 
+def _check_finished(run: Path) -> None:
+    """Refuse a folder that lacks what the report reads, naming what is missing."""
+    missing = [n for n in REQUIRED if not (run / n).exists()]
+    if missing:
+        raise FeatdiscoError(f"{run} is not a finished run or transform output (missing "
+                             f"{', '.join(missing)}): run `featdisco run` to completion first")
+
+
+def _read_manifest(run: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads((run / "manifest.json").read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
+
+
+class _Laps:
+    """Seconds per build step, recorded into the stats as each step ends."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self.t0 = seconds, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.t0, 2)
+        self.t0 = now
+
+
+def _placed_clusters(clusters_t: pa.Table, positions: dict[int, tuple[float, float]],
+                     ) -> tuple[list[ClusterRow], list[ClusterRow]]:
+    """The clusters as rows with their map position: those listed, and those hidden by
+    `featdisco edit` (listed nowhere)."""
+    clusters = cast(list[ClusterRow], clusters_t.drop_columns(
+        [c for c in ("examples",) if c in clusters_t.column_names]).to_pylist())
+    for c in clusters:
+        c["x"], c["y"] = positions.get(c["cluster_id"], (None, None))
+    hidden = [c for c in clusters if c.get("hidden")]
+    return [c for c in clusters if not c.get("hidden")], hidden
+
+
+def _kind_pieces(run: Path) -> dict[str, int]:
+    """Pieces per kind in the run."""
+    kinds_pieces = dict(zip(*np.unique(
+        pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
+        return_counts=True), strict=True))
+    return {str(k): int(v) for k, v in kinds_pieces.items()}
+
+
+def _write_kind_lists(writer: ShardWriter, clusters: list[ClusterRow]) -> None:
+    """One shard per kind listing its clusters (briefly), for the cluster lists and the map."""
+    for kind in KINDS:
+        rows = [_brief(c) for c in clusters if c["kind"] == kind]
+        if rows:
+            writer.write(f"k/{kind}.js", f"k/{kind}", rows)
+
+
+def _copy_static(dest: Path) -> int:
+    """Copy the page (html, scripts, styles) into ``dest``; its size in bytes."""
+    static = resources.files("featdisco.report") / "static"
+    page_bytes = 0
+    for name in STATIC:
+        blob = (static / name).read_bytes()
+        (dest / name).write_bytes(blob)
+        page_bytes += len(blob)
+    return page_bytes
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: bool = True,
                  min_transcripts: int | None = None, map_points: int = MAP_POINTS) -> ReportStats:
     """Write the report of a fitted run to ``out`` (default ``run_dir/report``); clusters from
     fewer than ``min_transcripts`` transcripts (default: the run's) are hidden like private ones;
     the map lays out at most ``map_points`` points."""
     run = Path(run_dir)
-    missing = [n for n in REQUIRED if not (run / n).exists()]
-    if missing:
-        raise FeatdiscoError(f"{run} is not a finished run or transform output (missing "
-                             f"{', '.join(missing)}): run `featdisco run` to completion first")
+    _check_finished(run)
     dest = Path(out) if out else run / "report"
     data = dest / "data"
     if data.exists():
         shutil.rmtree(data)  # stale shards of an earlier build would mislead
     writer = ShardWriter(data)
     stats = ReportStats(dest)
-    t0 = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t0
-        now = time.perf_counter()
-        stats.seconds[name] = round(now - t0, 2)
-        t0 = now
-
-    try:
-        manifest = orjson.loads((run / "manifest.json").read_bytes())
-    except orjson.JSONDecodeError as e:
-        raise FeatdiscoError(f"{run}/manifest.json is not valid JSON ({e})") from None
+    lap = _Laps(stats.seconds)
+    manifest = _read_manifest(run)
     # a transform's output: the fitted dictionary's clusters, counted on this data
     clusters_t = recounted_clusters(run)
     fitted = fitted_run(RunDir(run))
@@ -165,11 +239,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
                         seed=int((manifest.get("config") or {}).get("seed") or 0))
     writer.write("map.js", "map", layout.shard)
     lap("map")
-    clusters = clusters_t.drop_columns([c for c in ("examples",) if c in clusters_t.column_names]).to_pylist()
-    for c in clusters:
-        c["x"], c["y"] = layout.positions.get(c["cluster_id"], (None, None))
-    hidden = [c for c in clusters if c.get("hidden")]  # hidden by `featdisco edit`: listed nowhere
-    clusters = [c for c in clusters if not c.get("hidden")]
+    clusters, hidden = _placed_clusters(clusters_t, layout.positions)
     vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)
     lap("clusters")
     order = tables.piece_order(run)
@@ -190,27 +260,15 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
         del posts
     lap("search")
     del feats
-    for kind in KINDS:
-        rows = [_brief(c) for c in clusters if c["kind"] == kind]
-        if rows:
-            writer.write(f"k/{kind}.js", f"k/{kind}", rows)
+    _write_kind_lists(writer, clusters)
     analyses = write_analyses(run, writer)
-    kinds_pieces = dict(zip(*np.unique(
-        pq.read_table(run / "pieces.parquet", columns=["kind"]).column(0).to_numpy(zero_copy_only=False),
-        return_counts=True), strict=True))
-    overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses,
-                         {str(k): int(v) for k, v in kinds_pieces.items()}, vis)
+    overview = _overview(run, manifest, clusters, stats.pieces, stats.transcripts, analyses, _kind_pieces(run), vis)
     overview["search"] = search
     overview["new_clusters"] = _new_clusters(run)
     overview["evidence"] = evidence
     overview["curation"] = report_summary(run, hidden)
     ov_bytes = writer.write("overview.js", "overview", overview)
-    static = resources.files("featdisco.report") / "static"
-    page_bytes = 0
-    for name in STATIC:
-        blob = (static / name).read_bytes()
-        (dest / name).write_bytes(blob)
-        page_bytes += len(blob)
+    page_bytes = _copy_static(dest)
     lap("overview")
     stats.files = writer.files + len(STATIC)
     stats.bytes = writer.bytes + page_bytes

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import orjson
@@ -46,6 +46,26 @@ MEMBER_WINDOW = 500
 SCAN_WINDOW = 900
 
 
+class _PieceText(TypedDict):
+    """A piece shown on a page, as read from pieces.parquet."""
+
+    piece_id: str
+    kind: str
+    turn: int
+    model: str | None
+    text: str | None
+
+
+class _QuoteRow(TypedDict):
+    """A feature with its evidence quote, as read from features.parquet."""
+
+    text: str
+    quote: str | None
+    quote_start: int | None
+    quote_end: int | None
+    verified: bool | None
+
+
 def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
     """A name for the run's clusters, so labels kept in the browser belong to one run: the
     same across rebuilds and reruns that leave the clusters as they were, new when they
@@ -64,9 +84,9 @@ def _window(text: str, start: int | None, size: int) -> tuple[str, int]:
     return text[a:a + size], a
 
 
-def _texts(run: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
+def _texts(run: Path, rows: set[int]) -> dict[int, _PieceText]:
     """piece_id, kind, turn, model and text of the wanted piece rows, in one streaming pass."""
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, _PieceText] = {}
     if not rows:
         return out
     wanted = np.fromiter(sorted(rows), dtype=np.int64)
@@ -76,7 +96,7 @@ def _texts(run: Path, rows: set[int]) -> dict[int, dict[str, Any]]:
             idx = np.arange(start, start + batch.num_rows)
             hit = idx[np.isin(idx, wanted, assume_unique=True)]
             if len(hit):
-                sub = batch.take(pa.array(hit - start)).to_pylist()
+                sub = cast(list[_PieceText], batch.take(pa.array(hit - start)).to_pylist())
                 out.update(zip(hit.tolist(), sub, strict=True))
             start += batch.num_rows
     return out
@@ -99,7 +119,7 @@ def write_evidence(run_dir: Path, writer: ShardWriter, order: PieceOrder, cluste
     cols = ["piece_id", "text"] + (["quote", "quote_start", "quote_end", "verified"] if quoted else [])
     feats = features_with_clusters(rd, cols)
     pos = _rows_of(feats.column("piece_id"), pids)
-    counts: dict[str, Any] | None = None
+    counts: dict[str, int] | None = None
     if quoted:
         counts = _quote_counts(feats)
         _write_transcript_quotes(run_dir, writer, order, feats, pos)
@@ -129,7 +149,7 @@ def _quote_counts(feats: pa.Table) -> dict[str, int]:
             "none": int(quote.null_count)}
 
 
-def _evidence_row(r: dict[str, Any]) -> list[Any]:
+def _evidence_row(r: _QuoteRow) -> list[Any]:
     return [r["text"], r["quote"], r["quote_start"], r["quote_end"], r["verified"]]
 
 
@@ -148,7 +168,7 @@ def _write_transcript_quotes(run: Path, writer: ShardWriter, order: PieceOrder, 
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(keep)], strict=True):
         if a == b:
             continue
-        rows = cols.slice(a, b - a).to_pylist()
+        rows = cast(list[_QuoteRow], cols.slice(a, b - a).to_pylist())
         value: dict[int, dict[str, list[list[Any]]]] = {}
         for r, t, p in zip(rows, tidx[a:b].tolist(), pos[keep[a:b]].tolist(), strict=True):
             value.setdefault(t, {}).setdefault(keys[p], []).append(_evidence_row(r))
@@ -177,7 +197,8 @@ def _write_cluster_members(run: Path, writer: ShardWriter, order: PieceOrder, cl
     quotes: dict[tuple[int, int], list[list[Any]]] = {}
     if quoted:
         sel = np.flatnonzero(ok & np.isin(pos, chosen[:, 1]))
-        rows = feats.select(["text", "quote", "quote_start", "quote_end", "verified"]).take(pa.array(sel)).to_pylist()
+        rows = cast(list[_QuoteRow], feats.select(["text", "quote", "quote_start", "quote_end", "verified"])
+                    .take(pa.array(sel)).to_pylist())
         for r, c, p in zip(rows, cid[sel].tolist(), pos[sel].tolist(), strict=True):
             if r["quote"] is not None:
                 quotes.setdefault((c, p), []).append(_evidence_row(r))

@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -174,11 +174,21 @@ def cluster_examples(feats: pa.Table) -> pa.Table:
     return best.filter(pa.array(keep))
 
 
-def piece_excerpts(run_dir: Path, wanted: np.ndarray) -> dict[int, dict[str, Any]]:
+class PieceExcerpt(TypedDict):
+    """A piece shown as an example on a cluster page: where it is and how it starts."""
+
+    kind: str
+    turn: int
+    model: str | None
+    text: str  # the first EXCERPT_CHARS characters
+    cut: bool  # the text goes on
+
+
+def piece_excerpts(run_dir: Path, wanted: np.ndarray) -> dict[int, PieceExcerpt]:
     """Kind, turn, model and the first EXCERPT_CHARS of text of the wanted piece rows,
     read in one streaming pass."""
     wanted = np.unique(wanted)
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, PieceExcerpt] = {}
     start = 0
     pf = pq.ParquetFile(run_dir / "pieces.parquet")
     for batch in pf.iter_batches(batch_size=BATCH, columns=["kind", "turn", "model", "text"]):

@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow as pa
 
@@ -117,6 +117,17 @@ def batches_of(cluster_ids: Sequence[int], kinds: Sequence[str], batch_size: int
     return out
 
 
+class _Rated(TypedDict, total=False):
+    """A cluster's rating as the table stores it; a failed one has only its status."""
+
+    interest: int | None  # None: discarded (an uninformative batch)
+    reason: str
+    private: bool
+    private_reason: str | None
+    status: str  # ok, or failed: why
+    discarded: str | None  # what was discarded and why
+
+
 def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequence[str | None],
                   examples: Sequence[Sequence[str]], engine: CallEngine, prompt: Prompt, *,
                   batch_size: int = 10, seed: int = 0) -> tuple[pa.Table, RateReport]:
@@ -135,13 +146,14 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
             prompt_version=prompt.version))
     results = engine.run_sync(requests, desc="rate")
     report = RateReport(clusters=len(cluster_ids), batches=len(groups))
-    found: dict[int, dict[str, Any]] = {}
+    found: dict[int, _Rated] = {}
     for group, res in zip(groups, results, strict=True):
         got: dict[int, Rating] = {}
         if res.ok:
             for rating in Ratings.read(res.data).ratings:
                 got.setdefault(rating.id, rating)
-        rated: list[dict[str, Any]] = []
+        rated: list[_Rated] = []
+        scores: list[int] = []  # the rated ones' interest, as the LLM gave it
         for i, pos in enumerate(group, start=1):
             r = got.get(i)
             if r is None:
@@ -150,7 +162,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 reason = status.removeprefix("failed: ")
                 report.reasons[reason] = report.reasons.get(reason, 0) + 1
                 continue
-            row: dict[str, Any] = {"interest": r.interest, "reason": " ".join(r.reason.split()),
+            row: _Rated = {"interest": r.interest, "reason": " ".join(r.reason.split()),
                                    "private": r.private,
                                    "private_reason": " ".join(r.private_reason.split()) or None,
                                    "status": "ok", "discarded": None}
@@ -161,7 +173,8 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
                 report.discarded_example = report.discarded_example or row["private_reason"] or "(no reason given)"
             found[pos] = row
             rated.append(row)
-        if (why := judge_batch([x["interest"] for x in rated], [x["reason"] for x in rated])) is not None:
+            scores.append(r.interest)
+        if (why := judge_batch(scores, [x["reason"] for x in rated])) is not None:
             report.uninformative_batches += 1
             report.unranked += len(rated)
             report.why_uninformative[why] = report.why_uninformative.get(why, 0) + 1
