@@ -85,7 +85,7 @@ def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert lines[-1].startswith("featdisco: error: ") and "malformed.jsonl, line 2" in lines[-1]
     assert "Traceback" not in proc.stderr
     missing = run_cli("split", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.parquet"))
-    assert missing.returncode == 2 and "no such file or directory" in missing.stderr
+    assert missing.returncode == 2 and "nope.jsonl does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 
