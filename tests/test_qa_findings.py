@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from featdisco.cli import app
 from featdisco.errors import FeatdiscoError
 from featdisco.rundir import RunDir
+from tests.analysis.planted import PlantedPiece, write_run
 
 
 def _chat_file(path: Path) -> Path:
@@ -36,3 +39,20 @@ def test_a_file_where_a_run_directory_goes_is_a_one_line_error(tmp_path: Path, a
     assert file.read_text() == "my notes\n"
     with pytest.raises(FeatdiscoError, match="is a file, not a run directory"):
         RunDir(file)
+
+
+def test_compare_by_transcript_counts_the_transcripts_left_out(tmp_path: Path) -> None:
+    """10 transcripts of 2 pieces have no 'arm': --unit transcript says 10 transcripts, not 20 pieces."""
+    pieces = []
+    for t in range(30):
+        meta: dict[str, object] = {"arm": "a" if t % 2 else "b"} if t >= 10 else {}
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", [t % 2], metadata=meta))
+        pieces.append(PlantedPiece(f"t{t}", 1, "response", [2 + t % 2], metadata=meta))
+    run = write_run(tmp_path / "run", pieces, [("user", "U0"), ("user", "U1"), ("response", "R0"),
+                                               ("response", "R1")])
+    by_piece = CliRunner().invoke(app, ["compare", str(run), "--by", "arm"])
+    assert by_piece.exit_code == 0, by_piece.output
+    assert "20 pieces have no 'arm' and are left out" in by_piece.output
+    by_transcript = CliRunner().invoke(app, ["compare", str(run), "--by", "arm", "--unit", "transcript"])
+    assert by_transcript.exit_code == 0, by_transcript.output
+    assert "10 transcripts have no 'arm' and are left out" in by_transcript.output

@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
             out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
         if df.attrs.get("no_value"):
-            out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
+            out.say(f"{df.attrs['no_value']:,} {df.attrs.get('unit', 'piece')}s have no {by!r} and are left out")
         out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
                       "count_low", "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences",
                  out.limit(top, 20))
