@@ -16,6 +16,8 @@ from featdisco.cli import app
 from featdisco.errors import FeatdiscoError
 from featdisco.rundir import RunDir
 from tests.analysis.planted import PlantedPiece, write_run
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
 
 
 def _chat_file(path: Path) -> Path:
@@ -56,3 +58,24 @@ def test_compare_by_transcript_counts_the_transcripts_left_out(tmp_path: Path) -
     by_transcript = CliRunner().invoke(app, ["compare", str(run), "--by", "arm", "--unit", "transcript"])
     assert by_transcript.exit_code == 0, by_transcript.output
     assert "10 transcripts have no 'arm' and are left out" in by_transcript.output
+
+
+def test_a_relative_price_file_is_found_by_a_rerun_from_another_directory(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`run --prices prices.json` (relative) is kept by the run; a plain rerun from elsewhere
+    (flag > manifest) must still find the file, not stop with 'price file prices.json does not exist'."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "prices.json").write_text(json.dumps({"my-org/model": {"input": 0.5, "output": 1.5}}))
+    run_dir = tmp_path / "run"
+    monkeypatch.chdir(work)
+    first = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai", "--model",
+                                     "my-org/model", "--base-url", server.base_url, "--clusters", str(K),
+                                     "--prices", "prices.json", "--max-cost", "5"])
+    assert first.exit_code == 0, first.output
+    monkeypatch.chdir(elsewhere)
+    sent = server.total
+    again = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-cost", "5"])
+    assert again.exit_code == 0, f"{again.output}\n{again.exception!r}"
+    assert server.total == sent  # nothing changed: every stage up to date, nothing sent
