@@ -79,3 +79,23 @@ def test_a_relative_price_file_is_found_by_a_rerun_from_another_directory(
     again = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-cost", "5"])
     assert again.exit_code == 0, f"{again.output}\n{again.exception!r}"
     assert server.total == sent  # nothing changed: every stage up to date, nothing sent
+
+
+NEW_CLUSTER_COLUMNS = ["new_cluster", "label", "description", "kind", "size", "distinct", "pieces", "transcripts",
+                       "examples", "nearest_cluster_id", "nearest_label", "nearest_similarity", "status"]
+
+
+def test_find_new_with_nothing_new_has_the_columns_it_has_when_something_is(
+        server: FakeOpenAIServer, tmp_path: Path) -> None:  # noqa: F811
+    """`new[["label", "examples"]]` must not KeyError just because the data held nothing new."""
+    from featdisco import FeatureDiscovery
+    from tests.test_estimator import _data
+
+    data = _data(tmp_path)
+    est = FeatureDiscovery(llm="openai", model="gpt-4o-mini", base_url=server.base_url, n_clusters=3,
+                           run_dir=tmp_path / "run")
+    est.fit(data)
+    new = est.find_new(data)  # the fitted data itself: every feature has its cluster
+    assert new.empty
+    assert list(new.columns) == NEW_CLUSTER_COLUMNS
+    assert new[["label", "examples", "nearest_label"]].empty
