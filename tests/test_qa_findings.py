@@ -99,3 +99,14 @@ def test_find_new_with_nothing_new_has_the_columns_it_has_when_something_is(
     assert new.empty
     assert list(new.columns) == NEW_CLUSTER_COLUMNS
     assert new[["label", "examples", "nearest_label"]].empty
+
+
+@pytest.mark.parametrize("alpha", ["2", "0", "-1"])
+def test_compare_refuses_an_alpha_that_is_not_a_rate(tmp_path: Path, alpha: str) -> None:
+    from tests.analysis.test_cli import small_run
+
+    run = small_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["compare", str(run), "--by", "model", "--alpha", alpha])
+    assert isinstance(result.exception, FeatdiscoError), result.output
+    assert "--alpha is a false discovery rate, above 0 and below 1" in str(result.exception)
+    assert not (run / "analysis_compare_model.parquet").exists()  # nothing written from a wrong alpha

@@ -55,6 +55,8 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     """(summary per cluster ranked by effect, rates per cluster × group)."""
     if unit not in ("piece", "transcript"):
         raise FeatdiscoError(f"--unit must be piece or transcript, got {unit!r}")
+    if not 0 < alpha < 1:  # 2 or -1 would silently mark every cluster, or none, as differing
+        raise FeatdiscoError(f"--alpha is a false discovery rate, above 0 and below 1; got {alpha}")
     values = act.column(by).astype(object)
     present = sorted({str(v) for v in values.dropna()})
     if groups:
