@@ -110,3 +110,21 @@ def test_compare_refuses_an_alpha_that_is_not_a_rate(tmp_path: Path, alpha: str)
     assert isinstance(result.exception, FeatdiscoError), result.output
     assert "--alpha is a false discovery rate, above 0 and below 1" in str(result.exception)
     assert not (run / "analysis_compare_model.parquet").exists()  # nothing written from a wrong alpha
+
+
+def test_run_refuses_a_transform_output_folder(server: FakeOpenAIServer, inputs: Path,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    """`run --run-dir` on a transform's output used to fit there, leaving a folder that is half
+    transform (fitted_run, new_clusters.parquet, its totals) and half a new fit."""
+    fitted, out = tmp_path / "fitted", tmp_path / "new"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(fitted), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K)])
+    assert fit.exit_code == 0, fit.output
+    moved = runner.invoke(app, ["transform", str(fitted), str(inputs), "-o", str(out)])
+    assert moved.exit_code == 0, moved.output
+    before, sent = (out / "manifest.json").read_text(), server.total
+    again = runner.invoke(app, ["run", str(inputs), "--run-dir", str(out)])
+    assert isinstance(again.exception, FeatdiscoError), again.output
+    assert "holds a `featdisco transform` output" in str(again.exception)
+    assert server.total == sent and (out / "manifest.json").read_text() == before

@@ -164,8 +164,12 @@ def run_cmd(
     """
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
     from featdisco.llm.prices import PriceTable
-    from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest
+    from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest, read_manifest
+    from featdisco.rundir import MANIFEST
 
+    if (run_dir / MANIFEST).is_file() and (fitted := read_manifest(run_dir).get("fitted_run")):
+        # fitting over a transform's output would mix its pieces, new clusters and totals with a new fit
+        fail(f"{run_dir} holds a `featdisco transform` output (of {fitted}): give `run` another --run-dir")
     flags = dict(prompt_files=parse_prompts(prompt), llm=llm, model=model, base_url=base_url, embedder=embedder,
                  n_clusters=DEFAULT if clusters == "auto" else parse_clusters(clusters), min_features=min_features,
                  max_features=max_features, max_piece_tokens=max_piece_tokens,
