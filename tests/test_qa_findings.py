@@ -128,3 +128,23 @@ def test_run_refuses_a_transform_output_folder(server: FakeOpenAIServer, inputs:
     assert isinstance(again.exception, FeatdiscoError), again.output
     assert "holds a `featdisco transform` output" in str(again.exception)
     assert server.total == sent and (out / "manifest.json").read_text() == before
+
+
+def test_a_scan_stopped_at_the_budget_says_how_to_raise_it_and_that_way_works(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """scan has no --budget: 'rerunning with a higher --budget' alone sent users to an option
+    scan refuses; the message names the command that sets the run's budget, which then works."""
+    run = tmp_path / "run"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(run), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K), "--budget", "5"])
+    assert fit.exit_code == 0, fit.output
+    assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "0.000001"]).exit_code == 0
+    scan = ["scan", str(run), "--question", "Does it mention the remaining token budget?", "--kind", "user"]
+    stopped = runner.invoke(app, scan)
+    assert isinstance(stopped.exception, FeatdiscoError) and stopped.exception.exit_code == 3
+    assert "`featdisco run --run-dir RUN --budget USD`" in str(stopped.exception)
+    assert runner.invoke(app, ["scan", str(run), "--budget", "5"]).exit_code == 2  # scan indeed has none
+    assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "5"]).exit_code == 0
+    done = runner.invoke(app, scan)
+    assert done.exit_code == 0, done.output
