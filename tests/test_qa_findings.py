@@ -148,3 +148,25 @@ def test_a_scan_stopped_at_the_budget_says_how_to_raise_it_and_that_way_works(
     assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "5"]).exit_code == 0
     done = runner.invoke(app, scan)
     assert done.exit_code == 0, done.output
+
+
+def test_the_last_invocation_line_says_what_made_it(server: FakeOpenAIServer, inputs: Path,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    """A rerun with every stage up to date asks nothing of the LLM, so the 'last invocation'
+    it prints is an earlier command's (here a scan's, in a real case score-labels' failures):
+    the line names that command instead of passing its figures off as this run's."""
+    run = tmp_path / "run"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(run), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K)])
+    assert fit.exit_code == 0, fit.output
+    scan = runner.invoke(app, ["scan", str(run), "--question", "Does it mention the remaining token budget?",
+                               "--kind", "user"])
+    assert scan.exit_code == 0, scan.output
+    sent = server.total
+    again = runner.invoke(app, ["run", "--run-dir", str(run)])
+    assert again.exit_code == 0 and server.total == sent, again.output
+    line = next(x for x in again.output.splitlines() if x.startswith("LLM, last invocation:"))
+    assert line.endswith("(made by: scan)"), line
+    status = runner.invoke(app, ["status", str(run), "--json"])
+    assert json.loads(status.stdout)["llm_last"]["by"] == ["scan"]
