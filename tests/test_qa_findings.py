@@ -170,3 +170,14 @@ def test_the_last_invocation_line_says_what_made_it(server: FakeOpenAIServer, in
     assert line.endswith("(made by: scan)"), line
     status = runner.invoke(app, ["status", str(run), "--json"])
     assert json.loads(status.stdout)["llm_last"]["by"] == ["scan"]
+
+
+def test_clusters_absent_from_a_transforms_data_are_not_said_to_be_from_fewer_than_1_transcripts() -> None:
+    """find / the tables on a transform's output hide the fitted clusters that its new data never
+    shows; 'drawn from fewer than 1 transcripts' was the note for that."""
+    from featdisco.analysis.visibility import Visibility
+
+    absent = Visibility(frozenset({3, 4}), frozenset({3, 4}), frozenset(), 1, False)
+    assert absent.note() == "clusters hidden: 2 found in no transcript (--show-private shows them)"
+    rare = Visibility(frozenset({3}), frozenset({3}), frozenset(), 5, False)
+    assert rare.note() == "clusters hidden: 1 drawn from fewer than 5 transcripts (--show-private shows them)"
