@@ -379,8 +379,12 @@ def find_new(pipe: Pipeline, dictionary: Dictionary, assignments: pa.Table, vect
 
 
 def _no_new_clusters() -> pa.Table:
-    return pa.table({"new_cluster": pa.array([], pa.int64()), "label": pa.array([], pa.string()),
-                     "kind": pa.array([], pa.string()), "size": pa.array([], pa.int64())})
+    """None found: the same columns as when some are, so that code reading them works either way."""
+    return pa.schema([("new_cluster", pa.int64()), ("label", pa.string()), ("description", pa.string()),
+                      ("kind", pa.string()), ("size", pa.int64()), ("distinct", pa.int64()),
+                      ("pieces", pa.int64()), ("transcripts", pa.int64()), ("examples", pa.list_(pa.string())),
+                      ("nearest_cluster_id", pa.int64()), ("nearest_label", pa.string()),
+                      ("nearest_similarity", pa.float32()), ("status", pa.string())]).empty_table()
 
 
 def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict[str, Prompt], X: Source, *,

@@ -243,6 +243,8 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():  # `run`/`transform -o` reach here without open_run
+            raise FeatdiscoError(f"{self.path} is a file, not a run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: dict[str, Any] = self._load()
         self._hashes: dict[str, Any] = {}  # artefact hashes taken since the last write

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from featdisco.llm.cache import LedgerRow, read_ledger
 from featdisco.rundir import LLM_CACHE, RunDir
@@ -48,6 +48,7 @@ class Usage(TypedDict):
     invocations: int
     cost_usd: float | None
     failed_by_reason: dict[str, int]
+    by: NotRequired[list[str]]  # llm_last only: what made the last invocation (run, scan, an analysis)
 
 
 def usage(summary: Mapping[str, Any] | None) -> Usage:
@@ -207,6 +208,12 @@ def summarise_ledger(rows: list[LedgerRow], base: Mapping[str, Any],
     last = invocations[max(invocations)] if invocations else None
     if last is not None:
         last["invocations"] = 1
+        # what made it: an invocation that asked nothing of the LLM leaves this one "last", so a
+        # no-op `run` after `score-labels` must not seem to have had score-labels' failures
+        newest = max(invocations)
+        scopes = {r.scope for r in rows if r.invocation == newest}
+        last["by"] = sorted({s[len(ANALYSIS_SCOPE):] if s.startswith(ANALYSIS_SCOPE)
+                             else "run" if (s in stages or s in STAGE_ORDER) else s or "other" for s in scopes})
     by_stage = {k: usage(v) for k, v in (base.get("by_stage") or {}).items()}
     by_analysis = {k: usage(v) for k, v in (base.get("by_analysis") or {}).items()}
     unattributed = None
@@ -367,7 +374,8 @@ def headline(t: Totals) -> list[str]:
     n = t.total.get("invocations", 1)
     lines = [f"LLM, all {n} invocation{'s' if n != 1 else ''}: {usage_text(t.total)}"]
     if n > 1 and t.last is not None:
-        lines.append(f"LLM, last invocation: {usage_text(t.last)}")
+        by = f" (made by: {', '.join(t.last['by'])})" if t.last.get("by") else ""
+        lines.append(f"LLM, last invocation: {usage_text(t.last)}{by}")
     if t.analyses:
         lines.append("of which analyses: " + "; ".join(f"{k} {v['sent']:,} sent" for k, v in t.analyses.items()))
     if (rest := t.unattributed) is not None:

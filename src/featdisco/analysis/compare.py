@@ -248,7 +248,7 @@ def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: li
     """:func:`compare_groups` on a run directory; writes ``analysis_compare_<by>.parquet``
     (one row per cluster) and ``analysis_compare_<by>_rates.parquet`` (one row per cluster and
     group), so that comparisons by different columns are all kept. ``df.attrs["no_value"]``:
-    pieces left out because they have no value of ``by``."""
+    pieces (transcripts, with ``unit="transcript"``) left out because they have no value of ``by``."""
     act = load_activations(run_dir)
     df, rates = compare_groups(act, by, unit=unit, groups=groups, min_count=min_count, alpha=alpha,
                                paired=paired)
@@ -262,7 +262,11 @@ def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: li
         write_analysis(run_dir, name, df, extra={"_rates": rates.assign(by=by)}, command="compare",
                        args={"by": by, "unit": unit, "groups": groups, "min_count": min_count, "alpha": alpha,
                              **paired_flag})
-    df.attrs["no_value"] = int(act.column(by).isna().sum())
+    missing = act.column(by).isna().to_numpy()
+    # counted in the unit compared: with --unit transcript, transcripts are what is left out
+    df.attrs["no_value"] = (int(act.pieces["transcript_id"][missing].nunique()) if unit == "transcript"
+                            else int(missing.sum()))
+    df.attrs["unit"] = unit
     return df
 
 

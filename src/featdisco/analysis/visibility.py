@@ -35,7 +35,9 @@ class Visibility:
         parts = []
         if self.private:
             parts.append(f"{len(self.private):,} flagged private")
-        if self.rare:
+        if self.rare and self.min_transcripts == 1:  # not "fewer than 1": absent (a transform's new data)
+            parts.append(f"{len(self.rare):,} found in no transcript")
+        elif self.rare:
             parts.append(f"{len(self.rare):,} drawn from fewer than {self.min_transcripts:,} transcripts")
         if not parts:
             return None

@@ -192,16 +192,21 @@ def run_cmd(
     """
     from featdisco.cli.run import parse_clusters, parse_prompts, run_pipeline
     from featdisco.llm.prices import PriceTable
-    from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest
+    from featdisco.pipeline import DEFAULT, Pipeline, config_from_manifest, read_manifest
+    from featdisco.rundir import MANIFEST
 
     checks.run_dir_for(run_dir, inputs)
+    if (run_dir / MANIFEST).is_file() and (fitted := read_manifest(run_dir).get("fitted_run")):
+        # fitting over a transform's output would mix its pieces, new clusters and totals with a new fit
+        fail(f"{run_dir} holds a `featdisco transform` output (of {fitted}): give `run` another --run-dir")
     flags = dict(prompt_files=parse_prompts(prompt), llm=llm, model=model, base_url=base_url, embedder=embedder,
                  n_clusters=DEFAULT if clusters == "auto" else parse_clusters(clusters), min_features=min_features,
                  max_features=max_features, max_piece_tokens=max_piece_tokens,
                  max_chars=DEFAULT if max_chars == 0 else max_chars, evidence=evidence,
                  seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
                  batch=batch, batch_poll=batch_poll, executor=executor,
-                 prices=str(prices) if prices else None, min_transcripts=min_transcripts)
+                 # absolute: the run keeps it, and a rerun from another directory must find it
+                 prices=str(prices.resolve()) if prices else None, min_transcripts=min_transcripts)
     cfg = config_from_manifest(run_dir, flags, required=False, own_prompts=True)  # flag > manifest > default
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
@@ -255,7 +260,7 @@ def transform_cmd(
     checks.run_dir_for(output, inputs, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
-                                    "concurrency": concurrency, "prices": str(prices) if prices else None,
+                                    "concurrency": concurrency, "prices": str(prices.resolve()) if prices else None,
                                     "evidence": False if no_evidence else None, "budget": budget},
                          log=log_line(quiet))
     m = act.matrix

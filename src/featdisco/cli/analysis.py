@@ -164,7 +164,7 @@ def compare_cmd(
         out.say(f"{mc:,} cluster{'s' if mc != 1 else ''} tested with the Monte-Carlo exact chi-square test "
                 "(an expected count under 5, where the chi-square approximation fails; column test)")
     if df.attrs.get("no_value"):
-        out.say(f"{df.attrs['no_value']:,} pieces have no {by!r} and are left out")
+        out.say(f"{df.attrs['no_value']:,} {df.attrs.get('unit', 'piece')}s have no {by!r} and are left out")
     out.rows(df, ["kind", "cluster_id", "label", "group_high", "count_high", "n_high", "rate_high", "group_low",
                   "count_low", "n_low", "rate_low", "rate_ratio", "q_value", "paired_q"], "largest differences",
              out.limit(top, 20))

@@ -1,0 +1,183 @@
+"""What a new user met trying featdisco end to end (the QA pass): each test is one finding
+that was fixed, so it stays fixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from featdisco.cli import app
+from featdisco.errors import FeatdiscoError
+from featdisco.rundir import RunDir
+from tests.analysis.planted import PlantedPiece, write_run
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+
+
+def _chat_file(path: Path) -> Path:
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hello there, how are you?"},
+                                             {"role": "assistant", "content": "Fine, thanks for asking."}]}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "{chats}", "--run-dir", "{file}", "--llm", "openai", "--model", "gpt-4o-mini"],
+    ["run", "{chats}", "--run-dir", "{file}", "--dry-run"],
+])
+def test_a_file_where_a_run_directory_goes_is_a_one_line_error(tmp_path: Path, args: list[str]) -> None:
+    chats = _chat_file(tmp_path / "chats.jsonl")
+    file = tmp_path / "notes.txt"
+    file.write_text("my notes\n")
+    proc = subprocess.run([sys.executable, "-m", "featdisco", *[a.format(chats=chats, file=file) for a in args]],
+                          capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": "sk-test"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"featdisco: error: {file} is a file, not a run directory"
+    assert file.read_text() == "my notes\n"
+    with pytest.raises(FeatdiscoError, match="is a file, not a run directory"):
+        RunDir(file)
+
+
+def test_compare_by_transcript_counts_the_transcripts_left_out(tmp_path: Path) -> None:
+    """10 transcripts of 2 pieces have no 'arm': --unit transcript says 10 transcripts, not 20 pieces."""
+    pieces = []
+    for t in range(30):
+        meta: dict[str, object] = {"arm": "a" if t % 2 else "b"} if t >= 10 else {}
+        pieces.append(PlantedPiece(f"t{t}", 0, "user", [t % 2], metadata=meta))
+        pieces.append(PlantedPiece(f"t{t}", 1, "response", [2 + t % 2], metadata=meta))
+    run = write_run(tmp_path / "run", pieces, [("user", "U0"), ("user", "U1"), ("response", "R0"),
+                                               ("response", "R1")])
+    by_piece = CliRunner().invoke(app, ["compare", str(run), "--by", "arm"])
+    assert by_piece.exit_code == 0, by_piece.output
+    assert "20 pieces have no 'arm' and are left out" in by_piece.output
+    by_transcript = CliRunner().invoke(app, ["compare", str(run), "--by", "arm", "--unit", "transcript"])
+    assert by_transcript.exit_code == 0, by_transcript.output
+    assert "10 transcripts have no 'arm' and are left out" in by_transcript.output
+
+
+def test_a_relative_price_file_is_found_by_a_rerun_from_another_directory(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`run --prices prices.json` (relative) is kept by the run; a plain rerun from elsewhere
+    (flag > manifest) must still find the file, not stop with 'price file prices.json does not exist'."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "prices.json").write_text(json.dumps({"my-org/model": {"input": 0.5, "output": 1.5}}))
+    run_dir = tmp_path / "run"
+    monkeypatch.chdir(work)
+    first = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai", "--model",
+                                     "my-org/model", "--base-url", server.base_url, "--clusters", str(K),
+                                     "--prices", "prices.json", "--max-cost", "5"])
+    assert first.exit_code == 0, first.output
+    monkeypatch.chdir(elsewhere)
+    sent = server.total
+    again = CliRunner().invoke(app, ["run", "--run-dir", str(run_dir), "--max-cost", "5"])
+    assert again.exit_code == 0, f"{again.output}\n{again.exception!r}"
+    assert server.total == sent  # nothing changed: every stage up to date, nothing sent
+
+
+NEW_CLUSTER_COLUMNS = ["new_cluster", "label", "description", "kind", "size", "distinct", "pieces", "transcripts",
+                       "examples", "nearest_cluster_id", "nearest_label", "nearest_similarity", "status"]
+
+
+def test_find_new_with_nothing_new_has_the_columns_it_has_when_something_is(
+        server: FakeOpenAIServer, tmp_path: Path) -> None:  # noqa: F811
+    """`new[["label", "examples"]]` must not KeyError just because the data held nothing new."""
+    from featdisco import FeatureDiscovery
+    from tests.test_estimator import _data
+
+    data = _data(tmp_path)
+    est = FeatureDiscovery(llm="openai", model="gpt-4o-mini", base_url=server.base_url, n_clusters=3,
+                           run_dir=tmp_path / "run")
+    est.fit(data)
+    new = est.find_new(data)  # the fitted data itself: every feature has its cluster
+    assert new.empty
+    assert list(new.columns) == NEW_CLUSTER_COLUMNS
+    assert new[["label", "examples", "nearest_label"]].empty
+
+
+@pytest.mark.parametrize("alpha", ["2", "0", "-1"])
+def test_compare_refuses_an_alpha_that_is_not_a_rate(tmp_path: Path, alpha: str) -> None:
+    from tests.analysis.test_cli import small_run
+
+    run = small_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["compare", str(run), "--by", "model", "--alpha", alpha])
+    assert isinstance(result.exception, FeatdiscoError), result.output
+    assert "--alpha is a false discovery rate, above 0 and below 1" in str(result.exception)
+    assert not (run / "analysis_compare_model.parquet").exists()  # nothing written from a wrong alpha
+
+
+def test_run_refuses_a_transform_output_folder(server: FakeOpenAIServer, inputs: Path,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    """`run --run-dir` on a transform's output used to fit there, leaving a folder that is half
+    transform (fitted_run, new_clusters.parquet, its totals) and half a new fit."""
+    fitted, out = tmp_path / "fitted", tmp_path / "new"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(fitted), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K)])
+    assert fit.exit_code == 0, fit.output
+    moved = runner.invoke(app, ["transform", str(fitted), str(inputs), "-o", str(out)])
+    assert moved.exit_code == 0, moved.output
+    before, sent = (out / "manifest.json").read_text(), server.total
+    again = runner.invoke(app, ["run", str(inputs), "--run-dir", str(out)])
+    assert isinstance(again.exception, FeatdiscoError), again.output
+    assert "holds a `featdisco transform` output" in str(again.exception)
+    assert server.total == sent and (out / "manifest.json").read_text() == before
+
+
+def test_a_scan_stopped_at_the_budget_says_how_to_raise_it_and_that_way_works(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """scan has no --budget: 'rerunning with a higher --budget' alone sent users to an option
+    scan refuses; the message names the command that sets the run's budget, which then works."""
+    run = tmp_path / "run"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(run), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K), "--budget", "5"])
+    assert fit.exit_code == 0, fit.output
+    assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "0.000001"]).exit_code == 0
+    scan = ["scan", str(run), "--question", "Does it mention the remaining token budget?", "--kind", "user"]
+    stopped = runner.invoke(app, scan)
+    assert isinstance(stopped.exception, FeatdiscoError) and stopped.exception.exit_code == 3
+    assert "`featdisco run --run-dir RUN --budget USD`" in str(stopped.exception)
+    assert runner.invoke(app, ["scan", str(run), "--budget", "5"]).exit_code == 2  # scan indeed has none
+    assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "5"]).exit_code == 0
+    done = runner.invoke(app, scan)
+    assert done.exit_code == 0, done.output
+
+
+def test_the_last_invocation_line_says_what_made_it(server: FakeOpenAIServer, inputs: Path,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    """A rerun with every stage up to date asks nothing of the LLM, so the 'last invocation'
+    it prints is an earlier command's (here a scan's, in a real case score-labels' failures):
+    the line names that command instead of passing its figures off as this run's."""
+    run = tmp_path / "run"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["run", str(inputs), "--run-dir", str(run), "--llm", "openai", "--model",
+                              "gpt-4o-mini", "--base-url", server.base_url, "--clusters", str(K)])
+    assert fit.exit_code == 0, fit.output
+    scan = runner.invoke(app, ["scan", str(run), "--question", "Does it mention the remaining token budget?",
+                               "--kind", "user"])
+    assert scan.exit_code == 0, scan.output
+    sent = server.total
+    again = runner.invoke(app, ["run", "--run-dir", str(run)])
+    assert again.exit_code == 0 and server.total == sent, again.output
+    line = next(x for x in again.output.splitlines() if x.startswith("LLM, last invocation:"))
+    assert line.endswith("(made by: scan)"), line
+    status = runner.invoke(app, ["status", str(run), "--json"])
+    assert json.loads(status.stdout)["llm_last"]["by"] == ["scan"]
+
+
+def test_clusters_absent_from_a_transforms_data_are_not_said_to_be_from_fewer_than_1_transcripts() -> None:
+    """find / the tables on a transform's output hide the fitted clusters that its new data never
+    shows; 'drawn from fewer than 1 transcripts' was the note for that."""
+    from featdisco.analysis.visibility import Visibility
+
+    absent = Visibility(frozenset({3, 4}), frozenset({3, 4}), frozenset(), 1, False)
+    assert absent.note() == "clusters hidden: 2 found in no transcript (--show-private shows them)"
+    rare = Visibility(frozenset({3}), frozenset({3}), frozenset(), 5, False)
+    assert rare.note() == "clusters hidden: 1 drawn from fewer than 5 transcripts (--show-private shows them)"
