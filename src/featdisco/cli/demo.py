@@ -176,8 +176,8 @@ def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: 
 
     run = RunDir(Path(run_dir))
     names = pq.ParquetFile(run.file("features.parquet")).schema_arrow.names
-    cols = ["piece_id", "feature"] + [c for c in ("quote", "verified") if c in names]
-    feats = features_with_clusters(run, cols).to_pandas()
+    cols = ["piece_id", "text"] + [c for c in ("quote", "verified") if c in names]
+    feats = features_with_clusters(run, cols).to_pandas().rename(columns={"text": "feature"})
     feats = feats[feats["cluster_id"] == cluster_id]
     pieces = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "model"]).to_pandas()
     mine = set(pieces.loc[pieces["model"] == model, "piece_id"])
@@ -214,12 +214,12 @@ def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, sca
         row, rates = top
         say(f"top difference: cluster {int(row['cluster_id'])} ({row['kind']}) \"{row['label']}\"")
         for r in rates.itertuples():
-            say(f"  {r.group:<16} {int(r.count):>3} of {int(r.n):>3} {r.kind} pieces  {_pct(r.rate):>4} "
+            say(f"  {r.group:<16} {int(r.count):>3} of {int(r.n):>3} {row['kind']} pieces  {_pct(r.rate):>4} "
                 f"(95% CI {_pct(r.ci_low)}-{_pct(r.ci_high)})")
         paired = f", paired McNemar q = {row['paired_q']:.3g}" if "paired_q" in row and row["paired_q"] == \
             row["paired_q"] else ""
         say(f"  {row['test']} p = {row['p_value']:.3g}, BH q = {row['q_value']:.3g}{paired}")
-        hi = str(row["high_group"]) if "high_group" in row else str(rates.sort_values("rate").iloc[-1]["group"])
+        hi = str(row["group_high"])
         quotes = cluster_quotes(run_dir, int(row["cluster_id"]), hi, scan_name)
         if quotes:
             say(f"  verified quotes from {hi}:")
@@ -263,13 +263,17 @@ def findings_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run of the demo sample.")],
     question: Annotated[str, typer.Option("--question", help="The question scanned over every response.")] = QUESTION,
     name: Annotated[str, typer.Option("--name", help="The scan's name.")] = "refuses",
+    llm: Annotated[str | None, typer.Option("--llm", help="LLM backend (default: the run's).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="LLM model (default: the run's).")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server URL.")] = None,
 ) -> None:
     """Print the top model difference with verified quotes, and the scan of one question
     validated against the people's labels."""
     from featdisco.cli.run import log_line
     from featdisco.evidence.scan import run_scan
 
-    result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, log=log_line(True))
+    result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, llm=llm, model=model,
+                      base_url=base_url, log=log_line(True))
     labels = write_human_labels(run_dir, name, run_dir / f"human_labels_{name}.csv")
     from featdisco.evidence.validate import validate
 
