@@ -279,7 +279,12 @@ def findings_cmd(
 
     validate(run_dir, labels)  # analysis_validation.parquet: the report shows it
     agree = agreement(run_dir, name)
-    print_findings(run_dir, print, agree, question, name)
+    lines: list[str] = []
+    print_findings(run_dir, lines.append, agree, question, name)
+    print("\n".join(lines))
+    from featdisco.rundir import RunDir
+
+    RunDir(run_dir).update(findings=[x for x in lines if x and not x.startswith("=")])  # the report opens on it
     if result.failed:
         print(f"  ({result.failed} scan calls failed; rerun to retry them)")
 
