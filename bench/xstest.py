@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--concurrency", type=int, default=None)
+    ap.add_argument("--scan-prompt", type=int, default=None, help="packaged scan prompt version (default newest)")
+    ap.add_argument("--method", default="decide", choices=["decide", "single"])
+    ap.add_argument("--require-quote", action="store_true", help="a yes counts only with a verified quote")
     ap.add_argument("--compare", action="store_true",
                     help="also run discovery (featurize .. assemble) and print compare --by model")
     args = ap.parse_args()
@@ -68,7 +71,8 @@ def main() -> None:
         res = run_scan(args.run_dir, q, kinds=["response"], by="model", name=f"wording{i + 1}",
                        llm=args.llm, model=args.model, base_url=args.base_url,
                        concurrency=args.concurrency, inputs=inputs if i == 0 else None,
-                       read_options=reading)
+                       read_options=reading, method=args.method, require_quote=args.require_quote,
+                       prompt_version=args.scan_prompt)
         dt = time.perf_counter() - t0
         a = agreement(args.run_dir, f"wording{i + 1}")
         o = a.overall

@@ -47,6 +47,11 @@ def register(app: typer.Typer) -> None:
         sample: Annotated[int | None, typer.Option(
             "--sample", min=1, help="Scan this many pieces drawn at random (with --seed).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+        method: Annotated[str, typer.Option(
+            "--method", help="decide: every piece answers alone first, then the positives give their quote "
+            "and reason (the same answers, fewer output tokens); single: one full reply per piece.")] = "decide",
+        require_quote: Annotated[bool, typer.Option(
+            "--require-quote", help="Count a yes only when its quote is found verbatim in the piece.")] = False,
         run_dir: Annotated[Path | None, typer.Option(
             "--run-dir", "-d", help="Split the given transcript files into this run directory and scan "
             "its pieces.")] = None,
@@ -82,7 +87,8 @@ def register(app: typer.Typer) -> None:
         result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
                           sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                           base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
-                          inputs=inputs, log=log_line(quiet), read_options=reading)
+                          inputs=inputs, log=log_line(quiet), read_options=reading, method=method,
+                          require_quote=require_quote)
         if dry_run:
             out.say(f"dry run, scan: {result}")
             return

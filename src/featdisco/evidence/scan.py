@@ -267,8 +267,9 @@ def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt
 @cache
 def decision_model(spec: AnswerSpec) -> type[Reply]:
     """The answer alone (``{"answer": ...}``): what the first step of ``method="decide"`` asks."""
-    answer = spec.model.model_fields["answer"]
-    return create_model("ScanDecision", __base__=Reply, answer=(answer.annotation, ...))
+    field = spec.model.model_fields["answer"]  # its type and bounds (a scale's ge/le) as they are
+    annotation: Any = field.annotation
+    return create_model("ScanDecision", __base__=Reply, answer=(annotation, field))
 
 
 def decision_requests(requests: list[LLMRequest], spec: AnswerSpec) -> list[LLMRequest]:
