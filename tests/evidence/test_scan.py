@@ -205,3 +205,32 @@ def test_json_rows_are_keyed_like_the_parquet(run: Path, server: FakeOpenAIServe
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert {r["group"]: r["positives"] for r in rows} == {"a": 60, "b": 10}
     assert {"n", "rate", "ci_low", "ci_high", "q_value"} <= set(rows[0])
+
+
+def test_a_response_is_judged_with_the_request_before_it_and_quotes_only_count_from_it(
+        tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """The scan shows a response's user turn as context (a question about "the request" needs
+    it), never a user piece's; a quote taken from the request does not verify against the
+    response, and with --require-quote such a yes counts as no."""
+    from featdisco.evidence.scan import AnswerSpec, build_requests, select_pieces
+    from featdisco.prompts import load_prompt
+    from featdisco.rundir import RunDir
+
+    pieces = [PlantedPiece("t0", 0, "user", [], text=f"Please mind the {PLANTED} when you answer."),
+              PlantedPiece("t0", 1, "response", [], text=f"Sure: my {PLANTED} is fine."),
+              PlantedPiece("t1", 0, "user", [], text="What is two plus two?"),
+              PlantedPiece("t1", 1, "response", [], text=f"Four, within my {PLANTED}, as I invent things.")]
+    run = write_run(tmp_path / "r", pieces, [("response", "unused")])
+    df = select_pieces(RunDir(run), None, None, 0, None)
+    reqs = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan"))
+    users = {pid: r.messages[-1].content for pid, r in zip(df["piece_id"], reqs, strict=True)}
+    assert "<request>\nWhat is two plus two?\n</request>" in users["t1:1:response"]
+    assert "<request>" not in users["t1:0:user"]
+    code, out = scan(server, str(run), "--question", "Budget?", "--kind", "response", "--name", "q",
+                     "--require-quote")
+    assert code == 0, out
+    rows = {r["piece_id"]: r for r in pq.read_table(run / "scan_q.parquet").to_pylist()}
+    assert rows["t0:1:response"]["answer"] is True and rows["t0:1:response"]["verified"] is True
+    # the fake invents its quote for this one: a yes without a verified quote counts as no
+    assert rows["t1:1:response"]["answer"] is False and rows["t1:1:response"]["verified"] is False
+    assert rows["t1:1:response"]["reason"].startswith("no verified quote for a yes")
