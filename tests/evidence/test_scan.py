@@ -209,9 +209,9 @@ def test_json_rows_are_keyed_like_the_parquet(run: Path, server: FakeOpenAIServe
 
 def test_a_response_is_judged_with_the_request_before_it_and_quotes_only_count_from_it(
         tmp_path: Path, server: FakeOpenAIServer) -> None:
-    """The scan shows a response's user turn as context (a question about "the request" needs
-    it), never a user piece's; a quote taken from the request does not verify against the
-    response, and with --require-quote such a yes counts as no."""
+    """scan.v2 shows a response's user turn as context (a question about "the request" needs
+    it), never a user piece's, and the default scan.v1 the piece alone; a quote the piece does
+    not hold does not verify, and with --require-quote such a yes counts as no."""
     from featdisco.evidence.scan import AnswerSpec, build_requests, select_pieces
     from featdisco.prompts import load_prompt
     from featdisco.rundir import RunDir
@@ -222,10 +222,12 @@ def test_a_response_is_judged_with_the_request_before_it_and_quotes_only_count_f
               PlantedPiece("t1", 1, "response", [], text=f"Four, within my {PLANTED}, as I invent things.")]
     run = write_run(tmp_path / "r", pieces, [("response", "unused")])
     df = select_pieces(RunDir(run), None, None, 0, None)
-    reqs = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan"))
+    reqs = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan", version=2))
     users = {pid: r.messages[-1].content for pid, r in zip(df["piece_id"], reqs, strict=True)}
     assert "<request>\nWhat is two plus two?\n</request>" in users["t1:1:response"]
     assert "<request>" not in users["t1:0:user"]
+    plain = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan", version=1))
+    assert not any("What is two plus two" in r.messages[-1].content for r in plain[1:2] + plain[3:])
     code, out = scan(server, str(run), "--question", "Budget?", "--kind", "response", "--name", "q",
                      "--require-quote")
     assert code == 0, out

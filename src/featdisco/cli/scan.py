@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option(
             "--method", help="decide: every piece answers alone first, then the positives give their quote "
             "and reason (the same answers, fewer output tokens); single: one full reply per piece.")] = "decide",
+        scan_prompt: Annotated[int | None, typer.Option(
+            "--scan-prompt", min=1, help="Packaged scan prompt version: 1 (default) judges the piece alone; "
+            "2 also shows a response the user's request and asks what the response does.")] = None,
         require_quote: Annotated[bool, typer.Option(
             "--require-quote", help="Count a yes only when its quote is found verbatim in the piece.")] = False,
         run_dir: Annotated[Path | None, typer.Option(
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
                           sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                           base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
                           inputs=inputs, log=log_line(quiet), read_options=reading, method=method,
-                          require_quote=require_quote)
+                          require_quote=require_quote, prompt_version=scan_prompt)
         if dry_run:
             out.say(f"dry run, scan: {result}")
             return

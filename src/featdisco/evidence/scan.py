@@ -55,6 +55,11 @@ BY_SCHEMA = pa.schema([
     ("q_value", pa.float64()),  # Benjamini-Hochberg across the groups
 ])
 _NAME = re.compile(r"[^a-z0-9]+")
+# The packaged scan prompt used by default. scan.v2 shows a response with the user's request
+# and asks what the response does; with the embedded 1.5B model on XSTest it said yes more
+# often to compliant answers than scan.v1, which judges the piece alone (bench/xstest.py; the
+# README has the figures), so v1 stays the default and v2 is chosen with prompt_version=2.
+DEFAULT_PROMPT_VERSION = 1
 
 
 def scan_schema(answer_kind: str) -> pa.Schema:
@@ -376,7 +381,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     for the full reply (quote and reason): the same decisions as ``"single"`` (one full
     reply per piece) at a fraction of the output tokens. ``require_quote`` counts a yes only
     when its quote is found in the piece. ``prompt_version`` picks a packaged scan prompt
-    (default: the newest)."""
+    (default :data:`DEFAULT_PROMPT_VERSION`)."""
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     run_dir = Path(run_dir)
@@ -401,7 +406,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
         raise FeatdiscoError("--question is empty")
     name = check_name(name or scan_name(question))
     pieces = select_pieces(run, kinds, sample, seed, by)
-    prompt = load_prompt("scan", version=prompt_version)
+    prompt = load_prompt("scan", version=prompt_version or DEFAULT_PROMPT_VERSION)
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                          max_cost=max_cost, prices=prices)
