@@ -49,11 +49,17 @@ install-st: install
 install-map: install
 	$(PIP) install --quiet -e '.[map]'
 
+# The demo: XSTest safe prompts answered by Mistral-7B-Instruct with and without a guardrail
+# system prompt (people's refusal labels kept as metadata), read as two CSVs named after the
+# models; then the difference between the models and one question scanned and validated.
+DEMO_PROMPTS ?= 10
 demo: install-local install-map
-	$(FEATDISCO) run \
-	  $(DATA)/mt_bench/model_answer/gpt-4.jsonl $(DATA)/mt_bench/model_answer/llama-13b.jsonl \
-	  --limit 2 --llm local --clusters 4 --min-features 6 --max-features 10 --no-evidence --run-dir $(DEMO_DIR) \
+	$(FEATDISCO) demo sample $(DATA)/xstest -o $(DEMO_DIR)-data --per-model $(DEMO_PROMPTS)
+	$(FEATDISCO) run $(DEMO_DIR)-data --map user=prompt,response=completion --source-model-from filename \
+	  --llm local --clusters user=3,response=6 --min-features 3 --max-features 5 --max-piece-tokens 200 \
+	  --no-evidence --run-dir $(DEMO_DIR) \
 	  || [ $$? -eq 3 ]  # 3: a few calls failed (the run says which); the report still shows it
+	$(FEATDISCO) demo findings $(DEMO_DIR)
 	$(FEATDISCO) report $(DEMO_DIR)
 
 test: install-test

@@ -112,8 +112,9 @@ def scan_reply(req: FakeRequest, piece: str) -> Reply:
     quote = PLANTED if yes else ""  # re-cased and re-spaced, as models quote
     if "invent" in piece:
         quote = INVENTED_QUOTE
-    return Reply(content=json.dumps({"answer": answer, "quote": quote,
-                                     "reason": "Scripted: " + ("says it." if yes else "does not say it.")}))
+    reply = {"answer": answer, "quote": quote, "reason": "Scripted: " + ("says it." if yes else "does not say it.")}
+    keys = schema.get("properties") or reply  # the fields asked for: the answer alone, or all three
+    return Reply(content=json.dumps({k: v for k, v in reply.items() if k in keys}))
 
 
 def pipeline_handler(req: FakeRequest) -> Reply:

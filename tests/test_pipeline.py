@@ -105,7 +105,7 @@ def test_every_cluster_is_named_and_rated_and_the_run_dir_is_complete(fitted: Pa
     assert set(manifest["stages"]) == {"read", "split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate",
                                        "assemble"}
     assert all(s["complete"] for s in manifest["stages"].values())
-    assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@")  # with evidence
+    assert manifest["prompts"]["featurize"].startswith("featurize.v4.txt@")  # with evidence
     assert manifest["stages"]["featurize"]["llm"]["calls"] > 0
     for path in fitted.rglob("*"):
         if path.is_file():

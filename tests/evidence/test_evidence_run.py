@@ -52,7 +52,7 @@ def test_a_run_counts_unverifiable_quotes_and_no_evidence_reruns_featurize(
     counts = manifest["stages"]["featurize"]["counts"]
     assert counts["quotes"] == {k: v * PIECES for k, v in expected_quotes().items()}
     assert counts["unverified_share"] == round(2 / 9, 4)
-    assert manifest["prompts"]["featurize"].startswith("featurize.v2.txt@") and manifest["config"]["evidence"]
+    assert manifest["prompts"]["featurize"].startswith("featurize.v4.txt@") and manifest["config"]["evidence"]
     assert any("48 of 216 quotes were not found in their piece (22.2% unverifiable)" in x for x in lines), lines
     feats = pq.read_table(run / "features.parquet").to_pylist()
     assert all(f["verified"] is False for f in feats if f["quote"] == HALLUCINATED)
@@ -64,7 +64,7 @@ def test_a_run_counts_unverifiable_quotes_and_no_evidence_reruns_featurize(
     plain = pq.read_table(run / "features.parquet")
     assert plain.column("quote").null_count == plain.num_rows == 10 * PIECES
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["prompts"]["featurize"].startswith("featurize.v1.txt@")
+    assert manifest["prompts"]["featurize"].startswith("featurize.v3.txt@")
     assert "quotes" not in manifest["stages"]["featurize"]["counts"]
 
 
@@ -112,4 +112,4 @@ def test_transform_follows_the_fitted_setting_unless_told(tmp_path: Path) -> Non
     assert config_from_manifest(new).prompt_files["featurize"].endswith("featurize.v2.txt")
     plain = config_from_manifest(new, {"evidence": False})
     assert plain.evidence is False and "featurize" not in plain.prompt_files
-    assert Pipeline.load_prompts(plain)["featurize"].file == "featurize.v1.txt"
+    assert Pipeline.load_prompts(plain)["featurize"].file == "featurize.v3.txt"

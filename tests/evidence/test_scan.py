@@ -82,7 +82,8 @@ def test_prevalence_equals_the_planted_truth_and_groups_separate(run: Path, serv
     assert (by["q_value"] < 0.001).all() and set(by["test"]) == {"fisher"}
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["scans"]["budget"]["positives"] == 70 and manifest["scans"]["budget"]["n"] == 400
-    assert manifest["llm_by_analysis"]["scan"]["calls"] == 400  # the run's totals count the scan's calls
+    # the run's totals count the scan's calls: an answer for each piece, a quote for each of the 70 yeses
+    assert manifest["llm_by_analysis"]["scan"]["calls"] == 400 + 70
 
     # a rerun sends no call: every answer comes from the run's cache
     sent = server.total
@@ -116,7 +117,8 @@ def test_failed_calls_exit_3_and_say_how_many_and_why(tmp_path: Path, server: Fa
     run = write_run(tmp_path / "r", pieces, [("response", "unused")])
     code, out = scan(server, str(run), "--question", "Budget?", "--name", "q")
     assert code == 3
-    assert "3 of 10 LLM calls failed (invalid-json 3)" in out and "Rerun the same command to retry them" in out
+    # 10 answers asked, 3 of them broken; then the quote of each of the 2 yeses
+    assert "3 of 12 LLM calls failed (invalid-json 3)" in out and "Rerun the same command to retry them" in out
     rows = pq.read_table(run / "scan_q.parquet").to_pylist()
     assert sum(r["status"] == "failed: invalid-json" for r in rows) == 3
     invented = [r for r in rows if r["quote"] == INVENTED_QUOTE]
@@ -191,7 +193,10 @@ def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAI
     assert "not sent at the --max-cost cap" in result.output
     rows = pq.read_table(run / "scan_budget.parquet").to_pylist()
     held = sum(r["status"] == "not sent: cost cap" for r in rows)
-    assert 0 < held < len(rows) and server.total == len(rows) - held
+    # the cap stops the answers part-way (the yeses' quotes are held back too): far fewer calls
+    # than pieces were sent, and no piece without its full reply counts as answered
+    assert held > 0 and 0 < server.total < len(rows) // 10
+    assert all(r["answer"] is None for r in rows if r["status"] != "ok")
 
 
 def test_json_rows_are_keyed_like_the_parquet(run: Path, server: FakeOpenAIServer) -> None:
@@ -200,3 +205,34 @@ def test_json_rows_are_keyed_like_the_parquet(run: Path, server: FakeOpenAIServe
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert {r["group"]: r["positives"] for r in rows} == {"a": 60, "b": 10}
     assert {"n", "rate", "ci_low", "ci_high", "q_value"} <= set(rows[0])
+
+
+def test_a_response_is_judged_with_the_request_before_it_and_quotes_only_count_from_it(
+        tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """scan.v2 shows a response's user turn as context (a question about "the request" needs
+    it), never a user piece's, and the default scan.v1 the piece alone; a quote the piece does
+    not hold does not verify, and with --require-quote such a yes counts as no."""
+    from featdisco.evidence.scan import AnswerSpec, build_requests, select_pieces
+    from featdisco.prompts import load_prompt
+    from featdisco.rundir import RunDir
+
+    pieces = [PlantedPiece("t0", 0, "user", [], text=f"Please mind the {PLANTED} when you answer."),
+              PlantedPiece("t0", 1, "response", [], text=f"Sure: my {PLANTED} is fine."),
+              PlantedPiece("t1", 0, "user", [], text="What is two plus two?"),
+              PlantedPiece("t1", 1, "response", [], text=f"Four, within my {PLANTED}, as I invent things.")]
+    run = write_run(tmp_path / "r", pieces, [("response", "unused")])
+    df = select_pieces(RunDir(run), None, None, 0, None)
+    reqs = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan", version=2))
+    users = {pid: r.messages[-1].content for pid, r in zip(df["piece_id"], reqs, strict=True)}
+    assert "<request>\nWhat is two plus two?\n</request>" in users["t1:1:response"]
+    assert "<request>" not in users["t1:0:user"]
+    plain = build_requests(df, "Q?", AnswerSpec(), load_prompt("scan", version=1))
+    assert not any("What is two plus two" in r.messages[-1].content for r in plain[1:2] + plain[3:])
+    code, out = scan(server, str(run), "--question", "Budget?", "--kind", "response", "--name", "q",
+                     "--require-quote")
+    assert code == 0, out
+    rows = {r["piece_id"]: r for r in pq.read_table(run / "scan_q.parquet").to_pylist()}
+    assert rows["t0:1:response"]["answer"] is True and rows["t0:1:response"]["verified"] is True
+    # the fake invents its quote for this one: a yes without a verified quote counts as no
+    assert rows["t1:1:response"]["answer"] is False and rows["t1:1:response"]["verified"] is False
+    assert rows["t1:1:response"]["reason"].startswith("no verified quote for a yes")

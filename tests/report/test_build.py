@@ -148,3 +148,20 @@ def test_shards_are_json_whatever_the_text(tmp_path: Path) -> None:
     key, value = shard(tmp_path / "x.js")
     assert key == "x" and value["a"] == nasty and value["1"] is None
     assert orjson.loads(orjson.dumps(value)) == value
+
+
+def test_the_overview_opens_on_the_runs_finding(hostile_run: Path, tmp_path: Path) -> None:
+    """`featdisco demo findings` keeps its lines in the manifest; the overview shows them first."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(hostile_run, run, ignore=shutil.ignore_patterns("report"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["findings"] = ["FINDING: what differs", "top difference: cluster 3 (response) \"Refuses\""]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    build_report(run, tmp_path / "site", search=False)
+    _, ov = shard(tmp_path / "site" / "data" / "overview.js")
+    assert ov["findings"] == manifest["findings"]
+    app_js = (tmp_path / "site" / "static" / "app.js") if (tmp_path / "site" / "static").exists() else \
+        next((tmp_path / "site").rglob("app.js"))
+    assert 'show(el("h1", null, "Run overview"), findings,' in app_js.read_text(encoding="utf-8")

@@ -291,6 +291,7 @@ def _register_optional_apps() -> None:
     __import__("featdisco.cli.scan", fromlist=["register"]).register(app)  # scan
     __import__("featdisco.cli.ask", fromlist=["register"]).register(app)  # ask
     __import__("featdisco.cli.edit", fromlist=["register"]).register(app)  # edit: curation
+    __import__("featdisco.cli.demo", fromlist=["register"]).register(app)  # demo: the XSTest finding
     try:
         from featdisco.cli.models import models_app
     except ImportError:

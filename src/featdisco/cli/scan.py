@@ -49,6 +49,14 @@ ByOpt = Annotated[str | None, typer.Option(
 SampleOpt = Annotated[int | None, typer.Option(
     "--sample", min=1, help="Scan this many pieces drawn at random (with --seed).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
+MethodOpt = Annotated[str, typer.Option(
+    "--method", help="decide: every piece answers alone first, then the positives give their quote "
+    "and reason (the same answers, fewer output tokens); single: one full reply per piece.")]
+ScanPromptOpt = Annotated[int | None, typer.Option(
+    "--scan-prompt", min=1, help="Packaged scan prompt version: 1 (default) judges the piece alone; "
+    "2 also shows a response the user's request and asks what the response does.")]
+RequireQuoteOpt = Annotated[bool, typer.Option(
+    "--require-quote", help="Count a yes only when its quote is found verbatim in the piece.")]
 RunDirOpt = Annotated[Path | None, typer.Option(
     "--run-dir", "-d", help="Split the given transcript files into this run directory and scan its pieces.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Estimate calls, tokens and cost, and spend nothing.")]
@@ -98,6 +106,9 @@ def scan_cmd(
     by: ByOpt = None,
     sample: SampleOpt = None,
     seed: SeedOpt = 0,
+    method: MethodOpt = "decide",
+    scan_prompt: ScanPromptOpt = None,
+    require_quote: RequireQuoteOpt = False,
     run_dir: RunDirOpt = None,
     dry_run: DryRunOpt = False,
     max_cost: MaxCostOpt = None,
@@ -123,7 +134,8 @@ def scan_cmd(
     result = run_scan(target, question, cluster=cluster, kinds=kinds, name=name, answer=answer, by=by,
                       sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                       base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
-                      inputs=inputs, log=log_line(quiet), read_options=reading)
+                      inputs=inputs, log=log_line(quiet), read_options=reading, method=method,
+                      require_quote=require_quote, prompt_version=scan_prompt)
     if dry_run:
         out.say(f"dry run, scan: {result}")
         return

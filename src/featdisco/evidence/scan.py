@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import create_model
 from scipy import sparse
 
 from featdisco.analysis.stats import benjamini_hochberg, two_by_two_test, wilson_interval
@@ -32,7 +34,7 @@ from featdisco.errors import FeatdiscoError
 from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallResult
-from featdisco.llm.replies import ScanAnswer, scan_answer
+from featdisco.llm.replies import Reply, ScanAnswer, scan_answer
 from featdisco.prompts import Prompt, load_prompt
 from featdisco.rundir import RunDir, open_run
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
@@ -53,6 +55,11 @@ BY_SCHEMA = pa.schema([
     ("q_value", pa.float64()),  # Benjamini-Hochberg across the groups
 ])
 _NAME = re.compile(r"[^a-z0-9]+")
+# The packaged scan prompt used by default. scan.v2 shows a response with the user's request
+# and asks what the response does; with the embedded 1.5B model on XSTest it said yes more
+# often to compliant answers than scan.v1, which judges the piece alone (bench/xstest.py; the
+# README has the figures), so v1 stays the default and v2 is chosen with prompt_version=2.
+DEFAULT_PROMPT_VERSION = 1
 
 
 def scan_schema(answer_kind: str) -> pa.Schema:
@@ -186,13 +193,14 @@ def select_pieces(run: RunDir, kinds: list[str] | None, sample: int | None, seed
         raise FeatdiscoError(f"{run.path} has no pieces.parquet: give transcript files and --run-dir, "
                              "or scan a run directory")
     names = pq.ParquetFile(path).schema_arrow.names
-    cols = ["piece_id", "transcript_id", "kind", "text"] + [c for c in ("metadata",) if c in names]
+    cols = ["piece_id", "transcript_id", "kind", "text"] + [c for c in ("metadata", "turn") if c in names]
     if by and by in names and by not in cols:
         cols.append(by)
     df = pq.read_table(path, columns=cols).to_pandas()
     for k in kinds or []:
         if k not in PIECE_KINDS:
             raise FeatdiscoError(f"--kind {k!r}: use {', '.join(PIECE_KINDS)}")
+    df["request"] = preceding_requests(df)
     if kinds:
         df = df[df["kind"].isin(kinds)]
     if df.empty:
@@ -204,6 +212,35 @@ def select_pieces(run: RunDir, kinds: list[str] | None, sample: int | None, seed
     if by:
         df["group"] = group_column(df, by)
     return df
+
+
+def preceding_requests(pieces: pd.DataFrame) -> list[str | None]:
+    """For each thought or response piece, the text of the last user turn before it in its
+    transcript (None for user pieces and where there is none). A question such as "does the
+    response refuse the request?" cannot be judged without the request; the scan shows it as
+    context, and quotes are still verified against the piece alone."""
+    if "turn" not in pieces.columns:
+        return [None] * len(pieces)
+    last: dict[str, tuple[int, str]] = {}
+    order = sorted(range(len(pieces)), key=lambda i: (str(pieces["transcript_id"].iat[i]),
+                                                      int(pieces["turn"].iat[i])))
+    out: list[str | None] = [None] * len(pieces)
+    for i in order:
+        tid, kind = str(pieces["transcript_id"].iat[i]), pieces["kind"].iat[i]
+        if kind == "user":
+            last[tid] = (int(pieces["turn"].iat[i]), str(pieces["text"].iat[i] or ""))
+        elif tid in last:
+            out[i] = last[tid][1]
+    return out
+
+
+def context_block(request: str | None, max_tokens: int = 500) -> str:
+    """The request shown before a piece (``$context`` in the scan prompt), or nothing."""
+    if not isinstance(request, str) or not request.strip():
+        return ""
+    body, _ = truncate_piece(request, max_tokens)
+    return ("The user wrote this request (context only: do not judge or quote it):\n\n"
+            f"<request>\n{body}\n</request>\n\n")
 
 
 def group_column(pieces: pd.DataFrame, by: str) -> pd.Series:
@@ -221,24 +258,60 @@ def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt
     schema = model.json_schema()
     sampling = Sampling(temperature=0.0, max_tokens=400)
     out = []
-    for text, kind in zip(pieces["text"], pieces["kind"], strict=True):
+    requests = pieces["request"] if "request" in pieces.columns else [None] * len(pieces)
+    for text, kind, request in zip(pieces["text"], pieces["kind"], requests, strict=True):
         body, _ = truncate_piece(str(text or ""), max_piece_tokens)
         out.append(LLMRequest(prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
-                                            question=question, answer_instruction=spec.instruction()),
+                                            question=question, answer_instruction=spec.instruction(),
+                                            context=context_block(request)),
                               schema=schema, schema_name=model.schema_name, sampling=sampling,
                               prompt_version=prompt.version))
     return out
 
 
-def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerSpec) -> pa.Table:
-    """One row per piece: the answer and its quote, verified against the piece's text."""
+@cache
+def decision_model(spec: AnswerSpec) -> type[Reply]:
+    """The answer alone (``{"answer": ...}``): what the first step of ``method="decide"`` asks."""
+    field = spec.model.model_fields["answer"]  # its type and bounds (a scale's ge/le) as they are
+    annotation: Any = field.annotation
+    return create_model("ScanDecision", __base__=Reply, answer=(annotation, field))
+
+
+def decision_requests(requests: list[LLMRequest], spec: AnswerSpec) -> list[LLMRequest]:
+    """The same messages, asking for the answer alone. The prompt is unchanged up to the
+    reply, so a model decides exactly as it would in the full reply (whose first key is the
+    answer), at a few output tokens instead of a quote and a reason."""
+    model = decision_model(spec)
+    schema = model.json_schema()
+    sampling = Sampling(temperature=0.0, max_tokens=16)
+    return [replace(r, schema=schema, schema_name="scan_decision", sampling=sampling) for r in requests]
+
+
+def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerSpec,
+                  decisions: list[CallResult] | None = None, require_quote: bool = False) -> pa.Table:
+    """One row per piece: the answer and its quote, verified against the piece's text.
+
+    With ``decisions`` (``method="decide"``), a piece whose decision was negative keeps it
+    with no quote or reason (``results`` then holds a full reply only for the positives).
+    With ``require_quote``, a positive answer whose quote is not found verbatim in the piece
+    counts as negative: the reason says so, and the quote is kept, flagged unverified."""
     rows: dict[str, list[Any]] = {n: [] for n in scan_schema(spec.kind).names}
     model = spec.model
-    for pid, tid, kind, text, res in zip(pieces["piece_id"], pieces["transcript_id"], pieces["kind"],
-                                         pieces["text"], results, strict=True):
+    full = iter(results)
+    for i, (pid, tid, kind, text) in enumerate(zip(pieces["piece_id"], pieces["transcript_id"], pieces["kind"],
+                                                   pieces["text"], strict=True)):
         rows["piece_id"].append(pid)
         rows["transcript_id"].append(tid)
         rows["kind"].append(kind)
+        res = decisions[i] if decisions is not None else next(full)
+        if res.ok and decisions is not None:
+            first = decision_model(spec).read(res.data).answer  # type: ignore[attr-defined]
+            if not spec.positive(first):
+                for c, v in (("answer", first), ("quote", ""), ("span", None), ("verified", None), ("reason", "")):
+                    rows[c].append(v)
+                rows["status"].append("ok")
+                continue
+            res = next(full)
         if not res.ok:
             status = ("not sent: cost cap" if res.status == "skipped_budget"
                       else f"failed: {res.reason or res.status}")
@@ -249,13 +322,26 @@ def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerS
         reply = model.read(res.data)
         quote = reply.quote
         span = QuoteIndex(str(text or "")).find(quote) if quote.strip() else None
-        rows["answer"].append(reply.answer)
+        answer, reason = reply.answer, " ".join(reply.reason.split())
+        if require_quote and spec.positive(answer) and span is None:
+            answer = _negative(spec)
+            reason = "no verified quote for a yes: counted as no. " + reason
+        rows["answer"].append(answer)
         rows["quote"].append(quote)
         rows["span"].append({"start": span.start, "end": span.end} if span else None)
         rows["verified"].append(None if not quote.strip() else span is not None)
-        rows["reason"].append(" ".join(reply.reason.split()))
+        rows["reason"].append(reason)
         rows["status"].append("ok")
     return pa.table(rows, schema=scan_schema(spec.kind))
+
+
+def _negative(spec: AnswerSpec) -> Any:
+    """The answer a positive falls back to when its quote does not verify."""
+    if spec.kind == "bool":
+        return False
+    if spec.kind == "scale":
+        return spec.low
+    return spec.labels[-1]
 
 
 def prevalence_by(groups: pd.Series, positive: np.ndarray, ok: np.ndarray) -> pd.DataFrame:
@@ -285,12 +371,21 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
              max_cost: float | None = None, llm: str | None = None, model: str | None = None,
              base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
              inputs: list[Path] | None = None, read_options: ReadOptions | None = None,
-             log: Any = None) -> Any:
+             log: Any = None, method: str = "decide", require_quote: bool = False,
+             prompt_version: int | None = None) -> Any:
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
     ``inputs`` into it first when given, read with ``read_options``). Returns the engine's estimate on ``dry_run``, else a
-    :class:`ScanResult` after writing the tables."""
+    :class:`ScanResult` after writing the tables.
+
+    ``method="decide"`` (default) asks every piece for the answer alone, then the positives
+    for the full reply (quote and reason): the same decisions as ``"single"`` (one full
+    reply per piece) at a fraction of the output tokens. ``require_quote`` counts a yes only
+    when its quote is found in the piece. ``prompt_version`` picks a packaged scan prompt
+    (default :data:`DEFAULT_PROMPT_VERSION`)."""
     run_dir = Path(run_dir)
     spec = AnswerSpec.parse(answer)  # every argument is checked before anything is read or split
+    if method not in ("decide", "single"):
+        raise FeatdiscoError(f"method {method!r}: use decide or single")
     if (question is None) == (cluster is None):
         raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
     if name is not None:
@@ -302,14 +397,16 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
         return _scan_locked(run_dir, question, cluster=cluster, kinds=kinds, name=name, spec=spec, by=by,
                             sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                             base_url=base_url, concurrency=concurrency, prices=prices, inputs=inputs,
-                            read_options=read_options, log=log)
+                            read_options=read_options, log=log, method=method, require_quote=require_quote,
+                            prompt_version=prompt_version)
 
 
 def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, kinds: list[str] | None,
                  name: str | None, spec: AnswerSpec, by: str | None, sample: int | None, seed: int,
                  dry_run: bool, max_cost: float | None, llm: str | None, model: str | None,
                  base_url: str | None, concurrency: int | None, prices: str | None,
-                 inputs: list[Path] | None, read_options: ReadOptions | None, log: Any) -> Any:
+                 inputs: list[Path] | None, read_options: ReadOptions | None, log: Any,
+                 method: str, require_quote: bool, prompt_version: int | None) -> Any:
     """:func:`run_scan` once the run is locked."""
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
@@ -325,21 +422,28 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
         raise FeatdiscoError("--question is empty")
     name = check_name(name or scan_name(question))
     pieces = select_pieces(run, kinds, sample, seed, by)
-    prompt = load_prompt("scan")
+    prompt = load_prompt("scan", version=prompt_version or DEFAULT_PROMPT_VERSION)
     requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                          max_cost=max_cost, prices=prices, analysis="scan")
     if dry_run:
         try:
-            return pipe.engine.dry_run(requests)
+            return pipe.engine.dry_run(decision_requests(requests, spec) if method == "decide" else requests)
         finally:
             pipe.close()
+    decisions: list[CallResult] | None = None
     try:
-        results = pipe.engine.run_sync(requests, desc=f"scan {name}")
+        if method == "decide":
+            decisions = pipe.engine.run_sync(decision_requests(requests, spec), desc=f"scan {name}")
+            positive = [i for i, d in enumerate(decisions)
+                        if d.ok and spec.positive(decision_model(spec).read(d.data).answer)]  # type: ignore[attr-defined]
+            results = pipe.engine.run_sync([requests[i] for i in positive], desc=f"scan {name}: quotes")
+        else:
+            results = pipe.engine.run_sync(requests, desc=f"scan {name}")
     finally:  # the scan's calls count in the run's totals (status, report)
         used = close_pipeline(pipe, "scan")
-    table = answers_table(pieces, results, spec)
-    result = summarise(run, name, question, spec, pieces, table, by)
+    table = answers_table(pieces, results, spec, decisions, require_quote)
+    result = summarise(run, name, question, spec, pieces, table, by, method=method, require_quote=require_quote)
     result.llm = used
     from featdisco.analysis.provenance import record
 
@@ -354,7 +458,8 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
 
 
 def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: pd.DataFrame,
-              table: pa.Table, by: str | None) -> ScanResult:
+              table: pa.Table, by: str | None, *, method: str = "single",
+              require_quote: bool = False) -> ScanResult:
     """Prevalence overall and per group; writes the tables and the manifest entry."""
     status = np.asarray(table.column("status").to_pylist(), dtype=object)
     ok = status == "ok"
@@ -378,7 +483,8 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
         result.paths.append(run.write_table(
             f"scan_{name}_by_{safe}.parquet",
             pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
-    run.merge("scans", {name: {"question": question, "answer": spec.describe(),
+    run.merge("scans", {name: {"question": question, "answer": spec.describe(), "method": method,
+                   "require_quote": require_quote,
                    "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,
                    "rate": result.rate if n else None, "ci_low": result.ci_low, "ci_high": result.ci_high,
                    "failed": result.failed, "not_sent": result.not_sent, "quotes": result.quotes,

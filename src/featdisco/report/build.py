@@ -106,6 +106,7 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
     top_ids = {i for k in per_kind.values() for i in k["top"] + k["top_all"]}
     return {
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
+        "findings": manifest.get("findings") or [],  # `featdisco demo findings`: what the report opens on
         "created": manifest.get("created"), "updated": manifest.get("updated"),
         # the same totals and words as `featdisco status` and the run summary
         "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note('"Show private clusters"')) else []),

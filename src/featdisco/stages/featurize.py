@@ -41,7 +41,7 @@ KIND_DESCRIPTIONS = {
     "thought": "the private reasoning (thoughts) an AI model wrote before answering",
     "response": "a response an AI assistant wrote to a user",
 }
-PLAIN_PROMPT_VERSION = 1  # featurize.v1: features without quotes (--no-evidence)
+PLAIN_PROMPT_VERSION = 3  # featurize.v3: features without quotes (--no-evidence); v4 is the same with quotes
 CHARS_PER_TOKEN = 4
 MAX_FEATURE_WORDS = 12  # the prompt asks for under ten words
 QUOTED_WORDS = 4  # a feature of this many words that is its own quote copies the piece (small models do)

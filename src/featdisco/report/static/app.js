@@ -251,7 +251,8 @@ function viewOverview() {
     el("a", { href: "#/a/" + a.name }, a.name), el("span", { class: "muted" }, ` ${fmt(a.rows)} rows`),
     a.stale ? el("span", { class: "stale" }, ` stale: computed on earlier clusters; refresh: ${a.refresh}`) : null))) :
     empty("No analyses in this run yet (featdisco probe / compare write them).");
-  show(el("h1", null, "Run overview"), cards, headline,
+  const findings = (ov.findings || []).length ? section("Finding", el("pre", { class: "finding" }, ov.findings.join("\n"))) : null;
+  show(el("h1", null, "Run overview"), findings, cards, headline,
     el("div", { class: "two" }, section("Configuration", table(["", ""], cfgRows, "kv")),
       section("Analyses", analyses)),
     section("Stages (LLM use over every invocation)", table(["stage", "state", "time", "LLM calls sent", "tokens", "cost", "counts"], stageRows, "grid stages")),
