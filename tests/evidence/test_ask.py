@@ -84,10 +84,12 @@ def handler(invent: bool = False, plans: list[dict[str, object]] | None = None) 
         if name == "ask_answer":
             results = user_text(req).split("Step outputs:\n", 1)[1]
             return Reply(content=json.dumps(answer_from(results, invent)))
-        if name == "scan_answer":
+        if name in ("scan_answer", "scan_decision"):  # the scan decides first, then quotes the yeses
             piece = _PIECE.search(user_text(req))
             assert piece
             yes = SORRY in piece.group(1) and piece.group(1).startswith("Response")
+            if name == "scan_decision":
+                return Reply(content=json.dumps({"answer": yes}))
             return Reply(content=json.dumps({"answer": yes, "quote": "i am  SORRY" if yes else "",
                                              "reason": "Scripted."}))
         return Reply(status=400, raw_body=b'{"error": {"message": "unexpected request", "type": "bad"}}')

@@ -94,7 +94,7 @@ def test_findings_print_the_difference_quotes_and_agreement_with_the_people(
     assert (by.loc["guard", "llm_pos"], by.loc["guard", "human_pos"]) == (12, 12)
     assert (by.loc["plain", "llm_pos"], by.loc["plain", "human_pos"]) == (1, 2)
     assert labelled_responses(run)["refusal"].sum() == 14
-    assert (run / "analysis_validation.parquet").exists()  # validate wrote its table for the report
+    assert list(run.glob("analysis_validation_*.parquet"))  # validate wrote its table for the report
     findings = json.loads((run / "manifest.json").read_text())["findings"]  # what the report opens on
     assert findings[0].startswith("FINDING") and any("Cohen's kappa" in x for x in findings)
 

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import typer
 
+from featdisco.cli.common import existing_run, fail, new_or_existing_dir
 from featdisco.errors import FeatdiscoError
 
 FILES = {"mistralguard": "xstest_v2_completions_mistralguard.csv",
@@ -253,6 +254,9 @@ def sample_cmd(
         "--all-prompts", help="Include the unsafe contrast prompts (default: the safe prompts only).")] = False,
 ) -> None:
     """Write a deterministic sample of the XSTest pair as two CSVs named after the models."""
+    if not data.is_dir():
+        fail(f"XSTest folder {data} " + ("is a file, not a folder" if data.exists() else "does not exist"))
+    new_or_existing_dir(output, "-o")
     paths = sample_xstest(data, output, per_model, safe_only=not all_prompts)
     n = sum(1 for _ in csv.DictReader(paths[0].open(encoding="utf-8")))
     print(f"wrote {n} prompts per model: {', '.join(str(p) for p in paths)}", file=sys.stderr)
@@ -272,12 +276,13 @@ def findings_cmd(
     from featdisco.cli.run import log_line
     from featdisco.evidence.scan import run_scan
 
+    existing_run(run_dir)
     result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, llm=llm, model=model,
                       base_url=base_url, log=log_line(True))
     labels = write_human_labels(run_dir, name, run_dir / f"human_labels_{name}.csv")
     from featdisco.evidence.validate import validate
 
-    validate(run_dir, labels)  # analysis_validation.parquet: the report shows it
+    validate(run_dir, labels)  # analysis_validation_<labels>.parquet: the report shows it
     agree = agreement(run_dir, name)
     lines: list[str] = []
     print_findings(run_dir, lines.append, agree, question, name)
