@@ -5,6 +5,7 @@ User errors (:class:`FeatdiscoError`) become one line on stderr and exit status 
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from dataclasses import replace
@@ -317,6 +318,9 @@ def _usage_errors_in_one_line() -> None:
 
     def show(self: UsageError, file: object = None) -> None:
         where = self.ctx.command_path if self.ctx is not None else "featdisco"
+        # a subcommand's path holds its group's arguments as metavars ("edit {run_dir} split"):
+        # name them as a person types them ("edit RUN_DIR split")
+        where = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), where)
         err_console.print(f"featdisco: error: {self.format_message()} (see `{where} --help`)", markup=False)
 
     UsageError.show = show  # type: ignore[method-assign]
