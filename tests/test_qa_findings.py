@@ -146,6 +146,9 @@ def test_a_scan_stopped_at_the_budget_says_how_to_raise_it_and_that_way_works(
     assert isinstance(stopped.exception, FeatdiscoError) and stopped.exception.exit_code == 3
     assert "`featdisco run --run-dir RUN --budget USD`" in str(stopped.exception)
     assert runner.invoke(app, ["scan", str(run), "--budget", "5"]).exit_code == 2  # scan indeed has none
+    asked = runner.invoke(app, ["ask", str(run), "Which model apologises more?"])  # ask has none either
+    assert isinstance(asked.exception, FeatdiscoError) and asked.exception.exit_code == 3
+    assert "(scan, ask, score-labels and hierarchy, which have no --budget" in str(asked.exception)
     assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "5"]).exit_code == 0
     done = runner.invoke(app, scan)
     assert done.exit_code == 0, done.output
