@@ -245,3 +245,19 @@ def test_validate_names_where_a_merged_away_cluster_went(run: Path, server: Fake
     refused = CliRunner().invoke(app, ["validate", str(run), str(labels)])
     assert f"line 2: unknown target 'cluster:user:{a}': cluster {a} was retired into cluster:user:{new_id}" \
         in str(refused.exception), refused.output
+
+
+def test_retired_ids_are_not_counted_or_shown_as_clusters(run: Path, server: FakeOpenAIServer) -> None:
+    """After `edit merge` the activation matrices keep an empty column per retired id; `ask`
+    showed its planner "cluster 3 [nan] retired cluster 3: 0 pieces" and counted 7 clusters of
+    5, and transform said "activate at least one of 7 clusters"."""
+    from featdisco.evidence.ask import build_context
+
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))
+    live = len(clusters(run))
+    assert load_activations(run).n_clusters == live
+    ctx = build_context(run)
+    assert ctx.n_clusters == live
+    shown = [line for line in ctx.dictionary.splitlines() if line.startswith("- cluster ")]
+    assert len(shown) == live and "nan" not in ctx.dictionary and "retired" not in ctx.dictionary

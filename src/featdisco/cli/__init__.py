@@ -268,7 +268,7 @@ def transform_cmd(
     active = int((m.getnnz(axis=1) > 0).sum())
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
-                  f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+                  f"at least one of {act.n_clusters:,} clusters ({m.nnz:,} activations). Written to {output}/")
     from featdisco.cli.run import print_new_clusters
 
     print_new_clusters(output)
