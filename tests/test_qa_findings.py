@@ -146,6 +146,9 @@ def test_a_scan_stopped_at_the_budget_says_how_to_raise_it_and_that_way_works(
     assert isinstance(stopped.exception, FeatdiscoError) and stopped.exception.exit_code == 3
     assert "`featdisco run --run-dir RUN --budget USD`" in str(stopped.exception)
     assert runner.invoke(app, ["scan", str(run), "--budget", "5"]).exit_code == 2  # scan indeed has none
+    asked = runner.invoke(app, ["ask", str(run), "Which model apologises more?"])  # ask has none either
+    assert isinstance(asked.exception, FeatdiscoError) and asked.exception.exit_code == 3
+    assert "(scan, ask, score-labels and hierarchy, which have no --budget" in str(asked.exception)
     assert runner.invoke(app, ["run", "--run-dir", str(run), "--budget", "5"]).exit_code == 0
     done = runner.invoke(app, scan)
     assert done.exit_code == 0, done.output
@@ -182,3 +185,12 @@ def test_clusters_absent_from_a_transforms_data_are_not_said_to_be_from_fewer_th
     assert absent.note() == "clusters hidden: 2 found in no transcript (--show-private shows them)"
     rare = Visibility(frozenset({3}), frozenset({3}), frozenset(), 5, False)
     assert rare.note() == "clusters hidden: 1 drawn from fewer than 5 transcripts (--show-private shows them)"
+
+
+def test_a_bad_value_to_an_edit_subcommand_points_at_a_help_command_a_person_can_type(tmp_path: Path) -> None:
+    """`edit RUN split 6 --k 1` pointed at "edit {run_dir} split --help", a metavar in braces."""
+    run = write_run(tmp_path / "run", [PlantedPiece("t0", 0, "user", [0])], [("user", "Greets")])
+    proc = subprocess.run([sys.executable, "-m", "featdisco", "edit", str(run), "split", "0", "--k", "1"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "{" not in proc.stderr and "edit RUN_DIR split --help`" in proc.stderr, proc.stderr

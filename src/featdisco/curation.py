@@ -232,7 +232,7 @@ class Curator:
         return best, ""
 
     def apply(self, edits: list[Edit]) -> list[Outcome]:
-        outcomes = []
+        outcomes: list[Outcome] = []
         for i, edit in enumerate(edits):
             out = Outcome(i + 1, edit)
             resolved = [self.resolve(ref) for ref in edit.clusters]
@@ -248,6 +248,7 @@ class Curator:
                 if why:
                     out.status, out.reason = "stale", why
                 else:
+                    _supersede_renames(outcomes, out, kind, parts)
                     out.parts = [(kind, p) for p in made]
             outcomes.append(out)
         return outcomes
@@ -287,6 +288,20 @@ class Curator:
             self.changed = True
             return "", new
         return "", parts[:1]
+
+
+def _supersede_renames(earlier: list[Outcome], out: Outcome, kind: str, parts: list[int]) -> None:
+    """A merge or split names its clusters afresh and a rename replaces the label: an earlier
+    rename of those clusters no longer shows, so it is stale (with why), not listed as applied
+    to a cluster that does not carry its label."""
+    if out.edit.op not in ("merge", "split", "rename"):
+        return
+    touched = {(kind, p) for p in parts}
+    for o in earlier:
+        if o.edit.op == "rename" and o.status == "applied" and touched & set(o.parts):
+            o.status, o.parts = "stale", []
+            o.reason = (f"edit {out.index} ({out.edit.op}) " + ("renamed the cluster again" if out.edit.op == "rename"
+                        else "named the clusters it made afresh; rename them again"))
 
 
 def applied_json(outcomes: list[Outcome], renamed: dict[int, str], hidden: list[int]) -> dict[str, Any]:

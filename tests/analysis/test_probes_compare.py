@@ -203,3 +203,22 @@ def test_cooccurrence_finds_the_planted_pair_within_pieces_and_transcripts(tmp_p
     independent = df[(df["cluster_a"] == UNREL1) & (df["cluster_b"] == UNREL2) & (df["level"] == "piece")]
     assert independent.empty or not independent.iloc[0]["significant"]
     assert (df["together"] >= 5).all()
+
+
+@pytest.mark.parametrize("size", ["0", "1"])
+def test_probe_refuses_a_test_size_of_0_or_1_with_a_message_that_says_so(tmp_path: Path, size: str) -> None:
+    """The help used to offer 0.0<=x<=1.0 and the error said "must be between 0 and 1" for 0:
+    both now say strictly, and the refusal is one line with exit status 2."""
+    import subprocess
+    import sys
+
+    run = write_run(tmp_path / "run", [PlantedPiece("t0", 0, "user", [0]), PlantedPiece("t0", 1, "response", [1])],
+                    USER[:1] + RESP[:1])
+    done = subprocess.run([sys.executable, "-m", "featdisco", "probe", str(run), "--test-size", size],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"featdisco: error: --test-size {float(size)}: must be strictly between 0 and 1"
+    helped = subprocess.run([sys.executable, "-m", "featdisco", "probe", "--help"], capture_output=True, text=True,
+                            check=False)
+    text = " ".join(helped.stdout.split())  # the help is wrapped to the terminal
+    assert "strictly between 0 and 1" in text and "0.0<=x<=1.0" not in text

@@ -49,6 +49,24 @@ def test_merge_then_rename_and_hide_follow_the_cluster() -> None:
     assert c.changed
 
 
+def test_a_rename_that_a_later_split_merge_or_rename_overrides_is_stale_not_applied() -> None:
+    """`edit list` listed "rename 6 'Food and markdown' applied -> 7" after `split 6`, while
+    cluster 7 carried the split's fresh name: the rename is stale, with the edit that undid it."""
+    c = curator()
+    outs = c.apply([Edit("rename", [ref(1, ["t4", "t5"])], label="Mine"),
+                    Edit("split", [ref(1, ["t4", "t5", "t6"])], k=2),
+                    Edit("rename", [ref(0, ["t0", "t1"])], label="First"),
+                    Edit("merge", [ref(0, ["t0", "t1"]), ref(2, ["t8", "t9"])]),
+                    Edit("rename", [ref(0, ["t0", "t1"])], label="Again"),
+                    Edit("rename", [ref(0, ["t0", "t8"])], label="Last"),
+                    Edit("hide", [ref(0, ["t0", "t8"])])])
+    assert [o.status for o in outs] == ["stale", "applied", "stale", "applied", "stale", "applied", "applied"]
+    assert "edit 2 (split)" in (outs[0].reason or "") and outs[0].parts == []
+    assert "edit 4 (merge)" in (outs[2].reason or "")
+    assert "edit 6 (rename) renamed the cluster again" in (outs[4].reason or "")
+    assert c.kinds["user"].parts[0].label == "Last" and c.kinds["user"].parts[0].hidden
+
+
 def test_split_makes_new_parts_next_to_the_old_one() -> None:
     c = curator()
     (out,) = c.apply([Edit("split", [ref(1, ["t4", "t5"])], k=2)])

@@ -229,3 +229,35 @@ def test_an_edit_runs_every_stage_after_embedding_the_merge_stage_included(run: 
     edit(run, "rename", str(a), "Named by hand")
     assert (run / "merged_clusters.parquet").exists()
     assert {c["cluster_id"]: c["label"] for c in clusters(run)}[a] == "Named by hand"
+
+
+def test_validate_names_where_a_merged_away_cluster_went(run: Path, server: FakeOpenAIServer,
+                                                         tmp_path: Path) -> None:
+    """A label file written before `edit merge` names ids the merge retired: validate says
+    which cluster they went into, as `edit` does, not that the run never had them."""
+    a, b = user_ids(run)[:2]
+    new_id = max(c["cluster_id"] for c in clusters(run)) + 1
+    piece = pq.read_table(run / "pieces.parquet", columns=["piece_id", "kind"]).to_pylist()
+    user_piece = next(p["piece_id"] for p in piece if p["kind"] == "user")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"piece_id,target,label\n{user_piece},cluster:user:{a},true\n")
+    edit(run, "merge", str(a), str(b))
+    refused = CliRunner().invoke(app, ["validate", str(run), str(labels)])
+    assert f"line 2: unknown target 'cluster:user:{a}': cluster {a} was retired into cluster:user:{new_id}" \
+        in str(refused.exception), refused.output
+
+
+def test_retired_ids_are_not_counted_or_shown_as_clusters(run: Path, server: FakeOpenAIServer) -> None:
+    """After `edit merge` the activation matrices keep an empty column per retired id; `ask`
+    showed its planner "cluster 3 [nan] retired cluster 3: 0 pieces" and counted 7 clusters of
+    5, and transform said "activate at least one of 7 clusters"."""
+    from featdisco.evidence.ask import build_context
+
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))
+    live = len(clusters(run))
+    assert load_activations(run).n_clusters == live
+    ctx = build_context(run)
+    assert ctx.n_clusters == live
+    shown = [line for line in ctx.dictionary.splitlines() if line.startswith("- cluster ")]
+    assert len(shown) == live and "nan" not in ctx.dictionary and "retired" not in ctx.dictionary

@@ -86,3 +86,11 @@ def test_bad_queries(run: Path, tmp_path: Path) -> None:
         find_clusters(run, "x", kinds=["answer"])
     with pytest.raises(FeatdiscoError, match=r"has no strings\.parquet"):
         find_clusters(tmp_path, "x")
+
+
+def test_top_0_does_not_claim_that_no_cluster_is_about_the_query(run: Path) -> None:
+    """--top 0 lists nothing, but the query does match clusters: featdisco used to say "no cluster
+    is about 'markdown headings'" with the best cluster scoring above the floor in the same line."""
+    result = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--top", "0"])
+    assert result.exit_code == 0, result.output
+    assert "no cluster is about" not in result.output

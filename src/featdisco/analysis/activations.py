@@ -50,7 +50,9 @@ class Activations:
 
     @property
     def n_clusters(self) -> int:
-        return len(self.clusters)
+        """The clusters there are: the matrices have a column per id up to the largest, and
+        ids retired by edits or reclusters are empty columns (no kind), not clusters."""
+        return int(self.clusters["kind"].notna().sum())
 
     def kind_mask(self, kind: str) -> np.ndarray:
         """Boolean mask over clusters of one kind."""
@@ -196,7 +198,7 @@ def recounted_clusters(run_dir: str | Path) -> pa.Table:
     cids = np.asarray(cids[cids >= 0] if cids.dtype.kind in "iu" else [c for c in cids if c is not None and c >= 0],
                       dtype=np.int64)
     ids = df["cluster_id"].to_numpy()  # stable ids: each is its column in the matrices
-    df["size"] = np.bincount(cids, minlength=act.n_clusters)[ids]
+    df["size"] = np.bincount(cids, minlength=act.piece_matrix.shape[1])[ids]
     df["pieces"] = np.asarray(act.piece_matrix.getnnz(axis=0))[ids]
     df["transcripts"] = np.asarray(act.transcript_matrix.getnnz(axis=0))[ids]
     if "examples" in df:

@@ -106,7 +106,7 @@ def _previous_user_piece(pieces: pd.DataFrame, rows: NDArray[np.int64]) -> NDArr
 def grouped_split(groups: NDArray[np.int64], test_size: float, seed: int) -> NDArray[np.bool_]:
     """True for test samples: a random ``test_size`` share of transcripts goes to test whole."""
     if not 0 < test_size < 1:
-        raise FeatdiscoError("test size must be between 0 and 1")
+        raise FeatdiscoError(f"test size {test_size}: must be strictly between 0 and 1")
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     in_test = np.random.default_rng(seed).random(n_groups) < test_size
     return np.asarray(in_test[groups])

@@ -32,8 +32,10 @@ def wilson_interval(count: ArrayLike, n: ArrayLike, z: float = Z95) -> tuple[NDA
         denom = 1.0 + z * z / m
         centre = (p + z * z / (2 * m)) / denom
         half = z * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / denom
-        low = np.where(m > 0, np.clip(centre - half, 0.0, 1.0), 0.0)
-        high = np.where(m > 0, np.clip(centre + half, 0.0, 1.0), 1.0)
+        # no positives (or all): the bound is exactly 0 (1), as SciPy's, not a rounding residue
+        # such as 6.9e-18 that tables would print
+        low = np.where((m > 0) & (c > 0), np.clip(centre - half, 0.0, 1.0), 0.0)
+        high = np.where((m > 0) & (c < m), np.clip(centre + half, 0.0, 1.0), 1.0)
     return low, high
 
 

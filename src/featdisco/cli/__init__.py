@@ -5,6 +5,7 @@ User errors (:class:`FeatdiscoError`) become one line on stderr and exit status 
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from dataclasses import replace
@@ -267,7 +268,7 @@ def transform_cmd(
     active = int((m.getnnz(axis=1) > 0).sum())
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
-                  f"at least one of {m.shape[1]:,} clusters ({m.nnz:,} activations). Written to {output}/")
+                  f"at least one of {act.n_clusters:,} clusters ({m.nnz:,} activations). Written to {output}/")
     from featdisco.cli.run import print_new_clusters
 
     print_new_clusters(output)
@@ -318,6 +319,9 @@ def _usage_errors_in_one_line() -> None:
 
     def show(self: UsageError, file: object = None) -> None:
         where = self.ctx.command_path if self.ctx is not None else "featdisco"
+        # a subcommand's path holds its group's arguments as metavars ("edit {run_dir} split"):
+        # name them as a person types them ("edit RUN_DIR split")
+        where = re.sub(r"\{(\w+)\}", lambda m: m.group(1).upper(), where)
         err_console.print(f"featdisco: error: {self.format_message()} (see `{where} --help`)", markup=False)
 
     UsageError.show = show  # type: ignore[method-assign]

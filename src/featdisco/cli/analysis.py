@@ -106,7 +106,7 @@ def probe_cmd(
     context: Annotated[str, typer.Option("--context", help="turn: user clusters of the user turn just before the target piece; transcript: of all its user turns.")] = "turn",
     class_weight: Annotated[str, typer.Option("--class-weight", help="balanced (default) or none.")] = "balanced",
     C: Annotated[float, typer.Option("--C", min=1e-6, help="Inverse L2 regularisation strength.")] = 1.0,
-    test_size: Annotated[float, typer.Option("--test-size", min=0.0, max=1.0, help="Share of transcripts held out.")] = 0.25,
+    test_size: Annotated[float, typer.Option("--test-size", help="Share of transcripts held out, strictly between 0 and 1.")] = 0.25,
     min_positives: Annotated[int, typer.Option("--min-positives", min=1, help="Skip targets seen in fewer pieces.")] = 10,
     jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Parallel worker processes (default: all cores).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out split.")] = 0,
@@ -121,6 +121,8 @@ def probe_cmd(
 
     if class_weight not in ("balanced", "none"):
         raise FeatdiscoError(f"--class-weight {class_weight!r}: use balanced or none")
+    if not 0 < test_size < 1:  # checked before the run is read; 0 or 1 leaves no train or no test split
+        raise FeatdiscoError(f"--test-size {test_size}: must be strictly between 0 and 1")
 
     df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                     class_weight=None if class_weight == "none" else class_weight,

@@ -80,8 +80,8 @@ def register(app: typer.Typer) -> None:
         with open_run(run_dir, write=True):  # it fills the run's embedding cache
             out = output_for(run_dir, json_, csv_, min_transcripts, show_private)
             df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
-        if df.empty:
-            best = df.attrs["best_score"]
+        best = df.attrs["best_score"]
+        if df.empty and not best >= df.attrs["floor"]:  # empty because of --top 0 is not "about nothing"
             out.say(f"no cluster is about {shown!r}: none scores above the relevance floor {df.attrs['floor']:.2f} "
                     "(the best score random strings reach in this run"
                     + (f"; the best cluster scored {best:.2f})" if best == best else ")"))

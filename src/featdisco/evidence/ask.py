@@ -157,7 +157,8 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
             group_note = f", and per {by}"
         except FeatdiscoError:
             pass
-    order = [c for c in np.argsort(-sizes, kind="stable") if int(c) not in hidden][:DICTIONARY_CLUSTERS]
+    live = act.clusters["kind"].notna().to_numpy()  # ids retired by edits are empty columns, not clusters
+    order = [c for c in np.argsort(-sizes, kind="stable") if live[c] and int(c) not in hidden][:DICTIONARY_CLUSTERS]
     lines = []
     for cid in order:
         row = act.clusters.iloc[int(cid)]

@@ -225,12 +225,17 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     pieces = run.read_table("pieces.parquet", columns=["piece_id", "kind"])
     kind_of = dict(zip(pieces.column("piece_id").to_pylist(), pieces.column("kind").to_pylist(), strict=True))
     cluster_kind: dict[int, str] = {}
+    retired: dict[int, list[int]] = {}
     if any(lab.target.startswith("cluster:") for lab in labels):  # a transform's: the fitted run's clusters
         from featdisco.analysis.activations import cluster_table_source
+        from featdisco.cluster_ids import id_history
 
-        clusters = pq.read_table(cluster_table_source(run), columns=["cluster_id", "kind"])
+        source = cluster_table_source(run)
+        clusters = pq.read_table(source, columns=["cluster_id", "kind"])
         cluster_kind = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("kind").to_pylist(),
                                 strict=True))
+        # a label file written before an edit or recluster names ids that have since retired
+        retired = {r["id"]: r["into"] for r in (id_history(source.parent) or {}).get("retired", [])}
     scans = scan_names(run)
     by_target: dict[str, list[Label]] = {}
     unmatched: list[tuple[int, str]] = []
@@ -238,7 +243,7 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
         if lab.piece_id not in kind_of:
             unmatched.append((lab.line, f"unknown piece {lab.piece_id!r} (not in {run.file('pieces.parquet')})"))
             continue
-        problem = _target_problem(lab, kind_of[lab.piece_id], scans, cluster_kind)
+        problem = _target_problem(lab, kind_of[lab.piece_id], scans, cluster_kind, retired)
         if problem:
             bad.append((lab.line, problem))
             continue
@@ -286,8 +291,10 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     return df
 
 
-def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind: dict[int, str]) -> str | None:
-    """Why ``lab``'s target cannot be checked against its piece, or None when it can."""
+def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind: dict[int, str],
+                    retired: dict[int, list[int]] | None = None) -> str | None:
+    """Why ``lab``'s target cannot be checked against its piece, or None when it can;
+    ``retired``: where each retired cluster id went, so a stale id's row says so."""
     m = _SCAN.fullmatch(lab.target)
     if m:
         if m.group(1) not in scans:
@@ -300,6 +307,10 @@ def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind:
                 "(kind user, thought or response)")
     kind, cid = m.group(1), int(m.group(2))
     if cid not in cluster_kind:
+        if retired and cid in retired:
+            into = " ".join(f"cluster:{kind}:{i}" for i in retired[cid])
+            return (f"unknown target {lab.target!r}: cluster {cid} was retired"
+                    + (f" into {into}" if into else ""))
         return f"unknown target {lab.target!r}: the run has no cluster {cid}"
     if cluster_kind[cid] != kind:
         return f"unknown target {lab.target!r}: cluster {cid} is a {cluster_kind[cid]} cluster"

@@ -226,7 +226,7 @@ class CallEngine:
             share = f" ({spent / self.budget:.0%})" if self.budget > 0 else ""
             return (f"stopped at the run's budget: ${spent:.4f} of ${self.budget:g} spent{share} "
                     "over every invocation; finished calls are kept, and rerunning with a higher "
-                    "--budget continues (scan, score-labels and hierarchy, which have no --budget, "
+                    "--budget continues (scan, ask, score-labels and hierarchy, which have no --budget, "
                     "use the one `featdisco run --run-dir RUN --budget USD` sets)")
         return (f"stopped at the --max-cost cap (${self._spent:.4f} of ${self.max_cost} spent "
                 "in this invocation); rerun with a higher cap to continue")

@@ -53,7 +53,7 @@ from featdisco.stages.name import LABELS_SCHEMA, name_clusters
 from featdisco.storage.matrix import load_matrix, read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
-STAGE_VERSION = 2  # 2: merges are unions, nobody else moves; stable ids from the registry
+STAGE_VERSION = 3  # 2: merges are unions, nobody else moves; stable ids from the registry; 3: a rename a later edit overrode is stale
 # What the merge stage wrote → what the run reads after curation.
 SOURCE = {"merged_assignments.parquet": "assignments.parquet", "merged_clusters.parquet": "clusters_base.parquet",
           "merged_labels.parquet": "labels.parquet",
