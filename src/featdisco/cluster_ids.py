@@ -10,7 +10,8 @@ featurize prompt, which changes every text, still matches through the pieces), c
 it). Texts are used while at least half of the kind's old texts are still there, pieces
 otherwise (two clusters of a kind may share pieces, never a text). Hungarian assignment
 (:func:`scipy.optimize.linear_sum_assignment`) pairs them one to one; a pair scoring at
-least :data:`MATCH_FLOOR` keeps the old id. A new cluster that matches nothing gets
+least :data:`MATCH_FLOOR`, or whose new cluster holds a :data:`MAJORITY` of the old one's
+members, keeps the old id. A new cluster that matches nothing gets
 ``next_id``, an id never used before in the run. An old id that nothing matched is
 *retired* and records its successors: the new clusters holding at least
 :data:`SUCCESSOR_SHARE` of its members (a merge: the merged cluster; a split: its parts).
@@ -47,6 +48,7 @@ from featdisco.errors import FeatdiscoError
 REGISTRY = "cluster_ids.json"
 MEMBERS = "cluster_ids_members.parquet"
 MATCH_FLOOR = 0.4  # Jaccard overlap a new cluster needs with an old one to keep its id
+MAJORITY = 0.5  # ... or the share of the old one's members it holds (the id follows its majority)
 SUCCESSOR_SHARE = 0.1  # share of a retired cluster's members a new cluster holds to be named its successor
 _LIVE_BONUS = 1e-6  # a live id wins a tie with a retired one
 MEMBERS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("unit", pa.string()), ("key", pa.string())])
@@ -131,7 +133,9 @@ class Registry:
             top = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(a) else order
             for i in np.union1d(top, np.flatnonzero(share >= SUCCESSOR_SHARE)).tolist():
                 shares.setdefault(int(rows[a[i]]), []).append((float(share[i]), int(cols[b[i]])))
-            ok = jac >= MATCH_FLOOR
+            # a pair may keep the id when the two overlap enough, or when the new cluster holds
+            # most of the old one's members (a theme that k-means drew wider under a new seed)
+            ok = (jac >= MATCH_FLOOR) | (share >= MAJORITY)
             for part, olds in barred.items():  # an edited cluster may not take the ids its edit retired
                 ok &= ~((cols[b] == part) & np.isin(rows[a], list(olds)))
             live = np.asarray([self.ids[int(i)].status == "live" for i in rows])

@@ -40,6 +40,15 @@ def test_the_same_clusters_keep_their_ids_in_any_order() -> None:
     assert ids.tolist() == [2, 0, 1] and not reg.retired() and reg.next_id == 3
 
 
+def test_a_cluster_drawn_wider_by_a_new_seed_keeps_its_id() -> None:
+    """All of a's members in a new cluster three times its size (Jaccard 1/3, under the
+    floor): the id follows its members' majority instead of becoming a new id."""
+    reg = first()
+    ids = reg.assign(members({0: group("a") + [f"x{i}" for i in range(8)], 1: group("b"), 2: group("c")}),
+                     ["user"] * 3)
+    assert ids.tolist() == [0, 1, 2] and not reg.retired()
+
+
 def test_a_merge_retires_both_ids_into_a_new_one_and_others_keep_theirs() -> None:
     reg = first()
     ids = reg.assign(members({0: group("a") + group("b"), 1: group("c")}), ["user"] * 2,
