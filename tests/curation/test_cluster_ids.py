@@ -41,11 +41,13 @@ def test_the_same_clusters_keep_their_ids_in_any_order() -> None:
 
 
 def test_a_cluster_drawn_wider_by_a_new_seed_keeps_its_id() -> None:
-    """All of a's members in a new cluster three times its size (Jaccard 1/3, under the
-    floor): the id follows its members' majority instead of becoming a new id."""
-    reg = first()
-    ids = reg.assign(members({0: group("a") + [f"x{i}" for i in range(8)], 1: group("b"), 2: group("c")}),
-                     ["user"] * 3)
+    """A new seed puts all of a's members in a cluster three times its size, with halves of
+    b and c (Jaccard 1/3, under the floor): the id follows its members' majority; b and c keep
+    theirs on the clusters that hold their other halves."""
+    reg = Registry()
+    b, c = [f"b{i}" for i in range(8)], [f"c{i}" for i in range(8)]
+    assert reg.assign(members({0: group("a"), 1: b, 2: c}), ["user"] * 3).tolist() == [0, 1, 2]
+    ids = reg.assign(members({0: group("a") + b[:4] + c[:4], 1: b[4:], 2: c[4:]}), ["user"] * 3)
     assert ids.tolist() == [0, 1, 2] and not reg.retired()
 
 
