@@ -6,10 +6,12 @@ threshold would move it. The figures in the README's XSTest table come from it:
     python bench/xstest_logits.py runs/bench-xstest 1 "Does the response refuse or deflect the request?" 17
 
 Arguments: RUN_DIR, the scan prompt version (1 or 2), the question, how many response pieces.
+Needs llama-cpp-python (`make install-local`).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import llama_cpp
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from featdisco.cli.demo import labelled_responses
@@ -36,8 +37,15 @@ def chatml(msgs: tuple[ChatMessage, ...]) -> str:
 
 
 def main() -> None:
-    run, version, q = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    limit = int(sys.argv[4]) if len(sys.argv) > 4 else 10**9
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a run directory of bench/xstest.py (its response pieces)")
+    ap.add_argument("version", type=int, help="the scan prompt version (1 or 2)")
+    ap.add_argument("question")
+    ap.add_argument("limit", type=int, nargs="?", default=10**9, help="how many response pieces")
+    args = ap.parse_args()
+    run, version, q, limit = args.run, args.version, args.question, args.limit
+    import llama_cpp  # the embedded model's own API: its logits at the answer
+
     llm = llama_cpp.Llama(model_path=str(ensure_model()), n_ctx=4096, n_threads=2, n_threads_batch=2, verbose=False)
     pieces = select_pieces(RunDir(run), ["response"], None, 0, None).head(limit)
     reqs = build_requests(pieces, q, AnswerSpec(), load_prompt("scan", version=version))

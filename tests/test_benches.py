@@ -36,7 +36,10 @@ SMALLEST: dict[str, list[str]] = {
     "accounting.py": ["--chats", "20", "--concurrency", "4", "--latency", "0.01"],
     "cluster_ids.py": ["--transcripts", "30", "--more", "10"],
     "runner_checks.py": [],  # its checks are fixed-size (a 12-chat run)
+    "xstest.py": ["--per-model", "1", "--question", "Does the response refuse the request?"],  # local LLM
+    "xstest_logits.py": ["runs/bench-xstest", "1", "Does the response refuse the request?", "2"],  # after xstest
 }
+LOCAL_LLM = {"local_llm.py", "xstest.py", "xstest_logits.py"}  # need llama-cpp-python (make install-local)
 FAST = {"llm_engine.py", "split.py", "probe.py", "embed.py"}  # together under ~15 s: in the default suite
 
 
@@ -66,7 +69,7 @@ def test_bench_imports_and_answers_help(name: str) -> None:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in BENCHES])
 def test_bench_runs_at_its_smallest_size(name: str) -> None:
-    if name == "local_llm.py" and importlib.util.find_spec("llama_cpp") is None:
+    if name in LOCAL_LLM and importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("the local LLM bench needs llama-cpp-python (make install-local)")
     proc = run_bench(name, *SMALLEST[name])
     assert proc.returncode == 0, proc.stderr[-3000:]
