@@ -235,20 +235,7 @@ def refine_leave_one_out(
     left = np.full(n, -1, dtype=np.int64)
     best, best_sim = _best_other(X, C, labels, gpus)
     for _ in range(max_iter):
-        xs = np.empty(n, dtype=np.float64)  # x · S_own
-        for s in range(0, n, _CHUNK):
-            xs[s : s + _CHUNK] = np.einsum("ij,ij->i", np.asarray(X[s : s + _CHUNK], dtype=np.float64),
-                                           S[labels[s : s + _CHUNK]])
-        rest = np.sqrt(np.maximum(norms[labels] ** 2 - 2.0 * w * xs + w * w, 0.0))
-        members = np.bincount(labels, minlength=k)
-        loo = np.where((members[labels] > 1) & (rest > 1e-9), (xs - w) / np.maximum(rest, 1e-12), np.inf)
-        gain = best_sim - loo
-        # A row under LIGHT_SHARE of its cluster's weight has a leave-one-out centroid within
-        # a few percent of the full one: it follows the nearest-centroid rule, else border
-        # rows reshuffle for many passes without changing the fit (bench/cluster.py).
-        own_w = np.bincount(labels, weights=w, minlength=k)[labels]
-        lloyd = best_sim > xs / np.maximum(norms[labels], 1e-12) + 1e-6
-        wants = (gain > 1e-6) & ((w > LIGHT_SHARE * own_w) | lloyd)
+        gain, wants = _wanted_moves(X, S, norms, labels, w, best_sim, k)
         # a row does not go back to the cluster it last left (that ends 2-cycles) until no
         # other move is left; then the rule is lifted once more
         idx = _pass_moves(rows[wants & (best != left)], gain, labels, best, w, k)
@@ -284,6 +271,28 @@ def refine_leave_one_out(
         if len(stale_rows):
             best[stale_rows], best_sim[stale_rows] = _best_other(X[stale_rows], C, labels[stale_rows], gpus)
     return labels, C, moved
+
+
+def _wanted_moves(X: NDArray[np.float32], S: NDArray[np.float64], norms: NDArray[np.float64],
+                  labels: NDArray[np.int64], w: NDArray[np.float64], best_sim: NDArray[np.float64], k: int
+                  ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Each row's gain from moving to its best other cluster over staying (its similarity to
+    its own cluster's centroid computed without it), and which rows want to move."""
+    n = len(X)
+    xs = np.empty(n, dtype=np.float64)  # x · S_own
+    for s in range(0, n, _CHUNK):
+        xs[s : s + _CHUNK] = np.einsum("ij,ij->i", np.asarray(X[s : s + _CHUNK], dtype=np.float64),
+                                       S[labels[s : s + _CHUNK]])
+    rest = np.sqrt(np.maximum(norms[labels] ** 2 - 2.0 * w * xs + w * w, 0.0))
+    members = np.bincount(labels, minlength=k)
+    loo = np.where((members[labels] > 1) & (rest > 1e-9), (xs - w) / np.maximum(rest, 1e-12), np.inf)
+    gain = best_sim - loo
+    # A row under LIGHT_SHARE of its cluster's weight has a leave-one-out centroid within
+    # a few percent of the full one: it follows the nearest-centroid rule, else border
+    # rows reshuffle for many passes without changing the fit (bench/cluster.py).
+    own_w = np.bincount(labels, weights=w, minlength=k)[labels]
+    lloyd = best_sim > xs / np.maximum(norms[labels], 1e-12) + 1e-6
+    return gain, (gain > 1e-6) & ((w > LIGHT_SHARE * own_w) | lloyd)
 
 
 LIGHT_SHARE = 0.05  # a move of a row under this share of both clusters' weight is "light"
