@@ -12,8 +12,11 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterator
 
-from tests.fakes.openai_server import FakeRequest, Reply
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 
 GROUPS: dict[str, list[str]] = {
     "markdown": [
@@ -229,3 +232,18 @@ def unique_handler(req: FakeRequest) -> Reply:
     rare = [f"{rng.choice(_VERBS)} {rng.choice(words)} {rng.choice(_LEXICON)} {rng.choice(_OBJECTS)}"
             for _ in range(5)]
     return features_reply(req, m.group(1), common + own + rare)
+
+
+# Fixtures for a module that runs pipelines against this fake: import both there (they are
+# registered as ``server`` and ``api_key``).
+@pytest.fixture(scope="session", name="server")
+def pipeline_server() -> Iterator[FakeOpenAIServer]:
+    """The fake OpenAI-compatible server on 127.0.0.1, answering as :func:`pipeline_handler`."""
+    with FakeOpenAIServer(pipeline_handler) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True, name="api_key")
+def fake_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key the fake accepts; never a real one."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +23,17 @@ from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
 from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.pipeline_fakes import GROUP_OF_FEATURE, REWORD, group_of_text, pipeline_handler
+from tests.pipeline_fakes import (  # noqa: F401  (pipeline_server, fake_api_key: fixtures)
+    GROUP_OF_FEATURE,
+    REWORD,
+    fake_api_key,
+    group_of_text,
+    pipeline_handler,
+    pipeline_server,
+)
 
 K = 3  # clusters per kind = the number of planted groups
 CONCURRENCY = 2  # of the killed CLI runs
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(pipeline_handler) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
 
 
 @pytest.fixture(scope="module")

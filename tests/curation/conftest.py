@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,9 @@ from featdisco.cli import app
 from featdisco.pipeline import Pipeline, PipelineConfig
 from tests.conftest import copy_mt_bench, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.pipeline_fakes import GROUP_OF_FEATURE, pipeline_handler
+from tests.pipeline_fakes import GROUP_OF_FEATURE, fake_api_key, pipeline_handler, pipeline_server  # noqa: F401
 
 K = 3
-
-
-@pytest.fixture(scope="session")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(pipeline_handler) as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
 
 
 @pytest.fixture(scope="session")
