@@ -159,13 +159,14 @@ def _fitted_state(est: FeatureDiscovery) -> dict[str, bytes]:
 def test_fit_transform_and_transform_on_transcripts(server: FakeOpenAIServer, tmp_path: Path) -> None:
     data = _data(tmp_path)
     tmp_root = Path(tempfile.gettempdir())
-    before = {p.name for p in tmp_root.glob("featdisco-*")}
+    ours = ("featdisco-run-*", "featdisco-transform-*")  # the estimator's own temporary folders
+    before = {p.name for pat in ours for p in tmp_root.glob(pat)}
     est = FeatureDiscovery(llm="openai", model="fake-rater", base_url=server.base_url, n_clusters=3,
                            concurrency=4)
     params = pickle.dumps(est.get_params())
     fitted = est.fit_transform(data)
     assert pickle.dumps(est.get_params()) == params  # fit stores, never rewrites, parameters
-    assert {p.name for p in tmp_root.glob("featdisco-*")} == before  # no temporary run left
+    assert {p.name for pat in ours for p in tmp_root.glob(pat)} == before  # no temporary run left
     names = est.get_feature_names_out()
     assert all(n.startswith("Cluster about") for n in names)
     assert sparse.issparse(fitted) and fitted.shape == (12, len(names)) == (12, est.clusters_.num_rows)
@@ -174,7 +175,7 @@ def test_fit_transform_and_transform_on_transcripts(server: FakeOpenAIServer, tm
     state = _fitted_state(est)
     again = est.transform(data)  # the same transcripts through the encoder
     assert _fitted_state(est) == state  # transform changed nothing fitted, byte for byte
-    assert {p.name for p in tmp_root.glob("featdisco-*")} == before
+    assert {p.name for pat in ours for p in tmp_root.glob(pat)} == before
     assert again.shape == (12, len(names))
     np.testing.assert_array_equal(again.toarray(), fitted.toarray())
 
