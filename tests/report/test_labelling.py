@@ -134,7 +134,7 @@ def test_label_export_validate_round_trip(page: Any, evidence_report: Path, tmp_
     assert cluster["precision"] == pytest.approx(2 / 3)
     # the report shows the validation as intervals per target
     build_report(evidence_report)
-    page.goto(base + "#/a/validation")
+    page.goto(base + "#/a/validation_labels")  # one validation per label file (labels.csv)
     page.reload()
     page.wait_for_selector("h2:has-text('Agreement with your labels')")
     assert page.locator("svg.plot line.whisker").count() >= 6
