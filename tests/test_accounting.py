@@ -20,8 +20,11 @@ from typer.testing import CliRunner
 
 from featdisco.cli import app, main
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
-from tests.pipeline_fakes import pipeline_handler
-from tests.test_pipeline import K, api_key, inputs  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import (
+    fake_api_key,  # noqa: F401  (fixtures: api_key, server)
+    pipeline_handler,
+)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what the provider says answered a call to gpt-4o-mini
 CONCURRENCY = 2

@@ -17,8 +17,14 @@ from tests.analysis.planted import PlantedPiece, write_run
 from tests.analysis.test_label_quality import judge
 from tests.conftest import write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
-from tests.pipeline_fakes import GROUP_NAMES, GROUPS, pipeline_handler
-from tests.test_pipeline import api_key, fitted, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import (  # noqa: F401  (fixtures: api_key, server)
+    GROUP_NAMES,
+    GROUPS,
+    fake_api_key,
+    pipeline_handler,
+    pipeline_server,
+)
+from tests.test_pipeline import fitted, inputs  # noqa: F401  (fixtures)
 
 
 def half_broken_judge(req: FakeRequest) -> Reply:

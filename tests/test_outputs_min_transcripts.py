@@ -13,7 +13,8 @@ from featdisco.cli import app
 from featdisco.report import build_report
 from tests.analysis.planted import PlantedPiece, write_run
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import fake_api_key, pipeline_server  # noqa: F401  (fixtures: api_key, server)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 
 def rows(result: object) -> list[dict[str, object]]:

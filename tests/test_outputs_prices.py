@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from featdisco.cli import app
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import fake_api_key, pipeline_server  # noqa: F401  (fixtures: api_key, server)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 MODEL = "my-org/my-vllm-model"
 

@@ -14,8 +14,11 @@ from featdisco.cli import app
 from featdisco.report import build_report
 from featdisco.stages.rate import judge_batch, privacy_reason_names_data
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
-from tests.pipeline_fakes import pipeline_handler
-from tests.test_pipeline import K, api_key, inputs  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import (
+    fake_api_key,  # noqa: F401  (fixtures: api_key, server)
+    pipeline_handler,
+)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 COPIED = "This cluster describes the private reasoning of an AI model."
 

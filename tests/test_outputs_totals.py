@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from featdisco.cli import app
 from featdisco.report import build_report
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import fake_api_key, pipeline_server  # noqa: F401  (fixtures: api_key, server)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 
-def test_totals_cover_every_invocation_and_agree_everywhere(server: FakeOpenAIServer,  # noqa: F811
+def test_totals_cover_every_invocation_and_agree_everywhere(server: FakeOpenAIServer,
                                                             inputs: Path, tmp_path: Path) -> None:  # noqa: F811
     run_dir = tmp_path / "resumed"
     args = ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai", "--model", "gpt-4o-mini",

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from featdisco.cli import app
 from featdisco.report import build_report
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import api_key, fitted, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import fake_api_key, pipeline_server  # noqa: F401  (fixtures: api_key, server)
+from tests.test_pipeline import fitted, inputs  # noqa: F401  (fixtures)
 
 
 def test_analyses_and_report_accept_a_transform_output(server: FakeOpenAIServer, fitted: Path,  # noqa: F811

@@ -17,7 +17,8 @@ from featdisco.errors import FeatdiscoError
 from featdisco.rundir import RunDir
 from tests.analysis.planted import PlantedPiece, write_run
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import K, api_key, inputs, server  # noqa: F401  (fixtures)
+from tests.pipeline_fakes import fake_api_key, pipeline_server  # noqa: F401  (fixtures: api_key, server)
+from tests.test_pipeline import K, inputs  # noqa: F401  (fixtures)
 
 
 def _chat_file(path: Path) -> Path:
@@ -87,7 +88,7 @@ NEW_CLUSTER_COLUMNS = ["new_cluster", "label", "description", "kind", "size", "d
 
 
 def test_find_new_with_nothing_new_has_the_columns_it_has_when_something_is(
-        server: FakeOpenAIServer, tmp_path: Path) -> None:  # noqa: F811
+        server: FakeOpenAIServer, tmp_path: Path) -> None:
     """`new[["label", "examples"]]` must not KeyError just because the data held nothing new."""
     from featdisco import FeatureDiscovery
     from tests.test_estimator import _data
