@@ -62,8 +62,9 @@ def test_open_run_is_reentrant_in_one_process_and_refuses_a_second_one(tmp_path:
 
 @pytest.mark.parametrize("args", [["compare", "{run}", "--by", "model"], ["probe", "{run}"],
                                   ["cooccur", "{run}"], ["frequency", "{run}"], ["report", "{run}"],
-                                  ["find", "{run}", "politeness"], ["validate", "{run}", "{run}/l.csv"]],
-                         ids=lambda a: a[0])
+                                  ["find", "{run}", "politeness"], ["validate", "{run}", "{run}/l.csv"],
+                                  ["demo", "findings", "{run}"]],
+                         ids=lambda a: "-".join(a[:2]) if a[0] == "demo" else a[0])
 def test_every_writing_command_stops_at_once_when_another_process_writes(tmp_path: Path, args: list[str]) -> None:
     run = small_run(tmp_path / "run")
     (run / "l.csv").write_text("piece_id,target,label\n")  # the arguments are valid: only the lock refuses

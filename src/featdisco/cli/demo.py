@@ -275,21 +275,20 @@ def findings_cmd(
     validated against the people's labels."""
     from featdisco.cli.run import log_line
     from featdisco.evidence.scan import run_scan
+    from featdisco.evidence.validate import validate
+    from featdisco.rundir import RunDir, open_run
 
     existing_run(run_dir)
-    result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, llm=llm, model=model,
-                      base_url=base_url, log=log_line(True))
-    labels = write_human_labels(run_dir, name, run_dir / f"human_labels_{name}.csv")
-    from featdisco.evidence.validate import validate
-
-    validate(run_dir, labels)  # analysis_validation_<labels>.parquet: the report shows it
-    agree = agreement(run_dir, name)
-    lines: list[str] = []
-    print_findings(run_dir, lines.append, agree, question, name)
-    print("\n".join(lines))
-    from featdisco.rundir import RunDir
-
-    RunDir(run_dir).update(findings=[x for x in lines if x and not x.startswith("=")])  # the report opens on it
+    with open_run(run_dir):  # scan, validation and the findings note under one lock, like any writer
+        result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, llm=llm, model=model,
+                          base_url=base_url, log=log_line(True))
+        labels = write_human_labels(run_dir, name, run_dir / f"human_labels_{name}.csv")
+        validate(run_dir, labels)  # analysis_validation_<labels>.parquet: the report shows it
+        agree = agreement(run_dir, name)
+        lines: list[str] = []
+        print_findings(run_dir, lines.append, agree, question, name)
+        print("\n".join(lines))
+        RunDir(run_dir).update(findings=[x for x in lines if x and not x.startswith("=")])  # the report opens on it
     if result.failed:
         print(f"  ({result.failed} scan calls failed; rerun to retry them)")
 
