@@ -479,6 +479,30 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
     assert "nowhere does not exist" in str(missing.exception) and not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.parametrize("llm,key", [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
+def test_cli_dry_run_needs_no_api_key_and_leaves_no_run_dir(
+        llm: str, key: str, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An estimate sends nothing, so a user pricing a run before getting a key gets it; and a
+    dry run into a new --run-dir leaves no directory behind. A real run without the key still
+    stops at once, before anything is read."""
+    from typer.testing import CliRunner
+
+    from featdisco.cli import app
+
+    monkeypatch.delenv(key, raising=False)
+    for name in ("FEATDISCO_BASE_URL", "FEATDISCO_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    dry = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "d"),
+                                   "--llm", llm, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "dry run, featurize:" in dry.output and "cost $" in dry.output
+    assert not (tmp_path / "d").exists()
+    real = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "r"),
+                                    "--llm", llm])
+    assert real.exit_code != 0 and key in str(real.exception)
+    assert not (tmp_path / "r").exists(), list((tmp_path / "r").iterdir())
+
+
 def test_cli_dry_run_estimates_from_the_pieces_and_spends_nothing(
         server: FakeOpenAIServer, inputs: Path, fitted: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

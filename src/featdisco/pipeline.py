@@ -153,11 +153,14 @@ class Pipeline(Backends):
     @property
     def llm(self) -> Any:
         if self._llm is None:
-            from featdisco.llm.registry import make_llm
-
-            self._llm = make_llm(self.cfg.llm, self.cfg.model, self.cfg.base_url,
-                                 concurrency=self.cfg.concurrency)
+            self._llm = self._make_llm()
         return self._llm
+
+    def _make_llm(self, api_key: str | None = None) -> Any:
+        from featdisco.llm.registry import make_llm
+
+        return make_llm(self.cfg.llm, self.cfg.model, self.cfg.base_url,
+                        concurrency=self.cfg.concurrency, api_key=api_key)
 
     @property
     def engine(self) -> CallEngine:
@@ -274,6 +277,8 @@ class Pipeline(Backends):
         run already split — with and without evidence (the chosen setting first), without
         sending anything or writing to the run directory: a dry run against a finished run
         must leave it as it was."""
+        if self._llm is None:  # nothing is sent, so no API key is needed to estimate
+            self._llm = self._make_llm(api_key=DRY_RUN_KEY)
         fcfg = self.cfg.featurize_config()
         if inputs is not None:
             inputs = list(inputs)
@@ -332,6 +337,9 @@ class Pipeline(Backends):
         clusters = self.dir.read_table("clusters.parquet") if clusters_path.exists() else pa.table({})
         summary = self._engine.summary if self._engine else RunSummary()
         return RunResult(self.dir.path, clusters, self.timings, summary, complete, reason)
+
+
+DRY_RUN_KEY = "dry-run-sends-nothing"  # stands in for an API key the estimate never uses
 
 
 def dry_run(pieces: Iterable[pa.RecordBatch], engine: CallEngine, prompt: Prompt,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_
 from featdisco.cli.tables import Output
 from featdisco.cluster_ids import id_history
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.registry import resolve_backend
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
 from featdisco.rundir import MANIFEST, RunDir, RunLock
 from featdisco.runsummary import Totals, headline, run_totals, stage_cells
@@ -71,8 +73,16 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
                  out: Output | None = None, show_private: bool = False) -> None:
     out = out or Output()
     log = log_line(quiet)
+    made = not run_dir.exists()
     pipe = Pipeline(run_dir, cfg, log=log, progress="none" if quiet else "auto")
-    if not quiet and pipe.llm.name == "local":
+    if not dry:
+        try:
+            _ = pipe.llm  # built now, so a missing API key stops the run before anything is read
+        except FeatdiscoError:
+            if made:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    if not quiet and resolve_backend(cfg.llm, cfg.base_url)[0] == "local":
         log("note: the embedded local model gives demo-quality features; use --llm openai or "
             "anthropic with a frontier model for research")
     if dry:
@@ -81,6 +91,8 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             est = pipe.estimate(inputs, read_options)
         finally:
             pipe.close()
+            if made:  # a dry run leaves no run directory behind (its lock and empty cache)
+                shutil.rmtree(run_dir, ignore_errors=True)
         out.say(f"dry run, featurize: {est}")
         out.say("naming and rating add about one call per cluster plus one per 10 clusters.")
         return
