@@ -6,6 +6,7 @@ The lowest layer of reading: containers (:mod:`featdisco.transcripts.sources`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,10 @@ class RawRecord:
     """
 
     where: str
-    data: dict[str, Any] | None
+    data: Mapping[str, object] | None
     error: BadRecord | None = None
     fatal: bool = False
-    context: dict[str, Any] | None = None
+    context: dict[str, str] | None = None  # what the container says of every record in it (a split)
     lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
