@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -31,7 +30,7 @@ class RawRecord:
     lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
-def decode_json_object(raw: bytes) -> dict[str, Any]:
+def decode_json_object(raw: bytes) -> dict[str, object]:
     """Parse one JSON object from bytes, with errors a user can act on."""
     try:
         text = raw.decode("utf-8")
@@ -48,7 +47,7 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def type_name(value: Any) -> str:
+def type_name(value: object) -> str:
     if value is None:
         return "null"
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",

@@ -210,7 +210,7 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         yield RawRecord("file", None, BadRecord("wrong-type", "expected a JSON object or array"), fatal=True)
         return
     key: str | None = "item" if lead == b"[" else None
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
     if lead == b"{" and doc is None:
         try:
             list_key, fields = js.find_list_key(open_, skip)

@@ -173,7 +173,7 @@ def iter_pieces(transcripts: Iterable[tm.Transcript], *, max_chars: int | None =
         yield from split_transcript(t, max_chars=max_chars, stats=stats, seen=seen)
 
 
-def _meta_value(value: Any) -> str | None:
+def _meta_value(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):

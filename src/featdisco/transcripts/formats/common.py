@@ -42,7 +42,7 @@ class Conversation:
     model: str | None = None
     id: str | None = None
     suffix: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
     tree: str | None = None
 
 
@@ -103,7 +103,7 @@ def list_key(rec: Mapping[str, object], keys: tuple[str, ...], marker: str) -> s
     return None
 
 
-def get_list(rec: Mapping[str, object], key: str, where: str | None = None) -> list[Any]:
+def get_list(rec: Mapping[str, object], key: str, where: str | None = None) -> list[object]:
     value = rec.get(key)
     if isinstance(value, str) and value[:1] == "[":  # a JSON-encoded column
         try:
@@ -138,7 +138,7 @@ def iter_field(value: object) -> Iterable[object]:
     raise TypeError(f"'{type(value).__name__}' object is not iterable")
 
 
-def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
+def get_str(value: object, where: str, *, allow_none: bool = True) -> str:
     if value is None and allow_none:
         return ""
     if isinstance(value, str):
@@ -146,7 +146,7 @@ def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
     raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
 
 
-def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
+def get_role(value: object, where: str, roles: Mapping[str, Role], known: str, *,
              fold: bool = True) -> tuple[str, Role]:
     """A message's role field as written and as mapped through ``roles`` (lower-cased first
     when ``fold``); ``known`` ends the error a user sees ("one of user, assistant")."""
@@ -158,9 +158,9 @@ def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
     return value, role
 
 
-def dotted(rec: Mapping[str, object], path: str) -> Any:
+def dotted(rec: Mapping[str, object], path: str) -> object:
     """The value at a dotted path (``request.model``, ``info.exit_status``), or None."""
-    value: Any = rec
+    value: object = rec
     for part in path.split("."):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -173,7 +173,7 @@ def dotted(rec: Mapping[str, object], path: str) -> Any:
     return value
 
 
-def compact_json(value: Any) -> str:
+def compact_json(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
@@ -198,9 +198,9 @@ def id_of(rec: Mapping[str, object], keys: tuple[str, ...] = ID_KEYS) -> str | N
     return None
 
 
-def scalar_metadata(rec: Mapping[str, object], exclude: set[str] | frozenset[str]) -> dict[str, Any]:
+def scalar_metadata(rec: Mapping[str, object], exclude: set[str] | frozenset[str]) -> dict[str, object]:
     """Top-level scalar fields not consumed by the parser (dataset, split, checkpoint, ...)."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in rec.items():
         if key in exclude or key in MODEL_KEYS:
             continue
