@@ -167,6 +167,19 @@ def test_gemini_thought_parts_camel_and_snake(tmp_path: Path) -> None:
     assert kinds(second) == [(0, "user", "Hi"), (1, "thought", "Say hello."), (1, "response", "Hello!")]
 
 
+def test_gemini_response_model_version_that_is_not_a_string_names_no_model(tmp_path: Path) -> None:
+    # A saved response whose modelVersion is a number once crashed the whole read with a
+    # traceback (the think-tag check called .rsplit on it); now the record simply has no model.
+    rec = {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
+           "response": {"candidates": [{"content": {"parts": [{"text": "Hello!"}]}}], "modelVersion": 12}}
+    path = write_jsonl(tmp_path / "gem.jsonl", [rec, {**rec, "response": {**rec["response"],
+                                                                        "modelVersion": "gemini-2.5-flash"}}])
+    rows = pieces(path)
+    assert [(r["model"], r["kind"], r["text"]) for r in rows] == [
+        (None, "user", "Hi"), (None, "response", "Hello!"),
+        ("gemini-2.5-flash", "user", "Hi"), ("gemini-2.5-flash", "response", "Hello!")]
+
+
 def test_sharegpt_roles(tmp_path: Path) -> None:
     rec = {"id": "sg1", "conversations": [
         {"from": "system", "value": "sys"},

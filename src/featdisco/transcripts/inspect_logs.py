@@ -6,30 +6,38 @@ files become raw records, each sample wrapped with its eval spec (``{eval, sampl
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.raw import RawRecord, decode_json_object
 
 
-def is_inspect_log(doc: dict[str, Any]) -> bool:
+def is_inspect_log(doc: Mapping[str, object]) -> bool:
     return isinstance(doc.get("eval"), dict) and ("samples" in doc or "status" in doc)
 
 
-def wrap_sample(eval_spec: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
+class InspectRecord(TypedDict):
+    """One sample as handed to the ``inspect`` format, with the eval spec it ran under."""
+
+    eval: Mapping[str, object]
+    sample: Mapping[str, object]
+
+
+def wrap_sample(eval_spec: Mapping[str, object], sample: Mapping[str, object]) -> InspectRecord:
     return {"eval": eval_spec, "sample": sample}
 
 
-def inspect_where(sample: Any, fallback: int) -> str:
+def inspect_where(sample: object, fallback: int) -> str:
     if isinstance(sample, dict) and "id" in sample:
         return f"sample {sample['id']} epoch {sample.get('epoch', 1)}"
     return f"sample #{fallback}"
 
 
-def expand_inspect_log(doc: dict[str, Any]) -> Iterator[RawRecord]:
-    samples = doc.get("samples")
+def expand_inspect_log(doc: Mapping[str, object]) -> Iterator[RawRecord]:
+    samples, spec = doc.get("samples"), doc.get("eval")
+    eval_spec: Mapping[str, object] = spec if isinstance(spec, dict) else {}  # a dict: is_inspect_log
     if not isinstance(samples, list) or not samples:
         yield RawRecord("samples", None, BadRecord("empty-file", "eval log has no samples"),
                         fatal=True)
@@ -37,7 +45,7 @@ def expand_inspect_log(doc: dict[str, Any]) -> Iterator[RawRecord]:
     for i, sample in enumerate(samples, start=1):
         where = inspect_where(sample, i)
         if isinstance(sample, dict):
-            yield RawRecord(where, wrap_sample(doc["eval"], sample))  # "eval" is a dict: is_inspect_log
+            yield RawRecord(where, wrap_sample(eval_spec, sample))
         else:
             yield RawRecord(where, None, BadRecord("wrong-type", "sample is not an object"))
 
@@ -64,7 +72,7 @@ def iter_eval_zip(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                             fatal=True)
             return
         spec = header.get("eval")
-        eval_spec: dict[str, Any] = spec if isinstance(spec, dict) else {}
+        eval_spec: Mapping[str, object] = spec if isinstance(spec, dict) else {}
         sample_names = sorted(n for n in names if n.startswith("samples/") and n.endswith(".json"))
         if not sample_names:
             yield RawRecord("samples/", None, BadRecord("empty-file", "eval archive has no samples"),

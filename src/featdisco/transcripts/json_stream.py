@@ -93,14 +93,14 @@ class MoreValues(Exception):
     """The document is followed by more JSON values: it is JSON Lines under a .json name."""
 
 
-def find_list_key(open_: Callable[[], IO[bytes]], skip: int) -> tuple[str | None, dict[str, Any]]:
+def find_list_key(open_: Callable[[], IO[bytes]], skip: int) -> tuple[str | None, dict[str, object]]:
     """Scan a top-level object up to the first of :data:`LIST_KEYS` holding objects.
 
     Returns that key (or ``None``) and the top-level fields before it (all of them when
     there is no such key: the object is then one record). Raises :class:`MoreValues` when
     more values follow the object, and what ijson raises.
     """
-    head: dict[str, Any] = {}
+    head: dict[str, object] = {}
     with open_() as f:
         events = ijson.parse(_Skip(f, skip), use_float=True)
         key: str | None = None
@@ -164,7 +164,7 @@ def stream_items(open_: Callable[[], IO[bytes]], skip: int, prefix: str, size: i
             yield on_error(n + 1, err, lost_estimate(size, position(f), n))
 
 
-def first_line_object(line: bytes) -> dict[str, Any] | None:
+def first_line_object(line: bytes) -> dict[str, object] | None:
     """The first line as a complete JSON object, if it is one (a JSON Lines file)."""
     try:
         value = orjson.loads(line)

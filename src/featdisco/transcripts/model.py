@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal, get_args
 
 # ---------------------------------------------------------------- content parts
 
@@ -65,26 +65,30 @@ Part = TextPart | ReasoningPart | RedactedReasoningPart | ToolCallPart | ToolRes
 
 
 @dataclass(slots=True, frozen=True)
-class SystemMessage:
+class _Turn:
+    """What every message holds: its parts, in order. Each role is its own class (below), so
+    readers and the splitter tell messages apart with isinstance."""
+
     content: tuple[Part, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class SystemMessage(_Turn):
     role: Literal["system"] = "system"
 
 
 @dataclass(slots=True, frozen=True)
-class UserMessage:
-    content: tuple[Part, ...]
+class UserMessage(_Turn):
     role: Literal["user"] = "user"
 
 
 @dataclass(slots=True, frozen=True)
-class AssistantMessage:
-    content: tuple[Part, ...]
+class AssistantMessage(_Turn):
     role: Literal["assistant"] = "assistant"
 
 
 @dataclass(slots=True, frozen=True)
-class ToolMessage:
-    content: tuple[Part, ...]
+class ToolMessage(_Turn):
     tool_call_id: str | None = None
     name: str | None = None
     role: Literal["tool"] = "tool"
@@ -126,7 +130,7 @@ class Transcript:
     source: str = ""
     record: str = ""
     format: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)  # record fields carried along (JSON values)
     tree: str | None = None
 
     @property
@@ -144,7 +148,7 @@ def text_of(message: Message) -> str:
 # ---------------------------------------------------------------- pieces
 
 PieceKind = Literal["user", "thought", "response"]
-PIECE_KINDS: tuple[PieceKind, ...] = ("user", "thought", "response")
+PIECE_KINDS: tuple[PieceKind, ...] = get_args(PieceKind)
 
 
 @dataclass(slots=True, frozen=True)
@@ -164,5 +168,5 @@ class Piece:
     truncated: bool
     redacted: int  # redacted reasoning blocks in this turn (thought pieces only)
     system: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, object]  # the transcript's, shared: written out as a JSON column
     tool_output: str | None = None  # what the tools answered to this response's calls (report only)

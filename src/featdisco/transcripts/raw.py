@@ -6,8 +6,8 @@ The lowest layer of reading: containers (:mod:`featdisco.transcripts.sources`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -23,14 +23,14 @@ class RawRecord:
     """
 
     where: str
-    data: dict[str, Any] | None
+    data: Mapping[str, object] | None
     error: BadRecord | None = None
     fatal: bool = False
-    context: dict[str, Any] | None = None
+    context: dict[str, str] | None = None  # what the container says of every record in it (a split)
     lost: int | None = None  # fatal only: about how many records the unread rest held
 
 
-def decode_json_object(raw: bytes) -> dict[str, Any]:
+def decode_json_object(raw: bytes) -> dict[str, object]:
     """Parse one JSON object from bytes, with errors a user can act on."""
     try:
         text = raw.decode("utf-8")
@@ -47,7 +47,7 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def type_name(value: Any) -> str:
+def type_name(value: object) -> str:
     if value is None:
         return "null"
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,7 @@ class _Reader:
         self.report = report
         self.log = log
         self.seen_ids: set[int] = set()
-        self.question_cache: dict[Path, tuple[dict[str, dict[str, Any]], str]] = {}
+        self.question_cache: dict[Path, tuple[dict[str, Mapping[str, object]], str]] = {}
         self.meta_found: set[str] = set()  # --meta fields some record had
         self.model_field_found = False  # whether any record had the --source-model-from field
         self.first_fields: list[str] | None = None
@@ -310,9 +310,9 @@ class _Reader:
                 return cand
         return None
 
-    def _load_questions(self, qfile: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    def _load_questions(self, qfile: Path) -> tuple[dict[str, Mapping[str, object]], str]:
         if qfile not in self.question_cache:
-            questions: dict[str, dict[str, Any]] = {}
+            questions: dict[str, Mapping[str, object]] = {}
             for raw in iter_raw(qfile, self.opts.max_record_bytes):
                 if raw.data is None:
                     assert raw.error is not None
@@ -356,9 +356,9 @@ class _Reader:
                                                      f"{spec.name} ({type(e).__name__}: {e})"), file_report)
                 continue
             if self.first_fields is None:
-                self.first_fields = list(raw.data.get("sample", raw.data)
-                                         if isinstance(raw.data.get("sample"), dict) else raw.data)
-            meta_extra = dict(raw.context or {})
+                sample = raw.data.get("sample")
+                self.first_fields = list(sample if isinstance(sample, dict) else raw.data)
+            meta_extra: dict[str, object] = dict(raw.context or {})
             for name in self.opts.meta:
                 value = dotted(raw.data, name)
                 if value is not None:
@@ -396,7 +396,7 @@ class _Reader:
                     tree=conv.tree,
                 )
 
-    def _source_model(self, path: Path, rec: dict[str, Any]) -> str | None:
+    def _source_model(self, path: Path, rec: Mapping[str, object]) -> str | None:
         """``--source-model-from``: the model named by the file, its folder or a record field;
         it wins over the record's own model field, since the user chose it."""
         how = self.opts.source_model_from
@@ -482,15 +482,15 @@ def _looks_like_questions(path: Path) -> bool:
                                                                          first.data)
 
 
-def _join_question(metadata: dict[str, Any], rec: dict[str, Any], ctx: ParseContext) -> None:
+def _join_question(metadata: dict[str, object], rec: Mapping[str, object], ctx: ParseContext) -> None:
     key = question_key(rec)
     question = ctx.questions.get(key) if key is not None else None
     if question is None:
         return
     metadata.setdefault("question_id", key)
     for name in QUESTION_FIELDS:
-        if isinstance(question.get(name), str) and metadata.get(name) is None:
-            metadata[name] = question[name]
+        if isinstance(value := question.get(name), str) and metadata.get(name) is None:
+            metadata[name] = value
 
 
 def has_text(messages: list[tm.Message]) -> bool:
@@ -507,7 +507,7 @@ def has_text(messages: list[tm.Message]) -> bool:
     return False
 
 
-def _detect(samples: list[dict[str, Any]]) -> FormatSpec | None:
+def _detect(samples: list[Mapping[str, object]]) -> FormatSpec | None:
     best: FormatSpec | None = None
     best_hits = 0
     for spec in FORMATS.values():
@@ -517,7 +517,7 @@ def _detect(samples: list[dict[str, Any]]) -> FormatSpec | None:
     return best
 
 
-def _safe_sniff(spec: FormatSpec, rec: dict[str, Any]) -> bool:
+def _safe_sniff(spec: FormatSpec, rec: Mapping[str, object]) -> bool:
     try:
         return bool(spec.sniff(rec))
     except Exception:  # a sniffer must never turn odd data into a crash
@@ -531,6 +531,6 @@ def _distance(answer: Path, question: Path) -> int:
         return 99
 
 
-def _content_hash(rec: dict[str, Any]) -> str:
+def _content_hash(rec: Mapping[str, object]) -> str:
     raw = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS, default=str)
     return "h" + hashlib.sha1(raw).hexdigest()[:16]

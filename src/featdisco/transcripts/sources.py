@@ -11,7 +11,7 @@ import csv
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -196,7 +196,7 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     def open_() -> IO[bytes]:
         return _open_binary(path)
 
-    doc: dict[str, Any] | None = None
+    doc: Mapping[str, object] | None = None
     if lead == b"{":
         first, newline, rest = body.partition(b"\n")
         if newline or eof:
@@ -210,7 +210,7 @@ def _iter_json(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         yield RawRecord("file", None, BadRecord("wrong-type", "expected a JSON object or array"), fatal=True)
         return
     key: str | None = "item" if lead == b"[" else None
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
     if lead == b"{" and doc is None:
         try:
             list_key, fields = js.find_list_key(open_, skip)
@@ -271,7 +271,7 @@ def _peek(path: Path, limit: int = 1 << 16) -> tuple[bytes, bool, BaseException 
     return head, False, None
 
 
-def _records_of_document(doc: dict[str, Any]) -> Iterator[RawRecord]:
+def _records_of_document(doc: Mapping[str, object]) -> Iterator[RawRecord]:
     """A JSON object read whole (small: one line, or no list of records inside)."""
     if is_inspect_log(doc):
         yield from expand_inspect_log(doc)

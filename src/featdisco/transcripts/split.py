@@ -66,7 +66,7 @@ def render_tool_call(part: tm.ToolCallPart) -> str:
     return f"[tool call] {part.name}({args})"
 
 
-def _visible(parts: Iterable[Any], *, with_tools: bool) -> str:
+def _visible(parts: Iterable[tm.Part], *, with_tools: bool) -> str:
     out: list[str] = []
     for p in parts:
         if isinstance(p, tm.TextPart):
@@ -151,7 +151,7 @@ def split_transcript(t: tm.Transcript, *, max_chars: int | None = None,
     return pieces
 
 
-def _tool_output(messages: list[Any], index: int) -> str | None:
+def _tool_output(messages: list[tm.Message], index: int) -> str | None:
     """The outputs of the tool turns right after an assistant step, clipped (idempotently,
     so a split read back and split again keeps them) to TOOL_OUTPUT_MAX characters."""
     texts: list[str] = []
@@ -173,7 +173,7 @@ def iter_pieces(transcripts: Iterable[tm.Transcript], *, max_chars: int | None =
         yield from split_transcript(t, max_chars=max_chars, stats=stats, seen=seen)
 
 
-def _meta_value(value: Any) -> str | None:
+def _meta_value(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):

@@ -10,7 +10,7 @@ are left out (counted in the metadata).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ from featdisco.transcripts.raw import RawRecord
 # ---------------------------------------------------------------- SWE-agent
 
 
-def sniff_swe_agent(rec: dict[str, Any]) -> bool:
+def sniff_swe_agent(rec: Mapping[str, object]) -> bool:
     return isinstance(rec.get("trajectory"), list) and (
         isinstance(rec.get("history"), list) or isinstance(rec.get("info"), dict))
 
 
-def parse_swe_agent(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_swe_agent(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     skipped: Counter[str] = Counter()
     history = rec.get("history")
     if isinstance(history, list) and history:
@@ -39,7 +39,7 @@ def parse_swe_agent(rec: dict[str, Any], ctx: common.ParseContext) -> list[commo
         messages = _swe_steps(common.get_list(rec, "trajectory"))
     info = rec.get("info") if isinstance(rec.get("info"), dict) else {}
     assert isinstance(info, dict)
-    meta: dict[str, Any] = {}
+    meta: dict[str, object] = {}
     for key in ("exit_status", "submission"):
         if isinstance(info.get(key), str):
             meta[key] = info[key][:500]
@@ -51,8 +51,9 @@ def parse_swe_agent(rec: dict[str, Any], ctx: common.ParseContext) -> list[commo
     if skipped:
         meta["skipped_history"] = dict(skipped)
     model, instance = _replay_config(rec.get("replay_config"))
-    if instance is None and isinstance(rec.get(_FILE_KEY), str):  # SWE-agent names files by instance
-        instance = rec[_FILE_KEY].removesuffix(".traj").removesuffix(".json")
+    file_name = rec.get(_FILE_KEY)
+    if instance is None and isinstance(file_name, str):  # SWE-agent names files by instance
+        instance = file_name.removesuffix(".traj").removesuffix(".json")
     return [common.Conversation(messages, model=model, id=instance, metadata=meta)]
 
 
@@ -117,7 +118,7 @@ def _swe_steps(steps: list[Any]) -> list[tm.Message]:
     return out
 
 
-def _replay_config(value: Any) -> tuple[str | None, str | None]:
+def _replay_config(value: object) -> tuple[str | None, str | None]:
     """Model name and instance id from the run's saved configuration (a JSON string)."""
     if isinstance(value, str):
         try:
@@ -140,12 +141,12 @@ SWE_AGENT = common.FormatSpec("swe-agent", "SWE-agent trajectories (.traj: histo
 # ---------------------------------------------------------------- mini-SWE-agent
 
 
-def sniff_mini(rec: dict[str, Any]) -> bool:
+def sniff_mini(rec: Mapping[str, object]) -> bool:
     fmt = rec.get("trajectory_format")
     return isinstance(fmt, str) and fmt.startswith("mini-swe-agent") and isinstance(rec.get("messages"), list)
 
 
-def parse_mini(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_mini(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     """Chat messages where, once the model has acted, a ``user`` message is the output of
     its command (mini-SWE-agent's observations), so it is tool output, not a user turn."""
     skipped: Counter[str] = Counter()
@@ -167,12 +168,14 @@ def parse_mini(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Con
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     model_cfg = config.get("model") if isinstance(config, dict) and isinstance(config.get("model"), dict) else {}
     model = model_cfg.get("model_name") if isinstance(model_cfg, dict) else None
-    meta: dict[str, Any] = {k: info[k][:500] for k in ("exit_status", "submission") if isinstance(info.get(k), str)}
+    meta: dict[str, object] = {k: info[k][:500] for k in ("exit_status", "submission")
+                               if isinstance(info.get(k), str)}
     if skipped:
         meta["skipped_messages"] = dict(skipped)
     instance = rec.get("instance_id")
-    if not isinstance(instance, str) and isinstance(rec.get(_FILE_KEY), str):
-        instance = rec[_FILE_KEY].removesuffix(".json").removesuffix(".traj")
+    file_name = rec.get(_FILE_KEY)
+    if not isinstance(instance, str) and isinstance(file_name, str):
+        instance = file_name.removesuffix(".json").removesuffix(".traj")
     return [common.Conversation(messages, model=model if isinstance(model, str) else None,
                                 id=instance if isinstance(instance, str) else None, metadata=meta)]
 
@@ -186,7 +189,7 @@ _NOT_MODEL_ACTIONS = {"recall", "change_agent_state", "null", "condensation", "c
 _NOT_TOOL_OBSERVATIONS = {"agent_state_changed", "null", "recall", "condensation"}
 
 
-def _is_event(ev: Any) -> bool:
+def _is_event(ev: object) -> bool:
     if not isinstance(ev, dict):
         return False
     if isinstance(ev.get("kind"), str) and ev["kind"].endswith("Event"):  # OpenHands SDK (V1)
@@ -201,7 +204,7 @@ def _flat(history: list[Any]) -> list[Any]:
     return history
 
 
-def sniff_openhands(rec: dict[str, Any]) -> bool:
+def sniff_openhands(rec: Mapping[str, object]) -> bool:
     history = rec.get("history")
     if isinstance(history, list) and history:
         history = _flat(history)
@@ -217,7 +220,7 @@ def group_events(path: Path, records: Iterator[RawRecord],
                              else f"{first} to {last}", pass_through=lambda data: "history" in data)
 
 
-def parse_openhands(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_openhands(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     history = _flat(common.get_list(rec, "history"))
     skipped: Counter[str] = Counter()
     messages: list[tm.Message] = []
@@ -249,26 +252,30 @@ def parse_openhands(rec: dict[str, Any], ctx: common.ParseContext) -> list[commo
     meta_obj = rec.get("metadata")
     if isinstance(meta_obj, dict) and isinstance(meta_obj.get("llm_config"), dict):
         model = meta_obj["llm_config"].get("model") or model
-    meta: dict[str, Any] = {}
+    meta: dict[str, object] = {}
     if skipped:
         meta["skipped_events"] = dict(skipped)
     for key in ("instance_id", "error"):
-        if isinstance(rec.get(key), str):
-            meta[key] = rec[key][:500]
+        value = rec.get(key)
+        if isinstance(value, str):
+            meta[key] = value[:500]
     iid = rec.get("instance_id")
     return [common.Conversation(messages, model=model if isinstance(model, str) else None,
                                 id=iid if isinstance(iid, str) else None, metadata=meta)]
 
 
-def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
+def _v0_event(ev: Mapping[str, object], where: str, responses: set[str],
               skipped: Counter[str]) -> tuple[list[tm.Message], str | None]:
     """An event of the OpenHands V0 runtime (``action``/``args``, ``observation``/``content``)."""
     source = ev.get("source")
-    args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
-    assert isinstance(args, dict)
-    tcm = ev.get("tool_call_metadata") if isinstance(ev.get("tool_call_metadata"), dict) else None
+    args = ev.get("args")
+    if not isinstance(args, dict):
+        args = {}
+    tcm = ev.get("tool_call_metadata")
+    if not isinstance(tcm, dict):
+        tcm = None
     if "observation" in ev:
-        kind = ev["observation"]
+        kind = ev.get("observation")
         if kind in _NOT_TOOL_OBSERVATIONS:
             skipped[f"observation {kind}"] += 1
             return [], None
@@ -310,32 +317,36 @@ def _v0_event(ev: dict[str, Any], where: str, responses: set[str],
     return [tm.AssistantMessage(tuple(parts))], None
 
 
-def _v1_call(ev: dict[str, Any]) -> tm.ToolCallPart:
-    call = ev.get("tool_call") if isinstance(ev.get("tool_call"), dict) else {}
-    assert isinstance(call, dict)
-    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
-    assert isinstance(fn, dict)
+def _v1_call(ev: Mapping[str, object]) -> tm.ToolCallPart:
+    call = ev.get("tool_call")
+    if not isinstance(call, dict):
+        call = {}
+    fn = call.get("function")
+    if not isinstance(fn, dict):
+        fn = {}
     return tm.ToolCallPart(str(fn.get("name") or ev.get("tool_name") or "tool"),
                            common.compact_json(fn.get("arguments", ev.get("action", {}))),
-                           call.get("id") if isinstance(call.get("id"), str) else None)
+                           common.opt_str(call.get("id")))
 
 
-def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[tm.Message]:
+def _v1_event(ev: Mapping[str, object], where: str, skipped: Counter[str]) -> list[tm.Message]:
     """An event of the OpenHands software-agent SDK (``kind``: MessageEvent, ActionEvent, ...)."""
-    kind = ev["kind"]
+    kind = ev.get("kind")
     if kind == "SystemPromptEvent":
         prompt = ev.get("system_prompt")
         text = prompt.get("text") if isinstance(prompt, dict) else prompt
         return [tm.SystemMessage((tm.TextPart(str(text or "")),))]
-    if kind == "MessageEvent" and isinstance(ev.get("llm_message"), dict):
-        return parse_messages([dict(ev["llm_message"])], f"{where}.llm_message")
+    llm_message = ev.get("llm_message")
+    if kind == "MessageEvent" and isinstance(llm_message, dict):
+        return parse_messages([dict(llm_message)], f"{where}.llm_message")
     if kind == "ActionEvent":
         thinking: list[tm.Part] = []
-        if isinstance(ev.get("reasoning_content"), str) and ev["reasoning_content"].strip():
-            thinking.append(tm.ReasoningPart(ev["reasoning_content"]))
-        thinking += [tm.ReasoningPart(b["thinking"]) for b in ev.get("thinking_blocks") or []
+        reasoning = ev.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning.strip():
+            thinking.append(tm.ReasoningPart(reasoning))
+        thinking += [tm.ReasoningPart(b["thinking"]) for b in common.iter_field(ev.get("thinking_blocks"))
                      if isinstance(b, dict) and isinstance(b.get("thinking"), str)]
-        text = [tm.TextPart(t["text"]) for t in ev.get("thought") or [] if isinstance(t, dict)
+        text = [tm.TextPart(t["text"]) for t in common.iter_field(ev.get("thought")) if isinstance(t, dict)
                 and isinstance(t.get("text"), str)]
         return [tm.AssistantMessage((*thinking, *text, _v1_call(ev)))]
     if kind in ("ObservationEvent", "UserRejectObservation", "AgentErrorEvent"):
@@ -343,7 +354,7 @@ def _v1_event(ev: dict[str, Any], where: str, skipped: Counter[str]) -> list[tm.
         content = obs.get("content") if isinstance(obs, dict) else ev.get("error") or ev.get("rejection_reason")
         body = content if isinstance(content, str) else "\n".join(
             p.text for p in content_parts(content, where, "tool") if isinstance(p, tm.TextPart))
-        cid = ev.get("tool_call_id") if isinstance(ev.get("tool_call_id"), str) else None
+        cid = common.opt_str(ev.get("tool_call_id"))
         return [tm.ToolMessage((tm.ToolResultPart(body, cid, is_error=kind != "ObservationEvent"),),
                                tool_call_id=cid)]
     skipped[str(kind)] += 1

@@ -6,7 +6,7 @@ output is never mistaken for something the user wrote.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
@@ -18,7 +18,7 @@ _ANTHROPIC_BLOCKS = {"thinking", "redacted_thinking", "tool_use", "tool_result",
                      "web_search_tool_result"}
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     msgs = rec.get("messages")
     if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict):
         return False
@@ -35,7 +35,7 @@ def sniff(rec: dict[str, Any]) -> bool:
     return False
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     messages: list[tm.Message] = []
     system = rec.get("system")
     if system:
@@ -56,7 +56,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
                                 metadata=common.scalar_metadata(rec, {"messages", "system"}))]
 
 
-def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
+def _blocks(content: object, where: str, role: str) -> list[tm.Part]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -78,14 +78,13 @@ def _blocks(content: Any, where: str, role: str) -> list[tm.Part]:
         elif btype in ("tool_use", "server_tool_use"):
             parts.append(tm.ToolCallPart(common.get_str(block.get("name"), f"{bwhere}.name") or "tool",
                                          common.compact_json(block.get("input", {})),
-                                         block.get("id") if isinstance(block.get("id"), str) else None))
+                                         common.opt_str(block.get("id"))))
         elif btype in ("tool_result", "web_search_tool_result"):
             inner = block.get("content")
             text = (inner if isinstance(inner, str) else
                     "\n".join(p.text for p in _blocks(inner, f"{bwhere}.content", role)
                               if isinstance(p, tm.TextPart)))
-            tid = block.get("tool_use_id")
-            parts.append(tm.ToolResultPart(text, tid if isinstance(tid, str) else None,
+            parts.append(tm.ToolResultPart(text, common.opt_str(block.get("tool_use_id")),
                                            is_error=bool(block.get("is_error"))))
         elif btype in ("image", "document", "file", "search_result"):
             parts.append(tm.MediaPart(str(btype)))

@@ -16,9 +16,8 @@ Three shapes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import anthropic, common, responses
@@ -35,7 +34,8 @@ _COMPLETION_KEYS = ("completion", "output", "response", "generation")
 # ---------------------------------------------------------------- {request, response}
 
 
-def _pair(rec: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+def _pair(rec: Mapping[str, object]) -> tuple[Mapping[str, object], object] | None:
+    """The record's request body and its response (either may still be any JSON value)."""
     for rk in _REQUEST_KEYS:
         req = rec.get(rk)
         if isinstance(req, dict) and isinstance(req.get("body"), dict):  # {request: {url, headers, body}}
@@ -55,12 +55,12 @@ def _pair(rec: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
     return None
 
 
-def sniff_pair(rec: dict[str, Any]) -> bool:
+def sniff_pair(rec: Mapping[str, object]) -> bool:
     pair = _pair(rec)
     return pair is not None and (pair[1] is None or isinstance(pair[1], dict | str))
 
 
-def parse_pair(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_pair(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     pair = _pair(rec)
     if pair is None:
         raise BadRecord("missing-field", "expected a request object with messages, input or prompt, "
@@ -77,13 +77,13 @@ def parse_pair(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Con
     return _conversations(prompt, answers, model, common.id_of(rec), meta)
 
 
-def _model(*candidates: Any) -> str | None:
+def _model(*candidates: object) -> str | None:
     """The first model name given: the response's (the model that answered) before the request's."""
     return next((c for c in candidates if isinstance(c, str) and c), None)
 
 
 def _conversations(prompt: list[Message], answers: list[list[Message]], model: str | None, rid: str | None,
-                   meta: dict[str, Any]) -> list[common.Conversation]:
+                   meta: dict[str, object]) -> list[common.Conversation]:
     """One transcript per answer (``choice-N`` when there are several); a call with no answer
     logged (and no error) keeps its prompt, which still holds a user piece."""
     if not answers:
@@ -93,7 +93,7 @@ def _conversations(prompt: list[Message], answers: list[list[Message]], model: s
                                 metadata=meta) for i, answer in enumerate(answers)]
 
 
-def request_messages(req: dict[str, Any]) -> list[Message]:
+def request_messages(req: Mapping[str, object]) -> list[Message]:
     """The prompt of a Chat Completions, Messages, Responses or legacy Completions body."""
     if isinstance(req.get("messages"), list):
         if anthropic.sniff(req):
@@ -107,39 +107,40 @@ def request_messages(req: dict[str, Any]) -> list[Message]:
     return [make_message("user", [TextPart(common.get_str(prompt, "request.prompt"))])]
 
 
-def response_messages(resp: Any, where: str) -> list[list[Message]]:
+def response_messages(resp: object, where: str) -> list[list[Message]]:
     """One list of messages per alternative answer in a response body."""
     if resp is None:
         return []
     if isinstance(resp, str):
         return [[AssistantMessage((TextPart(resp),))]] if resp else []
-    resp = common.get_dict(resp, where)
-    if isinstance(resp.get("body"), dict):  # an OpenAI Batch output's response wrapper
-        return response_messages(resp["body"], f"{where}.body")
-    if "choices" in resp:
+    body = common.get_dict(resp, where)
+    if isinstance(body.get("body"), dict):  # an OpenAI Batch output's response wrapper
+        return response_messages(body["body"], f"{where}.body")
+    if "choices" in body:
         out: list[list[Message]] = []
-        for i, raw in enumerate(common.get_list(resp, "choices", f"{where}.choices")):
+        for i, raw in enumerate(common.get_list(body, "choices", f"{where}.choices")):
             choice = common.get_dict(raw, f"{where}.choices[{i}]")
-            if isinstance(choice.get("message"), dict):
-                msg = dict(choice["message"])
+            message, text = choice.get("message"), choice.get("text")
+            if isinstance(message, dict):
+                msg = dict(message)
                 msg.setdefault("role", "assistant")
                 out.append(parse_messages([msg], f"{where}.choices[{i}].message"))
-            elif isinstance(choice.get("text"), str):  # legacy Completions
-                out.append([AssistantMessage((TextPart(choice["text"]),))])
+            elif isinstance(text, str):  # legacy Completions
+                out.append([AssistantMessage((TextPart(text),))])
             else:
                 raise BadRecord("missing-field", f"{where}.choices[{i}]: no message or text")
         return out
-    if "output" in resp and responses.is_items(resp["output"]):
-        return [responses.items_to_messages(resp["output"], f"{where}.output")]
-    if "role" in resp and resp.get("type") != "message":  # a bare chat message
-        return [parse_messages([resp], where)]
-    if isinstance(resp.get("content"), list | str) and resp.get("role", "assistant") == "assistant":
-        wrapped = {"messages": [{"role": "assistant", "content": resp["content"]}]}  # Anthropic Messages
+    if "output" in body and responses.is_items(body["output"]):
+        return [responses.items_to_messages(body["output"], f"{where}.output")]
+    if "role" in body and body.get("type") != "message":  # a bare chat message
+        return [parse_messages([body], where)]
+    if isinstance(body.get("content"), list | str) and body.get("role", "assistant") == "assistant":
+        wrapped = {"messages": [{"role": "assistant", "content": body["content"]}]}  # Anthropic Messages
         return [anthropic.parse(wrapped, common.ParseContext())[0].messages]
-    if "error" in resp:
+    if "error" in body:
         return []
     raise BadRecord("wrong-type", f"{where}: not a Chat Completions, Messages or Responses body "
-                    f"(keys: {', '.join(list(resp)[:10])})")
+                    f"(keys: {', '.join(list(body)[:10])})")
 
 
 PAIR = common.FormatSpec("api-log", "request/response logs ({request, response}: Chat Completions, "
@@ -149,9 +150,9 @@ PAIR = common.FormatSpec("api-log", "request/response logs ({request, response}:
 # ---------------------------------------------------------------- {messages, completion}
 
 
-def _completion_key(rec: dict[str, Any]) -> str | None:
-    if not (isinstance(rec.get("messages"), list) and rec["messages"]
-            and isinstance(rec["messages"][0], dict) and "role" in rec["messages"][0]):
+def _completion_key(rec: Mapping[str, object]) -> str | None:
+    messages = rec.get("messages")
+    if not (isinstance(messages, list) and messages and isinstance(messages[0], dict) and "role" in messages[0]):
         return None
     for key in _COMPLETION_KEYS:
         value = rec.get(key)
@@ -160,11 +161,11 @@ def _completion_key(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def sniff_completion(rec: dict[str, Any]) -> bool:
+def sniff_completion(rec: Mapping[str, object]) -> bool:
     return _completion_key(rec) is not None
 
 
-def parse_completion(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_completion(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     key = _completion_key(rec)
     if key is None:
         raise BadRecord("missing-field", "expected messages and a completion")
@@ -187,7 +188,7 @@ COMPLETION = common.FormatSpec("messages-completion", "prompt messages with a co
 # ---------------------------------------------------------------- OpenAI Batch
 
 
-def sniff_batch_output(rec: dict[str, Any]) -> bool:
+def sniff_batch_output(rec: Mapping[str, object]) -> bool:
     if not isinstance(rec.get("custom_id"), str):
         return False
     resp, result = rec.get("response"), rec.get("result")
@@ -196,22 +197,23 @@ def sniff_batch_output(rec: dict[str, Any]) -> bool:
     return "error" in rec and (resp is None or (isinstance(resp, dict) and "status_code" in resp))
 
 
-def _batch_request(rec: dict[str, Any]) -> dict[str, Any] | None:
+def _batch_request(rec: Mapping[str, object]) -> Mapping[str, object] | None:
     """The request of a batch input line: OpenAI's ``body`` (with ``url``) or Anthropic's ``params``."""
     if not isinstance(rec.get("custom_id"), str):
         return None
-    if isinstance(rec.get("body"), dict) and "url" in rec:
-        return rec["body"]
-    if isinstance(rec.get("params"), dict) and "messages" in rec["params"]:
-        return rec["params"]
+    body, params = rec.get("body"), rec.get("params")
+    if isinstance(body, dict) and "url" in rec:
+        return body
+    if isinstance(params, dict) and "messages" in params:
+        return params
     return None
 
 
-def sniff_batch_input(rec: dict[str, Any]) -> bool:
+def sniff_batch_input(rec: Mapping[str, object]) -> bool:
     return _batch_request(rec) is not None
 
 
-def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_batch_output(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     """One answered batch request; a failed one (an ``error``, a non-200 status, an Anthropic
     result that did not succeed) is a :class:`common.FailedRequest` with its reason."""
     resp = rec.get("response")
@@ -220,7 +222,8 @@ def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[co
     if failure is not None:
         raise common.FailedRequest(*failure)
     prompt = request_messages(req) if isinstance(req, dict) else []
-    meta: dict[str, Any] = {"custom_id": rec["custom_id"]}
+    cid = rec["custom_id"]
+    meta: dict[str, object] = {"custom_id": cid}
     result = rec.get("result")
     if isinstance(result, dict):  # Anthropic: {type: succeeded, message}
         body = result.get("message") if isinstance(result.get("message"), dict) else None
@@ -231,15 +234,15 @@ def parse_batch_output(rec: dict[str, Any], ctx: common.ParseContext) -> list[co
             meta["status_code"] = resp.get("status_code")
     answers = response_messages(body, "response.body") if isinstance(body, dict) else []
     if not answers:
-        raise common.FailedRequest("no-answer", f"{rec['custom_id']}: the response holds no answer")
+        raise common.FailedRequest("no-answer", f"{cid}: the response holds no answer")
     model = _model(body.get("model") if isinstance(body, dict) else None,
                    req.get("model") if isinstance(req, dict) else None)
     if not isinstance(req, dict):
         meta["request"] = "not found"
-    return _conversations(prompt, answers, model, rec["custom_id"], meta)
+    return _conversations(prompt, answers, model, str(cid), meta)
 
 
-def _batch_failure(rec: dict[str, Any]) -> tuple[str, str] | None:
+def _batch_failure(rec: Mapping[str, object]) -> tuple[str, str] | None:
     """``(reason, message)`` of a batch output line whose request failed, or None."""
     cid = rec["custom_id"]
     result = rec.get("result")
@@ -273,8 +276,9 @@ def group_batch_output(path: Path, records: Iterator[RawRecord],
     requests = _batch_inputs(path, log)
     missing = 0
     for raw in records:
-        if raw.data is not None and isinstance(raw.data.get("custom_id"), str):
-            req = requests.get(raw.data["custom_id"])
+        cid = raw.data.get("custom_id") if raw.data is not None else None
+        if raw.data is not None and isinstance(cid, str):
+            req = requests.get(cid)
             if req is None:
                 missing += 1
             else:
@@ -285,9 +289,9 @@ def group_batch_output(path: Path, records: Iterator[RawRecord],
             "(their prompts are missing)")
 
 
-def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, Mapping[str, object]]:
     """custom_id → request body, from every JSONL file in the folder that is a batch input."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Mapping[str, object]] = {}
     for cand in sorted(path.parent.iterdir()):
         if cand == path or not cand.name.lower().endswith(JSONL_SUFFIXES):
             continue
@@ -299,8 +303,9 @@ def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str,
         n = 0
         for raw in (first, *stream):
             request = _batch_request(raw.data) if raw.data is not None else None
-            if raw.data is not None and request is not None:
-                out[raw.data["custom_id"]] = request
+            cid = raw.data.get("custom_id") if raw.data is not None else None
+            if request is not None and isinstance(cid, str):  # a request has a string custom_id
+                out[cid] = request
                 n += 1
         log(f"{path}: joined with batch input {cand.name} ({n:,} requests)")
     if not out:
@@ -308,7 +313,7 @@ def _batch_inputs(path: Path, log: Callable[[str], None]) -> dict[str, dict[str,
     return out
 
 
-def parse_batch_input(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_batch_input(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     return []  # auxiliary: read by group_batch_output into the output's records
 
 

@@ -7,7 +7,7 @@ found beside the answers (or in a parent folder) or named with ``--questions``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import common
@@ -22,18 +22,18 @@ QUESTION_FILE_NAMES = ("question.jsonl", "questions.jsonl", "arena-hard-v0.1.jso
 # ---------------------------------------------------------------- questions (auxiliary)
 
 
-def sniff_questions(rec: dict[str, Any]) -> bool:
+def sniff_questions(rec: Mapping[str, object]) -> bool:
     has_id = "question_id" in rec or "uid" in rec
     has_prompt = isinstance(rec.get("turns"), list) or isinstance(rec.get("prompt"), str)
     return has_id and has_prompt and "choices" not in rec and "messages" not in rec
 
 
-def question_key(rec: dict[str, Any]) -> str | None:
+def question_key(rec: Mapping[str, object]) -> str | None:
     value = rec.get("question_id", rec.get("uid"))
     return None if value is None else str(value)
 
 
-def _question_turns(q: dict[str, Any], where: str) -> list[str]:
+def _question_turns(q: Mapping[str, object], where: str) -> list[str]:
     if "turns" in q:
         turns = common.get_list(q, "turns", f"{where}.turns")
         return [common.get_str(t.get("content") if isinstance(t, dict) else t, f"{where}.turns[{i}]")
@@ -41,20 +41,20 @@ def _question_turns(q: dict[str, Any], where: str) -> list[str]:
     return [common.get_str(q.get("prompt"), f"{where}.prompt")]
 
 
-def parse_questions(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_questions(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     return []  # auxiliary: read by the reader into ParseContext.questions
 
 
 # ---------------------------------------------------------------- MT-bench / Arena-Hard answers
 
 
-def sniff_answers(rec: dict[str, Any]) -> bool:
+def sniff_answers(rec: Mapping[str, object]) -> bool:
     choices = rec.get("choices")
     return ("question_id" in rec or "uid" in rec) and isinstance(choices, list) and bool(choices) \
         and isinstance(choices[0], dict) and "turns" in choices[0]
 
 
-def _lookup_question(rec: dict[str, Any], ctx: common.ParseContext) -> tuple[str, dict[str, Any]]:
+def _lookup_question(rec: Mapping[str, object], ctx: common.ParseContext) -> tuple[str, Mapping[str, object]]:
     key = question_key(rec)
     if key is None:
         raise BadRecord("missing-field", "answer has no question_id")
@@ -68,7 +68,7 @@ def _lookup_question(rec: dict[str, Any], ctx: common.ParseContext) -> tuple[str
     return key, q
 
 
-def parse_answers(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_answers(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     key, q = _lookup_question(rec, ctx)
     prompts = _question_turns(q, f"question {key}")
     choice = common.get_dict(common.get_list(rec, "choices")[0], "choices[0]")
@@ -84,19 +84,19 @@ def parse_answers(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.
     meta = common.scalar_metadata(rec, {"choices"})
     meta["question_id"] = key
     for field in QUESTION_FIELDS:
-        if isinstance(q.get(field), str):
-            meta[field] = q[field]
+        if isinstance(value := q.get(field), str):
+            meta[field] = value
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
 # ---------------------------------------------------------------- AlpacaEval
 
 
-def sniff_alpaca(rec: dict[str, Any]) -> bool:
+def sniff_alpaca(rec: Mapping[str, object]) -> bool:
     return isinstance(rec.get("instruction"), str) and "output" in rec
 
 
-def parse_alpaca(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse_alpaca(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     instruction = common.get_str(rec.get("instruction"), "instruction")
     extra = rec.get("input")
     if isinstance(extra, str) and extra.strip():

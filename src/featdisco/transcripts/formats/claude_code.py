@@ -13,7 +13,7 @@ compaction summaries Claude Code injects itself are kept as system text; ``isMet
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from featdisco.transcripts.raw import RawRecord
 _BOOKKEEPING = {"summary", "file-history-snapshot", "queue-operation", "system"}
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     kind = rec.get("type")
     if kind == "summary":
         return "leafUuid" in rec
@@ -42,7 +42,7 @@ def group_session(path: Path, records: Iterator[RawRecord],
                              else f"lines {first.removeprefix('line ')}-{last.removeprefix('line ')}")
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     events = rec.get("claude_code_events")
     if not isinstance(events, list):  # a single event (a file read with --format and no grouping)
         events = [rec]
@@ -56,8 +56,9 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
     return out
 
 
-def _conversation(events: list[dict[str, Any]], suffix: str | None,
-                  all_events: list[dict[str, Any]]) -> common.Conversation:
+def _conversation(events: Sequence[Mapping[str, object]], suffix: str | None,
+                  all_events: Sequence[Any]) -> common.Conversation:
+    """One chain's transcript; ``all_events`` is the raw session, for its summary lines."""
     messages: list[tm.Message | list[tm.Part]] = []  # an assistant step stays a mutable list until the end
     steps: dict[str, list[tm.Part]] = {}
     skipped: Counter[str] = Counter()
@@ -100,8 +101,9 @@ def _conversation(events: list[dict[str, Any]], suffix: str | None,
                     messages.append(tm.ToolMessage((tm.ToolResultPart(text),), name="local-command"))
                 else:
                     messages.append(tm.UserMessage(tuple(rest)))
-    first = next((e for e in events if e.get("sessionId")), {})
-    meta: dict[str, Any] = {k: first[k] for k in ("cwd", "gitBranch", "version") if isinstance(first.get(k), str)}
+    first: Mapping[str, object] = next((e for e in events if e.get("sessionId")), {})
+    meta: dict[str, object] = {k: first[k] for k in ("cwd", "gitBranch", "version")
+                               if isinstance(first.get(k), str)}
     titles = [e["summary"] for e in all_events if e.get("type") == "summary" and isinstance(e.get("summary"), str)]
     if titles:
         meta["summary"] = titles[-1]
@@ -127,7 +129,7 @@ def _command_output(parts: Sequence[tm.Part]) -> bool:
     return bool(texts) and len(texts) == len(parts) and all(t.startswith(_OUTPUT_TAGS) for t in texts)
 
 
-def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
+def _blocks(content: object, skipped: Counter[str]) -> list[tm.Part]:
     """Anthropic content blocks, leniently: a block type this version does not know is
     counted in ``skipped_events`` rather than losing the whole session."""
     if isinstance(content, str):
@@ -151,7 +153,7 @@ def _blocks(content: Any, skipped: Counter[str]) -> list[tm.Part]:
             parts.append(tm.RedactedReasoningPart())
         elif btype in ("tool_use", "server_tool_use"):
             parts.append(tm.ToolCallPart(str(block.get("name") or "tool"), common.compact_json(block.get("input", {})),
-                                         block.get("id") if isinstance(block.get("id"), str) else None))
+                                         common.opt_str(block.get("id"))))
         elif btype == "tool_result":
             inner = block.get("content")
             text = inner if isinstance(inner, str) else "\n".join(

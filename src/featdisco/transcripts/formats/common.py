@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -42,7 +41,7 @@ class Conversation:
     model: str | None = None
     id: str | None = None
     suffix: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
     tree: str | None = None
 
 
@@ -51,7 +50,7 @@ class ParseContext:
     """What a parser may need beyond the record: column mapping, joined side files."""
 
     mapping: dict[str, str] = field(default_factory=dict)
-    questions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    questions: dict[str, Mapping[str, object]] = field(default_factory=dict)  # question id -> its raw record
     questions_source: str | None = None
     tree: str = "all"  # conversation trees: every root-to-leaf path, or the "first" (top-ranked)
 
@@ -60,8 +59,8 @@ class ParseContext:
 class FormatSpec:
     name: str
     description: str
-    sniff: Callable[[dict[str, Any]], bool]
-    parse: Callable[[dict[str, Any], ParseContext], list[Conversation]]
+    sniff: Callable[[Mapping[str, object]], bool]
+    parse: Callable[[Mapping[str, object], ParseContext], list[Conversation]]
     auxiliary: bool = False  # a side file joined into others (MT-bench questions), not transcripts
     # Formats whose transcript spans several raw records (a Claude Code session is a file of
     # events) or several files (an OpenAI Batch output joined to its input) regroup the file's
@@ -76,11 +75,11 @@ class FormatSpec:
 
 
 def group_file(records: Iterator[RawRecord], key: str, where: Callable[[str, str], str],
-               pass_through: Callable[[dict[str, Any]], bool] = lambda data: False) -> Iterator[RawRecord]:
+               pass_through: Callable[[Mapping[str, object]], bool] = lambda data: False) -> Iterator[RawRecord]:
     """A file's records as one record ``{key: [their data]}`` (a session or trajectory written
     one event a line) placed at ``where(first, last)``; unreadable records, and those
     ``pass_through`` accepts, go on untouched before it."""
-    events: list[dict[str, Any]] = []
+    events: list[Mapping[str, object]] = []
     first = last = ""
     for raw in records:
         if raw.data is None or pass_through(raw.data):
@@ -93,7 +92,7 @@ def group_file(records: Iterator[RawRecord], key: str, where: Callable[[str, str
         yield RawRecord(where(first, last), {key: events})
 
 
-def list_key(rec: dict[str, Any], keys: tuple[str, ...], marker: str) -> str | None:
+def list_key(rec: Mapping[str, object], keys: tuple[str, ...], marker: str) -> str | None:
     """The first of ``keys`` holding a non-empty array of objects whose first has ``marker``
     (``role`` for chat messages, ``from`` for ShareGPT turns)."""
     for key in keys:
@@ -103,7 +102,7 @@ def list_key(rec: dict[str, Any], keys: tuple[str, ...], marker: str) -> str | N
     return None
 
 
-def get_list(rec: dict[str, Any], key: str, where: str | None = None) -> list[Any]:
+def get_list(rec: Mapping[str, object], key: str, where: str | None = None) -> list[object]:
     value = rec.get(key)
     if isinstance(value, str) and value[:1] == "[":  # a JSON-encoded column
         try:
@@ -115,13 +114,30 @@ def get_list(rec: dict[str, Any], key: str, where: str | None = None) -> list[An
     return value
 
 
-def get_dict(value: Any, where: str) -> dict[str, Any]:
+def get_dict(value: object, where: str) -> Mapping[str, object]:
+    """A raw value that must be a JSON object; its fields stay unchecked (``object``) until
+    the caller narrows the ones it reads."""
     if not isinstance(value, dict):
         raise BadRecord("wrong-type", f"{where}: expected an object, got {type_name(value)}")
     return value
 
 
-def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
+def opt_str(value: object) -> str | None:
+    """A raw field that counts only when it is a string (an id, a name): anything else is None."""
+    return value if isinstance(value, str) else None
+
+
+def iter_field(value: object) -> Iterable[object]:
+    """``value or []`` for a raw field read as an array: a missing or empty one gives nothing;
+    one that is not iterable raises TypeError, which the reader reports as a wrong-type record."""
+    if not value:
+        return ()
+    if isinstance(value, Iterable):
+        return value
+    raise TypeError(f"'{type(value).__name__}' object is not iterable")
+
+
+def get_str(value: object, where: str, *, allow_none: bool = True) -> str:
     if value is None and allow_none:
         return ""
     if isinstance(value, str):
@@ -129,7 +145,7 @@ def get_str(value: Any, where: str, *, allow_none: bool = True) -> str:
     raise BadRecord("wrong-type", f"{where}: expected a string, got {type_name(value)}")
 
 
-def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
+def get_role(value: object, where: str, roles: Mapping[str, Role], known: str, *,
              fold: bool = True) -> tuple[str, Role]:
     """A message's role field as written and as mapped through ``roles`` (lower-cased first
     when ``fold``); ``known`` ends the error a user sees ("one of user, assistant")."""
@@ -141,9 +157,9 @@ def get_role(value: Any, where: str, roles: Mapping[str, Role], known: str, *,
     return value, role
 
 
-def dotted(rec: dict[str, Any], path: str) -> Any:
+def dotted(rec: Mapping[str, object], path: str) -> object:
     """The value at a dotted path (``request.model``, ``info.exit_status``), or None."""
-    value: Any = rec
+    value: object = rec
     for part in path.split("."):
         if isinstance(value, dict) and part in value:
             value = value[part]
@@ -156,7 +172,7 @@ def dotted(rec: dict[str, Any], path: str) -> Any:
     return value
 
 
-def compact_json(value: Any) -> str:
+def compact_json(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
@@ -165,7 +181,7 @@ def compact_json(value: Any) -> str:
         return str(value)
 
 
-def model_of(rec: dict[str, Any]) -> str | None:
+def model_of(rec: Mapping[str, object]) -> str | None:
     for key in MODEL_KEYS:
         value = rec.get(key)
         if isinstance(value, str) and value:
@@ -173,7 +189,7 @@ def model_of(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def id_of(rec: dict[str, Any], keys: tuple[str, ...] = ID_KEYS) -> str | None:
+def id_of(rec: Mapping[str, object], keys: tuple[str, ...] = ID_KEYS) -> str | None:
     for key in keys:
         value = rec.get(key)
         if (isinstance(value, str) and value) or (isinstance(value, int) and not isinstance(value, bool)):
@@ -181,9 +197,9 @@ def id_of(rec: dict[str, Any], keys: tuple[str, ...] = ID_KEYS) -> str | None:
     return None
 
 
-def scalar_metadata(rec: dict[str, Any], exclude: set[str] | frozenset[str]) -> dict[str, Any]:
+def scalar_metadata(rec: Mapping[str, object], exclude: set[str] | frozenset[str]) -> dict[str, object]:
     """Top-level scalar fields not consumed by the parser (dataset, split, checkpoint, ...)."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in rec.items():
         if key in exclude or key in MODEL_KEYS:
             continue

@@ -6,7 +6,7 @@ A saved ``GenerateContentResponse`` (``candidates[0].content``) next to the requ
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
@@ -14,17 +14,17 @@ from featdisco.transcripts.formats import common
 _ROLES: dict[str, tm.Role] = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool"}
 
 
-def _pick(d: dict[str, Any], camel: str, snake: str) -> Any:
+def _pick(d: Mapping[str, object], camel: str, snake: str) -> object:
     return d.get(camel, d.get(snake))
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     contents = rec.get("contents")
     return isinstance(contents, list) and bool(contents) and isinstance(contents[0], dict) \
         and "parts" in contents[0]
 
 
-def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
+def _parts(raw_parts: object, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
     """Returns (message parts, tool results) so function responses become tool messages."""
     parts: list[tm.Part] = []
     results: list[tm.Part] = []
@@ -47,11 +47,10 @@ def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
         elif isinstance(call, dict):
             parts.append(tm.ToolCallPart(str(call.get("name") or "function"),
                                          common.compact_json(call.get("args", {})),
-                                         call.get("id") if isinstance(call.get("id"), str) else None))
+                                         common.opt_str(call.get("id"))))
         elif isinstance(response, dict):
             results.append(tm.ToolResultPart(common.compact_json(response.get("response", {})),
-                                             response.get("id") if isinstance(response.get("id"), str)
-                                             else None))
+                                             common.opt_str(response.get("id"))))
         elif isinstance(code, dict):
             parts.append(tm.ToolCallPart("code_execution", common.compact_json(code.get("code", ""))))
         elif isinstance(code_result, dict):
@@ -62,7 +61,7 @@ def _parts(raw_parts: Any, where: str) -> tuple[list[tm.Part], list[tm.Part]]:
     return parts, results
 
 
-def _content(raw: Any, where: str, default_role: str | None = None) -> list[tm.Message]:
+def _content(raw: object, where: str, default_role: str | None = None) -> list[tm.Message]:
     content = common.get_dict(raw, where)
     _, role = common.get_role(content.get("role", default_role) or "user", f"{where}.role", _ROLES,
                               "one of user, model", fold=False)
@@ -73,11 +72,12 @@ def _content(raw: Any, where: str, default_role: str | None = None) -> list[tm.M
     return out
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     messages: list[tm.Message] = []
     system = _pick(rec, "systemInstruction", "system_instruction")
-    if system is None and isinstance(rec.get("config"), dict):
-        system = _pick(rec["config"], "systemInstruction", "system_instruction")
+    config = rec.get("config")
+    if system is None and isinstance(config, dict):
+        system = _pick(config, "systemInstruction", "system_instruction")
     if isinstance(system, str):
         messages.append(tm.make_message("system", [tm.TextPart(system)]))
     elif isinstance(system, dict):
@@ -91,7 +91,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
         messages.extend(_content(candidates[0].get("content"), "candidates[0].content", "model"))
     model = common.model_of(rec)
     if model is None and isinstance(response, dict):
-        model = _pick(response, "modelVersion", "model_version")
+        model = common.opt_str(_pick(response, "modelVersion", "model_version"))
     meta = common.scalar_metadata(rec, {"contents", "candidates", "modelVersion", "model_version"})
     return [common.Conversation(messages, model=model, id=common.id_of(rec), metadata=meta)]
 

@@ -7,7 +7,7 @@ becomes a transcript, told apart by the ``variant`` metadata and an id suffix.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats import common
@@ -18,8 +18,8 @@ VARIANTS = ("chosen", "rejected")
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
 
-def sniff(rec: dict[str, Any]) -> bool:
-    return any(isinstance(rec.get(v), str) and "\n\nHuman:" in rec[v] for v in VARIANTS)
+def sniff(rec: Mapping[str, object]) -> bool:
+    return any(isinstance(text := rec.get(v), str) and "\n\nHuman:" in text for v in VARIANTS)
 
 
 def parse_dialogue(text: str, where: str) -> list[Message]:
@@ -38,7 +38,7 @@ def parse_dialogue(text: str, where: str) -> list[Message]:
     return messages
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     out: list[common.Conversation] = []
     base_id = common.id_of(rec)
     for variant in VARIANTS:

@@ -8,7 +8,7 @@ Covers content-part lists, ``reasoning_content`` (DeepSeek, vLLM), ``reasoning``
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
@@ -34,15 +34,15 @@ _MEDIA_TYPES = {"image_url", "image", "input_image", "input_audio", "audio", "fi
 _REASONING_TYPES = {"reasoning", "thinking", "reasoning_text"}
 
 
-def messages_key(rec: dict[str, Any]) -> str | None:
+def messages_key(rec: Mapping[str, object]) -> str | None:
     return common.list_key(rec, MESSAGE_KEYS, "role")
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     return messages_key(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     key = messages_key(rec) or "messages"
     items = common.get_list(rec, key)
     messages = parse_messages(items, key)
@@ -50,7 +50,7 @@ def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversa
                                 metadata=common.scalar_metadata(rec, {key}))]
 
 
-def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
+def parse_messages(items: Sequence[object], prefix: str) -> list[tm.Message]:
     out: list[tm.Message] = []
     for i, item in enumerate(items):
         where = f"{prefix}[{i}]"
@@ -62,17 +62,15 @@ def parse_messages(items: list[Any], prefix: str) -> list[tm.Message]:
             parts = _reasoning_fields(msg, where) + parts + _tool_calls(msg, where)
         if role == "tool":
             text = "\n".join(p.text for p in parts if isinstance(p, tm.TextPart))
-            call_id = msg.get("tool_call_id")
             err = msg.get("error")
-            parts = [tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None,
-                                       is_error=bool(err))]
+            parts = [tm.ToolResultPart(text, common.opt_str(msg.get("tool_call_id")), is_error=bool(err))]
         name = msg.get("name") or msg.get("function")
-        out.append(tm.make_message(role, parts, tool_call_id=msg.get("tool_call_id"),
-                                   name=name if isinstance(name, str) else None))
+        out.append(tm.make_message(role, parts, tool_call_id=common.opt_str(msg.get("tool_call_id")),
+                                   name=common.opt_str(name)))
     return out
 
 
-def content_parts(content: Any, where: str, role: tm.Role) -> list[tm.Part]:
+def content_parts(content: object, where: str, role: tm.Role) -> list[tm.Part]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -114,15 +112,15 @@ def content_parts(content: Any, where: str, role: tm.Role) -> list[tm.Part]:
         elif ptype in ("tool_use", "tool_call", "function_call"):
             parts.append(tm.ToolCallPart(str(part.get("name", part.get("function", "tool"))),
                                          common.compact_json(part.get("input", part.get("arguments", {}))),
-                                         part.get("id")))
-        elif isinstance(part.get("text"), str):
-            parts.append(tm.TextPart(part["text"]))
+                                         common.opt_str(part.get("id"))))
+        elif isinstance(text := part.get("text"), str):
+            parts.append(tm.TextPart(text))
         else:
             parts.append(tm.MediaPart(str(ptype)))
     return parts
 
 
-def _reasoning_fields(msg: dict[str, Any], where: str) -> list[tm.Part]:
+def _reasoning_fields(msg: Mapping[str, object], where: str) -> list[tm.Part]:
     parts: list[tm.Part] = []
     for key in ("reasoning_content", "reasoning", "thinking"):
         value = msg.get(key)
@@ -150,7 +148,7 @@ def _reasoning_fields(msg: dict[str, Any], where: str) -> list[tm.Part]:
     return parts
 
 
-def _tool_calls(msg: dict[str, Any], where: str) -> list[tm.Part]:
+def _tool_calls(msg: Mapping[str, object], where: str) -> list[tm.Part]:
     parts: list[tm.Part] = []
     calls = msg.get("tool_calls")
     if calls is not None:
@@ -162,7 +160,7 @@ def _tool_calls(msg: dict[str, Any], where: str) -> list[tm.Part]:
             else:  # Inspect AI: "function": name, "arguments": {...}
                 name, args = fn, c.get("arguments")
             parts.append(tm.ToolCallPart(str(name or "tool"), common.compact_json(args if args is not None else {}),
-                                         c.get("id") if isinstance(c.get("id"), str) else None))
+                                         common.opt_str(c.get("id"))))
     legacy = msg.get("function_call")
     if isinstance(legacy, dict):
         parts.append(tm.ToolCallPart(str(legacy.get("name") or "function"),

@@ -8,9 +8,9 @@ tool output left, so splitting again gives the same turns, kinds and texts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -23,14 +23,24 @@ _ROWS = "featdisco_pieces"
 _COLUMNS = ("piece_id", "transcript_id", "turn", "kind", "text")
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+@dataclass(slots=True, frozen=True)
+class _PieceRow:
+    """A checked row of pieces.parquet: what rebuilding its turn needs."""
+
+    kind: str
+    text: str
+    redacted: object  # a count, read only for thought pieces
+    tool_output: str | None
+
+
+def sniff(rec: Mapping[str, object]) -> bool:
     return all(c in rec for c in _COLUMNS) or isinstance(rec.get(_ROWS), list)
 
 
 def group_pieces(path: Path, records: Iterator[RawRecord],
                  log: Callable[[str], None]) -> Iterator[RawRecord]:
     """Consecutive rows of one ``transcript_id`` become one record."""
-    rows: list[dict[str, Any]] = []
+    rows: list[Mapping[str, object]] = []
     first = last = ""
     for raw in records:
         if raw.data is None:
@@ -47,7 +57,7 @@ def group_pieces(path: Path, records: Iterator[RawRecord],
         yield RawRecord(first if first == last else f"{first} to {last}", {_ROWS: rows})
 
 
-def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse(rec: Mapping[str, object], ctx: ParseContext) -> list[Conversation]:
     rows = rec.get(_ROWS)
     if not isinstance(rows, list):
         rows = [rec]
@@ -55,13 +65,16 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     system = rows[0].get("system")
     if isinstance(system, str) and system:
         messages.append(tm.SystemMessage((tm.TextPart(system),)))
-    turns: dict[int, list[dict[str, Any]]] = {}
+    turns: dict[int, list[_PieceRow]] = {}
     for r in rows:
         turn, kind, text = r.get("turn"), r.get("kind"), r.get("text")
-        if not isinstance(turn, int) or kind not in ("user", "thought", "response") or not isinstance(text, str):
+        if (not isinstance(turn, int) or not isinstance(kind, str) or kind not in ("user", "thought", "response")
+                or not isinstance(text, str)):
             raise BadRecord("wrong-type", f"piece {r.get('piece_id')}: expected an integer turn, a kind "
                             "(user, thought, response) and a text")
-        turns.setdefault(turn, []).append(r)
+        tool_output = r.get("tool_output")
+        turns.setdefault(turn, []).append(_PieceRow(kind, text, r.get("redacted"),
+                                                    tool_output if isinstance(tool_output, str) else None))
     pending_output: str | None = None  # the tool output shown beside the last response
     for turn in range(max(turns) + 1 if turns else 0):
         pieces = turns.get(turn)
@@ -70,21 +83,21 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
             messages.append(tm.ToolMessage(parts_))
             pending_output = None
             continue
-        pending_output = next((p.get("tool_output") for p in pieces if p["kind"] == "response"
-                               and isinstance(p.get("tool_output"), str)), None)
-        if pieces[0]["kind"] == "user":
-            messages.append(tm.UserMessage((tm.TextPart(pieces[0]["text"]),)))
+        pending_output = next((p.tool_output for p in pieces if p.kind == "response"
+                               and p.tool_output is not None), None)
+        if pieces[0].kind == "user":
+            messages.append(tm.UserMessage((tm.TextPart(pieces[0].text),)))
             continue
         parts: list[tm.Part] = []
         for p in pieces:
-            if p["kind"] == "thought":
-                parts.append(tm.ReasoningPart(p["text"]))
-                parts.extend(tm.RedactedReasoningPart() for _ in range(int(p.get("redacted") or 0)))
+            if p.kind == "thought":
+                parts.append(tm.ReasoningPart(p.text))
+                parts.extend(tm.RedactedReasoningPart() for _ in range(_count(p.redacted)))
             else:
-                parts.append(tm.TextPart(p["text"]))
+                parts.append(tm.TextPart(p.text))
         messages.append(tm.AssistantMessage(tuple(parts)))
     first = rows[0]
-    meta: dict[str, Any] = {}
+    meta: dict[str, object] = {}
     raw_meta = first.get("metadata")
     if isinstance(raw_meta, str) and raw_meta:
         try:
@@ -98,6 +111,15 @@ def parse(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
     model = first.get("model")
     return [Conversation(messages, model=model if isinstance(model, str) else None,
                          id=str(first["transcript_id"]), metadata=meta)]
+
+
+def _count(value: object) -> int:
+    """A row's ``redacted`` count as the splitter wrote it (missing or null: none)."""
+    if not value:
+        return 0
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"redacted: expected a number, got {type(value).__name__}")
 
 
 SPEC = FormatSpec("featdisco-pieces", "featdisco's own pieces.parquet (a split given to run or "

@@ -8,7 +8,7 @@ text and calls its response piece. ``function_call_output`` items are tool resul
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
@@ -25,7 +25,7 @@ _RESULT_TYPES = {"function_call_output", "custom_tool_call_output", "computer_ca
                  "local_shell_call_output", "mcp_approval_response"}
 
 
-def is_items(value: Any) -> bool:
+def is_items(value: object) -> bool:
     """A list of Responses items (every typed one of a known type, at least one typed)."""
     if not isinstance(value, list) or not value:
         return False
@@ -33,21 +33,22 @@ def is_items(value: Any) -> bool:
     return bool(typed) and all(t in _OUTPUT_TYPES for t in typed)
 
 
-def sniff(rec: dict[str, Any]) -> bool:
-    return is_items(rec.get("output")) and (
+def sniff(rec: Mapping[str, object]) -> bool:
+    output = rec.get("output")
+    return isinstance(output, list) and is_items(output) and (
         rec.get("object") == "response" or "input" in rec or "instructions" in rec
-        or any(isinstance(v, dict) and v.get("type") in ("reasoning", "function_call") for v in rec["output"])
+        or any(isinstance(v, dict) and v.get("type") in ("reasoning", "function_call") for v in output)
         or isinstance(rec.get("model"), str))
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     messages = request_messages(rec, "")
     messages += items_to_messages(rec.get("output"), "output")
     meta = common.scalar_metadata(rec, {"input", "output", "instructions", "object", "created_at"})
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]
 
 
-def request_messages(req: dict[str, Any], prefix: str) -> list[tm.Message]:
+def request_messages(req: Mapping[str, object], prefix: str) -> list[tm.Message]:
     """``instructions`` and ``input`` of a Responses request (input a string or items)."""
     where = f"{prefix}." if prefix else ""
     messages: list[tm.Message] = []
@@ -66,7 +67,7 @@ def request_messages(req: dict[str, Any], prefix: str) -> list[tm.Message]:
     return messages
 
 
-def items_to_messages(items: Any, where: str) -> list[tm.Message]:
+def items_to_messages(items: object, where: str) -> list[tm.Message]:
     if items is None:
         return []
     if not isinstance(items, list):
@@ -100,24 +101,22 @@ def items_to_messages(items: Any, where: str) -> list[tm.Message]:
             close_step()
             output = item.get("output", item.get("content"))
             text = output if isinstance(output, str) else common.compact_json(output) if output is not None else ""
-            call_id = item.get("call_id")
-            out.append(tm.ToolMessage((tm.ToolResultPart(text, call_id if isinstance(call_id, str) else None),),
-                                      tool_call_id=call_id if isinstance(call_id, str) else None))
+            call_id = common.opt_str(item.get("call_id"))
+            out.append(tm.ToolMessage((tm.ToolResultPart(text, call_id),), tool_call_id=call_id))
         elif itype in ("function_call", "custom_tool_call"):
             args = item.get("arguments", item.get("input", ""))
-            call_id = item.get("call_id")
             step.append(tm.ToolCallPart(common.get_str(item.get("name"), f"{iwhere}.name") or "tool",
-                                        common.compact_json(args), call_id if isinstance(call_id, str) else None))
+                                        common.compact_json(args), common.opt_str(item.get("call_id"))))
         elif isinstance(itype, str) and itype.endswith("_call"):  # built-in tools: web search, ...
             detail = item.get("action") or item.get("query") or item.get("queries") or item.get("code") or {}
             step.append(tm.ToolCallPart(itype.removesuffix("_call"), common.compact_json(detail),
-                                        item.get("id") if isinstance(item.get("id"), str) else None))
+                                        common.opt_str(item.get("id"))))
         # item_reference, mcp_list_tools, approval requests: no text of the model's own
     close_step()
     return out
 
 
-def _reasoning(item: dict[str, Any], where: str) -> list[tm.Part]:
+def _reasoning(item: Mapping[str, object], where: str) -> list[tm.Part]:
     """Full reasoning text where the provider returns it, else the summary; encrypted only
     counts as redacted reasoning."""
     texts: list[str] = []

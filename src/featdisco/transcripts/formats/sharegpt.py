@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.transcripts import model as tm
 from featdisco.transcripts.formats import common
@@ -18,15 +18,15 @@ ROLES: dict[str, tm.Role] = {
 }
 
 
-def _key(rec: dict[str, Any]) -> str | None:
+def _key(rec: Mapping[str, object]) -> str | None:
     return common.list_key(rec, KEYS, "from")
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     return _key(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     key = _key(rec) or "conversations"
     messages: list[tm.Message] = []
     system = rec.get("system")

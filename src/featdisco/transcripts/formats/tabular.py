@@ -6,7 +6,7 @@ names which column plays which part; unmapped columns become metadata.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord, FeatdiscoError
 from featdisco.transcripts.formats import common
@@ -38,7 +38,7 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
     return out
 
 
-def auto_mapping(rec: dict[str, Any]) -> dict[str, str] | None:
+def auto_mapping(rec: Mapping[str, object]) -> dict[str, str] | None:
     for user, response in _AUTO_PAIRS:
         if isinstance(rec.get(user), str) and isinstance(rec.get(response), str):
             mapping = {"user": user, "response": response}
@@ -50,16 +50,16 @@ def auto_mapping(rec: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     return auto_mapping(rec) is not None
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     mapping = ctx.mapping or auto_mapping(rec)
     if not mapping:
         raise BadRecord("missing-field", "no prompt/response columns recognised (columns are "
                         f"{', '.join(map(str, rec))}); name them with --map user=COLUMN,response=COLUMN")
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}  # target -> the raw value of its column
     for target, column in mapping.items():
         if column in rec:
             values[target] = rec[column]

@@ -13,7 +13,7 @@ format's messages. A prompt that ends by opening the assistant's turn (often wit
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts import model as tm
@@ -142,24 +142,26 @@ PROMPT_KEYS = ("text", "prompt", "input", "raw", "full_text", "conversation", "f
 COMPLETION_KEYS = ("completion", "response", "output", "generation", "generated_text", "answer")
 
 
-def _columns(rec: dict[str, Any]) -> tuple[str | None, str | None]:
-    prompt = next((k for k in PROMPT_KEYS if isinstance(rec.get(k), str) and has_template(rec[k])), None)
+def _columns(rec: Mapping[str, object]) -> tuple[str | None, str | None]:
+    prompt = next((k for k in PROMPT_KEYS if isinstance(text := rec.get(k), str) and has_template(text)), None)
     completion = next((k for k in COMPLETION_KEYS if isinstance(rec.get(k), str) and k != prompt), None)
     return prompt, completion
 
 
-def sniff(rec: dict[str, Any]) -> bool:
+def sniff(rec: Mapping[str, object]) -> bool:
     return _columns(rec)[0] is not None
 
 
-def parse(rec: dict[str, Any], ctx: common.ParseContext) -> list[common.Conversation]:
+def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
     prompt, completion = _columns(rec)
     if prompt is None:
         raise BadRecord("missing-field", f"no column holds chat-template text (looked in "
                         f"{', '.join(PROMPT_KEYS)})")
-    messages: list[tm.Message] = [tm.make_message("user", [tm.TextPart(rec[prompt])])]
+    prompt_text = common.get_str(rec[prompt], prompt)  # a string: _columns chose it for that
+    messages: list[tm.Message] = [tm.make_message("user", [tm.TextPart(prompt_text)])]
     if completion is not None:
-        messages.append(tm.make_message("assistant", [tm.TextPart(rec[completion])] if rec[completion] else []))
+        answer = common.get_str(rec[completion], completion)
+        messages.append(tm.make_message("assistant", [tm.TextPart(answer)] if answer else []))
     messages = expand_templates(messages, prompt)
     meta = common.scalar_metadata(rec, {prompt, *([completion] if completion else [])})
     return [common.Conversation(messages, model=common.model_of(rec), id=common.id_of(rec), metadata=meta)]

@@ -10,9 +10,8 @@ pieces by content and position and a turn several paths share becomes one piece.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from featdisco.errors import BadRecord
 from featdisco.transcripts.formats.common import Conversation, FormatSpec, ParseContext, get_dict
@@ -23,12 +22,12 @@ _ROLES = {"prompter": "user", "user": "user", "assistant": "assistant"}
 _NODES = "oasst_nodes"  # the rows of one tree, gathered by group_rows
 
 
-def sniff_nested(rec: dict[str, Any]) -> bool:
+def sniff_nested(rec: Mapping[str, object]) -> bool:
     prompt = rec.get("prompt")
     return "message_tree_id" in rec and isinstance(prompt, dict) and "role" in prompt and "text" in prompt
 
 
-def sniff_rows(rec: dict[str, Any]) -> bool:
+def sniff_rows(rec: Mapping[str, object]) -> bool:
     return ("message_id" in rec and "parent_id" in rec and "message_tree_id" in rec
             and rec.get("role") in _ROLES)
 
@@ -37,8 +36,8 @@ def group_rows(path: Path, records: Iterator[RawRecord],
                log: Callable[[str], None]) -> Iterator[RawRecord]:
     """Consecutive rows of one ``message_tree_id`` become one record (one tree). A tree whose
     rows come back after another tree's is an error naming the fix, not a broken tree."""
-    rows: list[dict[str, Any]] = []
-    done: set[Any] = set()
+    rows: list[Mapping[str, object]] = []
+    done: set[object] = set()
     first = last = ""
     for raw in records:
         if raw.data is None:
@@ -62,18 +61,18 @@ def group_rows(path: Path, records: Iterator[RawRecord],
         yield _tree_record(rows, first, last)
 
 
-def _tree_record(rows: list[dict[str, Any]], first: str, last: str) -> RawRecord:
+def _tree_record(rows: list[Mapping[str, object]], first: str, last: str) -> RawRecord:
     where = first if first == last else f"{first} to {last}"
     return RawRecord(where, {"message_tree_id": rows[0].get("message_tree_id"), _NODES: rows})
 
 
-def parse_rows(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_rows(rec: Mapping[str, object], ctx: ParseContext) -> list[Conversation]:
     rows = rec.get(_NODES)
     if not isinstance(rows, list):  # one row read without grouping (--format with a single row)
         rows = [rec]
-    children: dict[Any, list[dict[str, Any]]] = {}
+    children: dict[object, list[Mapping[str, object]]] = {}
     ids = {r.get("message_id") for r in rows}
-    roots = []
+    roots: list[Mapping[str, object]] = []
     for r in rows:
         parent = r.get("parent_id")
         if parent is None or parent not in ids:
@@ -84,40 +83,40 @@ def parse_rows(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
         raise BadRecord("wrong-type", f"tree {rec.get('message_tree_id')}: expected one root message "
                         f"(parent_id null), found {len(roots)}; are its rows together in the file?")
 
-    def replies(node: dict[str, Any]) -> list[dict[str, Any]]:
+    def replies(node: Mapping[str, object]) -> list[Mapping[str, object]]:
         return children.get(node.get("message_id"), [])
 
     return _paths(roots[0], replies, str(rec.get("message_tree_id") or roots[0].get("message_id")), ctx)
 
 
-def parse_nested(rec: dict[str, Any], ctx: ParseContext) -> list[Conversation]:
+def parse_nested(rec: Mapping[str, object], ctx: ParseContext) -> list[Conversation]:
     root = get_dict(rec.get("prompt"), "prompt")
 
-    def replies(node: dict[str, Any]) -> list[dict[str, Any]]:
+    def replies(node: Mapping[str, object]) -> list[Mapping[str, object]]:
         value = node.get("replies")
         return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
     tree_id = str(rec.get("message_tree_id") or root.get("message_id"))
     convs = _paths(root, replies, tree_id, ctx)
     for conv in convs:
-        if isinstance(rec.get("tree_state"), str):
-            conv.metadata["tree_state"] = rec["tree_state"]
+        if isinstance(state := rec.get("tree_state"), str):
+            conv.metadata["tree_state"] = state
     return convs
 
 
-def _rank(node: dict[str, Any]) -> tuple[int, float]:
+def _rank(node: Mapping[str, object]) -> tuple[int, float]:
     rank = node.get("rank")
     if isinstance(rank, int | float) and not isinstance(rank, bool) and rank == rank:  # NaN: unranked
         return (0, float(rank))
     return (1, 0.0)
 
 
-def _paths(root: dict[str, Any], replies: Callable[[dict[str, Any]], list[dict[str, Any]]], tree_id: str,
-           ctx: ParseContext) -> list[Conversation]:
+def _paths(root: Mapping[str, object], replies: Callable[[Mapping[str, object]], list[Mapping[str, object]]],
+           tree_id: str, ctx: ParseContext) -> list[Conversation]:
     """Every root-to-leaf path (or the top-ranked one), deleted messages left out and counted."""
     out: list[Conversation] = []
     deleted = 0
-    stack: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [(root, [])]
+    stack: list[tuple[Mapping[str, object], list[Mapping[str, object]]]] = [(root, [])]
     while stack:
         node, path = stack.pop()
         path = [*path, node]
@@ -136,7 +135,7 @@ def _paths(root: dict[str, Any], replies: Callable[[dict[str, Any]], list[dict[s
     return out
 
 
-def _conversation(path: list[dict[str, Any]], tree_id: str) -> Conversation:
+def _conversation(path: list[Mapping[str, object]], tree_id: str) -> Conversation:
     messages: list[Message] = []
     for node in path:
         role = _ROLES.get(str(node.get("role")))
@@ -149,10 +148,10 @@ def _conversation(path: list[dict[str, Any]], tree_id: str) -> Conversation:
         part = (TextPart(text),)
         messages.append(UserMessage(part) if role == "user" else AssistantMessage(part))
     leaf = path[-1]
-    meta: dict[str, Any] = {"leaf_rank": leaf.get("rank")}
-    if isinstance(path[0].get("lang"), str):
-        meta["lang"] = path[0]["lang"]
-    models = {n.get("model_name") for n in path if isinstance(n.get("model_name"), str)}
+    meta: dict[str, object] = {"leaf_rank": leaf.get("rank")}
+    if isinstance(lang := path[0].get("lang"), str):
+        meta["lang"] = lang
+    models = {name for n in path if isinstance(name := n.get("model_name"), str)}
     return Conversation(messages, model=models.pop() if len(models) == 1 else None, id=tree_id,
                         suffix=str(leaf.get("message_id")), metadata=meta, tree=tree_id)
 
