@@ -184,6 +184,34 @@ class RunLock:
 
 
 RUN_MARKS = (MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (or part of one)
+_WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
+
+
+def check_run_dir(path: str | Path, what: str = "", *, create: bool = False) -> Path:
+    """The one test of whether ``path`` can be a run directory, with one wording for each
+    mistake: the CLI calls it first on the paths it was given (one line, exit 2, before
+    anything is read or created), and :func:`open_run` and :class:`RunDir` call it again, so
+    that the API says the same. Without it a file where a run goes was a FileExistsError
+    traceback and a mistyped run directory was created empty.
+
+    ``create``: the folder may be new (it is not created here) or any folder; otherwise it
+    must be a run already (a run, a transform output or a saved dictionary: one of
+    :data:`RUN_MARKS`). ``what`` names the argument in the message (``--run-dir``).
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise FeatdiscoError(f"{name} is a file, not a run directory; "
+                             f"{'give a new or existing folder' if create else _WROTE}")
+    if not path.exists():
+        if create:
+            return path
+        raise FeatdiscoError(f"{name} does not exist; {_WROTE}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise FeatdiscoError(f"{name} cannot be read (permission denied)")
+    if not create and not any((path / m).is_file() for m in RUN_MARKS):  # no lock file in a stray folder
+        raise FeatdiscoError(f"{name} is not a featdisco run (no {', '.join(RUN_MARKS)}); {_WROTE}")
+    return path
 
 
 @contextlib.contextmanager
@@ -194,15 +222,10 @@ def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> I
     a second writer stops at once with a one-line error naming the first one's pid; the
     manifest is then changed only through :meth:`RunDir.transact` (merged per key, never
     rewritten from a stale copy). ``create``: the folder may be new (``run``); otherwise
-    it must exist (a clear error, not an empty folder made by a typo).
+    it must be a run already (:func:`check_run_dir`: a clear error, not an empty folder
+    made by a typo).
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FeatdiscoError(f"{path} is a file, not a run directory")
-    if not create and not path.is_dir():
-        raise FeatdiscoError(f"{path}: no such run directory")
-    if not create and not any((path / m).is_file() for m in RUN_MARKS):  # no lock file in a stray folder
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {', '.join(RUN_MARKS)})")
+    path = check_run_dir(path, create=create)
     path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(path)
     if write:
@@ -242,9 +265,7 @@ class RunDir:
     """The run directory and its manifest; writes are atomic (temp file, then rename)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():  # `run`/`transform -o` reach here without open_run
-            raise FeatdiscoError(f"{self.path} is a file, not a run directory")
+        self.path = check_run_dir(path, create=True)  # `run`/`transform -o` reach here without open_run
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: dict[str, Any] = self._load()
         self._hashes: dict[str, Any] = {}  # artefact hashes taken since the last write
