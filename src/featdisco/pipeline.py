@@ -23,7 +23,15 @@ from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, RunSummary
 from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
-from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock, StageRecord, fingerprint
+from featdisco.rundir import (
+    LLM_CACHE,
+    MANIFEST,
+    RunDir,
+    RunLock,
+    StageRecord,
+    check_run_dir,
+    fingerprint,
+)
 from featdisco.runsummary import open_ledger, record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
@@ -367,10 +375,7 @@ def adopt_old_split(run: RunDir) -> None:
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the run (or saved dictionary) at ``path``; a clear error if none."""
-    path = Path(path)
-    if not (path / MANIFEST).exists():
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {MANIFEST})")
-    return RunDir(path).manifest
+    return RunDir(check_run_dir(path, marks=(MANIFEST,))).manifest
 
 
 DEFAULT = "<default>"  # a flag value that puts a setting back to its default (--clusters auto)

@@ -187,7 +187,8 @@ RUN_MARKS = (MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (
 _WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
 
 
-def check_run_dir(path: str | Path, what: str = "", *, create: bool = False) -> Path:
+def check_run_dir(path: str | Path, what: str = "", *, create: bool = False,
+                  marks: tuple[str, ...] = RUN_MARKS) -> Path:
     """The one test of whether ``path`` can be a run directory, with one wording for each
     mistake: the CLI calls it first on the paths it was given (one line, exit 2, before
     anything is read or created), and :func:`open_run` and :class:`RunDir` call it again, so
@@ -195,8 +196,9 @@ def check_run_dir(path: str | Path, what: str = "", *, create: bool = False) -> 
     traceback and a mistyped run directory was created empty.
 
     ``create``: the folder may be new (it is not created here) or any folder; otherwise it
-    must be a run already (a run, a transform output or a saved dictionary: one of
-    :data:`RUN_MARKS`). ``what`` names the argument in the message (``--run-dir``).
+    must be a run already (a run, a transform output or a saved dictionary): it holds one
+    of ``marks`` (:data:`RUN_MARKS`; ``(MANIFEST,)`` where the manifest itself is read).
+    ``what`` names the argument in the message (``--run-dir``).
     """
     path = Path(path)
     name = f"{what} {path}" if what else str(path)
@@ -209,8 +211,8 @@ def check_run_dir(path: str | Path, what: str = "", *, create: bool = False) -> 
         raise FeatdiscoError(f"{name} does not exist; {_WROTE}")
     if not os.access(path, os.R_OK | os.X_OK):
         raise FeatdiscoError(f"{name} cannot be read (permission denied)")
-    if not create and not any((path / m).is_file() for m in RUN_MARKS):  # no lock file in a stray folder
-        raise FeatdiscoError(f"{name} is not a featdisco run (no {', '.join(RUN_MARKS)}); {_WROTE}")
+    if not create and not any((path / m).is_file() for m in marks):  # no lock file in a stray folder
+        raise FeatdiscoError(f"{name} is not a featdisco run (no {', '.join(marks)}); {_WROTE}")
     return path
 
 
