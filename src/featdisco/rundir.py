@@ -17,11 +17,11 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import orjson
 import pyarrow as pa
@@ -83,6 +83,40 @@ def versions() -> dict[str, str]:
     return out
 
 
+StageCounts = Mapping[str, object]
+"""What a stage counted (pieces, features dropped by reason, notes, ...): each stage has its
+own keys (a literal, or a TypedDict such as the cluster stage's ``KindCounts``); readers of
+the manifest's copy check each value's type, since a run made by another version wrote it."""
+
+
+class StageLLM(TypedDict, total=False):
+    """A stage's share of the LLM engine's summary (``RunSummary.as_dict`` after the stage
+    less before it), as the manifest keeps it under ``stages.NAME.llm``."""
+
+    calls: int
+    unique: int
+    cached: int
+    ok: int
+    failed: int
+    skipped_budget: int
+    failed_by_reason: dict[str, int]
+    retried_by_reason: dict[str, int]
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    elapsed_s: float
+
+
+class ArtefactHash(TypedDict):
+    """The manifest's ``artefacts.NAME``: a content hash and the size and mtime it was
+    taken at, so that an unchanged file is not read again."""
+
+    hash: str
+    size: int
+    mtime_ns: int
+
+
 @dataclass(slots=True)
 class StageRecord:
     """What the manifest keeps about one finished stage."""
@@ -90,9 +124,9 @@ class StageRecord:
     fingerprint: str
     outputs: list[str]
     output_hash: str
-    counts: dict[str, Any] = field(default_factory=dict)
+    counts: StageCounts = field(default_factory=dict)
     seconds: float = 0.0
-    llm: dict[str, Any] | None = None
+    llm: StageLLM | None = None
     complete: bool = True
     finished_at: str = ""
     peak_rss_mib: float = 0.0  # the process's peak resident memory during the stage
@@ -270,7 +304,7 @@ class RunDir:
         self.path = check_run_dir(path, create=True)  # `run`/`transform -o` reach here without open_run
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: dict[str, Any] = self._load()
-        self._hashes: dict[str, Any] = {}  # artefact hashes taken since the last write
+        self._hashes: dict[str, ArtefactHash] = {}  # artefact hashes taken since the last write
 
     def _load(self) -> dict[str, Any]:
         mpath = self.path / MANIFEST
@@ -317,7 +351,7 @@ class RunDir:
         with self.transact() as m:
             m.update(fields)
 
-    def merge(self, key: str, entries: dict[str, Any]) -> None:
+    def merge(self, key: str, entries: Mapping[str, object]) -> None:
         """Set ``entries`` inside the manifest's dict ``key`` (e.g. one analysis or scan),
         leaving its other entries as they are on disk now."""
         with self.transact() as m:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,22 @@ LABELS_SCHEMA = pa.schema([
     ("sample", pa.list_(pa.string())),
     ("status", pa.string()),
 ])
+
+
+class LabelRow(TypedDict, total=False):
+    """One row of a labels table (:data:`LABELS_SCHEMA`); a cluster whose naming is still
+    to come has its ``cluster_id`` alone."""
+
+    cluster_id: int
+    label: str | None
+    description: str | None
+    sample: list[str] | None
+    status: str | None
+
+
+def labels_of(table: pa.Table) -> list[LabelRow]:
+    """A labels table (written by this stage, the merge or the curate stage) as rows."""
+    return cast(list[LabelRow], table.to_pylist())
 
 
 @dataclass(slots=True)
