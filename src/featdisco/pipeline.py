@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -269,11 +269,11 @@ class Pipeline(Backends):
                                   stages={t.name: t.llm for t in self.timings if t.llm})
             self.close()
 
-    def prices_used(self) -> dict[str, Any]:
+    def prices_used(self) -> Mapping[str, object]:
         """The model's price and where it came from, as the manifest records it."""
         return self.engine.prices.used(self.llm.name, self.llm.model)
 
-    def _llm_summary(self) -> dict[str, Any]:
+    def _llm_summary(self) -> Mapping[str, object]:
         return self.engine.summary.as_dict()
 
     def estimate(self, inputs: Iterable[str | Path] | None = None,
@@ -382,7 +382,7 @@ DEFAULT = "<default>"  # a flag value that puts a setting back to its default (-
 PER_INVOCATION = ("max_cost",)  # a cap on one invocation's spend: never carried over from the manifest
 
 
-def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = None, *,
+def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | None = None, *,
                          fitted_prompts: bool = True, required: bool = True,
                          own_prompts: bool = False) -> PipelineConfig:
     """The one place config precedence is decided, for every command: a flag (a value in
@@ -404,7 +404,8 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     if cfg.get("budget") is None and isinstance(manifest.get("budget_usd"), int | float):
         cfg["budget"] = manifest["budget_usd"]  # the run's budget carries over (transform)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    flag_prompts = flags.pop("prompt_files", None) or {}
+    given_prompts = flags.pop("prompt_files", None)
+    flag_prompts = dict(given_prompts) if isinstance(given_prompts, Mapping) else {}
     for k, v in flags.items():
         if v == DEFAULT:
             cfg.pop(k, None)
@@ -423,5 +424,5 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     return PipelineConfig(**cfg)
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(d: Mapping[str, object]) -> dict[str, object]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
