@@ -29,6 +29,7 @@ from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.llm.replies import EvidencedFeatures, Features
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
 from featdisco.rundir import StageCounts
 from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult, stage_config
@@ -99,11 +100,9 @@ class FeaturizeCounts(TypedDict):
 
 
 @dataclass(slots=True)
-class FeaturizeReport:
+class FeaturizeReport(Failures):
     pieces: int = 0
     ok: int = 0
-    failed: int = 0
-    failed_by_reason: Counter[str] = field(default_factory=Counter)
     not_sent: int = 0  # held back at the --max-cost cap: not failures, sent by a rerun
     truncated: int = 0
     features: int = 0
@@ -325,8 +324,7 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
                 report.not_sent += 1
                 continue
             if not result.ok:
-                report.failed += 1
-                report.failed_by_reason[result.reason or result.status] += 1
+                report.fail(result.reason or result.status)
                 continue
             report.ok += 1
             found = features_from_result(result, examples, report.dropped, cfg.evidence)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 import faiss
@@ -36,6 +36,7 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import MergeGroups
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
@@ -98,12 +99,10 @@ class Group:
 
 
 @dataclass(slots=True)
-class MergeReport:
+class MergeReport(Failures):
     calls: int = 0
-    failed: int = 0
     merged: int = 0  # raw clusters folded into another
     rounds: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 class FinalCounts(TypedDict):
@@ -227,9 +226,7 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
                     if a < b:
                         judged.add(_key(groups[a], groups[b]))
             if not (res.ok and isinstance(res.data, dict)):
-                report.failed += 1
-                reason = res.reason or res.status
-                report.reasons[reason] = report.reasons.get(reason, 0) + 1
+                report.fail(res.reason or res.status)
                 continue
             for grp in MergeGroups.read(res.data).groups:
                 ids = sorted({batch[i - 1] for i in grp.ids if 1 <= i <= len(batch)})
@@ -297,8 +294,8 @@ class MergeStage(Stage):
         counts: MergeCounts = {**write_final(ctx, raw, labels, final), "raw_clusters": raw.num_rows,
                                "merged": report.merged, "checks": report.calls, "failed": report.failed,
                                "rounds": report.rounds}
-        if report.reasons:
-            counts["reasons"] = report.reasons
+        if report.failed_by_reason:
+            counts["reasons"] = dict(report.failed_by_reason)
         return StageResult(counts, complete=report.failed == 0)
 
 
