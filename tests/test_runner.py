@@ -45,6 +45,28 @@ def test_manifest_updates_from_a_stale_copy_keep_what_others_wrote(tmp_path: Pat
     assert set(m["llm_by_analysis"]) == {"scan", "label_quality"}
 
 
+@pytest.mark.parametrize("case", ["missing", "file", "not a run"])
+def test_the_api_and_the_cli_refuse_a_wrong_run_directory_in_the_same_words(tmp_path: Path, case: str) -> None:
+    """One check (rundir.check_run_dir) for every caller: `open_run` in a script once said
+    "no such run directory" where the CLI said "does not exist; give a folder ...", and
+    `RunDir` on a file had its own line again."""
+    path = {"missing": tmp_path / "runs" / "typo", "file": tmp_path / "notes.txt", "not a run": tmp_path / "other"}[case]
+    if case == "file":
+        path.write_text("my notes\n")
+    elif case == "not a run":
+        path.mkdir()
+        (path / "readme.txt").write_text("a folder, but not a run\n")
+    with pytest.raises(FeatdiscoError) as api, open_run(path, write=False):
+        pass
+    cli = CliRunner().invoke(app, ["status", str(path)])
+    assert cli.exit_code != 0 and str(cli.exception) == str(api.value), (str(cli.exception), str(api.value))
+    assert str(path) in str(api.value) and "featdisco run --run-dir" in str(api.value)
+    if case == "file":
+        with pytest.raises(FeatdiscoError, match="is a file, not a run directory"):
+            RunDir(path)
+    assert not (tmp_path / "runs").exists()  # nothing created by either
+
+
 def test_open_run_is_reentrant_in_one_process_and_refuses_a_second_one(tmp_path: Path) -> None:
     with open_run(tmp_path, create=True), open_run(tmp_path, create=True):  # a command handing the run on
         pass

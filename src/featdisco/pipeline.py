@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,15 @@ from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, RunSummary
 from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
-from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir, RunLock, StageRecord, fingerprint
+from featdisco.rundir import (
+    LLM_CACHE,
+    MANIFEST,
+    RunDir,
+    RunLock,
+    StageRecord,
+    check_run_dir,
+    fingerprint,
+)
 from featdisco.runsummary import open_ledger, record_invocation
 from featdisco.stages.assemble import AssembleStage
 from featdisco.stages.base import Backends, Log, Stage, StageOutcome, StageRunner
@@ -264,11 +272,11 @@ class Pipeline(Backends):
                                   stages={t.name: t.llm for t in self.timings if t.llm})
             self.close()
 
-    def prices_used(self) -> dict[str, Any]:
+    def prices_used(self) -> Mapping[str, object]:
         """The model's price and where it came from, as the manifest records it."""
         return self.engine.prices.used(self.llm.name, self.llm.model)
 
-    def _llm_summary(self) -> dict[str, Any]:
+    def _llm_summary(self) -> Mapping[str, object]:
         return self.engine.summary.as_dict()
 
     def estimate(self, inputs: Iterable[str | Path] | None = None,
@@ -375,17 +383,14 @@ def adopt_old_split(run: RunDir) -> None:
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the run (or saved dictionary) at ``path``; a clear error if none."""
-    path = Path(path)
-    if not (path / MANIFEST).exists():
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {MANIFEST})")
-    return RunDir(path).manifest
+    return RunDir(check_run_dir(path, marks=(MANIFEST,))).manifest
 
 
 DEFAULT = "<default>"  # a flag value that puts a setting back to its default (--clusters auto)
 PER_INVOCATION = ("max_cost",)  # a cap on one invocation's spend: never carried over from the manifest
 
 
-def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = None, *,
+def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | None = None, *,
                          fitted_prompts: bool = True, required: bool = True,
                          own_prompts: bool = False) -> PipelineConfig:
     """The one place config precedence is decided, for every command: a flag (a value in
@@ -407,7 +412,8 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     if cfg.get("budget") is None and isinstance(manifest.get("budget_usd"), int | float):
         cfg["budget"] = manifest["budget_usd"]  # the run's budget carries over (transform)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    flag_prompts = flags.pop("prompt_files", None) or {}
+    given_prompts = flags.pop("prompt_files", None)
+    flag_prompts = dict(given_prompts) if isinstance(given_prompts, Mapping) else {}
     for k, v in flags.items():
         if v == DEFAULT:
             cfg.pop(k, None)
@@ -426,5 +432,5 @@ def config_from_manifest(path: str | Path, overrides: dict[str, Any] | None = No
     return PipelineConfig(**cfg)
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(d: Mapping[str, object]) -> dict[str, object]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

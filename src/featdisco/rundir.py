@@ -17,11 +17,11 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import orjson
 import pyarrow as pa
@@ -83,6 +83,40 @@ def versions() -> dict[str, str]:
     return out
 
 
+StageCounts = Mapping[str, object]
+"""What a stage counted (pieces, features dropped by reason, notes, ...): each stage has its
+own keys (a literal, or a TypedDict such as the cluster stage's ``KindCounts``); readers of
+the manifest's copy check each value's type, since a run made by another version wrote it."""
+
+
+class StageLLM(TypedDict, total=False):
+    """A stage's share of the LLM engine's summary (``RunSummary.as_dict`` after the stage
+    less before it), as the manifest keeps it under ``stages.NAME.llm``."""
+
+    calls: int
+    unique: int
+    cached: int
+    ok: int
+    failed: int
+    skipped_budget: int
+    failed_by_reason: dict[str, int]
+    retried_by_reason: dict[str, int]
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    elapsed_s: float
+
+
+class ArtefactHash(TypedDict):
+    """The manifest's ``artefacts.NAME``: a content hash and the size and mtime it was
+    taken at, so that an unchanged file is not read again."""
+
+    hash: str
+    size: int
+    mtime_ns: int
+
+
 @dataclass(slots=True)
 class StageRecord:
     """What the manifest keeps about one finished stage."""
@@ -90,9 +124,9 @@ class StageRecord:
     fingerprint: str
     outputs: list[str]
     output_hash: str
-    counts: dict[str, Any] = field(default_factory=dict)
+    counts: StageCounts = field(default_factory=dict)
     seconds: float = 0.0
-    llm: dict[str, Any] | None = None
+    llm: StageLLM | None = None
     complete: bool = True
     finished_at: str = ""
     peak_rss_mib: float = 0.0  # the process's peak resident memory during the stage
@@ -184,6 +218,36 @@ class RunLock:
 
 
 RUN_MARKS = (MANIFEST, "pieces.parquet", "clusters.parquet")  # any one: a run (or part of one)
+_WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
+
+
+def check_run_dir(path: str | Path, what: str = "", *, create: bool = False,
+                  marks: tuple[str, ...] = RUN_MARKS) -> Path:
+    """The one test of whether ``path`` can be a run directory, with one wording for each
+    mistake: the CLI calls it first on the paths it was given (one line, exit 2, before
+    anything is read or created), and :func:`open_run` and :class:`RunDir` call it again, so
+    that the API says the same. Without it a file where a run goes was a FileExistsError
+    traceback and a mistyped run directory was created empty.
+
+    ``create``: the folder may be new (it is not created here) or any folder; otherwise it
+    must be a run already (a run, a transform output or a saved dictionary): it holds one
+    of ``marks`` (:data:`RUN_MARKS`; ``(MANIFEST,)`` where the manifest itself is read).
+    ``what`` names the argument in the message (``--run-dir``).
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise FeatdiscoError(f"{name} is a file, not a run directory; "
+                             f"{'give a new or existing folder' if create else _WROTE}")
+    if not path.exists():
+        if create:
+            return path
+        raise FeatdiscoError(f"{name} does not exist; {_WROTE}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise FeatdiscoError(f"{name} cannot be read (permission denied)")
+    if not create and not any((path / m).is_file() for m in marks):  # no lock file in a stray folder
+        raise FeatdiscoError(f"{name} is not a featdisco run (no {', '.join(marks)}); {_WROTE}")
+    return path
 
 
 @contextlib.contextmanager
@@ -194,15 +258,10 @@ def open_run(path: str | Path, write: bool = True, *, create: bool = False) -> I
     a second writer stops at once with a one-line error naming the first one's pid; the
     manifest is then changed only through :meth:`RunDir.transact` (merged per key, never
     rewritten from a stale copy). ``create``: the folder may be new (``run``); otherwise
-    it must exist (a clear error, not an empty folder made by a typo).
+    it must be a run already (:func:`check_run_dir`: a clear error, not an empty folder
+    made by a typo).
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FeatdiscoError(f"{path} is a file, not a run directory")
-    if not create and not path.is_dir():
-        raise FeatdiscoError(f"{path}: no such run directory")
-    if not create and not any((path / m).is_file() for m in RUN_MARKS):  # no lock file in a stray folder
-        raise FeatdiscoError(f"{path} is not a featdisco run (no {', '.join(RUN_MARKS)})")
+    path = check_run_dir(path, create=create)
     path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(path)
     if write:
@@ -242,12 +301,10 @@ class RunDir:
     """The run directory and its manifest; writes are atomic (temp file, then rename)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():  # `run`/`transform -o` reach here without open_run
-            raise FeatdiscoError(f"{self.path} is a file, not a run directory")
+        self.path = check_run_dir(path, create=True)  # `run`/`transform -o` reach here without open_run
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest: dict[str, Any] = self._load()
-        self._hashes: dict[str, Any] = {}  # artefact hashes taken since the last write
+        self._hashes: dict[str, ArtefactHash] = {}  # artefact hashes taken since the last write
 
     def _load(self) -> dict[str, Any]:
         mpath = self.path / MANIFEST
@@ -294,7 +351,7 @@ class RunDir:
         with self.transact() as m:
             m.update(fields)
 
-    def merge(self, key: str, entries: dict[str, Any]) -> None:
+    def merge(self, key: str, entries: Mapping[str, object]) -> None:
         """Set ``entries`` inside the manifest's dict ``key`` (e.g. one analysis or scan),
         leaving its other entries as they are on disk now."""
         with self.transact() as m:

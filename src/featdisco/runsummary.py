@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from featdisco.llm.cache import LedgerRow, read_ledger
-from featdisco.rundir import LLM_CACHE, RunDir
+from featdisco.rundir import LLM_CACHE, RunDir, StageCounts
 
 STAGE_ORDER = ("read", "split", "featurize", "embed", "cluster", "name", "merge", "curate", "rate", "assemble")
 _SUMMED = ("calls", "sent", "cached", "failed", "skipped_budget", "attempts", "input_tokens",
@@ -77,6 +77,33 @@ def add(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Usage:
     return out
 
 
+class InvocationFields(TypedDict, total=False):
+    """The manifest keys :func:`record_invocation` writes."""
+
+    prices: dict[str, object]  # the model's price per 1M tokens and its source
+    llm_totals: Usage
+    llm_last: Usage | None
+    llm_by_stage: dict[str, Usage]
+    llm_by_analysis: dict[str, Usage]
+    llm_models: dict[str, int]
+
+
+class BeforeLedger(TypedDict):
+    """The manifest's ``llm_before_ledger``: what it counted before the run had a ledger."""
+
+    totals: Usage
+    by_stage: dict[str, Usage]
+    by_analysis: dict[str, Usage]
+
+
+class LedgerFields(TypedDict, total=False):
+    """The manifest keys :func:`open_ledger` writes."""
+
+    run_id: str
+    llm_ledger: str | None  # the fitted run's cache file (a transform's ledger), None: the run's own
+    llm_before_ledger: BeforeLedger
+
+
 def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mapping[str, Any] | None = None,
                       analysis: str | None = None, prices: Mapping[str, Any] | None = None) -> None:
     """Write the run's LLM use into the manifest at the end of an invocation: from the usage
@@ -85,14 +112,14 @@ def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mappin
     of the LLM leaves them as they were (``llm_last`` stays the last one that did)."""
     this = usage(summary)
     m = run.manifest
-    fields: dict[str, Any] = {}
+    fields: InvocationFields = {}
     if prices and this["calls"]:
         fields["prices"] = dict(prices)  # per 1M tokens, and their source (a --prices file or built in)
     ledger = ledger_usage(m, run.path)
     if ledger is not None:
         if ledger.total is not None:
-            fields.update(llm_totals=ledger.total, llm_last=ledger.last, llm_by_stage=ledger.by_stage,
-                          llm_by_analysis=ledger.by_analysis, llm_models=ledger.models)
+            fields.update({"llm_totals": ledger.total, "llm_last": ledger.last, "llm_by_stage": ledger.by_stage,
+                           "llm_by_analysis": ledger.by_analysis, "llm_models": ledger.models})
         if fields:
             run.update(**fields)
         return
@@ -100,7 +127,7 @@ def record_invocation(run: RunDir, summary: Mapping[str, Any], *, stages: Mappin
         return
     with run.transact() as m:  # read-modify-write: another command's totals are never lost
         prev = m.get("llm_totals")
-        fields.update(llm_totals=add(prev, this), llm_last=this)
+        fields.update({"llm_totals": add(prev, this), "llm_last": this})
         if stages:
             by_stage = dict(m.get("llm_by_stage") or {})
             for name, delta in stages.items():
@@ -130,7 +157,7 @@ def open_ledger(run: RunDir, cache_path: str | Path) -> tuple[str, float]:
     call, never in a dry run). A run from before the ledger, or one whose cache file was
     deleted, keeps its manifest's figures as a base the ledger adds to."""
     m = run.manifest
-    fields: dict[str, Any] = {}
+    fields: LedgerFields = {}
     run_id = m.get("run_id")
     if not isinstance(run_id, str):
         run_id = fields["run_id"] = uuid.uuid4().hex
@@ -143,7 +170,7 @@ def open_ledger(run: RunDir, cache_path: str | Path) -> tuple[str, float]:
     base = m.get("llm_before_ledger")
     if not read_ledger(cache_path, run_id) and m.get("llm_totals"):
         base = fields["llm_before_ledger"] = {
-            "totals": m.get("llm_totals"), "by_stage": m.get("llm_by_stage") or {},
+            "totals": m["llm_totals"], "by_stage": m.get("llm_by_stage") or {},
             "by_analysis": m.get("llm_by_analysis") or {}}
     if fields:
         run.update(**fields)
@@ -255,7 +282,35 @@ class StageRow:
     seconds: float | None = None
     peak_rss_mib: float | None = None
     llm: Usage | None = None  # over every invocation
-    counts: dict[str, Any] = field(default_factory=dict)
+    counts: StageCounts = field(default_factory=dict)
+
+
+class StageDoc(TypedDict):
+    stage: str
+    state: str
+    seconds: float | None
+    peak_rss_mib: float | None
+    llm: Usage | None
+    counts: StageCounts
+
+
+class BudgetDoc(TypedDict):
+    usd: float
+    spent_usd: float | None
+    left_usd: float
+
+
+class TotalsDoc(TypedDict):
+    """:class:`Totals` as ``featdisco status --json`` and the report's data print it."""
+
+    stages: list[StageDoc]
+    llm_totals: Usage | None
+    llm_last: Usage | None
+    llm_by_analysis: dict[str, Usage]
+    llm_unattributed: dict[str, int] | None
+    llm_models: dict[str, int]
+    budget: BudgetDoc | None
+    notes: list[str]
 
 
 @dataclass(slots=True)
@@ -283,7 +338,7 @@ class Totals:
         left = {k: v - sum(_io_tokens(p)[k] for p in parts) for k, v in _io_tokens(self.total).items()}
         return left if any(v > 0 for v in left.values()) else None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> TotalsDoc:
         return {"stages": [{"stage": s.name, "state": s.state, "seconds": s.seconds,
                             "peak_rss_mib": s.peak_rss_mib, "llm": s.llm, "counts": s.counts}
                            for s in self.stages],
@@ -391,7 +446,14 @@ def headline(t: Totals) -> list[str]:
     return lines
 
 
-def stage_cells(row: StageRow) -> dict[str, Any]:
+StageCells = TypedDict("StageCells", {
+    "stage": str, "state": str, "seconds": NotRequired[str | None], "peak MiB": NotRequired[int | None],
+    "calls": NotRequired[int | None], "tokens": NotRequired[int | None], "cost": NotRequired[str | None],
+    "counts": NotRequired[str]})
+"""A stage's row of the stage table (the views add rows of stages not run: stage and state)."""
+
+
+def stage_cells(row: StageRow) -> StageCells:
     """One stage as the table cells every view prints (``None``: nothing to show)."""
     llm = row.llm
     cost = None if not llm else llm.get("cost_usd")

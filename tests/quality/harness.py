@@ -26,6 +26,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,64 +41,63 @@ from tests.pipeline_fakes import _MODS, _OBJECTS, _VERBS, features_reply, pipeli
 HH = SHARED_DATA / "hh_rlhf" / "harmless-base_test.jsonl.gz"
 
 
-def _wordings(heads: list[str], tails: list[str]) -> list[str]:
-    return [h + t for h in heads for t in tails]
+@dataclass(frozen=True)
+class Planted:
+    """One planted behaviour: the piece kind it is planted in, the marker put before or after
+    the text, and its feature's wordings (each head with each tail)."""
+
+    kind: str
+    marker: str
+    where: str  # prefix or suffix
+    heads: tuple[str, ...]
+    tails: tuple[str, ...]
+    novel: bool = False  # planted only in new data (transform's new-in-this-data check)
+
+    @property
+    def wordings(self) -> list[str]:
+        return [h + t for h in self.heads for t in self.tails]
 
 
-PLANTED: dict[str, dict[str, Any]] = {
-    "Apologetic opening": {"kind": "response", "marker": "I am so sorry about that. ", "where": "prefix",
-                           "wordings": _wordings(
-                               ["Opens with an apology", "Begins by apologising", "Starts with a sorry",
-                                "Apologetic opening", "Leads with an apology", "Apologises at the start",
-                                "Opening apology to the user", "Says sorry before answering",
-                                "Starts by expressing regret", "Begins with an apologetic tone"],
-                               ["", " for the confusion", " for the delay", " for the inconvenience",
-                                " to the user", " before helping", " in the first sentence",
-                                " for any misunderstanding"])},
-    "Answers in rhyming verse": {"kind": "response", "marker": "\nRoses are red, violets are blue.",
-                                 "where": "suffix", "wordings": _wordings(
-                                     ["Answers in rhyming verse", "Replies with a rhyming poem",
-                                      "Uses rhymes in the reply", "Writes the answer as a poem", "Rhyming couplets",
-                                      "Poetic rhyming response", "Includes a short rhyme", "Ends with a rhyming verse",
-                                      "Responds in verse"],
-                                     ["", " about roses", " with a playful tone", " as requested", " of two lines",
-                                      " in a classic meter"])},
-    "Recommends a professional": {"kind": "response", "marker": " You may want to consult a licensed professional.",
-                                  "where": "suffix", "wordings": _wordings(
-                                      ["Recommends consulting a professional", "Refers the user to an expert",
-                                       "Suggests seeing a licensed professional", "Advises professional help",
-                                       "Points to a qualified specialist", "Suggests talking to a doctor or lawyer"],
-                                      ["", " for further advice", " before acting", " as a precaution",
-                                       " for their situation"])},
-    "Asks for a rhyming answer": {"kind": "user", "marker": " Please answer in rhyme.", "where": "suffix",
-                                  "wordings": _wordings(
-                                      ["Asks for a rhyming answer", "Requests the reply in rhyme",
-                                       "Wants the answer as a poem", "Requests verse instead of prose",
-                                       "Asks the assistant to rhyme", "Poetry format requested"],
-                                      ["", " explicitly", " at the end of the message", " politely",
-                                       " as a fun twist"])},
-    "Expresses frustration": {"kind": "user", "marker": "Ugh, this is so annoying. ", "where": "prefix",
-                              "wordings": _wordings(
-                                  ["Expresses frustration", "Sounds annoyed", "Complains about an annoyance",
-                                   "Irritated tone", "Shows impatience", "Vents annoyance",
-                                   "Frustrated opening remark"],
-                                  ["", " at the start", " about the situation", " with an interjection",
-                                   " openly"])},
-    "Asks about space travel": {"kind": "user", "marker": " Also, how would a trip to Mars work?",
-                                "where": "suffix", "novel": True, "wordings": _wordings(
-                                    ["Asks about space travel", "Curious about going to Mars",
-                                     "Question about rockets and astronauts", "Interested in interplanetary trips",
-                                     "Asks how spaceflight works", "Wonders about life on Mars"],
-                                    ["", " briefly", " out of curiosity", " as an aside", " in detail"])},
+PLANTED: dict[str, Planted] = {
+    "Apologetic opening": Planted("response", "I am so sorry about that. ", "prefix",
+        heads=("Opens with an apology", "Begins by apologising", "Starts with a sorry", "Apologetic opening",
+               "Leads with an apology", "Apologises at the start", "Opening apology to the user",
+               "Says sorry before answering", "Starts by expressing regret", "Begins with an apologetic tone"),
+        tails=("", " for the confusion", " for the delay", " for the inconvenience", " to the user",
+               " before helping", " in the first sentence", " for any misunderstanding")),
+    "Answers in rhyming verse": Planted("response", "\nRoses are red, violets are blue.", "suffix",
+        heads=("Answers in rhyming verse", "Replies with a rhyming poem", "Uses rhymes in the reply",
+               "Writes the answer as a poem", "Rhyming couplets", "Poetic rhyming response",
+               "Includes a short rhyme", "Ends with a rhyming verse", "Responds in verse"),
+        tails=("", " about roses", " with a playful tone", " as requested", " of two lines",
+               " in a classic meter")),
+    "Recommends a professional": Planted("response", " You may want to consult a licensed professional.", "suffix",
+        heads=("Recommends consulting a professional", "Refers the user to an expert",
+               "Suggests seeing a licensed professional", "Advises professional help",
+               "Points to a qualified specialist", "Suggests talking to a doctor or lawyer"),
+        tails=("", " for further advice", " before acting", " as a precaution", " for their situation")),
+    "Asks for a rhyming answer": Planted("user", " Please answer in rhyme.", "suffix",
+        heads=("Asks for a rhyming answer", "Requests the reply in rhyme", "Wants the answer as a poem",
+               "Requests verse instead of prose", "Asks the assistant to rhyme", "Poetry format requested"),
+        tails=("", " explicitly", " at the end of the message", " politely", " as a fun twist")),
+    "Expresses frustration": Planted("user", "Ugh, this is so annoying. ", "prefix",
+        heads=("Expresses frustration", "Sounds annoyed", "Complains about an annoyance", "Irritated tone",
+               "Shows impatience", "Vents annoyance", "Frustrated opening remark"),
+        tails=("", " at the start", " about the situation", " with an interjection", " openly")),
+    "Asks about space travel": Planted("user", " Also, how would a trip to Mars work?", "suffix", novel=True,
+        heads=("Asks about space travel", "Curious about going to Mars",
+               "Question about rockets and astronauts", "Interested in interplanetary trips",
+               "Asks how spaceflight works", "Wonders about life on Mars"),
+        tails=("", " briefly", " out of curiosity", " as an aside", " in detail")),
 }
-BEHAVIOUR_OF = {w: b for b, spec in PLANTED.items() for w in spec["wordings"]}
+BEHAVIOUR_OF = {w: b for b, spec in PLANTED.items() for w in spec.wordings}
 CAUSE, CAUSED = "Asks for a rhyming answer", "Answers in rhyming verse"
 _BG_VERBS = tuple(v for v in _VERBS if v not in ("Apologises for", "Refuses"))
 _BG_OBJECTS = tuple(o for o in _OBJECTS if o not in ("poetry", "medical advice", "legal risk"))
 BACKGROUND = [f"{v} {o}{m}" for v in _BG_VERBS for o in _BG_OBJECTS for m in _MODS]
 _BG_PARTS = {p: (v, o) for v in _BG_VERBS for o in _BG_OBJECTS for m in _MODS for p in [f"{v} {o}{m}"]}
 _CUM = list(itertools.accumulate(1.0 / (r + 1) ** 1.1 for r in range(len(BACKGROUND))))
-_MARKERS = {b: spec["marker"].strip() for b, spec in PLANTED.items()}
+_MARKERS = {b: spec.marker.strip() for b, spec in PLANTED.items()}
 
 
 # ---------------------------------------------------------------- data
@@ -133,7 +133,7 @@ def write_transcripts(path: Path, n: int, *, seed: int = 0, start: int = 0, nove
                         chosen.append(CAUSED)
                 for b in chosen:
                     spec = PLANTED[b]
-                    text = spec["marker"] + text if spec["where"] == "prefix" else text + spec["marker"]
+                    text = spec.marker + text if spec.where == "prefix" else text + spec.marker
                 messages.append({"role": role, "content": text})
             f.write(json.dumps({"id": f"hh{start + i}", "model": "hh", "messages": messages}) + "\n")
     return path
@@ -158,7 +158,7 @@ def _features(piece: str) -> list[str]:
             out.append(phrase)
     for b, marker in _MARKERS.items():
         if marker in piece:
-            out.insert(rng.randrange(len(out) + 1), rng.choice(PLANTED[b]["wordings"]))
+            out.insert(rng.randrange(len(out) + 1), rng.choice(PLANTED[b].wordings))
     return out
 
 

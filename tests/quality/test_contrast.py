@@ -4,9 +4,7 @@ is refused before any call."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,7 +13,7 @@ import pytest
 import featdisco.prompts
 from featdisco.errors import FeatdiscoError
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
-from tests.quality.harness import handler, planted_runner, write_transcripts
+from tests.quality.harness import handler, planted_runner
 
 SEEN: list[str] = []
 
@@ -27,16 +25,7 @@ def recording(req: FakeRequest) -> Reply:
     return handler(req)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(recording) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    os.environ["OPENAI_API_KEY"] = "sk-test-not-a-real-key"
-    return write_transcripts(tmp_path_factory.mktemp("chats") / "chats.jsonl", 120)
+HANDLER, N = recording, 120  # what the server and data fixtures use (tests/quality/conftest.py)
 
 
 def test_the_namer_sees_the_nearest_clusters_members_apart_from_its_own(server: FakeOpenAIServer, data: Path,

@@ -4,9 +4,7 @@ of a kind share a planted label; without the merge stage the same run does not."
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +18,15 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.quality.harness import (
     BEHAVIOUR_OF,
     PLANTED,
-    handler,
     measure,
     planted_runner,
-    write_transcripts,
 )
 
-N = 800  # transcripts: at this size the k-means partition splits two planted behaviours
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(handler) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    return write_transcripts(tmp_path_factory.mktemp("chats") / "chats.jsonl", N)
+N = 800  # transcripts (the data fixture): at this size the k-means partition splits two planted behaviours
 
 
 @pytest.fixture(scope="module")
 def run(server: FakeOpenAIServer, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    os.environ["OPENAI_API_KEY"] = "sk-test-not-a-real-key"
     run_dir = tmp_path_factory.mktemp("run")
     assert planted_runner(server.base_url, run_dir, data).complete
     return run_dir
@@ -63,7 +47,7 @@ def unmerged(server: FakeOpenAIServer, data: Path, run: Path, tmp_path_factory: 
 
 
 def test_each_planted_behaviour_is_one_cluster(figures: dict) -> None:
-    present = {b for b, spec in PLANTED.items() if not spec.get("novel")}
+    present = {b for b, spec in PLANTED.items() if not spec.novel}
     assert set(figures["share_in_largest"]) == present
     for behaviour, share in figures["share_in_largest"].items():
         assert share["largest"] >= 0.9, (behaviour, share)

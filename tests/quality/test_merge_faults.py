@@ -3,7 +3,6 @@ the reason counted, and the next run retries the checks and merges."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,7 +22,6 @@ def flaky(req: FakeRequest) -> Reply:
 
 
 def test_a_failed_check_merges_nothing_and_the_rerun_retries(tmp_path: Path, shared_data: Path) -> None:
-    os.environ["OPENAI_API_KEY"] = "sk-test-not-a-real-key"
     data = write_transcripts(tmp_path / "chats.jsonl", 200)
     with FakeOpenAIServer(flaky) as srv:
         result = planted_runner(srv.base_url, tmp_path / "run", data, n_clusters=30)

@@ -4,8 +4,6 @@ fit has are not listed, and the activations of known clusters are unchanged."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,20 +13,13 @@ from typer.testing import CliRunner
 from featdisco.cli import app
 from featdisco.estimator import FeatureDiscovery
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.quality.harness import BEHAVIOUR_OF, PLANTED, handler, planted_runner, write_transcripts
+from tests.quality.harness import BEHAVIOUR_OF, PLANTED, planted_runner, write_transcripts
 
-KNOWN = {b for b, spec in PLANTED.items() if not spec.get("novel")}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(handler) as srv:
-        yield srv
+KNOWN = {b for b, spec in PLANTED.items() if not spec.novel}
 
 
 @pytest.fixture(scope="module")
 def fitted(server: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    os.environ["OPENAI_API_KEY"] = "sk-test-not-a-real-key"
     root = tmp_path_factory.mktemp("fit")
     assert planted_runner(server.base_url, root / "run", write_transcripts(root / "fit.jsonl", 400)).complete
     return root / "run"
@@ -107,7 +98,7 @@ def test_a_kind_absent_from_the_fit_is_counted_unassigned_and_offered_as_new(
     import json
 
     data = write_transcripts(tmp_path / "plain.jsonl", 60, seed=3, start=1500)
-    marker = PLANTED["Asks about space travel"]["marker"]
+    marker = PLANTED["Asks about space travel"].marker
     chats = [json.loads(line) for line in data.read_text().splitlines()]
     for chat in chats:
         for m in chat["messages"]:

@@ -19,6 +19,7 @@ from featdisco.cli.common import PricesOpt, console, err_console, fail
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import check_run_dir
 
 if TYPE_CHECKING:
     from featdisco.transcripts.read import ReadOptions
@@ -224,7 +225,7 @@ def status_cmd(run_dir: Annotated[Path, typer.Argument(help="Run directory.")] =
     every invocation together and of the last one."""
     from featdisco.cli.run import show_status
 
-    checks.existing_run(run_dir)
+    check_run_dir(run_dir)
     show_status(run_dir, json_)
 
 
@@ -257,7 +258,7 @@ def transform_cmd(
     from featdisco.cli.run import exit_if_transform_failed, log_line
     from featdisco.estimator import transform_into
 
-    checks.existing_run(run_dir, "fitted run")
+    check_run_dir(run_dir, "fitted run")
     checks.run_dir_for(output, inputs, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,

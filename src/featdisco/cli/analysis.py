@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-from featdisco.cli.common import PricesOpt, existing_run, exit_if_failed
+from featdisco.cli.common import PricesOpt, exit_if_failed
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import check_run_dir
 
 RunDirArg = Annotated[Path, typer.Argument(
     help="A fitted run directory (from `featdisco run`), or a `featdisco transform` output folder.")]
@@ -45,7 +46,7 @@ def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | No
     """The command's output, leaving out rows about hidden clusters (and saying how many)."""
     from featdisco.analysis.visibility import visibility
 
-    existing_run(run_dir)
+    check_run_dir(run_dir)
     out = Output.of(json_, csv_)
     vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
     if (note := vis.note()) is not None:

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, existing_run, exit_if_failed
+from featdisco.cli.common import INCOMPLETE_EXIT, PricesOpt, exit_if_failed
 from featdisco.cli.tables import JsonOpt, Output
+from featdisco.rundir import check_run_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from featdisco.cli.run import log_line
         from featdisco.evidence.ask import run_ask, step_text
 
-        existing_run(run_dir)  # a file, a typo or a folder of other files: one line, nothing created
+        check_run_dir(run_dir)  # a file, a typo or a folder of other files: one line, nothing created
         out = Output.of(json_)
         res = run_ask(run_dir, question, name=name, max_cost=max_cost, max_sample=max_sample, seed=seed,
                       show_private=show_private,

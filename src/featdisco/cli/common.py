@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import MANIFEST, RUN_MARKS, check_run_dir
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,26 +22,9 @@ def fail(message: str) -> NoReturn:
 
 
 # Typed path checks, called first by every command on the paths it was given, so that a
-# mistake is one line naming the path (exit 2) before anything is read or created: without
-# them a file where a run directory goes was a FileExistsError traceback, and a mistyped run
-# directory was silently created empty.
-_MANIFEST = "manifest.json"  # rundir.MANIFEST, without importing pyarrow for a usage check
-_RUN_MARKS = (_MANIFEST, "pieces.parquet", "clusters.parquet")  # rundir.RUN_MARKS: any one makes a run
-_WROTE = "give a folder that `featdisco run --run-dir` (or `transform -o`) wrote"
-
-
-def existing_run(path: Path, what: str = "run directory") -> Path:
-    """A run directory that must already exist: a run, a transform output or a saved
-    dictionary (each has a manifest). Nothing is created."""
-    if not path.exists():
-        fail(f"{what} {path} does not exist; {_WROTE}")
-    if not path.is_dir():
-        fail(f"{what} {path} is a file, not a directory; {_WROTE}")
-    if not any((path / m).is_file() for m in _RUN_MARKS):
-        fail(f"{what} {path} is not a featdisco run (no {', '.join(_RUN_MARKS)}); {_WROTE}")
-    if not os.access(path, os.R_OK | os.X_OK):
-        fail(f"{what} {path} cannot be read (permission denied)")
-    return path
+# mistake is one line naming the path (exit 2) before anything is read or created. A run
+# directory that must exist is checked by rundir.check_run_dir, the same test open_run and
+# RunDir make.
 
 
 _NEW_DIRS: list[tuple[Path, Path]] = []  # (directory, its nearest ancestor that existed before)
@@ -83,10 +67,11 @@ def new_or_existing_dir(path: Path, what: str = "run directory") -> Path:
 
 def run_dir_to_write(path: Path, what: str = "--run-dir") -> Path:
     """A run directory that a command may create or add to: new, empty, or a run already."""
+    check_run_dir(path, what, create=True)
     new_or_existing_dir(path, what)
-    if path.is_dir() and not any((path / m).is_file() for m in _RUN_MARKS) and any(
+    if path.is_dir() and not any((path / m).is_file() for m in RUN_MARKS) and any(
             p.name.endswith(".parquet") for p in path.iterdir()):
-        fail(f"{what} {path} holds Parquet files but no {_MANIFEST}: it is not a run; give a new folder")
+        fail(f"{what} {path} holds Parquet files but no {MANIFEST}: it is not a run; give a new folder")
     return path
 
 
@@ -94,7 +79,7 @@ def run_dir_for(run_dir: Path, inputs: list[Path] | None, what: str = "--run-dir
     """The run directory of a command that splits ``inputs`` into it (new or existing; the
     inputs must be readable) or, given no inputs, works on a run already made."""
     if not inputs:
-        return existing_run(run_dir, what)
+        return check_run_dir(run_dir, what)
     readable_inputs(inputs)
     return run_dir_to_write(run_dir, what)
 

@@ -26,8 +26,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import typer
 
-from featdisco.cli.common import existing_run, fail, new_or_existing_dir
+from featdisco.cli.common import fail, new_or_existing_dir
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import check_run_dir
 
 FILES = {"mistralguard": "xstest_v2_completions_mistralguard.csv",
          "mistralinstruct": "xstest_v2_completions_mistralinstruct.csv"}
@@ -278,7 +279,7 @@ def findings_cmd(
     from featdisco.evidence.validate import validate
     from featdisco.rundir import RunDir, open_run
 
-    existing_run(run_dir)
+    check_run_dir(run_dir)
     with open_run(run_dir):  # scan, validation and the findings note under one lock, like any writer
         result = run_scan(run_dir, question, kinds=["response"], by="model", name=name, llm=llm, model=model,
                           base_url=base_url, log=log_line(True))

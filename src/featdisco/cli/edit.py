@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
-from featdisco.cli.common import console, existing_run
+from featdisco.cli.common import console
 from featdisco.curation import (
     APPLIED,
     CURATION,
@@ -30,7 +30,7 @@ from featdisco.curation import (
     write_edits,
 )
 from featdisco.errors import FeatdiscoError
-from featdisco.rundir import open_run
+from featdisco.rundir import check_run_dir, open_run
 
 IdsArg = Annotated[list[int], typer.Argument(help="Cluster ids, as the report and clusters.parquet show them.",
                                              show_default=False)]
@@ -49,7 +49,7 @@ def edit_main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")] = False,
 ) -> None:
     """Curate a run's clusters."""
-    ctx.obj = {"run": existing_run(run_dir), "apply": apply, "quiet": quiet}
+    ctx.obj = {"run": check_run_dir(run_dir), "apply": apply, "quiet": quiet}
 
 
 def reference(run: Path, ids: list[int]) -> list[ClusterRef]:

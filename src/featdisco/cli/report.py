@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from featdisco.cli.common import console, err_console, existing_run, new_or_existing_dir
+from featdisco.cli.common import console, err_console, new_or_existing_dir
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import check_run_dir
 
 
 def _build(run_dir: Path, output: Path | None, search: bool, quiet: bool,
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
         server or internet, so the folder can be zipped and shared; untrusted text is shown
         as text, and clusters the rater flagged private (or drawn from fewer than
         --min-transcripts transcripts) are hidden until "Show private clusters" is ticked."""
-        existing_run(run_dir)
+        check_run_dir(run_dir)
         if output is not None:
             new_or_existing_dir(output, "-o")
         path = _build(run_dir, output, search, quiet, min_transcripts, map_points)
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
     ) -> None:
         """Serve a run's report on http://127.0.0.1:PORT/ (local only) until Ctrl-C."""
-        root = existing_run(run_dir) / "report"
+        root = check_run_dir(run_dir) / "report"
         if rebuild or not (root / "index.html").exists():
             root = _build(run_dir, None, True, False)
         handler = functools.partial(_QuietHandler, directory=str(root))

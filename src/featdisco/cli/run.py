@@ -19,7 +19,7 @@ from featdisco.cluster_ids import id_history
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.registry import resolve_backend
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
-from featdisco.rundir import MANIFEST, RunDir, RunLock
+from featdisco.rundir import MANIFEST, RunDir, RunLock, check_run_dir
 from featdisco.runsummary import Totals, headline, run_totals, stage_cells
 from featdisco.stages.featurize import evidence_line
 from featdisco.transcripts.model import PIECE_KINDS
@@ -219,9 +219,7 @@ def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None =
 
 
 def show_status(run_dir: Path, json_: bool = False) -> None:
-    if not (run_dir / MANIFEST).exists():
-        raise FeatdiscoError(f"{run_dir} is not a featdisco run (no {MANIFEST})")
-    rd = RunDir(run_dir)
+    rd = RunDir(check_run_dir(run_dir, marks=(MANIFEST,)))
     m = rd.manifest
     holder = RunLock(rd.path).holder()
     if json_:

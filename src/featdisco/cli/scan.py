@@ -10,13 +10,13 @@ import typer
 from featdisco.cli.common import (
     INCOMPLETE_EXIT,
     PricesOpt,
-    existing_run,
     exit_if_failed,
     run_dir_for,
 )
 from featdisco.cli.reading import with_reading
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
 from featdisco.errors import FeatdiscoError
+from featdisco.rundir import check_run_dir
 
 if TYPE_CHECKING:
     from featdisco.evidence.scan import ScanResult
@@ -75,7 +75,7 @@ def _scan_target(paths: list[Path], run_dir: Path | None) -> tuple[Path, list[Pa
     if run_dir is None:
         if len(paths) != 1:
             raise FeatdiscoError("give one run directory, or transcript files with --run-dir DIR")
-        return existing_run(paths[0]), None
+        return check_run_dir(paths[0]), None
     return run_dir_for(run_dir, paths), paths
 
 

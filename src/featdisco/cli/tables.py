@@ -14,7 +14,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -69,7 +69,7 @@ class Output:
         """A line for people: stdout with tables, stderr when stdout carries JSON or CSV."""
         (err_console if self.machine else console).print(message, markup=False, highlight=False)
 
-    def rows(self, data: pd.DataFrame | pa.Table | Sequence[dict[str, Any]], columns: Sequence[str],
+    def rows(self, data: pd.DataFrame | pa.Table | Sequence[Mapping[str, object]], columns: Sequence[str],
              title: str | None = None, top: int | None = None, *, primary: bool = True) -> None:
         """Print ``data``: as a table of ``columns`` (at most ``top`` rows), or, in a machine
         format and when ``primary``, every column of the first ``top`` rows (all rows when
@@ -93,7 +93,7 @@ class Output:
         return df[keep]
 
 
-def to_frame(data: pd.DataFrame | pa.Table | Sequence[dict[str, Any]]) -> pd.DataFrame:
+def to_frame(data: pd.DataFrame | pa.Table | Sequence[Mapping[str, object]]) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
     rows = data.to_pylist() if isinstance(data, pa.Table) else list(data)
@@ -121,7 +121,8 @@ def plain(v: Any) -> Any:
     return v
 
 
-def records(df: pd.DataFrame) -> Iterable[dict[str, Any]]:
+def records(df: pd.DataFrame) -> Iterable[dict[str, object]]:
+    """Each row as JSON values (:func:`plain`)."""
     cols = [str(c) for c in df.columns]
     for row in df.itertuples(index=False, name=None):
         yield {c: plain(v) for c, v in zip(cols, row, strict=True)}

@@ -17,8 +17,9 @@ from featdisco.cli.analysis import (
     output_for,
     wrote,
 )
-from featdisco.cli.common import existing_run, readable_file
+from featdisco.cli.common import readable_file
 from featdisco.cli.tables import CsvOpt, JsonOpt, Output
+from featdisco.rundir import check_run_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from featdisco.evidence.validate import unmatched_note, validate
         from featdisco.rundir import open_run
 
-        existing_run(run_dir)
+        check_run_dir(run_dir)
         readable_file(labels, "labels file")
         out = Output.of(json_, csv_)
         with open_run(run_dir, write=True):

@@ -12,16 +12,27 @@ from featdisco.llm.progress import retried_text
 
 
 @dataclass(slots=True)
-class RunSummary:
+class Failures:
+    """LLM calls that failed and why (the provider's error code, or what was wrong with the
+    reply): one tally for the engine's summary and the report of each stage that calls."""
+
+    failed: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        self.failed_by_reason[reason] += 1
+
+
+@dataclass(slots=True)
+class RunSummary(Failures):
     """What one or more runs did; ``cost`` is None when some call had no known price."""
 
     calls: int = 0
     unique: int = 0
     cached: int = 0
     ok: int = 0
-    failed: int = 0
     skipped_budget: int = 0
-    failed_by_reason: Counter[str] = field(default_factory=Counter)
     retried_by_reason: Counter[str] = field(default_factory=Counter)  # retries, not calls
     attempts: int = 0
     input_tokens: int = 0

@@ -16,11 +16,11 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, make_dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +30,8 @@ from featdisco.rundir import (
     EMBED_CACHE,
     LLM_CACHE,
     RunDir,
+    StageCounts,
+    StageLLM,
     StageRecord,
     fingerprint,
     reset_peak_rss,
@@ -50,7 +52,7 @@ class StageResult:
     incomplete stage is redone by the next run, cheaply through the caches), and a reason
     to stop the pipeline after it (the cost cap)."""
 
-    counts: dict[str, Any]
+    counts: StageCounts
     complete: bool = True
     stop: str | None = None
 
@@ -119,7 +121,7 @@ def stage_config(stage: Stage | type[Stage], config: Any) -> Any:
     return kind(**values)
 
 
-def config_dict(settings: Any) -> dict[str, Any]:
+def config_dict(settings: Any) -> dict[str, object]:
     """A stage config as the JSON-able dict that enters its fingerprint."""
     return asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else dict(settings)
 
@@ -266,10 +268,10 @@ class StageOutcome:
     name: str
     seconds: float
     skipped: bool
-    counts: dict[str, Any]
+    counts: StageCounts
     complete: bool = True
     stop: str | None = None
-    llm: dict[str, Any] | None = field(default=None)
+    llm: StageLLM | None = field(default=None)
 
 
 class StageRunner:
@@ -288,7 +290,7 @@ class StageRunner:
             "backends": {b: self.backends.identity(b) for b in stage.backends},
         })
 
-    def run(self, stage: Stage, inputs: Any = None, llm_summary: Callable[[], dict[str, Any]] | None = None
+    def run(self, stage: Stage, inputs: Any = None, llm_summary: Callable[[], Mapping[str, object]] | None = None
             ) -> StageOutcome:
         reset_peak_rss()
         t0 = time.perf_counter()
@@ -326,9 +328,9 @@ class StageRunner:
         out.llm = delta
         return out
 
-    def _done(self, stage: Stage, t0: float, skipped: bool, counts: dict[str, Any],
+    def _done(self, stage: Stage, t0: float, skipped: bool, counts: StageCounts,
               complete: bool = True, stop: str | None = None,
-              llm: dict[str, Any] | None = None) -> StageOutcome:
+              llm: StageLLM | None = None) -> StageOutcome:
         from featdisco.llm.progress import retried_text
 
         seconds = time.perf_counter() - t0
@@ -338,12 +340,14 @@ class StageRunner:
         return StageOutcome(stage.name, seconds, skipped, counts, complete, stop)
 
 
-def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _delta(before: Mapping[str, object], after: Mapping[str, object]) -> StageLLM:
+    """The stage's share of the engine's summary: numbers and counts by reason, after less
+    before (the summary's keys are :class:`~featdisco.rundir.StageLLM`'s)."""
+    out: dict[str, object] = {}
     for k, v in after.items():
         b = before.get(k)
         if isinstance(v, dict) and isinstance(b, dict):  # counts by reason: this stage's own
             out[k] = {r: n - b.get(r, 0) for r, n in v.items() if n - b.get(r, 0)}
         else:
             out[k] = v - b if isinstance(v, int | float) and isinstance(b, int | float) else v
-    return out
+    return cast(StageLLM, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,16 @@ _ASSIGN_ROWS = 262_144
 # -- the stage: features of each kind → clusters ------------------------------------------
 
 
+class KindCounts(TypedDict):
+    """What the cluster stage counted for one piece kind."""
+
+    features: int
+    distinct: int  # distinct feature strings
+    clusters: int
+    small: int  # clusters under --min-cluster-size
+    empty_dropped: int  # centroids no string was nearest to
+
+
 @dataclass(slots=True)
 class ClusteredFeatures:
     """The cluster stage's output. ``assignments``: feature_id, kind, cluster_id,
@@ -44,7 +54,7 @@ class ClusteredFeatures:
     assignments: pa.Table
     clusters: pa.Table
     centroids: dict[str, NDArray[np.float32]]
-    counts: dict[str, Any]
+    counts: dict[str, KindCounts]  # per piece kind
 
 
 def string_ids(texts: Iterable[pa.Array | pa.ChunkedArray], n: int,
@@ -101,7 +111,7 @@ def cluster_features(features: pa.Table, strings: Sequence[str] | pa.Array | pa.
     sim_of = np.zeros(features.num_rows, dtype=np.float32)
     parts: list[pa.Table] = []
     centroids: dict[str, NDArray[np.float32]] = {}
-    counts: dict[str, Any] = {}
+    counts: dict[str, KindCounts] = {}
     offset = 0
     for kind in kinds:
         mask = pc.equal(features.column("kind"), kind).to_numpy(zero_copy_only=False)

@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from featdisco.cluster_ids import MEMBERS, REGISTRY, Registry, find_by_pieces
 from featdisco.curation import (
@@ -49,7 +49,7 @@ from featdisco.curation import (
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
 from featdisco.stages.kmeans import SphericalKMeans, member_floors
-from featdisco.stages.name import LABELS_SCHEMA, name_clusters
+from featdisco.stages.name import LABELS_SCHEMA, LabelRow, labels_of, name_clusters
 from featdisco.storage.matrix import load_matrix, read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
@@ -103,13 +103,12 @@ class CurateStage(Stage):
         for o in outcomes:
             if o.status == "stale":
                 ctx.log(f"curate: edit {o.index} ({o.edit.describe()}) is stale: {o.reason}")
-        result = StageResult(counts(outcomes))
+        tally = counts(outcomes)
         id_of, failed = self._write_partition(ctx, curator, raw, registry, outcomes)
-        result.complete = failed == 0
         if failed:
-            result.counts["naming_failed"] = failed
+            tally["naming_failed"] = failed
         if registry.retired():
-            result.counts["retired_ids"] = len(registry.retired())
+            tally["retired_ids"] = len(registry.retired())
         for o in outcomes:
             o.now = [id_of[(kind, p)] for kind, p in o.parts if (kind, p) in id_of]
         renamed: dict[int, str] = {}
@@ -125,7 +124,7 @@ class CurateStage(Stage):
                                                      option=orjson.OPT_INDENT_2))
         ctx.output(REGISTRY).write_bytes(registry.to_bytes())
         ctx.write_table(MEMBERS, registry.members)
-        return result
+        return StageResult(tally, complete=failed == 0)
 
     def _curator(self, ctx: StageContext, edits: list[Edit], registry: Registry
                  ) -> tuple[Curator, _Features]:
@@ -272,7 +271,7 @@ def _write_clusters(ctx: StageContext, raw: _Features, parts: _Parts, ids: NDArr
     at = spread.column("part").to_numpy()
     pieces[at] = spread.column("piece_id_count_distinct").to_numpy()
     transcripts[at] = spread.column("transcript_id_count_distinct").to_numpy()
-    cols: dict[str, Any] = {
+    cols: dict[str, ArrayLike] = {
         "cluster_id": ids[order], "kind": [parts.entries[g][0] for g in order], "cluster": row_of[order],
         "size": size[order], "distinct": np.asarray(parts.distinct, np.int64)[order],
         "small": size[order] < int(ctx.config.min_cluster_size), "pieces": pieces[order],
@@ -287,8 +286,8 @@ def _write_labels(ctx: StageContext, curator: Curator, raw: _Features, parts: _P
                   order: NDArray[np.intp], registry: Registry) -> int:
     """Labels: the source's for unchanged clusters, the namer's for merged and split ones;
     returns the failed naming calls."""
-    source = {r["cluster_id"]: r for r in ctx.read_table(_SRC["labels.parquet"]).to_pylist()}
-    rows: list[dict[str, Any]] = []
+    source = {r["cluster_id"]: r for r in labels_of(ctx.read_table(_SRC["labels.parquet"]))}
+    rows: list[LabelRow] = []
     todo: list[tuple[int, str, list[str]]] = []
     for g in order:
         kind, part = parts.entries[g]

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +29,9 @@ from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.llm.replies import EvidencedFeatures, Features
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
+from featdisco.rundir import StageCounts
 from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult, stage_config
 
 # Bump when this stage's output for the same inputs and config changes (a fix, a new
@@ -81,12 +83,26 @@ class FeaturizeConfig(StageConfig):
             raise FeatdiscoError("--max-piece-tokens must be at least 50")
 
 
+class FeaturizeCounts(TypedDict):
+    """The featurize stage's counts, as the manifest keeps them."""
+
+    pieces: int
+    ok: int
+    failed: int
+    failed_by_reason: dict[str, int]
+    not_sent: int
+    truncated: int
+    features: int
+    dropped: dict[str, int]
+    quotes: NotRequired[dict[str, int]]  # with evidence only
+    quote_failures: NotRequired[dict[str, int]]
+    unverified_share: NotRequired[float | None]
+
+
 @dataclass(slots=True)
-class FeaturizeReport:
+class FeaturizeReport(Failures):
     pieces: int = 0
     ok: int = 0
-    failed: int = 0
-    failed_by_reason: Counter[str] = field(default_factory=Counter)
     not_sent: int = 0  # held back at the --max-cost cap: not failures, sent by a rerun
     truncated: int = 0
     features: int = 0
@@ -101,8 +117,8 @@ class FeaturizeReport:
         n = self.quotes["verified"] + self.quotes["unverified"]
         return self.quotes["unverified"] / n if n else None
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
+    def as_dict(self) -> FeaturizeCounts:
+        out: FeaturizeCounts = {"pieces": self.pieces, "ok": self.ok, "failed": self.failed,
                "failed_by_reason": dict(self.failed_by_reason), "not_sent": self.not_sent,
                "truncated": self.truncated,
                "features": self.features, "dropped": dict(self.dropped)}
@@ -114,14 +130,16 @@ class FeaturizeReport:
         return out
 
 
-def evidence_line(counts: dict[str, Any]) -> str | None:
-    """The run summary's line on quotes, from the featurize stage's recorded counts."""
+def evidence_line(counts: StageCounts) -> str | None:
+    """The run summary's line on quotes, from the featurize stage's recorded counts (as
+    :class:`FeaturizeCounts`, or from a run without quotes: none)."""
     quotes = counts.get("quotes")
-    if not quotes:
+    if not quotes or not isinstance(quotes, dict):
         return None
     checked = quotes.get("verified", 0) + quotes.get("unverified", 0)
     share = quotes.get("unverified", 0) / checked if checked else 0.0
-    failures = counts.get("quote_failures") or {}
+    failures = counts.get("quote_failures")
+    failures = failures if isinstance(failures, dict) else {}
     why = ", ".join(f"{r} {n:,}" for r, n in sorted(failures.items()) if n)
     return (f"evidence: {quotes.get('unverified', 0):,} of {checked:,} quotes not found in their piece "
             f"({share:.1%} unverifiable, flagged verified=false{'; ' + why if why else ''}); "
@@ -306,8 +324,7 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
                 report.not_sent += 1
                 continue
             if not result.ok:
-                report.failed += 1
-                report.failed_by_reason[result.reason or result.status] += 1
+                report.fail(result.reason or result.status)
                 continue
             report.ok += 1
             found = features_from_result(result, examples, report.dropped, cfg.evidence)

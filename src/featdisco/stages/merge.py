@@ -22,8 +22,8 @@ from __future__ import annotations
 import difflib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import faiss
 import numpy as np
@@ -36,12 +36,13 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import MergeGroups
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.cluster import string_ids
 from featdisco.stages.kmeans import member_floors, nearest
 from featdisco.stages.members import ClusterMembers
-from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA, sample_members
+from featdisco.stages.name import KIND_PLURALS, LABELS_SCHEMA, LabelRow, labels_of, sample_members
 from featdisco.storage.matrix import read_rows, save_matrix
 from featdisco.transcripts.model import PIECE_KINDS
 
@@ -98,12 +99,26 @@ class Group:
 
 
 @dataclass(slots=True)
-class MergeReport:
+class MergeReport(Failures):
     calls: int = 0
-    failed: int = 0
     merged: int = 0  # raw clusters folded into another
     rounds: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class FinalCounts(TypedDict):
+    clusters: int  # final clusters
+    emptied: int  # raw clusters whose every member went to another
+
+
+class MergeCounts(FinalCounts):
+    """The merge stage's counts, as the manifest keeps them."""
+
+    raw_clusters: int
+    merged: int  # raw clusters folded into another
+    checks: int  # LLM calls
+    failed: int
+    rounds: int
+    reasons: NotRequired[dict[str, int]]  # failed calls by reason
 
 
 def candidate_pairs(groups: list[Group], judged: set[frozenset[int]]) -> list[tuple[int, int]]:
@@ -211,9 +226,7 @@ def merge_kind(kind: str, groups: list[Group], engine: CallEngine, prompt: Promp
                     if a < b:
                         judged.add(_key(groups[a], groups[b]))
             if not (res.ok and isinstance(res.data, dict)):
-                report.failed += 1
-                reason = res.reason or res.status
-                report.reasons[reason] = report.reasons.get(reason, 0) + 1
+                report.fail(res.reason or res.status)
                 continue
             for grp in MergeGroups.read(res.data).groups:
                 ids = sorted({batch[i - 1] for i in grp.ids if 1 <= i <= len(batch)})
@@ -260,7 +273,7 @@ class MergeStage(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         raw = ctx.read_table(RAW["clusters"])
-        labels = ctx.read_table(RAW["labels"]).to_pylist()
+        labels = labels_of(ctx.read_table(RAW["labels"]))
         members = ClusterMembers(ctx.read_table("features.parquet", ["text"]).column("text"),
                                  ctx.read_table(RAW["assignments"], ["cluster_id"]).column("cluster_id"),
                                  raw.num_rows)
@@ -278,16 +291,16 @@ class MergeStage(Stage):
                             if ctx.config.merge else []) for r in rows]
             final[kind] = (merge_kind(kind, groups, ctx.engine, ctx.prompt, ctx.config.seed, report)
                            if ctx.config.merge else groups)
-        counts = write_final(ctx, raw, labels, final)
-        counts.update({"raw_clusters": raw.num_rows, "merged": report.merged, "checks": report.calls,
-                       "failed": report.failed, "rounds": report.rounds})
-        if report.reasons:
-            counts["reasons"] = report.reasons
+        counts: MergeCounts = {**write_final(ctx, raw, labels, final), "raw_clusters": raw.num_rows,
+                               "merged": report.merged, "checks": report.calls, "failed": report.failed,
+                               "rounds": report.rounds}
+        if report.failed_by_reason:
+            counts["reasons"] = dict(report.failed_by_reason)
         return StageResult(counts, complete=report.failed == 0)
 
 
-def write_final(ctx: StageContext, raw: pa.Table, labels: list[dict[str, Any]],
-                final: dict[str, list[Group]]) -> dict[str, Any]:
+def write_final(ctx: StageContext, raw: pa.Table, labels: list[LabelRow],
+                final: dict[str, list[Group]]) -> FinalCounts:
     """Every feature to its nearest final centroid; the final cluster table, labels,
     centroids, thresholds and the raw → final mapping."""
     features = ctx.read_table("features.parquet", ["feature_id", "piece_id", "transcript_id", "kind"])
@@ -297,7 +310,8 @@ def write_final(ctx: StageContext, raw: pa.Table, labels: list[dict[str, Any]],
                           pf.metadata.num_rows, strings)
     cluster_of = np.full(features.num_rows, -1, dtype=np.int64)
     sim_of = np.zeros(features.num_rows, dtype=np.float32)
-    tables, label_rows, merge_rows = [], [], []
+    tables, merge_rows = [], []
+    label_rows: list[LabelRow] = []
     offset = 0
     for kind in PIECE_KINDS:
         groups = final.get(kind)

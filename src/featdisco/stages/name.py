@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import ClusterLabel
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt, placeholders
 from featdisco.stages.base import Stage, StageContext, StageResult
 from featdisco.stages.members import RAW_MEMBER_ARTEFACTS, ClusterMembers
@@ -40,12 +41,26 @@ LABELS_SCHEMA = pa.schema([
 ])
 
 
+class LabelRow(TypedDict, total=False):
+    """One row of a labels table (:data:`LABELS_SCHEMA`); a cluster whose naming is still
+    to come has its ``cluster_id`` alone."""
+
+    cluster_id: int
+    label: str | None
+    description: str | None
+    sample: list[str] | None
+    status: str | None
+
+
+def labels_of(table: pa.Table) -> list[LabelRow]:
+    """A labels table (written by this stage, the merge or the curate stage) as rows."""
+    return cast(list[LabelRow], table.to_pylist())
+
+
 @dataclass(slots=True)
-class NameReport:
+class NameReport(Failures):
     clusters: int = 0
     ok: int = 0
-    failed: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 def sample_members(members: Sequence[str], k: int, seed: int) -> list[str]:
@@ -88,9 +103,7 @@ def name_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], members: Seq
         ok = reply is not None
         report.ok += ok
         if not ok:
-            report.failed += 1
-            reason = res.reason or res.status
-            report.reasons[reason] = report.reasons.get(reason, 0) + 1
+            report.fail(res.reason or res.status)
         rows["cluster_id"].append(int(cid))
         rows["label"].append(" ".join(reply.label.split()) if reply else None)
         rows["description"].append(" ".join(reply.description.split()) if reply else None)

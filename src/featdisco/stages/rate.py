@@ -14,6 +14,7 @@ import pyarrow as pa
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import Rating, Ratings
+from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
 from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult
 from featdisco.stages.members import MEMBER_ARTEFACTS, ClusterMembers
@@ -53,13 +54,11 @@ class RateConfig(StageConfig):
 
 
 @dataclass(slots=True)
-class RateReport:
+class RateReport(Failures):
     clusters: int = 0
     batches: int = 0
     rated: int = 0
-    failed: int = 0
     private: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
     uninformative_batches: int = 0
     unranked: int = 0  # clusters of uninformative batches: rated, but not ranked by it
     private_discarded: int = 0
@@ -159,8 +158,7 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
             if r is None:
                 status = f"failed: {res.reason or res.status}" if not res.ok else "failed: missing"
                 found[pos] = {"status": status}
-                reason = status.removeprefix("failed: ")
-                report.reasons[reason] = report.reasons.get(reason, 0) + 1
+                report.fail(status.removeprefix("failed: "))
                 continue
             row: _Rated = {"interest": r.interest, "reason": " ".join(r.reason.split()),
                                    "private": r.private,
@@ -188,7 +186,6 @@ def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequ
         for name in RATINGS_SCHEMA.names[1:]:
             rows[name].append(row.get(name))
         report.rated += row["status"] == "ok"
-        report.failed += row["status"] != "ok"
         report.private += bool(row.get("private"))
     return pa.table(rows, schema=RATINGS_SCHEMA), report
 

@@ -16,7 +16,6 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -133,7 +132,7 @@ class SplitStage(Stage):
             for batch in pf.iter_batches(columns=["kind"]):
                 for k in batch.column(0).to_pylist():
                     kinds[k] = kinds.get(k, 0) + 1
-            counts: dict[str, Any] = {"pieces": n, **kinds, "truncated": 0}
+            counts: dict[str, int] = {"pieces": n, **kinds, "truncated": 0}  # and per piece kind
             if cfg.max_chars is None:  # nothing to cut: the same bytes (a hard link costs no space)
                 _link_or_copy(source, dest)
             else:
