@@ -82,10 +82,25 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
+class _KindSummary(TypedDict):
+    """The overview's figures for one kind of piece."""
+
+    clusters: int
+    private: int  # flagged private by the rating
+    rare: int  # drawn from too few transcripts
+    hidden: int  # either
+    features: int
+    pieces: int
+    sizes: dict[str, list[float]]  # histogram: edges, counts
+    interest: dict[str, list[float]]
+    top: list[int]  # the top clusters' ids, hidden ones left out
+    top_all: list[int]
+
+
 def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n_pieces: int, n_transcripts: int,
               analyses: list[AnalysisEntry], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
-    per_kind: dict[str, Any] = {}
+    per_kind: dict[str, _KindSummary] = {}
     for kind in KINDS:
         rows = [c for c in clusters if c["kind"] == kind]
         if not rows:
@@ -93,16 +108,16 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
         sizes = np.asarray([c["size"] for c in rows], dtype=float)
         interest = np.asarray([c["interest"] for c in rows if c["interest"] is not None], dtype=float)
         ranked = sorted(rows, key=lambda c: (-(c["interest"] or 0), -c["size"]))
-        per_kind[kind] = {
-            "clusters": len(rows), "private": sum(c["flagged"] for c in rows), "rare": sum(c["rare"] for c in rows),
-            "hidden": sum(c["private"] for c in rows),
-            "features": int(sizes.sum()), "pieces": kinds_pieces.get(kind, 0),
-            "sizes": _hist(sizes, _size_bins(sizes)),
-            "interest": _hist(interest, np.arange(0, 101, 5)),
+        per_kind[kind] = _KindSummary(
+            clusters=len(rows), private=sum(c["flagged"] for c in rows), rare=sum(c["rare"] for c in rows),
+            hidden=sum(c["private"] for c in rows),
+            features=int(sizes.sum()), pieces=kinds_pieces.get(kind, 0),
+            sizes=_hist(sizes, _size_bins(sizes)),
+            interest=_hist(interest, np.arange(0, 101, 5)),
             # the top clusters with and without private ones, so the toggle needs no other shard
-            "top": [c["cluster_id"] for c in ranked if not c["private"]][:TOP_N],
-            "top_all": [c["cluster_id"] for c in ranked][:TOP_N],
-        }
+            top=[c["cluster_id"] for c in ranked if not c["private"]][:TOP_N],
+            top_all=[c["cluster_id"] for c in ranked][:TOP_N],
+        )
     top_ids = {i for k in per_kind.values() for i in k["top"] + k["top_all"]}
     return {
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
@@ -238,7 +253,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     fitted = fitted_run(RunDir(run))
     layout = map_layout(run, clusters_t, max_points=map_points, centroids_dir=fitted or run,
                         seed=int((manifest.get("config") or {}).get("seed") or 0))
-    writer.write("map.js", "map", layout.shard)
+    writer.write("map.js", "map", layout.shard or {})
     lap("map")
     clusters, hidden = _placed_clusters(clusters_t, layout.positions)
     vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)
