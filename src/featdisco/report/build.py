@@ -136,7 +136,18 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
     }
 
 
-def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
+class _NewCluster(TypedDict, total=False):
+    """A transform's candidate new cluster, with the columns its file has."""
+
+    label: str | None
+    kind: str
+    size: int
+    pieces: int
+    examples: list[str]  # the first three
+    nearest_label: str | None  # the fitted dictionary's nearest cluster
+
+
+def _new_clusters(run: Path, top: int = 50) -> list[_NewCluster] | None:
     """A transform's candidate new clusters (``new_clusters.parquet``), largest first; None
     when the run is no transform output (or one made before they were found)."""
     path = run / "new_clusters.parquet"
@@ -144,7 +155,8 @@ def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
         return None
     table = pq.read_table(path)
     keep = [c for c in ("label", "kind", "size", "pieces", "examples", "nearest_label") if c in table.column_names]
-    return [{**r, "examples": (r.get("examples") or [])[:3]} for r in table.select(keep).slice(0, top).to_pylist()]
+    rows: list[_NewCluster] = table.select(keep).slice(0, top).to_pylist()
+    return [{**r, "examples": (r.get("examples") or [])[:3]} for r in rows]
 
 
 def _brief(c: ClusterRow) -> list[Any]:
