@@ -96,6 +96,8 @@ class DroppedCitation(TypedDict):
 
 
 class Provenance(TypedDict):
+    """What ``ask_<name>.json`` records of how the answer was made."""
+
     llm: str
     model: str
     prompts: dict[str, str]
