@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import orjson
@@ -55,6 +55,40 @@ MEMBERS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("unit", pa.string()), (
 TEXTS_KEPT = 0.5  # share of a kind's old member texts still present to match by texts (else by pieces)
 
 
+class IdJSON(TypedDict):
+    """An id's entry in ``cluster_ids.json`` (``into`` and ``why`` for a retired one only)."""
+
+    kind: str
+    status: str
+    label: str | None
+    into: NotRequired[list[int]]
+    why: NotRequired[str | None]
+
+
+class RegistryJSON(TypedDict):
+    """``cluster_ids.json``."""
+
+    version: int
+    next_id: int
+    ids: dict[str, IdJSON]
+
+
+class RetiredId(TypedDict):
+    id: int
+    kind: str
+    label: str | None
+    into: list[int]  # the ids its members went to
+    why: str | None
+
+
+class IdHistory(TypedDict):
+    """The ids as ``featdisco status --json`` and ``featdisco edit RUN list`` show them."""
+
+    next_id: int
+    live: list[int]
+    retired: list[RetiredId]
+
+
 @dataclass(slots=True)
 class IdRecord:
     """One id: its kind, ``live`` or ``retired``, its last label, and where a retired one went."""
@@ -65,10 +99,10 @@ class IdRecord:
     into: list[int] = field(default_factory=list)
     why: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "status": self.status, "label": self.label}
+    def as_json(self) -> IdJSON:
+        out = IdJSON(kind=self.kind, status=self.status, label=self.label)
         if self.status == "retired":
-            out.update(into=self.into, why=self.why)
+            out["into"], out["why"] = self.into, self.why
         return out
 
 
@@ -98,9 +132,9 @@ class Registry:
             reg.members = pq.read_table(members, schema=MEMBERS_SCHEMA)
         return reg
 
-    def as_json(self) -> dict[str, Any]:
-        return {"version": 1, "next_id": self.next_id,
-                "ids": {str(i): r.as_json() for i, r in sorted(self.ids.items())}}
+    def as_json(self) -> RegistryJSON:
+        return RegistryJSON(version=1, next_id=self.next_id,
+                            ids={str(i): r.as_json() for i, r in sorted(self.ids.items())})
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.as_json(), option=orjson.OPT_INDENT_2)
@@ -271,7 +305,7 @@ def find_by_pieces(registry: Registry, cluster_id: int, piece_of_part: pa.Table)
     return int(parts[b[int(np.argmax(jac))]])
 
 
-def id_history(run_dir: str | Path) -> dict[str, Any] | None:
+def id_history(run_dir: str | Path) -> IdHistory | None:
     """What ``featdisco status --json`` and ``featdisco edit RUN list`` show of the ids: the
     next id, the live ids, and each retired id with its last label and where it went;
     None for a run without a registry (not clustered yet)."""
@@ -279,7 +313,14 @@ def id_history(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     reg = Registry.read(path, Path(run_dir) / MEMBERS)
-    return {"next_id": reg.next_id,
-            "live": sorted(i for i, r in reg.ids.items() if r.status == "live"),
-            "retired": [{"id": i, "kind": r.kind, "label": r.label, "into": r.into, "why": r.why}
-                        for i, r in reg.retired().items()]}
+    return IdHistory(next_id=reg.next_id,
+                     live=sorted(i for i, r in reg.ids.items() if r.status == "live"),
+                     retired=[RetiredId(id=i, kind=r.kind, label=r.label, into=r.into, why=r.why)
+                              for i, r in reg.retired().items()])
+
+
+def retired_into(run_dir: str | Path) -> dict[int, list[int]]:
+    """Each retired id of the run and the ids its members went to (empty without a registry):
+    what a user who names a retired id is told."""
+    history = id_history(run_dir)
+    return {r["id"]: r["into"] for r in history["retired"]} if history else {}

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import orjson
@@ -39,6 +39,67 @@ OPS = ("merge", "split", "rename", "hide")
 SIGNATURE = 20  # most frequent member features kept per cluster reference
 MATCH = 0.5  # share of a signature one cluster must hold to be "the same cluster"
 MAX_LABEL = 200
+
+
+class ClusterRefJSON(TypedDict):
+    id: int
+    kind: str
+    label: str | None
+    members: list[str]
+
+
+class EditJSON(TypedDict):
+    """An edit in ``curation.json`` (``label`` for a rename, ``k`` for a split)."""
+
+    op: str
+    clusters: list[ClusterRefJSON]
+    made: str
+    label: NotRequired[str]
+    k: NotRequired[int]
+
+
+class NamedCluster(TypedDict):
+    id: int
+    kind: str
+    label: str | None
+
+
+class OutcomeJSON(TypedDict):
+    """An edit's fate in ``curation_applied.json``."""
+
+    index: int
+    op: str
+    edit: str
+    status: str
+    reason: str | None
+    clusters: list[NamedCluster]
+    now: list[int]
+    label: str | None
+    k: int | None
+
+
+class AppliedJSON(TypedDict):
+    """``curation_applied.json``."""
+
+    edits: list[OutcomeJSON]
+    renamed: dict[str, str]
+    hidden: list[int]
+    counts: dict[str, int]
+
+
+class EditFate(TypedDict):
+    index: int
+    edit: str
+    status: str
+    reason: str | None
+    now: list[int]
+
+
+class CurationSummary(TypedDict):
+    """The report overview's ``curation`` entry."""
+
+    edits: list[EditFate]
+    hidden: list[list[object]]  # [id, kind, label] of each hidden cluster
 
 
 @dataclass(slots=True)
@@ -67,10 +128,10 @@ class Edit:
         extra = f" {self.label!r}" if self.op == "rename" else f" --k {self.k}" if self.op == "split" else ""
         return f"{self.op} {ids}{extra}"
 
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"op": self.op, "clusters": [
-            {"id": c.id, "kind": c.kind, "label": c.label, "members": c.members} for c in self.clusters],
-            "made": self.made}
+    def as_json(self) -> EditJSON:
+        out = EditJSON(op=self.op, clusters=[
+            ClusterRefJSON(id=c.id, kind=c.kind, label=c.label, members=c.members) for c in self.clusters],
+            made=self.made)
         if self.label is not None:
             out["label"] = self.label
         if self.k is not None:
@@ -187,11 +248,11 @@ class Outcome:
     parts: list[tuple[str, int]] = field(default_factory=list)  # (kind, part) it produced
     now: list[int] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
-        return {"index": self.index, "op": self.edit.op, "edit": self.edit.describe(),
-                "status": self.status, "reason": self.reason,
-                "clusters": [{"id": c.id, "kind": c.kind, "label": c.label} for c in self.edit.clusters],
-                "now": self.now, "label": self.edit.label, "k": self.edit.k}
+    def as_json(self) -> OutcomeJSON:
+        return OutcomeJSON(index=self.index, op=self.edit.op, edit=self.edit.describe(),
+                           status=self.status, reason=self.reason,
+                           clusters=[NamedCluster(id=c.id, kind=c.kind, label=c.label) for c in self.edit.clusters],
+                           now=self.now, label=self.edit.label, k=self.edit.k)
 
 
 class Curator:
@@ -304,12 +365,12 @@ def _supersede_renames(earlier: list[Outcome], out: Outcome, kind: str, parts: l
                         else "named the clusters it made afresh; rename them again"))
 
 
-def applied_json(outcomes: list[Outcome], renamed: dict[int, str], hidden: list[int]) -> dict[str, Any]:
+def applied_json(outcomes: list[Outcome], renamed: dict[int, str], hidden: list[int]) -> AppliedJSON:
     """``curation_applied.json``: each edit's fate, and the renames and hides by final id."""
-    return {"edits": [o.as_json() for o in outcomes],
-            "renamed": {str(k): v for k, v in sorted(renamed.items())},
-            "hidden": sorted(hidden),
-            "counts": counts(outcomes)}
+    return AppliedJSON(edits=[o.as_json() for o in outcomes],
+                       renamed={str(k): v for k, v in sorted(renamed.items())},
+                       hidden=sorted(hidden),
+                       counts=counts(outcomes))
 
 
 def counts(outcomes: list[Outcome]) -> dict[str, int]:
@@ -317,12 +378,14 @@ def counts(outcomes: list[Outcome]) -> dict[str, int]:
             "stale": sum(o.status == "stale" for o in outcomes)}
 
 
-def report_summary(run_dir: Path, hidden: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def report_summary(run_dir: Path, hidden: Sequence[Mapping[str, Any]]) -> CurationSummary | None:
     """For the report's overview: each edit's fate (stale ones with why) and the hidden
     clusters (id, kind, label); None for a run nobody edited."""
     path = run_dir / APPLIED
     if not path.exists() and not hidden:
         return None
     edits = orjson.loads(path.read_bytes()).get("edits", []) if path.exists() else []
-    return {"edits": [{k: e.get(k) for k in ("index", "edit", "status", "reason", "now")} for e in edits],
-            "hidden": [[c["cluster_id"], c["kind"], c.get("label")] for c in hidden]}
+    return CurationSummary(
+        edits=[EditFate(index=e.get("index"), edit=e.get("edit"), status=e.get("status"), reason=e.get("reason"),
+                        now=e.get("now")) for e in edits],
+        hidden=[[c["cluster_id"], c["kind"], c.get("label")] for c in hidden])

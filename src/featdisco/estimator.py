@@ -18,7 +18,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import orjson
@@ -33,7 +33,9 @@ from sklearn.utils import Tags
 
 from featdisco.analysis.activations import Activations, load_activations
 from featdisco.dictionary import Dictionary, group_unassigned
+from featdisco.embedders.base import Embedder
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import LLMBackend
 from featdisco.pipeline import ENCODE, Pipeline, PipelineConfig, config_from_manifest, read_manifest
 from featdisco.prompts import PROMPT_NAMES, Prompt, saved_copy
 from featdisco.rundir import LLM_CACHE, MANIFEST, RunDir
@@ -79,6 +81,13 @@ def _per_transcript(act: Activations, transcript_ids: list[str]) -> sparse.csr_m
     rows = np.asarray([row_of.get(t, tm.shape[0]) for t in transcript_ids], dtype=np.int64)
     padded = sparse.vstack([tm, sparse.csr_matrix((1, tm.shape[1]), dtype=tm.dtype)], format="csr")
     return sparse.csr_matrix(padded[rows])
+
+
+class _Backends(TypedDict):
+    """The backend objects a FeatureDiscovery was given (None: made from their names)."""
+
+    llm: LLMBackend | None
+    embedder: Embedder | None
 
 
 class FeatureDiscovery(TransformerMixin, BaseEstimator):
@@ -160,7 +169,7 @@ class FeatureDiscovery(TransformerMixin, BaseEstimator):
             raise FeatdiscoError(f"min_features ({cfg.min_features}) is more than max_features "
                                  f"({cfg.max_features})")
 
-    def _backends(self) -> dict[str, Any]:
+    def _backends(self) -> _Backends:
         return {"llm": None if isinstance(self.llm, str | None) else self.llm,
                 "embedder": None if isinstance(self.embedder, str | None) else self.embedder}
 

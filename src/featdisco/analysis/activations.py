@@ -7,6 +7,7 @@ it; a transcript activates the union of its pieces' clusters.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,11 @@ class Activations:
         return pq.ParquetFile(self.pieces_path).schema_arrow.names if self.pieces_path else []
 
 
-def _lookup(meta: dict[str, Any], path: str) -> Any:
+def _lookup(meta: Mapping[str, object], path: str) -> object:
     """``meta[path]``, else the dotted path walked through nested objects."""
     if path in meta:
         return meta[path]
-    value: Any = meta
+    value: object = meta
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
             return None
@@ -96,7 +97,7 @@ def _lookup(meta: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _paths(meta: dict[str, Any], prefix: str = "") -> list[str]:
+def _paths(meta: Mapping[str, object], prefix: str = "") -> list[str]:
     """Every key of a metadata object, nested ones as dotted paths."""
     out = []
     for k, v in meta.items():
@@ -106,7 +107,7 @@ def _paths(meta: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def _meta(raw: Any) -> dict[str, Any]:
+def _meta(raw: Any) -> dict[str, object]:
     if not raw:
         return {}
     try:
@@ -290,7 +291,7 @@ def frequency(act: Activations) -> pd.DataFrame:
 
 
 def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame, *, command: str | None = None,
-                   args: dict[str, Any] | None = None, extra: dict[str, pd.DataFrame] | None = None) -> Path:
+                   args: Mapping[str, object] | None = None, extra: dict[str, pd.DataFrame] | None = None) -> Path:
     """Write ``analysis_<name>.parquet`` (and ``analysis_<name><suffix>.parquet`` for each of
     ``extra``) atomically into the run directory, under its lock, recorded with the clusters'
     fingerprint, ``args`` and ``command`` (:mod:`featdisco.analysis.provenance`). The

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from featdisco.analysis.activations import read_clusters, write_analysis
-from featdisco.analysis.llm import close_pipeline, open_pipeline
+from featdisco.analysis.llm import LLMChoice, close_pipeline, open_pipeline
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.summary import LLMUse
 from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir
 from featdisco.stages.kmeans import SphericalKMeans
@@ -97,8 +98,8 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
             weights = np.array([nodes[p]["size"] for p in ids], dtype=np.float64)
             if len(ids) == 1:
                 break
-    used = _name(run_dir, nodes, to_name, seed, dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency,
-                                              prices=prices))
+    used = _name(run_dir, nodes, to_name, seed, LLMChoice(llm=llm, model=model, base_url=base_url,
+                                                           concurrency=concurrency, prices=prices))
     df = pd.DataFrame(nodes)
     if write:
         write_analysis(run_dir, "hierarchy", df,  # one tree per run: another one replaces it
@@ -109,7 +110,7 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
 
 
 def _name(run_dir: str | Path, nodes: list[_Node], to_name: list[tuple[int, str, list[str]]], seed: int,
-          llm_options: dict[str, Any]) -> dict[str, Any] | None:
+          llm_options: LLMChoice) -> LLMUse | None:
     """Name parents level by level so that grandparents see their children's new names;
     returns the LLM use (None: nothing to name)."""
     if not to_name:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,23 @@ from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.replies import LabelFit
 from featdisco.prompts import load_prompt
 from featdisco.stages.name import KIND_PLURALS
+
+
+class _LabelScore(TypedDict):
+    """A row of ``analysis_label_quality.parquet``: how well one cluster's label picked out
+    its members among its neighbours' features."""
+
+    cluster_id: int
+    kind: str
+    label: str
+    members_shown: int
+    others_shown: int
+    chosen: int  # items the LLM said fit the label
+    true_positives: int
+    precision: float
+    recall: float
+    f1: float
+    status: str  # ok, or failed: why
 
 
 def _members_by_cluster(run_dir: Path) -> dict[int, list[str]]:
@@ -95,23 +112,24 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
         results = pipe.engine.run_sync(requests, desc="score labels")
     finally:
         used = close_pipeline(pipe, "label_quality")
-    rows = []
+    rows: list[_LabelScore] = []
     for (cid, label, items), res in zip(plans, results, strict=True):
         n_mem = sum(m for _, m in items)
-        row: dict[str, Any] = {"cluster_id": cid, "kind": clusters.loc[cid, "kind"], "label": label,
-                               "members_shown": n_mem, "others_shown": len(items) - n_mem}
+        kind = clusters.loc[cid, "kind"]
         if res.ok:
             chosen = {i for i in LabelFit.read(res.data).fits if 1 <= i <= len(items)}
             tp = sum(items[i - 1][1] for i in chosen)
             precision = tp / len(chosen) if chosen else 0.0
             recall = tp / n_mem if n_mem else float("nan")
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            row.update(chosen=len(chosen), true_positives=tp, precision=precision, recall=recall, f1=f1,
-                       status="ok")
+            rows.append(_LabelScore(cluster_id=cid, kind=kind, label=label, members_shown=n_mem,
+                                    others_shown=len(items) - n_mem, chosen=len(chosen), true_positives=tp,
+                                    precision=precision, recall=recall, f1=f1, status="ok"))
         else:
-            row.update(chosen=0, true_positives=0, precision=np.nan, recall=np.nan, f1=np.nan,
-                       status=f"failed: {res.reason or res.status}")
-        rows.append(row)
+            rows.append(_LabelScore(cluster_id=cid, kind=kind, label=label, members_shown=n_mem,
+                                    others_shown=len(items) - n_mem, chosen=0, true_positives=0,
+                                    precision=np.nan, recall=np.nan, f1=np.nan,
+                                    status=f"failed: {res.reason or res.status}"))
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
         write_analysis(run_dir, "label_quality", df, command="score-labels",

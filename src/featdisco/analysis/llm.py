@@ -8,10 +8,21 @@ cost accounting, and default to the backend and model recorded in the run's mani
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
+from featdisco.llm.summary import LLMUse
 from featdisco.pipeline import Pipeline, config_from_manifest
 from featdisco.runsummary import ANALYSIS_SCOPE, record_invocation
+
+
+class LLMChoice(TypedDict):
+    """The backend an analysis asks, as its command's flags gave it (None: the run's)."""
+
+    llm: str | None
+    model: str | None
+    base_url: str | None
+    concurrency: int | None
+    prices: str | None
 
 
 def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | None = None,
@@ -29,11 +40,11 @@ def open_pipeline(run_dir: str | Path, *, llm: str | None = None, model: str | N
     return pipe
 
 
-def close_pipeline(pipe: Pipeline, analysis: str) -> dict[str, Any]:
+def close_pipeline(pipe: Pipeline, analysis: str) -> LLMUse:
     """Add the analysis's LLM use to the run's totals (``featdisco status``, the report), then
     close the pipeline; returns that use (failed calls and why included)."""
     try:
-        used = pipe.engine.summary.as_dict()
+        used = pipe.engine.summary.use()
         record_invocation(pipe.dir, used, analysis=analysis, prices=pipe.prices_used())
         return used
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,46 @@ from featdisco.analysis.activations import Activations, load_activations, write_
 from featdisco.errors import FeatdiscoError
 
 TARGET_KINDS = ("thought", "response")
+
+
+class PermutationNull(TypedDict):
+    null_f1: float  # the null's mean F1
+    null_f1_95: float  # its 95th percentile
+    p_value: float  # P(TP >= the probe's TP) under the null
+
+
+class _Target(TypedDict):
+    """A probe row's target and the counts its split gave."""
+
+    kind: str
+    cluster_id: int
+    n_train: int
+    train_positives: int
+    n_test: int
+    test_positives: int
+    base_rate: float
+    baseline_f1: float
+
+
+class _Score(PermutationNull):
+    """A probe row's scores (NaN where the probe could not be fitted)."""
+
+    status: str
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    auroc: float
+    threshold: float
+    threshold_from: str  # default (cut 0), validation, or "" when not fitted
+    top_user_clusters: list[int]
+    top_weights: list[float]
+
+
+class _ProbeRow(_Target, _Score):
+    """A row of :func:`fit_probes` before the columns computed over the whole table."""
 
 
 @dataclass(slots=True)
@@ -187,23 +227,21 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
     else:
         results = [_fit_batch(X_train, Y_train[:, a:b], X_test, C, class_weight, val) for a, b in batches]
     fitted = [r for batch in results for r in batch]
-    rows: list[dict[str, Any]] = []
+    rows: list[_ProbeRow] = []
     for j, (coef, _b, scores, threshold) in enumerate(fitted):
         y_test = Y_test[:, j].toarray().ravel() > 0
         train_pos = int(Y_train[:, j].nnz)
         n_test, test_pos = len(y_test), int(y_test.sum())
         base = test_pos / n_test if n_test else float("nan")
-        row: dict[str, Any] = {
-            "kind": data.kind, "cluster_id": int(data.target_ids[j]),
-            "n_train": X_train.shape[0], "train_positives": train_pos,
-            "n_test": n_test, "test_positives": test_pos, "base_rate": base,
-            "baseline_f1": 2 * base / (1 + base) if n_test else float("nan"),
-        }
+        target = _Target(kind=data.kind, cluster_id=int(data.target_ids[j]),
+                         n_train=X_train.shape[0], train_positives=train_pos,
+                         n_test=n_test, test_positives=test_pos, base_rate=base,
+                         baseline_f1=2 * base / (1 + base) if n_test else float("nan"))
         if coef is None or scores is None:
-            row.update(status="one class in train", tp=0, fp=0, fn=test_pos, precision=np.nan,
-                       recall=np.nan, f1=np.nan, auroc=np.nan, threshold=np.nan, threshold_from="",
-                       null_f1=np.nan, null_f1_95=np.nan, p_value=np.nan, top_user_clusters=[],
-                       top_weights=[])
+            score = _Score(status="one class in train", tp=0, fp=0, fn=test_pos, precision=np.nan,
+                           recall=np.nan, f1=np.nan, auroc=np.nan, threshold=np.nan, threshold_from="",
+                           null_f1=np.nan, null_f1_95=np.nan, p_value=np.nan, top_user_clusters=[],
+                           top_weights=[])
         else:
             cut = 0.0 if threshold is None else threshold
             pred = scores > cut
@@ -215,12 +253,13 @@ def fit_probes(data: ProbeData, *, test_size: float = 0.25, seed: int = 0, C: fl
             f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
             best = np.argsort(-coef)[:top_weights]
             best = best[coef[best] > 0]
-            row.update(status="ok", tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
-                       auroc=auroc(y_test, scores), threshold=cut,
-                       threshold_from="default" if threshold is None else "validation",
-                       **permutation_null(tp, n_test, test_pos, int(pred.sum())),
-                       top_user_clusters=[int(c) for c in data.user_cluster_ids[best]],
-                       top_weights=[float(w) for w in coef[best]])
+            score = _Score(status="ok", tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
+                           auroc=auroc(y_test, scores), threshold=cut,
+                           threshold_from="default" if threshold is None else "validation",
+                           **permutation_null(tp, n_test, test_pos, int(pred.sum())),
+                           top_user_clusters=[int(c) for c in data.user_cluster_ids[best]],
+                           top_weights=[float(w) for w in coef[best]])
+        row: _ProbeRow = {**target, **score}  # the table's columns, in this order
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
@@ -273,7 +312,7 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
     return df
 
 
-def permutation_null(tp: int, n: int, positives: int, predicted: int) -> dict[str, float]:
+def permutation_null(tp: int, n: int, positives: int, predicted: int) -> PermutationNull:
     """The probe's test F1 against its permutation null, exactly: shuffling the test labels
     under fixed predictions makes TP hypergeometric (``n`` rows, ``positives`` labelled,
     ``predicted`` drawn), and F1 = 2·TP / (predicted + positives) with both margins fixed.
@@ -283,10 +322,10 @@ def permutation_null(tp: int, n: int, positives: int, predicted: int) -> dict[st
     alike, so read small p-values of rare targets with care."""
     denom = predicted + positives
     if n == 0 or denom == 0:
-        return {"null_f1": float("nan"), "null_f1_95": float("nan"), "p_value": float("nan")}
-    return {"null_f1": 2 * predicted * positives / n / denom,
-            "null_f1_95": float(2 * hypergeom.ppf(0.95, n, positives, predicted) / denom),
-            "p_value": float(hypergeom.sf(tp - 1, n, positives, predicted))}
+        return PermutationNull(null_f1=float("nan"), null_f1_95=float("nan"), p_value=float("nan"))
+    return PermutationNull(null_f1=2 * predicted * positives / n / denom,
+                           null_f1_95=float(2 * hypergeom.ppf(0.95, n, positives, predicted) / denom),
+                           p_value=float(hypergeom.sf(tp - 1, n, positives, predicted)))
 
 
 def summarize_probes(df: pd.DataFrame) -> pd.DataFrame:

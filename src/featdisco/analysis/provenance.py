@@ -117,7 +117,7 @@ class AnalysisStatus(TypedDict):
     files: list[str]
     current: bool  # computed on the clusters (or pieces) the run has now
     depends: str  # clusters or pieces
-    args: dict[str, Any]
+    args: dict[str, object]  # as recorded (JSON)
     command: str | None  # what refreshes it
     written: str | None
     note: NotRequired[str]

@@ -11,7 +11,7 @@ than behaviours, which the per-cluster table lets a reader filter out.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,21 @@ def best_jaccard(ref: np.ndarray, new: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Rerun(TypedDict):
+    """A row of ``analysis_stability.parquet``: one reclustering of a sample against the run's."""
+
+    kind: str
+    rerun: int
+    seed: int
+    fraction: float
+    strings: int  # distinct feature texts sampled
+    clusters: int
+    ari: float
+    nmi: float
+    matched_share: float  # share of the compared clusters matched at the Jaccard threshold
+    clusters_compared: int
+
+
 def run_stability(run_dir: str | Path, *, runs: int = 3, fraction: float = 0.8, seed: int = 1,
                   match_jaccard: float = 0.5, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per kind and rerun, one row per original cluster); written as
@@ -53,7 +68,7 @@ def run_stability(run_dir: str | Path, *, runs: int = 3, fraction: float = 0.8, 
     index = {s: i for i, s in enumerate(strings)}
     df = feats.merge(assign, on="feature_id")
     min_size = int((run.manifest.get("config") or {}).get("min_cluster_size", 3))
-    rows: list[dict[str, Any]] = []
+    rows: list[_Rerun] = []
     per_cluster: dict[int, list[float]] = {}
     rng = np.random.default_rng(seed)
     for kind in sorted(df["kind"].unique()):
@@ -72,12 +87,12 @@ def run_stability(run_dir: str | Path, *, runs: int = 3, fraction: float = 0.8, 
             seen = np.unique(ref[take])
             for c in seen:
                 per_cluster.setdefault(int(c), []).append(float(jac[c]))
-            rows.append({"kind": kind, "rerun": r, "seed": seed + 1000 * (r + 1), "fraction": fraction,
-                         "strings": len(take), "clusters": k,
-                         "ari": adjusted_rand_score(ref[take], new),
-                         "nmi": normalized_mutual_info_score(ref[take], new),
-                         "matched_share": float((jac[seen] >= match_jaccard).mean()),
-                         "clusters_compared": len(seen)})
+            rows.append(_Rerun(kind=kind, rerun=r, seed=seed + 1000 * (r + 1), fraction=fraction,
+                               strings=len(take), clusters=k,
+                               ari=adjusted_rand_score(ref[take], new),
+                               nmi=normalized_mutual_info_score(ref[take], new),
+                               matched_share=float((jac[seen] >= match_jaccard).mean()),
+                               clusters_compared=len(seen)))
     summary = pd.DataFrame(rows)
     labels = clusters["label"].to_numpy()
     kinds = clusters["kind"].to_numpy()

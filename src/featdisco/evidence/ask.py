@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -38,9 +39,14 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.evidence.quotes import check_quote
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
-from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan
+from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan, AskStep, Citation, Reply
+from featdisco.llm.summary import LLMUse
 from featdisco.prompts import load_prompt
 from featdisco.rundir import RunDir, open_run, versions
+
+if TYPE_CHECKING:
+    from featdisco.analysis.llm import LLMChoice
+    from featdisco.pipeline import Pipeline
 
 DEFAULT_SAMPLE = 200  # a scan step's pieces when the plan gives none, and the cap (--max-sample)
 DEFAULT_TOP = 10
@@ -64,35 +70,85 @@ _STEP_REF = re.compile(r"\b(?:step|steps)\s+\d+", re.IGNORECASE)
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
+class Evidence(TypedDict):
+    """A verified quote a scan step offers the answer."""
+
+    piece_id: str
+    group: str
+    quote: str
+
+
+class CheckedCitation(TypedDict):
+    """A citation whose quote was found in its piece, at ``start:end``."""
+
+    piece_id: str
+    quote: str
+    start: int
+    end: int
+
+
+class DroppedCitation(TypedDict):
+    """A citation that did not verify, and why."""
+
+    piece_id: str
+    quote: str
+    why: str
+
+
+class Provenance(TypedDict):
+    """What ``ask_<name>.json`` records of how the answer was made."""
+
+    llm: str
+    model: str
+    prompts: dict[str, str]
+    created: str
+    versions: dict[str, str]
+    max_cost: float | None
+    max_sample: int
+    seed: int
+
+
+class _Row(TypedDict):
+    """A row of ``analysis_ask_<name>.parquet``."""
+
+    part: str
+    step: int | None
+    tool: str | None
+    text: str
+    detail: str
+    piece_id: str | None
+    verified: bool | None
+
+
 @dataclass(slots=True)
 class StepResult:
     """One step as run: its arguments after checking, its table, the quotes it offers and
     the text the answer was shown."""
 
     index: int
-    step: dict[str, Any]
+    step: AskStep  # as checked: defaults filled, the sample capped
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    evidence: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
     text: str = ""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
-    llm: dict[str, Any] = field(default_factory=dict)
+    llm: LLMUse | None = None  # a scan step's LLM use
 
 
 @dataclass(slots=True)
 class AskResult:
     name: str
     question: str
-    plan: list[dict[str, Any]]
+    plan: list[AskStep]
     steps: list[StepResult]
     answer: str = ""
-    citations: list[dict[str, Any]] = field(default_factory=list)  # verified: shown as evidence
-    dropped: list[dict[str, Any]] = field(default_factory=list)  # did not verify: counted, not shown
+    citations: list[CheckedCitation] = field(default_factory=list)  # verified: shown as evidence
+    dropped: list[DroppedCitation] = field(default_factory=list)  # did not verify: counted, not shown
     numbers_matched: list[str] = field(default_factory=list)
     numbers_unmatched: list[str] = field(default_factory=list)
     plan_problems: list[str] = field(default_factory=list)  # of the first plan, when it was re-asked
     incomplete: list[str] = field(default_factory=list)  # why the answer is partial (exit 3)
-    llm: dict[str, Any] = field(default_factory=dict)
+    llm: LLMUse | None = None
     paths: list[Path] = field(default_factory=list)
 
 
@@ -174,12 +230,13 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
 
 # ----------------------------------------------------------------------------- the plan
 
-def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[dict[str, Any]], list[str]]:
+def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[AskStep], list[str]]:
     """The plan's steps with defaults filled and the sample capped, and its problems (each a
     sentence naming the step), which make the planner re-ask once."""
-    steps, problems = [], []
+    steps: list[AskStep] = []
+    problems: list[str] = []
     for i, s in enumerate(plan.steps, 1):
-        d = s.model_dump()
+        filled: dict[str, object] = {"top": s.top or DEFAULT_TOP}
         where = f"step {i} ({s.tool})"
         if s.tool not in ctx.tools:
             problems.append(f"{where}: this run has no embeddings to find clusters with; use "
@@ -191,12 +248,11 @@ def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[dict[
         if s.by and s.tool in ("compare", "scan") and s.by not in ctx.columns:
             problems.append(f"{where}: by {s.by!r} is not a grouping column; use one of "
                             + (", ".join(ctx.columns) or "(none: leave by empty)"))
-        d["top"] = s.top or DEFAULT_TOP
         if s.tool == "scan":
-            d["sample"] = min(s.sample or max_sample, max_sample)
+            filled["sample"] = min(s.sample or max_sample, max_sample)
         if s.tool == "cooccur":
-            d["level"] = s.level or "piece"
-        steps.append(d)
+            filled["level"] = s.level or "piece"
+        steps.append(s.model_copy(update=filled))
     return steps, problems
 
 
@@ -210,7 +266,7 @@ def plan_request(question: str, ctx: Context) -> LLMRequest:
                       sampling=Sampling(temperature=0.0, max_tokens=1200), prompt_version=prompt.version)
 
 
-def replan_request(first: LLMRequest, reply: Any, problems: list[str]) -> LLMRequest:
+def replan_request(first: LLMRequest, reply: Mapping[str, object], problems: list[str]) -> LLMRequest:
     """The one re-ask of an unusable plan: the plan, what is wrong with it, and the schema."""
     ask = ("Your plan cannot be run: " + "; ".join(problems) + ". Reply again with a corrected plan, "
            "only a JSON value that conforms to this JSON Schema:\n" + json.dumps(first.schema, sort_keys=True))
@@ -251,33 +307,33 @@ def table_text(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_step(run_dir: Path, i: int, step: dict[str, Any], name: str, *, budget: float | None,
-             seed: int, llm_options: dict[str, Any], log: Any, hidden: frozenset[int] = frozenset()) -> StepResult:
+def run_step(run_dir: Path, i: int, step: AskStep, name: str, *, budget: float | None,
+             seed: int, llm_options: LLMChoice, log: Any, hidden: frozenset[int] = frozenset()) -> StepResult:
     """Run one checked step with the existing function of its tool; an error becomes the
     step's error (shown to the answer), not the end of the analysis."""
     out = StepResult(i, step)
     try:
-        if step["tool"] == "find":
+        if step.tool == "find":
             from featdisco.evidence.find import find_clusters
 
-            df = find_clusters(run_dir, step["query"], top=step["top"],
-                               kinds=[step["kind"]] if step["kind"] else None, hidden=hidden)
+            df = find_clusters(run_dir, step.query, top=step.top,
+                               kinds=[step.kind] if step.kind else None, hidden=hidden)
             out.table = df[["rank", "cluster_id", "kind", "label", "score", "pieces", "prevalence"]]
-        elif step["tool"] == "compare":
+        elif step.tool == "compare":
             from featdisco.analysis.compare import run_compare
 
-            df = run_compare(run_dir, step["by"], write=False)
-            df = df[~df["cluster_id"].isin(hidden)].head(step["top"])
+            df = run_compare(run_dir, step.by, write=False)
+            df = df[~df["cluster_id"].isin(hidden)].head(step.top)
             keep = ["cluster_id", "kind", "label", "group_high", "count_high", "n_high", "rate_high",
                     "group_low", "count_low", "n_low", "rate_low", "p_value", "q_value", "significant"]
             out.table = df[[c for c in keep if c in df.columns]].reset_index(drop=True)
-        elif step["tool"] == "cooccur":
+        elif step.tool == "cooccur":
             from featdisco.analysis.cooccurrence import run_cooccurrence
 
-            df = run_cooccurrence(run_dir, levels=(step["level"],), write=False)
+            df = run_cooccurrence(run_dir, levels=(step.level,), write=False)
             if not df.empty:
                 df = df[~(df["cluster_a"].isin(hidden) | df["cluster_b"].isin(hidden))]
-            df = df.head(step["top"])
+            df = df.head(step.top)
             keep = ["level", "cluster_a", "label_a", "cluster_b", "label_b", "together", "expected", "lift",
                     "npmi", "q_value"]
             out.table = df[[c for c in keep if c in df.columns]].reset_index(drop=True)
@@ -290,15 +346,15 @@ def run_step(run_dir: Path, i: int, step: dict[str, Any], name: str, *, budget: 
 
 
 def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, seed: int,
-               llm_options: dict[str, Any], log: Any) -> None:
+               llm_options: LLMChoice, log: Any) -> None:
     from featdisco.evidence.scan import run_scan
 
     s = out.step
     if budget is not None and budget <= 0:
         out.error = "not run: the --max-cost cap was reached before this step"
         return
-    res = run_scan(run_dir, s["query"], kinds=[s["kind"]] if s["kind"] else None, name=f"ask_{name}_{out.index}",
-                   by=s["by"] or None, sample=s["sample"], seed=seed, max_cost=budget, log=log, **llm_options)
+    res = run_scan(run_dir, s.query, kinds=[s.kind] if s.kind else None, name=f"ask_{name}_{out.index}",
+                   by=s.by or None, sample=s.sample, seed=seed, max_cost=budget, log=log, **llm_options)
     out.llm = res.llm
     overall = pd.DataFrame([{"group": "(all)", "n": res.n, "positives": res.positives, "rate": res.rate,
                              "ci_low": res.ci_low, "ci_high": res.ci_high}])
@@ -314,10 +370,10 @@ def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, 
     if res.unverified:
         out.notes.append(f"{res.unverified} yes-answers' quotes not found in their piece (not offered)")
     rows = res.table.to_pandas()
-    if s["by"]:
+    if s.by:
         from featdisco.evidence.scan import select_pieces
 
-        groups = select_pieces(RunDir(run_dir), [s["kind"]] if s["kind"] else None, s["sample"], seed, s["by"])
+        groups = select_pieces(RunDir(run_dir), [s.kind] if s.kind else None, s.sample, seed, s.by)
         rows["group"] = groups["group"].astype(str).to_numpy()
     else:
         rows["group"] = "(all)"
@@ -327,14 +383,14 @@ def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, 
     hits = rows[(rows["status"] == "ok") & rows["answer"].map(spec.positive) & (rows["verified"] == True)]  # noqa: E712
     for _, g in hits.groupby("group", sort=True):  # a random few, not the first: no pick of the best
         for r in g.sample(min(len(g), EVIDENCE_PER_GROUP), random_state=seed).sort_index().itertuples():
-            out.evidence.append({"piece_id": r.piece_id, "group": r.group, "quote": r.quote})
+            out.evidence.append(Evidence(piece_id=r.piece_id, group=r.group, quote=r.quote))
 
 
 def step_text(r: StepResult) -> str:
     s = r.step
-    args = ", ".join(f"{k}={s[k]!r}" for k in ("query", "by", "kind", "level", "sample", "top")
-                     if s.get(k) not in ("", 0, None) and _uses(s["tool"], k))
-    head = f"Step {r.index}: {s['tool']}({args}) - {s['purpose']}"
+    args = ", ".join(f"{k}={getattr(s, k)!r}" for k in ("query", "by", "kind", "level", "sample", "top")
+                     if getattr(s, k) not in ("", 0, None) and _uses(s.tool, k))
+    head = f"Step {r.index}: {s.tool}({args}) - {s.purpose}"
     if r.error:
         return f"{head}\nFAILED: {r.error}"
     body = [head, table_text(r.table)]
@@ -379,9 +435,9 @@ def check_numbers(answer: str, steps_text: str) -> tuple[list[str], list[str]]:
     return matched, unmatched
 
 
-def check_citations(run: RunDir, citations: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[CheckedCitation], list[DroppedCitation]]:
     """(citations whose quote is in their piece, with its span; the others, with why)."""
-    ids = sorted({c["piece_id"] for c in citations})
+    ids = sorted({c.piece_id for c in citations})
     texts: dict[str, str] = {}
     if ids:
         import pyarrow.compute as pc
@@ -389,17 +445,18 @@ def check_citations(run: RunDir, citations: list[dict[str, Any]]) -> tuple[list[
         t = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "text"],
                           filters=pc.field("piece_id").isin(ids))
         texts = dict(zip(t.column("piece_id").to_pylist(), t.column("text").to_pylist(), strict=True))
-    kept, dropped = [], []
+    kept: list[CheckedCitation] = []
+    dropped: list[DroppedCitation] = []
     for c in citations:
-        text = texts.get(c["piece_id"])
+        text = texts.get(c.piece_id)
         if text is None:
-            dropped.append({**c, "why": "no piece with this id"})
+            dropped.append(DroppedCitation(piece_id=c.piece_id, quote=c.quote, why="no piece with this id"))
             continue
-        chk = check_quote(c["quote"], str(text))
+        chk = check_quote(c.quote, str(text))
         if chk.verified and chk.span is not None:
-            kept.append({**c, "start": chk.span.start, "end": chk.span.end})
+            kept.append(CheckedCitation(piece_id=c.piece_id, quote=c.quote, start=chk.span.start, end=chk.span.end))
         else:
-            dropped.append({**c, "why": "quote not found in the piece"})
+            dropped.append(DroppedCitation(piece_id=c.piece_id, quote=c.quote, why="quote not found in the piece"))
     return kept, dropped
 
 
@@ -428,21 +485,20 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
 def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | None, max_sample: int, seed: int,
                 show_private: bool, llm: str | None, model: str | None, base_url: str | None,
                 concurrency: int | None, prices: str | None, log: Any) -> AskResult:
-    from featdisco.analysis.llm import close_pipeline, open_pipeline
+    from featdisco.analysis.llm import LLMChoice, close_pipeline, open_pipeline
 
     run = RunDir(run_dir)
     for f in ("pieces.parquet", "clusters.parquet", "assignments.parquet"):
         if not run.file(f).exists():
             raise FeatdiscoError(f"{run_dir} has no {f}: ask needs a finished run (`featdisco run`)")
     ctx = build_context(run_dir, show_private)
-    llm_options: dict[str, Any] = dict(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
+    llm_options = LLMChoice(llm=llm, model=model, base_url=base_url, concurrency=concurrency, prices=prices)
     pipe = open_pipeline(run_dir, max_cost=max_cost, analysis="ask", **llm_options)
     result = AskResult(name, question, [], [])
     spent = 0.0
-    provenance: dict[str, Any] = {}
     try:
-        provenance = {"llm": pipe.llm.name, "model": pipe.llm.model,
-                      "prompts": {p: load_prompt(p).version for p in ("ask_plan", "ask_answer", "scan")}}
+        used_llm, used_model = pipe.llm.name, pipe.llm.model
+        prompts = {p: load_prompt(p).version for p in ("ask_plan", "ask_answer", "scan")}
         first = plan_request(question, ctx)
         plan = _call(pipe, first, AskPlan, result, "plan")
         if plan is not None:
@@ -462,7 +518,7 @@ def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | No
             budget = None if max_cost is None else max_cost - pipe.engine.spent - spent
             r = run_step(run_dir, i, step, name[:50], budget=budget, seed=seed, llm_options=llm_options, log=log,
                          hidden=ctx.hidden)
-            spent += float((r.llm or {}).get("cost_usd") or 0.0)
+            spent += (r.llm["cost_usd"] or 0.0) if r.llm else 0.0
             if r.notes and any("not sent" in n or "failed" in n for n in r.notes):
                 result.incomplete.append(f"step {i}: " + "; ".join(r.notes))
             if r.error and r.error.startswith("not run"):
@@ -479,17 +535,21 @@ def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | No
             answer = _call(pipe, req, AskAnswer, result, "answer")
             if answer is not None:
                 result.answer = answer.answer
-                result.citations, result.dropped = check_citations(run, [c.model_dump() for c in answer.citations])
+                result.citations, result.dropped = check_citations(run, answer.citations)
                 result.numbers_matched, result.numbers_unmatched = check_numbers(answer.answer, results_text)
     finally:
         result.llm = close_pipeline(pipe, "ask")
-    provenance.update(created=datetime.now(UTC).isoformat(timespec="seconds"), versions=versions(),
-                      max_cost=max_cost, max_sample=max_sample, seed=seed)
+    provenance = Provenance(llm=used_llm, model=used_model, prompts=prompts,
+                            created=datetime.now(UTC).isoformat(timespec="seconds"), versions=versions(),
+                            max_cost=max_cost, max_sample=max_sample, seed=seed)
     write_ask(run, result, ctx, provenance)
     return result
 
 
-def _call(pipe: Any, request: LLMRequest, model: type[Any], result: AskResult, what: str) -> Any:
+R = TypeVar("R", bound=Reply)
+
+
+def _call(pipe: Pipeline, request: LLMRequest, model: type[R], result: AskResult, what: str) -> R | None:
     """One call through the engine (cached, budgeted, schema-checked with one repair)."""
     res = pipe.engine.run_sync([request], desc=f"ask {what}")[0]
     if not res.ok:
@@ -503,7 +563,7 @@ def _jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(df.to_json(orient="records")) if not df.empty else []
 
 
-def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: dict[str, Any]) -> None:
+def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenance) -> None:
     """``ask_<name>.json``, ``analysis_ask_<name>.parquet`` (+ one per step table) and the
     manifest's ``asks`` entry."""
     name = result.name
@@ -511,31 +571,31 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: dict[str
         if not r.table.empty:
             table = pa.Table.from_pandas(r.table, preserve_index=False)
             result.paths.append(run.write_table(f"analysis_ask_{name}_step{r.index}.parquet", table))
-    doc = {"question": result.question, "name": name, "plan": result.plan, "plan_problems": result.plan_problems,
-           "grouping_columns": ctx.columns, "tools": list(ctx.tools),
-           "steps": [{"index": r.index, **r.step, "error": r.error, "notes": r.notes, "table": _jsonable(r.table),
-                      "evidence": r.evidence, "llm": r.llm} for r in result.steps],
+    doc = {"question": result.question, "name": name, "plan": [s.model_dump() for s in result.plan],
+           "plan_problems": result.plan_problems, "grouping_columns": ctx.columns, "tools": list(ctx.tools),
+           "steps": [{"index": r.index, **r.step.model_dump(), "error": r.error, "notes": r.notes,
+                      "table": _jsonable(r.table), "evidence": r.evidence, "llm": r.llm or {}} for r in result.steps],
            "answer": result.answer, "citations": result.citations, "dropped_citations": result.dropped,
            "numbers_matched": result.numbers_matched, "numbers_unmatched": result.numbers_unmatched,
-           "incomplete": result.incomplete, "llm": result.llm, "provenance": provenance}
+           "incomplete": result.incomplete, "llm": result.llm or {}, "provenance": provenance}
     path = run.file(f"ask_{name}.json")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
     tmp.replace(path)
     result.paths.insert(0, path)
-    rows: list[dict[str, Any]] = []
+    rows: list[_Row] = []
     for i, s in enumerate(result.plan, 1):
         ran = next((x for x in result.steps if x.index == i), None)
-        rows.append({"part": "step", "step": i, "tool": s["tool"], "text": s["purpose"],
-                     "detail": step_text(ran).split("\n", 1)[0] if ran else "", "piece_id": None, "verified": None})
-    rows.append({"part": "answer", "step": None, "tool": None, "text": result.answer,
-                 "detail": f"{len(result.numbers_matched)} numbers match the steps' outputs, "
-                           f"{len(result.numbers_unmatched)} do not"
-                           + (f" ({', '.join(result.numbers_unmatched)})" if result.numbers_unmatched else ""),
-                 "piece_id": None, "verified": None})
+        rows.append(_Row(part="step", step=i, tool=s.tool, text=s.purpose,
+                         detail=step_text(ran).split("\n", 1)[0] if ran else "", piece_id=None, verified=None))
+    rows.append(_Row(part="answer", step=None, tool=None, text=result.answer,
+                     detail=f"{len(result.numbers_matched)} numbers match the steps' outputs, "
+                            f"{len(result.numbers_unmatched)} do not"
+                            + (f" ({', '.join(result.numbers_unmatched)})" if result.numbers_unmatched else ""),
+                     piece_id=None, verified=None))
     for c in result.citations:
-        rows.append({"part": "citation", "step": None, "tool": None, "text": c["quote"], "detail": "",
-                     "piece_id": c["piece_id"], "verified": True})
+        rows.append(_Row(part="citation", step=None, tool=None, text=c["quote"], detail="",
+                         piece_id=c["piece_id"], verified=True))
     schema = pa.schema([("part", pa.string()), ("step", pa.int64()), ("tool", pa.string()), ("text", pa.string()),
                         ("detail", pa.string()), ("piece_id", pa.string()), ("verified", pa.bool_())])
     meta = {"question": result.question, "answer": result.answer or "(none)",
@@ -550,11 +610,11 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: dict[str
 
     run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
     run.merge("asks", {name: {
-        "question": result.question, "steps": [s["tool"] for s in result.plan],
+        "question": result.question, "steps": [s.tool for s in result.plan],
         "citations": len(result.citations), "dropped_citations": len(result.dropped),
         "numbers_matched": len(result.numbers_matched), "numbers_unmatched": len(result.numbers_unmatched),
-        "incomplete": bool(result.incomplete), "file": path.name, "created": provenance.get("created")}})
+        "incomplete": bool(result.incomplete), "file": path.name, "created": provenance["created"]}})
     # the steps ran on the clusters the run has now: stale (and refreshed by this command) once they change
     record(run, f"ask_{name}", [p.name for p in result.paths], command="ask",
-           args={"_question": result.question, "name": name, "max_sample": provenance.get("max_sample"),
-                 "seed": provenance.get("seed")})
+           args={"_question": result.question, "name": name, "max_sample": provenance["max_sample"],
+                 "seed": provenance["seed"]})

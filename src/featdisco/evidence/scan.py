@@ -35,6 +35,7 @@ from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallResult
 from featdisco.llm.replies import Reply, ScanAnswer, scan_answer
+from featdisco.llm.summary import LLMUse
 from featdisco.prompts import Prompt, load_prompt
 from featdisco.rundir import RunDir, open_run
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
@@ -151,7 +152,7 @@ class ScanResult:
     quotes: int = 0
     by: pd.DataFrame | None = None
     paths: list[Path] = field(default_factory=list)
-    llm: dict[str, Any] = field(default_factory=dict)  # this scan's LLM use (engine summary)
+    llm: LLMUse | None = None  # this scan's LLM use (engine summary)
 
 
 def scan_name(question: str) -> str:

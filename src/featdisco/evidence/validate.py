@@ -228,14 +228,14 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     retired: dict[int, list[int]] = {}
     if any(lab.target.startswith("cluster:") for lab in labels):  # a transform's: the fitted run's clusters
         from featdisco.analysis.activations import cluster_table_source
-        from featdisco.cluster_ids import id_history
+        from featdisco.cluster_ids import retired_into
 
         source = cluster_table_source(run)
         clusters = pq.read_table(source, columns=["cluster_id", "kind"])
         cluster_kind = dict(zip(clusters.column("cluster_id").to_pylist(), clusters.column("kind").to_pylist(),
                                 strict=True))
         # a label file written before an edit or recluster names ids that have since retired
-        retired = {r["id"]: r["into"] for r in (id_history(source.parent) or {}).get("retired", [])}
+        retired = retired_into(source.parent)
     scans = scan_names(run)
     by_target: dict[str, list[Label]] = {}
     unmatched: list[tuple[int, str]] = []

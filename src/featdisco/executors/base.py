@@ -16,7 +16,7 @@ from featdisco.errors import FeatdiscoError
 if TYPE_CHECKING:
     from featdisco.llm.base import LLMBackend
     from featdisco.llm.cache import CallCache
-    from featdisco.llm.engine import CallEngine
+    from featdisco.llm.engine import CallEngine, EngineOptions
     from featdisco.stages.embed import RowSink
     from featdisco.storage.embed_cache import EmbeddingCache
 
@@ -27,7 +27,7 @@ class Executor(Protocol):
     name: str
 
     def make_engine(self, backend: LLMBackend, cache: CallCache, cfg: Any,
-                    options: dict[str, Any]) -> CallEngine:
+                    options: EngineOptions) -> CallEngine:
         """The engine the LLM stages call (``cfg`` is the :class:`PipelineConfig`;
         ``options`` the :class:`CallEngine` keyword arguments)."""
         ...

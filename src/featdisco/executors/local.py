@@ -7,7 +7,7 @@ from typing import Any
 
 from featdisco.llm.base import LLMBackend
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import CallEngine
+from featdisco.llm.engine import CallEngine, EngineOptions
 from featdisco.stages.embed import RowSink, embed_into
 from featdisco.storage.embed_cache import EmbeddingCache
 
@@ -18,7 +18,7 @@ class LocalExecutor:
     name = "local"
 
     def make_engine(self, backend: LLMBackend, cache: CallCache, cfg: Any,
-                    options: dict[str, Any]) -> CallEngine:
+                    options: EngineOptions) -> CallEngine:
         return CallEngine(backend, cache, **options)
 
     def embed(self, strings: Sequence[str], embedder: Any, cache: EmbeddingCache | None,

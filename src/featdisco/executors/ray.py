@@ -24,7 +24,7 @@ import functools
 import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import orjson
@@ -34,7 +34,7 @@ from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMBackend, LLMRequest, Usage
 from featdisco.llm.batch.fill import FillingEngine
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import CallEngine, CallResult
+from featdisco.llm.engine import CallEngine, CallResult, EngineOptions, Status
 from featdisco.stages.embed import RowSink, fill_from_cache, length_order
 from featdisco.storage.embed_cache import EmbeddingCache, text_key
 
@@ -54,7 +54,34 @@ def _ray() -> Any:
     return ray
 
 
-def _remote_args() -> dict[str, Any]:
+class _Outcome(TypedDict):
+    """One call's result as a worker sends it back to the driver (JSON)."""
+
+    status: Status
+    text: str | None
+    reason: str | None
+    message: str | None
+    attempts: int
+    data: Any  # the reply's JSON, checked against its schema
+    usage: list[int]  # [input tokens, output tokens]
+
+
+class _ShardOut(TypedDict):
+    key: list[str]
+    result: list[bytes]  # one JSON _Outcome per key
+
+
+class _EmbedRow(TypedDict):
+    idx: list[int]  # rows of the output matrix
+    texts: list[str]
+
+
+class _EmbedOut(TypedDict):
+    idx: list[int]
+    vectors: bytes  # float32, len(idx) x dim
+
+
+def _remote_args() -> dict[str, dict[str, dict[str, str]]]:
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     return {"runtime_env": {"env_vars": env}} if env else {}
 
@@ -62,17 +89,18 @@ def _remote_args() -> dict[str, Any]:
 class _Featurizer:
     """A Ray actor: one backend and one cache-less engine, answering shards of requests."""
 
-    def __init__(self, make_backend: Callable[[], LLMBackend], options: dict[str, Any]) -> None:
-        self.engine = CallEngine(make_backend(), None, progress="none", **options)
+    def __init__(self, make_backend: Callable[[], LLMBackend], options: EngineOptions) -> None:
+        quiet: EngineOptions = {**options, "progress": "none"}  # the driver shows progress
+        self.engine = CallEngine(make_backend(), None, **quiet)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> _ShardOut:
         requests = [pickle.loads(b) for b in batch["request"]]
         results = self.engine.run_sync(requests)
         return {"key": [r.key for r in results],
-                "result": [orjson.dumps({
-                    "status": r.status, "text": r.text, "reason": r.reason,
-                    "message": r.message, "attempts": r.attempts, "data": r.data,
-                    "usage": [r.usage.input_tokens, r.usage.output_tokens]}) for r in results]}
+                "result": [orjson.dumps(_Outcome(
+                    status=r.status, text=r.text, reason=r.reason,
+                    message=r.message, attempts=r.attempts, data=r.data,
+                    usage=[r.usage.input_tokens, r.usage.output_tokens])) for r in results]}
 
 
 class RayEngine(FillingEngine):
@@ -80,14 +108,16 @@ class RayEngine(FillingEngine):
 
     def __init__(self, backend: LLMBackend, cache: CallCache, *,
                  make_backend: Callable[[], LLMBackend], workers: int | None = None,
-                 shard_requests: int | None = None, **options: Any) -> None:
+                 shard_requests: int | None = None, **options: Unpack[EngineOptions]) -> None:
         super().__init__(backend, cache, **options)
         self._make_backend = make_backend
         self._workers = workers
         self._shard = shard_requests or SHARD_REQUESTS
         # Each actor gets an even share of the run's concurrency (and of its limits).
-        self._worker_options: dict[str, Any] = {k: options[k] for k in ("timeout", "seed", "max_retries")
-                                if k in options}
+        self._worker_options = EngineOptions()
+        for k in ("timeout", "seed", "max_retries"):
+            if k in options:
+                self._worker_options[k] = options[k]
         self._concurrency = options.get("concurrency", 64)
 
     async def _fill(self, todo: Mapping[str, LLMRequest]) -> dict[str, CallResult]:
@@ -101,7 +131,7 @@ class RayEngine(FillingEngine):
         per = max(1, -(-self._concurrency // workers))
         items = [{"request": pickle.dumps(r)} for r in todo.values()]
         ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // self._shard)))
-        worker_options: dict[str, Any] = {**self._worker_options, "concurrency": per}
+        worker_options: EngineOptions = {**self._worker_options, "concurrency": per}
         out = ds.map_batches(
             _Featurizer, batch_size=self._shard, compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"make_backend": self._make_backend, "options": worker_options},
@@ -111,13 +141,13 @@ class RayEngine(FillingEngine):
         try:
             for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
                 for key, blob in zip(batch["key"], batch["result"], strict=True):
-                    r = orjson.loads(blob)
+                    r: _Outcome = orjson.loads(blob)
                     usage = Usage(*r["usage"])
                     k = str(key)
                     request = todo[k]
                     cost = self.prices.cost(name, model, usage)
                     if r["status"] == "ok":
-                        self.cache.put_ok(k, name, model, request.prompt_version, r["text"],
+                        self.cache.put_ok(k, name, model, request.prompt_version, r["text"] or "",
                                           r["data"], usage, r["attempts"], cost=cost)
                     else:
                         self.cache.put_failed(k, name, model, request.prompt_version,
@@ -148,7 +178,7 @@ class _EmbedShard:
             raise FeatdiscoError(f"the Ray worker built embedder {self.embedder.name!r}, the "
                                  f"driver uses {expect!r}")
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, row: _EmbedRow) -> _EmbedOut:
         texts = list(row["texts"])
         x = check_output(np.asarray(self.embedder.embed(texts)), len(texts),
                          int(self.embedder.dim), self.embedder.name)
@@ -168,7 +198,7 @@ class RayExecutor:
         self.workers = workers
 
     def make_engine(self, backend: LLMBackend, cache: CallCache, cfg: Any,
-                    options: dict[str, Any]) -> CallEngine:
+                    options: EngineOptions) -> CallEngine:
         from featdisco.llm.registry import make_llm
 
         factory = functools.partial(make_llm, cfg.llm, cfg.model, cfg.base_url,
@@ -178,7 +208,7 @@ class RayExecutor:
     def _n(self) -> int:
         return self.workers or max(1, int(_ray().cluster_resources().get("CPU", 1)))
 
-    def _embed_resources(self, spec: str | None) -> dict[str, Any]:
+    def _embed_resources(self, spec: str | None) -> dict[str, object]:
         """One embedding actor per CPU; for a sentence-transformers model on a cluster with
         GPUs, one per GPU instead (torch picks the device Ray assigns). The default ONNX
         MiniLM runs on CPU only, so it never holds a GPU."""
@@ -202,8 +232,8 @@ class RayExecutor:
         if len(missing) == 0:
             return
         order = length_order(embedder, strings, missing)
-        rows_in = [{"idx": order[s:s + EMBED_BATCH].tolist(),
-                    "texts": [strings[int(i)] for i in order[s:s + EMBED_BATCH]]}
+        rows_in = [_EmbedRow(idx=order[s:s + EMBED_BATCH].tolist(),
+                             texts=[strings[int(i)] for i in order[s:s + EMBED_BATCH]])
                    for s in range(0, len(order), EMBED_BATCH)]
         ds = ray.data.from_items(rows_in, override_num_blocks=min(len(rows_in), 4 * self._n()))
         result = ds.map(_EmbedShard, fn_constructor_kwargs={"spec": cfg.embedder, "expect": name},

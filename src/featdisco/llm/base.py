@@ -43,7 +43,7 @@ class LLMRequest:
     """
 
     messages: tuple[ChatMessage, ...]
-    schema: dict[str, Any] | None = None
+    schema: Mapping[str, object] | None = None
     schema_name: str = "reply"
     sampling: Sampling = field(default_factory=Sampling)
     prompt_version: str = ""
@@ -188,7 +188,7 @@ def status_error(status: int, headers: Mapping[str, str] | None, body: bytes,
     return error_from_status(status, headers, message, secrets)
 
 
-def schema_instruction(schema: dict[str, Any]) -> str:
+def schema_instruction(schema: Mapping[str, object]) -> str:
     """The words that ask for JSON when the transport cannot enforce a schema itself."""
     return ("Reply with a single JSON value and nothing else (no prose, no code fences). "
             "It must conform to this JSON Schema:\n"
@@ -196,7 +196,7 @@ def schema_instruction(schema: dict[str, Any]) -> str:
 
 
 def messages_with_schema(messages: tuple[ChatMessage, ...],
-                         schema: dict[str, Any]) -> list[dict[str, str]]:
+                         schema: Mapping[str, object]) -> list[dict[str, str]]:
     """Messages as plain dicts, with the schema instruction appended to the system prompt
     (or added as one) — for prompt-only JSON mode."""
     out = [{"role": m.role, "content": m.content} for m in messages]

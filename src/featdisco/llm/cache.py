@@ -36,7 +36,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS usage (  -- one row per kind of call finished in one 
 
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
-_schema_json: dict[tuple[int, str], tuple[dict[str, Any], str]] = {}
+_schema_json: dict[tuple[int, str], tuple[Mapping[str, object], str]] = {}
 
 
 def request_key(backend: str, model: str, request: LLMRequest) -> str:

@@ -45,7 +45,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMBackend, LLMError, LLMRequest, LLMResponse, Usage
@@ -124,6 +124,26 @@ class Account:
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # this invocation
     run: str | None = None
     spent_before: float = 0.0  # by the run before this engine's first call
+
+
+class EngineOptions(TypedDict, total=False):
+    """:class:`CallEngine`'s keyword arguments, as a run's settings give them to an executor
+    (which makes the engine, perhaps one per worker)."""
+
+    concurrency: int
+    rpm: float | None
+    tpm: float | None
+    max_retries: int
+    timeout: float
+    max_cost: float | None
+    prices: PriceTable | None
+    progress: str | Progress | None
+    backoff_base: float
+    backoff_max: float
+    repair: bool
+    seed: int | None
+    budget: float | None
+    account: Account | None
 
 
 class CallEngine:

@@ -96,7 +96,7 @@ class OpenAILLM:
             "max_completion_tokens" if official else "max_tokens")
         self._omit_sampling = official and model.startswith(_NO_SAMPLING_PREFIXES)
         self._max_reply = max_reply_bytes
-        self._formats: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._formats: dict[tuple[int, str], tuple[Mapping[str, object], dict[str, Any]]] = {}
         # Configuration only: nothing is sent through it (see the module's docstring), so
         # its HTTP client reads no proxy settings (env_proxy does, for the one that sends).
         self._config = openai.AsyncOpenAI(
@@ -156,7 +156,7 @@ class OpenAILLM:
                 params["response_format"] = {"type": "json_object"}
         return params
 
-    def _response_format(self, schema: dict[str, Any], name: str) -> dict[str, Any]:
+    def _response_format(self, schema: Mapping[str, object], name: str) -> dict[str, Any]:
         # Built once per schema object (kept alive beside its id, so the id cannot be
         # reused), as the validator and the cache key's JSON are: a stage sends one schema
         # thousands of times.

@@ -171,7 +171,7 @@ def _parse_price(model: str, v: Any, where: str = "") -> tuple[float, float]:
     return pair
 
 
-def _load_file(path: Path) -> dict[str, Any]:
+def _load_file(path: Path) -> Mapping[str, object]:
     if not path.is_file():
         raise FeatdiscoError(f"price file {path} does not exist (from --prices or {PRICES_ENV})")
     try:

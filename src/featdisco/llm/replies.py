@@ -17,6 +17,7 @@ schema object many times (validators and wire forms are memoised by identity).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -36,9 +37,9 @@ class Reply(BaseModel):
     schema_name: ClassVar[str] = "reply"
 
     @classmethod
-    def json_schema(cls) -> dict[str, Any]:
+    def json_schema(cls) -> Mapping[str, object]:
         """The JSON Schema sent for this shape: inlined (no ``$ref``), without titles, one
-        object per class."""
+        object per class, not to be changed in place (it is shared, and known by identity)."""
         return _schema_of(cls)
 
     @classmethod
@@ -247,24 +248,23 @@ class AskAnswer(Reply):
 
 # ----------------------------------------------------------------------------- schemas
 
-_SCHEMAS: dict[type[Reply], dict[str, Any]] = {}
+_SCHEMAS: dict[type[Reply], Mapping[str, object]] = {}
 _MODELS: dict[str, type[Reply]] = {}  # canonical schema JSON -> its model
-_BY_ID: dict[int, tuple[dict[str, Any], type[Reply]]] = {}  # the one object each model sends
+_BY_ID: dict[int, tuple[Mapping[str, object], type[Reply]]] = {}  # the one object each model sends
 
 
-def _schema_of(cls: type[Reply]) -> dict[str, Any]:
+def _schema_of(cls: type[Reply]) -> Mapping[str, object]:
     hit = _SCHEMAS.get(cls)
     if hit is None:
         raw = cls.model_json_schema()
-        hit = _clean(raw, raw.get("$defs", {}))
-        hit.pop("$defs", None)
+        hit = _clean_object(raw, raw.get("$defs", {}))
         _SCHEMAS[cls] = hit
         _MODELS[canonical(hit)] = cls
         _BY_ID[id(hit)] = (hit, cls)
     return hit
 
 
-def model_for(schema: dict[str, Any] | None) -> type[Reply] | None:
+def model_for(schema: Mapping[str, object] | None) -> type[Reply] | None:
     """The reply model that generated ``schema`` (also for a copy read back from disk, as the
     batch store does), or None for a schema written by hand."""
     if schema is None:
@@ -275,20 +275,27 @@ def model_for(schema: dict[str, Any] | None) -> type[Reply] | None:
     return _MODELS.get(canonical(schema))
 
 
-def canonical(schema: dict[str, Any]) -> str:
+def canonical(schema: Mapping[str, object]) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
-def _clean(node: Any, defs: dict[str, Any]) -> Any:
+def _clean_object(node: Mapping[str, object], defs: Mapping[str, object]) -> dict[str, object]:
     """Inline ``$ref``s and drop ``title``s: the schema a grammar compiler, a strict
     structured-output server and a prompt reader all take without surprises."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return _clean(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
-        # ``description`` strings are the classes' docstrings; a property *named*
-        # description (ClusterLabel's) is a dict and stays
-        return {k: _clean(v, defs) for k, v in node.items()
-                if k not in ("title", "$defs") and not (k == "description" and isinstance(v, str))}
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        target = defs[ref.rsplit("/", 1)[-1]]
+        assert isinstance(target, Mapping)
+        return _clean_object(target, defs)
+    # ``description`` strings are the classes' docstrings; a property *named*
+    # description (ClusterLabel's) is a mapping and stays
+    return {k: _clean(v, defs) for k, v in node.items()
+            if k not in ("title", "$defs") and not (k == "description" and isinstance(v, str))}
+
+
+def _clean(node: object, defs: Mapping[str, object]) -> object:
+    if isinstance(node, Mapping):
+        return _clean_object(node, defs)
     if isinstance(node, list):
         return [_clean(v, defs) for v in node]
     return node

@@ -6,9 +6,28 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from featdisco.llm.progress import retried_text
+
+
+class LLMUse(TypedDict):
+    """A :class:`RunSummary` as JSON: what the manifest, a scan's or an ask's output and the
+    commands' exit status read (``cost_usd`` None: some call had no known price)."""
+
+    calls: int
+    unique: int
+    cached: int
+    ok: int
+    failed: int
+    skipped_budget: int
+    failed_by_reason: dict[str, int]
+    retried_by_reason: dict[str, int]
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    elapsed_s: float
 
 
 @dataclass(slots=True)
@@ -48,13 +67,17 @@ class RunSummary(Failures):
         self.retried_by_reason.update(other.retried_by_reason)
         self.cost = None if self.cost is None or other.cost is None else self.cost + other.cost
 
+    def use(self) -> LLMUse:
+        return LLMUse(calls=self.calls, unique=self.unique, cached=self.cached, ok=self.ok,
+                      failed=self.failed, skipped_budget=self.skipped_budget,
+                      failed_by_reason=dict(self.failed_by_reason),
+                      retried_by_reason=dict(self.retried_by_reason), attempts=self.attempts,
+                      input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                      cost_usd=self.cost, elapsed_s=round(self.elapsed, 3))
+
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "unique": self.unique, "cached": self.cached,
-                "ok": self.ok, "failed": self.failed, "skipped_budget": self.skipped_budget,
-                "failed_by_reason": dict(self.failed_by_reason),
-                "retried_by_reason": dict(self.retried_by_reason), "attempts": self.attempts,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cost_usd": self.cost, "elapsed_s": round(self.elapsed, 3)}
+        """:meth:`use` as a plain dict, for the manifest writers that take one."""
+        return dict(self.use())
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in self.failed_by_reason.most_common())

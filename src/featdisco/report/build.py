@@ -82,10 +82,25 @@ def _size_bins(sizes: np.ndarray) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(top + 1), 16)))
 
 
+class _KindSummary(TypedDict):
+    """The overview's figures for one kind of piece."""
+
+    clusters: int
+    private: int  # flagged private by the rating
+    rare: int  # drawn from too few transcripts
+    hidden: int  # either
+    features: int
+    pieces: int
+    sizes: dict[str, list[float]]  # histogram: edges, counts
+    interest: dict[str, list[float]]
+    top: list[int]  # the top clusters' ids, hidden ones left out
+    top_all: list[int]
+
+
 def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n_pieces: int, n_transcripts: int,
               analyses: list[AnalysisEntry], kinds_pieces: dict[str, int], vis: Visibility) -> dict[str, Any]:
     totals = run_totals(manifest, run)
-    per_kind: dict[str, Any] = {}
+    per_kind: dict[str, _KindSummary] = {}
     for kind in KINDS:
         rows = [c for c in clusters if c["kind"] == kind]
         if not rows:
@@ -93,16 +108,16 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
         sizes = np.asarray([c["size"] for c in rows], dtype=float)
         interest = np.asarray([c["interest"] for c in rows if c["interest"] is not None], dtype=float)
         ranked = sorted(rows, key=lambda c: (-(c["interest"] or 0), -c["size"]))
-        per_kind[kind] = {
-            "clusters": len(rows), "private": sum(c["flagged"] for c in rows), "rare": sum(c["rare"] for c in rows),
-            "hidden": sum(c["private"] for c in rows),
-            "features": int(sizes.sum()), "pieces": kinds_pieces.get(kind, 0),
-            "sizes": _hist(sizes, _size_bins(sizes)),
-            "interest": _hist(interest, np.arange(0, 101, 5)),
+        per_kind[kind] = _KindSummary(
+            clusters=len(rows), private=sum(c["flagged"] for c in rows), rare=sum(c["rare"] for c in rows),
+            hidden=sum(c["private"] for c in rows),
+            features=int(sizes.sum()), pieces=kinds_pieces.get(kind, 0),
+            sizes=_hist(sizes, _size_bins(sizes)),
+            interest=_hist(interest, np.arange(0, 101, 5)),
             # the top clusters with and without private ones, so the toggle needs no other shard
-            "top": [c["cluster_id"] for c in ranked if not c["private"]][:TOP_N],
-            "top_all": [c["cluster_id"] for c in ranked][:TOP_N],
-        }
+            top=[c["cluster_id"] for c in ranked if not c["private"]][:TOP_N],
+            top_all=[c["cluster_id"] for c in ranked][:TOP_N],
+        )
     top_ids = {i for k in per_kind.values() for i in k["top"] + k["top_all"]}
     return {
         "config": manifest.get("config", {}), "versions": manifest.get("versions", {}),
@@ -121,7 +136,18 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
     }
 
 
-def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
+class _NewCluster(TypedDict, total=False):
+    """A transform's candidate new cluster, with the columns its file has."""
+
+    label: str | None
+    kind: str
+    size: int
+    pieces: int
+    examples: list[str]  # the first three
+    nearest_label: str | None  # the fitted dictionary's nearest cluster
+
+
+def _new_clusters(run: Path, top: int = 50) -> list[_NewCluster] | None:
     """A transform's candidate new clusters (``new_clusters.parquet``), largest first; None
     when the run is no transform output (or one made before they were found)."""
     path = run / "new_clusters.parquet"
@@ -129,7 +155,8 @@ def _new_clusters(run: Path, top: int = 50) -> list[dict[str, Any]] | None:
         return None
     table = pq.read_table(path)
     keep = [c for c in ("label", "kind", "size", "pieces", "examples", "nearest_label") if c in table.column_names]
-    return [{**r, "examples": (r.get("examples") or [])[:3]} for r in table.select(keep).slice(0, top).to_pylist()]
+    rows: list[_NewCluster] = table.select(keep).slice(0, top).to_pylist()
+    return [{**r, "examples": (r.get("examples") or [])[:3]} for r in rows]
 
 
 def _brief(c: ClusterRow) -> list[Any]:
@@ -238,7 +265,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     fitted = fitted_run(RunDir(run))
     layout = map_layout(run, clusters_t, max_points=map_points, centroids_dir=fitted or run,
                         seed=int((manifest.get("config") or {}).get("seed") or 0))
-    writer.write("map.js", "map", layout.shard)
+    writer.write("map.js", "map", layout.shard or {})
     lap("map")
     clusters, hidden = _placed_clusters(clusters_t, layout.positions)
     vis = _hide(clusters, run_min_transcripts(run) if min_transcripts is None else min_transcripts)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -66,12 +67,82 @@ class _QuoteRow(TypedDict):
     verified: bool | None
 
 
-def run_key(manifest: dict[str, Any], n_pieces: int) -> str:
+class _Member(TypedDict):
+    """A member piece shown on a cluster's page: a window of its text and its quotes."""
+
+    pid: str
+    t: int  # transcript index
+    kind: str
+    turn: int
+    model: str | None
+    text: str
+    off: int  # the window's first character in the piece
+    len: int
+    q: list[list[Any]]  # the quotes' evidence rows (see _evidence_row)
+
+
+class _ScanItem(TypedDict):
+    """A scanned piece shown on a scan's page."""
+
+    pid: str
+    t: int
+    kind: str
+    turn: int
+    model: str | None
+    answer: Any  # as the scan's --answer kind: bool, int or a label
+    positive: bool
+    quote: str | None
+    start: int | None
+    end: int | None
+    verified: bool | None
+    reason: str | None
+    text: str
+    off: int
+    len: int
+
+
+class ScanLine(TypedDict):
+    """A scan's line in the overview (and the head of its page)."""
+
+    name: str
+    question: str | None
+    answer: str | None
+    scanned: int
+    n: int
+    positives: int
+    rate: float | None
+    ci_low: float
+    ci_high: float
+    failed: int
+    quotes: int
+    unverified: int
+    stale: bool
+    refresh: str | None
+
+
+class ScanFailure(TypedDict):
+    """A scan the report could not read, shown on the page instead of dropped."""
+
+    name: str
+    error: str
+
+
+class EvidenceOverview(TypedDict):
+    """The overview's ``evidence`` entry."""
+
+    run_key: str
+    quotes: dict[str, int] | None
+    scans: list[ScanLine | ScanFailure]
+
+
+def run_key(manifest: Mapping[str, object], n_pieces: int) -> str:
     """A name for the run's clusters, so labels kept in the browser belong to one run: the
     same across rebuilds and reruns that leave the clusters as they were, new when they
     are redone (cluster ids would then mean other clusters)."""
-    cluster = (manifest.get("stages") or {}).get("cluster") or {}
-    raw = orjson.dumps([manifest.get("created"), n_pieces, cluster.get("fingerprint")], default=str)
+    stages = manifest.get("stages")
+    cluster = stages.get("cluster") if isinstance(stages, Mapping) else None
+    fingerprint = cluster.get("fingerprint") if isinstance(cluster, Mapping) else None
+    raw = orjson.dumps([manifest.get("created"), n_pieces, fingerprint], default=str)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -107,7 +178,7 @@ def _has_quotes(run: Path) -> bool:
 
 
 def write_evidence(run_dir: Path, writer: ShardWriter, order: PieceOrder, clusters: pa.Table,
-                   manifest: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+                   manifest: Mapping[str, object], seed: int = 0) -> EvidenceOverview:
     """Write the evidence shards; returns the overview's ``evidence`` entry.
 
     Columnar throughout: feature rows become Python objects one transcript shard at a time,
@@ -124,13 +195,13 @@ def write_evidence(run_dir: Path, writer: ShardWriter, order: PieceOrder, cluste
         counts = _quote_counts(feats)
         _write_transcript_quotes(run_dir, writer, order, feats, pos)
     _write_cluster_members(run_dir, writer, order, clusters, feats, pos, quoted, seed)
-    scans = []
+    scans: list[ScanLine | ScanFailure] = []
     for name in scan_names(rd):
         try:
             scans.append(_write_scan(rd, writer, order, name, pids, seed))
         except (OSError, KeyError, pa.ArrowInvalid, FeatdiscoError) as e:  # shown on the page, not dropped
-            scans.append({"name": name, "error": f"{type(e).__name__}: {e}"})
-    return {"run_key": run_key(manifest, len(pids)), "quotes": counts, "scans": scans}
+            scans.append(ScanFailure(name=name, error=f"{type(e).__name__}: {e}"))
+    return EvidenceOverview(run_key=run_key(manifest, len(pids)), quotes=counts, scans=scans)
 
 
 def _rows_of(piece_ids: pa.ChunkedArray | pa.Array, pids: pa.Array) -> NDArray[np.int64]:
@@ -202,15 +273,15 @@ def _write_cluster_members(run: Path, writer: ShardWriter, order: PieceOrder, cl
         for r, c, p in zip(rows, cid[sel].tolist(), pos[sel].tolist(), strict=True):
             if r["quote"] is not None:
                 quotes.setdefault((c, p), []).append(_evidence_row(r))
-    shown: dict[int, list[dict[str, Any]]] = {}
+    shown: dict[int, list[_Member]] = {}
     for c, p in chosen.tolist():
         q = quotes.get((c, p), [])
         first = next((e[2] for e in q if e[4] and e[2] is not None), None)
         info = texts[p]
         text, off = _window(info["text"] or "", first, MEMBER_WINDOW)
-        shown.setdefault(c, []).append({"pid": info["piece_id"], "t": int(order.tidx[p]), "kind": info["kind"],
-                                        "turn": info["turn"], "model": info["model"], "text": text, "off": off,
-                                        "len": len(info["text"] or ""), "q": q})
+        shown.setdefault(c, []).append(_Member(pid=info["piece_id"], t=int(order.tidx[p]), kind=info["kind"],
+                                               turn=info["turn"], model=info["model"], text=text, off=off,
+                                               len=len(info["text"] or ""), q=q))
     by_shard: dict[int, dict[int, Any]] = {}
     for c in clusters.column("cluster_id").to_pylist():
         by_shard.setdefault(c // CLUSTERS_PER_SHARD, {})[c] = {
@@ -224,7 +295,7 @@ def _clean(v: Any) -> Any:
 
 
 def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, pids: pa.Array,
-                seed: int) -> dict[str, Any]:
+                seed: int) -> ScanLine:
     """``sc/<name>.js``; returns the scan's line for the overview. Counted in Arrow; only
     the sampled rows become Python objects."""
     table = pq.read_table(run.file(f"scan_{name}.parquet"))
@@ -239,18 +310,18 @@ def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, 
     shown_others = np.sort(rng.choice(others, min(OTHERS_SHOWN, len(others)), replace=False))
     picked = np.r_[shown_hits, shown_others].astype(np.int64)
     texts = _texts(run.path, set(pos[picked].tolist()))
-    items = []
+    items: list[_ScanItem] = []
     for i, r in zip(picked.tolist(), table.take(pa.array(picked)).to_pylist(), strict=True):
         p = int(pos[i])
         span = r.get("span")
         start = span["start"] if span and r.get("verified") else None
         text, off = _window(texts[p]["text"] or "", start, SCAN_WINDOW)
-        items.append({"pid": r["piece_id"], "t": int(order.tidx[p]), "kind": r["kind"],
-                      "turn": texts[p]["turn"], "model": texts[p]["model"],
-                      "answer": r["answer"], "positive": bool(positive[i]), "quote": r.get("quote"),
-                      "start": start, "end": span["end"] if start is not None else None,
-                      "verified": r.get("verified"), "reason": r.get("reason"), "text": text, "off": off,
-                      "len": len(texts[p]["text"] or "")})
+        items.append(_ScanItem(pid=r["piece_id"], t=int(order.tidx[p]), kind=r["kind"],
+                               turn=texts[p]["turn"], model=texts[p]["model"],
+                               answer=r["answer"], positive=bool(positive[i]), quote=r.get("quote"),
+                               start=start, end=span["end"] if start is not None else None,
+                               verified=r.get("verified"), reason=r.get("reason"), text=text, off=off,
+                               len=len(texts[p]["text"] or "")))
     by = []
     for path in sorted(run.path.glob(f"scan_{name}_by_*.parquet")):
         g = pq.read_table(path).to_pylist()
@@ -259,16 +330,16 @@ def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, 
     ver = np.asarray(pc.fill_null(pc.cast(table.column("verified"), pa.int8()), -1).to_numpy(zero_copy_only=False))[ok]
     n, n_pos = int(ok.sum()), len(hits)
     lo, hi = wilson_interval(n_pos, n)
-    summary = {"name": name, "question": info.get("question"), "answer": info.get("answer"),
-               "scanned": table.num_rows, "n": n, "positives": n_pos,
-               "rate": n_pos / n if n else None, "ci_low": float(lo), "ci_high": float(hi),
-               "failed": int(np.sum(np.asarray(pc.not_equal(table.column("status"), "ok").to_numpy(
-                   zero_copy_only=False), dtype=bool))),
-               "quotes": int((ver >= 0).sum()), "unverified": int((ver == 0).sum())}
     from featdisco.analysis.provenance import stale_files
 
     old = stale_files(run.path).get(f"scan_{name}.parquet")  # a cluster's scan after the clusters changed
-    summary.update(stale=old is not None, refresh=(old.get("command") if old else None))
+    summary = ScanLine(name=name, question=info.get("question"), answer=info.get("answer"),
+                       scanned=table.num_rows, n=n, positives=n_pos,
+                       rate=n_pos / n if n else None, ci_low=float(lo), ci_high=float(hi),
+                       failed=int(np.sum(np.asarray(pc.not_equal(table.column("status"), "ok").to_numpy(
+                           zero_copy_only=False), dtype=bool))),
+                       quotes=int((ver >= 0).sum()), unverified=int((ver == 0).sum()),
+                       stale=old is not None, refresh=(old.get("command") if old else None))
     writer.write(f"sc/{name}.js", f"sc/{name}", {**summary, "by": by, "items": items,
                                                  "hits_shown": len(shown_hits), "others_shown": len(shown_others),
                                                  "others": len(others)})

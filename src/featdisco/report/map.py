@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import faiss
 import numpy as np
@@ -45,18 +45,37 @@ NO_UMAP = ("umap-learn is not installed, so the map is a PCA layout (near cluste
 log = logging.getLogger("featdisco.report")
 
 
+class MapShard(TypedDict):
+    """``map.js``: the layout's points on a GRID x GRID grid, centroids first."""
+
+    method: str
+    note: str | None
+    grid: int
+    points: int
+    features_drawn: int
+    sampled: int
+    cap: int
+    features: int | None
+    x: list[int]
+    y: list[int]
+    c: list[int]  # each point's cluster id
+    centroids: int
+    seconds: float
+
+
 @dataclass(slots=True)
 class MapLayout:
-    """Cluster id → (x, y) of its label in [0, 1]; ``shard``: the points for the page."""
+    """Cluster id → (x, y) of its label in [0, 1]; ``shard``: the points for the page (None:
+    no map)."""
 
     positions: dict[int, tuple[float, float]] = field(default_factory=dict)
-    shard: dict[str, Any] = field(default_factory=dict)
+    shard: MapShard | None = None
 
 
 def _centroids(run_dir: Path, clusters: pa.Table, keep: NDArray[np.bool_]) -> tuple[list[int], NDArray[np.float32]]:
     ids: list[int] = []
     rows: list[NDArray[np.float32]] = []
-    cache: dict[str, Any] = {}
+    cache: dict[str, NDArray[np.float32] | None] = {}  # kind -> its centroids
     for cid, kind, local, k in zip(clusters.column("cluster_id").to_pylist(), clusters.column("kind").to_pylist(),
                                    clusters.column("cluster").to_pylist(), keep, strict=True):
         if not k:
@@ -181,13 +200,13 @@ def map_layout(run_dir: Path, clusters: pa.Table, *, max_points: int = MAP_POINT
         at = _anchor(pxy[order[bounds[i]:ends[i]]], cxy[i])
         positions[cid] = (round(float(at[0]), 4), round(float(at[1]), 4))
     q = np.rint(np.vstack([cxy, pxy]) * GRID).astype(np.int32)
-    shard = {
-        "method": method, "note": note, "grid": GRID,
-        "points": len(x), "features_drawn": len(feats), "sampled": sampled, "cap": max_points,
-        "features": int(clusters.column("size").to_numpy().sum()) if "size" in clusters.column_names else None,
+    shard = MapShard(
+        method=method, note=note, grid=GRID,
+        points=len(x), features_drawn=len(feats), sampled=sampled, cap=max_points,
+        features=int(clusters.column("size").to_numpy().sum()) if "size" in clusters.column_names else None,
         # per point: x, y, cluster id; the first len(cent_ids) are the centroids
-        "x": q[:, 0].tolist(), "y": q[:, 1].tolist(),
-        "c": np.concatenate([np.asarray(cent_ids, np.int64), point_cids]).tolist(),
-        "centroids": len(cent_ids), "seconds": round(time.perf_counter() - t0, 2),
-    }
+        x=q[:, 0].tolist(), y=q[:, 1].tolist(),
+        c=np.concatenate([np.asarray(cent_ids, np.int64), point_cids]).tolist(),
+        centroids=len(cent_ids), seconds=round(time.perf_counter() - t0, 2),
+    )
     return MapLayout(positions, shard)

@@ -81,13 +81,49 @@ def _piece_batches(run_dir: Path, order: PieceOrder) -> Iterator[tuple[int, pa.R
         yield -1, batch
 
 
+class _Piece(TypedDict):
+    """A piece in a transcript shard, with its features as [text, cluster id] pairs."""
+
+    turn: int
+    kind: str
+    text: str
+    trunc: bool
+    tools: Any  # the tool-output column as stored, when the run has one
+    f: list[list[Any]]
+
+
+class _Transcript(TypedDict):
+    """A transcript in a ``t/<n>.js`` shard."""
+
+    i: int  # its index in the report's order
+    id: str
+    model: str | None
+    source: str | None
+    record: Any
+    meta: Any
+    system: str | None
+    pieces: list[_Piece]
+
+
+class _Example(TypedDict, total=False):
+    """A piece shown on a cluster page: its excerpt (when found), transcript and matches."""
+
+    kind: str
+    turn: int
+    model: str | None
+    text: str
+    cut: bool
+    t: int
+    match: list[str]
+
+
 def write_transcripts(run_dir: Path, writer: ShardWriter, order: PieceOrder, feats: pa.Table) -> int:
     """Write ``t/<n>.js`` shards of TRANSCRIPTS_PER_SHARD transcripts each, with every
     piece's features and clusters; returns the number of shards."""
     fpos = np.asarray(feats.column("pos"))
     ftext = feats.column("text")
     fcid = feats.column("cluster_id")
-    current: dict[int, dict[str, Any]] = {}
+    current: dict[int, _Transcript] = {}
     directory: list[list[Any]] = []
     shard = 0
     shards = 0
@@ -95,7 +131,7 @@ def write_transcripts(run_dir: Path, writer: ShardWriter, order: PieceOrder, fea
     def flush(upto: int | None) -> None:
         nonlocal shards
         done = sorted(t for t in current if upto is None or t // TRANSCRIPTS_PER_SHARD < upto)
-        by_shard: dict[int, list[dict[str, Any]]] = {}
+        by_shard: dict[int, list[_Transcript]] = {}
         for t in done:
             by_shard.setdefault(t // TRANSCRIPTS_PER_SHARD, []).append(current.pop(t))
         for s, rows in by_shard.items():
@@ -124,16 +160,16 @@ def write_transcripts(run_dir: Path, writer: ShardWriter, order: PieceOrder, fea
                 shard = s
             rec = current.get(t)
             if rec is None:
-                rec = current[t] = {"i": t, "id": cols["transcript_id"][i], "model": cols["model"][i],
-                                    "source": cols.get("source", [None])[i] if "source" in cols else None,
-                                    "record": cols["record"][i] if "record" in cols else None,
-                                    "meta": cols["metadata"][i] if "metadata" in cols else None,
-                                    "system": cols["system"][i] if "system" in cols else None,
-                                    "pieces": []}
-            rec["pieces"].append({"turn": cols["turn"][i], "kind": cols["kind"][i], "text": cols["text"][i],
-                                  "trunc": bool(cols["truncated"][i]) if "truncated" in cols else False,
-                                  "tools": cols["tool_output"][i] if "tool_output" in cols else None,
-                                  "f": per_piece.get(pos, [])})
+                rec = current[t] = _Transcript(i=t, id=cols["transcript_id"][i], model=cols["model"][i],
+                                               source=cols.get("source", [None])[i] if "source" in cols else None,
+                                               record=cols["record"][i] if "record" in cols else None,
+                                               meta=cols["metadata"][i] if "metadata" in cols else None,
+                                               system=cols["system"][i] if "system" in cols else None,
+                                               pieces=[])
+            rec["pieces"].append(_Piece(turn=cols["turn"][i], kind=cols["kind"][i], text=cols["text"][i],
+                                        trunc=bool(cols["truncated"][i]) if "truncated" in cols else False,
+                                        tools=cols["tool_output"][i] if "tool_output" in cols else None,
+                                        f=per_piece.get(pos, [])))
         if not order.contiguous:
             continue
     flush(None)
@@ -226,14 +262,15 @@ def write_clusters(run_dir: Path, writer: ShardWriter, clusters: pa.Table, order
         for cid, text, n in zip(m_cid[ms:me].tolist(), members.column("text").slice(ms, me - ms).to_pylist(),
                                 members.column("pos_count").slice(ms, me - ms).to_pylist(), strict=True):
             mem.setdefault(cid, []).append([text, n])
-        exs: dict[int, list[dict[str, Any]]] = {}
+        exs: dict[int, list[_Example]] = {}
         for cid, pos in zip(e_cid[es:ee].tolist(), ex_pos[es:ee].tolist(), strict=True):
             lo, hi = np.searchsorted(fpos, [pos, pos + 1])
             sl = feats.slice(lo, hi - lo)
             matched = [t for t, c in zip(sl.column("text").to_pylist(), sl.column("cluster_id").to_pylist(),
                                          strict=True) if c == cid]
-            exs.setdefault(cid, []).append({**excerpts.get(pos, {}), "t": int(order.tidx[pos]),
-                                            "match": matched[:4]})
+            ex = _Example(**excerpts[pos]) if pos in excerpts else _Example()
+            ex["t"], ex["match"] = int(order.tidx[pos]), matched[:4]
+            exs.setdefault(cid, []).append(ex)
         out = []
         for r in chunk:
             cid = r["cluster_id"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class PendingItem:
 
     key: str
     prompt_version: str
-    schema: dict[str, Any] | None
+    schema: Mapping[str, object] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class BatchStore:
         self._db = open_db(self.path, _SCHEMA)
 
     def add(self, batch_id: str, provider: str, backend: str, model: str,
-            items: Iterable[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+            items: Iterable[tuple[str, str, str, Mapping[str, object] | None]]) -> None:
         """Record a submitted batch and its items ``(key, prompt_version, schema_name,
         schema)`` in one transaction."""
         schemas: list[list[Any]] = []

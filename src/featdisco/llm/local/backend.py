@@ -37,6 +37,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def patch_grammar(gbnf: str) -> str:
     return _DOT_RULE_RE.sub(lambda _: _SAFE_DOT_RULE, gbnf)
 
 
-def schema_to_grammar(schema: dict[str, Any]) -> str:
+def schema_to_grammar(schema: Mapping[str, object]) -> str:
     """GBNF for ``schema`` (llama-cpp-python's converter), with control characters banned."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
@@ -259,7 +260,7 @@ class LocalLLM:
         self.n_threads = n_threads  # None: chosen when the weights load (_default_threads)
         self._llm: Any = None
         self._lock = threading.Lock()
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, object] = {}  # schema JSON -> llama_cpp.LlamaGrammar
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featdisco-llama")
 
     # --- sync core (runs on the worker thread) ---------------------------------------------
@@ -284,7 +285,7 @@ class LocalLLM:
                     "damaged, run `featdisco models install --force`") from exc
         return self._llm
 
-    def _grammar_locked(self, schema: dict[str, Any]) -> Any:
+    def _grammar_locked(self, schema: Mapping[str, object]) -> Any:
         """The compiled grammar for ``schema``, built once and checked by llama's own parser.
 
         llama-cpp-python hands the grammar text to llama.cpp without checking it, and an
