@@ -60,9 +60,9 @@ def reference(run: Path, ids: list[int]) -> list[ClusterRef]:
     clusters = {r["cluster_id"]: r for r in pq.read_table(path, columns=["cluster_id", "kind", "label"]).to_pylist()}
     missing = [i for i in ids if i not in clusters]
     if missing:
-        from featdisco.cluster_ids import id_history
+        from featdisco.cluster_ids import retired_into
 
-        retired = {r["id"]: r["into"] for r in (id_history(run) or {}).get("retired", [])}
+        retired = retired_into(run)
         why = "; ".join(f"{i} was retired" + (f" into {' '.join(map(str, retired[i]))}" if retired[i] else "")
                         if i in retired else f"{i} does not exist" for i in missing)
         raise FeatdiscoError(f"{run}/clusters.parquet has no cluster {', '.join(map(str, missing))}: {why} "
