@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
-from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, RunSummary
+from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, EngineOptions, RunSummary
 from featdisco.llm.prices import PriceTable
 from featdisco.prompts import PROMPT_NAMES, Prompt, load_prompt, saved_copy, saved_prompt_files
 from featdisco.rundir import (
@@ -173,7 +173,7 @@ class Pipeline(Backends):
     @property
     def engine(self) -> CallEngine:
         if self._engine is None:
-            options: dict[str, Any] = dict(
+            options = EngineOptions(
                 concurrency=self.cfg.concurrency, rpm=self.cfg.rpm, tpm=self.cfg.tpm,
                 timeout=self.cfg.timeout, max_cost=self.cfg.max_cost, progress=self._progress,
                 seed=self.cfg.seed, prices=PriceTable.for_run(self.cfg.prices), budget=self.budget,
