@@ -137,6 +137,12 @@ def test_the_budget_holds_over_every_invocation_and_command(
     text = CliRunner().invoke(app, ["status", str(run_dir)]).stdout
     assert f"budget: ${spent:.4f} of ${budget:g} spent" in text
 
+    # A budget below what is already spent is said at once, and sends nothing.
+    before = snap_server.total
+    code, out = cli([*args, "--budget", "0.001"], monkeypatch, capsys)
+    assert code == 3 and "at or over --budget $0.001: no new call will be sent" in out, out
+    assert snap_server.total == before
+
     # A higher budget lets the run finish.
     code, out = cli([*args, "--budget", "10"], monkeypatch, capsys)
     assert code == 0, out
@@ -150,7 +156,7 @@ def test_a_cost_cap_note_clears_once_a_rerun_sends_the_calls(
     capped = CliRunner().invoke(app, [*args, "--max-cost", "0.003"])
     assert capped.exit_code == 3, capped.output
     status = CliRunner().invoke(app, ["status", str(run_dir)]).stdout
-    assert "not sent: cost cap reached" in status
+    assert "not sent: a cost limit (--max-cost or --budget) reached" in status
     assert status_json(run_dir)["llm_totals"]["skipped_budget"] > 0
 
     done = CliRunner().invoke(app, [*args, "--max-cost", "10"])

@@ -563,7 +563,7 @@ def test_cli_run_stopped_at_the_cost_cap_says_so_and_exits_3(
     before = server.total
     capped = CliRunner().invoke(app, [*args, "--max-cost", "0.0003"])
     assert capped.exit_code == 3, capped.output
-    assert "not sent: cost cap reached" in capped.output and "run incomplete" in capped.output
+    assert "not sent: a cost limit (--max-cost or --budget) reached" in capped.output and "run incomplete" in capped.output
     assert "outputs in" not in capped.output and not (run_dir / "clusters.parquet").exists()
     counts = json.loads((run_dir / "manifest.json").read_text())["stages"]["featurize"]["counts"]
     assert counts["not_sent"] > 0 and counts["failed"] == 0

@@ -416,7 +416,7 @@ def cost_text(cost: float | None) -> str:
 def usage_text(u: Mapping[str, Any]) -> str:
     reasons = u.get("failed_by_reason") or {}
     why = f" ({', '.join(f'{k} {v:,}' for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))})" if reasons else ""
-    capped = f", {u['skipped_budget']:,} not sent: cost cap reached" if u.get("skipped_budget") else ""
+    capped = f", {u['skipped_budget']:,} not sent: a cost limit (--max-cost or --budget) reached" if u.get("skipped_budget") else ""
     return (f"{u.get('sent', 0):,} calls sent, {u.get('cached', 0):,} answered from the cache, "
             f"{u.get('failed', 0):,} failed{why}{capped}; {u.get('input_tokens', 0):,} in / "
             f"{u.get('output_tokens', 0):,} out tokens; cost {cost_text(u.get('cost_usd'))}")

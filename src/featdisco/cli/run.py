@@ -96,6 +96,7 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
         out.say(f"dry run, featurize: {est}")
         out.say("naming and rating add about one call per cluster plus one per 10 clusters.")
         return
+    warn_if_budget_spent(run_dir, cfg.budget, out)
     result = pipe.run(inputs, read_options)
     print_summary(result, out)
     print_top_clusters(result.clusters, top, out, show_private, result.run_dir)
@@ -112,6 +113,17 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             exit_if_failed(result.llm.as_dict(), out.say, "run incomplete")
             out.say("run incomplete: some stages did not finish; rerun the same command to finish them")
         raise typer.Exit(INCOMPLETE_EXIT)
+
+
+def warn_if_budget_spent(run_dir: Path, budget: float | None, out: Output) -> None:
+    """A --budget at or below what the run has already spent sends nothing new: say so before
+    the run starts, rather than let it stop at its first uncached call."""
+    if budget is None or not (run_dir / MANIFEST).is_file():
+        return
+    spent = run_totals(RunDir(run_dir).manifest, run_dir).spent or 0.0
+    if spent >= budget:
+        out.say(f"note: this run has already spent ${spent:.4f}, at or over --budget ${budget:g}: "
+                "no new call will be sent (cached results are still used; a higher --budget continues)")
 
 
 def exit_if_transform_failed(out_dir: Path, say: Any) -> None:

@@ -86,7 +86,7 @@ class RunSummary(Failures):
         return (f"{self.calls} calls ({self.unique} unique, {self.cached} cached): "
                 f"{self.ok} ok, {self.failed} failed{f' ({reasons})' if reasons else ''}, "
                 f"{retried + ', ' if retried else ''}"
-                f"{self.skipped_budget} skipped at the cost cap; {self.input_tokens:,} in / "
+                f"{self.skipped_budget} skipped at a cost limit (--max-cost or --budget); {self.input_tokens:,} in / "
                 f"{self.output_tokens:,} out tokens, cost {cost}, {self.elapsed:.1f}s")
 
 
