@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -175,6 +176,13 @@ def test_the_last_invocation_line_says_what_made_it(server: FakeOpenAIServer, in
     assert line.endswith("(made by: scan)"), line
     status = runner.invoke(app, ["status", str(run), "--json"])
     assert json.loads(status.stdout)["llm_last"]["by"] == ["scan"]
+    # an edit reruns stages (the merged cluster is named anew): its calls are the edit's, not run's
+    clusters = pq.read_table(run / "clusters.parquet", columns=["cluster_id", "kind"]).to_pylist()
+    a, b = [c["cluster_id"] for c in clusters if c["kind"] == "response"][:2]
+    edit = runner.invoke(app, ["edit", str(run), "merge", str(a), str(b)])
+    assert edit.exit_code == 0 and server.total > sent, edit.output
+    status = runner.invoke(app, ["status", str(run), "--json"])
+    assert json.loads(status.stdout)["llm_last"]["by"] == ["edit"]
 
 
 def test_clusters_absent_from_a_transforms_data_are_not_said_to_be_from_fewer_than_1_transcripts() -> None:

@@ -200,6 +200,17 @@ def ledger_usage(manifest: Mapping[str, Any], run_path: str | Path) -> LedgerUsa
     return summarise_ledger(rows, manifest.get("llm_before_ledger") or {}, set(manifest.get("stages") or {}))
 
 
+# Commands that rerun pipeline stages besides `run` (an edit reruns name, merge, …): a stage's
+# calls made under one of them are shown as made by it.
+_STAGE_COMMANDS = ("edit", "transform")
+
+
+def _stage_command(command: str) -> str:
+    """Which command ran pipeline stages, from the ledger's ``featdisco <command>`` text."""
+    words = command.split()
+    return words[1] if len(words) > 1 and words[1] in _STAGE_COMMANDS else "run"
+
+
 def summarise_ledger(rows: list[LedgerRow], base: Mapping[str, Any],
                      stages: set[str]) -> LedgerUsage:
     """Sum ledger rows into usages; "not sent" counts only the latest invocation of each scope."""
@@ -238,9 +249,11 @@ def summarise_ledger(rows: list[LedgerRow], base: Mapping[str, Any],
         # what made it: an invocation that asked nothing of the LLM leaves this one "last", so a
         # no-op `run` after `score-labels` must not seem to have had score-labels' failures
         newest = max(invocations)
-        scopes = {r.scope for r in rows if r.invocation == newest}
-        last["by"] = sorted({s[len(ANALYSIS_SCOPE):] if s.startswith(ANALYSIS_SCOPE)
-                             else "run" if (s in stages or s in STAGE_ORDER) else s or "other" for s in scopes})
+        newest_rows = [r for r in rows if r.invocation == newest]
+        rerun_by = _stage_command(newest_rows[0].command) if newest_rows else "run"
+        last["by"] = sorted({r.scope[len(ANALYSIS_SCOPE):] if r.scope.startswith(ANALYSIS_SCOPE)
+                             else rerun_by if (r.scope in stages or r.scope in STAGE_ORDER)
+                             else r.scope or "other" for r in newest_rows})
     by_stage = {k: usage(v) for k, v in (base.get("by_stage") or {}).items()}
     by_analysis = {k: usage(v) for k, v in (base.get("by_analysis") or {}).items()}
     unattributed = None

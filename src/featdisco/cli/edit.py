@@ -97,6 +97,7 @@ def _apply(ctx: typer.Context) -> None:
 
     quiet = ctx.obj["quiet"]
     pipe = Pipeline(run, config_from_manifest(run), log=log_line(quiet), progress="none" if quiet else "auto")
+    pipe.account.command = "featdisco edit"  # the stages it reruns are shown as made by edit
     result = pipe.run(stages=STAGES[STAGES.index("embed") + 1:])  # cached: only edits cost anything
     if not quiet:
         print_summary(result)

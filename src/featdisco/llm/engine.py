@@ -124,6 +124,7 @@ class Account:
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # this invocation
     run: str | None = None
     spent_before: float = 0.0  # by the run before this engine's first call
+    command: str | None = None  # the command making the calls (None: read from sys.argv)
 
 
 class EngineOptions(TypedDict, total=False):
@@ -220,7 +221,7 @@ class CallEngine:
             return
         if cache.invocation is None or acc.run is None:
             acc.run, legacy = acc.open()
-            cache.begin_invocation(acc.run, acc.uid)
+            cache.begin_invocation(acc.run, acc.uid, acc.command)
             acc.spent_before = legacy + cache.spent(acc.run) - self._spent
         cache.scope = acc.scope
 
