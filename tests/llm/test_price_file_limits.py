@@ -58,3 +58,17 @@ def test_run_with_a_nan_price_exits_2_before_anything(tmp_path: Path, capsys: py
     assert e.value.code == 2 and err.count("\n") == 0
     assert f"price file {prices}: the input price of 'my-model' (nan) is not a number" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_price_pipe_is_refused_saying_why(tmp_path: Path) -> None:
+    """`--prices <(…)` is a pipe the run could read once; the run keeps the path and later
+    commands read it again, so it is refused with the reason (it said the file did not exist,
+    under a /proc path the user never typed)."""
+    import os
+
+    fifo = tmp_path / "prices.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FeatdiscoError) as e:
+        PriceTable.for_run(fifo)
+    assert str(e.value).startswith(f"price file {fifo} is not a regular file")
+    assert "save the prices to a file" in str(e.value)

@@ -208,7 +208,7 @@ def run_cmd(
                  seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
                  batch=batch, batch_poll=batch_poll, executor=executor,
                  # absolute: the run keeps it, and a rerun from another directory must find it
-                 prices=str(prices.resolve()) if prices else None, min_transcripts=min_transcripts)
+                 prices=str(prices.absolute()) if prices else None, min_transcripts=min_transcripts)
     cfg = config_from_manifest(run_dir, flags, required=False, own_prompts=True)  # flag > manifest > default
     cfg.featurize_config()  # validates the feature bounds before any work
     PriceTable.for_run(cfg.prices)  # so does the price file
@@ -262,7 +262,7 @@ def transform_cmd(
     checks.run_dir_for(output, inputs, "-o")
     act = transform_into(run_dir, inputs, out_dir=output, read_options=reading,
                          overrides={"llm": llm, "model": model, "base_url": base_url,
-                                    "concurrency": concurrency, "prices": str(prices.resolve()) if prices else None,
+                                    "concurrency": concurrency, "prices": str(prices.absolute()) if prices else None,
                                     "evidence": False if no_evidence else None, "budget": budget},
                          log=log_line(quiet))
     m = act.matrix

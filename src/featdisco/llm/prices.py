@@ -93,7 +93,7 @@ class PriceTable:
         path = path or os.environ.get(PRICES_ENV) or None
         table = cls(path)
         if path:
-            table.source = str(Path(path).resolve())
+            table.source = str(Path(path).absolute())
         return table
 
     def used(self, backend: str, model: str) -> dict[str, Any]:
@@ -172,6 +172,10 @@ def _parse_price(model: str, v: Any, where: str = "") -> tuple[float, float]:
 
 
 def _load_file(path: Path) -> Mapping[str, object]:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise FeatdiscoError(f"price file {path} is not a regular file (from --prices or {PRICES_ENV}): "
+                             "a pipe such as <(…) can be read once, but the run keeps the path and "
+                             "later commands read it again; save the prices to a file")
     if not path.is_file():
         raise FeatdiscoError(f"price file {path} does not exist (from --prices or {PRICES_ENV})")
     try:
