@@ -25,13 +25,18 @@
    Jaccard match), with members, so one can read what moved.
 
     python bench/embed.py --compare minilm,static --features RUN/features.parquet
+
+   A static recipe other than the default is named with its options as JSON values, e.g.
+   ``--compare 'minilm,static,static(pca_dims=null,sif_coefficient=null)'``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -74,6 +79,44 @@ OBJECTS = ["markdown tables", "code blocks", "the token budget", "a numbered lis
 MODIFIERS = ["", "", "", " in detail", " briefly", " repeatedly", " step by step",
              " without being asked", " in Spanish", " with emojis", " at length",
              " in the first sentence", " with hedging", " confidently"]
+
+
+def split_specs(specs: str) -> list[str]:
+    """``a,b(x=1,y=2),c`` -> ``['a', 'b(x=1,y=2)', 'c']``: commas inside parentheses stay."""
+    return [p.strip() for p in re.split(r",(?![^()]*\))", specs) if p.strip()]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``static(pca_dims=null,sif_coefficient=0.001)`` -> ``('static', {...})``: an embedder
+    name and its constructor options, each value JSON (so ``null`` is None; a string
+    ``"@FILE"`` stands for the words of FILE, e.g. ``vocabulary="@words.txt"``)."""
+    m = re.fullmatch(r"\s*([^()]+?)\s*(?:\((.*)\))?\s*", spec)
+    if m is None:
+        raise SystemExit(f"bad embedder spec {spec!r}")
+    opts: dict[str, object] = {}
+    for item in split_specs(m.group(2) or ""):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad option {item!r} in {spec!r}: use KEY=JSON")
+        parsed = json.loads(value)
+        if isinstance(parsed, str) and parsed.startswith("@"):  # a word list: one a line
+            parsed = Path(parsed[1:]).read_text(encoding="utf-8").split()
+        opts[key.strip()] = parsed
+    return m.group(1), opts
+
+
+def use_static_recipe(opts: dict[str, object]) -> None:
+    """Make ``make_embedder('static')`` (as the pipeline calls it) build the static model with
+    ``opts``: for benchmarking recipes other than the default through the whole pipeline."""
+    import featdisco.embedders.static as static
+
+    base = static.StaticMiniLM
+
+    class Recipe(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**{**opts, **kw})  # type: ignore[arg-type]
+
+    static.StaticMiniLM = Recipe  # type: ignore[misc]
 
 
 def embed_rows(texts: list[str], embedder: object, cache: object = None,
@@ -227,7 +270,8 @@ def compare(names: list[str], features: Path | None, reps: int, top: int) -> Non
     loaded = {}
     for name in names:
         t0 = time.perf_counter()
-        loaded[name] = make_embedder(name)
+        kind, opts = parse_spec(name)
+        loaded[name] = make_embedder(kind, **opts)
         print(f"{name}: {loaded[name].name}, built in {time.perf_counter() - t0:.2f} s")
         embed_rows(strings[:200], loaded[name])  # warm up
     mean_chars = np.mean([len(t) for t in strings])
@@ -285,7 +329,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=5, help="with --compare: changed clusters shown")
     args = ap.parse_args()
     if args.compare:
-        compare(args.compare.split(","), args.features, args.reps, args.top)
+        compare(split_specs(args.compare), args.features, args.reps, args.top)
         return
 
     bs = args.batch_size
