@@ -248,7 +248,31 @@ def changed_clusters(strings: list[str], base: np.ndarray, other: np.ndarray,
     return lines
 
 
-def compare(names: list[str], features: Path | None, reps: int, top: int) -> None:
+ALPACA_EVAL = MT_BENCH.parent / "alpaca_eval"
+
+
+def write_vocabulary(path: Path, min_count: int = 5, root: Path = ALPACA_EVAL) -> int:
+    """Write the static embedder's vocabulary additions: the words (letters only, 3 or more)
+    that occur ``min_count`` or more times in AlpacaEval's instructions and model outputs
+    (real assistant-chat English, none of it the planted benchmark's or MT-bench's text) and
+    that MiniLM's WordPiece splits into several pieces, commonest first. Returns the count."""
+    from featdisco.embedders.onnx_minilm import default_tokenizer_path
+    from featdisco.embedders.static import _load_tokenizer, extend_tokenizer
+
+    counts: Counter[str] = Counter()
+    for f in sorted(root.glob("*.json")):
+        for record in json.loads(f.read_text(encoding="utf-8")):
+            for key in ("instruction", "output"):
+                counts.update(re.findall(r"[a-z]+", record[key].lower()))
+    words = [w for w, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+             if n >= min_count and len(w) >= 3]
+    _, added = extend_tokenizer(_load_tokenizer(default_tokenizer_path()), words)
+    path.write_text("".join(f"{w}\n" for w in added), encoding="utf-8")
+    return len(added)
+
+
+def compare(names: list[str], features: Path | None, reps: int, top: int,
+            seeds: int = 1) -> None:
     """Part 3 of the module docstring."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -302,6 +326,17 @@ def compare(names: list[str], features: Path | None, reps: int, top: int) -> Non
         aris.update({n: adjusted_rand_score(labs[base_name], labs[n]) for n in names[1:]})
         print(f"   {label:34s} {len(texts):6,} strings, k={k:3d}: "
               + ", ".join(f"{n} ARI {a:.3f}" for n, a in aris.items()))
+        if seeds > 1:  # one seed pair is noisy: mean (min-max) over seeds 0..seeds-1
+            per = {n: [cluster_labels(v, k, w, seed=s) for s in range(seeds)]
+                   for n, v in vecs.items()}
+            base = per[base_name]
+            spread = {f"{base_name} other seed": [adjusted_rand_score(base[i], base[j])
+                                                  for i in range(seeds) for j in range(seeds)
+                                                  if i < j]}
+            spread.update({n: [adjusted_rand_score(base[i], per[n][j]) for i in range(seeds)
+                               for j in range(seeds)] for n in names[1:]})
+            print(f"   {'':34s} over {seeds} seeds: " + ", ".join(
+                f"{n} {np.mean(a):.3f} ({min(a):.3f}-{max(a):.3f})" for n, a in spread.items()))
         if label.startswith("features"):
             for n in names[1:]:
                 changes[f"{label}, {n}"] = changed_clusters(texts, labs[base_name], labs[n], w, top)
@@ -327,9 +362,19 @@ def main() -> None:
     ap.add_argument("--features", type=Path, default=None,
                     help="with --compare: a run's features.parquet")
     ap.add_argument("--top", type=int, default=5, help="with --compare: changed clusters shown")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="with --compare: also the mean ARI over k-means seeds 0..N-1 (every "
+                         "pair of different seeds for the first embedder against itself, every "
+                         "pair for the others against it)")
+    ap.add_argument("--write-vocabulary", type=Path, default=None, metavar="FILE",
+                    help="write the static embedder's vocabulary additions (from AlpacaEval) "
+                         "to FILE and stop")
     args = ap.parse_args()
+    if args.write_vocabulary:
+        print(f"{write_vocabulary(args.write_vocabulary)} words -> {args.write_vocabulary}")
+        return
     if args.compare:
-        compare(split_specs(args.compare), args.features, args.reps, args.top)
+        compare(split_specs(args.compare), args.features, args.reps, args.top, args.seeds)
         return
 
     bs = args.batch_size
