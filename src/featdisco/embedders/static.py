@@ -159,7 +159,7 @@ def distill_vectors(
     if cls_id is None or sep_id is None:
         raise EmbedderError("static embedder: the tokenizer has no [CLS]/[SEP] tokens")
     unused = {i for t, i in vocab.items() if _UNUSED.fullmatch(t)}
-    kept = np.array([i for i in range(n) if i not in unused], dtype=np.int64)
+    kept = np.array([i for i in range(base) if i not in unused], dtype=np.int64)
     if vocab_limit is not None:
         kept = kept[:vocab_limit]
     kept = np.concatenate([kept, np.arange(base, n, dtype=np.int64)])
