@@ -25,13 +25,18 @@
    Jaccard match), with members, so one can read what moved.
 
     python bench/embed.py --compare minilm,static --features RUN/features.parquet
+
+   A static recipe other than the default is named with its options as JSON values, e.g.
+   ``--compare 'minilm,static,static(pca_dims=null,sif_coefficient=null)'``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -74,6 +79,44 @@ OBJECTS = ["markdown tables", "code blocks", "the token budget", "a numbered lis
 MODIFIERS = ["", "", "", " in detail", " briefly", " repeatedly", " step by step",
              " without being asked", " in Spanish", " with emojis", " at length",
              " in the first sentence", " with hedging", " confidently"]
+
+
+def split_specs(specs: str) -> list[str]:
+    """``a,b(x=1,y=2),c`` -> ``['a', 'b(x=1,y=2)', 'c']``: commas inside parentheses stay."""
+    return [p.strip() for p in re.split(r",(?![^()]*\))", specs) if p.strip()]
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``static(pca_dims=null,sif_coefficient=0.001)`` -> ``('static', {...})``: an embedder
+    name and its constructor options, each value JSON (so ``null`` is None; a string
+    ``"@FILE"`` stands for the words of FILE, e.g. ``vocabulary="@words.txt"``)."""
+    m = re.fullmatch(r"\s*([^()]+?)\s*(?:\((.*)\))?\s*", spec)
+    if m is None:
+        raise SystemExit(f"bad embedder spec {spec!r}")
+    opts: dict[str, object] = {}
+    for item in split_specs(m.group(2) or ""):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad option {item!r} in {spec!r}: use KEY=JSON")
+        parsed = json.loads(value)
+        if isinstance(parsed, str) and parsed.startswith("@"):  # a word list: one a line
+            parsed = Path(parsed[1:]).read_text(encoding="utf-8").split()
+        opts[key.strip()] = parsed
+    return m.group(1), opts
+
+
+def use_static_recipe(opts: dict[str, object]) -> None:
+    """Make ``make_embedder('static')`` (as the pipeline calls it) build the static model with
+    ``opts``: for benchmarking recipes other than the default through the whole pipeline."""
+    import featdisco.embedders.static as static
+
+    base = static.StaticMiniLM
+
+    class Recipe(base):  # type: ignore[valid-type,misc]
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**{**opts, **kw})  # type: ignore[arg-type]
+
+    static.StaticMiniLM = Recipe  # type: ignore[misc]
 
 
 def embed_rows(texts: list[str], embedder: object, cache: object = None,
@@ -205,7 +248,31 @@ def changed_clusters(strings: list[str], base: np.ndarray, other: np.ndarray,
     return lines
 
 
-def compare(names: list[str], features: Path | None, reps: int, top: int) -> None:
+ALPACA_EVAL = MT_BENCH.parent / "alpaca_eval"
+
+
+def write_vocabulary(path: Path, min_count: int = 5, root: Path = ALPACA_EVAL) -> int:
+    """Write the static embedder's vocabulary additions: the words (letters only, 3 or more)
+    that occur ``min_count`` or more times in AlpacaEval's instructions and model outputs
+    (real assistant-chat English, none of it the planted benchmark's or MT-bench's text) and
+    that MiniLM's WordPiece splits into several pieces, commonest first. Returns the count."""
+    from featdisco.embedders.onnx_minilm import default_tokenizer_path
+    from featdisco.embedders.static import _load_tokenizer, extend_tokenizer
+
+    counts: Counter[str] = Counter()
+    for f in sorted(root.glob("*.json")):
+        for record in json.loads(f.read_text(encoding="utf-8")):
+            for key in ("instruction", "output"):
+                counts.update(re.findall(r"[a-z]+", record[key].lower()))
+    words = [w for w, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+             if n >= min_count and len(w) >= 3]
+    _, added = extend_tokenizer(_load_tokenizer(default_tokenizer_path()), words)
+    path.write_text("".join(f"{w}\n" for w in added), encoding="utf-8")
+    return len(added)
+
+
+def compare(names: list[str], features: Path | None, reps: int, top: int,
+            seeds: int = 1) -> None:
     """Part 3 of the module docstring."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -227,7 +294,8 @@ def compare(names: list[str], features: Path | None, reps: int, top: int) -> Non
     loaded = {}
     for name in names:
         t0 = time.perf_counter()
-        loaded[name] = make_embedder(name)
+        kind, opts = parse_spec(name)
+        loaded[name] = make_embedder(kind, **opts)
         print(f"{name}: {loaded[name].name}, built in {time.perf_counter() - t0:.2f} s")
         embed_rows(strings[:200], loaded[name])  # warm up
     mean_chars = np.mean([len(t) for t in strings])
@@ -258,6 +326,17 @@ def compare(names: list[str], features: Path | None, reps: int, top: int) -> Non
         aris.update({n: adjusted_rand_score(labs[base_name], labs[n]) for n in names[1:]})
         print(f"   {label:34s} {len(texts):6,} strings, k={k:3d}: "
               + ", ".join(f"{n} ARI {a:.3f}" for n, a in aris.items()))
+        if seeds > 1:  # one seed pair is noisy: mean (min-max) over seeds 0..seeds-1
+            per = {n: [cluster_labels(v, k, w, seed=s) for s in range(seeds)]
+                   for n, v in vecs.items()}
+            base = per[base_name]
+            spread = {f"{base_name} other seed": [adjusted_rand_score(base[i], base[j])
+                                                  for i in range(seeds) for j in range(seeds)
+                                                  if i < j]}
+            spread.update({n: [adjusted_rand_score(base[i], per[n][j]) for i in range(seeds)
+                               for j in range(seeds)] for n in names[1:]})
+            print(f"   {'':34s} over {seeds} seeds: " + ", ".join(
+                f"{n} {np.mean(a):.3f} ({min(a):.3f}-{max(a):.3f})" for n, a in spread.items()))
         if label.startswith("features"):
             for n in names[1:]:
                 changes[f"{label}, {n}"] = changed_clusters(texts, labs[base_name], labs[n], w, top)
@@ -283,9 +362,19 @@ def main() -> None:
     ap.add_argument("--features", type=Path, default=None,
                     help="with --compare: a run's features.parquet")
     ap.add_argument("--top", type=int, default=5, help="with --compare: changed clusters shown")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="with --compare: also the mean ARI over k-means seeds 0..N-1 (every "
+                         "pair of different seeds for the first embedder against itself, every "
+                         "pair for the others against it)")
+    ap.add_argument("--write-vocabulary", type=Path, default=None, metavar="FILE",
+                    help="write the static embedder's vocabulary additions (from AlpacaEval) "
+                         "to FILE and stop")
     args = ap.parse_args()
+    if args.write_vocabulary:
+        print(f"{write_vocabulary(args.write_vocabulary)} words -> {args.write_vocabulary}")
+        return
     if args.compare:
-        compare(args.compare.split(","), args.features, args.reps, args.top)
+        compare(split_specs(args.compare), args.features, args.reps, args.top, args.seeds)
         return
 
     bs = args.batch_size

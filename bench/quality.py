@@ -5,6 +5,8 @@ features in its largest cluster, NMI over planted features, the planted link's p
 the share of duplicate labels per kind.
 
     python bench/quality.py [--transcripts 800] [--clusters N] [--keep DIR] [--embedder static]
+
+A static recipe other than the default: ``--embedder 'static(pca_dims=null)'`` (options as JSON).
 """
 
 from __future__ import annotations
@@ -40,14 +42,21 @@ def main() -> None:
     data = write_transcripts(tmp / "chats.jsonl", args.transcripts)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.embedder:
-        extra["embedder"] = args.embedder
+        from bench.embed import parse_spec, use_static_recipe
+
+        kind, opts = parse_spec(args.embedder)
+        if opts and kind != "static":
+            raise SystemExit("options are supported for the static embedder only")
+        if opts:
+            use_static_recipe(opts)
+        extra["embedder"] = kind
     with FakeOpenAIServer(handler) as srv:
         t0 = time.perf_counter()
         result = planted_runner(srv.base_url, run_dir, data, n_clusters=args.clusters, **extra)
         counts = {s.name: s.counts for s in result.stages if s.name in ("cluster", "merge")}
         manifest = json.loads((run_dir / "manifest.json").read_text())
         stage_s = {k: round(v["seconds"], 2) for k, v in manifest["stages"].items()}
-        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "embedder": extra.get("embedder", "minilm"),
+        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "embedder": args.embedder or "minilm",
                           "stage_seconds": stage_s, "stages": counts}, default=str))
         print(json.dumps(measure(run_dir), indent=1))
 

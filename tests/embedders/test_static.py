@@ -125,3 +125,41 @@ def test_default_cache_dir_follows_the_environment(tmp_path: Path,
     assert default_cache_dir() == tmp_path / "vecs"
     monkeypatch.delenv("FEATDISCO_EMBEDDERS_DIR")
     assert default_cache_dir().name == "embedders"
+
+
+def test_without_pca_or_sif_a_word_is_minilm_reading_that_word(tmp_path: Path,
+                                                               minilm: OnnxMiniLM) -> None:
+    """``pca_dims=None, sif_coefficient=None`` keeps MiniLM's own 384-d space: a one-token
+    string embeds exactly as MiniLM embeds it (the distillation reads ``[CLS] w [SEP]`` with
+    MiniLM's mean pooling), so nothing but the static mean separates the two models."""
+    raw = StaticMiniLM(pca_dims=None, sif_coefficient=None, vocab_limit=1200,
+                       cache_dir=tmp_path, quiet=True)
+    assert raw.dim == 384 and raw.name.startswith("static-minilm-d384@")
+    words = ["war", "the", "and"]
+    np.testing.assert_allclose(raw.embed(words), minilm.embed(words), atol=2e-3)
+    default = StaticMiniLM(vocab_limit=1200, cache_dir=tmp_path, quiet=True)
+    assert default.dim == 256 and raw.name != default.name
+    with pytest.raises(EmbedderError, match="pca_dims"):
+        StaticMiniLM(pca_dims=385, cache_dir=tmp_path)
+    with pytest.raises(EmbedderError, match="sif_coefficient"):
+        StaticMiniLM(sif_coefficient=1.5, cache_dir=tmp_path)
+
+
+def test_vocabulary_additions_give_split_words_their_own_vector(tmp_path: Path,
+                                                                minilm: OnnxMiniLM) -> None:
+    """A word MiniLM's WordPiece splits ('rhyming' is r ##hy ##ming) embeds, without the
+    addition, as the mean of its pieces, far from what MiniLM makes of the word; added to
+    the vocabulary it gets the vector MiniLM gives the whole word. Words the vocabulary
+    already has, repeats and multi-word entries are not added; the additions enter the name."""
+    kw = {"pca_dims": None, "sif_coefficient": None, "vocab_limit": 1200,
+          "cache_dir": tmp_path, "quiet": True}
+    plain = StaticMiniLM(**kw)  # type: ignore[arg-type]
+    extended = StaticMiniLM(vocabulary=["Rhyming", "war", "rhyming", "user's"],
+                            **kw)  # type: ignore[arg-type]
+    assert extended.added == ["rhyming"] and extended.name != plain.name
+    target = minilm.embed(["rhyming"])[0]
+    assert float(plain.embed(["rhyming"])[0] @ target) < 0.9
+    np.testing.assert_allclose(extended.embed(["Rhyming"])[0], target, atol=2e-3)
+    np.testing.assert_allclose(extended.embed(["war"]), plain.embed(["war"]), atol=1e-6)
+    again = StaticMiniLM(vocabulary=["rhyming"], **kw)  # type: ignore[arg-type]
+    assert again.name == extended.name and again.path.is_file()

@@ -50,6 +50,7 @@ RECIPE_VERSION = 1
 _UNUSED = re.compile(r"\[unused\d+\]")
 _DISTILL_BATCH = 256  # rows of three tokens each: the fastest batch measured on 2 cores
 _MAX_LENGTH = 512  # Model2Vec's default truncation, in tokens
+_HIDDEN = 384  # MiniLM's hidden size
 
 
 def default_cache_dir() -> Path:
@@ -73,6 +74,38 @@ def _load_tokenizer(path: Path) -> Any:
     tok.no_padding()
     tok.no_truncation()
     return tok
+
+
+def extend_tokenizer(tokenizer: Any, words: Sequence[str]) -> tuple[Any, list[str]]:
+    """Model2Vec's vocabulary additions: ``tokenizer`` with every word of ``words`` that it
+    would split into several WordPieces added as one token (ids after the last), so such a
+    word gets its own vector, distilled from MiniLM reading the whole word, instead of the
+    mean of its pieces' vectors. Returns the new tokenizer and the added tokens in id order
+    (normalised as the tokenizer normalises; words already in the vocabulary, repeated, or
+    split by the pre-tokenizer into several words, such as ``user's``, are left out)."""
+    from tokenizers import Tokenizer
+
+    vocab = tokenizer.get_vocab()
+    norm, pre = tokenizer.normalizer, tokenizer.pre_tokenizer
+    added: list[str] = []
+    seen: set[str] = set()
+    for word in words:
+        text = norm.normalize_str(word) if norm is not None else word
+        parts = pre.pre_tokenize_str(text) if pre is not None else [(text, (0, len(text)))]
+        if len(parts) != 1:
+            continue
+        token = parts[0][0]
+        if token in vocab or token in seen:
+            continue
+        seen.add(token)
+        added.append(token)
+    if not added:
+        return tokenizer, []
+    data = json.loads(tokenizer.to_str())
+    start = max(vocab.values()) + 1
+    data["model"]["vocab"].update({t: start + i for i, t in enumerate(added)})
+    extended = Tokenizer.from_str(json.dumps(data))
+    return extended, added
 
 
 def pca(x: np.ndarray, dims: int, fit_rows: np.ndarray) -> np.ndarray:
@@ -104,41 +137,65 @@ def distill_vectors(
     tokenizer: Any,
     run_model: Callable[[np.ndarray], np.ndarray],
     *,
-    pca_dims: int = PCA_DIMS,
-    sif_coefficient: float = SIF_COEFFICIENT,
+    pca_dims: int | None = PCA_DIMS,
+    sif_coefficient: float | None = SIF_COEFFICIENT,
     vocab_limit: int | None = None,
+    added: Sequence[Sequence[int]] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """One float32 row per token id of ``tokenizer``: ``run_model`` maps a batch of token-id
     rows ``[CLS] id [SEP]`` to their last hidden states. Tokens never distilled (``[unusedN]``
     and, with ``vocab_limit``, every kept token past the first ``vocab_limit`` by id) get a
-    zero row, so they add nothing to a string's mean."""
+    zero row, so they add nothing to a string's mean. ``pca_dims=None`` keeps the hidden
+    states as they are (no centring, no projection); ``sif_coefficient=None`` weighs every
+    token alike. ``added`` are the rows of tokens past the tokenizer's vocabulary (see
+    :func:`extend_tokenizer`), each the original tokenizer's ids ``[CLS] pieces [SEP]`` of a
+    word: its vector is the mean over those positions, as MiniLM embeds the word alone, and
+    it ranks after every other token for SIF, as in Model2Vec."""
     vocab = tokenizer.get_vocab()
-    n = max(vocab.values()) + 1
+    base = max(vocab.values()) + 1
+    n = base + len(added)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
         raise EmbedderError("static embedder: the tokenizer has no [CLS]/[SEP] tokens")
     unused = {i for t, i in vocab.items() if _UNUSED.fullmatch(t)}
-    kept = np.array([i for i in range(n) if i not in unused], dtype=np.int64)
+    kept = np.array([i for i in range(base) if i not in unused], dtype=np.int64)
     if vocab_limit is not None:
         kept = kept[:vocab_limit]
-    if len(kept) <= pca_dims:
+    kept = np.concatenate([kept, np.arange(base, n, dtype=np.int64)])
+    if pca_dims is not None and len(kept) <= pca_dims:
         raise EmbedderError(f"static embedder: {len(kept)} tokens cannot give {pca_dims} "
                             "PCA dimensions")
     hidden: np.ndarray | None = None
-    for start in range(0, len(kept), _DISTILL_BATCH):
-        ids = kept[start:start + _DISTILL_BATCH]
-        rows = np.stack([np.full_like(ids, cls_id), ids, np.full_like(ids, sep_id)], axis=1)
+    single = kept[kept < base]
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(single), _DISTILL_BATCH):
+        ids = single[start:start + _DISTILL_BATCH]
+        batches.append((ids, np.stack([np.full_like(ids, cls_id), ids,
+                                       np.full_like(ids, sep_id)], axis=1)))
+    by_length: dict[int, list[int]] = {}
+    for j, row in enumerate(added):  # equal lengths per batch: no padding, no mask
+        by_length.setdefault(len(row), []).append(j)
+    for length, js in sorted(by_length.items()):
+        for start in range(0, len(js), max(1, _DISTILL_BATCH * 3 // length)):
+            part = js[start:start + max(1, _DISTILL_BATCH * 3 // length)]
+            batches.append((base + np.array(part, dtype=np.int64),
+                            np.array([added[j] for j in part], dtype=np.int64)))
+    done = 0
+    for ids, rows in batches:
         h = np.asarray(run_model(rows), dtype=np.float32)
         if hidden is None:
             hidden = np.zeros((n, h.shape[-1]), dtype=np.float32)
         hidden[ids] = h.mean(axis=1)  # mean pooling: every position of the row is real
+        done += len(ids)
         if progress is not None:
-            progress(min(start + _DISTILL_BATCH, len(kept)), len(kept))
+            progress(done, len(kept))
     assert hidden is not None
-    reduced = pca(hidden, pca_dims, kept)
-    out = np.zeros((n, pca_dims), dtype=np.float32)
-    out[kept] = reduced[kept] * sif_weights(len(kept), sif_coefficient)[:, None]
+    reduced = hidden if pca_dims is None else pca(hidden, pca_dims, kept)
+    out = np.zeros((n, reduced.shape[1]), dtype=np.float32)
+    weights = np.ones(len(kept)) if sif_coefficient is None else sif_weights(len(kept),
+                                                                             sif_coefficient)
+    out[kept] = reduced[kept] * weights[:, None]
     return out
 
 
@@ -150,23 +207,29 @@ class StaticMiniLM:
     distillation setting, so vectors from another recipe never share cache entries, and a
     run switching to or from this embedder re-embeds and re-clusters. ``vocab_limit``
     distils only the first N tokens by id (for quick trials and tests; the others embed as
-    nothing).
+    nothing). ``pca_dims=None``, ``sif_coefficient=None`` and ``vocabulary`` (words to add
+    as whole tokens, see :func:`extend_tokenizer`) are the other recipes compared in
+    ``bench/quality.py`` and ``bench/embed.py --compare``; none beat the default on the
+    planted benchmark at every size tried, so the default stays Model2Vec's own.
     """
 
     def __init__(
         self,
         *,
-        pca_dims: int = PCA_DIMS,
-        sif_coefficient: float = SIF_COEFFICIENT,
+        pca_dims: int | None = PCA_DIMS,
+        sif_coefficient: float | None = SIF_COEFFICIENT,
         vocab_limit: int | None = None,
+        vocabulary: Sequence[str] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
         quiet: bool = False,
     ) -> None:
-        if not 0 < pca_dims <= 384:
-            raise EmbedderError("static embedder: pca_dims must be between 1 and 384")
-        if not 0 < sif_coefficient < 1:
-            raise EmbedderError("static embedder: sif_coefficient must be between 0 and 1")
+        if pca_dims is not None and not 0 < pca_dims <= _HIDDEN:
+            raise EmbedderError(f"static embedder: pca_dims must be between 1 and {_HIDDEN}, "
+                                "or None for no PCA")
+        if sif_coefficient is not None and not 0 < sif_coefficient < 1:
+            raise EmbedderError("static embedder: sif_coefficient must be between 0 and 1, "
+                                "or None for no weighting")
         try:
             from model2vec import StaticModel
         except ImportError as e:
@@ -174,20 +237,25 @@ class StaticMiniLM:
                                 "(pip install model2vec)") from e
         tok_path = default_tokenizer_path()
         verify_file(tok_path, TOKENIZER_SHA256, "tokenizer file")
-        recipe = {"source": MODEL_SHA256, "tokenizer": TOKENIZER_SHA256, "pca_dims": pca_dims,
-                  "sif": sif_coefficient, "vocab_limit": vocab_limit, "recipe": RECIPE_VERSION}
+        original = _load_tokenizer(tok_path)
+        tokenizer, added = extend_tokenizer(original, vocabulary or ())
+        recipe: dict[str, Any] = {"source": MODEL_SHA256, "tokenizer": TOKENIZER_SHA256,
+                                  "pca_dims": pca_dims, "sif": sif_coefficient,
+                                  "vocab_limit": vocab_limit, "recipe": RECIPE_VERSION}
+        if added:  # only then, so the names of recipes without additions stay as they were
+            recipe["added"] = hashlib.sha256("\n".join(added).encode()).hexdigest()
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-        self.name = f"static-minilm-d{pca_dims}@{digest}"
-        self.dim = pca_dims
+        self.dim = _HIDDEN if pca_dims is None else pca_dims
+        self.name = f"static-minilm-d{self.dim}@{digest}"
         self._pca_dims, self._sif, self._vocab_limit = pca_dims, sif_coefficient, vocab_limit
         self._threads = threads
         self._quiet = quiet
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.path = folder / f"{self.name}.npy"
-        tokenizer = _load_tokenizer(tok_path)
+        self.added = added
         vectors = self._load() if self.path.is_file() else None
-        if vectors is None or vectors.shape != (tokenizer.get_vocab_size(), pca_dims):
-            vectors = self._distill(tokenizer)
+        if vectors is None or vectors.shape != (tokenizer.get_vocab_size(), self.dim):
+            vectors = self._distill(original, [original.encode(t).ids for t in added])
         self._unk = tokenizer.token_to_id("[UNK]")
         self._model = StaticModel(vectors=vectors, tokenizer=tokenizer, normalize=True,
                                   max_length=_MAX_LENGTH)
@@ -205,7 +273,7 @@ class StaticMiniLM:
             return None
         return np.asarray(x)
 
-    def _distill(self, tokenizer: Any) -> np.ndarray:
+    def _distill(self, tokenizer: Any, added: list[list[int]]) -> np.ndarray:
         """Distil from the ONNX MiniLM and write the result atomically to ``self.path``."""
         model = default_model_path()
         verify_file(model, MODEL_SHA256, "ONNX model file")
@@ -226,7 +294,7 @@ class StaticMiniLM:
 
         vectors = distill_vectors(tokenizer, run_model, pca_dims=self._pca_dims,
                                   sif_coefficient=self._sif, vocab_limit=self._vocab_limit,
-                                  progress=progress)
+                                  added=added, progress=progress)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.path.parent, suffix=".tmp",
