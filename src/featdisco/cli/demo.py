@@ -217,8 +217,10 @@ def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str
     """Up to ``n`` ``(piece_id, quote)`` for cluster ``cluster_id``: its member pieces
     ``piece_ids`` are asked, one at a time, the cluster's question (the question
     ``scan --cluster`` asks, with the scan prompt); a piece counts when the answer is yes
-    and its quote is found verbatim in the piece. One at a time because two are usually
-    enough and each asks the LLM for a quote and a reason."""
+    and its quote is found verbatim in the piece. Each piece is shown as far as the run's
+    featurize saw it (``max_piece_tokens``), so the quote comes from the words that put it in
+    the cluster and a long response costs no more to read. One at a time because two are
+    usually enough and each asks for a quote and a reason."""
     from featdisco.analysis.llm import close_pipeline, open_pipeline
     from featdisco.evidence.scan import (
         DEFAULT_PROMPT_VERSION,
@@ -232,6 +234,7 @@ def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str
     from featdisco.rundir import RunDir
 
     run = RunDir(Path(run_dir))
+    shown = int((run.manifest.get("config") or {}).get("max_piece_tokens") or 2000)
     question, kind = cluster_question(run, cluster_id)
     pieces = select_pieces(run, [kind], None, 0, None)
     pieces = pieces[pieces["piece_id"].isin(set(piece_ids))].sort_values("piece_id")
@@ -242,7 +245,8 @@ def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str
     try:
         for i in range(min(len(pieces), MAX_QUOTE_TRIES)):
             one = pieces.iloc[i:i + 1].reset_index(drop=True)
-            results = pipe.engine.run_sync(build_requests(one, question, spec, prompt), desc="quotes")
+            requests = build_requests(one, question, spec, prompt, max_piece_tokens=shown)
+            results = pipe.engine.run_sync(requests, desc="quotes")
             row = answers_table(one, results, spec).to_pylist()[0]
             if row["status"] == "ok" and row["answer"] and row["verified"]:
                 out.append((str(row["piece_id"]), str(row["quote"])))
