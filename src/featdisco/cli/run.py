@@ -201,7 +201,7 @@ def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None =
         else:
             out.rows([{**r, "examples": "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]),
                        "label": r.get("label") or "(unnamed)"} for r in mine],
-                     ["cluster_id", "interest", "pieces", "transcripts", "label", "examples"],
+                     ["cluster_id", *(["interest"] if rated else []), "pieces", "transcripts", "label", "examples"],
                      f"top {kind} clusters by {'interest' if rated else 'pieces'}")
     if (note := vis.note()) is not None:
         out.say(note)
