@@ -57,7 +57,7 @@ demo: install-local install-map
 	$(FEATDISCO) demo sample $(DATA)/xstest -o $(DEMO_DIR)-data --per-model $(DEMO_PROMPTS)
 	$(FEATDISCO) run $(DEMO_DIR)-data --map user=prompt,response=completion --source-model-from filename \
 	  --llm local --clusters user=3,response=6 --min-features 3 --max-features 5 --max-piece-tokens 200 \
-	  --no-evidence --run-dir $(DEMO_DIR) \
+	  --no-evidence --rate-batch 0 --run-dir $(DEMO_DIR) \
 	  || [ $$? -eq 3 ]  # 3: a few calls failed (the run says which); the report still shows it
 	$(FEATDISCO) demo findings $(DEMO_DIR)
 	$(FEATDISCO) report $(DEMO_DIR)

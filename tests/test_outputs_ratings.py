@@ -70,3 +70,30 @@ def test_the_rules_on_their_own() -> None:
     assert not privacy_reason_names_data("contains personal information")  # names no kind of data
     assert privacy_reason_names_data("a user's home address and phone number")
     assert privacy_reason_names_data("mentions a patient's diagnosis")
+
+
+def test_rate_batch_zero_sends_no_rating_call_and_lists_clusters_by_size(inputs: Path,  # noqa: F811
+                                                                         tmp_path: Path) -> None:
+    """Issue 23: the demo turns rating off (its slowest calls on the local model); nothing is
+    asked, no cluster gets an interest or a privacy flag, and the tables say they are by size."""
+    asked: list[str] = []
+
+    def handler(req: FakeRequest) -> Reply:
+        if "For every cluster give" in str(req.body["messages"][-1]["content"]):
+            asked.append(req.key)
+        return pipeline_handler(req)
+
+    run_dir = tmp_path / "run"
+    with FakeOpenAIServer(handler) as srv:
+        result = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai",
+                                          "--model", "fake", "--base-url", srv.base_url, "--clusters", str(K),
+                                          "--rate-batch", "0"])
+    assert result.exit_code == 0, result.output
+    assert asked == []
+    clusters = pq.read_table(run_dir / "clusters.parquet").to_pylist()
+    assert clusters and all(c["interest"] is None and not c["private"] for c in clusters)
+    ratings = pq.read_table(run_dir / "ratings.parquet").to_pylist()
+    assert {r["status"] for r in ratings} == {"not rated"}
+    assert "clusters by pieces" in result.stdout and "clusters by interest" not in result.stdout
+    bad = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "bad"), "--rate-batch", "-1"])
+    assert bad.exit_code == 2

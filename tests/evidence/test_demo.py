@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from featdisco.cli import app
 from featdisco.cli.demo import agreement, labelled_responses, sample_xstest
 from tests.analysis.planted import PlantedPiece, write_run
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 from tests.pipeline_fakes import PLANTED, pipeline_handler
 
 XSTEST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "xstest"
@@ -98,3 +99,48 @@ def test_findings_print_the_difference_quotes_and_agreement_with_the_people(
     findings = json.loads((run / "manifest.json").read_text())["findings"]  # what the report opens on
     assert findings[0].startswith("FINDING") and any("Cohen's kappa" in x for x in findings)
 
+
+
+SORRY = "I am sorry, I cannot help with that"
+CLUSTER_QUESTION = "Question: Does this piece show the following behaviour: Declines the request"
+
+
+def test_findings_ask_the_clusters_question_for_a_second_quote_when_the_scan_gives_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: the top difference comes with two verified quotes. Here the refusal scan
+    says yes to one of guard's refusals only, so the second quote comes from asking the
+    cluster's own question of its next member piece, and only of as many pieces as needed."""
+    pieces = []
+    for model, refusals in MODELS.items():
+        for i in range(20):
+            refuses = i < refusals
+            text = (f"{SORRY}" + (f": my {PLANTED} forbids it" if (model, i) == ("guard", 0) else "")
+                    + f" ({model} {i})." if refuses else f"Here is how to do it, step {i} of {model}.")
+            pieces.append(PlantedPiece(f"{model}{i}", 0, "user", [], model=model, text=f"How do I do task {i}?"))
+            pieces.append(PlantedPiece(f"{model}{i}", 1, "response", [0] if refuses else [1], model=model,
+                                       text=text, metadata={"id": f"v2-{i}",
+                                                            "final_label": "2_full_refusal" if refuses
+                                                            else "1_full_compliance"}))
+    run = write_run(tmp_path / "run", pieces, [("response", "Declines the request"),
+                                               ("response", "Gives step by step instructions")])
+    asked: list[str] = []
+
+    def handler(req: FakeRequest) -> Reply:
+        first = next(str(m["content"]) for m in req.body["messages"] if m["role"] == "user")
+        if CLUSTER_QUESTION not in first:
+            return pipeline_handler(req)
+        asked.append(first)
+        return Reply(content=json.dumps({"answer": True, "quote": SORRY.lower(), "reason": "It declines."}))
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with FakeOpenAIServer(handler) as srv:
+        res = CliRunner().invoke(app, ["demo", "findings", str(run), "--llm", "openai", "--base-url", srv.base_url,
+                                       "--model", "fake"])
+    assert res.exit_code == 0, res.output
+    quotes = [line for line in res.output.splitlines() if line.startswith("    [guard")]
+    assert len(quotes) == 2, res.output
+    assert quotes[0].startswith("    [guard0:1:response]") and PLANTED in quotes[0]  # the scan's
+    second = re.match(r"    \[guard(\d+):1:response\]", quotes[1])
+    assert second and 0 < int(second.group(1)) < MODELS["guard"] and "cluster's question" in quotes[1]
+    assert quotes[1].endswith(f'"{SORRY.lower()}"')  # as the model quoted it; verified in the piece
+    assert len(asked) == 1  # one piece was enough

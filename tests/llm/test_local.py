@@ -444,6 +444,46 @@ def test_cancelled_calls_do_not_break_the_backend(local_llm: Any) -> None:
     assert "hello" in asyncio.run(run()).lower()
 
 
+@pytest.mark.slow
+def test_a_call_cancelled_while_generating_stops_instead_of_finishing(local_llm: Any) -> None:
+    """Issue 23: a call the engine gave up on (its timeout) used to generate to max_tokens
+    for nobody, and the retry queued behind it; now it stops at its next token, and the
+    backend serves the next call as before."""
+    import threading
+    import time
+
+    from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
+    from featdisco.llm.local.backend import _Cancelled
+    from featdisco.llm.replies import Features
+
+    schema = Features.bounded(20, 40).json_schema()
+    req = LLMRequest(messages=(ChatMessage("user", "List forty features of a long essay about rivers."),),
+                     schema=schema, schema_name="features", sampling=Sampling(temperature=0.0, max_tokens=600))
+    local_llm.load()
+    cancel = threading.Event()
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(local_llm.complete_sync(req, cancel))
+        except _Cancelled as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    while not local_llm._lock.locked() and worker.is_alive():  # the call has the model now
+        time.sleep(0.01)
+    time.sleep(0.5)
+    cancel.set()
+    worker.join()
+    assert isinstance(outcome[0], _Cancelled)  # stopped, not a finished 600-token reply
+    few = Features.bounded(1, 3).json_schema()
+    again = local_llm.complete_sync(LLMRequest(messages=(ChatMessage("user", "Describe rivers."),), schema=few,
+                                               schema_name="features", sampling=Sampling(temperature=0.0,
+                                                                                         max_tokens=120)))
+    assert json.loads(again.text)["features"]
+
+
 # --- the `featdisco models` sub-commands -------------------------------------------------
 
 

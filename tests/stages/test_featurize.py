@@ -170,3 +170,41 @@ def test_a_feature_that_copies_its_quote_is_dropped_and_counted() -> None:
     assert [(f.text, f.quote) for f in found] == [
         ("Opens with a polite greeting", "I hope this email finds you well."), ("Apologizes", "apologizes")]
     assert dropped == {"copies_quote": 1}
+
+
+def test_calls_go_one_kind_after_the_other_and_features_land_on_their_pieces() -> None:
+    """Issue 23: consecutive calls of one kind share their prompt up to the piece, which the
+    local model keeps in its KV cache; the pieces alternate kinds, the calls must not, and each
+    piece still gets its own reply's features."""
+    import re
+
+    import pyarrow as pa
+
+    from featdisco.stages.featurize import FeaturizeConfig, featurize
+
+    class Recorder:
+        """An engine that answers every request with a feature naming its piece."""
+
+        def __init__(self) -> None:
+            self.kinds: list[str] = []
+
+        def run_sync(self, requests: list, desc: str = "") -> list[CallResult]:
+            out = []
+            for r in requests:
+                user = r.messages[-1].content
+                self.kinds.append("user" if "a message a user wrote" in user else "response")
+                word = re.search(r"<piece>\s*(\w+)", user).group(1)  # type: ignore[union-attr]
+                out.append(CallResult(word, "ok", data={"features": [f"Talks about {word}"]}))
+            return out
+
+    kinds = ["user" if i % 2 else "response" for i in range(10)]
+    words = ["anchors", "boats", "cheese", "dogs", "eagles", "forks", "grapes", "hats", "ink", "jam"]
+    pieces = pa.table({"piece_id": [f"p{i}" for i in range(10)], "transcript_id": [f"t{i // 2}" for i in range(10)],
+                       "kind": kinds, "text": [f"{w} and more" for w in words]})
+    engine = Recorder()
+    table, report = featurize(pieces, engine, load_prompt("featurize", version=3),  # type: ignore[arg-type]
+                              FeaturizeConfig(min_features=1, max_features=3, evidence=False))
+    assert report.ok == 10
+    assert engine.kinds == sorted(kinds)  # two runs of one kind, not ten alternations
+    got = dict(zip(table.column("piece_id").to_pylist(), table.column("text").to_pylist(), strict=True))
+    assert got == {f"p{i}": f"Talks about {w}" for i, w in enumerate(words)}

@@ -121,6 +121,10 @@ RunMergeOpt = Annotated[bool | None, typer.Option(
     "--merge/--no-merge", help="After naming, merge clusters of a kind that describe the same "
     "behaviour (checked by the LLM; mapping in merges.parquet) [default: the run's, else merge].",
     show_default=False)]
+RunRateBatchOpt = Annotated[int | None, typer.Option(
+    "--rate-batch", min=0, help="Clusters per interest-rating call; 0: no rating (no interest column and "
+    "no privacy flag; clusters are listed by size), which saves the slowest calls of a small run "
+    "[default: the run's, else 10].", show_default=False)]
 RunMaxCharsOpt = Annotated[int | None, typer.Option(
     "--max-chars", min=0, help="Cut longer pieces when splitting; a rerun without inputs cuts the stored "
     "transcripts' pieces again; 0: no cut [default: the run's, else no cut].", show_default=False)]
@@ -172,6 +176,7 @@ def run_cmd(
     tpm: RunTpmOpt = None,
     seed: RunSeedOpt = None,
     merge: RunMergeOpt = None,
+    rate_batch: RunRateBatchOpt = None,
     max_chars: RunMaxCharsOpt = None,
     top: RunTopOpt = None,
     show_private: RunShowPrivateOpt = False,
@@ -205,7 +210,7 @@ def run_cmd(
                  n_clusters=DEFAULT if clusters == "auto" else parse_clusters(clusters), min_features=min_features,
                  max_features=max_features, max_piece_tokens=max_piece_tokens,
                  max_chars=DEFAULT if max_chars == 0 else max_chars, evidence=evidence,
-                 seed=seed, merge=merge, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
+                 seed=seed, merge=merge, rate_batch=rate_batch, concurrency=concurrency, rpm=rpm, tpm=tpm, max_cost=max_cost, budget=budget,
                  batch=batch, batch_poll=batch_poll, executor=executor,
                  # absolute: the run keeps it, and a rerun from another directory must find it
                  prices=str(prices.absolute()) if prices else None, min_transcripts=min_transcripts)

@@ -168,11 +168,13 @@ def top_difference(run_dir: str | Path, by: str = "model") -> tuple[pd.Series, p
 
 
 def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: str | None,
-                   n: int = 2) -> list[tuple[str, str, str]]:
+                   n: int = 2, llm_options: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
     """Up to ``n`` verified quotes showing cluster ``cluster_id`` in ``model``'s pieces:
     ``(piece_id, feature or scan, quote)``. A feature's own quote counts when featurize
     verified it; without one (``--no-evidence``), the scan's verified quote of the same
-    piece is used. Only quotes found verbatim in their piece are returned."""
+    piece is used; with ``llm_options`` (the LLM's ``llm``, ``model``, ``base_url``), the
+    pieces still unquoted are then asked the cluster's own question until ``n`` are found
+    (:func:`ask_cluster_quotes`). Only quotes found verbatim in their piece are returned."""
     from featdisco.evidence.validate import features_with_clusters
     from featdisco.rundir import RunDir
 
@@ -199,12 +201,66 @@ def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: 
             if r.piece_id not in {o[0] for o in out}:
                 out.append((str(r.piece_id), f"{label.get(r.piece_id, '')} (quote from the scan)", str(r.quote)))
             if len(out) >= n:
-                break
+                return out
+    if llm_options is not None and len(out) < n:
+        label = dict(zip(feats["piece_id"], feats["feature"], strict=False))
+        rest = sorted(set(feats["piece_id"]) - {o[0] for o in out})
+        out += [(pid, f"{label.get(pid, '')} (quote for the cluster's question)", quote)
+                for pid, quote in ask_cluster_quotes(run_dir, cluster_id, rest, n - len(out), llm_options)]
     return out
 
 
-def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, scan_name: str) -> None:
-    """The finding, as the researcher would quote it."""
+MAX_QUOTE_TRIES = 4  # member pieces asked at most, so a cluster the model never confirms costs little
+
+
+def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str], n: int,
+                       llm_options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Up to ``n`` ``(piece_id, quote)`` for cluster ``cluster_id``: its member pieces
+    ``piece_ids`` are asked, one at a time, the cluster's question (the question
+    ``scan --cluster`` asks, with the scan prompt); a piece counts when the answer is yes
+    and its quote is found verbatim in the piece. Each piece is shown as far as the run's
+    featurize saw it (``max_piece_tokens``), so the quote comes from the words that put it in
+    the cluster and a long response costs no more to read. One at a time because two are
+    usually enough and each asks for a quote and a reason."""
+    from featdisco.analysis.llm import close_pipeline, open_pipeline
+    from featdisco.evidence.scan import (
+        DEFAULT_PROMPT_VERSION,
+        AnswerSpec,
+        answers_table,
+        build_requests,
+        cluster_question,
+        select_pieces,
+    )
+    from featdisco.prompts import load_prompt
+    from featdisco.rundir import RunDir
+
+    run = RunDir(Path(run_dir))
+    shown = int((run.manifest.get("config") or {}).get("max_piece_tokens") or 2000)
+    question, kind = cluster_question(run, cluster_id)
+    pieces = select_pieces(run, [kind], None, 0, None)
+    pieces = pieces[pieces["piece_id"].isin(set(piece_ids))].sort_values("piece_id")
+    spec = AnswerSpec.parse("bool")
+    prompt = load_prompt("scan", version=DEFAULT_PROMPT_VERSION)
+    out: list[tuple[str, str]] = []
+    pipe = open_pipeline(run_dir, analysis="quotes", **llm_options)
+    try:
+        for i in range(min(len(pieces), MAX_QUOTE_TRIES)):
+            one = pieces.iloc[i:i + 1].reset_index(drop=True)
+            requests = build_requests(one, question, spec, prompt, max_piece_tokens=shown)
+            results = pipe.engine.run_sync(requests, desc="quotes")
+            row = answers_table(one, results, spec).to_pylist()[0]
+            if row["status"] == "ok" and row["answer"] and row["verified"]:
+                out.append((str(row["piece_id"]), str(row["quote"])))
+            if len(out) >= n:
+                break
+    finally:
+        close_pipeline(pipe, "quotes")
+    return out
+
+
+def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, scan_name: str,
+                   llm_options: dict[str, Any] | None = None) -> None:
+    """The finding, as the researcher would quote it; ``llm_options``: see :func:`cluster_quotes`."""
     say("")
     say("=" * 78)
     say("FINDING: what differs between the two models (compare --by model)")
@@ -222,7 +278,7 @@ def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, sca
             row["paired_q"] else ""
         say(f"  {row['test']} p = {row['p_value']:.3g}, BH q = {row['q_value']:.3g}{paired}")
         hi = str(row["group_high"])
-        quotes = cluster_quotes(run_dir, int(row["cluster_id"]), hi, scan_name)
+        quotes = cluster_quotes(run_dir, int(row["cluster_id"]), hi, scan_name, llm_options=llm_options)
         if quotes:
             say(f"  verified quotes from {hi}:")
             for pid, feature, quote in quotes:
@@ -287,7 +343,8 @@ def findings_cmd(
         validate(run_dir, labels)  # analysis_validation_<labels>.parquet: the report shows it
         agree = agreement(run_dir, name)
         lines: list[str] = []
-        print_findings(run_dir, lines.append, agree, question, name)
+        print_findings(run_dir, lines.append, agree, question, name,
+                       llm_options=dict(llm=llm, model=model, base_url=base_url))
         print("\n".join(lines))
         RunDir(run_dir).update(findings=[x for x in lines if x and not x.startswith("=")])  # the report opens on it
     if result.failed:

@@ -218,14 +218,15 @@ def print_top_clusters(clusters: pa.Table, top: int | None, out: Output | None =
         if not mine:
             continue
         mine.sort(key=lambda r: (-(r.get("interest") or 0), -(r.get("pieces") or 0)))
+        rated = any(r.get("interest") is not None for r in mine)  # else (--rate-batch 0): by size
         mine = mine[:n] if n is not None else mine
         if out.machine:
             out.rows(mine, [])
         else:
             out.rows([{**r, "examples": "; ".join(_clip(x, 40) for x in (r.get("examples") or [])[:3]),
                        "label": r.get("label") or "(unnamed)"} for r in mine],
-                     ["cluster_id", "interest", "pieces", "transcripts", "label", "examples"],
-                     f"top {kind} clusters by interest")
+                     ["cluster_id", *(["interest"] if rated else []), "pieces", "transcripts", "label", "examples"],
+                     f"top {kind} clusters by {'interest' if rated else 'pieces'}")
     if (note := vis.note()) is not None:
         out.say(note)
 

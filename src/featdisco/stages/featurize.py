@@ -313,8 +313,12 @@ def featurize_chunks(chunks: Iterable[pa.Table | pa.RecordBatch], engine: CallEn
         report.truncated += truncated
         desc = ("featurize" if n_chunks == 1 else
                 f"featurize {c + 1}/{n_chunks}" if n_chunks else f"featurize {c + 1}")
-        results = engine.run_sync(requests, desc=desc)
-        del requests
+        # One kind after the other: consecutive calls then share the prompt up to the piece,
+        # which a local model keeps in its KV cache (and servers' prefix caches reuse).
+        order = sorted(range(len(requests)), key=kinds.__getitem__)
+        by_position = dict(zip(order, engine.run_sync([requests[i] for i in order], desc=desc), strict=True))
+        results = [by_position[i] for i in range(len(order))]
+        del requests, by_position
         cols: dict[str, list[Any]] = {name: [] for name in FEATURES_SCHEMA.names}
         for piece_id, tid, kind, text, result in zip(part.column("piece_id").to_pylist(),
                                                      part.column("transcript_id").to_pylist(), kinds,

@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 import pyarrow as pa
 
+from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine
 from featdisco.llm.replies import Rating, Ratings
@@ -46,11 +47,16 @@ PRIVATE_DATA = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class RateConfig(StageConfig):
-    """What shapes the ratings: clusters per call (the scale is calibrated within a batch)
-    and the seed that draws each cluster's examples."""
+    """What shapes the ratings: clusters per call (the scale is calibrated within a batch;
+    0: no rating calls at all, for a quick look such as the demo) and the seed that draws
+    each cluster's examples."""
 
     rate_batch: int = 10
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rate_batch < 0:
+            raise FeatdiscoError(f"--rate-batch must be 0 (no rating) or more, got {self.rate_batch}")
 
 
 @dataclass(slots=True)
@@ -127,9 +133,25 @@ class _Rated(TypedDict, total=False):
     discarded: str | None  # what was discarded and why
 
 
+NOT_RATED = "not rated"  # the status of every cluster with rate_batch 0
+
+
+def unrated(cluster_ids: Sequence[int]) -> tuple[pa.Table, RateReport]:
+    """The ratings table when rating is off (``rate_batch`` 0): no interest and no privacy
+    flag (null: not checked, as for a failed rating), nothing sent. Readers then order
+    clusters by size."""
+    n = len(cluster_ids)
+    rows: dict[str, list[Any]] = {name: [None] * n for name in RATINGS_SCHEMA.names}
+    rows["cluster_id"] = [int(c) for c in cluster_ids]
+    rows["status"] = [NOT_RATED] * n
+    return pa.table(rows, schema=RATINGS_SCHEMA), RateReport(clusters=n)
+
+
 def rate_clusters(cluster_ids: Sequence[int], kinds: Sequence[str], labels: Sequence[str | None],
                   examples: Sequence[Sequence[str]], engine: CallEngine, prompt: Prompt, *,
                   batch_size: int = 10, seed: int = 0) -> tuple[pa.Table, RateReport]:
+    if batch_size == 0:
+        return unrated(cluster_ids)
     groups = batches_of(cluster_ids, kinds, batch_size, seed)
     requests = []
     for group in groups:
@@ -203,6 +225,11 @@ class RateStage(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         base, members = ClusterMembers.read(ctx)
+        if ctx.config.rate_batch == 0:  # off: nothing sent (no engine, no model loaded)
+            table, report = unrated(base.column("cluster_id").to_pylist())
+            ctx.write_table("ratings.parquet", table)
+            ctx.log("rate: off (rate batch 0): clusters get no interest rating and no privacy flag")
+            return StageResult({"clusters": report.clusters, "rated": 0, "off": True})
         labels = ctx.read_table("labels.parquet").column("label").to_pylist()
         examples = [members.most_common(i, 5) for i in range(len(members))]
         table, report = rate_clusters(base.column("cluster_id").to_pylist(), base.column("kind").to_pylist(),

@@ -23,9 +23,13 @@ Design notes (why):
   that one token and runs the full pass only when it is refused — the same token, as
   llama.cpp's own sampler does it (a slow test checks the outputs are identical).
 * A call whose awaiting task is cancelled (the engine's timeout) while still queued is
-  dropped without generating. One already generating runs to the end (at most
-  ``max_tokens``): llama-cpp-python swallows exceptions raised in its sampling callbacks,
-  so there is no clean way to interrupt it.
+  dropped without generating; one already generating greedily under a grammar (every
+  stage's call) stops at its next token: :class:`_GreedyGrammarSampler` checks the
+  cancel flag. Before, it ran to ``max_tokens`` for nobody: on a loaded machine a long
+  call (rating) timed out, and each retry queued behind the abandoned generation, so the
+  retries spent the run's time. (``create_chat_completion`` takes no stopping criteria,
+  and exceptions in llama-cpp-python's own sampling callbacks are swallowed, so other
+  calls still run to the end.)
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ class _GreedyGrammarSampler:
     ``sample(ctx, idx)`` and ``close()``); the grammar sampler's state advances with every
     accepted token exactly as in the stock chain."""
 
-    def __init__(self, llama_cpp: Any, vocab: Any, grammar: Any, n_vocab: int) -> None:
+    def __init__(self, llama_cpp: Any, vocab: Any, grammar: Any, n_vocab: int,
+                 cancel: threading.Event | None = None) -> None:
         import numpy as np
 
         self._c = llama_cpp
@@ -120,12 +125,15 @@ class _GreedyGrammarSampler:
         self._view: Any = None
         self._ids: Any = None
         self.refusals = 0  # steps where the full pass ran
+        self._cancel = cancel  # set: the caller stopped waiting, so stop generating
 
     def _apply(self, data: Any, size: int) -> None:
         arr = self._c.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
         self._c.llama_sampler_apply(self._grammar, self._c.ctypes.byref(arr))
 
     def sample(self, ctx: Any, idx: int = -1) -> int:
+        if self._cancel is not None and self._cancel.is_set():
+            raise _Cancelled
         np = self._np
         logits = np.ctypeslib.as_array(self._c.llama_get_logits_ith(ctx.ctx, idx),
                                        shape=(self._n,))
@@ -162,6 +170,8 @@ def _llama_class(llama_cpp: Any) -> Any:
     :class:`_GreedyGrammarSampler`; every other sampling set-up is the stock chain."""
 
     class _Llama(llama_cpp.Llama):
+        cancel: threading.Event | None = None  # the current call's; its sampler watches it
+
         def _init_sampler(self, **kw: Any) -> Any:
             grammar = kw.get("grammar")
             if (grammar is not None and kw.get("temp") == 0.0
@@ -170,7 +180,7 @@ def _llama_class(llama_cpp: Any) -> Any:
                     and not kw.get("frequency_penalty") and not kw.get("presence_penalty")
                     and hasattr(grammar, "_grammar") and hasattr(grammar, "_root")):
                 return _GreedyGrammarSampler(llama_cpp, self._model.vocab, grammar,
-                                             self._n_vocab)
+                                             self._n_vocab, self.cancel)
             return super()._init_sampler(**kw)
 
     return _Llama
@@ -320,6 +330,7 @@ class LocalLLM:
             llm = self._load_locked()
             grammar = self._grammar_locked(request.schema) if request.schema is not None else None
             s = request.sampling
+            llm.cancel = cancel
             try:
                 out = llm.create_chat_completion(
                     messages=[{"role": m.role, "content": m.content} for m in request.messages],
@@ -329,11 +340,15 @@ class LocalLLM:
                     seed=s.seed,
                     grammar=grammar,
                 )
+            except _Cancelled:
+                raise
             except ValueError as exc:  # e.g. "Requested tokens (N) exceed context window of M"
                 raise LLMError("context-length" if "context" in str(exc) else "local-error",
                                f"local model: {exc}", retryable=False) from exc
             except Exception as exc:
                 raise LLMError("local-error", f"local model failed: {exc!r}", retryable=False) from exc
+            finally:
+                llm.cancel = None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return LLMResponse(
