@@ -163,8 +163,9 @@ class FeatureDiscovery(TransformerMixin, BaseEstimator):
     def _check_numbers(cfg: PipelineConfig) -> None:
         for name in ("min_features", "max_features", "sample_size", "rate_batch", "concurrency"):
             value = getattr(cfg, name)
-            if not isinstance(value, int) or value < 1:
-                raise FeatdiscoError(f"{name} must be a positive integer, not {value!r}")
+            least = 0 if name == "rate_batch" else 1  # rate_batch=0: no interest ratings
+            if not isinstance(value, int) or value < least:
+                raise FeatdiscoError(f"{name} must be an integer of at least {least}, not {value!r}")
         if cfg.min_features > cfg.max_features:
             raise FeatdiscoError(f"min_features ({cfg.min_features}) is more than max_features "
                                  f"({cfg.max_features})")
