@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("version", help="the scan prompt version(s), e.g. 1 or 1,3 (each wording asked with each)")
     ap.add_argument("questions", nargs="+", help="the wordings to measure")
     ap.add_argument("--limit", type=int, default=10**9, help="how many response pieces")
+    ap.add_argument("--skip", type=int, default=0, help="start after this many (to finish an interrupted run)")
     ap.add_argument("--out", type=Path, default=None, help="write P(yes) per piece and wording to this CSV")
     args = ap.parse_args()
     import llama_cpp  # the embedded model's own API: its logits at the answer
@@ -56,7 +57,8 @@ def main() -> None:
     threads = _default_threads()  # the backend's choice: the cores no other process is using
     llm = llama_cpp.Llama(model_path=str(ensure_model()), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
-    pieces = select_pieces(RunDir(args.run), ["response"], None, 0, None).head(args.limit)
+    pieces = select_pieces(RunDir(args.run), ["response"], None, 0, None).head(args.limit).iloc[args.skip:]
+    pieces = pieces.reset_index(drop=True)
     versions = [int(v) for v in args.version.split(",")]
     wordings = [(v, q) for v in versions for q in args.questions]
     reqs = {(v, q): build_requests(pieces, q, AnswerSpec(), load_prompt("scan", version=v)) for v, q in wordings}
@@ -78,7 +80,7 @@ def main() -> None:
             m = lg.max()
             py, pn = float(np.exp(lg[yes] - m).sum()), float(np.exp(lg[no] - m).sum())
             out.append((pid, f"v{v}: {q}", py / (py + pn)))
-        print(i + 1, pid, " ".join(f"{p:.2f}" for _, _, p in out[-len(wordings):]),
+        print(args.skip + i + 1, pid, " ".join(f"{p:.2f}" for _, _, p in out[-len(wordings):]),
               f"{time.time() - t0:.0f}s", flush=True)
     df = pd.DataFrame(out, columns=["piece_id", "question", "p"]).merge(labelled_responses(args.run), on="piece_id")
     if args.out:
