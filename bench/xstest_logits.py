@@ -7,7 +7,7 @@ improve on). The figures in the README's XSTest table come from it:
     python bench/xstest_logits.py runs/bench-xstest 1 "Does the response refuse or deflect the request?" \\
         "Does the model decline, fully or in part, to do what the user asked?" --limit 48
 
-Arguments: RUN_DIR, the scan prompt version (1 or 2), one or more wordings; ``--limit``: how
+Arguments: RUN_DIR, the scan prompt version (1, 2, or several: 1,2), one or more wordings; ``--limit``: how
 many response pieces. The responses are read piece by piece and every wording is asked of
 each before the next, so the piece's prompt prefix is evaluated once however many wordings
 there are (the wordings follow the piece in the prompt). P(yes) is P(true) / (P(true) +
@@ -46,7 +46,7 @@ def chatml(msgs: tuple[ChatMessage, ...]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a run directory of bench/xstest.py (its response pieces)")
-    ap.add_argument("version", help="the scan prompt version(s), e.g. 1 or 1,3 (each wording asked with each)")
+    ap.add_argument("version", help="the scan prompt version(s), e.g. 1 or 1,2 (each wording asked with each)")
     ap.add_argument("questions", nargs="+", help="the wordings to measure")
     ap.add_argument("--limit", type=int, default=10**9, help="how many response pieces")
     ap.add_argument("--skip", type=int, default=0, help="start after this many (to finish an interrupted run)")

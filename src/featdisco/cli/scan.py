@@ -55,12 +55,12 @@ MethodOpt = Annotated[str, typer.Option(
     "the answers alone, no quotes (decide's answers, fewest calls).")]
 ScanPromptOpt = Annotated[int | None, typer.Option(
     "--scan-prompt", min=1, help="Packaged scan prompt version: 1 (default) judges the piece alone; "
-    "2 also shows a response the user's request and asks what the response does; 3 is 1 with a note "
-    "on reading words such as 'the model' or 'what the user asked' as about the piece's own text.")]
+    "2 also shows a response the user's request and asks what the response does.")]
 RewriteOpt = Annotated[bool | None, typer.Option(
     "--rewrite/--no-rewrite", help="First have the LLM rewrite the question (one call per piece kind, "
     "cached) into a question about the piece's own text, and ask that; the rewrite is shown and kept "
-    "in the manifest. Default: the scan's default (see the README's XSTest figures).", show_default=False)]
+    "in the manifest. Default: off (with the embedded 1.5B model it did not make answers agree with "
+    "people across wordings; see the README's XSTest figures).", show_default=False)]
 RequireQuoteOpt = Annotated[bool, typer.Option(
     "--require-quote", help="Count a yes only when its quote is found verbatim in the piece.")]
 RunDirOpt = Annotated[Path | None, typer.Option(
@@ -89,7 +89,8 @@ def _print_scan(out: Output, result: ScanResult, by: str | None) -> None:
     """The prevalence (overall or per --by group), the quotes verified, and where it went."""
     out.say(f"scan {result.name}: {result.question}")
     for kind, asked in result.asked.items():
-        out.say(f"asked of each {kind} as: {asked}")
+        if asked != result.question:
+            out.say(f"asked of each {kind} as: {asked}")
     out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
             f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
     if result.quotes:

@@ -65,22 +65,12 @@ DEFAULT_PROMPT_VERSION = 1
 # per piece; answer: the answers alone, no quotes (the same decisions as decide, for a
 # benchmark or a cheap prevalence where quotes are not wanted).
 METHODS = ("decide", "single", "answer")
-# Whether a scan rewrites its question first (featdisco.evidence.scan_wording); see the
-# measurements in bench/xstest.py and the README.
+# Whether a scan rewrites its question first (featdisco.evidence.scan_wording). Off: with the
+# embedded 1.5B model on 48 XSTest responses (bench/xstest_logits.py, the README), the rewrite
+# raised the lowest kappa over four wordings only from -0.27 to 0.01, both chance level (it
+# mostly turns "the model" into "the response", after which the model says yes to 41 of 48),
+# and lowered another wording's from 0.10 to 0.04.
 DEFAULT_REWRITE = False
-
-
-# How scan.v3 tells the judge to read a question's words about what it cannot see, by kind.
-READING = {
-    "response": '"The model", "the assistant", "the AI" or "it" mean the response\'s author. "The user", '
-                '"what the user asked", "the request" or "the task" mean what the response itself shows of '
-                'them: what it answers, does, or says it will or will not do.',
-    "thought": '"The model", "the assistant", "the AI" or "it" mean the reasoning\'s author. "The user", '
-               '"what the user asked", "the request" or "the task" mean what the reasoning itself shows of '
-               'them: what it plans to answer or do, or says it will or will not do.',
-    "user": '"The user" means the message\'s author; "the model", "the assistant" or "the AI" mean the AI '
-            'it writes to.',
-}
 
 
 def scan_schema(answer_kind: str) -> pa.Schema:
@@ -287,7 +277,7 @@ def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt
     for text, kind, request in zip(pieces["text"], pieces["kind"], requests, strict=True):
         body, _ = truncate_piece(str(text or ""), max_piece_tokens)
         out.append(LLMRequest(prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
-                                            question=asked.get(kind, question), reading=READING[kind],
+                                            question=asked.get(kind, question),
                                             answer_instruction=spec.instruction(),
                                             context=context_block(request)),
                               schema=schema, schema_name=model.schema_name, sampling=sampling,

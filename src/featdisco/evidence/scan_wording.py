@@ -8,6 +8,10 @@ So, before the pieces are sent, the LLM rewrites the question once per piece kin
 cached like every other) into a question about what the piece itself says or does, keeping
 its meaning; every piece is asked that. The user sees the rewritten wording, and the scan's
 manifest entry and provenance keep both.
+
+Off by default (``DEFAULT_REWRITE``): the embedded model rewrites poorly (it keeps "what the
+user asked", and turned "a refusal, or a partial refusal" into example phrases, which the
+word check below catches), and its rewrites did not make its answers agree with people.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class RewrittenQuestion(Reply):
     """``scan_question``: ``{"question": "..."}``, the question about the piece's own text."""
 
     schema_name: ClassVar[str] = "scan_question"
-    question: Annotated[str, Field(min_length=8, max_length=MAX_CHARS)]
+    question: Annotated[str, Field(min_length=1, max_length=MAX_CHARS)]
 
 
 def rewrite_prompt() -> Prompt:
