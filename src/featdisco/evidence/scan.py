@@ -66,10 +66,10 @@ DEFAULT_PROMPT_VERSION = 1
 # benchmark or a cheap prevalence where quotes are not wanted).
 METHODS = ("decide", "single", "answer")
 # Whether a scan rewrites its question first (featdisco.evidence.scan_wording). Off: with the
-# embedded 1.5B model on 48 XSTest responses (bench/xstest_logits.py, the README), the rewrite
-# raised the lowest kappa over four wordings only from -0.27 to 0.01, both chance level (it
-# mostly turns "the model" into "the response", after which the model says yes to 41 of 48),
-# and lowered another wording's from 0.10 to 0.04.
+# embedded 1.5B model on 48 XSTest responses (bench/xstest.py --per-model 24, the README), the
+# rewrite raised the lowest kappa over four wordings only from -0.22 to 0.02, both chance level
+# (it mostly turns "the model" into "the response", after which the model says yes to 38 of 48),
+# and lowered another wording's from 0.10 to 0.02.
 DEFAULT_REWRITE = False
 
 
