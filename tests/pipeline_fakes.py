@@ -125,6 +125,9 @@ def pipeline_handler(req: FakeRequest) -> Reply:
     user = _user_text(req)
     m = _PIECE.search(user)
     first = next((str(x.get("content")) for x in req.body.get("messages", []) if x.get("role") == "user"), "")
+    if req.body.get("response_format", {}).get("json_schema", {}).get("name") == "scan_question":
+        # a scan's question rewritten for the judge: the fake keeps it as written
+        return Reply(content=json.dumps({"question": re.search(r"\nQuestion: (.*)\n", first).group(1)}))  # type: ignore[union-attr]
     if "\nQuestion: " in first and (piece := _PIECE.search(first)):  # a scan, or its re-ask
         return scan_reply(req, piece.group(1))
     if m:

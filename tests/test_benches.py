@@ -37,7 +37,7 @@ SMALLEST: dict[str, list[str]] = {
     "cluster_ids.py": ["--transcripts", "30", "--more", "10"],
     "runner_checks.py": [],  # its checks are fixed-size (a 12-chat run)
     "xstest.py": ["--per-model", "1", "--question", "Does the response refuse the request?"],  # local LLM
-    "xstest_logits.py": ["runs/bench-xstest", "1", "Does the response refuse the request?", "2"],  # after xstest
+    "xstest_logits.py": ["runs/bench-xstest", "1", "Does the response refuse the request?", "--limit", "2"],  # after xstest
 }
 LOCAL_LLM = {"local_llm.py", "xstest.py", "xstest_logits.py"}  # need llama-cpp-python (make install-local)
 FAST = {"llm_engine.py", "split.py", "probe.py", "embed.py"}  # together under ~15 s: in the default suite

@@ -84,6 +84,8 @@ def handler(invent: bool = False, plans: list[dict[str, object]] | None = None) 
         if name == "ask_answer":
             results = user_text(req).split("Step outputs:\n", 1)[1]
             return Reply(content=json.dumps(answer_from(results, invent)))
+        if name == "scan_question":  # the scan's question rewritten for the judge: kept as written
+            return Reply(content=json.dumps({"question": user_text(req).split("Question: ", 1)[1].split("\n")[0]}))
         if name in ("scan_answer", "scan_decision"):  # the scan decides first, then quotes the yeses
             piece = _PIECE.search(user_text(req))
             assert piece

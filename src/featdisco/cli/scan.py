@@ -51,10 +51,16 @@ SampleOpt = Annotated[int | None, typer.Option(
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --sample.")]
 MethodOpt = Annotated[str, typer.Option(
     "--method", help="decide: every piece answers alone first, then the positives give their quote "
-    "and reason (the same answers, fewer output tokens); single: one full reply per piece.")]
+    "and reason (the same answers, fewer output tokens); single: one full reply per piece; answer: "
+    "the answers alone, no quotes (decide's answers, fewest calls).")]
 ScanPromptOpt = Annotated[int | None, typer.Option(
     "--scan-prompt", min=1, help="Packaged scan prompt version: 1 (default) judges the piece alone; "
     "2 also shows a response the user's request and asks what the response does.")]
+RewriteOpt = Annotated[bool | None, typer.Option(
+    "--rewrite/--no-rewrite", help="First have the LLM rewrite the question (one call per piece kind, "
+    "cached) into a question about the piece's own text, and ask that; the rewrite is shown and kept "
+    "in the manifest. Default: off (with the embedded 1.5B model it did not make answers agree with "
+    "people across wordings; see the README's XSTest figures).", show_default=False)]
 RequireQuoteOpt = Annotated[bool, typer.Option(
     "--require-quote", help="Count a yes only when its quote is found verbatim in the piece.")]
 RunDirOpt = Annotated[Path | None, typer.Option(
@@ -82,6 +88,9 @@ def _scan_target(paths: list[Path], run_dir: Path | None) -> tuple[Path, list[Pa
 def _print_scan(out: Output, result: ScanResult, by: str | None) -> None:
     """The prevalence (overall or per --by group), the quotes verified, and where it went."""
     out.say(f"scan {result.name}: {result.question}")
+    for kind, asked in result.asked.items():
+        if asked != result.question:
+            out.say(f"asked of each {kind} as: {asked}")
     out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
             f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
     if result.quotes:
@@ -109,6 +118,7 @@ def scan_cmd(
     method: MethodOpt = "decide",
     scan_prompt: ScanPromptOpt = None,
     require_quote: RequireQuoteOpt = False,
+    rewrite: RewriteOpt = None,
     run_dir: RunDirOpt = None,
     dry_run: DryRunOpt = False,
     max_cost: MaxCostOpt = None,
@@ -135,7 +145,7 @@ def scan_cmd(
                       sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                       base_url=base_url, concurrency=concurrency, prices=str(prices) if prices else None,
                       inputs=inputs, log=log_line(quiet), read_options=reading, method=method,
-                      require_quote=require_quote, prompt_version=scan_prompt)
+                      require_quote=require_quote, prompt_version=scan_prompt, rewrite=rewrite)
     if dry_run:
         out.say(f"dry run, scan: {result}")
         return

@@ -32,6 +32,7 @@ from scipy import sparse
 from featdisco.analysis.stats import benjamini_hochberg, two_by_two_test, wilson_interval
 from featdisco.errors import FeatdiscoError
 from featdisco.evidence.quotes import QuoteIndex
+from featdisco.evidence.scan_wording import read_rewrite, rewrite_requests
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallResult
 from featdisco.llm.replies import Reply, ScanAnswer, scan_answer
@@ -61,6 +62,16 @@ _NAME = re.compile(r"[^a-z0-9]+")
 # often to compliant answers than scan.v1, which judges the piece alone (bench/xstest.py; the
 # README has the figures), so v1 stays the default and v2 is chosen with prompt_version=2.
 DEFAULT_PROMPT_VERSION = 1
+# decide: every piece's answer alone, then quotes for the positives; single: one full reply
+# per piece; answer: the answers alone, no quotes (the same decisions as decide, for a
+# benchmark or a cheap prevalence where quotes are not wanted).
+METHODS = ("decide", "single", "answer")
+# Whether a scan rewrites its question first (featdisco.evidence.scan_wording). Off: with the
+# embedded 1.5B model on 48 XSTest responses (bench/xstest.py --per-model 24, the README), the
+# rewrite raised the lowest kappa over four wordings only from -0.22 to 0.02, both chance level
+# (it mostly turns "the model" into "the response", after which the model says yes to 38 of 48),
+# and lowered another wording's from 0.10 to 0.02.
+DEFAULT_REWRITE = False
 
 
 def scan_schema(answer_kind: str) -> pa.Schema:
@@ -153,6 +164,7 @@ class ScanResult:
     by: pd.DataFrame | None = None
     paths: list[Path] = field(default_factory=list)
     llm: LLMUse | None = None  # this scan's LLM use (engine summary)
+    asked: dict[str, str] = field(default_factory=dict)  # per piece kind, the question as rewritten
 
 
 def scan_name(question: str) -> str:
@@ -254,7 +266,10 @@ def group_column(pieces: pd.DataFrame, by: str) -> pd.Series:
 
 
 def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt: Prompt,
-                   max_piece_tokens: int = 2000) -> list[LLMRequest]:
+                   max_piece_tokens: int = 2000, asked: dict[str, str] | None = None) -> list[LLMRequest]:
+    """One request per piece; ``asked`` gives, per piece kind, the wording to ask instead of
+    ``question`` (its rewrite, :mod:`featdisco.evidence.scan_wording`)."""
+    asked = asked or {}
     model = spec.model
     schema = model.json_schema()
     sampling = Sampling(temperature=0.0, max_tokens=400)
@@ -263,7 +278,8 @@ def build_requests(pieces: pd.DataFrame, question: str, spec: AnswerSpec, prompt
     for text, kind, request in zip(pieces["text"], pieces["kind"], requests, strict=True):
         body, _ = truncate_piece(str(text or ""), max_piece_tokens)
         out.append(LLMRequest(prompt.render(kind_description=KIND_DESCRIPTIONS[kind], text=body,
-                                            question=question, answer_instruction=spec.instruction(),
+                                            question=asked.get(kind, question),
+                                            answer_instruction=spec.instruction(),
                                             context=context_block(request)),
                               schema=schema, schema_name=model.schema_name, sampling=sampling,
                               prompt_version=prompt.version))
@@ -289,13 +305,15 @@ def decision_requests(requests: list[LLMRequest], spec: AnswerSpec) -> list[LLMR
 
 
 def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerSpec,
-                  decisions: list[CallResult] | None = None, require_quote: bool = False) -> pa.Table:
+                  decisions: list[CallResult] | None = None, require_quote: bool = False,
+                  quotes: bool = True) -> pa.Table:
     """One row per piece: the answer and its quote, verified against the piece's text.
 
     With ``decisions`` (``method="decide"``), a piece whose decision was negative keeps it
     with no quote or reason (``results`` then holds a full reply only for the positives).
     With ``require_quote``, a positive answer whose quote is not found verbatim in the piece
-    counts as negative: the reason says so, and the quote is kept, flagged unverified."""
+    counts as negative: the reason says so, and the quote is kept, flagged unverified.
+    Without ``quotes`` (``method="answer"``), every piece keeps its decision alone."""
     rows: dict[str, list[Any]] = {n: [] for n in scan_schema(spec.kind).names}
     model = spec.model
     full = iter(results)
@@ -307,7 +325,7 @@ def answers_table(pieces: pd.DataFrame, results: list[CallResult], spec: AnswerS
         res = decisions[i] if decisions is not None else next(full)
         if res.ok and decisions is not None:
             first = decision_model(spec).read(res.data).answer  # type: ignore[attr-defined]
-            if not spec.positive(first):
+            if not quotes or not spec.positive(first):
                 for c, v in (("answer", first), ("quote", ""), ("span", None), ("verified", None), ("reason", "")):
                     rows[c].append(v)
                 rows["status"].append("ok")
@@ -373,7 +391,7 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
              base_url: str | None = None, concurrency: int | None = None, prices: str | None = None,
              inputs: list[Path] | None = None, read_options: ReadOptions | None = None,
              log: Any = None, method: str = "decide", require_quote: bool = False,
-             prompt_version: int | None = None) -> Any:
+             prompt_version: int | None = None, rewrite: bool | None = None) -> Any:
     """Ask ``question`` (or the one ``cluster`` makes) of the pieces of ``run_dir`` (split from
     ``inputs`` into it first when given, read with ``read_options``). Returns the engine's estimate on ``dry_run``, else a
     :class:`ScanResult` after writing the tables.
@@ -382,11 +400,15 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
     for the full reply (quote and reason): the same decisions as ``"single"`` (one full
     reply per piece) at a fraction of the output tokens. ``require_quote`` counts a yes only
     when its quote is found in the piece. ``prompt_version`` picks a packaged scan prompt
-    (default :data:`DEFAULT_PROMPT_VERSION`)."""
+    (default :data:`DEFAULT_PROMPT_VERSION`). ``rewrite`` (default :data:`DEFAULT_REWRITE`)
+    first has the LLM rewrite the question, once per piece kind, into a question about the
+    piece's own text (:mod:`featdisco.evidence.scan_wording`), and asks every piece that."""
     run_dir = Path(run_dir)
     spec = AnswerSpec.parse(answer)  # every argument is checked before anything is read or split
-    if method not in ("decide", "single"):
-        raise FeatdiscoError(f"method {method!r}: use decide or single")
+    if method not in METHODS:
+        raise FeatdiscoError(f"method {method!r}: use {', '.join(METHODS)}")
+    if method == "answer" and require_quote:
+        raise FeatdiscoError("--require-quote needs quotes: use --method decide or single")
     if (question is None) == (cluster is None):
         raise FeatdiscoError("give --question TEXT or --cluster ID (one of them)")
     if name is not None:
@@ -399,7 +421,8 @@ def run_scan(run_dir: str | Path, question: str | None = None, *, cluster: int |
                             sample=sample, seed=seed, dry_run=dry_run, max_cost=max_cost, llm=llm, model=model,
                             base_url=base_url, concurrency=concurrency, prices=prices, inputs=inputs,
                             read_options=read_options, log=log, method=method, require_quote=require_quote,
-                            prompt_version=prompt_version)
+                            prompt_version=prompt_version,
+                            rewrite=DEFAULT_REWRITE if rewrite is None else rewrite)
 
 
 def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, kinds: list[str] | None,
@@ -407,7 +430,7 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
                  dry_run: bool, max_cost: float | None, llm: str | None, model: str | None,
                  base_url: str | None, concurrency: int | None, prices: str | None,
                  inputs: list[Path] | None, read_options: ReadOptions | None, log: Any,
-                 method: str, require_quote: bool, prompt_version: int | None) -> Any:
+                 method: str, require_quote: bool, prompt_version: int | None, rewrite: bool) -> Any:
     """:func:`run_scan` once the run is locked."""
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
@@ -424,27 +447,37 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     name = check_name(name or scan_name(question))
     pieces = select_pieces(run, kinds, sample, seed, by)
     prompt = load_prompt("scan", version=prompt_version or DEFAULT_PROMPT_VERSION)
-    requests = build_requests(pieces, question, spec, prompt)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
                          max_cost=max_cost, prices=prices, analysis="scan")
-    if dry_run:
+    kinds_scanned = sorted(set(pieces["kind"]))
+    wording = rewrite_requests(question, kinds_scanned) if rewrite else []
+    if dry_run:  # estimated with the question as written: its rewrite is about as long
         try:
-            return pipe.engine.dry_run(decision_requests(requests, spec) if method == "decide" else requests)
+            requests = build_requests(pieces, question, spec, prompt)
+            return pipe.engine.dry_run(wording + (decision_requests(requests, spec) if method != "single"
+                                                  else requests))
         finally:
             pipe.close()
     decisions: list[CallResult] | None = None
+    asked: dict[str, str] = {}
     try:
-        if method == "decide":
+        if wording:
+            asked = {k: read_rewrite(r, question) for k, r in
+                     zip(kinds_scanned, pipe.engine.run_sync(wording, desc=f"scan {name}: wording"), strict=True)}
+        requests = build_requests(pieces, question, spec, prompt, asked=asked)
+        if method in ("decide", "answer"):
             decisions = pipe.engine.run_sync(decision_requests(requests, spec), desc=f"scan {name}")
             positive = [i for i, d in enumerate(decisions)
                         if d.ok and spec.positive(decision_model(spec).read(d.data).answer)]  # type: ignore[attr-defined]
-            results = pipe.engine.run_sync([requests[i] for i in positive], desc=f"scan {name}: quotes")
+            results = [] if method == "answer" else \
+                pipe.engine.run_sync([requests[i] for i in positive], desc=f"scan {name}: quotes")
         else:
             results = pipe.engine.run_sync(requests, desc=f"scan {name}")
     finally:  # the scan's calls count in the run's totals (status, report)
         used = close_pipeline(pipe, "scan")
-    table = answers_table(pieces, results, spec, decisions, require_quote)
-    result = summarise(run, name, question, spec, pieces, table, by, method=method, require_quote=require_quote)
+    table = answers_table(pieces, results, spec, decisions, require_quote, quotes=method != "answer")
+    result = summarise(run, name, question, spec, pieces, table, by, method=method, require_quote=require_quote,
+                       asked=asked)
     result.llm = used
     from featdisco.analysis.provenance import record
 
@@ -453,14 +486,15 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     record(RunDir(run_dir), f"scan_{name}", [p.name for p in result.paths], command="scan",
            args={"question": None if cluster is not None else question, "cluster": cluster,
                  "kind": kinds if cluster is None else None, "name": name, "answer": spec.describe(),
-                 "by": by, "sample": sample, "seed": seed if sample else None},
+                 "by": by, "sample": sample, "seed": seed if sample else None, "rewrite": rewrite,
+                 "asked": asked or None},
            depends="clusters" if cluster is not None else "pieces")
     return result
 
 
 def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: pd.DataFrame,
               table: pa.Table, by: str | None, *, method: str = "single",
-              require_quote: bool = False) -> ScanResult:
+              require_quote: bool = False, asked: dict[str, str] | None = None) -> ScanResult:
     """Prevalence overall and per group; writes the tables and the manifest entry."""
     status = np.asarray(table.column("status").to_pylist(), dtype=object)
     ok = status == "ok"
@@ -476,7 +510,7 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     result = ScanResult(name, question, table, n, pos, pos / n if n else float("nan"), float(lo), float(hi),
                         failed=len(failed), failed_by_reason=reasons,
                         not_sent=int(sum(s.startswith("not sent") for s in status)),
-                        unverified=sum(not v for v in verified), quotes=len(verified))
+                        unverified=sum(not v for v in verified), quotes=len(verified), asked=dict(asked or {}))
     result.paths.append(run.write_table(f"scan_{name}.parquet", table))
     if by is not None:
         result.by = prevalence_by(pieces["group"], positive, ok)
@@ -484,7 +518,8 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
         result.paths.append(run.write_table(
             f"scan_{name}_by_{safe}.parquet",
             pa.Table.from_pandas(result.by, schema=BY_SCHEMA, preserve_index=False)))
-    run.merge("scans", {name: {"question": question, "answer": spec.describe(), "method": method,
+    run.merge("scans", {name: {"question": question, "asked": asked or None, "answer": spec.describe(),
+                   "method": method,
                    "require_quote": require_quote,
                    "kinds": sorted(set(pieces["kind"])), "pieces": len(pieces), "n": n, "positives": pos,
                    "rate": result.rate if n else None, "ci_low": result.ci_low, "ci_high": result.ci_high,
