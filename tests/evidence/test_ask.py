@@ -251,6 +251,7 @@ def test_the_ask_is_recorded_with_its_provenance_and_the_command_that_refreshes_
     assert entry["command"].startswith(f"featdisco ask {run} 'Which model apologises more?'")
     doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
     assert doc["provenance"]["model"] == "fake" and doc["provenance"]["prompts"]["ask_plan"].startswith("ask_plan.v1")
+    assert doc["provenance"]["prompts"]["scan"].startswith("scan.v1")  # what its scans used, not the newest file
 
 
 def test_the_local_model_accepts_the_grammar_of_every_ask_reply() -> None:

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
 from featdisco.evidence.quotes import check_quote
+from featdisco.evidence.scan import DEFAULT_PROMPT_VERSION as SCAN_PROMPT_VERSION
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan, AskStep, Citation, Reply
 from featdisco.llm.summary import LLMUse
@@ -498,7 +499,8 @@ def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | No
     spent = 0.0
     try:
         used_llm, used_model = pipe.llm.name, pipe.llm.model
-        prompts = {p: load_prompt(p).version for p in ("ask_plan", "ask_answer", "scan")}
+        prompts = {p: load_prompt(p).version for p in ("ask_plan", "ask_answer")}
+        prompts["scan"] = load_prompt("scan", version=SCAN_PROMPT_VERSION).version  # what its scans use
         first = plan_request(question, ctx)
         plan = _call(pipe, first, AskPlan, result, "plan")
         if plan is not None:
