@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from featdisco.evidence.quotes import QuoteIndex, locate
+from featdisco.quotes import QuoteIndex, locate
 
 TEXT = "Hello,\n  I am SORRY for   the delay! It’s late; “quoted” words…"
 

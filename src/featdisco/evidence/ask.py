@@ -9,7 +9,7 @@ each step with the existing functions, through the run's engine and cache and wi
 ``max_cost``, and asks for an answer from the steps' outputs.
 
 The answer is checked, not trusted: a citation (a quote attributed to a piece id) is kept
-only when the quote is found in that piece's text (:func:`featdisco.evidence.quotes.check_quote`);
+only when the quote is found in that piece's text (:func:`featdisco.quotes.check_quote`);
 otherwise it is dropped and counted, never shown as evidence. Every number in the answer's
 text is matched against the numbers the steps printed; those that match none are flagged.
 
@@ -37,12 +37,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
-from featdisco.evidence.quotes import check_quote
 from featdisco.evidence.scan import DEFAULT_PROMPT_VERSION as SCAN_PROMPT_VERSION
 from featdisco.llm.base import ChatMessage, LLMRequest, Sampling
 from featdisco.llm.replies import ASK_MAX_STEPS, AskAnswer, AskPlan, AskStep, Citation, Reply
 from featdisco.llm.summary import LLMUse
 from featdisco.prompts import load_prompt
+from featdisco.quotes import check_quote
 from featdisco.rundir import RunDir, open_run, versions
 
 if TYPE_CHECKING:

@@ -31,13 +31,13 @@ from scipy import sparse
 
 from featdisco.analysis.stats import benjamini_hochberg, two_by_two_test, wilson_interval
 from featdisco.errors import FeatdiscoError
-from featdisco.evidence.quotes import QuoteIndex
 from featdisco.evidence.scan_wording import read_rewrite, rewrite_requests
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallResult
 from featdisco.llm.replies import Reply, ScanAnswer, scan_answer
 from featdisco.llm.summary import LLMUse
 from featdisco.prompts import Prompt, load_prompt
+from featdisco.quotes import QuoteIndex
 from featdisco.rundir import RunDir, open_run
 from featdisco.stages.featurize import KIND_DESCRIPTIONS, truncate_piece
 from featdisco.transcripts.model import PIECE_KINDS

@@ -1,7 +1,7 @@
 """Pieces → features: one autorater call per piece; the rater sees only that piece.
 
 By default (``featurize.v2``) each feature comes with a short verbatim quote from the piece
-that shows it; the quote is checked against the piece (:mod:`featdisco.evidence.quotes`) and
+that shows it; the quote is checked against the piece (:mod:`featdisco.quotes`) and
 stored with its character span and a ``verified`` flag, so every feature can be traced to
 text and the share of quotes the autorater invented is counted per run. ``evidence=False``
 (``--no-evidence``) asks the plain ``featurize.v1`` prompt: no quotes, fewer output tokens.
@@ -25,12 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
-from featdisco.evidence.quotes import QuoteIndex
 from featdisco.llm.base import LLMRequest, Sampling
 from featdisco.llm.engine import CallEngine, CallResult
 from featdisco.llm.replies import EvidencedFeatures, Features
 from featdisco.llm.summary import Failures
 from featdisco.prompts import Prompt
+from featdisco.quotes import QuoteIndex
 from featdisco.rundir import StageCounts
 from featdisco.stages.base import Stage, StageConfig, StageContext, StageResult, stage_config
 
