@@ -20,7 +20,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -29,6 +29,9 @@ import typer
 from featdisco.cli.common import fail, new_or_existing_dir
 from featdisco.errors import FeatdiscoError
 from featdisco.rundir import check_run_dir
+
+if TYPE_CHECKING:
+    from featdisco.analysis.llm import LLMChoice
 
 FILES = {"mistralguard": "xstest_v2_completions_mistralguard.csv",
          "mistralinstruct": "xstest_v2_completions_mistralinstruct.csv"}
@@ -168,7 +171,7 @@ def top_difference(run_dir: str | Path, by: str = "model") -> tuple[pd.Series, p
 
 
 def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: str | None,
-                   n: int = 2, llm_options: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+                   n: int = 2, llm_options: LLMChoice | None = None) -> list[tuple[str, str, str]]:
     """Up to ``n`` verified quotes showing cluster ``cluster_id`` in ``model``'s pieces:
     ``(piece_id, feature or scan, quote)``. A feature's own quote counts when featurize
     verified it; without one (``--no-evidence``), the scan's verified quote of the same
@@ -214,7 +217,7 @@ MAX_QUOTE_TRIES = 4  # member pieces asked at most, so a cluster the model never
 
 
 def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str], n: int,
-                       llm_options: dict[str, Any]) -> list[tuple[str, str]]:
+                       llm_options: LLMChoice) -> list[tuple[str, str]]:
     """Up to ``n`` ``(piece_id, quote)`` for cluster ``cluster_id``: its member pieces
     ``piece_ids`` are asked, one at a time, the cluster's question (the question
     ``scan --cluster`` asks, with the scan prompt); a piece counts when the answer is yes
@@ -259,7 +262,7 @@ def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str
 
 
 def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, scan_name: str,
-                   llm_options: dict[str, Any] | None = None) -> None:
+                   llm_options: LLMChoice | None = None) -> None:
     """The finding, as the researcher would quote it; ``llm_options``: see :func:`cluster_quotes`."""
     say("")
     say("=" * 78)
@@ -344,7 +347,8 @@ def findings_cmd(
         agree = agreement(run_dir, name)
         lines: list[str] = []
         print_findings(run_dir, lines.append, agree, question, name,
-                       llm_options=dict(llm=llm, model=model, base_url=base_url))
+                       llm_options={"llm": llm, "model": model, "base_url": base_url,
+                                    "concurrency": None, "prices": None})
         print("\n".join(lines))
         RunDir(run_dir).update(findings=[x for x in lines if x and not x.startswith("=")])  # the report opens on it
     if result.failed:
