@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.summary import LLMUse
 from featdisco.storage.tables import TableWriter, write_bytes_atomic
 
 try:
@@ -89,23 +90,9 @@ own keys (a literal, or a TypedDict such as the cluster stage's ``KindCounts``);
 the manifest's copy check each value's type, since a run made by another version wrote it."""
 
 
-class StageLLM(TypedDict, total=False):
-    """A stage's share of the LLM engine's summary (``RunSummary.as_dict`` after the stage
-    less before it), as the manifest keeps it under ``stages.NAME.llm``."""
-
-    calls: int
-    unique: int
-    cached: int
-    ok: int
-    failed: int
-    skipped_budget: int
-    failed_by_reason: dict[str, int]
-    retried_by_reason: dict[str, int]
-    attempts: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-    elapsed_s: float
+# A stage's share of the LLM engine's summary (``RunSummary.as_dict`` after the stage less
+# before it), as the manifest keeps it under ``stages.NAME.llm``: the engine's own record.
+StageLLM = LLMUse
 
 
 class ArtefactHash(TypedDict):

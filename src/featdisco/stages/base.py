@@ -334,7 +334,7 @@ class StageRunner:
         from featdisco.llm.progress import retried_text
 
         seconds = time.perf_counter() - t0
-        retried = retried_text((llm or {}).get("retried_by_reason") or {})  # "18 retried: timeout"
+        retried = retried_text((llm.get("retried_by_reason") or {}) if llm else {})  # "18 retried: timeout"
         self.log(f"{stage.name}: {'up to date, skipped' if skipped else 'done'} ({seconds:.1f}s"
                  f"{', ' + retried if retried else ''})")
         return StageOutcome(stage.name, seconds, skipped, counts, complete, stop)
