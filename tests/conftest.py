@@ -63,3 +63,13 @@ def write_json(path: Path, value: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value), encoding="utf-8")
     return path
+
+
+
+def interactive_sigint() -> None:
+    """``preexec_fn`` for a CLI run a test stops with Ctrl-C: SIGINT as a terminal gives it.
+    A test process started in the background by a non-interactive shell (``pytest &``)
+    has SIGINT ignored, and a child inherits that, so its Ctrl-C would do nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from featdisco.cli import app, main
+from tests.conftest import interactive_sigint
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 from tests.pipeline_fakes import (
     fake_api_key,  # noqa: F401  (fixtures: api_key, server)
@@ -70,7 +71,8 @@ def test_an_interrupted_invocation_is_counted(inputs: Path, tmp_path: Path, sig:
         run_dir = tmp_path / "run"
         env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
         cmd = [sys.executable, "-m", "featdisco", *run_args(slow, inputs, run_dir), "-q"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=interactive_sigint)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and slow.total < 6:  # early: featurize has far more
             time.sleep(0.01)

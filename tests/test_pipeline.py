@@ -21,7 +21,7 @@ import featdisco
 from featdisco.errors import FeatdiscoError
 from featdisco.estimator import FeatureDiscovery
 from featdisco.pipeline import Pipeline, PipelineConfig, config_from_manifest
-from tests.conftest import copy_mt_bench, reasoning_chats, write_jsonl
+from tests.conftest import copy_mt_bench, interactive_sigint, reasoning_chats, write_jsonl
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.pipeline_fakes import (  # noqa: F401  (pipeline_server, fake_api_key: fixtures)
     GROUP_OF_FEATURE,
@@ -337,7 +337,8 @@ def _cli_run(server: FakeOpenAIServer, inputs: Path, run_dir: Path) -> subproces
         [sys.executable, "-m", "featdisco", "run", str(inputs), "--run-dir", str(run_dir), "--llm", "openai",
          "--model", "fake-rater", "--base-url", server.base_url, "--clusters", str(K), "--concurrency",
          str(CONCURRENCY),
-         "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interactive_sigint)
 
 
 def _stages_done(run_dir: Path) -> set[str]:
