@@ -482,7 +482,8 @@ def test_cli_status_and_transform(server: FakeOpenAIServer, fitted: Path, tmp_pa
 
 @pytest.mark.parametrize("llm,key", [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
 def test_cli_dry_run_needs_no_api_key_and_leaves_no_run_dir(
-        llm: str, key: str, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        llm: str, key: str, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """An estimate sends nothing, so a user pricing a run before getting a key gets it; and a
     dry run into a new --run-dir leaves no directory behind. A real run without the key still
     stops at once, before anything is read."""
@@ -498,9 +499,14 @@ def test_cli_dry_run_needs_no_api_key_and_leaves_no_run_dir(
     assert dry.exit_code == 0, dry.output
     assert "dry run, featurize:" in dry.output and "cost $" in dry.output
     assert not (tmp_path / "d").exists()
-    real = CliRunner().invoke(app, ["run", str(inputs), "--run-dir", str(tmp_path / "r"),
-                                    "--llm", llm])
-    assert real.exit_code != 0 and key in str(real.exception)
+    # through main(), as the command line runs it: a refused command leaves no empty run dir
+    from featdisco.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["featdisco", "run", str(inputs), "--run-dir", str(tmp_path / "r"),
+                                      "--llm", llm])
+    with pytest.raises(SystemExit) as real:
+        main()
+    assert real.value.code == 2 and key in capsys.readouterr().err
     assert not (tmp_path / "r").exists(), list((tmp_path / "r").iterdir())
 
 

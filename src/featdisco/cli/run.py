@@ -76,12 +76,7 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
     made = not run_dir.exists()
     pipe = Pipeline(run_dir, cfg, log=log, progress="none" if quiet else "auto")
     if not dry:
-        try:
-            _ = pipe.llm  # built now, so a missing API key stops the run before anything is read
-        except FeatdiscoError:
-            if made:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+        _ = pipe.llm  # built now, so a missing API key stops the run before anything is read
     if not quiet and resolve_backend(cfg.llm, cfg.base_url)[0] == "local":
         log("note: the embedded local model gives demo-quality features; use --llm openai or "
             "anthropic with a frontier model for research")
