@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featdisco.embedders import EmbedderError, make_embedder
-from featdisco.embedders.onnx_minilm import OnnxMiniLM, default_model_path
+from featdisco.embedders.onnx_minilm import OnnxMiniLM, OnnxMiniLMQ8, default_model_path
 
 PARAPHRASES = [
     ("Uses markdown formatting with headers", "The answer is formatted in Markdown with headings"),
@@ -87,3 +87,29 @@ def test_registry() -> None:
         make_embedder("st:")
     with pytest.raises(EmbedderError, match="no option colour"):
         make_embedder("minilm", colour="red")
+
+
+def test_q8_is_minilm_with_int8_matmuls(minilm: OnnxMiniLM, tmp_path: Path) -> None:
+    """minilm-q8 is derived from the same file: its vectors stay close to MiniLM's and
+    keep the paraphrase ranking, under a name of its own (no shared cache entries)."""
+    q8 = make_embedder("minilm-q8", cache_dir=tmp_path)
+    assert isinstance(q8, OnnxMiniLMQ8) and q8.name.startswith("all-MiniLM-L6-v2-q8-onnx@")
+    assert q8.name != minilm.name
+    texts = [t for pair in PARAPHRASES for t in pair]
+    cos = (q8.embed(texts) * minilm.embed(texts)).sum(axis=1)
+    assert cos.min() > 0.97, cos
+    test_paraphrases_rank_above_unrelated(q8)  # type: ignore[arg-type]
+
+
+def test_q8_derived_once_and_redone_when_damaged(tmp_path: Path) -> None:
+    first = make_embedder("minilm-q8", cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.onnx")
+    stamp = path.stat().st_mtime_ns
+    assert make_embedder("minilm-q8", cache_dir=tmp_path).name == first.name
+    assert path.stat().st_mtime_ns == stamp  # reused, not derived again
+    with open(path, "r+b") as f:  # damage the derived copy
+        f.seek(path.stat().st_size // 2)
+        f.write(b"\0" * 64)
+    again = make_embedder("minilm-q8", cache_dir=tmp_path)
+    assert again.name == first.name  # derived afresh: the same file as before
+    assert not list(tmp_path.glob(".q8-*"))  # no temporary folder left behind

@@ -32,6 +32,8 @@ def make_embedder(name: str | None = None, **opts: Any) -> Embedder:
     args: tuple[Any, ...] = ()
     if spec == "minilm":
         from featdisco.embedders.onnx_minilm import OnnxMiniLM as cls
+    elif spec == "minilm-q8":
+        from featdisco.embedders.onnx_minilm import OnnxMiniLMQ8 as cls
     elif spec == "static":
         from featdisco.embedders.static import StaticMiniLM as cls
     elif sep and kind == "st" and arg:
@@ -41,7 +43,7 @@ def make_embedder(name: str | None = None, **opts: Any) -> Embedder:
         from featdisco.embedders.api import ApiEmbedder as cls
         args = (arg,)
     else:
-        raise EmbedderError(f"unknown embedder {spec!r}: use minilm, static, st:<model directory> "
+        raise EmbedderError(f"unknown embedder {spec!r}: use minilm, minilm-q8, static, st:<model directory> "
                             "or api:<model name>")
     params = list(inspect.signature(cls.__init__).parameters)
     allowed = params[1 + len(args):]  # after self and what the name already gave

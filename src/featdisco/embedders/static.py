@@ -34,6 +34,7 @@ import numpy as np
 from featdisco.embedders.base import EmbedderError, check_output, l2_normalize
 from featdisco.embedders.onnx_minilm import (
     MODEL_SHA256,
+    default_cache_dir,
     TOKENIZER_SHA256,
     default_model_path,
     default_tokenizer_path,
@@ -42,7 +43,6 @@ from featdisco.embedders.onnx_minilm import (
     verify_file,
 )
 
-CACHE_DIR_ENV = "FEATDISCO_EMBEDDERS_DIR"
 PCA_DIMS = 256
 SIF_COEFFICIENT = 1e-4
 # Bumped whenever the distillation maths changes, so old vector files are never reused.
@@ -51,17 +51,6 @@ _UNUSED = re.compile(r"\[unused\d+\]")
 _DISTILL_BATCH = 256  # rows of three tokens each: the fastest batch measured on 2 cores
 _MAX_LENGTH = 512  # Model2Vec's default truncation, in tokens
 _HIDDEN = 384  # MiniLM's hidden size
-
-
-def default_cache_dir() -> Path:
-    """Where distilled vectors live: ``$FEATDISCO_EMBEDDERS_DIR`` or the user data dir
-    (beside the local LLM's models), so every run and every project shares one copy."""
-    override = os.environ.get(CACHE_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("featdisco")) / "embedders"
 
 
 def _load_tokenizer(path: Path) -> Any:
