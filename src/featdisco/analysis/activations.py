@@ -291,14 +291,18 @@ def frequency(act: Activations) -> pd.DataFrame:
 
 
 def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame, *, command: str | None = None,
-                   args: Mapping[str, object] | None = None, extra: dict[str, pd.DataFrame] | None = None) -> Path:
+                   args: Mapping[str, object] | None = None, extra: dict[str, pd.DataFrame] | None = None,
+                   depends: str = "members") -> Path:
     """Write ``analysis_<name>.parquet`` (and ``analysis_<name><suffix>.parquet`` for each of
-    ``extra``) atomically into the run directory, under its lock, recorded with the clusters'
-    fingerprint, ``args`` and ``command`` (:mod:`featdisco.analysis.provenance`). The
-    paths go into ``df.attrs["written"]`` for the CLI to print."""
+    ``extra``) atomically into the run directory, under its lock, recorded with the
+    fingerprint of what it ``depends`` on (the clusters' members; ``labels`` when the result
+    depends on the clusters' names too), ``args`` and ``command``
+    (:mod:`featdisco.analysis.provenance`). The paths go into ``df.attrs["written"]`` for
+    the CLI to print."""
     from featdisco.analysis.provenance import write_analysis as write_recorded
 
-    paths = write_recorded(run_dir, name, {"": df, **(extra or {})}, command=command or name, args=args or {})
+    paths = write_recorded(run_dir, name, {"": df, **(extra or {})}, command=command or name, args=args or {},
+                           depends=depends)
     df.attrs["written"] = [str(p) for p in paths]
     return paths[0]
 

@@ -102,7 +102,9 @@ def build_hierarchy(run_dir: str | Path, *, levels: int = 2, branching: float | 
                                                            concurrency=concurrency, prices=prices))
     df = pd.DataFrame(nodes)
     if write:
-        write_analysis(run_dir, "hierarchy", df,  # one tree per run: another one replaces it
+        # one tree per run: another one replaces it; parents are named from their children's
+        # labels, so a rename makes it stale
+        write_analysis(run_dir, "hierarchy", df, depends="labels",
                        command="hierarchy", args={"levels": levels, "branching": branching, "seed": seed,
                                                   "llm": llm, "model": model, "base_url": base_url})
     df.attrs["llm"] = used  # failed naming calls and why: the CLI exits 3 on any

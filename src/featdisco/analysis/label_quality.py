@@ -132,7 +132,7 @@ def score_labels(run_dir: str | Path, *, n_clusters: int = 50, n_members: int = 
                                     status=f"failed: {res.reason or res.status}"))
     df = pd.DataFrame(rows).sort_values("f1", na_position="last").reset_index(drop=True)
     if write:
-        write_analysis(run_dir, "label_quality", df, command="score-labels",
+        write_analysis(run_dir, "label_quality", df, command="score-labels", depends="labels",  # scores the text
                        args={"clusters": n_clusters, "members": n_members, "others": n_others, "seed": seed,
                              "llm": llm, "model": model, "base_url": base_url})
     df.attrs["llm"] = used  # failed calls and why: the CLI exits 3 on any

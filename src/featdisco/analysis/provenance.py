@@ -1,16 +1,33 @@
 """Where each stored analysis came from, so that a view can tell current from stale.
 
 Every ``analysis_*.parquet`` (and every scan) is recorded in the manifest's ``analyses``
-section with the fingerprint of the clusters it was computed on (the content hash of the
-final cluster artefacts, ``assignments.parquet`` and ``clusters.parquet``), its arguments
-and the command that computes it again. After an edit or a rerun changes the clusters the
-fingerprint no longer matches, so ``featdisco status --json`` and the report say the
-analysis is stale and how to refresh it. Runs of one command with other arguments get their
-own name (:func:`analysis_name`) instead of overwriting each other.
+section with a fingerprint of what it was computed on, its arguments and the command that
+computes it again. What the fingerprint covers is the entry's ``depends``:
+
+- ``members`` (compare, cooccur, probes, stability, frequency, validate): which features are
+  in which cluster — ``assignments.parquet`` and the columns of ``clusters.parquet`` other
+  than what the LLM wrote about each cluster (:data:`NAME_COLUMNS`: its label, description,
+  the namer's label a rename keeps, its rating). Renaming a cluster leaves these current:
+  their numbers do not depend on names, and a view shows each stored ``label`` column with
+  the cluster's label now (:class:`LabelsNow`), so the new name is shown, never the old one.
+- ``labels`` (the hierarchy, whose parents are named from their children's labels; label
+  quality, which scores the label text; a cluster's scan, which asks the question its label
+  and description make; ``ask``, whose planner reads the dictionary): the cluster artefacts
+  whole, names included, so a rename makes them stale. Entries written before ``members``
+  and ``labels`` existed say ``clusters`` and are checked the same way: after any change to
+  the clusters, names included, they read as stale until rerun, never as current by mistake.
+- ``pieces`` (a scan of a question of your own): ``pieces.parquet`` only.
+
+After an edit or a rerun changes what an analysis depends on, its fingerprint no longer
+matches, so ``featdisco status --json`` and the report say it is stale and how to refresh
+it. Runs of one command with other arguments get their own name (:func:`analysis_name`)
+instead of overwriting each other.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 import shlex
 import time
@@ -18,26 +35,87 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featdisco.rundir import RunDir, file_hash, fingerprint, open_run
 
 CLUSTER_ARTEFACTS = ("assignments.parquet", "clusters.parquet")
 SECTION = "analyses"
+# What an analysis's fingerprint covers (see the module's docstring); "clusters" is what
+# entries written before the other two existed say, checked as "labels" is.
+DEPENDS = ("members", "labels", "pieces")
+LEGACY_DEPENDS = "clusters"
+# The columns of clusters.parquet that say what a cluster is called and how it was rated,
+# not which features are in it: a rename changes only these, so "members" leaves them out.
+NAME_COLUMNS = frozenset({"label", "description", "auto_label", "interest", "interest_reason", "private"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def clusters_fingerprint(run: RunDir) -> str | None:
-    """The content hash of the run's final cluster artefacts (for a transform's output, its
-    assignments and the fitted dictionary's clusters); None before there are any."""
-    parts: dict[str, str | None] = {name: run.artefact_hash(name) for name in CLUSTER_ARTEFACTS}
-    if parts["clusters.parquet"] is None and (fitted := run.manifest.get("fitted_run")):
+def _cluster_table(run: RunDir) -> Path | None:
+    """The run's ``clusters.parquet``, or for a transform's output the fitted run's; None
+    before there is one."""
+    if run.file("clusters.parquet").exists():
+        return run.file("clusters.parquet")
+    if fitted := run.manifest.get("fitted_run"):
         path = Path(str(fitted)) / "clusters.parquet"
-        parts["clusters.parquet"] = file_hash(path) if path.exists() else None
+        if path.exists():
+            return path
+    return None
+
+
+def clusters_fingerprint(run: RunDir) -> str | None:
+    """The content hash of the run's final cluster artefacts, names included (for a
+    transform's output, its assignments and the fitted dictionary's clusters); None before
+    there are any. What ``labels`` analyses depend on."""
+    parts: dict[str, str | None] = {name: run.artefact_hash(name) for name in CLUSTER_ARTEFACTS}
+    if parts["clusters.parquet"] is None and (path := _cluster_table(run)) is not None:
+        parts["clusters.parquet"] = file_hash(path)
     if not any(parts.values()):
         return None
     return fingerprint(parts)
+
+
+def members_fingerprint(run: RunDir) -> str | None:
+    """A hash of which features are in which cluster: ``assignments.parquet`` and the columns
+    of the cluster table other than :data:`NAME_COLUMNS` (so a rename leaves it as it was);
+    None before there are any clusters. What ``members`` analyses depend on."""
+    path = _cluster_table(run)
+    parts = {"assignments.parquet": run.artefact_hash("assignments.parquet"),
+             "clusters.parquet without names": None if path is None else _members_hash(path)}
+    if not any(parts.values()):
+        return None
+    return fingerprint(parts)
+
+
+def _members_hash(path: Path) -> str:
+    st = path.stat()
+    return _table_hash_without_names(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _table_hash_without_names(path: str, size: int, mtime_ns: int) -> str:
+    """The hash of a cluster table's values (not its bytes: the stage rewrites the whole
+    file on a rename) in every column but :data:`NAME_COLUMNS`; cached per file version, as
+    the report asks once per scan."""
+    keep = [n for n in pq.read_schema(path).names if n not in NAME_COLUMNS]
+    values = pq.read_table(path, columns=keep).to_pydict()
+    return hashlib.blake2b(orjson.dumps(values, default=str), digest_size=16).hexdigest()
+
+
+def fingerprint_for(run: RunDir, depends: str) -> str | None:
+    """The fingerprint an analysis that ``depends`` on members, labels (or, as entries
+    written before these existed say, clusters) or pieces has on the run now; None for a
+    ``depends`` this version does not know, which no recorded fingerprint matches."""
+    if depends == "members":
+        return members_fingerprint(run)
+    if depends in ("labels", LEGACY_DEPENDS):
+        return clusters_fingerprint(run)
+    if depends == "pieces":
+        return pieces_fingerprint(run)
+    return None
 
 
 def pieces_fingerprint(run: RunDir) -> str | None:
@@ -87,10 +165,11 @@ def command_line(command: str, run_dir: str | Path, args: Mapping[str, Any]) -> 
 
 
 def write_analysis(run_dir: str | Path, name: str, frames: Mapping[str, pd.DataFrame | pa.Table], *,
-                   command: str, args: Mapping[str, Any], depends: str = "clusters") -> list[Path]:
+                   command: str, args: Mapping[str, Any], depends: str = "members") -> list[Path]:
     """Write each frame as ``analysis_<file>.parquet`` (the first under ``name`` itself, e.g.
     ``{"": df, "_rates": rates}``) under the run's lock, and record them in the manifest
-    with the clusters' fingerprint, ``args`` and the command that refreshes them."""
+    with the fingerprint of what they ``depends`` on, ``args`` and the command that
+    refreshes them."""
     with open_run(run_dir, write=True) as run:
         paths = []
         for suffix, frame in frames.items():
@@ -101,9 +180,12 @@ def write_analysis(run_dir: str | Path, name: str, frames: Mapping[str, pd.DataF
 
 
 def record(run: RunDir, name: str, files: Sequence[str], *, command: str, args: Mapping[str, Any],
-           depends: str = "clusters") -> None:
-    """The manifest entry of one stored result (the caller holds the run's lock)."""
-    fp = clusters_fingerprint(run) if depends == "clusters" else pieces_fingerprint(run)
+           depends: str = "members") -> None:
+    """The manifest entry of one stored result (the caller holds the run's lock); ``depends``
+    is one of :data:`DEPENDS`."""
+    if depends not in DEPENDS:
+        raise ValueError(f"depends must be one of {', '.join(DEPENDS)}, not {depends!r}")
+    fp = fingerprint_for(run, depends)
     run.merge(SECTION, {name: {"files": list(files), "depends": depends, "fingerprint": fp,
                                "args": {k: v for k, v in args.items() if not k.startswith("_")},
                                "command": command_line(command, run.path, args),
@@ -115,8 +197,8 @@ class AnalysisStatus(TypedDict):
 
     name: str
     files: list[str]
-    current: bool  # computed on the clusters (or pieces) the run has now
-    depends: str  # clusters or pieces
+    current: bool  # computed on the cluster members (names too, or pieces) the run has now
+    depends: str  # members, labels or pieces (clusters: written before these existed, checked as labels)
     args: dict[str, object]  # as recorded (JSON)
     command: str | None  # what refreshes it
     written: str | None
@@ -124,12 +206,13 @@ class AnalysisStatus(TypedDict):
 
 
 def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
-    """Every stored analysis of the run: ``name``, ``files``, ``current`` (computed on the
-    clusters, or for a question scan the pieces, the run has now), ``args``, ``command``
-    (what refreshes it) and ``written``. An ``analysis_*.parquet`` written before
-    provenance was kept is listed as not current, with no command."""
+    """Every stored analysis of the run: ``name``, ``files``, ``current`` (computed on what
+    it ``depends`` on as the run has it now: the clusters' members, their names too, or for
+    a question scan the pieces), ``args``, ``command`` (what refreshes it) and ``written``.
+    An ``analysis_*.parquet`` written before provenance was kept is listed as not current,
+    with no command."""
     run = RunDir(run_dir)
-    now = {"clusters": clusters_fingerprint(run), "pieces": pieces_fingerprint(run)}
+    now: dict[str, str | None] = {}
     entries = run.manifest.get(SECTION) or {}
     out: list[AnalysisStatus] = []
     claimed: set[str] = set()
@@ -138,19 +221,99 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
         if not files:
             continue
         claimed.update(files)
-        fp = e.get("fingerprint")
-        out.append({"name": name, "files": files,
-                    "current": fp is not None and fp == now.get(e.get("depends", "clusters")),
-                    "depends": e.get("depends", "clusters"), "args": e.get("args") or {},
+        fp, depends = e.get("fingerprint"), str(e.get("depends", LEGACY_DEPENDS))
+        if depends not in now:
+            now[depends] = fingerprint_for(run, depends)
+        out.append({"name": name, "files": files, "current": fp is not None and fp == now[depends],
+                    "depends": depends, "args": e.get("args") or {},
                     "command": e.get("command"), "written": e.get("written")})
     for path in sorted(run.path.glob("analysis_*.parquet")):
         if path.name not in claimed:
             out.append({"name": path.stem.removeprefix("analysis_"), "files": [path.name], "current": False,
-                        "depends": "clusters", "args": {}, "command": None, "written": None,
+                        "depends": LEGACY_DEPENDS, "args": {}, "command": None, "written": None,
                         "note": "written before provenance was kept: rerun its command"})
     return out
 
 
+def files_status(run_dir: str | Path) -> dict[str, AnalysisStatus]:
+    """Stored file name (``analysis_*.parquet``, ``scan_*.parquet``) → its status entry."""
+    return {f: a for a in analyses_status(run_dir) for f in a["files"]}
+
+
 def stale_files(run_dir: str | Path) -> dict[str, AnalysisStatus]:
     """``analysis_*.parquet`` file name → its status entry, for the files that are not current."""
-    return {f: a for a in analyses_status(run_dir) if not a["current"] for f in a["files"]}
+    return {f: a for f, a in files_status(run_dir).items() if not a["current"]}
+
+
+def stale_reason(depends: str) -> str:
+    """Why an analysis that ``depends`` on this is stale, as ``featdisco status`` says it."""
+    return {"members": "computed on other clusters", "pieces": "computed on other pieces"}.get(
+        depends, "computed on other clusters or cluster names")
+
+
+def _label_ids(column: str, names: Sequence[str]) -> str | None:
+    """The id column a stored label column names clusters by: ``label`` → ``cluster_id``,
+    ``label_a`` → ``cluster_a`` (or ``cluster_id_a``), ``top_user_labels`` (a list) →
+    ``top_user_clusters``; None for any other column."""
+    if column == "label":
+        wanted = ["cluster_id"]
+    elif column.startswith("label_"):
+        side = column.removeprefix("label_")
+        wanted = [f"cluster_id_{side}", f"cluster_{side}"]
+    elif column.endswith("_labels"):
+        wanted = [column.removesuffix("_labels") + "_clusters"]
+    else:
+        return None
+    return next((w for w in wanted if w in names), None)
+
+
+class LabelsNow:
+    """The run's label of each cluster now, for showing a stored table: a ``members``
+    analysis keeps the labels its clusters had when it was computed, and is still current
+    after a rename, so every view shows it through :meth:`apply` to show the new name
+    beside its numbers. The cluster table is read once, on first use."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._labels: dict[int, str] | None = None
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """Cluster id → its label now, for the live clusters (a retired id has none)."""
+        if self._labels is None:
+            from featdisco.analysis.activations import read_clusters
+            from featdisco.errors import FeatdiscoError
+
+            try:
+                df = read_clusters(RunDir(self.run_dir))
+            except (FeatdiscoError, OSError, pa.ArrowInvalid):
+                df = pd.DataFrame({"cluster_id": [], "label": [], "retired": []})
+            live = df[~df["retired"].astype(bool)]
+            self._labels = dict(zip(live["cluster_id"].astype(int).tolist(), live["label"].astype(str).tolist(),
+                                    strict=True))
+        return self._labels
+
+    def apply(self, table: pa.Table, status: AnalysisStatus | None) -> pa.Table:
+        """``table`` with each label column (``label``, ``label_<side>``, ``<x>_labels``)
+        holding the label now of the cluster its id column names, when the table is a
+        ``members`` analysis (``status``); a label-dependent or unrecorded table, and a
+        cluster the run no longer has, keep the label stored."""
+        if status is None or status["depends"] != "members":
+            return table
+        for i, column in enumerate(table.column_names):
+            ids = _label_ids(column, table.column_names)
+            if ids is None:
+                continue
+            stored, keys = table.column(column).to_pylist(), table.column(ids).to_pylist()
+            if column.endswith("_labels"):  # a list of ids beside the list of their labels
+                new: list[Any] = [None if cs is None else self._now(cs, olds or [None] * len(cs))
+                                  for cs, olds in zip(keys, stored, strict=True)]
+            else:
+                new = self._now(keys, stored)
+            table = table.set_column(i, table.field(i), pa.array(new, table.field(i).type))
+        return table
+
+    def _now(self, ids: Sequence[Any], stored: Sequence[Any]) -> list[Any]:
+        """The label now of each of ``ids``; the stored one where the run has no such cluster."""
+        now = self.labels
+        return [old if c is None else now.get(int(c), old) for c, old in zip(ids, stored, strict=True)]

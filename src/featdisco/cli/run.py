@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from featdisco.analysis.provenance import analyses_status
+from featdisco.analysis.provenance import analyses_status, stale_reason
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
 from featdisco.cluster_ids import id_history
@@ -251,4 +251,4 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     for a in analyses_status(run_dir):
         if not a["current"]:
             how = f"refresh: {a['command']}" if a["command"] else a.get("note", "")
-            console.print(f"stale analysis {a['name']} (computed on other clusters); {how}", markup=False)
+            console.print(f"stale analysis {a['name']} ({stale_reason(a['depends'])}); {how}", markup=False)

@@ -616,7 +616,8 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
         "citations": len(result.citations), "dropped_citations": len(result.dropped),
         "numbers_matched": len(result.numbers_matched), "numbers_unmatched": len(result.numbers_unmatched),
         "incomplete": bool(result.incomplete), "file": path.name, "created": provenance["created"]}})
-    # the steps ran on the clusters the run has now: stale (and refreshed by this command) once they change
+    # the steps ran on the clusters the run has now, planned from their labels: stale (and
+    # refreshed by this command) once the clusters or their names change
     record(run, f"ask_{name}", [p.name for p in result.paths], command="ask",
            args={"_question": result.question, "name": name, "max_sample": provenance["max_sample"],
-                 "seed": provenance["seed"]})
+                 "seed": provenance["seed"]}, depends="labels")

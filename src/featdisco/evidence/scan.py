@@ -481,14 +481,14 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     result.llm = used
     from featdisco.analysis.provenance import record
 
-    # a cluster's scan asks that cluster's question: stale once the clusters change;
-    # a question of your own depends on the pieces only
+    # a cluster's scan asks the question its label and description make: stale once the
+    # clusters or their names change; a question of your own depends on the pieces only
     record(RunDir(run_dir), f"scan_{name}", [p.name for p in result.paths], command="scan",
            args={"question": None if cluster is not None else question, "cluster": cluster,
                  "kind": kinds if cluster is None else None, "name": name, "answer": spec.describe(),
                  "by": by, "sample": sample, "seed": seed if sample else None, "rewrite": rewrite,
                  "asked": asked or None},
-           depends="clusters" if cluster is not None else "pieces")
+           depends="labels" if cluster is not None else "pieces")
     return result
 
 

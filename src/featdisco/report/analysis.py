@@ -47,10 +47,12 @@ class AnalysisEntry(TypedDict):
 
 def write_analyses(run_dir: Path, writer: ShardWriter) -> list[AnalysisEntry]:
     """Write ``a/<name>.js`` for every analysis file; returns their summaries for the
-    overview (name, rows, columns, whether rows were cut)."""
-    from featdisco.analysis.provenance import stale_files
+    overview (name, rows, columns, whether rows were cut). Label columns show each
+    cluster's label now (a rename leaves a membership analysis current)."""
+    from featdisco.analysis.provenance import LabelsNow, files_status
 
-    stale = stale_files(run_dir)  # computed on other clusters than the run has now
+    status = files_status(run_dir)
+    labels = LabelsNow(run_dir)
     found: list[AnalysisEntry] = []
     for path in sorted(run_dir.glob("analysis_*.parquet")):
         name = path.stem.removeprefix("analysis_")
@@ -61,11 +63,13 @@ def write_analyses(run_dir: Path, writer: ShardWriter) -> list[AnalysisEntry]:
         except (OSError, pa.ArrowInvalid):
             continue  # an analysis being written right now, or a broken file: skip it
         rows = pf.metadata.num_rows
-        table = pf.read().slice(0, MAX_ROWS) if rows else pf.schema_arrow.empty_table()
+        table = labels.apply(pf.read().slice(0, MAX_ROWS) if rows else pf.schema_arrow.empty_table(),
+                             status.get(path.name))
         columns = {c: _clean(table.column(c).to_pylist()) for c in table.column_names}
         meta = {k.decode(errors="replace"): v.decode(errors="replace")
                 for k, v in (pf.schema_arrow.metadata or {}).items() if not k.startswith(b"ARROW") and k != b"pandas"}
-        old = stale.get(path.name)
+        old = status.get(path.name)
+        old = old if old is not None and not old["current"] else None  # computed on other clusters than now
         refresh = (old.get("command") or "rerun the command that wrote it") if old else None
         writer.write(f"a/{name}.js", f"a/{name}", {"name": name, "rows": rows, "columns": columns,
                                                    "meta": meta, "stale": old is not None, "refresh": refresh})
