@@ -16,6 +16,7 @@ from featdisco.analysis.provenance import analyses_status, stale_reason
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
 from featdisco.cluster_ids import id_history
+from featdisco.embedders import DEFAULT_EMBEDDER
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.registry import resolve_backend
 from featdisco.pipeline import STAGES, Pipeline, PipelineConfig, RunResult
@@ -246,7 +247,7 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     totals = run_totals(m, run_dir)
     replied = f" (replies from {', '.join(sorted(totals.models))})" if totals.models else ""
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
-                  f"{cfg.get('embedder') or 'minilm'}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
+                  f"{cfg.get('embedder') or DEFAULT_EMBEDDER}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
     render_summary(run_dir, Output())
     for a in analyses_status(run_dir):
         if not a["current"]:

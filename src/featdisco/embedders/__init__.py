@@ -1,6 +1,8 @@
 """Embedding backends behind one protocol, chosen by name.
 
-``make_embedder()`` gives the offline default (all-MiniLM-L6-v2, int8 ONNX, no torch);
+``make_embedder()`` gives the offline default ``minilm-q8`` (all-MiniLM-L6-v2 on
+onnxruntime with int8 matrix multiplies, derived once from the shipped model; no torch);
+``"minilm"`` the shipped model as it is (int8 weights, float arithmetic);
 ``"static"`` a Model2Vec static model distilled from that MiniLM (a token-vector lookup,
 hundreds of times faster on a CPU, for large runs);
 ``"st:<path>"`` a local sentence-transformers model; ``"api:<model>"`` an OpenAI-compatible
@@ -15,13 +17,13 @@ from typing import Any
 
 from featdisco.embedders.base import Embedder, EmbedderError, l2_normalize
 
-DEFAULT_EMBEDDER = "minilm"
+DEFAULT_EMBEDDER = "minilm-q8"
 
 __all__ = ["DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "l2_normalize", "make_embedder"]
 
 
 def make_embedder(name: str | None = None, **opts: Any) -> Embedder:
-    """Build the embedder ``name`` names (``minilm`` when None), passing ``opts`` to it.
+    """Build the embedder ``name`` names (``minilm-q8`` when None), passing ``opts`` to it.
 
     Unknown names and unknown options are a clear :class:`EmbedderError`, since they
     usually come straight from a config file or a command line.
