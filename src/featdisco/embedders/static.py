@@ -34,8 +34,8 @@ import numpy as np
 from featdisco.embedders.base import EmbedderError, check_output, l2_normalize
 from featdisco.embedders.onnx_minilm import (
     MODEL_SHA256,
-    default_cache_dir,
     TOKENIZER_SHA256,
+    default_cache_dir,
     default_model_path,
     default_tokenizer_path,
     load_session,
