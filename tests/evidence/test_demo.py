@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from featdisco.cli import app
 from featdisco.cli.demo import agreement, labelled_responses, sample_xstest
+from featdisco.errors import FeatdiscoError
 from tests.analysis.planted import PlantedPiece, write_run
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply
 from tests.pipeline_fakes import PLANTED, pipeline_handler
@@ -32,6 +33,15 @@ def test_the_sample_is_deterministic_the_same_prompts_for_both_models_and_reads_
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
     assert [r["id"] for r in rows[0]] == [r["id"] for r in rows[1]] and len(rows[0]) == 30
     assert not any(r["type"].startswith("contrast_") for r in rows[0])
+    # --skip: a sample held out from a smaller one (the demo's), continuing the same order
+    held = sample_xstest(XSTEST, tmp_path / "held", 20, skip=10)
+    held_ids = [r["id"] for r in csv.DictReader(held[0].open(encoding="utf-8"))]
+    demo = sample_xstest(XSTEST, tmp_path / "demo", 10)
+    first10 = {r["id"] for r in csv.DictReader(demo[0].open(encoding="utf-8"))}
+    assert len(held_ids) == 20 and not first10 & set(held_ids)
+    assert first10 | set(held_ids) == {r["id"] for r in rows[0]}  # the 30 are the 10 and the 20
+    with pytest.raises(FeatdiscoError, match="no prompts left after skipping 999"):
+        sample_xstest(XSTEST, tmp_path / "none", 5, skip=999)
     # read through the documented recipe: the model from the file name, the labels as metadata
     out = tmp_path / "p.parquet"
     res = CliRunner().invoke(app, ["split", str(tmp_path / "a"), "-o", str(out), "--map",

@@ -48,11 +48,12 @@ def _stable_key(record_id: str) -> str:
 
 
 def sample_xstest(data_dir: str | Path, out_dir: str | Path, per_model: int | None = None, *,
-                  safe_only: bool = True) -> list[Path]:
+                  safe_only: bool = True, skip: int = 0) -> list[Path]:
     """Write ``<model>.csv`` for both models into ``out_dir``: the same prompts for both,
     ``per_model`` of them (all when None) chosen by the sha256 of their ``id`` (deterministic,
-    independent of the labels), safe prompts only unless ``safe_only`` is false. The rows
-    keep every column, so the labels travel as metadata."""
+    independent of the labels), after the first ``skip`` in that order (a sample held out
+    from the demo's: ``skip`` = the demo's size), safe prompts only unless ``safe_only`` is
+    false. The rows keep every column, so the labels travel as metadata."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     tables: dict[str, list[dict[str, str]]] = {}
     header: list[str] = []
@@ -70,8 +71,10 @@ def sample_xstest(data_dir: str | Path, out_dir: str | Path, per_model: int | No
         tables[model] = rows
     ids = [set(r["id"] for r in rows if not safe_only or not r["type"].startswith("contrast_"))
            for rows in tables.values()]
-    common = sorted(set.intersection(*ids), key=_stable_key)
+    common = sorted(set.intersection(*ids), key=_stable_key)[skip:]
     keep = set(common if per_model is None else common[:per_model])
+    if not keep:
+        raise FeatdiscoError(f"no prompts left after skipping {skip} of {skip + len(common)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for model, rows in tables.items():
@@ -312,12 +315,17 @@ def sample_cmd(
         "default all.")] = None,
     all_prompts: Annotated[bool, typer.Option(
         "--all-prompts", help="Include the unsafe contrast prompts (default: the safe prompts only).")] = False,
+    skip: Annotated[int, typer.Option(
+        "--skip", min=0, help="Leave out the first N prompts of that order (e.g. the demo's: a held-out sample).")] = 0,
 ) -> None:
     """Write a deterministic sample of the XSTest pair as two CSVs named after the models."""
     if not data.is_dir():
         fail(f"XSTest folder {data} " + ("is a file, not a folder" if data.exists() else "does not exist"))
     new_or_existing_dir(output, "-o")
-    paths = sample_xstest(data, output, per_model, safe_only=not all_prompts)
+    try:
+        paths = sample_xstest(data, output, per_model, safe_only=not all_prompts, skip=skip)
+    except FeatdiscoError as e:
+        fail(str(e))
     n = sum(1 for _ in csv.DictReader(paths[0].open(encoding="utf-8")))
     print(f"wrote {n} prompts per model: {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
