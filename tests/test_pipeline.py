@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,6 +217,30 @@ def test_a_rerun_without_inputs_takes_the_runs_settings_and_honours_max_chars(
     assert result.exit_code == 0, result.output
     assert pq.read_table(run_dir / "pieces.parquet").equals(pq.read_table(fitted / "pieces.parquet"))
     assert server.total == before  # the full pieces' features come from the cache
+
+
+def test_a_run_records_its_embedder_by_name_and_a_run_that_recorded_none_keeps_the_old_default(
+        server: FakeOpenAIServer, fitted: Path, tmp_path: Path) -> None:
+    """The default embedder changed (minilm → minilm-q8): a run now stores the default's name,
+    and a run made before, which stored none, goes on with the model its vectors came from
+    (a rerun or find must never embed with another model than the run did)."""
+    from featdisco.embedders import DEFAULT_EMBEDDER, LEGACY_EMBEDDER
+    from featdisco.evidence.find import run_embedder_name
+    from featdisco.rundir import RunDir
+
+    assert json.loads((fitted / "manifest.json").read_text())["config"]["embedder"] == DEFAULT_EMBEDDER
+    old = tmp_path / "old"
+    shutil.copytree(fitted, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["config"]["embedder"] = None  # as a run from before the change stored it
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert config_from_manifest(old).embedder == LEGACY_EMBEDDER
+    assert run_embedder_name(RunDir(old)) == LEGACY_EMBEDDER
+    assert config_from_manifest(old, {"embedder": DEFAULT_EMBEDDER}).embedder == DEFAULT_EMBEDDER  # a flag wins
+    result = Pipeline(old, config_from_manifest(old, own_prompts=True)).run()
+    redone = {t.name for t in result.stages if not t.skipped}
+    assert "embed" in redone and "featurize" not in redone  # the fixture's vectors were minilm-q8's
+    assert json.loads((old / "manifest.json").read_text())["config"]["embedder"] == LEGACY_EMBEDDER
 
 
 def test_streamed_split_and_featurize_do_not_depend_on_batch_sizes(

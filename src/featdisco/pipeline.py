@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featdisco.embedders import DEFAULT_EMBEDDER, recorded_embedder
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
@@ -122,7 +123,8 @@ class Pipeline(Backends):
         self._lock = RunLock(self.dir.path)  # taken by whatever writes: run, transform, dry run
         # ``transform`` shares the fitted run's cache, so a piece seen at fit time is free.
         self.llm_cache_path = Path(llm_cache) if llm_cache else self.dir.file(LLM_CACHE)
-        self.cfg = config
+        # the default embedder by name, so the run records which model made its vectors
+        self.cfg = replace(config, embedder=DEFAULT_EMBEDDER) if config.embedder is None and embedder is None else config
         self.log: Log = log or (lambda _m: None)
         self.prompts = dict(prompts) if prompts is not None else self.load_prompts(config)
         self._llm = llm
@@ -408,6 +410,7 @@ def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | Non
     cfg = {k: v for k, v in stored.items() if k in known}
     if manifest.get("config"):
         cfg.setdefault("evidence", False)  # a run from before evidence featurized without quotes
+        cfg["embedder"] = recorded_embedder(stored)  # a run that recorded none used the old default
     fitted_evidence = cfg.get("evidence", True)
     if cfg.get("budget") is None and isinstance(manifest.get("budget_usd"), int | float):
         cfg["budget"] = manifest["budget_usd"]  # the run's budget carries over (transform)

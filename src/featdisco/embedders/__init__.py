@@ -18,8 +18,22 @@ from typing import Any
 from featdisco.embedders.base import Embedder, EmbedderError, l2_normalize
 
 DEFAULT_EMBEDDER = "minilm-q8"
+# The default before minilm-q8: a run whose config names no embedder was embedded with it.
+LEGACY_EMBEDDER = "minilm"
 
-__all__ = ["DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "l2_normalize", "make_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "LEGACY_EMBEDDER", "Embedder", "EmbedderError", "l2_normalize",
+           "make_embedder", "recorded_embedder"]
+
+
+def recorded_embedder(config: object) -> str | None:
+    """The embedder a run's stored ``config`` says its vectors came from: its ``embedder``,
+    or :data:`LEGACY_EMBEDDER` for a run that recorded none (every run records it since the
+    default changed, so a rerun or a ``find`` never embeds with another model than the run
+    did); None without a stored config."""
+    if not isinstance(config, dict) or not config:
+        return None
+    name = config.get("embedder")
+    return str(name) if name else LEGACY_EMBEDDER
 
 
 def make_embedder(name: str | None = None, **opts: Any) -> Embedder:

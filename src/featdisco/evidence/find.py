@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from featdisco.embedders import recorded_embedder
 from featdisco.embedders.base import EmbedderError, check_output
 from featdisco.errors import FeatdiscoError
 from featdisco.rundir import RunDir
@@ -44,10 +45,9 @@ COLUMNS = ["rank", "cluster_id", "kind", "label", "score", "size", "pieces", "ki
 
 
 def run_embedder_name(run: RunDir) -> str | None:
-    """The embedder the run's features were embedded with (``--embedder``; None = default)."""
-    cfg = run.manifest.get("config") or {}
-    name = cfg.get("embedder") if isinstance(cfg, dict) else None
-    return str(name) if name else None
+    """The embedder the run's features were embedded with (``--embedder``, or the default of
+    the day the run recorded none; None = today's default)."""
+    return recorded_embedder(run.manifest.get("config"))
 
 
 def string_similarities(path: Path, query: NDArray[np.float32]) -> NDArray[np.float32]:
