@@ -94,7 +94,7 @@ class FeatureDiscovery(TransformerMixin, BaseEstimator):
     """Discover a dictionary of behaviours from transcripts.
 
     ``llm`` is a backend name (``openai``, ``anthropic``, ``local``) or an object following
-    :class:`featdisco.llm.base.LLMBackend`; ``embedder`` a name (``minilm``, ``st:PATH``,
+    :class:`featdisco.llm.base.LLMBackend`; ``embedder`` a name (``minilm-q8``, the default; ``minilm``, ``static``, ``st:PATH``,
     ``api:MODEL``) or an :class:`featdisco.embedders.base.Embedder`; ``prompts`` maps a
     prompt name (``featurize``, ``name``, ``merge``, ``rate``) to a file of the user's. The rest are
     :class:`featdisco.pipeline.PipelineConfig` fields.
