@@ -203,3 +203,35 @@ def test_a_bad_value_to_an_edit_subcommand_points_at_a_help_command_a_person_can
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "{" not in proc.stderr and "edit RUN_DIR split --help`" in proc.stderr, proc.stderr
+
+
+def _chats(folder: Path, n: int = 20) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "chats.jsonl"
+    path.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Request {i}: please help me plan meal number {i * 7}."},
+        {"role": "assistant", "content": f"Sure, here is plan {i}: start carefully, then finish."}]}) + "\n"
+        for i in range(n)))
+    return path
+
+
+def test_a_mistyped_embedder_is_refused_before_it_is_recorded_or_anything_is_spent(
+        server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """`run --embedder nope` featurized first and wrote 'nope' into the manifest before the embed
+    stage refused it: the run then said `embedder: nope` (its vectors were minilm-q8's), and every
+    later `run` and `find` on it failed until the manifest was edited by hand."""
+    chats, run = _chats(tmp_path / "in"), tmp_path / "run"
+    runner = CliRunner()
+    llm = ["--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url, "--clusters", "3"]
+    fit = runner.invoke(app, ["run", str(chats), "--run-dir", str(run), *llm])
+    assert fit.exit_code == 0, fit.output
+    before, sent = (run / "manifest.json").read_text(), server.total
+    typo = runner.invoke(app, ["run", "--run-dir", str(run), "--embedder", "nope"])
+    assert isinstance(typo.exception, FeatdiscoError), typo.output
+    assert "unknown embedder 'nope'" in str(typo.exception)
+    assert (run / "manifest.json").read_text() == before and server.total == sent
+    assert runner.invoke(app, ["find", str(run), "meal plans"]).exit_code == 0
+    assert runner.invoke(app, ["run", "--run-dir", str(run)]).exit_code == 0
+    fresh = runner.invoke(app, ["run", str(chats), "--run-dir", str(tmp_path / "new"), *llm, "--embedder", "nope"])
+    assert isinstance(fresh.exception, FeatdiscoError), fresh.output
+    assert server.total == sent and not (tmp_path / "new").exists()  # a refused command creates nothing
