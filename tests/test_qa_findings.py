@@ -215,23 +215,26 @@ def _chats(folder: Path, n: int = 20) -> Path:
     return path
 
 
-def test_a_mistyped_embedder_is_refused_before_it_is_recorded_or_anything_is_spent(
-        server: FakeOpenAIServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("flag", "value", "error"), [("--embedder", "nope", "unknown embedder 'nope'"),
+                                                     ("--executor", "bogus", "unknown executor 'bogus'")])
+def test_a_mistyped_embedder_or_executor_is_refused_before_it_is_recorded_or_anything_is_spent(
+        server: FakeOpenAIServer, tmp_path: Path, flag: str, value: str, error: str) -> None:
     """`run --embedder nope` featurized first and wrote 'nope' into the manifest before the embed
     stage refused it: the run then said `embedder: nope` (its vectors were minilm-q8's), and every
-    later `run` and `find` on it failed until the manifest was edited by hand."""
+    later `run` and `find` on it failed until the manifest was edited by hand. `--executor bogus`
+    on an up-to-date run exited 0 and recorded 'bogus', so the next rerun that had work failed."""
     chats, run = _chats(tmp_path / "in"), tmp_path / "run"
     runner = CliRunner()
     llm = ["--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url, "--clusters", "3"]
     fit = runner.invoke(app, ["run", str(chats), "--run-dir", str(run), *llm])
     assert fit.exit_code == 0, fit.output
     before, sent = (run / "manifest.json").read_text(), server.total
-    typo = runner.invoke(app, ["run", "--run-dir", str(run), "--embedder", "nope"])
+    typo = runner.invoke(app, ["run", "--run-dir", str(run), flag, value])
     assert isinstance(typo.exception, FeatdiscoError), typo.output
-    assert "unknown embedder 'nope'" in str(typo.exception)
+    assert error in str(typo.exception)
     assert (run / "manifest.json").read_text() == before and server.total == sent
     assert runner.invoke(app, ["find", str(run), "meal plans"]).exit_code == 0
     assert runner.invoke(app, ["run", "--run-dir", str(run)]).exit_code == 0
-    fresh = runner.invoke(app, ["run", str(chats), "--run-dir", str(tmp_path / "new"), *llm, "--embedder", "nope"])
+    fresh = runner.invoke(app, ["run", str(chats), "--run-dir", str(tmp_path / "new"), *llm, flag, value])
     assert isinstance(fresh.exception, FeatdiscoError), fresh.output
     assert server.total == sent and not (tmp_path / "new").exists()  # a refused command creates nothing

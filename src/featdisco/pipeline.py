@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from featdisco.embedders import DEFAULT_EMBEDDER, recorded_embedder
 from featdisco.errors import FeatdiscoError
+from featdisco.executors.base import EXECUTORS
 from featdisco.llm.base import LLMRequest
 from featdisco.llm.cache import CallCache
 from featdisco.llm.engine import DRY_RUN_BATCH, Account, CallEngine, EngineOptions, RunSummary
@@ -134,6 +135,8 @@ class Pipeline(Backends):
                  llm_cache: str | Path | None = None, prompts: dict[str, Prompt] | None = None) -> None:
         if embedder is None:  # a mistyped name is refused before the run records it or spends anything
             check_embedder_name(config.embedder)
+        if (config.executor or "local").lower() not in EXECUTORS:  # so is an executor's
+            raise FeatdiscoError(f"unknown executor {config.executor!r}; choose one of {', '.join(EXECUTORS)}")
         self.dir = RunDir(run_dir)
         self._lock = RunLock(self.dir.path)  # taken by whatever writes: run, transform, dry run
         # ``transform`` shares the fitted run's cache, so a piece seen at fit time is free.
