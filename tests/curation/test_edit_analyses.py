@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
@@ -119,3 +121,33 @@ def test_a_rename_makes_an_analysis_of_the_names_stale(run: Path, server: FakeOp
     assert found["compare_model"]["current"] is True
     assert scan["depends"] == "labels"
     assert f"stale analysis scan_cluster_{cid} (computed on other clusters or cluster names)" in cli("status", str(run))
+
+
+def test_reclustering_into_the_same_clusters_leaves_analyses_current(run: Path, server: FakeOpenAIServer) -> None:
+    """`run --clusters N` whose k-means and merge end in the very same clusters (each feature in
+    the cluster it was in, same ids and names) rewrites the assignments and the cluster table
+    with other similarities only (the centroids moved). Every stored analysis was then said to be
+    'computed on other clusters', and refreshing a cluster's scan cost LLM calls for nothing."""
+    cid = user_ids(run)[0]
+    cli("scan", str(run), "--cluster", str(cid), "--llm", "openai", "--base-url", server.base_url,
+        "--model", "fake-rater", "-q")
+    cli("compare", str(run), "--by", "model")
+    assignments, clusters = pq.read_table(run / "assignments.parquet"), pq.read_table(run / "clusters.parquet")
+
+    def moved_centroids(table: pa.Table, column: str) -> pa.Table:
+        shifted = pc.multiply(table.column(column), pa.scalar(0.97, table.schema.field(column).type))
+        return table.set_column(table.schema.get_field_index(column), column, shifted)
+
+    pq.write_table(moved_centroids(assignments, "similarity"), run / "assignments.parquet")
+    pq.write_table(moved_centroids(clusters, "min_similarity"), run / "clusters.parquet")
+    found = analyses(run)
+    assert found["compare_model"]["current"] is True and found[f"scan_cluster_{cid}"]["current"] is True
+    assert "stale analysis" not in cli("status", str(run))
+    # one feature in another cluster: the members changed, so both are stale
+    ids = assignments.column("cluster_id").to_pylist()
+    other = next(c for c in user_ids(run) if c != ids[0])
+    pq.write_table(assignments.set_column(assignments.schema.get_field_index("cluster_id"), "cluster_id",
+                                          pa.array([other, *ids[1:]], assignments.schema.field("cluster_id").type)),
+                   run / "assignments.parquet")
+    found = analyses(run)
+    assert found["compare_model"]["current"] is False and found[f"scan_cluster_{cid}"]["current"] is False
