@@ -7,6 +7,7 @@ rename too."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,22 @@ def test_reclustering_into_the_same_clusters_leaves_analyses_current(run: Path, 
                    run / "assignments.parquet")
     found = analyses(run)
     assert found["compare_model"]["current"] is False and found[f"scan_cluster_{cid}"]["current"] is False
+
+
+def test_a_copied_run_is_told_to_refresh_its_analyses_in_itself(run: Path, tmp_path: Path) -> None:
+    """The refresh command was recorded with the run's path at the time: in a copy of the run,
+    status and the report told the user to run `featdisco compare ORIGINAL ...`, which writes
+    into the original and leaves the copy stale."""
+    cli("compare", str(run), "--by", "model")
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))  # the comparison is stale now
+    copy = tmp_path / "copy of the run"
+    shutil.copytree(run, copy)
+    found = analyses(copy)["compare_model"]
+    assert found["current"] is False
+    assert found["command"] == f"featdisco compare '{copy}' --by model --unit piece --min-count 1 --alpha 0.05"
+    assert f"refresh: {found['command']}" in cli("status", str(copy))
+    build_report(copy)
+    assert shard(copy, "compare_model")["refresh"] == found["command"]
+    CliRunner().invoke(app, shlex.split(found["command"])[1:])  # the refresh works on the copy, not the original
+    assert analyses(copy)["compare_model"]["current"] is True and analyses(run)["compare_model"]["current"] is False

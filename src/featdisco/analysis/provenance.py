@@ -235,13 +235,28 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
             now[depends] = fingerprint_for(run, depends)
         out.append({"name": name, "files": files, "current": fp is not None and fp == now[depends],
                     "depends": depends, "args": e.get("args") or {},
-                    "command": e.get("command"), "written": e.get("written")})
+                    "command": _here(e.get("command"), run.path), "written": e.get("written")})
     for path in sorted(run.path.glob("analysis_*.parquet")):
         if path.name not in claimed:
             out.append({"name": path.stem.removeprefix("analysis_"), "files": [path.name], "current": False,
                         "depends": LEGACY_DEPENDS, "args": {}, "command": None, "written": None,
                         "note": "written before provenance was kept: rerun its command"})
     return out
+
+
+def _here(command: object, run_dir: Path) -> str | None:
+    """A recorded refresh command (``featdisco CMD RUN ...``) naming ``run_dir``, where the run
+    is now: a run directory copied or moved elsewhere would otherwise be told to refresh its
+    analyses with a command that writes into the directory it was copied from."""
+    if not isinstance(command, str):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) < 3 or words[0] != "featdisco" or Path(words[2]) == run_dir:
+        return command
+    return shlex.join([*words[:2], str(run_dir), *words[3:]])
 
 
 def files_status(run_dir: str | Path) -> dict[str, AnalysisStatus]:
