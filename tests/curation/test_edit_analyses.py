@@ -171,3 +171,17 @@ def test_a_copied_run_is_told_to_refresh_its_analyses_in_itself(run: Path, tmp_p
     assert shard(copy, "compare_model")["refresh"] == found["command"]
     CliRunner().invoke(app, shlex.split(found["command"])[1:])  # the refresh works on the copy, not the original
     assert analyses(copy)["compare_model"]["current"] is True and analyses(run)["compare_model"]["current"] is False
+
+
+def test_a_scan_of_a_cluster_that_is_gone_says_where_it_went_and_which_ids_there_are(run: Path) -> None:
+    """`scan --cluster ID` for an id an edit retired said "(ids 0..N-1)": stable ids have gaps,
+    so that named ids that do not exist and left out live ones, and not where the cluster went."""
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))
+    live = sorted(pq.read_table(run / "clusters.parquet", columns=["cluster_id"]).column(0).to_pylist())
+    merged = max(live)
+    assert live != list(range(len(live)))  # the ids have a gap where a and b were
+    for gone, said in [(a, f"it was retired into {merged}"), (merged + 50, f"its ids are {', '.join(map(str, live))}")]:
+        result = CliRunner().invoke(app, ["scan", str(run), "--cluster", str(gone)])
+        assert result.exit_code != 0 and said in str(result.exception), (result.output, result.exception)
+        assert "0.." not in str(result.exception)
