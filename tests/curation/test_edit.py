@@ -261,3 +261,12 @@ def test_retired_ids_are_not_counted_or_shown_as_clusters(run: Path, server: Fak
     assert ctx.n_clusters == live
     shown = [line for line in ctx.dictionary.splitlines() if line.startswith("- cluster ")]
     assert len(shown) == live and "nan" not in ctx.dictionary and "retired" not in ctx.dictionary
+
+
+def test_a_retired_id_labelled_with_the_wrong_kind_is_pointed_at_a_target_that_exists() -> None:
+    """A label `cluster:user:3` for a response cluster the merge retired into 6 was told it
+    went "into cluster:user:6", a target validate then refuses (6 is a response cluster)."""
+    from featdisco.evidence.validate import Label, _target_problem
+
+    said = _target_problem(Label(2, "c0:0:user", "cluster:user:3", True), "user", [], {6: "response"}, {3: [6]})
+    assert said == "unknown target 'cluster:user:3': cluster 3 was retired into cluster:response:6"
