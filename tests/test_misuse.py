@@ -188,3 +188,14 @@ def test_every_command_is_in_the_matrix() -> None:
     assert names <= covered, names - covered
     for cmd in names:  # each takes a run directory or files, so each meets the path misuses
         assert {m for c, m, *_ in CASES if c == cmd} & {FILE, MISSING, UNREADABLE}, cmd
+
+
+def test_a_folder_given_as_a_prompt_file_is_called_a_folder(tmp_path: Path) -> None:
+    """`--prompt featurize=prompts/` (a folder) said the prompt file "does not exist"."""
+    from featdisco.errors import FeatdiscoError
+    from featdisco.prompts import load_prompt
+
+    with pytest.raises(FeatdiscoError, match=f"prompt file {tmp_path} is a folder; give the prompt's file"):
+        load_prompt("featurize", tmp_path)
+    with pytest.raises(FeatdiscoError, match="does not exist"):
+        load_prompt("featurize", tmp_path / "nope.txt")
