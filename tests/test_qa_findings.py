@@ -238,3 +238,17 @@ def test_a_mistyped_embedder_or_executor_is_refused_before_it_is_recorded_or_any
     fresh = runner.invoke(app, ["run", str(chats), "--run-dir", str(tmp_path / "new"), *llm, flag, value])
     assert isinstance(fresh.exception, FeatdiscoError), fresh.output
     assert server.total == sent and not (tmp_path / "new").exists()  # a refused command creates nothing
+
+
+def test_a_stage_stopped_at_the_cost_cap_is_not_logged_as_done(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """At the --max-cost cap featurize had sent 1 of 60 calls, yet its progress line said
+    "featurize: done (0.1s)" above a summary that called it incomplete."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"my-org/dear-model": {"input": 1000, "output": 3000}}))
+    result = CliRunner().invoke(app, ["run", str(_chats(tmp_path / "in")), "--run-dir", str(tmp_path / "run"),
+                                      "--llm", "openai", "--model", "my-org/dear-model", "--base-url",
+                                      server.base_url, "--prices", str(prices), "--max-cost", "2"])
+    assert result.exit_code == 3, result.output  # incomplete: the cap held calls back
+    lines = result.output.splitlines()
+    assert any(x.startswith("featurize: incomplete (") for x in lines), result.output
+    assert not any(x.startswith("featurize: done") for x in lines)
