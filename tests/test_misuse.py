@@ -188,3 +188,32 @@ def test_every_command_is_in_the_matrix() -> None:
     assert names <= covered, names - covered
     for cmd in names:  # each takes a run directory or files, so each meets the path misuses
         assert {m for c, m, *_ in CASES if c == cmd} & {FILE, MISSING, UNREADABLE}, cmd
+
+
+def test_a_folder_given_as_a_prompt_file_is_called_a_folder(tmp_path: Path) -> None:
+    """`--prompt featurize=prompts/` (a folder) said the prompt file "does not exist"."""
+    from featdisco.errors import FeatdiscoError
+    from featdisco.prompts import load_prompt
+
+    with pytest.raises(FeatdiscoError, match=f"prompt file {tmp_path} is a folder; give the prompt's file"):
+        load_prompt("featurize", tmp_path)
+    with pytest.raises(FeatdiscoError, match="does not exist"):
+        load_prompt("featurize", tmp_path / "nope.txt")
+
+
+def test_a_refused_run_leaves_no_folders_above_its_run_directory(tmp_path: Path) -> None:
+    """`run bad.jsonl --run-dir new/a/b` refused on a malformed record removed nothing it had
+    made: the run directory was never created, so cleaning up stopped there and left `new/a`
+    (and `runs/` in the working folder by default)."""
+    import subprocess
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "broken"\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    for args in (["--run-dir", str(work / "new" / "a" / "b")], []):
+        proc = subprocess.run([sys.executable, "-m", "featdisco", "run", str(bad), *args, "--llm", "openai",
+                               "--model", "gpt-4o-mini"], capture_output=True, text=True, cwd=work,
+                              env={**os.environ, "OPENAI_API_KEY": "sk-test"})
+        assert proc.returncode == 2 and "bad.jsonl, line 1: malformed JSON" in proc.stderr, proc.stderr
+        assert list(work.iterdir()) == []

@@ -203,3 +203,52 @@ def test_a_bad_value_to_an_edit_subcommand_points_at_a_help_command_a_person_can
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "{" not in proc.stderr and "edit RUN_DIR split --help`" in proc.stderr, proc.stderr
+
+
+def _chats(folder: Path, n: int = 20) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "chats.jsonl"
+    path.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Request {i}: please help me plan meal number {i * 7}."},
+        {"role": "assistant", "content": f"Sure, here is plan {i}: start carefully, then finish."}]}) + "\n"
+        for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize(("flag", "value", "error"), [("--embedder", "nope", "unknown embedder 'nope'"),
+                                                     ("--executor", "bogus", "unknown executor 'bogus'")])
+def test_a_mistyped_embedder_or_executor_is_refused_before_it_is_recorded_or_anything_is_spent(
+        server: FakeOpenAIServer, tmp_path: Path, flag: str, value: str, error: str) -> None:
+    """`run --embedder nope` featurized first and wrote 'nope' into the manifest before the embed
+    stage refused it: the run then said `embedder: nope` (its vectors were minilm-q8's), and every
+    later `run` and `find` on it failed until the manifest was edited by hand. `--executor bogus`
+    on an up-to-date run exited 0 and recorded 'bogus', so the next rerun that had work failed."""
+    chats, run = _chats(tmp_path / "in"), tmp_path / "run"
+    runner = CliRunner()
+    llm = ["--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url, "--clusters", "3"]
+    fit = runner.invoke(app, ["run", str(chats), "--run-dir", str(run), *llm])
+    assert fit.exit_code == 0, fit.output
+    before, sent = (run / "manifest.json").read_text(), server.total
+    typo = runner.invoke(app, ["run", "--run-dir", str(run), flag, value])
+    assert isinstance(typo.exception, FeatdiscoError), typo.output
+    assert error in str(typo.exception)
+    assert (run / "manifest.json").read_text() == before and server.total == sent
+    assert runner.invoke(app, ["find", str(run), "meal plans"]).exit_code == 0
+    assert runner.invoke(app, ["run", "--run-dir", str(run)]).exit_code == 0
+    fresh = runner.invoke(app, ["run", str(chats), "--run-dir", str(tmp_path / "new"), *llm, flag, value])
+    assert isinstance(fresh.exception, FeatdiscoError), fresh.output
+    assert server.total == sent and not (tmp_path / "new").exists()  # a refused command creates nothing
+
+
+def test_a_stage_stopped_at_the_cost_cap_is_not_logged_as_done(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """At the --max-cost cap featurize had sent 1 of 60 calls, yet its progress line said
+    "featurize: done (0.1s)" above a summary that called it incomplete."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"my-org/dear-model": {"input": 1000, "output": 3000}}))
+    result = CliRunner().invoke(app, ["run", str(_chats(tmp_path / "in")), "--run-dir", str(tmp_path / "run"),
+                                      "--llm", "openai", "--model", "my-org/dear-model", "--base-url",
+                                      server.base_url, "--prices", str(prices), "--max-cost", "2"])
+    assert result.exit_code == 3, result.output  # incomplete: the cap held calls back
+    lines = result.output.splitlines()
+    assert any(x.startswith("featurize: incomplete (") for x in lines), result.output
+    assert not any(x.startswith("featurize: done") for x in lines)

@@ -378,14 +378,31 @@ def counts(outcomes: list[Outcome]) -> dict[str, int]:
             "stale": sum(o.status == "stale" for o in outcomes)}
 
 
+PENDING = "not applied yet"  # an edit recorded (``--no-apply``, or its rerun interrupted) that no run has applied
+
+
+def edit_fates(run_dir: Path) -> list[EditFate]:
+    """Each edit in ``curation.json`` with what the last run made of it, or :data:`PENDING`
+    when no run has applied it yet (the clusters do not show it)."""
+    outcomes: dict[int, dict[str, Any]] = {}
+    if (run_dir / APPLIED).exists():
+        outcomes = {o["index"]: o for o in orjson.loads((run_dir / APPLIED).read_bytes()).get("edits", [])}
+    fates = []
+    for i, e in enumerate(read_edits(run_dir / CURATION) if (run_dir / CURATION).exists() else [], 1):
+        o = outcomes.get(i)
+        if o is None or o.get("edit") != e.describe():  # the file changed since: that outcome was another edit's
+            fates.append(EditFate(index=i, edit=e.describe(), status=PENDING,
+                                  reason=f"`featdisco run --run-dir {run_dir}` applies it", now=[]))
+        else:
+            fates.append(EditFate(index=i, edit=str(o["edit"]), status=str(o.get("status")), reason=o.get("reason"),
+                                  now=list(o.get("now") or [])))
+    return fates
+
+
 def report_summary(run_dir: Path, hidden: Sequence[Mapping[str, Any]]) -> CurationSummary | None:
-    """For the report's overview: each edit's fate (stale ones with why) and the hidden
-    clusters (id, kind, label); None for a run nobody edited."""
-    path = run_dir / APPLIED
-    if not path.exists() and not hidden:
+    """For the report's overview: each edit's fate (stale ones with why, those no run has
+    applied yet) and the hidden clusters (id, kind, label); None for a run nobody edited."""
+    edits = edit_fates(run_dir)
+    if not edits and not hidden:
         return None
-    edits = orjson.loads(path.read_bytes()).get("edits", []) if path.exists() else []
-    return CurationSummary(
-        edits=[EditFate(index=e.get("index"), edit=e.get("edit"), status=e.get("status"), reason=e.get("reason"),
-                        now=e.get("now")) for e in edits],
-        hidden=[[c["cluster_id"], c["kind"], c.get("label")] for c in hidden])
+    return CurationSummary(edits=edits, hidden=[[c["cluster_id"], c["kind"], c.get("label")] for c in hidden])

@@ -261,3 +261,39 @@ def test_retired_ids_are_not_counted_or_shown_as_clusters(run: Path, server: Fak
     assert ctx.n_clusters == live
     shown = [line for line in ctx.dictionary.splitlines() if line.startswith("- cluster ")]
     assert len(shown) == live and "nan" not in ctx.dictionary and "retired" not in ctx.dictionary
+
+
+def test_a_retired_id_labelled_with_the_wrong_kind_is_pointed_at_a_target_that_exists() -> None:
+    """A label `cluster:user:3` for a response cluster the merge retired into 6 was told it
+    went "into cluster:user:6", a target validate then refuses (6 is a response cluster)."""
+    from featdisco.evidence.validate import Label, _target_problem
+
+    said = _target_problem(Label(2, "c0:0:user", "cluster:user:3", True), "user", [], {6: "response"}, {3: [6]})
+    assert said == "unknown target 'cluster:user:3': cluster 3 was retired into cluster:response:6"
+
+
+def test_an_edit_no_run_has_applied_is_said_to_be_pending_with_a_command_that_applies_it(
+        run: Path, server: FakeOpenAIServer) -> None:
+    """After `edit --no-apply` (or an edit whose rerun was interrupted) the clusters, analyses and
+    report are from before the edit: status said nothing, the report's list of edits left it out
+    (as if every edit were in the clusters shown), and the advice `featdisco run RUN` read the run
+    directory as transcripts instead of rerunning it."""
+    a, b = user_ids(run)[:2]
+    recorded = CliRunner().invoke(app, ["edit", "--no-apply", str(run), "merge", str(a), str(b)])
+    assert recorded.exit_code == 0, recorded.output
+    command = f"featdisco run --run-dir {run}"
+    assert f"not applied yet: `{command}`" in recorded.output
+    status = CliRunner().invoke(app, ["status", str(run)])
+    assert f"edit 1 (merge {a} {b}) is not applied yet: the clusters, analyses and report do not show it; " \
+           f"`{command}` applies it" in status.output, status.output
+    pending = json.loads(CliRunner().invoke(app, ["status", str(run), "--json"]).stdout)["pending_edits"]
+    assert [(p["index"], p["edit"], p["status"]) for p in pending] == [(1, f"merge {a} {b}", "not applied yet")]
+    build_report(run)
+    raw = (run / "report" / "data" / "overview.js").read_text()
+    edits = orjson.loads(raw[raw.index(",") + 1:raw.rindex(")")])["curation"]["edits"]
+    assert [(e["edit"], e["status"]) for e in edits] == [(f"merge {a} {b}", "not applied yet")]
+    applied = CliRunner().invoke(app, command.split()[1:])
+    assert applied.exit_code == 0, applied.output
+    assert a not in user_ids(run) and b not in user_ids(run)
+    after = json.loads(CliRunner().invoke(app, ["status", str(run), "--json"]).stdout)
+    assert after["pending_edits"] == [] and "not applied yet" not in CliRunner().invoke(app, ["status", str(run)]).output

@@ -7,11 +7,14 @@ rename too."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
@@ -119,3 +122,66 @@ def test_a_rename_makes_an_analysis_of_the_names_stale(run: Path, server: FakeOp
     assert found["compare_model"]["current"] is True
     assert scan["depends"] == "labels"
     assert f"stale analysis scan_cluster_{cid} (computed on other clusters or cluster names)" in cli("status", str(run))
+
+
+def test_reclustering_into_the_same_clusters_leaves_analyses_current(run: Path, server: FakeOpenAIServer) -> None:
+    """`run --clusters N` whose k-means and merge end in the very same clusters (each feature in
+    the cluster it was in, same ids and names) rewrites the assignments and the cluster table
+    with other similarities only (the centroids moved). Every stored analysis was then said to be
+    'computed on other clusters', and refreshing a cluster's scan cost LLM calls for nothing."""
+    cid = user_ids(run)[0]
+    cli("scan", str(run), "--cluster", str(cid), "--llm", "openai", "--base-url", server.base_url,
+        "--model", "fake-rater", "-q")
+    cli("compare", str(run), "--by", "model")
+    assignments, clusters = pq.read_table(run / "assignments.parquet"), pq.read_table(run / "clusters.parquet")
+
+    def moved_centroids(table: pa.Table, column: str) -> pa.Table:
+        shifted = pc.multiply(table.column(column), pa.scalar(0.97, table.schema.field(column).type))
+        return table.set_column(table.schema.get_field_index(column), column, shifted)
+
+    pq.write_table(moved_centroids(assignments, "similarity"), run / "assignments.parquet")
+    pq.write_table(moved_centroids(clusters, "min_similarity"), run / "clusters.parquet")
+    found = analyses(run)
+    assert found["compare_model"]["current"] is True and found[f"scan_cluster_{cid}"]["current"] is True
+    assert "stale analysis" not in cli("status", str(run))
+    # one feature in another cluster: the members changed, so both are stale
+    ids = assignments.column("cluster_id").to_pylist()
+    other = next(c for c in user_ids(run) if c != ids[0])
+    pq.write_table(assignments.set_column(assignments.schema.get_field_index("cluster_id"), "cluster_id",
+                                          pa.array([other, *ids[1:]], assignments.schema.field("cluster_id").type)),
+                   run / "assignments.parquet")
+    found = analyses(run)
+    assert found["compare_model"]["current"] is False and found[f"scan_cluster_{cid}"]["current"] is False
+
+
+def test_a_copied_run_is_told_to_refresh_its_analyses_in_itself(run: Path, tmp_path: Path) -> None:
+    """The refresh command was recorded with the run's path at the time: in a copy of the run,
+    status and the report told the user to run `featdisco compare ORIGINAL ...`, which writes
+    into the original and leaves the copy stale."""
+    cli("compare", str(run), "--by", "model")
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))  # the comparison is stale now
+    copy = tmp_path / "copy of the run"
+    shutil.copytree(run, copy)
+    found = analyses(copy)["compare_model"]
+    assert found["current"] is False
+    assert found["command"] == f"featdisco compare '{copy}' --by model --unit piece --min-count 1 --alpha 0.05"
+    assert f"refresh: {found['command']}" in cli("status", str(copy))
+    build_report(copy)
+    assert shard(copy, "compare_model")["refresh"] == found["command"]
+    CliRunner().invoke(app, shlex.split(found["command"])[1:])  # the refresh works on the copy, not the original
+    assert analyses(copy)["compare_model"]["current"] is True and analyses(run)["compare_model"]["current"] is False
+
+
+def test_a_scan_of_a_cluster_that_is_gone_says_where_it_went_and_which_ids_there_are(run: Path) -> None:
+    """`scan --cluster ID` for an id an edit retired said "(ids 0..N-1)": stable ids have gaps,
+    so that named ids that do not exist and left out live ones, and not where the cluster went."""
+    a, b = user_ids(run)[:2]
+    edit(run, "merge", str(a), str(b))
+    live = sorted(pq.read_table(run / "clusters.parquet", columns=["cluster_id"]).column(0).to_pylist())
+    merged = max(live)
+    assert live != list(range(len(live)))  # the ids have a gap where a and b were
+    for gone, said in [(a, f"it was retired into {merged}"), (merged + 50, f"its ids are {', '.join(map(str, live))}")]:
+        result = CliRunner().invoke(app, ["scan", str(run), "--cluster", str(gone)])
+        assert result.exit_code != 0 and said in str(result.exception), (result.output, result.exception)
+        assert "0.." not in str(result.exception)

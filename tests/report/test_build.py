@@ -165,3 +165,31 @@ def test_the_overview_opens_on_the_runs_finding(hostile_run: Path, tmp_path: Pat
     app_js = (tmp_path / "site" / "static" / "app.js") if (tmp_path / "site" / "static").exists() else \
         next((tmp_path / "site").rglob("app.js"))
     assert 'show(el("h1", null, "Run overview"), findings,' in app_js.read_text(encoding="utf-8")
+
+
+def test_an_interrupted_build_keeps_the_last_report_whole(hostile_run: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during `featdisco report` emptied data/ first, so the report left behind was an
+    index.html over missing shards (no overview.js): 'finished work is kept' was not true of it."""
+    import shutil
+
+    import featdisco.report.build as build
+
+    run = tmp_path / "run"
+    shutil.copytree(hostile_run, run, ignore=shutil.ignore_patterns("report", "*.sqlite", "embed_cache"))
+    build_report(run)
+    before = {p.relative_to(run): p.read_bytes() for p in (run / "report").rglob("*") if p.is_file()}
+    assert Path("report/data/overview.js") in before
+
+    def interrupted(*_args: object, **_kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "write_analyses", interrupted)  # late in the build: most shards written
+    with pytest.raises(KeyboardInterrupt):
+        build_report(run)
+    after = {p.relative_to(run): p.read_bytes() for p in (run / "report").rglob("*") if p.is_file()}
+    assert after == before  # the last report, whole; nothing half-built beside it
+    monkeypatch.undo()
+    build_report(run)
+    assert shard(run / "report" / "data" / "overview.js")[0] == "overview"
+    assert not [p for p in (run / "report").iterdir() if p.name.startswith(".")]

@@ -37,3 +37,17 @@ def test_a_meta_field_no_record_has_is_a_warning(tmp_path: Path) -> None:
         assert "warning: --meta info.lnag: no record has this field" in proc.stderr
         assert "--meta dataset" not in proc.stderr and "--meta info.lang:" not in proc.stderr
         assert "the first record's fields: id, dataset, info, messages" in proc.stderr
+
+
+def test_a_quote_never_closed_in_a_csv_is_an_error_on_its_line_not_rows_swallowed(tmp_path: Path) -> None:
+    """One stray opening quote on line 4 made the rest of the file one cell: 10 prompt/response
+    rows were read as 3 transcripts (the 7 after it one user turn), with no error or count."""
+    path = tmp_path / "t.csv"
+    rows = [f"q{i},a{i}" for i in range(10)]
+    rows[2] = '"q2 has a stray quote,a2'
+    path.write_text("prompt,response\n" + "\n".join(rows) + "\n")
+    proc = run_cli("split", path, "-o", tmp_path / "o.parquet")
+    assert proc.returncode == 2, proc.stdout
+    assert "t.csv, line 4: unexpected end of data (a quote opened on line 4 or after is never closed)" \
+        in proc.stderr, proc.stderr
+    assert not (tmp_path / "o.parquet").exists()

@@ -5,9 +5,10 @@ section with a fingerprint of what it was computed on, its arguments and the com
 computes it again. What the fingerprint covers is the entry's ``depends``:
 
 - ``members`` (compare, cooccur, probes, stability, frequency, validate): which features are
-  in which cluster — ``assignments.parquet`` and the columns of ``clusters.parquet`` other
+  in which cluster — the values of ``assignments.parquet`` and of ``clusters.parquet`` other
   than what the LLM wrote about each cluster (:data:`NAME_COLUMNS`: its label, description,
-  the namer's label a rename keeps, its rating). Renaming a cluster leaves these current:
+  the namer's label a rename keeps, its rating) and than the similarities to the centroids
+  (:data:`CENTROID_COLUMNS`, which a rerun that reclusters into the same clusters changes). Renaming a cluster leaves these current:
   their numbers do not depend on names, and a view shows each stored ``label`` column with
   the cluster's label now (:class:`LabelsNow`), so the new name is shown, never the old one.
 - ``labels`` (the hierarchy, whose parents are named from their children's labels; label
@@ -35,14 +36,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featdisco.rundir import RunDir, file_hash, fingerprint, open_run
+from featdisco.rundir import RunDir, fingerprint, open_run
 
-CLUSTER_ARTEFACTS = ("assignments.parquet", "clusters.parquet")
 SECTION = "analyses"
 # What an analysis's fingerprint covers (see the module's docstring); "clusters" is what
 # entries written before the other two existed say, checked as "labels" is.
@@ -51,6 +50,9 @@ LEGACY_DEPENDS = "clusters"
 # The columns of clusters.parquet that say what a cluster is called and how it was rated,
 # not which features are in it: a rename changes only these, so "members" leaves them out.
 NAME_COLUMNS = frozenset({"label", "description", "auto_label", "interest", "interest_reason", "private"})
+# The columns that measure how near members are to their centroid, not which they are: a
+# rerun that reclusters into the same clusters changes only these.
+CENTROID_COLUMNS = frozenset({"similarity", "min_similarity"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -67,42 +69,49 @@ def _cluster_table(run: RunDir) -> Path | None:
 
 
 def clusters_fingerprint(run: RunDir) -> str | None:
-    """The content hash of the run's final cluster artefacts, names included (for a
-    transform's output, its assignments and the fitted dictionary's clusters); None before
-    there are any. What ``labels`` analyses depend on."""
-    parts: dict[str, str | None] = {name: run.artefact_hash(name) for name in CLUSTER_ARTEFACTS}
-    if parts["clusters.parquet"] is None and (path := _cluster_table(run)) is not None:
-        parts["clusters.parquet"] = file_hash(path)
-    if not any(parts.values()):
+    """A hash of the run's final clusters, names included: their members
+    (:func:`members_fingerprint`) and every column of the cluster table but the centroids'
+    similarities (for a transform's output, its assignments and the fitted dictionary's
+    clusters); None before there are any. What ``labels`` analyses depend on."""
+    members, path = members_fingerprint(run), _cluster_table(run)
+    if members is None:
         return None
-    return fingerprint(parts)
+    return fingerprint({"members": members, "clusters.parquet": None if path is None
+                        else _values_hash(path, CENTROID_COLUMNS)})
 
 
 def members_fingerprint(run: RunDir) -> str | None:
-    """A hash of which features are in which cluster: ``assignments.parquet`` and the columns
-    of the cluster table other than :data:`NAME_COLUMNS` (so a rename leaves it as it was);
-    None before there are any clusters. What ``members`` analyses depend on."""
-    path = _cluster_table(run)
-    parts = {"assignments.parquet": run.artefact_hash("assignments.parquet"),
-             "clusters.parquet without names": None if path is None else _members_hash(path)}
+    """A hash of which features are in which cluster: the values of ``assignments.parquet``
+    and of the cluster table other than :data:`NAME_COLUMNS` (so a rename leaves it as it
+    was) and :data:`CENTROID_COLUMNS` (a rerun that reclusters into the same clusters moves
+    their centroids, not their members); None before there are any clusters. What
+    ``members`` analyses depend on."""
+    path, assignments = _cluster_table(run), run.file("assignments.parquet")
+    parts = {"assignments.parquet members": _values_hash(assignments, CENTROID_COLUMNS) if assignments.exists()
+             else None,
+             "clusters.parquet without names": None if path is None
+             else _values_hash(path, NAME_COLUMNS | CENTROID_COLUMNS)}
     if not any(parts.values()):
         return None
     return fingerprint(parts)
 
 
-def _members_hash(path: Path) -> str:
+def _values_hash(path: Path, leave_out: frozenset[str]) -> str:
     st = path.stat()
-    return _table_hash_without_names(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return _table_hash(str(path.resolve()), st.st_size, st.st_mtime_ns, leave_out)
 
 
 @functools.lru_cache(maxsize=16)
-def _table_hash_without_names(path: str, size: int, mtime_ns: int) -> str:
-    """The hash of a cluster table's values (not its bytes: the stage rewrites the whole
-    file on a rename) in every column but :data:`NAME_COLUMNS`; cached per file version, as
-    the report asks once per scan."""
-    keep = [n for n in pq.read_schema(path).names if n not in NAME_COLUMNS]
-    values = pq.read_table(path, columns=keep).to_pydict()
-    return hashlib.blake2b(orjson.dumps(values, default=str), digest_size=16).hexdigest()
+def _table_hash(path: str, size: int, mtime_ns: int, leave_out: frozenset[str]) -> str:
+    """The hash of a table's values (not its bytes: a stage rewrites the whole file on a
+    rename) in every column but ``leave_out``; cached per file version, as the report asks
+    once per scan."""
+    keep = [n for n in pq.read_schema(path).names if n not in leave_out]
+    table = pq.read_table(path, columns=keep).combine_chunks().replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
 
 
 def fingerprint_for(run: RunDir, depends: str) -> str | None:
@@ -226,13 +235,28 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
             now[depends] = fingerprint_for(run, depends)
         out.append({"name": name, "files": files, "current": fp is not None and fp == now[depends],
                     "depends": depends, "args": e.get("args") or {},
-                    "command": e.get("command"), "written": e.get("written")})
+                    "command": _here(e.get("command"), run.path), "written": e.get("written")})
     for path in sorted(run.path.glob("analysis_*.parquet")):
         if path.name not in claimed:
             out.append({"name": path.stem.removeprefix("analysis_"), "files": [path.name], "current": False,
                         "depends": LEGACY_DEPENDS, "args": {}, "command": None, "written": None,
                         "note": "written before provenance was kept: rerun its command"})
     return out
+
+
+def _here(command: object, run_dir: Path) -> str | None:
+    """A recorded refresh command (``featdisco CMD RUN ...``) naming ``run_dir``, where the run
+    is now: a run directory copied or moved elsewhere would otherwise be told to refresh its
+    analyses with a command that writes into the directory it was copied from."""
+    if not isinstance(command, str):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) < 3 or words[0] != "featdisco" or Path(words[2]) == run_dir:
+        return command
+    return shlex.join([*words[:2], str(run_dir), *words[3:]])
 
 
 def files_status(run_dir: str | Path) -> dict[str, AnalysisStatus]:

@@ -39,8 +39,10 @@ def remove_new_empty_dirs() -> None:
         while path != stop:
             try:
                 path.rmdir()
+            except FileNotFoundError:
+                pass  # never made, though the folders above it may have been
             except OSError:
-                break  # not empty, or gone: keep it and what is above it
+                break  # not empty: keep it and what is above it
             path = path.parent
 
 

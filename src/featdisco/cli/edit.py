@@ -90,7 +90,7 @@ def _record(ctx: typer.Context, edit: Edit) -> None:
 def _apply(ctx: typer.Context) -> None:
     run: Path = ctx.obj["run"]
     if not ctx.obj["apply"]:
-        console.print(f"not applied yet: `featdisco run {run}` (or any rerun) applies it", markup=False)
+        console.print(f"not applied yet: `featdisco run --run-dir {run}` (or any rerun) applies it", markup=False)
         return
     from featdisco.cli.run import log_line, print_summary
     from featdisco.pipeline import STAGES, Pipeline, config_from_manifest
@@ -106,7 +106,7 @@ def _apply(ctx: typer.Context) -> None:
         console.print(f"rebuild the report to see it: featdisco report {run}", markup=False)
     if not result.complete:
         console.print(f"[yellow]run incomplete: {result.stopped_reason or 'some calls failed'}; "
-                      f"rerun `featdisco run {run}` to finish[/yellow]")
+                      f"rerun `featdisco run --run-dir {run}` to finish[/yellow]")
         raise typer.Exit(3)
 
 

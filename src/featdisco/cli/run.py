@@ -16,6 +16,7 @@ from featdisco.analysis.provenance import analyses_status, stale_reason
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
 from featdisco.cluster_ids import id_history
+from featdisco.curation import PENDING, edit_fates
 from featdisco.embedders import DEFAULT_EMBEDDER
 from featdisco.errors import FeatdiscoError
 from featdisco.llm.registry import resolve_backend
@@ -234,7 +235,8 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     if json_:
         doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
                "in_progress_pid": holder, "config": m.get("config") or {},
-               **run_totals(m, run_dir).as_dict(), "analyses": analyses_status(run_dir)}
+               **run_totals(m, run_dir).as_dict(), "analyses": analyses_status(run_dir),
+               "pending_edits": [f for f in edit_fates(rd.path) if f["status"] == PENDING]}
         if (ids := id_history(run_dir)) is not None:  # stable ids: the retired ones and where they went
             doc["cluster_ids"] = ids
         sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
@@ -249,6 +251,10 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
                   f"{cfg.get('embedder') or DEFAULT_EMBEDDER}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
     render_summary(run_dir, Output())
+    for fate in edit_fates(rd.path):
+        if fate["status"] == PENDING:
+            console.print(f"edit {fate['index']} ({fate['edit']}) is {PENDING}: the clusters, analyses and report "
+                          f"do not show it; {fate['reason']}", markup=False)
     for a in analyses_status(run_dir):
         if not a["current"]:
             how = f"refresh: {a['command']}" if a["command"] else a.get("note", "")

@@ -188,7 +188,14 @@ def cluster_question(run: RunDir, cluster_id: int) -> tuple[str, str]:
     df = pq.read_table(path).to_pandas()
     row = df[df["cluster_id"] == cluster_id]
     if row.empty:
-        raise FeatdiscoError(f"cluster {cluster_id} is not in {path} (ids 0..{len(df) - 1})")
+        from featdisco.cluster_ids import retired_into
+
+        into = retired_into(run.path).get(cluster_id)
+        ids = sorted(int(i) for i in df["cluster_id"])  # stable ids have gaps: never "0..n-1"
+        known = ", ".join(map(str, ids)) if len(ids) <= 20 else f"{len(ids)} ids from {ids[0]} to {ids[-1]}"
+        why = ("it was retired" + (f" into {' '.join(map(str, into))}" if into else "") if into is not None
+               else f"its ids are {known}")
+        raise FeatdiscoError(f"cluster {cluster_id} is not in {path}: {why} (`featdisco edit RUN list` shows the ids)")
     r = row.iloc[0]
     if not isinstance(r["label"], str) or not r["label"]:
         raise FeatdiscoError(f"cluster {cluster_id} has no label to ask about (naming failed?)")

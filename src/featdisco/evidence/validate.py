@@ -308,7 +308,7 @@ def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind:
     kind, cid = m.group(1), int(m.group(2))
     if cid not in cluster_kind:
         if retired and cid in retired:
-            into = " ".join(f"cluster:{kind}:{i}" for i in retired[cid])
+            into = " ".join(f"cluster:{cluster_kind.get(i, kind)}:{i}" for i in retired[cid])  # its kind, not the label's
             return (f"unknown target {lab.target!r}: cluster {cid} was retired"
                     + (f" into {into}" if into else ""))
         return f"unknown target {lab.target!r}: the run has no cluster {cid}"

@@ -64,7 +64,8 @@ def load_prompt(name: str, path: str | Path | None = None, version: int | None =
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FeatdiscoError(f"prompt file {p} does not exist")
+            raise FeatdiscoError(f"prompt file {p} " + ("is a folder; give the prompt's file" if p.is_dir()
+                                                        else "does not exist"))
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:

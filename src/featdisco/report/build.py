@@ -7,6 +7,7 @@ transcript pages and the search index are shards loaded when a view needs them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -254,9 +255,25 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     _check_finished(run)
     dest = Path(out) if out else run / "report"
     data = dest / "data"
-    if data.exists():
-        shutil.rmtree(data)  # stale shards of an earlier build would mislead
-    writer = ShardWriter(data)
+    # built aside and swapped in whole: an interrupted or failed build keeps the last report
+    # (emptying data/ first left an index.html over missing shards)
+    staging = dest / f".data.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        stats = _build(run, dest, ShardWriter(staging), search=search, min_transcripts=min_transcripts,
+                       map_points=map_points)
+        old = dest / f".data.old-{os.getpid()}"
+        if data.exists():
+            os.replace(data, old)  # stale shards of an earlier build would mislead
+        os.replace(staging, data)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return stats
+
+
+def _build(run: Path, dest: Path, writer: ShardWriter, *, search: bool, min_transcripts: int | None,
+           map_points: int) -> ReportStats:
     stats = ReportStats(dest)
     lap = _Laps(stats.seconds)
     manifest = _read_manifest(run)

@@ -335,7 +335,8 @@ class StageRunner:
 
         seconds = time.perf_counter() - t0
         retried = retried_text((llm.get("retried_by_reason") or {}) if llm else {})  # "18 retried: timeout"
-        self.log(f"{stage.name}: {'up to date, skipped' if skipped else 'done'} ({seconds:.1f}s"
+        state = "up to date, skipped" if skipped else "done" if complete else "incomplete"  # never "done" when cut short
+        self.log(f"{stage.name}: {state} ({seconds:.1f}s"
                  f"{', ' + retried if retried else ''})")
         return StageOutcome(stage.name, seconds, skipped, counts, complete, stop)
 

@@ -367,6 +367,7 @@ def _iter_csv(path: Path) -> Iterator[RawRecord]:
     bad byte is placed on its own line and skips only the row holding it."""
     bad_lines: dict[int, int] = {}  # line number -> offset of the first bad byte in it
     reader: Any = None
+    prev_line = 0  # the last line of the last row read
 
     def lines(f: IO[bytes]) -> Iterator[str]:
         for lineno, raw in enumerate(f, start=1):
@@ -380,7 +381,8 @@ def _iter_csv(path: Path) -> Iterator[RawRecord]:
 
     try:
         with _open_binary(path) as f:
-            reader = csv.DictReader(lines(f))
+            # strict: a quote never closed is an error, not a cell that swallows every row after it
+            reader = csv.DictReader(lines(f), strict=True)
             if reader.fieldnames is None:
                 yield _empty(path)
                 return
@@ -406,8 +408,10 @@ def _iter_csv(path: Path) -> Iterator[RawRecord]:
     except _READ_ERRORS as e:
         yield RawRecord(f"line {_line_after(reader)}", None, read_error(path, e), fatal=True)
     except csv.Error as e:
-        yield RawRecord(f"line {_line_after(reader)}", None, BadRecord("unreadable-file", str(e)),
-                        fatal=True)
+        first = prev_line + 1  # where the row that could not be read starts
+        hint = (f"a quote opened on line {first} or after is never closed" if "end of data" in str(e)
+                else "check the quote marks in this row")
+        yield RawRecord(f"line {first}", None, BadRecord("unreadable-file", f"{e} ({hint})"), fatal=True)
 
 
 def _bad_utf8(offset: int) -> BadRecord:
