@@ -249,6 +249,19 @@ def derive_q8_model(source: Path, source_sha256: str, cache_dir: Path, *,
     that no longer matches is derived again), so concurrent first uses, an interrupted one or
     a damaged file never give other vectors under the same name.
     """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the versions by metadata: importing onnx's quantiser takes most of a second
+        versions = {"onnx": version("onnx"), "onnxruntime": version("onnxruntime")}
+    except PackageNotFoundError as e:
+        raise EmbedderError("the minilm-q8 embedder needs the packages onnx and onnxruntime "
+                            "(pip install onnx onnxruntime)") from e
+    recipe = {"source": source_sha256, "recipe": Q8_RECIPE, **versions, "float_ffn_out": float_ffn_out}
+    tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir / f"all-MiniLM-L6-v2-q8-{tag}.onnx"
+    check = path.with_suffix(".sha256")  # the file's hash as written: a damaged copy is redone
+    if path.is_file() and check.is_file() and check.read_text().strip() == sha256_file(path):
+        return path
     try:
         import onnx
         import onnxruntime as ort
@@ -256,13 +269,6 @@ def derive_q8_model(source: Path, source_sha256: str, cache_dir: Path, *,
     except ImportError as e:
         raise EmbedderError("the minilm-q8 embedder needs the packages onnx and onnxruntime "
                             "(pip install onnx onnxruntime)") from e
-    recipe = {"source": source_sha256, "recipe": Q8_RECIPE, "onnx": onnx.__version__,
-              "onnxruntime": ort.__version__, "float_ffn_out": float_ffn_out}
-    tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir / f"all-MiniLM-L6-v2-q8-{tag}.onnx"
-    check = path.with_suffix(".sha256")  # the file's hash as written: a damaged copy is redone
-    if path.is_file() and check.is_file() and check.read_text().strip() == sha256_file(path):
-        return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".q8-") as tmp:
         folded = Path(tmp) / "folded.onnx"
