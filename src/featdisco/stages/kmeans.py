@@ -35,11 +35,12 @@ TWO_LEVEL_MIN_WORK = 2.5e8
 # beyond it the fit uses a sample and assignment runs in blocks. A 100k-transcript run has
 # about 1M per kind, so this applies from a few hundred thousand transcripts up.
 MAX_FIT_ROWS = 2_000_000
-# Distinct strings of one kind the leave-one-out refinement works on. Each of its passes
-# searches its rows against the k centroids; over all 1.1M strings of a kind at k = 4,400
-# (a 100k-transcript run) it ran for 16 minutes without finishing. Beyond this it refines a
-# sample drawn in proportion to weight (every row heavy enough to be trapped is kept, see
-# :func:`refine_sample`), which keeps the cost of a pass near that of a 10k-transcript run.
+# Distinct strings of one kind up to which the leave-one-out refinement runs. Each of its
+# passes searches its rows against the k centroids: over all 1.1M strings of a kind at
+# k = 4,400 (a 100k-transcript run) it ran 16 minutes without finishing, and over a 100k-row
+# weighted sample (:func:`refine_sample`) still several minutes a kind, with centroids from
+# ~23 sampled rows per cluster. Beyond this a kind keeps Lloyd's centroids, as before the
+# refinement existed; a heavy string there may stay trapped (README, "Clustering").
 REFINE_MAX_ROWS = 100_000
 # ``transform`` calls a new feature unassigned when it is farther from its nearest centroid
 # than this percentile of the cluster's fitted members were (each cluster's ``min_similarity``).
@@ -197,30 +198,6 @@ def _weighted_sums(X: NDArray[np.float32], w: NDArray[np.float64], labels: NDArr
         M = sparse.csr_matrix((w[s : s + _CHUNK], (lab, np.arange(len(lab)))), shape=(k, len(lab)))
         S += M @ np.asarray(X[s : s + _CHUNK], dtype=np.float64)
     return S
-
-
-def refine_sample(X: NDArray[np.float32], w: NDArray[np.float32] | None, m: int,
-                  seed: int) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    """About ``m`` rows of ``X`` for the refinement, each kept with probability
-    p = min(1, c·w) (c set so that the p sum to ``m``) and weighted w/p (Horvitz-Thompson),
-    so every cluster's weighted sum stays unbiased. The rows refinement exists for are the
-    heavy ones (a repeated string pulling its centroid): any row of weight ≥ 1/c ≤ Σw/m has
-    p = 1 and is always kept with its own weight; light rows, which follow the
-    nearest-centroid rule anyway, are sampled."""
-    ww = np.ones(len(X)) if w is None else np.asarray(w, dtype=np.float64)
-    c = m / ww.sum()
-    for _ in range(20):  # rows capped at p = 1 free their share for the others: ≈ m rows in all
-        sure = c * ww >= 1.0
-        rest = ww[~sure].sum()
-        if rest <= 0 or m <= sure.sum():
-            break
-        c_next = (m - sure.sum()) / rest
-        if np.isclose(c_next, c):
-            break
-        c = c_next
-    p = np.minimum(1.0, c * ww)
-    keep = np.random.default_rng(seed).random(len(X)) < p
-    return np.ascontiguousarray(X[keep]), ww[keep] / p[keep]
 
 
 def refine_leave_one_out(
@@ -406,9 +383,9 @@ class SphericalKMeans:
     ``small_clusters_`` (size < ``min_cluster_size``), ``inertia_`` (Σ w·(1 − cosine)),
     ``two_level_`` and ``coarse_centers_`` / ``center_parent_`` when two-level, ``gpus_``,
     ``refine_moves_`` (rows moved per leave-one-out pass; ``refine=True`` runs
-    :func:`refine_leave_one_out` after Lloyd, up to ``refine_iter`` passes, over
-    ``refine_rows_`` distinct rows: all of them up to :data:`REFINE_MAX_ROWS`, else a
-    weighted sample that keeps every heavy row, :func:`refine_sample`).
+    :func:`refine_leave_one_out` after Lloyd, up to ``refine_iter`` passes, when there are
+    at most :data:`REFINE_MAX_ROWS` distinct rows; ``refine_rows_``: the rows it refined,
+    0 when it did not run).
 
     ``gpu=None`` (default) fits and assigns on every GPU faiss sees, which is none unless
     faiss-gpu is installed; on a GPU the fit stays flat at any k.
@@ -479,12 +456,10 @@ class SphericalKMeans:
                 centers = self._kmeans(Xu, wu, k, self.seed)
             self.refine_moves_: list[int] = []
             self.refine_rows_ = 0
-            if self.refine and k > 1:  # see refine_leave_one_out: frees strings Lloyd traps
-                Xr, wr = ((Xu, wu) if n_distinct <= REFINE_MAX_ROWS
-                          else refine_sample(Xu, wu, REFINE_MAX_ROWS, self.seed))
-                self.refine_rows_ = len(Xr)
+            if self.refine and k > 1 and n_distinct <= REFINE_MAX_ROWS:  # frees strings Lloyd traps
+                self.refine_rows_ = n_distinct
                 _, centers, self.refine_moves_ = refine_leave_one_out(
-                    Xr, centers, wr, self.refine_iter, self.gpus_)
+                    Xu, centers, wu, self.refine_iter, self.gpus_)
             self.cluster_centers_ = centers
             self.labels_, self.similarity_ = nearest(Xc, centers, self.gpus_)
         self.two_level_ = bool(use_two and k > 1)
