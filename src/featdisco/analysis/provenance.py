@@ -305,16 +305,16 @@ class LabelsNow:
     def labels(self) -> dict[int, str]:
         """Cluster id → its label now, for the live clusters (a retired id has none)."""
         if self._labels is None:
-            from featdisco.analysis.activations import read_clusters
-            from featdisco.errors import FeatdiscoError
-
+            path = _cluster_table(RunDir(self.run_dir))  # its rows are the live clusters
+            self._labels = {}
             try:
-                df = read_clusters(RunDir(self.run_dir))
-            except (FeatdiscoError, OSError, pa.ArrowInvalid):
-                df = pd.DataFrame({"cluster_id": [], "label": [], "retired": []})
-            live = df[~df["retired"].astype(bool)]
-            self._labels = dict(zip(live["cluster_id"].astype(int).tolist(), live["label"].astype(str).tolist(),
-                                    strict=True))
+                if path is not None and "label" in pq.read_schema(path).names:
+                    t = pq.read_table(path, columns=["cluster_id", "label"])
+                    self._labels = {int(c): str(lab) for c, lab in zip(
+                        t.column("cluster_id").to_pylist(), t.column("label").to_pylist(), strict=True)
+                        if isinstance(lab, str) and lab}
+            except (OSError, pa.ArrowInvalid):
+                pass  # no readable table: every stored label is kept
         return self._labels
 
     def apply(self, table: pa.Table, status: AnalysisStatus | None) -> pa.Table:
