@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featdisco.embedders import DEFAULT_EMBEDDER, recorded_embedder
+from featdisco.embedders import DEFAULT_EMBEDDER, recorded_embedder, resolve_embedder
 from featdisco.errors import FeatdiscoError
 from featdisco.executors.base import EXECUTORS
 from featdisco.llm.base import LLMRequest
@@ -114,19 +114,6 @@ class RunResult:
     stopped_reason: str | None = None
 
 
-def check_embedder_name(name: str | None) -> None:
-    """Refuse an embedder name :func:`~featdisco.embedders.make_embedder` would refuse, without
-    loading the model: the embed stage comes after featurize, and a run records its embedder."""
-    spec = (name or DEFAULT_EMBEDDER).strip()
-    kind, sep, arg = spec.partition(":")
-    if spec in ("minilm", "minilm-q8", "static") or (sep and kind in ("st", "api") and arg):
-        return
-    from featdisco.embedders.base import EmbedderError
-
-    raise EmbedderError(f"unknown embedder {spec!r}: use minilm, minilm-q8, static, st:<model directory> "
-                        "or api:<model name>")
-
-
 class Pipeline(Backends):
     """Holds the backends for one run; :meth:`run` hands each stage to the runner."""
 
@@ -134,7 +121,7 @@ class Pipeline(Backends):
                  embedder: Any = None, log: Log | None = None, progress: str = "auto",
                  llm_cache: str | Path | None = None, prompts: dict[str, Prompt] | None = None) -> None:
         if embedder is None:  # a mistyped name is refused before the run records it or spends anything
-            check_embedder_name(config.embedder)
+            resolve_embedder(config.embedder)
         if (config.executor or "local").lower() not in EXECUTORS:  # so is an executor's
             raise FeatdiscoError(f"unknown executor {config.executor!r}; choose one of {', '.join(EXECUTORS)}")
         self.dir = RunDir(run_dir)

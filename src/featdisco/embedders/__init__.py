@@ -12,6 +12,7 @@ dependency matters only to the user who asked for it.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -22,7 +23,7 @@ DEFAULT_EMBEDDER = "minilm-q8"
 LEGACY_EMBEDDER = "minilm"
 
 __all__ = ["DEFAULT_EMBEDDER", "LEGACY_EMBEDDER", "Embedder", "EmbedderError", "l2_normalize",
-           "make_embedder", "recorded_embedder"]
+           "make_embedder", "recorded_embedder", "resolve_embedder"]
 
 
 def recorded_embedder(config: object) -> str | None:
@@ -36,31 +37,36 @@ def recorded_embedder(config: object) -> str | None:
     return str(name) if name else LEGACY_EMBEDDER
 
 
+# name → (module, class) of the backend; imported only when chosen
+_BACKENDS = {"minilm": ("featdisco.embedders.onnx_minilm", "OnnxMiniLM"),
+             "minilm-q8": ("featdisco.embedders.onnx_minilm", "OnnxMiniLMQ8"),
+             "static": ("featdisco.embedders.static", "StaticMiniLM"),
+             "st": ("featdisco.embedders.sentence_transformers", "SentenceTransformerEmbedder"),
+             "api": ("featdisco.embedders.api", "ApiEmbedder")}
+
+
+def resolve_embedder(name: str | None) -> tuple[str, str, str, tuple[str, ...]]:
+    """``(spec, module, class name, positional args)`` of the embedder ``name`` names, without
+    importing or loading anything: a run checks its ``--embedder`` with this before it
+    spends or records anything, and :func:`make_embedder` builds from it."""
+    spec = (name or DEFAULT_EMBEDDER).strip()
+    kind, sep, arg = spec.partition(":")
+    if not sep and spec in ("minilm", "minilm-q8", "static"):
+        return (spec, *_BACKENDS[spec], ())
+    if sep and kind in ("st", "api") and arg:
+        return (spec, *_BACKENDS[kind], (arg,))
+    raise EmbedderError(f"unknown embedder {spec!r}: use minilm, minilm-q8, static, st:<model directory> "
+                        "or api:<model name>")
+
+
 def make_embedder(name: str | None = None, **opts: Any) -> Embedder:
     """Build the embedder ``name`` names (``minilm-q8`` when None), passing ``opts`` to it.
 
     Unknown names and unknown options are a clear :class:`EmbedderError`, since they
     usually come straight from a config file or a command line.
     """
-    spec = (name or DEFAULT_EMBEDDER).strip()
-    kind, sep, arg = spec.partition(":")
-    cls: Any
-    args: tuple[Any, ...] = ()
-    if spec == "minilm":
-        from featdisco.embedders.onnx_minilm import OnnxMiniLM as cls
-    elif spec == "minilm-q8":
-        from featdisco.embedders.onnx_minilm import OnnxMiniLMQ8 as cls
-    elif spec == "static":
-        from featdisco.embedders.static import StaticMiniLM as cls
-    elif sep and kind == "st" and arg:
-        from featdisco.embedders.sentence_transformers import SentenceTransformerEmbedder as cls
-        args = (arg,)
-    elif sep and kind == "api" and arg:
-        from featdisco.embedders.api import ApiEmbedder as cls
-        args = (arg,)
-    else:
-        raise EmbedderError(f"unknown embedder {spec!r}: use minilm, minilm-q8, static, st:<model directory> "
-                            "or api:<model name>")
+    spec, module, class_name, args = resolve_embedder(name)
+    cls: Any = getattr(importlib.import_module(module), class_name)
     params = list(inspect.signature(cls.__init__).parameters)
     allowed = params[1 + len(args):]  # after self and what the name already gave
     unknown = sorted(set(opts) - set(allowed))

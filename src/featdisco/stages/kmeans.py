@@ -38,7 +38,7 @@ MAX_FIT_ROWS = 2_000_000
 # Distinct strings of one kind up to which the leave-one-out refinement runs. Each of its
 # passes searches its rows against the k centroids: over all 1.1M strings of a kind at
 # k = 4,400 (a 100k-transcript run) it ran 16 minutes without finishing, and over a 100k-row
-# weighted sample (:func:`refine_sample`) still several minutes a kind, with centroids from
+# weighted sample (tried and dropped) still several minutes a kind, with centroids from
 # ~23 sampled rows per cluster. Beyond this a kind keeps Lloyd's centroids, as before the
 # refinement existed; a heavy string there may stay trapped (README, "Clustering").
 REFINE_MAX_ROWS = 100_000
