@@ -93,6 +93,8 @@ def test_findings_print_the_difference_quotes_and_agreement_with_the_people(
     out = res.output
     assert 'top difference: cluster 0 (response) "Declines the request"' in out
     assert "guard" in out and "12 of  20" in out  # the cluster's rate in guard's responses
+    # the difference beside the people's labels: all 14 of its pieces are their refusals
+    assert "people's labels: 14 of its 14 pieces are refusals (full or partial), 14 of the 14" in out
     quotes = [line for line in out.splitlines() if line.startswith("    [guard")]
     assert len(quotes) == 2 and all(PLANTED in q for q in quotes)  # verified quotes from the scan
     # 40 responses: tp 11 + 1, fp 1 (guard's), fn 1 + 1, tn 25; the scan says yes 13 times, people 14

@@ -160,6 +160,20 @@ def _f(x: float) -> str:
     return "-" if x != x else f"{x:.2f}"
 
 
+def cluster_refusals(run_dir: str | Path, cluster_id: int) -> tuple[int, int, int]:
+    """How far a cluster is what people call refusals: ``(refusals among its response
+    pieces, its response pieces, people's refusals in the whole run)``. A piece is in the
+    cluster when any of its features is (the membership ``compare`` counts)."""
+    from featdisco.analysis.activations import load_activations
+
+    act = load_activations(run_dir)
+    people = labelled_responses(run_dir).set_index("piece_id")["refusal"]
+    refusal = act.pieces["piece_id"].map(people).fillna(False).to_numpy(dtype=bool)
+    is_resp = (act.pieces["kind"] == "response").to_numpy()
+    members = (act.piece_matrix[:, cluster_id].toarray().ravel() > 0) & is_resp
+    return int((members & refusal).sum()), int(members.sum()), int((is_resp & refusal).sum())
+
+
 def top_difference(run_dir: str | Path, by: str = "model") -> tuple[pd.Series, pd.DataFrame] | None:
     """The top row of ``compare --by <by>`` (ranked significant-first by effect size) and
     its per-group rates, or None when the run has no cluster to compare."""
@@ -283,6 +297,10 @@ def print_findings(run_dir: Path, say: Any, agree: Agreement, question: str, sca
         paired = f", paired McNemar q = {row['paired_q']:.3g}" if "paired_q" in row and row["paired_q"] == \
             row["paired_q"] else ""
         say(f"  {row['test']} p = {row['p_value']:.3g}, BH q = {row['q_value']:.3g}{paired}")
+        if row["kind"] == "response":
+            nr, n, total = cluster_refusals(run_dir, int(row["cluster_id"]))
+            say(f"  people's labels: {nr} of its {n} pieces are refusals (full or partial), "
+                f"{nr} of the {total} refusals in the run")
         hi = str(row["group_high"])
         quotes = cluster_quotes(run_dir, int(row["cluster_id"]), hi, scan_name, llm_options=llm_options)
         if quotes:
