@@ -151,14 +151,14 @@ def dictionary_edition(clusters: pa.Table, fitted: str | Path) -> DictionaryEdit
     """The edition of ``clusters``, the cluster table of the fitted run (or saved dictionary)
     ``fitted``: its fingerprint, and the edits the run had applied when its table was this
     one (None when the run's table is another now, e.g. an estimator's dictionary loaded
-    before an edit)."""
-    from featdisco.curation import edit_fates
+    before an edit, or when the folder does not say: a saved dictionary keeps no edits)."""
+    from featdisco.curation import APPLIED, edit_fates
 
     fp = table_fingerprint(clusters)
     table = Path(fitted) / "clusters.parquet"
-    same = table.exists() and table_fingerprint(pq.read_table(table)) == fp
+    known = (Path(fitted) / APPLIED).exists() and table.exists() and table_fingerprint(pq.read_table(table)) == fp
     return {"clusters": fp, "edits": [f["edit"] for f in edit_fates(Path(fitted)) if f["status"] == "applied"]
-            if same else None, "transformed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if known else None, "transformed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def edition_text(edition: DictionaryEdition) -> str:
