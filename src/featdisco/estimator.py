@@ -32,6 +32,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import Tags
 
 from featdisco.analysis.activations import Activations, load_activations
+from featdisco.analysis.provenance import dictionary_edition
 from featdisco.dictionary import Dictionary, group_unassigned
 from featdisco.embedders.base import Embedder
 from featdisco.errors import FeatdiscoError
@@ -421,7 +422,13 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
         inputs, transcripts = _split_source(X)
         pipe.run(inputs, read_options, transcripts, stages=ENCODE)
         if fitted_dir is not None:
-            pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()))
+            # which edition of the dictionary this data is assigned by: a later edit of the
+            # fitted run changes its clusters, not the ones this folder keeps
+            edition = dictionary_edition(dictionary.clusters, fitted_dir)
+            pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()), fitted_dictionary=edition)
+            if edition["edits"] is None and log is not None:
+                log(f"note: the clusters of {fitted_dir} changed since this dictionary was loaded; "
+                    "the data is assigned by the clusters loaded (load() the dictionary again for the new ones)")
         assignments, vectors = assign_run(pipe.dir, dictionary)
         if name_new and "unassigned" in assignments.column_names:
             # a pipeline of its own: the encoding one closed its cache and lock when it finished

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from featdisco.errors import FeatdiscoError
+from featdisco.llm.base import Usage
 from featdisco.llm.cache import CallCache
 from featdisco.llm.limits import TokenBucket, backoff_delay
-from featdisco.llm.prices import PriceTable
+from featdisco.llm.prices import PriceTable, estimate_input_tokens
 from tests.fakes.openai_server import FakeOpenAIServer, FakeRequest, Reply, echo_features
 from tests.llm.conftest import make_engine, requests_for
 
@@ -104,6 +105,28 @@ def test_max_cost_stops_cleanly_and_keeps_work(fake: FakeOpenAIServer, cache: Ca
     more = make_engine(fake, cache, prices=prices, max_cost=100.0)
     assert all(r.status == "ok" for r in more.run_sync(requests_for(texts)))
     assert fake.total == len(texts) - len(done)
+
+
+def test_max_cost_holds_back_a_call_only_when_the_cap_would_really_be_passed(fake: FakeOpenAIServer) -> None:
+    """Each call in flight counts at its estimate (max_tokens of output until replies are
+    seen), far above what its short reply costs. A call that would pass the cap only with
+    those estimates was held back, and every call after it: a $1 cap stopped after $0.11,
+    with 57 of 60 calls held back. Now such a call waits for the calls in flight, and is held
+    back only when the money left is less than it may cost."""
+    prices = PriceTable({"gpt-4o-mini": [1000.0, 1000.0]})  # $0.001 a token
+    requests = requests_for([f"piece {i}" for i in range(60)])
+    engine = make_engine(fake, None, prices=prices, max_cost=1.0, concurrency=4)
+    results = engine.run_sync(requests)
+    held = [r for r in results if r.status == "skipped_budget"]
+    sent = [r for r in results if r.status == "ok"]
+    assert held and len(sent) + len(held) == len(requests) and fake.total == len(sent)
+    assert engine.spent <= 1.0
+    worst = max(prices.cost("openai", "gpt-4o-mini", Usage(estimate_input_tokens(r), r.sampling.max_tokens)) or 0.0
+                for r in requests)
+    assert 1.0 - engine.spent < worst  # it stopped when one more call could pass the cap, not long before
+    assert engine.last_summary.skipped_budget == len(held)  # the count reported
+    assert f"{len(held)} skipped at a cost limit" in str(engine.last_summary)
+    assert held[0].message == "not sent: the cost cap $1.0 was reached"
 
 
 def test_max_cost_needs_a_price(fake: FakeOpenAIServer) -> None:

@@ -59,6 +59,19 @@ class Activations:
         """Boolean mask over clusters of one kind."""
         return np.asarray(self.clusters["kind"].to_numpy() == kind)
 
+    @property
+    def hidden_mask(self) -> np.ndarray:
+        """Boolean mask over clusters a researcher hid (``featdisco edit RUN hide ID``: the
+        cluster table's ``hidden`` column): the analyses that test clusters leave them out."""
+        if "hidden" not in self.clusters:
+            return np.zeros(len(self.clusters), dtype=bool)
+        return np.asarray(self.clusters["hidden"].fillna(False).to_numpy(dtype=bool))
+
+    @property
+    def hidden_ids(self) -> list[int]:
+        """The ids of the hidden clusters, ascending."""
+        return [int(c) for c in np.flatnonzero(self.hidden_mask)]
+
     def column(self, name: str) -> pd.Series:
         """A piece column (any column of pieces.parquet), or a metadata path: ``category``,
         ``metadata.category`` or a dotted path into nested metadata (``metadata.judge.score``)."""
@@ -292,17 +305,20 @@ def frequency(act: Activations) -> pd.DataFrame:
 
 def write_analysis(run_dir: str | Path, name: str, df: pd.DataFrame, *, command: str | None = None,
                    args: Mapping[str, object] | None = None, extra: dict[str, pd.DataFrame] | None = None,
-                   depends: str = "members") -> Path:
+                   depends: str = "members", hidden: list[int] | None = None,
+                   hidden_kinds: list[str] | None = None) -> Path:
     """Write ``analysis_<name>.parquet`` (and ``analysis_<name><suffix>.parquet`` for each of
     ``extra``) atomically into the run directory, under its lock, recorded with the
     fingerprint of what it ``depends`` on (the clusters' members; ``labels`` when the result
     depends on the clusters' names too), ``args`` and ``command``
-    (:mod:`featdisco.analysis.provenance`). The paths go into ``df.attrs["written"]`` for
-    the CLI to print."""
+    (:mod:`featdisco.analysis.provenance`). ``hidden``: for an analysis that left the
+    hidden clusters out, their ids (recorded, so that hiding or showing one makes it stale);
+    ``hidden_kinds``: the kinds it tests, when not all.
+    The paths go into ``df.attrs["written"]`` for the CLI to print."""
     from featdisco.analysis.provenance import write_analysis as write_recorded
 
     paths = write_recorded(run_dir, name, {"": df, **(extra or {})}, command=command or name, args=args or {},
-                           depends=depends)
+                           depends=depends, hidden=hidden, hidden_kinds=hidden_kinds)
     df.attrs["written"] = [str(p) for p in paths]
     return paths[0]
 

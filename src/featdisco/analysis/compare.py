@@ -57,7 +57,9 @@ def prompt_keys(act: Activations) -> pd.Series:
 def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: list[str] | None = None,
                    min_count: int = 1, alpha: float = 0.05, paired: bool | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary per cluster ranked by effect, rates per cluster × group)."""
+    """(summary per cluster ranked by effect, rates per cluster × group). Clusters a
+    researcher hid are neither tested nor counted in the Benjamini–Hochberg correction;
+    ``attrs["hidden_left_out"]``: their ids."""
     if unit not in ("piece", "transcript"):
         raise FeatdiscoError(f"--unit must be piece or transcript, got {unit!r}")
     if not 0 < alpha < 1:
@@ -79,8 +81,9 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     rates: list[_GroupRate] = []
     summary: list[_Difference] = []
     skipped: dict[str, str] = {}  # kind → the only group that has pieces of it
+    hidden = act.hidden_mask
     for kind in sorted(set(kinds)):
-        cols = np.nonzero(act.kind_mask(kind))[0]
+        cols = np.nonzero(act.kind_mask(kind) & ~hidden)[0]
         if len(cols) == 0:
             continue
         counts, ns, presence = _group_counts(act, kinds == kind, gvals, keys, present, cols, unit)
@@ -109,6 +112,9 @@ def compare_groups(act: Activations, by: str, *, unit: str = "piece", groups: li
     df = df.sort_values(["significant", "abs_log2_ratio", "p_value"], ascending=[False, False, True])
     df = df.drop(columns="abs_log2_ratio").reset_index(drop=True)
     df.attrs["kinds_not_compared"] = skipped
+    compared = sorted(set(kinds) - set(skipped))  # the kinds whose clusters were tested
+    df.attrs["hidden_kinds"] = compared
+    df.attrs["hidden_left_out"] = [c for c in act.hidden_ids if act.clusters["kind"].iloc[c] in compared]
     return df, pd.DataFrame(rates)
 
 
@@ -261,7 +267,8 @@ def run_compare(run_dir: str | Path, by: str, *, unit: str = "piece", groups: li
         paired_flag = {} if paired is None else {"paired" if paired else "unpaired": True}
         write_analysis(run_dir, name, df, extra={"_rates": rates.assign(by=by)}, command="compare",
                        args={"by": by, "unit": unit, "groups": groups, "min_count": min_count, "alpha": alpha,
-                             **paired_flag})
+                             **paired_flag}, hidden=df.attrs["hidden_left_out"],
+                       hidden_kinds=df.attrs["hidden_kinds"])
     missing = act.column(by).isna().to_numpy()
     # counted in the unit compared: with --unit transcript, transcripts are what is left out
     df.attrs["no_value"] = (int(act.pieces["transcript_id"][missing].nunique()) if unit == "transcript"

@@ -46,21 +46,26 @@ def cooccurrence(matrix: sparse.csr_matrix, *, min_support: int = 5,
 
 def cooccurrence_table(act: Activations, *, levels: tuple[str, ...] = ("piece", "transcript"),
                        min_support: int = 5, alpha: float = 0.05) -> pd.DataFrame:
-    """Both levels in one table (column ``level``), ranked by NPMI within each level."""
+    """Both levels in one table (column ``level``), ranked by NPMI within each level. Pairs
+    with a cluster a researcher hid are neither tested nor counted in the Benjamini–Hochberg
+    correction; ``attrs["hidden_left_out"]``: the hidden clusters' ids."""
+    # a hidden cluster's column emptied: it meets no cluster, and the units stay all of them
+    shown = sparse.diags((~act.hidden_mask).astype(np.int32), dtype=np.int32)
     frames = []
     for level in levels:
         if level == "piece":
             # per kind, so a pair's chance rate is computed over pieces where both could occur
             for kind in sorted(set(act.pieces["kind"])):
                 rows = np.nonzero(act.pieces["kind"].to_numpy() == kind)[0]
-                df = cooccurrence(act.piece_matrix, min_support=min_support, rows=rows)
+                df = cooccurrence(act.piece_matrix @ shown, min_support=min_support, rows=rows)
                 frames.append(df.assign(level="piece"))
         elif level == "transcript":
-            frames.append(cooccurrence(act.transcript_matrix, min_support=min_support)
+            frames.append(cooccurrence(act.transcript_matrix @ shown, min_support=min_support)
                           .assign(level="transcript"))
         else:
             raise FeatdiscoError(f"unknown co-occurrence level {level!r}; use piece or transcript")
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    df.attrs["hidden_left_out"] = act.hidden_ids
     if df.empty:
         return df
     df["q_value"] = np.nan
@@ -76,7 +81,9 @@ def cooccurrence_table(act: Activations, *, levels: tuple[str, ...] = ("piece", 
     cols = ["level", "cluster_a", "kind_a", "label_a", "cluster_b", "kind_b", "label_b", "together",
             "count_a", "count_b", "units", "expected", "lift", "pmi", "npmi", "p_value", "q_value",
             "significant"]
-    return df[cols].sort_values(["level", "npmi"], ascending=[True, False]).reset_index(drop=True)
+    out = df[cols].sort_values(["level", "npmi"], ascending=[True, False]).reset_index(drop=True)
+    out.attrs["hidden_left_out"] = act.hidden_ids
+    return out
 
 
 def run_cooccurrence(run_dir: str | Path, *, levels: tuple[str, ...] = ("piece", "transcript"),
@@ -88,5 +95,6 @@ def run_cooccurrence(run_dir: str | Path, *, levels: tuple[str, ...] = ("piece",
 
         level = "both" if set(levels) == {"piece", "transcript"} else "+".join(levels)
         write_analysis(run_dir, analysis_name("cooccurrence", {"level": level}, {"level": "both"}), df,
-                       command="cooccur", args={"level": level, "min_support": min_support})
+                       command="cooccur", args={"level": level, "min_support": min_support},
+                       hidden=df.attrs["hidden_left_out"])
     return df

@@ -93,7 +93,8 @@ def probe_data(act: Activations, kind: str, *, n_targets: int = 1000, context: s
     """Samples are the pieces of ``kind``; features the user clusters of the user turn just
     before each one (``context='turn'``) or of every user turn in its transcript
     (``'transcript'``); targets the ``n_targets`` most frequent clusters of ``kind`` with at
-    least ``min_positives`` pieces."""
+    least ``min_positives`` pieces, leaving out the clusters a researcher hid (they stay
+    inputs: what the user asked is still there)."""
     if context not in ("turn", "transcript"):
         raise FeatdiscoError(f"context must be 'turn' or 'transcript', got {context!r}")
     pieces = act.pieces
@@ -117,7 +118,7 @@ def probe_data(act: Activations, kind: str, *, n_targets: int = 1000, context: s
         X = (agg @ user_matrix)[trow[rows]]
     X = sparse.csr_matrix(X, dtype=np.float64)
     X.data[:] = 1.0
-    target_cols = np.nonzero(act.kind_mask(kind))[0]
+    target_cols = np.nonzero(act.kind_mask(kind) & ~act.hidden_mask)[0]  # a hidden cluster is no target
     counts = np.asarray(act.piece_matrix[rows][:, target_cols].getnnz(axis=0))
     order = np.argsort(-counts, kind="stable")
     chosen = [c for c in order if counts[c] >= min_positives][:n_targets]
@@ -301,6 +302,9 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
                              "nothing to probe (lower --min-positives?)")
     df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["kind", "f1_lift"], ascending=[True, False], na_position="last").reset_index(drop=True)
+    probed = sorted(k for k in kinds if k in present)
+    hidden = [c for c in act.hidden_ids if act.clusters["kind"].iloc[c] in probed]  # left out as targets
+    df.attrs["hidden_left_out"] = hidden
     if write:
         from featdisco.analysis.provenance import analysis_name
 
@@ -308,7 +312,7 @@ def run_probes(run_dir: str | Path, *, n_targets: int = 1000, kinds: tuple[str, 
                        command="probe", args={"targets": n_targets, "context": context,
                                               "class_weight": class_weight or "none", "C": C,
                                               "test_size": test_size, "min_positives": min_positives,
-                                              "seed": seed})
+                                              "seed": seed}, hidden=hidden, hidden_kinds=probed)
     return df
 
 

@@ -19,6 +19,17 @@ computes it again. What the fingerprint covers is the entry's ``depends``:
   the clusters, names included, they read as stale until rerun, never as current by mistake.
 - ``pieces`` (a scan of a question of your own): ``pieces.parquet`` only.
 
+Which clusters a researcher hid (``featdisco edit RUN hide ID``: the cluster table's
+``hidden`` column) is in none of these fingerprints: the table is hashed as if none were
+hidden, so hiding leaves an analysis whose numbers do not depend on it (frequency,
+stability, the hierarchy, ...) current. An analysis that leaves the hidden clusters out of
+its tests and their correction (compare, cooccur, probes; ``ask`` shows its planner only
+the clusters not hidden) records their ids (``hidden``); it is current only while the same
+clusters are hidden, so hiding another makes it stale and showing it again (``featdisco
+edit RUN drop N``) makes it current again. An entry without ``hidden`` was written before
+hidden clusters were left out; its fingerprint matches only if none was hidden when it was
+written, so it is checked as computed with none hidden.
+
 After an edit or a rerun changes what an analysis depends on, its fingerprint no longer
 matches, so ``featdisco status --json`` and the report say it is stale and how to refresh
 it. Runs of one command with other arguments get their own name (:func:`analysis_name`)
@@ -53,6 +64,10 @@ NAME_COLUMNS = frozenset({"label", "description", "auto_label", "interest", "int
 # The columns that measure how near members are to their centroid, not which they are: a
 # rerun that reclusters into the same clusters changes only these.
 CENTROID_COLUMNS = frozenset({"similarity", "min_similarity"})
+# The column a hide edit sets: hashed as all False (as if nothing were hidden), so that a
+# fingerprint taken before hiding, or before this column was left out, still matches; an
+# analysis that depends on it records the hidden ids instead (see the module's docstring).
+HIDDEN_COLUMN = "hidden"
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -107,11 +122,70 @@ def _table_hash(path: str, size: int, mtime_ns: int, leave_out: frozenset[str]) 
     rename) in every column but ``leave_out``; cached per file version, as the report asks
     once per scan."""
     keep = [n for n in pq.read_schema(path).names if n not in leave_out]
-    table = pq.read_table(path, columns=keep).combine_chunks().replace_schema_metadata(None)
+    table = pq.read_table(path, columns=keep)
+    if HIDDEN_COLUMN in table.column_names:
+        i = table.column_names.index(HIDDEN_COLUMN)
+        table = table.set_column(i, table.field(i), pa.array([False] * table.num_rows, table.field(i).type))
+    return table_fingerprint(table)
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """The hash of a table's values, every column (not of the bytes of a file holding it)."""
+    table = table.combine_chunks().replace_schema_metadata(None)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
+
+
+class DictionaryEdition(TypedDict):
+    """Which edition of a fitted run's cluster dictionary a transform assigned new data by
+    (the manifest's ``fitted_dictionary`` in a transform's output)."""
+
+    clusters: str  # :func:`table_fingerprint` of the cluster table used: ids, names, hidden flags
+    edits: list[str] | None  # the edits applied to it (`featdisco edit RUN list`); None: not known
+    transformed: str
+
+
+def dictionary_edition(clusters: pa.Table, fitted: str | Path) -> DictionaryEdition:
+    """The edition of ``clusters``, the cluster table of the fitted run (or saved dictionary)
+    ``fitted``: its fingerprint, and the edits the run had applied when its table was this
+    one (None when the run's table is another now, e.g. an estimator's dictionary loaded
+    before an edit, or when the folder does not say: a saved dictionary keeps no edits)."""
+    from featdisco.curation import APPLIED, edit_fates
+
+    fp = table_fingerprint(clusters)
+    table = Path(fitted) / "clusters.parquet"
+    known = (Path(fitted) / APPLIED).exists() and table.exists() and table_fingerprint(pq.read_table(table)) == fp
+    return {"clusters": fp, "edits": [f["edit"] for f in edit_fates(Path(fitted)) if f["status"] == "applied"]
+            if known else None, "transformed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def edition_text(edition: DictionaryEdition) -> str:
+    """The edits of an edition in words: ``as fitted, no edit``, ``2 edits applied (merge 1 2;
+    hide 5)``."""
+    edits = edition["edits"]
+    if edits is None:
+        return "edits unknown"
+    if not edits:
+        return "as fitted, no edit"
+    return f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied ({'; '.join(edits)})"
+
+
+def dictionary_changed(run_dir: str | Path) -> str | None:
+    """For a transform's output: a warning when the fitted run's clusters are not the ones
+    the transform assigned by any more (an edit, or a rerun, since), saying which edits
+    applied then and now; None when they are the same, and for a run fitted in place."""
+    run = RunDir(run_dir)
+    used, fitted = run.manifest.get("fitted_dictionary"), run.manifest.get("fitted_run")
+    if not used or not fitted or not (Path(str(fitted)) / "clusters.parquet").exists():
+        return None
+    now = dictionary_edition(pq.read_table(Path(str(fitted)) / "clusters.parquet"), str(fitted))
+    if now["clusters"] == used.get("clusters"):
+        return None
+    return (f"the clusters of {fitted} changed since this transform ({used.get('transformed')}): it assigned "
+            f"by them with {edition_text(used)}, they have {edition_text(now)} now; this folder keeps the "
+            "clusters it used: transform again to use the new ones")
 
 
 def fingerprint_for(run: RunDir, depends: str) -> str | None:
@@ -125,6 +199,17 @@ def fingerprint_for(run: RunDir, depends: str) -> str | None:
     if depends == "pieces":
         return pieces_fingerprint(run)
     return None
+
+
+def hidden_clusters(run: RunDir, kinds: Sequence[str] | None = None) -> list[int]:
+    """The ids of the clusters hidden now (``featdisco edit RUN hide ID``), of ``kinds``
+    (None: of every kind), ascending."""
+    path = _cluster_table(run)
+    if path is None or HIDDEN_COLUMN not in pq.read_schema(path).names:
+        return []
+    t = pq.read_table(path, columns=["cluster_id", "kind", HIDDEN_COLUMN]).to_pydict()
+    return sorted(int(c) for c, k, h in zip(t["cluster_id"], t["kind"], t[HIDDEN_COLUMN], strict=True)
+                  if h and (kinds is None or k in kinds))
 
 
 def pieces_fingerprint(run: RunDir) -> str | None:
@@ -174,28 +259,47 @@ def command_line(command: str, run_dir: str | Path, args: Mapping[str, Any]) -> 
 
 
 def write_analysis(run_dir: str | Path, name: str, frames: Mapping[str, pd.DataFrame | pa.Table], *,
-                   command: str, args: Mapping[str, Any], depends: str = "members") -> list[Path]:
+                   command: str, args: Mapping[str, Any], depends: str = "members",
+                   hidden: Sequence[int] | None = None, hidden_kinds: Sequence[str] | None = None) -> list[Path]:
     """Write each frame as ``analysis_<file>.parquet`` (the first under ``name`` itself, e.g.
     ``{"": df, "_rates": rates}``) under the run's lock, and record them in the manifest
     with the fingerprint of what they ``depends`` on, ``args`` and the command that
-    refreshes them."""
+    refreshes them. ``hidden``: the ids of the hidden clusters the analysis left out (None:
+    it does not depend on which are hidden), recorded in the manifest entry and, as
+    ``hidden_clusters_left_out``, in the first table's metadata; ``hidden_kinds``: the kinds
+    of cluster it tests, when not every kind (the hidden ones of other kinds do not matter)."""
     with open_run(run_dir, write=True) as run:
         paths = []
-        for suffix, frame in frames.items():
+        for i, (suffix, frame) in enumerate(frames.items()):
             table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+            if i == 0 and hidden is not None:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                       b"hidden_clusters_left_out": hidden_note(hidden).encode()})
             paths.append(run.write_table(f"analysis_{name}{suffix}.parquet", table))
-        record(run, name, [p.name for p in paths], command=command, args=args, depends=depends)
+        record(run, name, [p.name for p in paths], command=command, args=args, depends=depends, hidden=hidden,
+               hidden_kinds=hidden_kinds)
     return paths
 
 
+def hidden_note(hidden: Sequence[int]) -> str:
+    """What an analysis says of the hidden clusters it left out: how many, and which."""
+    if not hidden:
+        return "0"
+    return f"{len(hidden)} (ids {', '.join(map(str, sorted(hidden)))}): not tested, not counted in the correction"
+
+
 def record(run: RunDir, name: str, files: Sequence[str], *, command: str, args: Mapping[str, Any],
-           depends: str = "members") -> None:
+           depends: str = "members", hidden: Sequence[int] | None = None,
+           hidden_kinds: Sequence[str] | None = None) -> None:
     """The manifest entry of one stored result (the caller holds the run's lock); ``depends``
-    is one of :data:`DEPENDS`."""
+    is one of :data:`DEPENDS`; ``hidden``: the ids of the hidden clusters (of ``hidden_kinds``,
+    None: of every kind) when the result depends on which are hidden (None when it does not)."""
     if depends not in DEPENDS:
         raise ValueError(f"depends must be one of {', '.join(DEPENDS)}, not {depends!r}")
     fp = fingerprint_for(run, depends)
     run.merge(SECTION, {name: {"files": list(files), "depends": depends, "fingerprint": fp,
+                               "hidden": None if hidden is None else sorted(int(c) for c in hidden),
+                               "hidden_kinds": None if hidden_kinds is None else sorted(hidden_kinds),
                                "args": {k: v for k, v in args.items() if not k.startswith("_")},
                                "command": command_line(command, run.path, args),
                                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
@@ -211,6 +315,8 @@ class AnalysisStatus(TypedDict):
     args: dict[str, object]  # as recorded (JSON)
     command: str | None  # what refreshes it
     written: str | None
+    hidden: NotRequired[list[int]]  # the hidden clusters it left out, when it depends on them
+    reason: NotRequired[str]  # why it is stale, where its fingerprint matches: other clusters hidden now
     note: NotRequired[str]
 
 
@@ -222,6 +328,7 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
     with no command."""
     run = RunDir(run_dir)
     now: dict[str, str | None] = {}
+    hidden_now: dict[tuple[str, ...] | None, list[int]] = {}  # the kinds an entry tests → hidden ids of those
     entries = run.manifest.get(SECTION) or {}
     out: list[AnalysisStatus] = []
     claimed: set[str] = set()
@@ -233,15 +340,33 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
         fp, depends = e.get("fingerprint"), str(e.get("depends", LEGACY_DEPENDS))
         if depends not in now:
             now[depends] = fingerprint_for(run, depends)
-        out.append({"name": name, "files": files, "current": fp is not None and fp == now[depends],
-                    "depends": depends, "args": e.get("args") or {},
-                    "command": _here(e.get("command"), run.path), "written": e.get("written")})
+        entry: AnalysisStatus = {"name": name, "files": files, "current": fp is not None and fp == now[depends],
+                                 "depends": depends, "args": e.get("args") or {},
+                                 "command": _here(e.get("command"), run.path), "written": e.get("written")}
+        hidden = e.get("hidden", [])  # absent: written before hidden clusters were left out (see above)
+        if hidden is not None:
+            kinds = e.get("hidden_kinds")
+            key = None if kinds is None else tuple(sorted(kinds))
+            if key not in hidden_now:
+                hidden_now[key] = hidden_clusters(run, key)
+            entry["hidden"] = sorted(int(c) for c in hidden)
+            if entry["current"] and entry["hidden"] != hidden_now[key]:
+                entry["current"] = False
+                entry["reason"] = f"computed with {_ids(entry['hidden'])} hidden, {_ids(hidden_now[key])} now"
+        out.append(entry)
     for path in sorted(run.path.glob("analysis_*.parquet")):
         if path.name not in claimed:
             out.append({"name": path.stem.removeprefix("analysis_"), "files": [path.name], "current": False,
                         "depends": LEGACY_DEPENDS, "args": {}, "command": None, "written": None,
                         "note": "written before provenance was kept: rerun its command"})
     return out
+
+
+def _ids(ids: Sequence[int]) -> str:
+    """Hidden cluster ids in words: ``no cluster``, ``cluster 3``, ``clusters 3, 5``."""
+    if not ids:
+        return "no cluster"
+    return ("cluster " if len(ids) == 1 else "clusters ") + ", ".join(map(str, ids))
 
 
 def _here(command: object, run_dir: Path) -> str | None:

@@ -275,6 +275,11 @@ def transform_cmd(
     n_features = act.features.num_rows if act.features is not None else 0
     console.print(f"{m.shape[0]:,} pieces, {n_features:,} features; {active:,} pieces activate "
                   f"at least one of {act.n_clusters:,} clusters ({m.nnz:,} activations). Written to {output}/")
+    from featdisco.analysis.provenance import edition_text
+    from featdisco.rundir import RunDir
+
+    if edition := RunDir(output).manifest.get("fitted_dictionary"):
+        console.print(f"dictionary: the clusters of {run_dir}, {edition_text(edition)}", markup=False)
     from featdisco.cli.run import print_new_clusters
 
     print_new_clusters(output)

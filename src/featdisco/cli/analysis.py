@@ -44,10 +44,13 @@ ShowPrivateOpt = Annotated[bool, typer.Option(
 
 def output_for(run_dir: Path, json_: bool, csv_: bool, min_transcripts: int | None, show_private: bool) -> Output:
     """The command's output, leaving out rows about hidden clusters (and saying how many)."""
+    from featdisco.analysis.provenance import dictionary_changed
     from featdisco.analysis.visibility import visibility
 
     check_run_dir(run_dir)
     out = Output.of(json_, csv_)
+    if (changed := dictionary_changed(run_dir)) is not None:  # a transform's output, its dictionary edited since
+        out.say(f"warning: {changed}")
     vis = visibility(run_dir, min_transcripts=min_transcripts, show_private=show_private)
     if (note := vis.note()) is not None:
         out.say(note)
@@ -78,6 +81,12 @@ def with_output(fn: Callable[..., None]) -> Callable[..., None]:
     command.__signature__ = sig.replace(parameters=all_params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in all_params} | {"return": None}
     return command
+
+
+def left_out(out: Output, df: Any, what: str) -> None:
+    """How many hidden clusters the analysis left out (``featdisco edit RUN hide ID``), when any."""
+    if n := len(df.attrs.get("hidden_left_out") or []):
+        out.say(f"{n:,} hidden cluster{'s' if n != 1 else ''} left out: {what}")
 
 
 def wrote(out: Output, df: Any) -> None:
@@ -128,6 +137,7 @@ def probe_cmd(
     df = run_probes(run_dir, n_targets=targets, context=context, test_size=test_size, seed=seed, C=C,
                     class_weight=None if class_weight == "none" else class_weight,
                     min_positives=min_positives, n_jobs=jobs)
+    left_out(out, df, "not probed as targets, not counted in the correction")
     out.rows(summarize_probes(df), ["kind", "targets", "fitted", "beat_baseline", "beat_null", "beat_by_0.1", "median_f1",
                                     "median_baseline_f1", "median_lift_of_winners"], "probe summary", 10,
              primary=False)
@@ -161,6 +171,7 @@ def compare_cmd(
                      min_count=min_count, alpha=alpha, paired=paired)
     n_sig = int(df["significant"].sum())
     out.say(f"{len(df):,} clusters compared by {by!r}; {n_sig:,} differ at FDR {alpha}")
+    left_out(out, df, "not tested, not counted in the correction")
     for kind, only in (df.attrs.get("kinds_not_compared") or {}).items():
         out.say(f"{kind} clusters not compared: only {only} has {kind} pieces")
     if (mc := int((df["test"] == "chi2-exact-mc").sum())):
@@ -189,6 +200,7 @@ def cooccur_cmd(
 
     levels = ("piece", "transcript") if level == "both" else (level,)
     df = run_cooccurrence(run_dir, levels=levels, min_support=min_support)
+    left_out(out, df, "their pairs not tested, not counted in the correction")
     n = out.limit(top, 20)
     if df.empty:
         out.say(f"no pair co-occurs {min_support}+ times")

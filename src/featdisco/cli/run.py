@@ -12,7 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from featdisco.analysis.provenance import analyses_status, stale_reason
+from featdisco.analysis.provenance import (
+    analyses_status,
+    dictionary_changed,
+    edition_text,
+    stale_reason,
+)
 from featdisco.cli.common import INCOMPLETE_EXIT, console, err_console, exit_if_failed
 from featdisco.cli.tables import Output
 from featdisco.cluster_ids import id_history
@@ -236,7 +241,8 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
         doc = {"run": str(run_dir), "created": m.get("created"), "updated": m.get("updated"),
                "in_progress_pid": holder, "config": m.get("config") or {},
                **run_totals(m, run_dir).as_dict(), "analyses": analyses_status(run_dir),
-               "pending_edits": [f for f in edit_fates(rd.path) if f["status"] == PENDING]}
+               "pending_edits": [f for f in edit_fates(rd.path) if f["status"] == PENDING],
+               "dictionary_changed": dictionary_changed(run_dir)}
         if (ids := id_history(run_dir)) is not None:  # stable ids: the retired ones and where they went
             doc["cluster_ids"] = ids
         sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
@@ -251,6 +257,10 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
                   f"{cfg.get('embedder') or DEFAULT_EMBEDDER}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
     render_summary(run_dir, Output())
+    if (edition := m.get("fitted_dictionary")) is not None:  # a transform's output
+        console.print(f"dictionary: the clusters of {m.get('fitted_run')}, {edition_text(edition)}", markup=False)
+    if (changed := dictionary_changed(run_dir)) is not None:
+        console.print(f"warning: {changed}", markup=False)
     for fate in edit_fates(rd.path):
         if fate["status"] == PENDING:
             console.print(f"edit {fate['index']} ({fate['edit']}) is {PENDING}: the clusters, analyses and report "
@@ -258,4 +268,5 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     for a in analyses_status(run_dir):
         if not a["current"]:
             how = f"refresh: {a['command']}" if a["command"] else a.get("note", "")
-            console.print(f"stale analysis {a['name']} ({stale_reason(a['depends'])}); {how}", markup=False)
+            why = a.get("reason") or stale_reason(a["depends"])
+            console.print(f"stale analysis {a['name']} ({why}); {how}", markup=False)

@@ -608,7 +608,7 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
     table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
         {k: v.encode() for k, v in meta.items()})
     result.paths.insert(1, run.write_table(f"analysis_ask_{name}.parquet", table))
-    from featdisco.analysis.provenance import record
+    from featdisco.analysis.provenance import hidden_clusters, record
 
     run = RunDir(run.path)  # re-read: the engine's use was recorded in the manifest since
     run.merge("asks", {name: {
@@ -620,4 +620,5 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
     # refreshed by this command) once the clusters or their names change
     record(run, f"ask_{name}", [p.name for p in result.paths], command="ask",
            args={"_question": result.question, "name": name, "max_sample": provenance["max_sample"],
-                 "seed": provenance["seed"]}, depends="labels")
+                 "seed": provenance["seed"]}, depends="labels",
+           hidden=hidden_clusters(run))  # its planner is shown the clusters not hidden

@@ -26,7 +26,10 @@ Why it is built this way:
   stage slowed by timeouts or 429s says so.
 * Under ``max_cost`` a call starts only if the money already spent, plus the estimated cost
   of the calls in flight and of this one, stays within the cap; so the run stops at the cap,
-  not one concurrency's worth of calls after it. ``budget`` is the same check over every
+  not one concurrency's worth of calls after it. A call that would pass it only because of
+  the calls in flight waits for them (their estimates are usually far above what they
+  cost) and is held back only if it would pass the cap with none in flight; each held-back
+  call is counted (``skipped_budget``). ``budget`` is the same check over every
   invocation of the run (what the ledger says was spent before this engine, plus its own);
   reaching it raises :class:`BudgetReached` once the run's remaining calls are set aside.
 * With an :class:`Account`, every finished call is written to the cache file's usage ledger
@@ -189,8 +192,9 @@ class CallEngine:
         self.account = account
         self._stopped_by: str | None = None  # "max_cost" or "budget"
         self._spent = 0.0
-        self._reserved = 0.0
-        self._stopped = False
+        self._reserved = 0.0  # the estimated cost of the calls in flight
+        self._in_flight = 0
+        self._settled = asyncio.Event()  # set (and replaced) each time a call in flight ends
         self._fatal: LLMError | None = None
         self._reached = False  # some call has had an answer from the server
         self._mean_out: float | None = None
@@ -225,16 +229,25 @@ class CallEngine:
             acc.spent_before = legacy + cache.spent(acc.run) - self._spent
         cache.scope = acc.scope
 
-    def _over_cap(self, est: float) -> bool:
-        """Whether a call estimated at ``est`` USD would pass ``max_cost`` or the budget."""
+    def _over_cap(self, est: float) -> str | None:
+        """The limit (``max_cost`` or ``budget``) a call estimated at ``est`` USD would pass,
+        with what was spent and the estimates of the calls in flight; None if neither."""
         ahead = self._spent + self._reserved + est
         if self.max_cost is not None and ahead > self.max_cost:
-            self._stopped_by = self._stopped_by or "max_cost"
-            return True
+            return "max_cost"
         if self.budget is not None and self.budget_spent - self._spent + ahead > self.budget:
-            self._stopped_by = self._stopped_by or "budget"
-            return True
-        return False
+            return "budget"
+        return None
+
+    async def _room_for(self, est: float) -> str | None:
+        """None once a call estimated at ``est`` USD fits under the limits; the limit it
+        would pass when it does not fit even with no other call in flight. While it fits
+        only if calls in flight cost less than their estimates, it waits for them to finish:
+        holding it back at once would count their estimates as spent, and stop a run far
+        below its cap (their replies are usually much shorter than ``max_tokens``)."""
+        while (limit := self._over_cap(est)) is not None and self._in_flight:
+            await self._settled.wait()
+        return limit
 
     def cap_limit(self) -> float | None:
         """The limit that stopped the calls (``max_cost`` or the budget)."""
@@ -442,21 +455,22 @@ class CallEngine:
         while True:
             capped = self.max_cost is not None or self.budget is not None
             est = self._attempt_cost(current) if capped else 0.0
-            if self._stopped or (capped and self._over_cap(est)):
-                self._stopped = True
-                what = ("the run's budget" if self._stopped_by == "budget"
-                        else "the cost cap") + f" ${self.cap_limit()} was reached"
+            if capped and (limit := await self._room_for(est)) is not None:
+                self._stopped_by = self._stopped_by or limit
+                what = ("the run's budget" if limit == "budget"
+                        else "the cost cap") + f" ${self.budget if limit == 'budget' else self.max_cost} was reached"
                 return CallResult(key, "skipped_budget", reason="budget", usage=usage,
                                   cost=cost, attempts=attempts, message=f"not sent: {what}")
-            if self._rpm is not None:
-                await self._rpm.acquire(1)
-            if self._tpm is not None:
-                await self._tpm.acquire(estimate_input_tokens(current)
-                                        + self._expected_output(current))
-            attempts += 1
-            self._reserved += est
+            self._reserved += est  # at once: a call let through while this one waits below counts it
+            self._in_flight += 1
             err: LLMError | None = None
             try:
+                if self._rpm is not None:
+                    await self._rpm.acquire(1)
+                if self._tpm is not None:
+                    await self._tpm.acquire(estimate_input_tokens(current)
+                                            + self._expected_output(current))
+                attempts += 1
                 async with asyncio.timeout(self.timeout):
                     resp = await self.backend.complete(current)
             except TimeoutError:
@@ -471,6 +485,9 @@ class CallEngine:
                 err = LLMError("backend-error", f"{type(e).__name__}: {e}"[:500], retryable=False)
             finally:
                 self._reserved -= est
+                self._in_flight -= 1
+                self._settled.set()  # wake the calls waiting for room under the cap
+                self._settled = asyncio.Event()
             if err is not None:
                 if err.reason == "rate-limit":  # "come back later", not "broken": see below
                     rate_limited += 1

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featdisco.analysis.activations import fitted_run, recounted_clusters
+from featdisco.analysis.provenance import dictionary_changed
 from featdisco.analysis.visibility import Visibility, run_min_transcripts
 from featdisco.curation import report_summary
 from featdisco.errors import FeatdiscoError
@@ -125,7 +126,8 @@ def _overview(run: Path, manifest: dict[str, Any], clusters: list[ClusterRow], n
         "findings": manifest.get("findings") or [],  # `featdisco demo findings`: what the report opens on
         "created": manifest.get("created"), "updated": manifest.get("updated"),
         # the same totals and words as `featdisco status` and the run summary
-        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note('"Show private clusters"')) else []),
+        "totals": totals.as_dict(), "headline": headline(totals) + ([note] if (note := vis.note('"Show private clusters"')) else [])
+        + ([f"Warning: {changed}"] if (changed := dictionary_changed(run)) else []),  # a transform's output
         "min_transcripts": vis.min_transcripts,
         "stages": [stage_cells(s) for s in totals.stages],
         "pieces": n_pieces, "transcripts": n_transcripts, "kinds": per_kind,

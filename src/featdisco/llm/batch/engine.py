@@ -115,8 +115,8 @@ class BatchEngine(FillingEngine):
         total = 0.0
         for i, (_, r) in enumerate(items):
             total += self._attempt_cost(r) * BATCH_PRICE_FACTOR
-            if self._over_cap(total):
-                self._stopped = True
+            if (limit := self._over_cap(total)) is not None:
+                self._stopped_by = self._stopped_by or limit
                 return items[:i], [k for k, _ in items[i:]]
         return items, []
 
