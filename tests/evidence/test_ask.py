@@ -270,3 +270,29 @@ def test_the_local_model_accepts_the_grammar_of_every_ask_reply() -> None:
                                                        schema_to_grammar(reply.json_schema()).encode(), b"root")
         assert sampler, f"llama.cpp rejected the grammar of {reply.__name__}"
         llama_cpp.llama_sampler_free(sampler)
+
+
+def test_evidence_and_citations_are_shown_in_the_pieces_own_words(run: Path, server: FakeOpenAIServer) -> None:
+    """The quote check forgives case and spacing ("i am  SORRY" finds "I am sorry"); what is shown
+    as a verified quote must still be the piece's words, not the LLM's copy of them."""
+    base = handler()
+
+    def shouting(req: FakeRequest) -> Reply:
+        reply = base(req)
+        if schema_name(req) == "ask_answer":  # the answerer re-cases and re-spaces what it cites
+            doc = json.loads(reply.content or "")
+            for c in doc["citations"]:
+                c["quote"] = "  ".join(c["quote"].upper().split())
+            reply = Reply(content=json.dumps(doc))
+        return reply
+
+    server.set_handler(shouting)
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    pieces = texts(run)
+    assert len(doc["citations"]) == 2
+    for c in doc["citations"]:
+        assert c["quote"] == pieces[c["piece_id"]][c["start"]:c["end"]] == SORRY
+    assert [e["quote"] for e in doc["steps"][0]["evidence"]] == [SORRY] * len(doc["steps"][0]["evidence"])
+    assert "I  AM" not in out and "i am  SORRY" not in out and SORRY in out

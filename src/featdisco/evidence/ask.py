@@ -382,9 +382,13 @@ def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, 
 
     spec = AnswerSpec()
     hits = rows[(rows["status"] == "ok") & rows["answer"].map(spec.positive) & (rows["verified"] == True)]  # noqa: E712
+    texts = piece_texts(RunDir(run_dir), hits["piece_id"].tolist())
     for _, g in hits.groupby("group", sort=True):  # a random few, not the first: no pick of the best
         for r in g.sample(min(len(g), EVIDENCE_PER_GROUP), random_state=seed).sort_index().itertuples():
-            out.evidence.append(Evidence(piece_id=r.piece_id, group=r.group, quote=r.quote))
+            # the piece's own words at the verified span, as the answer will be held to them
+            span, text = r.span, texts.get(r.piece_id)
+            quote = text[span["start"]:span["end"]] if isinstance(span, dict) and text is not None else r.quote
+            out.evidence.append(Evidence(piece_id=r.piece_id, group=r.group, quote=quote))
 
 
 def step_text(r: StepResult) -> str:
@@ -436,16 +440,23 @@ def check_numbers(answer: str, steps_text: str) -> tuple[list[str], list[str]]:
     return matched, unmatched
 
 
-def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[CheckedCitation], list[DroppedCitation]]:
-    """(citations whose quote is in their piece, with its span; the others, with why)."""
-    ids = sorted({c.piece_id for c in citations})
-    texts: dict[str, str] = {}
-    if ids:
-        import pyarrow.compute as pc
+def piece_texts(run: RunDir, piece_ids: Sequence[str]) -> dict[str, str]:
+    """The text of each of these pieces that the run has."""
+    ids = sorted(set(piece_ids))
+    if not ids:
+        return {}
+    import pyarrow.compute as pc
 
-        t = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "text"],
-                          filters=pc.field("piece_id").isin(ids))
-        texts = dict(zip(t.column("piece_id").to_pylist(), t.column("text").to_pylist(), strict=True))
+    t = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "text"],
+                      filters=pc.field("piece_id").isin(ids))
+    return dict(zip(t.column("piece_id").to_pylist(), t.column("text").to_pylist(), strict=True))
+
+
+def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[CheckedCitation], list[DroppedCitation]]:
+    """(citations whose quote is in their piece, with its span; the others, with why). A kept
+    citation's ``quote`` is the piece's own words at that span, not the LLM's copy of them:
+    the check forgives case, spacing and typographic marks, evidence shown must not."""
+    texts = piece_texts(run, [c.piece_id for c in citations])
     kept: list[CheckedCitation] = []
     dropped: list[DroppedCitation] = []
     for c in citations:
@@ -455,7 +466,8 @@ def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[Ch
             continue
         chk = check_quote(c.quote, str(text))
         if chk.verified and chk.span is not None:
-            kept.append(CheckedCitation(piece_id=c.piece_id, quote=c.quote, start=chk.span.start, end=chk.span.end))
+            kept.append(CheckedCitation(piece_id=c.piece_id, quote=str(text)[chk.span.start:chk.span.end],
+                                        start=chk.span.start, end=chk.span.end))
         else:
             dropped.append(DroppedCitation(piece_id=c.piece_id, quote=c.quote, why="quote not found in the piece"))
     return kept, dropped
