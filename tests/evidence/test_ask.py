@@ -296,3 +296,17 @@ def test_evidence_and_citations_are_shown_in_the_pieces_own_words(run: Path, ser
         assert c["quote"] == pieces[c["piece_id"]][c["start"]:c["end"]] == SORRY
     assert [e["quote"] for e in doc["steps"][0]["evidence"]] == [SORRY] * len(doc["steps"][0]["evidence"])
     assert "I  AM" not in out and "i am  SORRY" not in out and SORRY in out
+
+
+def test_a_plan_grouping_by_a_column_with_too_many_values_is_told_why(tmp_path: Path,
+                                                                      server: FakeOpenAIServer) -> None:
+    """With 13 models, ``model`` is no grouping column for ask (at most 12 groups); the plan's
+    problem, printed when the re-ask fails too, says so instead of "not a grouping column"."""
+    pieces = [PlantedPiece(f"t{i}", 1, "response", [0], model=f"model-{i}", text=f"Response {i}.")
+              for i in range(13)]
+    wide = write_run(tmp_path / "wide", pieces, [("response", "Answers directly")])
+    server.set_handler(handler(plans=[PLAN]))
+    code, out = ask(server, wide)
+    assert code == 3, out
+    assert "by 'model' has 13 values, more than ask groups by (12); `featdisco scan --by model` takes it" in out
+    assert "is not a grouping column" not in out

@@ -169,10 +169,12 @@ class Context:
     tools: tuple[str, ...]
     group_note: str
     hidden: frozenset[int] = frozenset()  # private, rare or hidden clusters: never shown to the LLM
+    wide: dict[str, int] = field(default_factory=dict)  # columns left out for too many values -> their count
 
 
-def grouping_columns(act: Any) -> dict[str, list[str]]:
-    """Piece columns and metadata keys with 2..MAX_GROUPS values: what ``by`` may name."""
+def grouping_columns(act: Any, wide: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """Piece columns and metadata keys with 2..MAX_GROUPS values: what ``by`` may name. Those
+    with more values are put in ``wide`` with their count, so a plan naming one is told why."""
     candidates = [c for c in ("model", "source", "format") if c in act.pieces.columns]
     if "metadata" in act.pieces.columns:
         keys: set[str] = set()
@@ -190,6 +192,8 @@ def grouping_columns(act: Any) -> dict[str, list[str]]:
         distinct = sorted({str(v) for v in values})
         if 2 <= len(distinct) <= MAX_GROUPS:
             out[c] = distinct
+        elif len(distinct) > MAX_GROUPS and wide is not None:
+            wide[c] = len(distinct)
     return out
 
 
@@ -200,7 +204,8 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
 
     hidden = visibility(run_dir, show_private=show_private).hidden
     act = load_activations(run_dir)
-    columns = grouping_columns(act)
+    wide: dict[str, int] = {}
+    columns = grouping_columns(act, wide)
     sizes = np.asarray(act.piece_matrix.getnnz(axis=0))
     kinds = act.pieces["kind"].value_counts().to_dict()
     rates: dict[int, dict[str, float]] = {}
@@ -226,7 +231,7 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
     tools: tuple[str, ...] = ("find", "scan", "compare", "cooccur")
     if not (RunDir(run_dir).file("embeddings.npy").exists() and RunDir(run_dir).file("strings.parquet").exists()):
         tools = ("scan", "compare", "cooccur")  # find embeds the query beside the run's strings
-    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden)
+    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden, wide)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -247,7 +252,9 @@ def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[AskSt
         if s.tool == "compare" and not s.by:
             problems.append(f"{where}: by is empty; give one of " + (", ".join(ctx.columns) or "(none)"))
         if s.by and s.tool in ("compare", "scan") and s.by not in ctx.columns:
-            problems.append(f"{where}: by {s.by!r} is not a grouping column; use one of "
+            why = (f"has {ctx.wide[s.by]} values, more than ask groups by ({MAX_GROUPS}); "
+                   f"`featdisco {s.tool} --by {s.by}` takes it" if s.by in ctx.wide else "is not a grouping column")
+            problems.append(f"{where}: by {s.by!r} {why}; use one of "
                             + (", ".join(ctx.columns) or "(none: leave by empty)"))
         if s.tool == "scan":
             filled["sample"] = min(s.sample or max_sample, max_sample)
