@@ -139,6 +139,18 @@ def test_bad_arguments_are_clear_errors(run: Path, server: FakeOpenAIServer) -> 
     assert server.total == 0
 
 
+def test_an_unknown_by_names_the_columns_scan_can_group_by(run: Path, server: FakeOpenAIServer) -> None:
+    """The error lists the run's piece columns (model, ...), as compare's does, not only the
+    few scan loads, nor the request text it adds as context."""
+    from featdisco.errors import FeatdiscoError
+
+    with pytest.raises(FeatdiscoError) as err:
+        scan(server, str(run), "--question", "Q", "--by", "vendor")
+    columns = str(err.value).split("columns: ", 1)[1].split(";")[0].split(", ")
+    on_disk = set(pq.ParquetFile(run / "pieces.parquet").schema_arrow.names) - {"text", "metadata"}
+    assert "model" in on_disk and set(columns) == on_disk  # "request" is not a column of the run
+    assert server.total == 0
+
 def test_a_cluster_becomes_the_question(run: Path, server: FakeOpenAIServer) -> None:
     """--cluster ID asks whether each piece of the cluster's kind shows its labelled behaviour."""
     code, out = scan(server, str(run), "--cluster", "0")

@@ -229,8 +229,8 @@ def select_pieces(run: RunDir, kinds: list[str] | None, sample: int | None, seed
         keep = sorted(random.Random(seed).sample(range(len(df)), sample))
         df = df.iloc[keep]
     df = df.reset_index(drop=True)
-    if by:
-        df["group"] = group_column(df, by)
+    if by:  # resolved on the run's own columns (not the request added above), named in any error
+        df["group"] = group_column(df.drop(columns=["request"]), by, pieces_path=path)
     return df
 
 
@@ -263,12 +263,14 @@ def context_block(request: str | None, max_tokens: int = 500) -> str:
             f"<request>\n{body}\n</request>\n\n")
 
 
-def group_column(pieces: pd.DataFrame, by: str) -> pd.Series:
-    """``by`` as a piece column or metadata key, resolved as ``compare`` resolves it."""
+def group_column(pieces: pd.DataFrame, by: str, pieces_path: Path | None = None) -> pd.Series:
+    """``by`` as a piece column or metadata key, resolved as ``compare`` resolves it; with
+    ``pieces_path`` (the file ``pieces`` was read from, ``by`` among its loaded columns when
+    it is one) an unknown ``by`` is answered with every column of that file."""
     from featdisco.analysis.activations import Activations
 
     act = Activations(pieces, pd.DataFrame(), [], sparse.csr_matrix((len(pieces), 0)),
-                      sparse.csr_matrix((0, 0)))
+                      sparse.csr_matrix((0, 0)), pieces_path=pieces_path)
     return act.column(by).astype(object)
 
 
