@@ -105,3 +105,19 @@ def test_a_file_that_yields_no_piece_is_named_with_the_fix(tmp_path: Path) -> No
     ok = run_cli("split", tmp_path / "d", "-o", tmp_path / "o.parquet", "--skip-bad")
     assert ok.returncode == 0, ok.stderr
     assert "skipped files: 1" in ok.stdout and "blank.jsonl: no user, thought or response text" in ok.stdout
+
+
+def test_an_empty_cell_in_a_detected_prompt_completion_table_is_an_empty_piece(tmp_path: Path) -> None:
+    """A failed generation leaves a completion cell empty (null in Parquet). The table is read
+    as with --map: that row's response is an empty piece, dropped and counted, rather than
+    the whole read stopping on "no prompt/response columns recognised; name them with --map"."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,completion\nhi,hello\nwhy is the sky blue?,\n,orphan answer\n")
+    out = tmp_path / "o.parquet"
+    proc = run_cli("split", path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "no prompt/response columns recognised" not in proc.stderr + proc.stdout
+    assert "empty pieces dropped: response 1, user 1" in proc.stdout + proc.stderr
+    rows = pq.read_table(out, columns=["kind", "text"]).to_pylist()
+    assert sorted((r["kind"], r["text"]) for r in rows) == [
+        ("response", "hello"), ("response", "orphan answer"), ("user", "hi"), ("user", "why is the sky blue?")]
