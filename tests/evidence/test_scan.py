@@ -197,6 +197,25 @@ def test_scan_into_a_run_dir_takes_the_reading_flags(tmp_path: Path, server: Fak
     assert by["group"].tolist() == ["gpt-x"]
 
 
+def test_a_run_dir_made_by_scan_keeps_its_llm_for_the_next_command(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """scan FILES --run-dir DIR --llm ... --base-url ... --model ... records the LLM as run
+    does: status names it, and a second scan of DIR without LLM flags asks the same server
+    (not the default provider or the local model)."""
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"id": f"c{i}", "model": "m", "messages": [
+        {"role": "user", "content": f"Q{i}"},
+        {"role": "assistant", "content": f"Answer {i}" + (f" within my {PLANTED}." if i < 2 else ".")}]}) + "\n"
+        for i in range(4)))
+    out_dir = tmp_path / "scanned"
+    code, out = scan(server, str(chats), "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?")
+    assert code == 0, out
+    status = CliRunner().invoke(app, ["status", str(out_dir)])
+    assert "llm: openai fake" in status.output and "llm: auto" not in status.output, status.output
+    sent = server.total
+    again = CliRunner().invoke(app, ["scan", str(out_dir), "--kind", "response", "--question", "Budget, again?", "-q"])
+    assert again.exit_code == 0, again.output
+    assert server.total == 2 * sent and "prevalence 50.0% (2 of 4 pieces answered)" in again.output
+
 def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
     result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",
                                       "--max-cost", "0.0005", "--llm", "openai", "--base-url", server.base_url,

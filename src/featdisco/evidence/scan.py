@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -444,7 +445,8 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     if inputs:
-        split_into(run_dir, inputs, log, read_options)
+        split_into(run_dir, inputs, log, read_options,
+                   dict(llm=llm, model=model, base_url=base_url, prices=prices))
     run = RunDir(run_dir)
     if cluster is not None:
         question, kind = cluster_question(run, cluster)
@@ -537,11 +539,13 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     return result
 
 
-def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
+def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None,
+               llm_options: Mapping[str, object] | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
-    same transcripts were split there before)."""
-    from featdisco.pipeline import SPLIT, Pipeline, PipelineConfig, config_from_manifest
+    same transcripts were split there before). ``llm_options`` (``llm``, ``model``,
+    ``base_url``, ``prices`` as given) are recorded in the run's config as ``run`` records
+    its flags, so later commands on the run without LLM flags use the same LLM."""
+    from featdisco.pipeline import SPLIT, Pipeline, config_from_manifest
 
-    cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
-        if (run_dir / "manifest.json").exists() else PipelineConfig()
+    cfg = config_from_manifest(run_dir, llm_options, required=False, fitted_prompts=False)
     Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=SPLIT)
