@@ -103,6 +103,11 @@ def test_metadata_groups_scale_answers_and_sampling(run: Path, server: FakeOpenA
     by = pq.read_table(run / "scan_scaled_by_source.parquet").to_pandas()
     assert set(by["group"]) == {"src-a", "src-b"} and by["n"].sum() == 100
     assert by["positives"].sum() == sum(r["answer"] == 9 for r in rows)
+    # a scale's "prevalence" says what counted as positive: the user chose no threshold
+    assert "; counted as positive: an answer above 5.5 on 1-10" in out
+    code, out = scan(server, str(run), "--question", "Does it mind its budget?", "--kind", "thought",
+                     "--answer", "labels:minds,ignores", "--sample", "20", "--name", "labelled")
+    assert code == 0 and "; counted as positive: the answer 'minds'" in out, out
 
 
 def test_dry_run_sends_nothing_and_writes_nothing(run: Path, server: FakeOpenAIServer) -> None:

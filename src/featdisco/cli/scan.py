@@ -92,7 +92,8 @@ def _print_scan(out: Output, result: ScanResult, by: str | None) -> None:
         if asked != result.question:
             out.say(f"asked of each {kind} as: {asked}")
     out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
-            f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
+            f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}"
+            + (f"; counted as positive: {result.counts_as}" if result.counts_as else ""))
     if result.quotes:
         out.say(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
                 f"piece; {result.unverified:,} unverifiable (flagged verified=false)")

@@ -139,6 +139,14 @@ class AnswerSpec:
             return bool(answer > (self.low + self.high) / 2)
         return bool(answer == self.labels[0])
 
+    def counts_as(self) -> str:
+        """What a positive answer is, in words ("" for a yes/no question)."""
+        if self.kind == "scale":
+            return f"an answer above {(self.low + self.high) / 2:g} on {self.low}-{self.high}"
+        if self.kind == "labels":
+            return f"the answer {self.labels[0]!r}"
+        return ""
+
     def describe(self) -> str:
         if self.kind == "bool":
             return "bool"
@@ -166,6 +174,7 @@ class ScanResult:
     paths: list[Path] = field(default_factory=list)
     llm: LLMUse | None = None  # this scan's LLM use (engine summary)
     asked: dict[str, str] = field(default_factory=dict)  # per piece kind, the question as rewritten
+    counts_as: str = ""  # what a positive answer is, for a scale or labels (AnswerSpec.counts_as)
 
 
 def scan_name(question: str) -> str:
@@ -521,7 +530,8 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     result = ScanResult(name, question, table, n, pos, pos / n if n else float("nan"), float(lo), float(hi),
                         failed=len(failed), failed_by_reason=reasons,
                         not_sent=int(sum(s.startswith("not sent") for s in status)),
-                        unverified=sum(not v for v in verified), quotes=len(verified), asked=dict(asked or {}))
+                        unverified=sum(not v for v in verified), quotes=len(verified), asked=dict(asked or {}),
+                        counts_as=spec.counts_as())
     result.paths.append(run.write_table(f"scan_{name}.parquet", table))
     if by is not None:
         result.by = prevalence_by(pieces["group"], positive, ok)
