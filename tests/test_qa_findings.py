@@ -252,3 +252,23 @@ def test_a_stage_stopped_at_the_cost_cap_is_not_logged_as_done(server: FakeOpenA
     lines = result.output.splitlines()
     assert any(x.startswith("featurize: incomplete (") for x in lines), result.output
     assert not any(x.startswith("featurize: done") for x in lines)
+
+
+def test_a_run_counts_the_empty_replies_it_drops_as_split_does(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """`featdisco split` says "empty pieces dropped: response 2"; `featdisco run` on the same
+    file (two replies cut off with content null) dropped them without a word, in the run
+    summary and in status."""
+    folder = tmp_path / "in"
+    chats = _chats(folder, n=12)
+    with chats.open("a") as f:
+        for i in range(2):
+            f.write(json.dumps({"id": f"cut{i}", "messages": [
+                {"role": "user", "content": f"Write a very long essay number {i}."},
+                {"role": "assistant", "content": None}]}) + "\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(folder), "--run-dir", str(run), "--llm", "openai", "--model",
+                                      "gpt-4o-mini", "--base-url", server.base_url, "--rate-batch", "0"])
+    assert result.exit_code == 0, result.output
+    assert "empty pieces dropped: response 2" in result.output.splitlines()
+    status = CliRunner().invoke(app, ["status", str(run)])
+    assert "empty pieces dropped: response 2" in status.output.splitlines(), status.output
