@@ -156,6 +156,26 @@ def test_an_unknown_by_names_the_columns_scan_can_group_by(run: Path, server: Fa
     assert "model" in on_disk and set(columns) == on_disk  # "request" is not a column of the run
     assert server.total == 0
 
+def test_a_second_question_alike_in_its_first_words_keeps_the_first_scan(run: Path,
+                                                                         server: FakeOpenAIServer) -> None:
+    """Both questions name their scan "does_the_model_reason_about_its_remainin" (40 characters);
+    the second used to replace the first's table and manifest entry without a word."""
+    first = "Does the model reason about its remaining token budget?"
+    second = "Does the model reason about its remaining context window?"
+    code, out1 = scan(server, str(run), "--question", first, "--kind", "thought")
+    assert code == 0, out1
+    table1 = (run / "scan_does_the_model_reason_about_its_remainin.parquet").read_bytes()
+    code, out2 = scan(server, str(run), "--question", second, "--kind", "thought")
+    assert code == 0, out2
+    assert (run / "scan_does_the_model_reason_about_its_remainin.parquet").read_bytes() == table1
+    scans = json.loads((run / "manifest.json").read_text())["scans"]
+    assert {v["question"] for v in scans.values()} == {first, second}
+    name2 = next(k for k, v in scans.items() if v["question"] == second)
+    assert out2.startswith(f"scan {name2}: {second}") and (run / f"scan_{name2}.parquet").exists()
+    sent = server.total
+    code, again = scan(server, str(run), "--question", first, "--kind", "thought")  # the same question: same name
+    assert code == 0 and again.startswith("scan does_the_model_reason_about_its_remainin: ") and server.total == sent
+
 def test_a_cluster_becomes_the_question(run: Path, server: FakeOpenAIServer) -> None:
     """--cluster ID asks whether each piece of the cluster's kind shows its labelled behaviour."""
     code, out = scan(server, str(run), "--cluster", "0")

@@ -39,7 +39,8 @@ KindOpt = Annotated[list[str] | None, typer.Option(
     "--kind", help="Piece kinds to scan: user, thought, response (repeatable or comma-separated; "
     "default all).")]
 NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question).")]
+    "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question, with a "
+                   "digest of it added when another question of the run took that name).")]
 AnswerOpt = Annotated[str, typer.Option(
     "--answer", help="bool (a JSON boolean), scale:LOW-HIGH (positive above the midpoint) or "
     "labels:A,B,... (positive: the first label).")]

@@ -184,6 +184,19 @@ def scan_name(question: str) -> str:
     return name or "scan"
 
 
+def free_scan_name(run: RunDir, question: str) -> str:
+    """:func:`scan_name`, unless the run already holds a scan of another question under it
+    (two questions alike in their first 40 characters): then that name with a digest of the
+    question, so the second never replaces the first's results (and a label file's target)."""
+    import hashlib
+
+    name = scan_name(question)
+    held = ((run.manifest.get("scans") or {}).get(name) or {}).get("question")
+    if held is None or held == question:
+        return name
+    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
+
+
 def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
         raise FeatdiscoError(f"--name {name!r}: use letters, digits, '-' and '_' (64 at most)")
@@ -464,7 +477,7 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     assert question is not None
     if not question.strip():
         raise FeatdiscoError("--question is empty")
-    name = check_name(name or scan_name(question))
+    name = check_name(name or free_scan_name(run, question))
     pieces = select_pieces(run, kinds, sample, seed, by)
     prompt = load_prompt("scan", version=prompt_version or DEFAULT_PROMPT_VERSION)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
