@@ -310,3 +310,18 @@ def test_a_plan_grouping_by_a_column_with_too_many_values_is_told_why(tmp_path: 
     assert code == 3, out
     assert "by 'model' has 13 values, more than ask groups by (12); `featdisco scan --by model` takes it" in out
     assert "is not a grouping column" not in out
+
+
+def test_a_second_question_alike_in_its_first_words_keeps_the_first_ask(run: Path, server: FakeOpenAIServer) -> None:
+    """Both questions are named "which_model_apologises_more_often_when_t" by their first 40
+    characters; the second used to replace the first's answer, files and manifest entry."""
+    first = "Which model apologises more often when the user is rude?"
+    second = "Which model apologises more often when the user is polite?"
+    code, out = ask(server, run, first)
+    assert code == 0, out
+    kept = (run / "ask_which_model_apologises_more_often_when_t.json").read_text()
+    code, out = ask(server, run, second)
+    assert code == 0, out
+    assert (run / "ask_which_model_apologises_more_often_when_t.json").read_text() == kept
+    asks = json.loads((run / "manifest.json").read_text())["asks"]
+    assert {v["question"] for v in asks.values()} == {first, second}

@@ -157,6 +157,19 @@ def ask_name(question: str) -> str:
     return "_".join(_SLUG.sub(" ", question.lower()).split())[:40].strip("_") or "question"
 
 
+def free_ask_name(run_dir: Path, question: str) -> str:
+    """:func:`ask_name`, unless the run holds an ask of another question under it (alike in
+    its first 40 characters): then with a digest of the question, so it replaces nothing."""
+    import hashlib
+
+    name = ask_name(question)
+    manifest = RunDir(run_dir).manifest if (run_dir / "manifest.json").exists() else {}
+    held = ((manifest.get("asks") or {}).get(name) or {}).get("question")
+    if held is None or held == question:
+        return name
+    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
+
+
 # ----------------------------------------------------------------------------- context
 
 @dataclass(slots=True)
@@ -495,8 +508,9 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
         raise FeatdiscoError("the question is empty")
     if max_sample < 1:
         raise FeatdiscoError("--max-sample must be at least 1")
-    name = check_name(name) if name else ask_name(question)
+    name = check_name(name) if name else None
     with open_run(run_dir, write=True):
+        name = name or free_ask_name(run_dir, question)
         return _ask_locked(run_dir, question, name, max_cost=max_cost, max_sample=max_sample, seed=seed,
                            show_private=show_private, llm=llm, model=model, base_url=base_url,
                            concurrency=concurrency, prices=prices, log=log)
