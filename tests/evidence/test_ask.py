@@ -325,3 +325,16 @@ def test_a_second_question_alike_in_its_first_words_keeps_the_first_ask(run: Pat
     assert (run / "ask_which_model_apologises_more_often_when_t.json").read_text() == kept
     asks = json.loads((run / "manifest.json").read_text())["asks"]
     assert {v["question"] for v in asks.values()} == {first, second}
+
+
+def test_a_plan_scanning_a_kind_the_run_lacks_is_re_asked(run: Path, server: FakeOpenAIServer) -> None:
+    """The run has user and response pieces only. A scan of thoughts used to run, fail ("has no
+    pieces of kind thought"), and the answer was written from nothing with exit status 0."""
+    thoughts = {"steps": [{**PLAN["steps"][0], "kind": "thought"}]}  # type: ignore[dict-item]
+    server.set_handler(handler(plans=[thoughts, PLAN]))
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["plan_problems"] == ["step 1 (scan): kind 'thought': this run has no thought pieces; "
+                                    "use one of user, response or leave it empty"]
+    assert [s["kind"] for s in doc["plan"]] == ["response", ""] and doc["steps"][0]["error"] is None

@@ -183,6 +183,7 @@ class Context:
     group_note: str
     hidden: frozenset[int] = frozenset()  # private, rare or hidden clusters: never shown to the LLM
     wide: dict[str, int] = field(default_factory=dict)  # columns left out for too many values -> their count
+    piece_kinds: frozenset[str] = frozenset()  # the kinds of piece the run has (empty: not known)
 
 
 def grouping_columns(act: Any, wide: dict[str, int] | None = None) -> dict[str, list[str]]:
@@ -244,7 +245,8 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
     tools: tuple[str, ...] = ("find", "scan", "compare", "cooccur")
     if not (RunDir(run_dir).file("embeddings.npy").exists() and RunDir(run_dir).file("strings.parquet").exists()):
         tools = ("scan", "compare", "cooccur")  # find embeds the query beside the run's strings
-    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden, wide)
+    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden, wide,
+                   frozenset(str(k) for k, n in kinds.items() if n))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -269,6 +271,10 @@ def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[AskSt
                    f"`featdisco {s.tool} --by {s.by}` takes it" if s.by in ctx.wide else "is not a grouping column")
             problems.append(f"{where}: by {s.by!r} {why}; use one of "
                             + (", ".join(ctx.columns) or "(none: leave by empty)"))
+        if s.kind and s.tool in ("find", "scan") and ctx.piece_kinds and s.kind not in ctx.piece_kinds:
+            problems.append(f"{where}: kind {s.kind!r}: this run has no {s.kind} pieces; use one of "
+                            + ", ".join(k for k in ("user", "thought", "response") if k in ctx.piece_kinds)
+                            + " or leave it empty")
         if s.tool == "scan":
             filled["sample"] = min(s.sample or max_sample, max_sample)
         if s.tool == "cooccur":
