@@ -200,6 +200,10 @@ def test_a_plan_bad_twice_exits_3_and_an_empty_question_2(run: Path, server: Fak
     assert "no embeddings to find clusters with" in out and "still unusable after one re-ask" in out
     assert not any(k for k in server.hits if "Step outputs" in k)  # no steps, no answer asked
     sent = server.total
+    # "Rerun to continue" was wrong advice: a rerun replays the same two plans from the cache
+    again_code, again = ask(server, run)
+    assert again_code == 3 and server.total == sent and "Rerun to continue" not in again
+    assert "Rerunning the same question replays the same (cached) plans: ask it in other words" in again
     for args, msg in ((["  "], "the question is empty"), ([QUESTION, "--name", "a b"], "--name 'a b'")):
         with pytest.raises(FeatdiscoError, match=msg):  # main() prints it on one line and exits 2
             ask(server, run, *args)
