@@ -272,3 +272,14 @@ def test_a_run_counts_the_empty_replies_it_drops_as_split_does(server: FakeOpenA
     assert "empty pieces dropped: response 2" in result.output.splitlines()
     status = CliRunner().invoke(app, ["status", str(run)])
     assert "empty pieces dropped: response 2" in status.output.splitlines(), status.output
+
+
+def test_status_shows_per_kind_clusters_as_the_flag_takes_them(tmp_path: Path) -> None:
+    """`run --clusters user=3,response=4` then `status` printed "clusters: {'response': 4, 'user': 3}"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {"n_clusters": {"response": 4, "user": 3}},
+                                                   "stages": {}}))
+    result = CliRunner().invoke(app, ["status", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "clusters: user=3,response=4" in result.output and "{" not in result.output.splitlines()[1]
