@@ -121,3 +121,14 @@ def test_an_empty_cell_in_a_detected_prompt_completion_table_is_an_empty_piece(t
     rows = pq.read_table(out, columns=["kind", "text"]).to_pylist()
     assert sorted((r["kind"], r["text"]) for r in rows) == [
         ("response", "hello"), ("response", "orphan answer"), ("user", "hi"), ("user", "why is the sky blue?")]
+
+
+def test_a_semicolon_separated_csv_is_named_as_such(tmp_path: Path) -> None:
+    """Excel in many locales saves "CSV" with semicolons; the header reads as one column named
+    "prompt;completion", and the advice "pass --format or --map" could not help."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt;completion\nhi;hello\n")
+    proc = run_cli("split", path, "-o", tmp_path / "o.parquet")
+    assert proc.returncode == 2
+    assert "its cells separated by ';': featdisco reads comma-separated CSV, so re-save it with commas" in proc.stderr
+    assert "pass --format or --map" not in proc.stderr

@@ -289,9 +289,14 @@ class _Reader:
             return None
         spec = _detect(samples)
         if spec is None:
-            keys = ", ".join(list(samples[0])[:12])
+            names = [str(k) for k in samples[0]]
+            keys = ", ".join(names[:12])
+            sep = next((c for c in (";", "\t", "|") if len(names) == 1 and c in names[0]), None)
+            fix = (f"the header was read as one column, its cells separated by {sep!r}: featdisco reads "
+                   "comma-separated CSV, so re-save it with commas" if sep and path.suffix.lower() == ".csv"
+                   else "pass --format or --map")
             err = BadRecord("unknown-format", f"cannot tell the transcript format (first record has "
-                            f"keys: {keys}); pass --format or --map")
+                            f"keys: {keys}); {fix}")
             self._file_error(path, head[0].where, err)
             return None
         return path, spec, True
