@@ -283,3 +283,23 @@ def test_status_shows_per_kind_clusters_as_the_flag_takes_them(tmp_path: Path) -
     result = CliRunner().invoke(app, ["status", str(run)])
     assert result.exit_code == 0, result.output
     assert "clusters: user=3,response=4" in result.output and "{" not in result.output.splitlines()[1]
+
+
+def test_featurize_failures_are_counted_in_words_not_as_a_python_dict(server: FakeOpenAIServer,
+                                                                      tmp_path: Path) -> None:
+    """The progress line said "featurize: 7 of 20 pieces failed ({'bad-request': 6, 'invalid-json': 1})"."""
+    from tests.fakes.openai_server import FakeRequest, Reply
+    from tests.pipeline_fakes import pipeline_handler
+
+    def handler(req: FakeRequest) -> Reply:
+        if "meal number 0." in json.dumps(req.body.get("messages")):  # one piece's featurize call fails
+            return Reply(status=400, raw_body=b'{"error": {"message": "bad", "type": "invalid_request_error"}}')
+        return pipeline_handler(req)
+
+    server.set_handler(handler)
+    result = CliRunner().invoke(app, ["run", str(_chats(tmp_path / "in", n=8)), "--run-dir", str(tmp_path / "run"),
+                                      "--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url,
+                                      "--rate-batch", "0"])
+    assert result.exit_code == 3, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("featurize: 1 of 16 pieces failed"))
+    assert line == "featurize: 1 of 16 pieces failed (bad-request 1); a rerun retries them", line

@@ -405,8 +405,8 @@ class FeaturizeStage(Stage):
                                     featurize_chunks(chunks, engine, ctx.prompt, fcfg, report,
                                                      n_chunks=-(-n // CHUNK_PIECES)))
         if report.failed:
-            ctx.log(f"featurize: {report.failed} of {report.pieces} pieces failed "
-                    f"({dict(report.failed_by_reason)}); a rerun retries them")
+            why = ", ".join(f"{k} {v:,}" for k, v in sorted(report.failed_by_reason.items(), key=lambda kv: -kv[1]))
+            ctx.log(f"featurize: {report.failed:,} of {report.pieces:,} pieces failed ({why}); a rerun retries them")
         if report.quotes:
             share = report.unverified_share
             checked = report.quotes["verified"] + report.quotes["unverified"]
