@@ -132,3 +132,24 @@ def test_a_semicolon_separated_csv_is_named_as_such(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "its cells separated by ';': featdisco reads comma-separated CSV, so re-save it with commas" in proc.stderr
     assert "pass --format or --map" not in proc.stderr
+
+
+def test_a_run_folder_inside_the_inputs_is_left_out_and_said(tmp_path: Path) -> None:
+    """`featdisco run logs/ --run-dir logs/run1` stopped on "logs/run1/manifest.json: cannot tell
+    the transcript format"; once a run sat beside the data, --skip-bad read its pieces.parquet and
+    pieces_uncut.parquet as transcripts: every transcript counted three times."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    chats = write_jsonl(logs / "chats.jsonl", [GOOD] * 3)
+    first = run_cli("split", chats, "-o", logs / "run1" / "pieces.parquet")
+    assert first.returncode == 0, first.stderr
+    (logs / "run1" / "manifest.json").write_text(json.dumps({"config": {}, "stages": {"split": {}}}))
+    (logs / "run1" / "pieces_uncut.parquet").write_bytes((logs / "run1" / "pieces.parquet").read_bytes())
+    out = tmp_path / "o.parquet"
+    for extra in ([], ["--skip-bad"]):
+        proc = run_cli("split", logs, "-o", out, *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert "from 3 transcripts" in proc.stdout, proc.stdout
+        assert "skipped 1 featdisco run folders inside the inputs" in proc.stdout and str(logs / "run1") in proc.stdout
+    named = run_cli("split", logs / "run1", "-o", out)
+    assert named.returncode == 2 and "is a featdisco run folder, not transcripts: name its pieces" in named.stderr

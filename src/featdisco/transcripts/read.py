@@ -93,6 +93,7 @@ class ReadReport:
     duplicate_ids: int = 0
     warnings: list[str] = field(default_factory=list)
     judge_files: list[Path] = field(default_factory=list)  # benchmark judge folders, not read
+    run_dirs: list[Path] = field(default_factory=list)  # featdisco run folders inside the inputs, not read
 
     @property
     def bad(self) -> Counter[str]:
@@ -161,6 +162,10 @@ class ReadReport:
 
     def _file_lines(self) -> list[str]:
         lines: list[str] = []
+        if self.run_dirs:
+            lines.append(f"  skipped {len(self.run_dirs):,} featdisco run folders inside the inputs (a run's files "
+                         "are not transcripts; name a run's pieces.parquet to read its pieces):")
+            lines += [f"    {d}" for d in self.run_dirs]
         if self.judge_files:
             lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
                          "are not model transcripts; name a file to read it):")
@@ -203,7 +208,7 @@ def read_transcripts(
     opts = options or ReadOptions(**kwargs)
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     report = report if report is not None else ReadReport()
-    files = expand_inputs(paths, report.judge_files)
+    files = expand_inputs(paths, report.judge_files, report.run_dirs)
     reader = _Reader(opts, report, log or (lambda _msg: None))
     return reader.run(files)
 
