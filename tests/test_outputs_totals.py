@@ -49,3 +49,20 @@ def test_totals_cover_every_invocation_and_agree_everywhere(server: FakeOpenAISe
     overview = (run_dir / "report" / "data" / "overview.js").read_text()
     assert words in overview
     assert f'"sent":{sent}' in overview.replace(" ", "")
+
+
+def test_the_of_which_lines_follow_the_total_they_break_down_not_the_last_invocation() -> None:
+    """After a run, then a scan, then a rerun of the run: "of which analyses: scan 8 sent"
+    counts over every invocation, so it must not read as part of the last (a run that
+    called no analysis)."""
+    from featdisco.runsummary import Totals, headline, usage
+
+    total = {**usage({"sent": 99, "input_tokens": 10, "output_tokens": 5}), "invocations": 3}
+    last = {**usage({"sent": 41, "input_tokens": 4, "output_tokens": 2}), "by": ["run"]}
+    scan = usage({"sent": 8, "input_tokens": 1, "output_tokens": 1})
+    lines = headline(Totals([], total, last, {"scan": scan}))  # type: ignore[arg-type]
+    assert lines[0].startswith("LLM, all 3 invocations: ")
+    last_at = next(i for i, x in enumerate(lines) if x.startswith("LLM, last invocation: "))
+    assert lines[last_at].endswith("(made by: run)")
+    assert lines.index("of which analyses: scan 8 sent") < last_at
+    assert all(i < last_at for i, x in enumerate(lines) if x.startswith("of which"))

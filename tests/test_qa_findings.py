@@ -252,3 +252,54 @@ def test_a_stage_stopped_at_the_cost_cap_is_not_logged_as_done(server: FakeOpenA
     lines = result.output.splitlines()
     assert any(x.startswith("featurize: incomplete (") for x in lines), result.output
     assert not any(x.startswith("featurize: done") for x in lines)
+
+
+def test_a_run_counts_the_empty_replies_it_drops_as_split_does(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """`featdisco split` says "empty pieces dropped: response 2"; `featdisco run` on the same
+    file (two replies cut off with content null) dropped them without a word, in the run
+    summary and in status."""
+    folder = tmp_path / "in"
+    chats = _chats(folder, n=12)
+    with chats.open("a") as f:
+        for i in range(2):
+            f.write(json.dumps({"id": f"cut{i}", "messages": [
+                {"role": "user", "content": f"Write a very long essay number {i}."},
+                {"role": "assistant", "content": None}]}) + "\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(folder), "--run-dir", str(run), "--llm", "openai", "--model",
+                                      "gpt-4o-mini", "--base-url", server.base_url, "--rate-batch", "0"])
+    assert result.exit_code == 0, result.output
+    assert "empty pieces dropped: response 2" in result.output.splitlines()
+    status = CliRunner().invoke(app, ["status", str(run)])
+    assert "empty pieces dropped: response 2" in status.output.splitlines(), status.output
+
+
+def test_status_shows_per_kind_clusters_as_the_flag_takes_them(tmp_path: Path) -> None:
+    """`run --clusters user=3,response=4` then `status` printed "clusters: {'response': 4, 'user': 3}"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {"n_clusters": {"response": 4, "user": 3}},
+                                                   "stages": {}}))
+    result = CliRunner().invoke(app, ["status", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "clusters: user=3,response=4" in result.output and "{" not in result.output.splitlines()[1]
+
+
+def test_featurize_failures_are_counted_in_words_not_as_a_python_dict(server: FakeOpenAIServer,
+                                                                      tmp_path: Path) -> None:
+    """The progress line said "featurize: 7 of 20 pieces failed ({'bad-request': 6, 'invalid-json': 1})"."""
+    from tests.fakes.openai_server import FakeRequest, Reply
+    from tests.pipeline_fakes import pipeline_handler
+
+    def handler(req: FakeRequest) -> Reply:
+        if "meal number 0." in json.dumps(req.body.get("messages")):  # one piece's featurize call fails
+            return Reply(status=400, raw_body=b'{"error": {"message": "bad", "type": "invalid_request_error"}}')
+        return pipeline_handler(req)
+
+    server.set_handler(handler)
+    result = CliRunner().invoke(app, ["run", str(_chats(tmp_path / "in", n=8)), "--run-dir", str(tmp_path / "run"),
+                                      "--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url,
+                                      "--rate-batch", "0"])
+    assert result.exit_code == 3, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("featurize: 1 of 16 pieces failed"))
+    assert line == "featurize: 1 of 16 pieces failed (bad-request 1); a rerun retries them", line

@@ -441,13 +441,14 @@ def headline(t: Totals) -> list[str]:
         return ["LLM: no calls made in this run"]
     n = t.total.get("invocations", 1)
     lines = [f"LLM, all {n} invocation{'s' if n != 1 else ''}: {usage_text(t.total)}"]
-    if n > 1 and t.last is not None:
-        by = f" (made by: {', '.join(t.last['by'])})" if t.last.get("by") else ""
-        lines.append(f"LLM, last invocation: {usage_text(t.last)}{by}")
+    # the "of which" lines break the total down, so they follow it, not the last invocation's line
     if t.analyses:
         lines.append("of which analyses: " + "; ".join(f"{k} {v['sent']:,} sent" for k, v in t.analyses.items()))
     if (rest := t.unattributed) is not None:
         lines.append(f"of which not in a stage or analysis: {rest['sent']:,} calls sent")
+    if n > 1 and t.last is not None:
+        by = f" (made by: {', '.join(t.last['by'])})" if t.last.get("by") else ""
+        lines.append(f"LLM, last invocation: {usage_text(t.last)}{by}")
     if t.models:
         lines.append("LLM replies came from: " + ", ".join(
             f"{m} ({n:,} call{'s' if n != 1 else ''})" for m, n in sorted(t.models.items(), key=lambda kv: -kv[1])))

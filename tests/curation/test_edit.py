@@ -314,3 +314,19 @@ def test_an_edit_no_run_has_applied_is_said_to_be_pending_with_a_command_that_ap
     assert a not in user_ids(run) and b not in user_ids(run)
     after = json.loads(CliRunner().invoke(app, ["status", str(run), "--json"]).stdout)
     assert after["pending_edits"] == [] and "not applied yet" not in CliRunner().invoke(app, ["status", str(run)]).output
+
+
+def test_the_same_edit_again_after_an_interrupted_rerun_applies_it_once(run: Path) -> None:
+    """Ctrl-C during `edit RUN split X` leaves the split recorded but not applied, and says
+    "rerunning the same command resumes". Rerunning it used to record the split a second time,
+    stale at once (cluster X was split by the first) and listed as such ever after."""
+    cid = user_ids(run)[0]
+    recorded = CliRunner().invoke(app, ["edit", "--no-apply", str(run), "split", str(cid), "--k", "2"])
+    assert recorded.exit_code == 0, recorded.output  # the state Ctrl-C leaves: recorded, pending
+    again = CliRunner().invoke(app, ["edit", str(run), "split", str(cid), "--k", "2"])
+    assert again.exit_code == 0, again.output
+    assert f"edit 1 (split {cid} --k 2) is recorded already and not applied yet: applying it" in again.output
+    listed = CliRunner().invoke(app, ["edit", str(run), "list"]).output
+    assert "stale" not in listed and "applied" in listed, listed
+    assert cid not in user_ids(run)
+    assert len(json.loads((run / "curation.json").read_text())["edits"]) == 1

@@ -200,6 +200,10 @@ def test_a_plan_bad_twice_exits_3_and_an_empty_question_2(run: Path, server: Fak
     assert "no embeddings to find clusters with" in out and "still unusable after one re-ask" in out
     assert not any(k for k in server.hits if "Step outputs" in k)  # no steps, no answer asked
     sent = server.total
+    # "Rerun to continue" was wrong advice: a rerun replays the same two plans from the cache
+    again_code, again = ask(server, run)
+    assert again_code == 3 and server.total == sent and "Rerun to continue" not in again
+    assert "Rerunning the same question replays the same (cached) plans: ask it in other words" in again
     for args, msg in ((["  "], "the question is empty"), ([QUESTION, "--name", "a b"], "--name 'a b'")):
         with pytest.raises(FeatdiscoError, match=msg):  # main() prints it on one line and exits 2
             ask(server, run, *args)
@@ -270,3 +274,71 @@ def test_the_local_model_accepts_the_grammar_of_every_ask_reply() -> None:
                                                        schema_to_grammar(reply.json_schema()).encode(), b"root")
         assert sampler, f"llama.cpp rejected the grammar of {reply.__name__}"
         llama_cpp.llama_sampler_free(sampler)
+
+
+def test_evidence_and_citations_are_shown_in_the_pieces_own_words(run: Path, server: FakeOpenAIServer) -> None:
+    """The quote check forgives case and spacing ("i am  SORRY" finds "I am sorry"); what is shown
+    as a verified quote must still be the piece's words, not the LLM's copy of them."""
+    base = handler()
+
+    def shouting(req: FakeRequest) -> Reply:
+        reply = base(req)
+        if schema_name(req) == "ask_answer":  # the answerer re-cases and re-spaces what it cites
+            doc = json.loads(reply.content or "")
+            for c in doc["citations"]:
+                c["quote"] = "  ".join(c["quote"].upper().split())
+            reply = Reply(content=json.dumps(doc))
+        return reply
+
+    server.set_handler(shouting)
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    pieces = texts(run)
+    assert len(doc["citations"]) == 2
+    for c in doc["citations"]:
+        assert c["quote"] == pieces[c["piece_id"]][c["start"]:c["end"]] == SORRY
+    assert [e["quote"] for e in doc["steps"][0]["evidence"]] == [SORRY] * len(doc["steps"][0]["evidence"])
+    assert "I  AM" not in out and "i am  SORRY" not in out and SORRY in out
+
+
+def test_a_plan_grouping_by_a_column_with_too_many_values_is_told_why(tmp_path: Path,
+                                                                      server: FakeOpenAIServer) -> None:
+    """With 13 models, ``model`` is no grouping column for ask (at most 12 groups); the plan's
+    problem, printed when the re-ask fails too, says so instead of "not a grouping column"."""
+    pieces = [PlantedPiece(f"t{i}", 1, "response", [0], model=f"model-{i}", text=f"Response {i}.")
+              for i in range(13)]
+    wide = write_run(tmp_path / "wide", pieces, [("response", "Answers directly")])
+    server.set_handler(handler(plans=[PLAN]))
+    code, out = ask(server, wide)
+    assert code == 3, out
+    assert "by 'model' has 13 values, more than ask groups by (12); `featdisco scan --by model` takes it" in out
+    assert "is not a grouping column" not in out
+
+
+def test_a_second_question_alike_in_its_first_words_keeps_the_first_ask(run: Path, server: FakeOpenAIServer) -> None:
+    """Both questions are named "which_model_apologises_more_often_when_t" by their first 40
+    characters; the second used to replace the first's answer, files and manifest entry."""
+    first = "Which model apologises more often when the user is rude?"
+    second = "Which model apologises more often when the user is polite?"
+    code, out = ask(server, run, first)
+    assert code == 0, out
+    kept = (run / "ask_which_model_apologises_more_often_when_t.json").read_text()
+    code, out = ask(server, run, second)
+    assert code == 0, out
+    assert (run / "ask_which_model_apologises_more_often_when_t.json").read_text() == kept
+    asks = json.loads((run / "manifest.json").read_text())["asks"]
+    assert {v["question"] for v in asks.values()} == {first, second}
+
+
+def test_a_plan_scanning_a_kind_the_run_lacks_is_re_asked(run: Path, server: FakeOpenAIServer) -> None:
+    """The run has user and response pieces only. A scan of thoughts used to run, fail ("has no
+    pieces of kind thought"), and the answer was written from nothing with exit status 0."""
+    thoughts = {"steps": [{**PLAN["steps"][0], "kind": "thought"}]}  # type: ignore[dict-item]
+    server.set_handler(handler(plans=[thoughts, PLAN]))
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["plan_problems"] == ["step 1 (scan): kind 'thought': this run has no thought pieces; "
+                                    "use one of user, response or leave it empty"]
+    assert [s["kind"] for s in doc["plan"]] == ["response", ""] and doc["steps"][0]["error"] is None

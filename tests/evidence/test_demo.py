@@ -154,5 +154,5 @@ def test_findings_ask_the_clusters_question_for_a_second_quote_when_the_scan_giv
     assert quotes[0].startswith("    [guard0:1:response]") and PLANTED in quotes[0]  # the scan's
     second = re.match(r"    \[guard(\d+):1:response\]", quotes[1])
     assert second and 0 < int(second.group(1)) < MODELS["guard"] and "cluster's question" in quotes[1]
-    assert quotes[1].endswith(f'"{SORRY.lower()}"')  # as the model quoted it; verified in the piece
+    assert quotes[1].endswith(f'"{SORRY}"')  # the model quoted it lower-cased: printed in the piece's words
     assert len(asked) == 1  # one piece was enough

@@ -113,3 +113,20 @@ def test_transform_follows_the_fitted_setting_unless_told(tmp_path: Path) -> Non
     plain = config_from_manifest(new, {"evidence": False})
     assert plain.evidence is False and "featurize" not in plain.prompt_files
     assert Pipeline.load_prompts(plain)["featurize"].file == "featurize.v3.txt"
+
+
+def test_dry_run_says_when_the_two_costs_rest_on_different_bases() -> None:
+    """A run with cached featurize replies estimates its own setting from their mean length
+    and the other setting from max_tokens: "without evidence" then looks dearer than "with".
+    The line must say which figure is which, or it misleads."""
+    from featdisco.llm.summary import Estimate
+    from featdisco.stages.featurize import FeaturizeEstimate
+
+    seen = Estimate(70, 70, 0, 70, 56_710, 12_880, 0.0433, "mean reply length seen in the cache")
+    bound = Estimate(70, 70, 0, 70, 50_000, 26_880, 0.0609, "max_tokens, an upper bound")
+    text = str(FeaturizeEstimate(seen, bound, evidence=True))
+    assert ("with evidence (quotes, the default): 12,880 output tokens (mean reply length seen in the cache), "
+            "cost $0.0433; without (--no-evidence): 26,880 output tokens (max_tokens, an upper bound), "
+            "cost $0.0609") in text
+    same = str(FeaturizeEstimate(bound, bound, evidence=True))
+    assert "without (--no-evidence): 26,880 output tokens, cost $0.0609" in same

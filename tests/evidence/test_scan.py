@@ -103,6 +103,11 @@ def test_metadata_groups_scale_answers_and_sampling(run: Path, server: FakeOpenA
     by = pq.read_table(run / "scan_scaled_by_source.parquet").to_pandas()
     assert set(by["group"]) == {"src-a", "src-b"} and by["n"].sum() == 100
     assert by["positives"].sum() == sum(r["answer"] == 9 for r in rows)
+    # a scale's "prevalence" says what counted as positive: the user chose no threshold
+    assert "; counted as positive: an answer above 5.5 on 1-10" in out
+    code, out = scan(server, str(run), "--question", "Does it mind its budget?", "--kind", "thought",
+                     "--answer", "labels:minds,ignores", "--sample", "20", "--name", "labelled")
+    assert code == 0 and "; counted as positive: the answer 'minds'" in out, out
 
 
 def test_dry_run_sends_nothing_and_writes_nothing(run: Path, server: FakeOpenAIServer) -> None:
@@ -138,6 +143,38 @@ def test_bad_arguments_are_clear_errors(run: Path, server: FakeOpenAIServer) -> 
             scan(server, str(run), *args)
     assert server.total == 0
 
+
+def test_an_unknown_by_names_the_columns_scan_can_group_by(run: Path, server: FakeOpenAIServer) -> None:
+    """The error lists the run's piece columns (model, ...), as compare's does, not only the
+    few scan loads, nor the request text it adds as context."""
+    from featdisco.errors import FeatdiscoError
+
+    with pytest.raises(FeatdiscoError) as err:
+        scan(server, str(run), "--question", "Q", "--by", "vendor")
+    columns = str(err.value).split("columns: ", 1)[1].split(";")[0].split(", ")
+    on_disk = set(pq.ParquetFile(run / "pieces.parquet").schema_arrow.names) - {"text", "metadata"}
+    assert "model" in on_disk and set(columns) == on_disk  # "request" is not a column of the run
+    assert server.total == 0
+
+def test_a_second_question_alike_in_its_first_words_keeps_the_first_scan(run: Path,
+                                                                         server: FakeOpenAIServer) -> None:
+    """Both questions name their scan "does_the_model_reason_about_its_remainin" (40 characters);
+    the second used to replace the first's table and manifest entry without a word."""
+    first = "Does the model reason about its remaining token budget?"
+    second = "Does the model reason about its remaining context window?"
+    code, out1 = scan(server, str(run), "--question", first, "--kind", "thought")
+    assert code == 0, out1
+    table1 = (run / "scan_does_the_model_reason_about_its_remainin.parquet").read_bytes()
+    code, out2 = scan(server, str(run), "--question", second, "--kind", "thought")
+    assert code == 0, out2
+    assert (run / "scan_does_the_model_reason_about_its_remainin.parquet").read_bytes() == table1
+    scans = json.loads((run / "manifest.json").read_text())["scans"]
+    assert {v["question"] for v in scans.values()} == {first, second}
+    name2 = next(k for k, v in scans.items() if v["question"] == second)
+    assert out2.startswith(f"scan {name2}: {second}") and (run / f"scan_{name2}.parquet").exists()
+    sent = server.total
+    code, again = scan(server, str(run), "--question", first, "--kind", "thought")  # the same question: same name
+    assert code == 0 and again.startswith("scan does_the_model_reason_about_its_remainin: ") and server.total == sent
 
 def test_a_cluster_becomes_the_question(run: Path, server: FakeOpenAIServer) -> None:
     """--cluster ID asks whether each piece of the cluster's kind shows its labelled behaviour."""
@@ -184,6 +221,25 @@ def test_scan_into_a_run_dir_takes_the_reading_flags(tmp_path: Path, server: Fak
     by = pq.read_table(out_dir / "scan_budget_by_model.parquet").to_pandas()
     assert by["group"].tolist() == ["gpt-x"]
 
+
+def test_a_run_dir_made_by_scan_keeps_its_llm_for_the_next_command(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    """scan FILES --run-dir DIR --llm ... --base-url ... --model ... records the LLM as run
+    does: status names it, and a second scan of DIR without LLM flags asks the same server
+    (not the default provider or the local model)."""
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"id": f"c{i}", "model": "m", "messages": [
+        {"role": "user", "content": f"Q{i}"},
+        {"role": "assistant", "content": f"Answer {i}" + (f" within my {PLANTED}." if i < 2 else ".")}]}) + "\n"
+        for i in range(4)))
+    out_dir = tmp_path / "scanned"
+    code, out = scan(server, str(chats), "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?")
+    assert code == 0, out
+    status = CliRunner().invoke(app, ["status", str(out_dir)])
+    assert "llm: openai fake" in status.output and "llm: auto" not in status.output, status.output
+    sent = server.total
+    again = CliRunner().invoke(app, ["scan", str(out_dir), "--kind", "response", "--question", "Budget, again?", "-q"])
+    assert again.exit_code == 0, again.output
+    assert server.total == 2 * sent and "prevalence 50.0% (2 of 4 pieces answered)" in again.output
 
 def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
     result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",

@@ -193,3 +193,27 @@ def test_an_interrupted_build_keeps_the_last_report_whole(hostile_run: Path, tmp
     build_report(run)
     assert shard(run / "report" / "data" / "overview.js")[0] == "overview"
     assert not [p for p in (run / "report").iterdir() if p.name.startswith(".")]
+
+
+def test_a_report_never_replaces_someone_elses_data_folder_or_page(hostile_run: Path, tmp_path: Path) -> None:
+    """`featdisco report RUN -o .` in a project replaced its data/ folder (the build swaps data/
+    in whole) and its index.html without a word. A folder holding a report, or new files
+    beside a report's, is fine."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "survey.csv").write_text("precious\n")
+    result = CliRunner().invoke(app, ["report", str(hostile_run), "-o", str(project), "--no-search"])
+    assert isinstance(result.exception, FeatdiscoError), result.output
+    assert f"{project} holds data/, not from a featdisco report" in str(result.exception)
+    assert (project / "data" / "survey.csv").read_text() == "precious\n" and not (project / "index.html").exists()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html>my site</html>")
+    with pytest.raises(FeatdiscoError, match=r"holds index\.html, not from a featdisco report"):
+        build_report(hostile_run, site, search=False)
+    assert (site / "index.html").read_text() == "<html>my site</html>"
+    out = tmp_path / "report"
+    build_report(hostile_run, out, search=False)
+    (out / "notes.txt").write_text("mine")
+    build_report(hostile_run, out, search=False)  # a report is rebuilt in place, other files left alone
+    assert (out / "notes.txt").read_text() == "mine" and (out / "data" / "overview.js").exists()

@@ -105,3 +105,51 @@ def test_a_file_that_yields_no_piece_is_named_with_the_fix(tmp_path: Path) -> No
     ok = run_cli("split", tmp_path / "d", "-o", tmp_path / "o.parquet", "--skip-bad")
     assert ok.returncode == 0, ok.stderr
     assert "skipped files: 1" in ok.stdout and "blank.jsonl: no user, thought or response text" in ok.stdout
+
+
+def test_an_empty_cell_in_a_detected_prompt_completion_table_is_an_empty_piece(tmp_path: Path) -> None:
+    """A failed generation leaves a completion cell empty (null in Parquet). The table is read
+    as with --map: that row's response is an empty piece, dropped and counted, rather than
+    the whole read stopping on "no prompt/response columns recognised; name them with --map"."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,completion\nhi,hello\nwhy is the sky blue?,\n,orphan answer\n")
+    out = tmp_path / "o.parquet"
+    proc = run_cli("split", path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "no prompt/response columns recognised" not in proc.stderr + proc.stdout
+    assert "empty pieces dropped: response 1, user 1" in proc.stdout + proc.stderr
+    rows = pq.read_table(out, columns=["kind", "text"]).to_pylist()
+    assert sorted((r["kind"], r["text"]) for r in rows) == [
+        ("response", "hello"), ("response", "orphan answer"), ("user", "hi"), ("user", "why is the sky blue?")]
+
+
+def test_a_semicolon_separated_csv_is_named_as_such(tmp_path: Path) -> None:
+    """Excel in many locales saves "CSV" with semicolons; the header reads as one column named
+    "prompt;completion", and the advice "pass --format or --map" could not help."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt;completion\nhi;hello\n")
+    proc = run_cli("split", path, "-o", tmp_path / "o.parquet")
+    assert proc.returncode == 2
+    assert "its cells separated by ';': featdisco reads comma-separated CSV, so re-save it with commas" in proc.stderr
+    assert "pass --format or --map" not in proc.stderr
+
+
+def test_a_run_folder_inside_the_inputs_is_left_out_and_said(tmp_path: Path) -> None:
+    """`featdisco run logs/ --run-dir logs/run1` stopped on "logs/run1/manifest.json: cannot tell
+    the transcript format"; once a run sat beside the data, --skip-bad read its pieces.parquet and
+    pieces_uncut.parquet as transcripts: every transcript counted three times."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    chats = write_jsonl(logs / "chats.jsonl", [GOOD] * 3)
+    first = run_cli("split", chats, "-o", logs / "run1" / "pieces.parquet")
+    assert first.returncode == 0, first.stderr
+    (logs / "run1" / "manifest.json").write_text(json.dumps({"config": {}, "stages": {"split": {}}}))
+    (logs / "run1" / "pieces_uncut.parquet").write_bytes((logs / "run1" / "pieces.parquet").read_bytes())
+    out = tmp_path / "o.parquet"
+    for extra in ([], ["--skip-bad"]):
+        proc = run_cli("split", logs, "-o", out, *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert "from 3 transcripts" in proc.stdout, proc.stdout
+        assert "skipped 1 featdisco run folders inside the inputs" in proc.stdout and str(logs / "run1") in proc.stdout
+    named = run_cli("split", logs / "run1", "-o", out)
+    assert named.returncode == 2 and "is a featdisco run folder, not transcripts: name its pieces" in named.stderr

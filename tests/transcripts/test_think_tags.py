@@ -129,6 +129,15 @@ def test_reasoning_content_and_think_tags_give_each_reasoning_once(tmp_path: Pat
                    "response": "def double(x): return 2 * x"}
 
 
+def test_an_empty_reasoning_field_does_not_hide_the_next_one(tmp_path: Path) -> None:
+    """A gateway that writes ``reasoning_content: ""`` beside vLLM's newer ``reasoning``
+    field: the reasoning is the thought, not silently lost."""
+    got = turn1(tmp_path, "def double(x): return 2 * x", model="Qwen/Qwen3-8B",
+                reasoning_content="", reasoning="Double means times two.")
+    assert got == {"thought": "Double means times two.", "response": "def double(x): return 2 * x"}
+    got = turn1(tmp_path, "def double(x): return 2 * x", reasoning_content="  ", thinking="Times two.")
+    assert got == {"thought": "Times two.", "response": "def double(x): return 2 * x"}
+
 def test_a_template_opened_block_is_closed_by_the_first_close(tmp_path: Path) -> None:
     """R1's chat template pre-fills <think>: the generation holds only </think>. For an R1
     model the servers' rule holds wherever the tag stands, and the split is counted."""

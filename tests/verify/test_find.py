@@ -69,7 +69,9 @@ def test_a_query_about_nothing_finds_nothing_and_says_so(run: Path) -> None:
         assert df.empty, (query, df[["label", "score"]])
     result = CliRunner().invoke(app, ["find", str(run), "zxqv blorp"])
     assert result.exit_code == 0, result.output
-    assert "no cluster is about 'zxqv blorp': none scores above the relevance floor" in result.output
+    # the run hides one private cluster, which find did not search: the verdict is about the others
+    assert "no cluster shown is about 'zxqv blorp': none scores above the relevance floor" in result.output
+    assert "the 1 hidden cluster was not searched" in result.output
 
 
 def test_a_huge_query_is_not_echoed_whole(run: Path) -> None:
@@ -94,3 +96,14 @@ def test_top_0_does_not_claim_that_no_cluster_is_about_the_query(run: Path) -> N
     result = CliRunner().invoke(app, ["find", str(run), "markdown headings", "--top", "0"])
     assert result.exit_code == 0, result.output
     assert "no cluster is about" not in result.output
+
+
+def test_a_miss_among_the_shown_clusters_does_not_speak_for_the_hidden_ones(run: Path) -> None:
+    """With every cluster hidden (drawn from too few transcripts), find used to say "no cluster
+    is about 'preparing food in the kitchen'", though the cooking clusters are in the run."""
+    result = CliRunner().invoke(app, ["find", str(run), "preparing food in the kitchen", "--min-transcripts", "100000"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no cluster is about" not in text
+    assert "no cluster shown is about 'preparing food in the kitchen'" in text
+    assert "hidden clusters were not searched (--show-private searches them)" in text

@@ -96,3 +96,26 @@ def test_a_broken_scan_is_listed_with_its_error(run: Path, tmp_path: Path) -> No
     scans = {s["name"]: s for s in shard(tmp_path / "report" / "data" / "overview.js")["evidence"]["scans"]}
     assert "error" in scans["broken"] and "positives" in scans[SCAN]
     assert not (tmp_path / "report" / "data" / "sc" / "broken.js").exists()
+
+
+def test_a_scan_page_shows_a_verified_quote_in_the_pieces_own_words(run: Path, tmp_path: Path) -> None:
+    """The quote check forgives case and spacing; the scan page printed the LLM's copy ("quote:
+    “…”") beside the highlighted span. It must print the piece's words."""
+    import shutil
+
+    import pyarrow as pa
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report"))
+    table = pq.read_table(copy / f"scan_{SCAN}.parquet")
+    shouted = [q.upper().replace(" ", "  ") if v else q
+               for q, v in zip(table.column("quote").to_pylist(), table.column("verified").to_pylist(), strict=True)]
+    table = table.set_column(table.column_names.index("quote"), "quote", pa.array(shouted, pa.string()))
+    pq.write_table(table, copy / f"scan_{SCAN}.parquet")
+    build_report(copy, search=False)
+    texts = dict(zip(*pq.read_table(copy / "pieces.parquet", columns=["piece_id", "text"]).to_pydict().values(),
+                     strict=True))
+    items = [it for it in shard(copy / "report" / "data" / "sc" / f"{SCAN}.js")["items"] if it["verified"]]
+    assert items
+    for it in items:
+        assert it["quote"] == texts[it["pid"]][it["start"]:it["end"]]

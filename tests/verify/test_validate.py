@@ -86,6 +86,22 @@ def test_figures_equal_hand_computed(tmp_path: Path) -> None:
     assert (run / "analysis_validation_second.parquet").exists()
 
 
+def test_two_annotators_files_of_one_name_are_two_validations(tmp_path: Path) -> None:
+    """alice/labels.csv then bob/labels.csv: the second used to replace the first's stored
+    result (both analysis_validation_labels) without a word; the same file again refreshes it."""
+    run = planted(tmp_path)
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "bob").mkdir()
+    validate(run, good_labels(tmp_path / "alice" / "labels.csv"))
+    first = (run / "analysis_validation_labels.parquet").read_bytes()
+    validate(run, good_labels(tmp_path / "bob" / "labels.csv"))
+    assert (run / "analysis_validation_labels.parquet").read_bytes() == first
+    names = sorted(k for k in json.loads((run / "manifest.json").read_text())["analyses"] if k.startswith("validation"))
+    assert len(names) == 2 and names[0] == "validation_labels" and names[1].startswith("validation_labels_")
+    validate(run, tmp_path / "alice" / "labels.csv")  # alice's again: her result, refreshed in place
+    assert len([k for k in json.loads((run / "manifest.json").read_text())["analyses"]
+                if k.startswith("validation")]) == 2
+
 def test_every_bad_row_named_by_file_and_line(tmp_path: Path) -> None:
     run = planted(tmp_path)
     bad = tmp_path / "bad.csv"

@@ -77,6 +77,10 @@ def register(app: typer.Typer) -> None:
         out.say("written: " + ", ".join(str(p) for p in res.paths))
         exit_if_failed(res.llm, out.say, "ask")
         if res.incomplete:
-            out.say("ask: incomplete: " + "; ".join(res.incomplete) + ". Rerun to continue (answered calls "
-                    "are cached).")
+            unusable = [r for r in res.incomplete if r.startswith("the plan was still unusable")]
+            # the plans are cached: the same question replays the same unusable plans
+            advice = ("Rerunning the same question replays the same (cached) plans: ask it in other words, "
+                      "e.g. naming the column or kind of piece to use." if len(unusable) == len(res.incomplete)
+                      else "Rerun to continue (answered calls are cached).")
+            out.say("ask: incomplete: " + "; ".join(res.incomplete) + ". " + advice)
             raise typer.Exit(INCOMPLETE_EXIT)

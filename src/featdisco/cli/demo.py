@@ -200,17 +200,28 @@ def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: 
 
     run = RunDir(Path(run_dir))
     names = pq.ParquetFile(run.file("features.parquet")).schema_arrow.names
-    cols = ["piece_id", "text"] + [c for c in ("quote", "verified") if c in names]
+    cols = ["piece_id", "text"] + [c for c in ("quote", "quote_start", "quote_end", "verified") if c in names]
     feats = features_with_clusters(run, cols).to_pandas().rename(columns={"text": "feature"})
     feats = feats[feats["cluster_id"] == cluster_id]
-    pieces = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "model"]).to_pandas()
+    pieces = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "model", "text"]).to_pandas()
     mine = set(pieces.loc[pieces["model"] == model, "piece_id"])
+    text_of = dict(zip(pieces["piece_id"], pieces["text"], strict=True))
+
+    def own_words(pid: str, start: Any, end: Any, quote: str) -> str:
+        """The piece's words at a verified quote's span: the check forgives case and spacing,
+        what is printed as a verified quote must not."""
+        text = text_of.get(pid)
+        ok = isinstance(text, str) and start is not None and end is not None and pd.notna(start) and pd.notna(end)
+        return str(text)[int(start):int(end)] if ok else quote
+
     feats = feats[feats["piece_id"].isin(mine)].sort_values("piece_id")
     out: list[tuple[str, str, str]] = []
     if "verified" in feats.columns:
         for r in feats[feats["verified"].fillna(False).astype(bool)].itertuples():
             if r.piece_id not in {o[0] for o in out} and isinstance(r.quote, str) and r.quote.strip():
-                out.append((str(r.piece_id), str(r.feature), r.quote))
+                out.append((str(r.piece_id), str(r.feature),
+                            own_words(str(r.piece_id), getattr(r, "quote_start", None), getattr(r, "quote_end", None),
+                                      r.quote)))
             if len(out) >= n:
                 return out
     if scan_name and run.file(f"scan_{scan_name}.parquet").exists():
@@ -219,7 +230,9 @@ def cluster_quotes(run_dir: str | Path, cluster_id: int, model: str, scan_name: 
         label = dict(zip(feats["piece_id"], feats["feature"], strict=False))
         for r in scan.sort_values("piece_id").itertuples():
             if r.piece_id not in {o[0] for o in out}:
-                out.append((str(r.piece_id), f"{label.get(r.piece_id, '')} (quote from the scan)", str(r.quote)))
+                span = r.span if isinstance(r.span, dict) else {}
+                out.append((str(r.piece_id), f"{label.get(r.piece_id, '')} (quote from the scan)",
+                            own_words(str(r.piece_id), span.get("start"), span.get("end"), str(r.quote))))
             if len(out) >= n:
                 return out
     if llm_options is not None and len(out) < n:
@@ -270,7 +283,10 @@ def ask_cluster_quotes(run_dir: str | Path, cluster_id: int, piece_ids: list[str
             results = pipe.engine.run_sync(requests, desc="quotes")
             row = answers_table(one, results, spec).to_pylist()[0]
             if row["status"] == "ok" and row["answer"] and row["verified"]:
-                out.append((str(row["piece_id"]), str(row["quote"])))
+                span, text = row.get("span") or {}, str(one["text"].iat[0] or "")
+                # the piece's words at the verified span, not the LLM's re-cased copy of them
+                quote = text[span["start"]:span["end"]] if "start" in span else str(row["quote"])
+                out.append((str(row["piece_id"]), quote))
             if len(out) >= n:
                 break
     finally:

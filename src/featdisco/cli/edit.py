@@ -22,9 +22,11 @@ from featdisco.cli.common import console
 from featdisco.curation import (
     APPLIED,
     CURATION,
+    PENDING,
     ClusterRef,
     Edit,
     check_edit,
+    edit_fates,
     read_edits,
     signatures,
     write_edits,
@@ -78,6 +80,16 @@ def _record(ctx: typer.Context, edit: Edit) -> None:
     check_edit(edit, f"edit {edit.describe()}")
     with open_run(run):  # the edit and its rerun under the run's lock: no writer beside it
         edits = read_edits(run / CURATION)
+        # the same command again after Ctrl-C stopped its rerun ("rerunning the same command
+        # resumes"): the edit is recorded and pending, so apply it rather than record it twice
+        # (the copy would be stale at once, its cluster split or merged away by the first)
+        pending = [f["index"] for f in edit_fates(run) if f["status"] == PENDING
+                   and edits[f["index"] - 1].describe() == edit.describe()]
+        if pending:
+            console.print(f"edit {pending[-1]} ({edit.describe()}) is recorded already and not applied yet: "
+                          "applying it", markup=False)
+            _apply(ctx)
+            return
         edits.append(edit)
         write_edits(run / CURATION, edits)
         console.print(f"recorded edit {len(edits)}: {edit.op} "

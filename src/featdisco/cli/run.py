@@ -254,8 +254,11 @@ def show_status(run_dir: Path, json_: bool = False) -> None:
     cfg = m.get("config") or {}
     totals = run_totals(m, run_dir)
     replied = f" (replies from {', '.join(sorted(totals.models))})" if totals.models else ""
+    k = cfg.get("n_clusters") or "auto"
+    if isinstance(k, dict):  # as --clusters takes it (user=20,response=40), not a Python dict
+        k = ",".join(f"{kind}={k[kind]}" for kind in ("user", "thought", "response") if kind in k)
     console.print(f"llm: {cfg.get('llm') or 'auto'} {cfg.get('model') or ''}{replied}  embedder: "
-                  f"{cfg.get('embedder') or DEFAULT_EMBEDDER}  clusters: {cfg.get('n_clusters') or 'auto'}", markup=False)
+                  f"{cfg.get('embedder') or DEFAULT_EMBEDDER}  clusters: {k}", markup=False)
     render_summary(run_dir, Output())
     if (edition := m.get("fitted_dictionary")) is not None:  # a transform's output
         console.print(f"dictionary: the clusters of {m.get('fitted_run')}, {edition_text(edition)}", markup=False)

@@ -39,7 +39,8 @@ KindOpt = Annotated[list[str] | None, typer.Option(
     "--kind", help="Piece kinds to scan: user, thought, response (repeatable or comma-separated; "
     "default all).")]
 NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question).")]
+    "--name", help="Name of the scan's outputs, scan_NAME.parquet (default: from the question, with a "
+                   "digest of it added when another question of the run took that name).")]
 AnswerOpt = Annotated[str, typer.Option(
     "--answer", help="bool (a JSON boolean), scale:LOW-HIGH (positive above the midpoint) or "
     "labels:A,B,... (positive: the first label).")]
@@ -92,7 +93,8 @@ def _print_scan(out: Output, result: ScanResult, by: str | None) -> None:
         if asked != result.question:
             out.say(f"asked of each {kind} as: {asked}")
     out.say(f"prevalence {_pct(result.rate)} ({result.positives:,} of {result.n:,} pieces answered), "
-            f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}")
+            f"95% CI {_pct(result.ci_low)}-{_pct(result.ci_high)}"
+            + (f"; counted as positive: {result.counts_as}" if result.counts_as else ""))
     if result.quotes:
         out.say(f"quotes: {result.quotes - result.unverified:,} of {result.quotes:,} found in their "
                 f"piece; {result.unverified:,} unverifiable (flagged verified=false)")

@@ -83,9 +83,15 @@ def register(app: typer.Typer) -> None:
             df = find_clusters(run_dir, query, top=out.limit(top, 10), kinds=kind, hidden=out.hidden)
         best = df.attrs["best_score"]
         if df.empty and not best >= df.attrs["floor"]:  # empty because of --top 0 is not "about nothing"
-            out.say(f"no cluster is about {shown!r}: none scores above the relevance floor {df.attrs['floor']:.2f} "
+            # hidden clusters were not searched: "no cluster" would be a claim about them too
+            n = len(out.hidden)
+            which, hidden = ("no cluster shown", f"; the {n:,} hidden cluster{'s were' if n != 1 else ' was'} not "
+                             "searched (--show-private searches them)") if n else ("no cluster", "")
+            floor = df.attrs["floor"]
+            digits = 3 if best == best and f"{best:.2f}" == f"{floor:.2f}" else 2  # "0.12, best 0.12" says nothing
+            out.say(f"{which} is about {shown!r}: none scores above the relevance floor {floor:.{digits}f} "
                     "(the best score random strings reach in this run"
-                    + (f"; the best cluster scored {best:.2f})" if best == best else ")"))
+                    + (f"; the best cluster scored {best:.{digits}f})" if best == best else ")") + hidden)
             return
         out.rows(df, ["rank", "cluster_id", "kind", "label", "score", "size", "prevalence", "best_member"],
                  f"clusters closest to {shown!r} (scores above the relevance floor {df.attrs['floor']:.2f})")

@@ -157,6 +157,19 @@ def ask_name(question: str) -> str:
     return "_".join(_SLUG.sub(" ", question.lower()).split())[:40].strip("_") or "question"
 
 
+def free_ask_name(run_dir: Path, question: str) -> str:
+    """:func:`ask_name`, unless the run holds an ask of another question under it (alike in
+    its first 40 characters): then with a digest of the question, so it replaces nothing."""
+    import hashlib
+
+    name = ask_name(question)
+    manifest = RunDir(run_dir).manifest if (run_dir / "manifest.json").exists() else {}
+    held = ((manifest.get("asks") or {}).get(name) or {}).get("question")
+    if held is None or held == question:
+        return name
+    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
+
+
 # ----------------------------------------------------------------------------- context
 
 @dataclass(slots=True)
@@ -169,10 +182,13 @@ class Context:
     tools: tuple[str, ...]
     group_note: str
     hidden: frozenset[int] = frozenset()  # private, rare or hidden clusters: never shown to the LLM
+    wide: dict[str, int] = field(default_factory=dict)  # columns left out for too many values -> their count
+    piece_kinds: frozenset[str] = frozenset()  # the kinds of piece the run has (empty: not known)
 
 
-def grouping_columns(act: Any) -> dict[str, list[str]]:
-    """Piece columns and metadata keys with 2..MAX_GROUPS values: what ``by`` may name."""
+def grouping_columns(act: Any, wide: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """Piece columns and metadata keys with 2..MAX_GROUPS values: what ``by`` may name. Those
+    with more values are put in ``wide`` with their count, so a plan naming one is told why."""
     candidates = [c for c in ("model", "source", "format") if c in act.pieces.columns]
     if "metadata" in act.pieces.columns:
         keys: set[str] = set()
@@ -190,6 +206,8 @@ def grouping_columns(act: Any) -> dict[str, list[str]]:
         distinct = sorted({str(v) for v in values})
         if 2 <= len(distinct) <= MAX_GROUPS:
             out[c] = distinct
+        elif len(distinct) > MAX_GROUPS and wide is not None:
+            wide[c] = len(distinct)
     return out
 
 
@@ -200,7 +218,8 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
 
     hidden = visibility(run_dir, show_private=show_private).hidden
     act = load_activations(run_dir)
-    columns = grouping_columns(act)
+    wide: dict[str, int] = {}
+    columns = grouping_columns(act, wide)
     sizes = np.asarray(act.piece_matrix.getnnz(axis=0))
     kinds = act.pieces["kind"].value_counts().to_dict()
     rates: dict[int, dict[str, float]] = {}
@@ -226,7 +245,8 @@ def build_context(run_dir: Path, show_private: bool = False) -> Context:
     tools: tuple[str, ...] = ("find", "scan", "compare", "cooccur")
     if not (RunDir(run_dir).file("embeddings.npy").exists() and RunDir(run_dir).file("strings.parquet").exists()):
         tools = ("scan", "compare", "cooccur")  # find embeds the query beside the run's strings
-    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden)
+    return Context("\n".join(lines), act.n_clusters - len(hidden), columns, tools, group_note, hidden, wide,
+                   frozenset(str(k) for k, n in kinds.items() if n))
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -247,8 +267,14 @@ def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[AskSt
         if s.tool == "compare" and not s.by:
             problems.append(f"{where}: by is empty; give one of " + (", ".join(ctx.columns) or "(none)"))
         if s.by and s.tool in ("compare", "scan") and s.by not in ctx.columns:
-            problems.append(f"{where}: by {s.by!r} is not a grouping column; use one of "
+            why = (f"has {ctx.wide[s.by]} values, more than ask groups by ({MAX_GROUPS}); "
+                   f"`featdisco {s.tool} --by {s.by}` takes it" if s.by in ctx.wide else "is not a grouping column")
+            problems.append(f"{where}: by {s.by!r} {why}; use one of "
                             + (", ".join(ctx.columns) or "(none: leave by empty)"))
+        if s.kind and s.tool in ("find", "scan") and ctx.piece_kinds and s.kind not in ctx.piece_kinds:
+            problems.append(f"{where}: kind {s.kind!r}: this run has no {s.kind} pieces; use one of "
+                            + ", ".join(k for k in ("user", "thought", "response") if k in ctx.piece_kinds)
+                            + " or leave it empty")
         if s.tool == "scan":
             filled["sample"] = min(s.sample or max_sample, max_sample)
         if s.tool == "cooccur":
@@ -382,9 +408,13 @@ def _scan_step(run_dir: Path, out: StepResult, name: str, budget: float | None, 
 
     spec = AnswerSpec()
     hits = rows[(rows["status"] == "ok") & rows["answer"].map(spec.positive) & (rows["verified"] == True)]  # noqa: E712
+    texts = piece_texts(RunDir(run_dir), hits["piece_id"].tolist())
     for _, g in hits.groupby("group", sort=True):  # a random few, not the first: no pick of the best
         for r in g.sample(min(len(g), EVIDENCE_PER_GROUP), random_state=seed).sort_index().itertuples():
-            out.evidence.append(Evidence(piece_id=r.piece_id, group=r.group, quote=r.quote))
+            # the piece's own words at the verified span, as the answer will be held to them
+            span, text = r.span, texts.get(r.piece_id)
+            quote = text[span["start"]:span["end"]] if isinstance(span, dict) and text is not None else r.quote
+            out.evidence.append(Evidence(piece_id=r.piece_id, group=r.group, quote=quote))
 
 
 def step_text(r: StepResult) -> str:
@@ -436,16 +466,23 @@ def check_numbers(answer: str, steps_text: str) -> tuple[list[str], list[str]]:
     return matched, unmatched
 
 
-def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[CheckedCitation], list[DroppedCitation]]:
-    """(citations whose quote is in their piece, with its span; the others, with why)."""
-    ids = sorted({c.piece_id for c in citations})
-    texts: dict[str, str] = {}
-    if ids:
-        import pyarrow.compute as pc
+def piece_texts(run: RunDir, piece_ids: Sequence[str]) -> dict[str, str]:
+    """The text of each of these pieces that the run has."""
+    ids = sorted(set(piece_ids))
+    if not ids:
+        return {}
+    import pyarrow.compute as pc
 
-        t = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "text"],
-                          filters=pc.field("piece_id").isin(ids))
-        texts = dict(zip(t.column("piece_id").to_pylist(), t.column("text").to_pylist(), strict=True))
+    t = pq.read_table(run.file("pieces.parquet"), columns=["piece_id", "text"],
+                      filters=pc.field("piece_id").isin(ids))
+    return dict(zip(t.column("piece_id").to_pylist(), t.column("text").to_pylist(), strict=True))
+
+
+def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[CheckedCitation], list[DroppedCitation]]:
+    """(citations whose quote is in their piece, with its span; the others, with why). A kept
+    citation's ``quote`` is the piece's own words at that span, not the LLM's copy of them:
+    the check forgives case, spacing and typographic marks, evidence shown must not."""
+    texts = piece_texts(run, [c.piece_id for c in citations])
     kept: list[CheckedCitation] = []
     dropped: list[DroppedCitation] = []
     for c in citations:
@@ -455,7 +492,8 @@ def check_citations(run: RunDir, citations: Sequence[Citation]) -> tuple[list[Ch
             continue
         chk = check_quote(c.quote, str(text))
         if chk.verified and chk.span is not None:
-            kept.append(CheckedCitation(piece_id=c.piece_id, quote=c.quote, start=chk.span.start, end=chk.span.end))
+            kept.append(CheckedCitation(piece_id=c.piece_id, quote=str(text)[chk.span.start:chk.span.end],
+                                        start=chk.span.start, end=chk.span.end))
         else:
             dropped.append(DroppedCitation(piece_id=c.piece_id, quote=c.quote, why="quote not found in the piece"))
     return kept, dropped
@@ -476,8 +514,9 @@ def run_ask(run_dir: str | Path, question: str, *, name: str | None = None, max_
         raise FeatdiscoError("the question is empty")
     if max_sample < 1:
         raise FeatdiscoError("--max-sample must be at least 1")
-    name = check_name(name) if name else ask_name(question)
+    name = check_name(name) if name else None
     with open_run(run_dir, write=True):
+        name = name or free_ask_name(run_dir, question)
         return _ask_locked(run_dir, question, name, max_cost=max_cost, max_sample=max_sample, seed=seed,
                            show_private=show_private, llm=llm, model=model, base_url=base_url,
                            concurrency=concurrency, prices=prices, log=log)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -138,6 +139,14 @@ class AnswerSpec:
             return bool(answer > (self.low + self.high) / 2)
         return bool(answer == self.labels[0])
 
+    def counts_as(self) -> str:
+        """What a positive answer is, in words ("" for a yes/no question)."""
+        if self.kind == "scale":
+            return f"an answer above {(self.low + self.high) / 2:g} on {self.low}-{self.high}"
+        if self.kind == "labels":
+            return f"the answer {self.labels[0]!r}"
+        return ""
+
     def describe(self) -> str:
         if self.kind == "bool":
             return "bool"
@@ -165,6 +174,7 @@ class ScanResult:
     paths: list[Path] = field(default_factory=list)
     llm: LLMUse | None = None  # this scan's LLM use (engine summary)
     asked: dict[str, str] = field(default_factory=dict)  # per piece kind, the question as rewritten
+    counts_as: str = ""  # what a positive answer is, for a scale or labels (AnswerSpec.counts_as)
 
 
 def scan_name(question: str) -> str:
@@ -172,6 +182,19 @@ def scan_name(question: str) -> str:
     words = _NAME.sub(" ", question.lower()).split()
     name = "_".join(words)[:40].strip("_")
     return name or "scan"
+
+
+def free_scan_name(run: RunDir, question: str) -> str:
+    """:func:`scan_name`, unless the run already holds a scan of another question under it
+    (two questions alike in their first 40 characters): then that name with a digest of the
+    question, so the second never replaces the first's results (and a label file's target)."""
+    import hashlib
+
+    name = scan_name(question)
+    held = ((run.manifest.get("scans") or {}).get(name) or {}).get("question")
+    if held is None or held == question:
+        return name
+    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
 
 
 def check_name(name: str) -> str:
@@ -229,8 +252,8 @@ def select_pieces(run: RunDir, kinds: list[str] | None, sample: int | None, seed
         keep = sorted(random.Random(seed).sample(range(len(df)), sample))
         df = df.iloc[keep]
     df = df.reset_index(drop=True)
-    if by:
-        df["group"] = group_column(df, by)
+    if by:  # resolved on the run's own columns (not the request added above), named in any error
+        df["group"] = group_column(df.drop(columns=["request"]), by, pieces_path=path)
     return df
 
 
@@ -263,12 +286,14 @@ def context_block(request: str | None, max_tokens: int = 500) -> str:
             f"<request>\n{body}\n</request>\n\n")
 
 
-def group_column(pieces: pd.DataFrame, by: str) -> pd.Series:
-    """``by`` as a piece column or metadata key, resolved as ``compare`` resolves it."""
+def group_column(pieces: pd.DataFrame, by: str, pieces_path: Path | None = None) -> pd.Series:
+    """``by`` as a piece column or metadata key, resolved as ``compare`` resolves it; with
+    ``pieces_path`` (the file ``pieces`` was read from, ``by`` among its loaded columns when
+    it is one) an unknown ``by`` is answered with every column of that file."""
     from featdisco.analysis.activations import Activations
 
     act = Activations(pieces, pd.DataFrame(), [], sparse.csr_matrix((len(pieces), 0)),
-                      sparse.csr_matrix((0, 0)))
+                      sparse.csr_matrix((0, 0)), pieces_path=pieces_path)
     return act.column(by).astype(object)
 
 
@@ -442,7 +467,8 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     from featdisco.analysis.llm import close_pipeline, open_pipeline
 
     if inputs:
-        split_into(run_dir, inputs, log, read_options)
+        split_into(run_dir, inputs, log, read_options,
+                   dict(llm=llm, model=model, base_url=base_url, prices=prices))
     run = RunDir(run_dir)
     if cluster is not None:
         question, kind = cluster_question(run, cluster)
@@ -451,7 +477,7 @@ def _scan_locked(run_dir: Path, question: str | None, *, cluster: int | None, ki
     assert question is not None
     if not question.strip():
         raise FeatdiscoError("--question is empty")
-    name = check_name(name or scan_name(question))
+    name = check_name(name or free_scan_name(run, question))
     pieces = select_pieces(run, kinds, sample, seed, by)
     prompt = load_prompt("scan", version=prompt_version or DEFAULT_PROMPT_VERSION)
     pipe = open_pipeline(run_dir, llm=llm, model=model, base_url=base_url, concurrency=concurrency,
@@ -517,7 +543,8 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     result = ScanResult(name, question, table, n, pos, pos / n if n else float("nan"), float(lo), float(hi),
                         failed=len(failed), failed_by_reason=reasons,
                         not_sent=int(sum(s.startswith("not sent") for s in status)),
-                        unverified=sum(not v for v in verified), quotes=len(verified), asked=dict(asked or {}))
+                        unverified=sum(not v for v in verified), quotes=len(verified), asked=dict(asked or {}),
+                        counts_as=spec.counts_as())
     result.paths.append(run.write_table(f"scan_{name}.parquet", table))
     if by is not None:
         result.by = prevalence_by(pieces["group"], positive, ok)
@@ -535,11 +562,13 @@ def summarise(run: RunDir, name: str, question: str, spec: AnswerSpec, pieces: p
     return result
 
 
-def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None) -> None:
+def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOptions | None = None,
+               llm_options: Mapping[str, object] | None = None) -> None:
     """Read and split ``inputs`` into ``run_dir`` (the run's split stage: skipped when the
-    same transcripts were split there before)."""
-    from featdisco.pipeline import SPLIT, Pipeline, PipelineConfig, config_from_manifest
+    same transcripts were split there before). ``llm_options`` (``llm``, ``model``,
+    ``base_url``, ``prices`` as given) are recorded in the run's config as ``run`` records
+    its flags, so later commands on the run without LLM flags use the same LLM."""
+    from featdisco.pipeline import SPLIT, Pipeline, config_from_manifest
 
-    cfg = config_from_manifest(run_dir, required=False, fitted_prompts=False) \
-        if (run_dir / "manifest.json").exists() else PipelineConfig()
+    cfg = config_from_manifest(run_dir, llm_options, required=False, fitted_prompts=False)
     Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=SPLIT)

@@ -283,12 +283,32 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
     df.attrs["unmatched"] = sorted(unmatched)
     if write:
         from featdisco.analysis.activations import write_analysis
-        from featdisco.analysis.provenance import safe_name
 
-        # one result per label file: validating against another file keeps this one
-        write_analysis(run.path, "validation_" + safe_name(labels_path.stem), df,
-                       command="validate", args={"_labels": str(labels_path)})
+        # one result per label file: validating against another file keeps this one, even when
+        # both are called labels.csv (one per annotator, in their own folders)
+        write_analysis(run.path, validation_name(run, labels_path), df,
+                       command="validate", args={"_labels": str(labels_path.resolve())})
     return df
+
+
+def validation_name(run: RunDir, labels_path: Path) -> str:
+    """``validation_<file name>``, unless the run holds the validation of another file of that
+    name (another folder's labels.csv): then with a digest of this file's full path."""
+    import hashlib
+    import shlex
+
+    from featdisco.analysis.provenance import safe_name
+
+    name = "validation_" + safe_name(labels_path.stem)
+    entry = (run.manifest.get("analyses") or {}).get(name) or {}
+    try:
+        held = shlex.split(str(entry.get("command") or ""))[-1:]  # the labels file it was computed from
+    except ValueError:
+        held = []
+    full = str(labels_path.resolve())
+    if not held or held[0] in (full, str(labels_path)):
+        return name
+    return f"{name}_{hashlib.sha1(full.encode()).hexdigest()[:6]}"
 
 
 def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind: dict[int, str],

@@ -190,6 +190,28 @@ def _check_finished(run: Path) -> None:
                              f"{', '.join(missing)}): run `featdisco run` to completion first")
 
 
+def _check_destination(dest: Path) -> None:
+    """Refuse a folder whose ``data/`` or page files are someone else's: a build replaces the
+    page files and the whole of ``data/`` there, so ``-o .`` in a project deleted its data
+    folder. An earlier report (or a build of one stopped part-way) is replaced; files of other
+    names are left alone."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise FeatdiscoError(f"{dest} is a file, not a folder for the report; give a new or empty folder")
+    data = dest / "data"
+    if (data / "overview.js").exists():
+        return  # a report: rebuilt in place
+    page = dest / "index.html"
+    ours = page.is_file() and b"featdisco" in page.read_bytes()[:65536]
+    theirs = ["data/"] if data.exists() and (not data.is_dir() or any(data.iterdir())) else []
+    if not ours:
+        theirs += [n for n in STATIC if (dest / n).exists()]
+    if theirs:
+        raise FeatdiscoError(f"{dest} holds {', '.join(theirs)}, not from a featdisco report, which a report "
+                             "would replace: give a new or empty folder with -o")
+
+
 def _read_manifest(run: Path) -> dict[str, Any]:
     try:
         return orjson.loads((run / "manifest.json").read_bytes())
@@ -256,6 +278,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, search: 
     run = Path(run_dir)
     _check_finished(run)
     dest = Path(out) if out else run / "report"
+    _check_destination(dest)
     data = dest / "data"
     # built aside and swapped in whole: an interrupted or failed build keeps the last report
     # (emptying data/ first left an index.html over missing shards)

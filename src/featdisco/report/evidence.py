@@ -315,10 +315,14 @@ def _write_scan(run: RunDir, writer: ShardWriter, order: PieceOrder, name: str, 
         p = int(pos[i])
         span = r.get("span")
         start = span["start"] if span and r.get("verified") else None
-        text, off = _window(texts[p]["text"] or "", start, SCAN_WINDOW)
+        full = texts[p]["text"] or ""
+        text, off = _window(full, start, SCAN_WINDOW)
+        # a verified quote is shown in the piece's own words (its span), not the LLM's copy,
+        # which the check let differ in case, spacing and quote marks
+        quote = full[span["start"]:span["end"]] if start is not None else r.get("quote")
         items.append(_ScanItem(pid=r["piece_id"], t=int(order.tidx[p]), kind=r["kind"],
                                turn=texts[p]["turn"], model=texts[p]["model"],
-                               answer=r["answer"], positive=bool(positive[i]), quote=r.get("quote"),
+                               answer=r["answer"], positive=bool(positive[i]), quote=quote,
                                start=start, end=span["end"] if start is not None else None,
                                verified=r.get("verified"), reason=r.get("reason"), text=text, off=off,
                                len=len(texts[p]["text"] or "")))

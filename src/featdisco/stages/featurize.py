@@ -261,9 +261,16 @@ class FeaturizeEstimate:
             return "unknown" if e.cost is None else f"${e.cost:.4f}"
 
         with_, without = (self.chosen, self.other) if self.evidence else (self.other, self.chosen)
+        # a side estimated from cached reply lengths and one from max_tokens are not comparable
+        # ("without" would look dearer): then each says what its figure is
+        differ = with_.output_basis != without.output_basis
+
+        def basis(e: Any) -> str:
+            return f" ({e.output_basis})" if differ else ""
+
         return (f"{self.chosen}\n  with evidence (quotes, the default): {with_.output_tokens:,} output "
-                f"tokens, cost {cost(with_)}; without (--no-evidence): {without.output_tokens:,} output "
-                f"tokens, cost {cost(without)}")
+                f"tokens{basis(with_)}, cost {cost(with_)}; without (--no-evidence): "
+                f"{without.output_tokens:,} output tokens{basis(without)}, cost {cost(without)}")
 
 
 def dry_run_both(batches: Callable[[], Iterable[pa.RecordBatch]],
@@ -398,8 +405,8 @@ class FeaturizeStage(Stage):
                                     featurize_chunks(chunks, engine, ctx.prompt, fcfg, report,
                                                      n_chunks=-(-n // CHUNK_PIECES)))
         if report.failed:
-            ctx.log(f"featurize: {report.failed} of {report.pieces} pieces failed "
-                    f"({dict(report.failed_by_reason)}); a rerun retries them")
+            why = ", ".join(f"{k} {v:,}" for k, v in sorted(report.failed_by_reason.items(), key=lambda kv: -kv[1]))
+            ctx.log(f"featurize: {report.failed:,} of {report.pieces:,} pieces failed ({why}); a rerun retries them")
         if report.quotes:
             share = report.unverified_share
             checked = report.quotes["verified"] + report.quotes["unverified"]

@@ -66,11 +66,19 @@ class ReadStage(Stage):
             piece_batches(iter_pieces(inputs.transcripts_iter(ctx.log), stats=stats), meta),
             empty_error="no pieces to work on: the input holds no user, thought or response text")
         report = inputs.report
+        notes = report.notes()
+        if stats.empty_dropped:  # as `featdisco split` says it: a null reply is no piece, and is counted
+            notes.insert(0, "empty pieces dropped: " + ", ".join(
+                f"{k} {n:,}" for k, n in sorted(stats.empty_dropped.items())))
+        if stats.redacted_blocks:
+            notes.append(f"redacted reasoning blocks: {stats.redacted_blocks:,} "
+                         f"({stats.redacted_only_turns:,} turns had only redacted reasoning)")
         counts = {"transcripts": stats.transcripts, **stats.by_kind(),
                   "skipped_records": sum(report.bad.values()), "skipped_files": len(report.skipped_files),
                   "ambiguous_think": report.ambiguous_think,
+                  "empty_dropped": sum(stats.empty_dropped.values()), "redacted_blocks": stats.redacted_blocks,
                   "shared_tree_turns": stats.shared_pieces,  # split once for several tree paths
-                  "notes": report.notes()}  # shown by the run summary and status: a skip is never silent
+                  "notes": notes}  # shown by the run summary and status: a skip is never silent
         return StageResult(counts)
 
 

@@ -93,6 +93,7 @@ class ReadReport:
     duplicate_ids: int = 0
     warnings: list[str] = field(default_factory=list)
     judge_files: list[Path] = field(default_factory=list)  # benchmark judge folders, not read
+    run_dirs: list[Path] = field(default_factory=list)  # featdisco run folders inside the inputs, not read
 
     @property
     def bad(self) -> Counter[str]:
@@ -161,6 +162,10 @@ class ReadReport:
 
     def _file_lines(self) -> list[str]:
         lines: list[str] = []
+        if self.run_dirs:
+            lines.append(f"  skipped {len(self.run_dirs):,} featdisco run folders inside the inputs (a run's files "
+                         "are not transcripts; name a run's pieces.parquet to read its pieces):")
+            lines += [f"    {d}" for d in self.run_dirs]
         if self.judge_files:
             lines.append(f"  skipped {len(self.judge_files):,} judge files (reference answers and judgments "
                          "are not model transcripts; name a file to read it):")
@@ -203,7 +208,7 @@ def read_transcripts(
     opts = options or ReadOptions(**kwargs)
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     report = report if report is not None else ReadReport()
-    files = expand_inputs(paths, report.judge_files)
+    files = expand_inputs(paths, report.judge_files, report.run_dirs)
     reader = _Reader(opts, report, log or (lambda _msg: None))
     return reader.run(files)
 
@@ -289,9 +294,14 @@ class _Reader:
             return None
         spec = _detect(samples)
         if spec is None:
-            keys = ", ".join(list(samples[0])[:12])
+            names = [str(k) for k in samples[0]]
+            keys = ", ".join(names[:12])
+            sep = next((c for c in (";", "\t", "|") if len(names) == 1 and c in names[0]), None)
+            fix = (f"the header was read as one column, its cells separated by {sep!r}: featdisco reads "
+                   "comma-separated CSV, so re-save it with commas" if sep and path.suffix.lower() == ".csv"
+                   else "pass --format or --map")
             err = BadRecord("unknown-format", f"cannot tell the transcript format (first record has "
-                            f"keys: {keys}); pass --format or --map")
+                            f"keys: {keys}); {fix}")
             self._file_error(path, head[0].where, err)
             return None
         return path, spec, True

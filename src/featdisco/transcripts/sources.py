@@ -49,14 +49,19 @@ def is_hf_dataset_dir(path: Path) -> bool:
 JUDGE_DIRS = ("reference_answer", "reference_answers", "model_judgment", "model_judgments")
 
 
-def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None) -> list[Path]:
+def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None,
+                  run_dirs: list[Path] | None = None) -> list[Path]:
     """Files (and saved HF datasets) named by ``paths``, directories walked in sorted order.
 
     In a walked folder, files under a benchmark's judge folders (MT-bench's
     ``reference_answer/``, ``model_judgment/``) are not a model's transcripts: they are
-    left out and listed in ``judge_files``; a file named directly is always read.
+    left out and listed in ``judge_files``; a file named directly is always read. A featdisco
+    run folder met on the walk (``--run-dir`` inside the inputs, or an earlier run kept beside
+    the data) is no transcripts either: its pieces read as transcripts would count every
+    transcript again; it is left out and listed in ``run_dirs``.
     """
     judge_files = judge_files if judge_files is not None else []
+    run_dirs = run_dirs if run_dirs is not None else []
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -71,26 +76,45 @@ def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None
             out.append(p)
         elif is_hf_dataset_dir(p):
             out.append(p)
+        elif is_run_dir(p):
+            raise FeatdiscoError(f"{p} is a featdisco run folder, not transcripts: name its pieces "
+                                 f"({p / 'pieces.parquet'}) to read them again")
         else:
-            for found in _walk(p):
+            for found in _walk(p, run_dirs):
                 if any(part.lower() in JUDGE_DIRS for part in found.relative_to(p).parts[:-1]):
                     judge_files.append(found)
                 else:
                     out.append(found)
     if not out:
-        raise FeatdiscoError(f"no transcript files found in {', '.join(map(str, paths))}")
+        raise FeatdiscoError(f"no transcript files found in {', '.join(map(str, paths))}"
+                             + (f" (featdisco run folders left out: {', '.join(map(str, run_dirs))})"
+                                if run_dirs else ""))
     return out
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def is_run_dir(path: Path) -> bool:
+    """A folder featdisco made a run in: its ``manifest.json`` records stages."""
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        with manifest.open("rb") as f:
+            return b'"stages"' in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def _walk(root: Path, run_dirs: list[Path]) -> Iterator[Path]:
     for child in sorted(root.iterdir()):
         if child.name.startswith("."):
             continue
         if child.is_dir():
             if is_hf_dataset_dir(child):
                 yield child
+            elif is_run_dir(child):
+                run_dirs.append(child)
             else:
-                yield from _walk(child)
+                yield from _walk(child, run_dirs)
         elif child.name.lower().endswith(DATA_SUFFIXES):
             yield child
 

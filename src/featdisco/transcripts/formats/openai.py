@@ -125,9 +125,10 @@ def _reasoning_fields(msg: Mapping[str, object], where: str) -> list[tm.Part]:
     for key in ("reasoning_content", "reasoning", "thinking"):
         value = msg.get(key)
         if isinstance(value, str):
-            if value.strip():
+            if value.strip():  # the first field with text; an empty one does not hide the next
                 parts.append(tm.ReasoningPart(value))
-            break
+                break
+            continue
         if isinstance(value, dict):  # {"summary": ...} or {"content": ...}
             text = value.get("content") or value.get("summary") or value.get("text")
             if isinstance(text, str) and text.strip():

@@ -38,15 +38,22 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
     return out
 
 
-def auto_mapping(rec: Mapping[str, object]) -> dict[str, str] | None:
-    for user, response in _AUTO_PAIRS:
-        if isinstance(rec.get(user), str) and isinstance(rec.get(response), str):
-            mapping = {"user": user, "response": response}
-            for t in _AUTO_THOUGHT:
-                if t in rec:
-                    mapping["thought"] = t
-                    break
-            return mapping
+def auto_mapping(rec: Mapping[str, object], empty_ok: bool = False) -> dict[str, str] | None:
+    """The columns of the first known prompt/response pair the record holds as text; with
+    ``empty_ok``, a pair whose cell is empty or null (a failed generation: read as an empty
+    piece, dropped and counted, as under ``--map``) counts too, after every full pair."""
+    for lenient in (False, True) if empty_ok else (False,):
+        for user, response in _AUTO_PAIRS:
+            cells = (rec.get(user), rec.get(response))
+            if (all(isinstance(c, str) for c in cells) if not lenient else
+                    user in rec and response in rec and any(isinstance(c, str) for c in cells)
+                    and all(c is None or isinstance(c, str) for c in cells)):
+                mapping = {"user": user, "response": response}
+                for t in _AUTO_THOUGHT:
+                    if t in rec:
+                        mapping["thought"] = t
+                        break
+                return mapping
     return None
 
 
@@ -55,7 +62,7 @@ def sniff(rec: Mapping[str, object]) -> bool:
 
 
 def parse(rec: Mapping[str, object], ctx: common.ParseContext) -> list[common.Conversation]:
-    mapping = ctx.mapping or auto_mapping(rec)
+    mapping = ctx.mapping or auto_mapping(rec, empty_ok=True)
     if not mapping:
         raise BadRecord("missing-field", "no prompt/response columns recognised (columns are "
                         f"{', '.join(map(str, rec))}); name them with --map user=COLUMN,response=COLUMN")
