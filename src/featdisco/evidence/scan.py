@@ -62,6 +62,8 @@ _NAME = re.compile(r"[^a-z0-9]+")
 # and asks what the response does; with the embedded 1.5B model on XSTest it said yes more
 # often to compliant answers than scan.v1, which judges the piece alone (bench/xstest.py; the
 # README has the figures), so v1 stays the default and v2 is chosen with prompt_version=2.
+# scan.v3 (v1 with reading rules and worked examples) is steadier over wordings of one
+# question there (kappa 0.23-0.37 against v1's -0.22-0.60) but lower at its best: an option.
 DEFAULT_PROMPT_VERSION = 1
 # decide: every piece's answer alone, then quotes for the positives; single: one full reply
 # per piece; answer: the answers alone, no quotes (the same decisions as decide, for a
