@@ -32,7 +32,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import Tags
 
 from featdisco.analysis.activations import Activations, load_activations
-from featdisco.analysis.provenance import dictionary_edition
+from featdisco.analysis.provenance import dictionary_edition, is_current_edition
 from featdisco.dictionary import Dictionary, group_unassigned
 from featdisco.embedders.base import Embedder
 from featdisco.errors import FeatdiscoError
@@ -426,7 +426,7 @@ def transform_with(dictionary: Dictionary, config: PipelineConfig, prompts: dict
             # fitted run changes its clusters, not the ones this folder keeps
             edition = dictionary_edition(dictionary.clusters, fitted_dir)
             pipe.dir.update(fitted_run=str(Path(fitted_dir).resolve()), fitted_dictionary=edition)
-            if edition["edits"] is None and log is not None:
+            if log is not None and not is_current_edition(edition, fitted_dir):  # edits None alone: not known
                 log(f"note: the clusters of {fitted_dir} changed since this dictionary was loaded; "
                     "the data is assigned by the clusters loaded (load() the dictionary again for the new ones)")
         assignments, vectors = assign_run(pipe.dir, dictionary)

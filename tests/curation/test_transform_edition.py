@@ -49,3 +49,18 @@ def test_a_transform_says_which_edition_of_the_dictionary_it_used_and_warns_afte
     assert f"dictionary: the clusters of {run}, 1 edit applied (hide {hidden})" in said
     assert "warning" not in cli("status", str(out))
     assert RunDir(out).manifest["fitted_dictionary"]["edits"] == [f"hide {hidden}"]
+
+
+def test_a_transform_from_a_saved_dictionary_does_not_say_its_clusters_changed(
+        run: Path, inputs: Path, server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """A saved dictionary keeps no edits, so its edition's edits are unknown; the transform
+    took that for a dictionary loaded before an edit and said "the clusters of DICT changed
+    since this dictionary was loaded", on a dictionary it had loaded a moment before."""
+    from featdisco.estimator import FeatureDiscovery, transform_into
+
+    saved = FeatureDiscovery.load(run).save(tmp_path / "dict")
+    said: list[str] = []
+    transform_into(saved, inputs / "mt_bench", out_dir=tmp_path / "applied", log=said.append)
+    assert not [line for line in said if "changed since" in line], said
+    assert RunDir(tmp_path / "applied").manifest["fitted_dictionary"]["edits"] is None  # edits unknown, as d8aef3f says
+    assert "warning" not in cli("status", str(tmp_path / "applied"))

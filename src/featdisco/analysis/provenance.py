@@ -155,10 +155,20 @@ def dictionary_edition(clusters: pa.Table, fitted: str | Path) -> DictionaryEdit
     from featdisco.curation import APPLIED, edit_fates
 
     fp = table_fingerprint(clusters)
-    table = Path(fitted) / "clusters.parquet"
-    known = (Path(fitted) / APPLIED).exists() and table.exists() and table_fingerprint(pq.read_table(table)) == fp
+    known = (Path(fitted) / APPLIED).exists() and _is_fitted_table(fp, fitted)
     return {"clusters": fp, "edits": [f["edit"] for f in edit_fates(Path(fitted)) if f["status"] == "applied"]
             if known else None, "transformed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def is_current_edition(edition: DictionaryEdition, fitted: str | Path) -> bool:
+    """Whether ``fitted``'s cluster table is still the one of ``edition``. Unknown edits
+    (``edits`` None) do not say it changed: a saved dictionary keeps no edits."""
+    return _is_fitted_table(edition["clusters"], fitted)
+
+
+def _is_fitted_table(fp: str, fitted: str | Path) -> bool:
+    table = Path(fitted) / "clusters.parquet"
+    return table.exists() and table_fingerprint(pq.read_table(table)) == fp
 
 
 def edition_text(edition: DictionaryEdition) -> str:
