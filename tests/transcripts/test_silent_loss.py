@@ -153,3 +153,17 @@ def test_a_run_folder_inside_the_inputs_is_left_out_and_said(tmp_path: Path) -> 
         assert "skipped 1 featdisco run folders inside the inputs" in proc.stdout and str(logs / "run1") in proc.stdout
     named = run_cli("split", logs / "run1", "-o", out)
     assert named.returncode == 2 and "is a featdisco run folder, not transcripts: name its pieces" in named.stderr
+
+
+def test_a_transcript_folder_with_a_manifest_of_another_tool_is_read(tmp_path: Path) -> None:
+    """Any manifest.json that held the word "stages" (an eval harness's
+    {"stages": ["generate", "judge"]}) made its folder a featdisco run: its transcripts were
+    left out as "featdisco run folders inside the inputs", under --skip-bad too."""
+    logs = tmp_path / "logs"
+    (logs / "eval1").mkdir(parents=True)
+    (logs / "eval1" / "manifest.json").write_text(json.dumps({"name": "eval 1", "stages": ["generate", "judge"]}))
+    write_jsonl(logs / "eval1" / "chats.jsonl", [GOOD] * 3)
+    proc = run_cli("split", logs, "-o", tmp_path / "o.parquet", "--skip-bad")
+    assert proc.returncode == 0, proc.stderr
+    assert "from 3 transcripts" in proc.stdout, proc.stdout
+    assert "featdisco run folder" not in proc.stdout + proc.stderr

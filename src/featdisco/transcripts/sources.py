@@ -93,15 +93,21 @@ def expand_inputs(paths: list[str | Path], judge_files: list[Path] | None = None
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder featdisco made a run in: its ``manifest.json`` records stages."""
+    """A folder featdisco made a run in: its ``manifest.json`` is an object whose ``stages``
+    maps each stage to its record (as a run reads it), not just any manifest that holds the
+    word (another tool's ``{"stages": ["generate", "judge"]}`` beside its transcripts)."""
     manifest = path / "manifest.json"
     if not manifest.is_file():
         return False
     try:
         with manifest.open("rb") as f:
-            return b'"stages"' in f.read(1 << 16)
-    except OSError:
+            if b'"stages"' not in f.read(1 << 16):  # a run's manifest opens with it
+                return False
+        data = orjson.loads(manifest.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
         return False
+    stages = data.get("stages") if isinstance(data, dict) else None
+    return isinstance(stages, dict) and all(isinstance(v, dict) for v in stages.values())
 
 
 def _walk(root: Path, run_dirs: list[Path]) -> Iterator[Path]:
