@@ -241,6 +241,30 @@ def test_a_run_dir_made_by_scan_keeps_its_llm_for_the_next_command(tmp_path: Pat
     assert again.exit_code == 0, again.output
     assert server.total == 2 * sent and "prevalence 50.0% (2 of 4 pieces answered)" in again.output
 
+def test_a_run_dir_made_by_scan_finds_its_relative_price_file_from_elsewhere(
+        tmp_path: Path, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scan FILES --run-dir DIR --prices prices.json kept the path as typed in DIR's config
+    (run keeps it absolute): the next command on DIR from another folder stopped with
+    'price file prices.json does not exist'."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "prices.json").write_text(json.dumps({"fake": {"input": 0.5, "output": 1.5}}))
+    chats = work / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"id": f"c{i}", "model": "m", "messages": [
+        {"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+        for i in range(4)))
+    out_dir = tmp_path / "scanned"
+    monkeypatch.chdir(work)
+    code, out = scan(server, "chats.jsonl", "--run-dir", str(out_dir), "--kind", "response", "--question", "Budget?",
+                     "--prices", "prices.json")
+    assert code == 0, out
+    monkeypatch.chdir(elsewhere)
+    again = CliRunner().invoke(app, ["scan", str(out_dir), "--kind", "response", "--question", "Budget, again?", "-q"])
+    assert again.exit_code == 0, f"{again.output}\n{again.exception!r}"
+    assert "does not exist" not in again.output
+
+
 def test_the_cost_cap_holds_calls_back_and_exits_3(run: Path, server: FakeOpenAIServer) -> None:
     result = CliRunner().invoke(app, ["scan", str(run), "--question", "Budget?", "--kind", "thought",
                                       "--max-cost", "0.0005", "--llm", "openai", "--base-url", server.base_url,

@@ -572,5 +572,8 @@ def split_into(run_dir: Path, inputs: list[Path], log: Any, read_options: ReadOp
     its flags, so later commands on the run without LLM flags use the same LLM."""
     from featdisco.pipeline import SPLIT, Pipeline, config_from_manifest
 
-    cfg = config_from_manifest(run_dir, llm_options, required=False, fitted_prompts=False)
+    options = dict(llm_options or {})
+    if options.get("prices"):  # kept absolute, as run keeps it: a later command may run elsewhere
+        options["prices"] = str(Path(str(options["prices"])).absolute())
+    cfg = config_from_manifest(run_dir, options, required=False, fitted_prompts=False)
     Pipeline(run_dir, cfg, log=log).run(inputs, read_options=read_options, stages=SPLIT)
