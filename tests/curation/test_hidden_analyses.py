@@ -98,3 +98,25 @@ def test_hiding_makes_stale_exactly_what_depends_on_it_and_showing_again_restore
     found = analyses(run)["compare_model"]
     assert found["current"] is False and found["hidden"] == [user]
     assert f"(computed with cluster {user} hidden, no cluster now)" in cli("status", str(run))
+
+
+def test_an_entry_from_before_hidden_clusters_were_left_out_is_stale_after_a_hide_only_if_it_tests_them(
+        run: Path) -> None:
+    """An older manifest's entries have no "hidden": every one of them was checked as "computed
+    with none hidden", so after a hide frequency read as stale ("computed with no cluster
+    hidden, cluster 3 now"), though its numbers do not depend on what is hidden."""
+    import orjson
+
+    cli("compare", str(run), "--by", "model")
+    cli("frequency", str(run))
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    for entry in manifest["analyses"].values():  # as an older featdisco wrote them
+        entry.pop("hidden", None)
+        entry.pop("hidden_kinds", None)
+    (run / "manifest.json").write_bytes(orjson.dumps(manifest))
+    user = next(c["cluster_id"] for c in clusters(run) if c["kind"] == "user")
+    edit(run, "hide", str(user))
+    found = analyses(run)
+    assert found["frequency"]["current"] is True
+    assert found["compare_model"]["current"] is False  # it tested every cluster: the hidden one too
+    assert "stale analysis frequency" not in cli("status", str(run))

@@ -28,7 +28,8 @@ the clusters not hidden) records their ids (``hidden``); it is current only whil
 clusters are hidden, so hiding another makes it stale and showing it again (``featdisco
 edit RUN drop N``) makes it current again. An entry without ``hidden`` was written before
 hidden clusters were left out; its fingerprint matches only if none was hidden when it was
-written, so it is checked as computed with none hidden.
+written, so one of those analyses is checked as computed with none hidden (and any other
+by its fingerprint alone).
 
 After an edit or a rerun changes what an analysis depends on, its fingerprint no longer
 matches, so ``featdisco status --json`` and the report say it is stale and how to refresh
@@ -353,7 +354,9 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
         entry: AnalysisStatus = {"name": name, "files": files, "current": fp is not None and fp == now[depends],
                                  "depends": depends, "args": e.get("args") or {},
                                  "command": _here(e.get("command"), run.path), "written": e.get("written")}
-        hidden = e.get("hidden", [])  # absent: written before hidden clusters were left out (see above)
+        # absent: written before hidden clusters were left out (see above): computed with none
+        # hidden, which matters only to the analyses that leave them out now
+        hidden = e.get("hidden", [] if _leaves_hidden_out(name, e.get("command")) else None)
         if hidden is not None:
             kinds = e.get("hidden_kinds")
             key = None if kinds is None else tuple(sorted(kinds))
@@ -370,6 +373,22 @@ def analyses_status(run_dir: str | Path) -> list[AnalysisStatus]:
                         "depends": LEGACY_DEPENDS, "args": {}, "command": None, "written": None,
                         "note": "written before provenance was kept: rerun its command"})
     return out
+
+
+# The commands whose results depend on which clusters are hidden (they leave them out).
+HIDDEN_COMMANDS = frozenset({"compare", "cooccur", "probe", "ask"})
+
+
+def _leaves_hidden_out(name: str, command: object) -> bool:
+    """Whether the analysis an entry records is one that leaves the hidden clusters out, by
+    the command that refreshes it (by its name for an entry without one)."""
+    try:
+        words = shlex.split(str(command)) if command else []
+    except ValueError:
+        words = []
+    if len(words) > 1:
+        return words[1] in HIDDEN_COMMANDS
+    return name.startswith(("compare", "cooccurrence", "probes", "ask_"))
 
 
 def _ids(ids: Sequence[int]) -> str:
