@@ -64,6 +64,18 @@ def edit(run: Path, *args: str) -> str:
     return result.output
 
 
+def cli(*args: str) -> str:
+    """A featdisco command that must succeed: its output."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def analyses(run: Path) -> dict[str, dict[str, Any]]:
+    """``status --json``'s analyses by name."""
+    return {a["name"]: a for a in orjson.loads(cli("status", str(run), "--json"))["analyses"]}
+
+
 def clusters(run: Path) -> list[dict[str, Any]]:
     return pq.read_table(run / "clusters.parquet").to_pylist()
 

@@ -6,7 +6,6 @@ rename too."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 from pathlib import Path
@@ -22,20 +21,10 @@ from featdisco.analysis.provenance import SECTION, clusters_fingerprint
 from featdisco.cli import app
 from featdisco.report import build_report
 from featdisco.rundir import RunDir
-from tests.curation.conftest import edit, user_ids
+from tests.curation.conftest import analyses, cli, edit, user_ids
 from tests.fakes.openai_server import FakeOpenAIServer
 
 NEW = "Renamed by the researcher"
-
-
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
-
-
-def analyses(run: Path) -> dict[str, dict[str, Any]]:
-    return {a["name"]: a for a in json.loads(cli("status", str(run), "--json"))["analyses"]}
 
 
 def shard(run: Path, name: str) -> dict[str, Any]:

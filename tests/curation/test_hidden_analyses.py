@@ -6,27 +6,13 @@ which clusters are hidden: showing the cluster again makes them current again.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from typer.testing import CliRunner
 
 from featdisco.analysis.stats import benjamini_hochberg
-from featdisco.cli import app
-from tests.curation.conftest import clusters, edit
-
-
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
-
-
-def analyses(run: Path) -> dict[str, dict[str, Any]]:
-    return {a["name"]: a for a in json.loads(cli("status", str(run), "--json"))["analyses"]}
+from tests.curation.conftest import analyses, cli, clusters, edit
 
 
 def compared(run: Path) -> dict[int, float]:
