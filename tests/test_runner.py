@@ -184,6 +184,20 @@ def test_config_precedence_is_flag_then_manifest_then_default(tmp_path: Path) ->
     assert (cfg.max_chars, cfg.seed, cfg.n_clusters) == (None, 9, None)  # --max-chars 0, --clusters auto
 
 
+def test_another_backend_does_not_inherit_the_runs_model_name_or_server(tmp_path: Path) -> None:
+    """`ask RUN --llm local` on a run made with an OpenAI-compatible server looked for a local
+    model file named after the server's model ("local model file not found: gpt-4.1-mini")."""
+    RunDir(tmp_path).update(config={"llm": "openai", "model": "gpt-4.1-mini",
+                                    "base_url": "http://127.0.0.1:9/v1", "seed": 4})
+    cfg = config_from_manifest(tmp_path, {"llm": "local"})
+    assert (cfg.llm, cfg.model, cfg.base_url, cfg.seed) == ("local", None, None, 4)
+    cfg = config_from_manifest(tmp_path, {"llm": "local", "model": "/models/other.gguf"})
+    assert cfg.model == "/models/other.gguf"  # a flag still counts
+    cfg = config_from_manifest(tmp_path, {"llm": "openai"})  # the same backend keeps them
+    assert (cfg.model, cfg.base_url) == ("gpt-4.1-mini", "http://127.0.0.1:9/v1")
+    assert config_from_manifest(tmp_path, {}).model == "gpt-4.1-mini"
+
+
 def test_a_stage_config_is_a_frozen_dataclass_made_in_one_place() -> None:
     cfg = stage_config(FeaturizeStage, PipelineConfig(min_features=3, max_features=5))
     assert (cfg.min_features, cfg.max_features) == (3, 5)

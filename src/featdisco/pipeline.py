@@ -397,13 +397,20 @@ DEFAULT = "<default>"  # a flag value that puts a setting back to its default (-
 PER_INVOCATION = ("max_cost",)  # a cap on one invocation's spend: never carried over from the manifest
 
 
+# Settings that name something of the run's LLM backend: a command switching to another
+# backend (``--llm local`` on a run made with ``--llm openai --model gpt-4.1-mini``) does not
+# carry them over, or the local backend would look for a model file called gpt-4.1-mini.
+BACKEND_SETTINGS = ("model", "base_url")
+
+
 def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | None = None, *,
                          fitted_prompts: bool = True, required: bool = True,
                          own_prompts: bool = False) -> PipelineConfig:
     """The one place config precedence is decided, for every command: a flag (a value in
     ``overrides`` that is not None; :data:`DEFAULT` puts the default back) beats the
     manifest (the config the run was made with), which beats the default. Settings in
-    :data:`PER_INVOCATION` are not carried over. Prompts: with ``own_prompts`` (``run``)
+    :data:`PER_INVOCATION` are not carried over, nor :data:`BACKEND_SETTINGS` when ``llm``
+    names another backend than the run's. Prompts: with ``own_prompts`` (``run``)
     the run's copies of the prompt files a user gave it, then ``overrides["prompt_files"]``;
     with ``fitted_prompts`` (``transform``, ``load``) the run's copies of all its prompts;
     otherwise the packaged ones (analyses' own prompts). ``required=False``: a folder
@@ -422,6 +429,9 @@ def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | Non
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     given_prompts = flags.pop("prompt_files", None)
     flag_prompts = dict(given_prompts) if isinstance(given_prompts, Mapping) else {}
+    if flags.get("llm") not in (None, DEFAULT, stored.get("llm")):
+        for k in BACKEND_SETTINGS:  # the run's model name or server means nothing to another backend
+            cfg.pop(k, None)
     for k, v in flags.items():
         if v == DEFAULT:
             cfg.pop(k, None)

@@ -74,7 +74,8 @@ def answer_from(results: str, invent: bool) -> dict[str, object]:
     return {"answer": text, "citations": cites}
 
 
-def handler(invent: bool = False, plans: list[dict[str, object]] | None = None) -> Callable[[FakeRequest], Reply]:
+def handler(invent: bool = False, plans: list[dict[str, object]] | None = None,
+            answer: dict[str, object] | None = None) -> Callable[[FakeRequest], Reply]:
     plans = list(plans or [PLAN])
 
     def handle(req: FakeRequest) -> Reply:
@@ -83,7 +84,7 @@ def handler(invent: bool = False, plans: list[dict[str, object]] | None = None) 
             return Reply(content=json.dumps(plans.pop(0) if len(plans) > 1 else plans[0]))
         if name == "ask_answer":
             results = user_text(req).split("Step outputs:\n", 1)[1]
-            return Reply(content=json.dumps(answer_from(results, invent)))
+            return Reply(content=json.dumps(answer or answer_from(results, invent)))
         if name == "scan_question":  # the scan's question rewritten for the judge: kept as written
             return Reply(content=json.dumps({"question": user_text(req).split("Question: ", 1)[1].split("\n")[0]}))
         if name in ("scan_answer", "scan_decision"):  # the scan decides first, then quotes the yeses
@@ -152,6 +153,7 @@ def test_ask_plans_a_scan_and_answers_with_its_numbers_and_verified_quotes(run: 
         assert pieces[c["piece_id"]][c["start"]:c["end"]].lower() == SORRY.lower()
     assert {c["piece_id"][0] for c in doc["citations"]} == {"a", "b"}
     assert "citations: 2 verified, 0 dropped" in out and "numbers: 6 match" in out
+    assert doc["unsupported"] == "" and "unsupported" not in out
     # stored as an analysis the report shows, with the manifest entry
     rows = pq.read_table(run / "analysis_ask_which_model_apologises_more.parquet")
     meta = {k.decode(): v.decode() for k, v in (rows.schema.metadata or {}).items()}
@@ -180,6 +182,26 @@ def test_an_invented_quote_is_dropped_and_counted_and_a_made_up_number_flagged(
     rows = pq.read_table(run / "analysis_ask_which_model_apologises_more.parquet").to_pylist()
     cited = [r["text"] for r in rows if r["part"] == "citation"]
     assert len(cited) == 2 and INVENTED not in cited  # never shown as evidence
+
+
+def test_an_answer_that_nothing_from_the_steps_supports_is_flagged_not_shown_as_a_finding(
+        run: Path, server: FakeOpenAIServer) -> None:
+    """The local model planned one step, then answered "None of the models apologise" with no
+    number and no quote: a claim about the data that no step's output backs."""
+    only_compare = {"steps": [PLAN["steps"][1]]}
+    server.set_handler(handler(plans=[only_compare], answer={"answer": "None of the models apologise.",
+                                                             "citations": []}))
+    code, out = ask(server, run)
+    assert code == 0, out
+    assert ("warning: unsupported answer: the answer cites no number from the steps' outputs and no "
+            "verified quote; do not take it as a finding") in out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["unsupported"].startswith("the answer cites no number")
+    assert "every step came back empty" not in doc["unsupported"]  # the compare step had rows
+    rows = pq.read_table(run / "analysis_ask_which_model_apologises_more.parquet")
+    meta = {k.decode(): v.decode() for k, v in (rows.schema.metadata or {}).items()}
+    assert meta["unsupported"] == doc["unsupported"]  # what the report's ask page shows
+    assert json.loads((run / "manifest.json").read_text())["asks"]["which_model_apologises_more"]["unsupported"]
 
 
 def test_a_bad_plan_is_re_asked_once_then_run(run: Path, server: FakeOpenAIServer) -> None:

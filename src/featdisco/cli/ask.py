@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
         out.say(f"numbers: {len(res.numbers_matched)} match the steps' outputs"
                 + (f"; {len(res.numbers_unmatched)} do not ({', '.join(res.numbers_unmatched)})"
                    if res.numbers_unmatched else ""))
+        if res.unsupported:
+            out.say(f"warning: unsupported answer: {res.unsupported}; do not take it as a finding")
         out.say("written: " + ", ".join(str(p) for p in res.paths))
         exit_if_failed(res.llm, out.say, "ask")
         if res.incomplete:

@@ -149,6 +149,7 @@ class AskResult:
     numbers_unmatched: list[str] = field(default_factory=list)
     plan_problems: list[str] = field(default_factory=list)  # of the first plan, when it was re-asked
     incomplete: list[str] = field(default_factory=list)  # why the answer is partial (exit 3)
+    unsupported: str = ""  # why nothing from the steps backs the answer ("" when something does)
     llm: LLMUse | None = None
     paths: list[Path] = field(default_factory=list)
 
@@ -578,6 +579,7 @@ def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | No
                 result.answer = answer.answer
                 result.citations, result.dropped = check_citations(run, answer.citations)
                 result.numbers_matched, result.numbers_unmatched = check_numbers(answer.answer, results_text)
+                result.unsupported = unsupported_reason(result)
     finally:
         result.llm = close_pipeline(pipe, "ask")
     provenance = Provenance(llm=used_llm, model=used_model, prompts=prompts,
@@ -585,6 +587,17 @@ def _ask_locked(run_dir: Path, question: str, name: str, *, max_cost: float | No
                             max_cost=max_cost, max_sample=max_sample, seed=seed)
     write_ask(run, result, ctx, provenance)
     return result
+
+
+def unsupported_reason(result: AskResult) -> str:
+    """Why the answer has no support from the steps, or "": it cites no number that is in a
+    step's output and no verified quote. A small model otherwise turns "find returned no
+    cluster" into "none of the models apologise", a claim about the data that no data backs."""
+    if not result.answer.strip() or result.citations or result.numbers_matched:
+        return ""
+    empty = all(r.error or r.table.empty for r in result.steps)
+    return ("the answer cites no number from the steps' outputs and no verified quote"
+            + ("; every step came back empty, so it rests on no data from this run" if empty else ""))
 
 
 R = TypeVar("R", bound=Reply)
@@ -618,7 +631,8 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
                       "table": _jsonable(r.table), "evidence": r.evidence, "llm": r.llm or {}} for r in result.steps],
            "answer": result.answer, "citations": result.citations, "dropped_citations": result.dropped,
            "numbers_matched": result.numbers_matched, "numbers_unmatched": result.numbers_unmatched,
-           "incomplete": result.incomplete, "llm": result.llm or {}, "provenance": provenance}
+           "incomplete": result.incomplete, "unsupported": result.unsupported, "llm": result.llm or {},
+           "provenance": provenance}
     path = run.file(f"ask_{name}.json")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
@@ -643,7 +657,8 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
             "citations": f"{len(result.citations)} verified, {len(result.dropped)} dropped (quote not in the piece)",
             "numbers": f"{len(result.numbers_matched)} match the steps' outputs, "
                        f"{len(result.numbers_unmatched)} flagged",
-            "incomplete": "; ".join(result.incomplete) or "no"}
+            "incomplete": "; ".join(result.incomplete) or "no",
+            "unsupported": result.unsupported or "no"}
     table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
         {k: v.encode() for k, v in meta.items()})
     result.paths.insert(1, run.write_table(f"analysis_ask_{name}.parquet", table))
@@ -654,7 +669,7 @@ def write_ask(run: RunDir, result: AskResult, ctx: Context, provenance: Provenan
         "question": result.question, "steps": [s.tool for s in result.plan],
         "citations": len(result.citations), "dropped_citations": len(result.dropped),
         "numbers_matched": len(result.numbers_matched), "numbers_unmatched": len(result.numbers_unmatched),
-        "incomplete": bool(result.incomplete), "file": path.name, "created": provenance["created"]}})
+        "incomplete": bool(result.incomplete), "unsupported": bool(result.unsupported), "file": path.name, "created": provenance["created"]}})
     # the steps ran on the clusters the run has now, planned from their labels: stale (and
     # refreshed by this command) once the clusters or their names change
     record(run, f"ask_{name}", [p.name for p in result.paths], command="ask",

@@ -523,7 +523,8 @@ async function viewAsk(name, a, rows, byId) {
     steps.map((s, i) => section(`Step ${s.step}: ${s.tool}`, tables[i] ? stepTable(tables[i]) : empty("No table: the step failed or gave no rows (see the plan)."))),
     section("Answer", el("p", { class: "ask-answer" }, answer.text || "(no answer)"), el("p", { class: "muted small" }, answer.detail || "")),
     section("Citations", cites.length ? table(["piece", "quote (found in the piece)"], cites.map((c) => [c.piece_id, c.text])) : empty("No citation verified.")),
-    el("p", { class: "muted small ask-checks" }, `Citations: ${a.meta.citations}. Numbers: ${a.meta.numbers}.` + (a.meta.incomplete && a.meta.incomplete !== "no" ? ` Incomplete: ${a.meta.incomplete}.` : "")));
+    el("p", { class: "muted small ask-checks" }, `Citations: ${a.meta.citations}. Numbers: ${a.meta.numbers}.` + (a.meta.incomplete && a.meta.incomplete !== "no" ? ` Incomplete: ${a.meta.incomplete}.` : "")
+      + (a.meta.unsupported && a.meta.unsupported !== "no" ? ` Unsupported answer: ${a.meta.unsupported}.` : "")));
 }
 
 function pick(cols, ...names) { return names.find((n) => cols.includes(n)); }
