@@ -196,6 +196,10 @@ def test_another_backend_does_not_inherit_the_runs_model_name_or_server(tmp_path
     cfg = config_from_manifest(tmp_path, {"llm": "openai"})  # the same backend keeps them
     assert (cfg.model, cfg.base_url) == ("gpt-4.1-mini", "http://127.0.0.1:9/v1")
     assert config_from_manifest(tmp_path, {}).model == "gpt-4.1-mini"
+    # a run that named no backend but a server was an OpenAI-compatible run
+    RunDir(tmp_path).update(config={"llm": None, "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    assert config_from_manifest(tmp_path, {"llm": "openai"}).model == "m"
+    assert config_from_manifest(tmp_path, {"llm": "local"}).model is None
 
 
 def test_a_stage_config_is_a_frozen_dataclass_made_in_one_place() -> None:

@@ -403,6 +403,15 @@ PER_INVOCATION = ("max_cost",)  # a cap on one invocation's spend: never carried
 BACKEND_SETTINGS = ("model", "base_url")
 
 
+def _recorded_backend(stored: Mapping[str, object]) -> str | None:
+    """The backend a run's config names: its ``llm``, else ``openai`` when it has a server
+    URL (as :func:`featdisco.llm.registry.resolve_backend` decides); None when unknown."""
+    llm = stored.get("llm")
+    if isinstance(llm, str) and llm.strip():
+        return llm.strip().lower()
+    return "openai" if stored.get("base_url") else None
+
+
 def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | None = None, *,
                          fitted_prompts: bool = True, required: bool = True,
                          own_prompts: bool = False) -> PipelineConfig:
@@ -429,7 +438,8 @@ def config_from_manifest(path: str | Path, overrides: Mapping[str, object] | Non
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     given_prompts = flags.pop("prompt_files", None)
     flag_prompts = dict(given_prompts) if isinstance(given_prompts, Mapping) else {}
-    if flags.get("llm") not in (None, DEFAULT, stored.get("llm")):
+    flag_llm, was = flags.get("llm"), _recorded_backend(stored)
+    if isinstance(flag_llm, str) and flag_llm != DEFAULT and was is not None and flag_llm.lower() != was:
         for k in BACKEND_SETTINGS:  # the run's model name or server means nothing to another backend
             cfg.pop(k, None)
     for k, v in flags.items():
