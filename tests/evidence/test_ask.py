@@ -214,6 +214,21 @@ def test_a_bad_plan_is_re_asked_once_then_run(run: Path, server: FakeOpenAIServe
     assert [s["by"] for s in doc["plan"]] == ["model", "model"]
 
 
+def test_a_find_or_cooccur_step_grouped_by_a_column_is_re_asked_as_a_measurement(
+        run: Path, server: FakeOpenAIServer) -> None:
+    """The local model planned `find` with by=model for "which model apologises more?": find
+    ranks clusters and gives no rate per model, so the answer came from nothing."""
+    bad = {"steps": [{**PLAN["steps"][1], "tool": "cooccur", "by": "model"}]}  # type: ignore[dict-item]
+    server.set_handler(handler(plans=[bad, PLAN]))
+    code, out = ask(server, run)
+    assert code == 0, out
+    doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
+    assert doc["plan_problems"] == ["step 1 (cooccur): cooccur does not group, so by 'model' would be ignored; "
+                                    "to measure a behaviour per model, scan it (or compare) with by 'model', "
+                                    "or leave by empty"]
+    assert [s["tool"] for s in doc["plan"]] == ["scan", "compare"]  # the re-asked plan measures
+
+
 def test_a_plan_bad_twice_exits_3_and_an_empty_question_2(run: Path, server: FakeOpenAIServer) -> None:
     bad = {"steps": [{**PLAN["steps"][0], "tool": "find"}]}  # type: ignore[dict-item]
     server.set_handler(handler(plans=[bad]))
@@ -276,7 +291,7 @@ def test_the_ask_is_recorded_with_its_provenance_and_the_command_that_refreshes_
     assert entry["current"] and "analysis_ask_which_model_apologises_more.parquet" in entry["files"]
     assert entry["command"].startswith(f"featdisco ask {run} 'Which model apologises more?'")
     doc = json.loads((run / "ask_which_model_apologises_more.json").read_text())
-    assert doc["provenance"]["model"] == "fake" and doc["provenance"]["prompts"]["ask_plan"].startswith("ask_plan.v1")
+    assert doc["provenance"]["model"] == "fake" and doc["provenance"]["prompts"]["ask_plan"].startswith("ask_plan.v2")
     assert doc["provenance"]["prompts"]["scan"].startswith("scan.v1")  # what its scans used, not the newest file
 
 

@@ -272,6 +272,9 @@ def check_plan(plan: AskPlan, ctx: Context, max_sample: int) -> tuple[list[AskSt
                    f"`featdisco {s.tool} --by {s.by}` takes it" if s.by in ctx.wide else "is not a grouping column")
             problems.append(f"{where}: by {s.by!r} {why}; use one of "
                             + (", ".join(ctx.columns) or "(none: leave by empty)"))
+        if s.by and s.tool in ("find", "cooccur"):  # the planner meant rates per group: it would get none
+            problems.append(f"{where}: {s.tool} does not group, so by {s.by!r} would be ignored; to measure "
+                            f"a behaviour per {s.by}, scan it (or compare) with by {s.by!r}, or leave by empty")
         if s.kind and s.tool in ("find", "scan") and ctx.piece_kinds and s.kind not in ctx.piece_kinds:
             problems.append(f"{where}: kind {s.kind!r}: this run has no {s.kind} pieces; use one of "
                             + ", ".join(k for k in ("user", "thought", "response") if k in ctx.piece_kinds)
