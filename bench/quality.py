@@ -1,7 +1,7 @@
 """Discovery quality on planted behaviours (issue 15): real hh-rlhf chats with behaviours
 planted into their text, the scripted rater of ``tests/quality/harness.py`` over the fake
-OpenAI server, the real MiniLM embedder. Prints, per planted behaviour, the share of its
-features in its largest cluster, NMI over planted features, the planted link's probe F1 and
+OpenAI server, the real embedder (the default, minilm-q8, unless --embedder). Prints, per
+planted behaviour, the share of its features in its largest cluster, NMI over planted features, the planted link's probe F1 and
 the share of duplicate labels per kind.
 
     python bench/quality.py [--transcripts 800] [--clusters N] [--keep DIR] [--embedder static]
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--transcripts", type=int, default=800)
     ap.add_argument("--clusters", type=int, default=None, help="k per kind (default: the automatic rule)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run in this folder")
-    ap.add_argument("--embedder", default=None, help="minilm (default), static, st:PATH, api:MODEL")
+    ap.add_argument("--embedder", default=None, help="minilm-q8 (the default), minilm, static, st:PATH, api:MODEL")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a PipelineConfig field, e.g. --set merge=false")
     args = ap.parse_args()
@@ -56,7 +56,7 @@ def main() -> None:
         counts = {s.name: s.counts for s in result.stages if s.name in ("cluster", "merge")}
         manifest = json.loads((run_dir / "manifest.json").read_text())
         stage_s = {k: round(v["seconds"], 2) for k, v in manifest["stages"].items()}
-        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "embedder": args.embedder or "minilm",
+        print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "embedder": manifest["config"].get("embedder"),
                           "stage_seconds": stage_s, "stages": counts}, default=str))
         print(json.dumps(measure(run_dir), indent=1))
 
