@@ -303,3 +303,25 @@ def test_featurize_failures_are_counted_in_words_not_as_a_python_dict(server: Fa
     assert result.exit_code == 3, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("featurize: 1 of 16 pieces failed"))
     assert line == "featurize: 1 of 16 pieces failed (bad-request 1); a rerun retries them", line
+
+
+def test_a_run_over_a_fitted_directory_with_other_transcripts_says_it_replaced_the_fit(
+        server: FakeOpenAIServer, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`run NEW --run-dir OLD_RUN` re-fitted on the new transcripts with nothing said but
+    "read: done"; the same inputs again say nothing."""
+    other = inputs / "reasoning.jsonl"  # a part of the inputs: other transcripts
+    run = tmp_path / "run"
+    flags = ["--run-dir", str(run), "--llm", "openai", "--model", "gpt-4o-mini", "--base-url", server.base_url,
+             "--clusters", str(K)]
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(inputs), *flags])
+    assert first.exit_code == 0, first.output
+    same = runner.invoke(app, ["run", str(inputs), *flags])
+    assert same.exit_code == 0 and "had been fitted on other transcripts" not in same.output
+    n_before = json.loads((run / "manifest.json").read_text())["stages"]["read"]["counts"]["transcripts"]
+    again = runner.invoke(app, ["run", str(other), *flags])
+    assert again.exit_code == 0, again.output
+    n_now = json.loads((run / "manifest.json").read_text())["stages"]["read"]["counts"]["transcripts"]
+    assert n_now != n_before
+    assert (f"note: {run} had been fitted on other transcripts ({n_before}); this run replaced that fit "
+            f"with one on these ({n_now}). Pass a new --run-dir to keep both.") in again.output.replace("\n", " ")

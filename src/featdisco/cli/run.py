@@ -99,8 +99,13 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
         out.say("naming and rating add about one call per cluster plus one per 10 clusters.")
         return
     warn_if_budget_spent(run_dir, cfg.budget, out)
+    fitted_on = _read_output(run_dir) if inputs is not None else None
     result = pipe.run(inputs, read_options)
     print_summary(result, out)
+    now = _read_output(run_dir) if fitted_on is not None else None
+    if fitted_on is not None and now is not None and now[0] != fitted_on[0]:
+        out.say(f"note: {run_dir} had been fitted on other transcripts ({fitted_on[1]}); this run "
+                f"replaced that fit with one on these ({now[1]}). Pass a new --run-dir to keep both.")
     print_top_clusters(result.clusters, top, out, show_private, result.run_dir)
     if (result.run_dir / "clusters.parquet").exists():
         out.say(f"\noutputs in {result.run_dir}/: clusters.parquet (one row per cluster), "
@@ -115,6 +120,17 @@ def run_pipeline(*, inputs: list[Path] | None, run_dir: Path, cfg: PipelineConfi
             exit_if_failed(result.llm.as_dict(), out.say, "run incomplete")
             out.say("run incomplete: some stages did not finish; rerun the same command to finish them")
         raise typer.Exit(INCOMPLETE_EXIT)
+
+
+def _read_output(run_dir: Path) -> tuple[str, int] | None:
+    """The read stage's output hash and transcript count, as recorded; None before a read."""
+    if not (run_dir / MANIFEST).is_file():
+        return None
+    rec = (RunDir(run_dir).manifest.get("stages") or {}).get("read") or {}
+    digest, counts = rec.get("output_hash"), rec.get("counts") or {}
+    if not isinstance(digest, str) or not isinstance(counts, dict):
+        return None
+    return digest, int(counts.get("transcripts") or 0)
 
 
 def warn_if_budget_spent(run_dir: Path, budget: float | None, out: Output) -> None:
