@@ -56,7 +56,8 @@ MethodOpt = Annotated[str, typer.Option(
     "the answers alone, no quotes (decide's answers, fewest calls).")]
 ScanPromptOpt = Annotated[int | None, typer.Option(
     "--scan-prompt", min=1, help="Packaged scan prompt version: 1 (default) judges the piece alone; "
-    "2 also shows a response the user's request and asks what the response does.")]
+    "2 also shows a response the user's request and asks what the response does; 3 is 1 with rules "
+    "for reading a question and worked examples (steadier over wordings, lower at best: the README).")]
 RewriteOpt = Annotated[bool | None, typer.Option(
     "--rewrite/--no-rewrite", help="First have the LLM rewrite the question (one call per piece kind, "
     "cached) into a question about the piece's own text, and ask that; the rewrite is shown and kept "
