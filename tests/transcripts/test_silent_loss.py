@@ -155,6 +155,18 @@ def test_a_run_folder_inside_the_inputs_is_left_out_and_said(tmp_path: Path) -> 
     assert named.returncode == 2 and "is a featdisco run folder, not transcripts: name its pieces" in named.stderr
 
 
+def test_a_run_with_many_analyses_is_still_a_run_folder(tmp_path: Path) -> None:
+    """A run's manifest has sorted keys: with enough analyses and artefacts, "stages" comes
+    past the first 64 KB that the check used to look at, and the run was read as transcripts."""
+    from featdisco.transcripts.sources import is_run_dir
+
+    analyses = {f"compare_{i}": {"args": {"by": "x" * 200}, "files": [f"analysis_{i}.parquet"]} for i in range(400)}
+    text = json.dumps({"analyses": analyses, "config": {}, "stages": {"split": {"complete": True}}}, sort_keys=True)
+    assert text.index('"stages"') > 1 << 16
+    (tmp_path / "manifest.json").write_text(text)
+    assert is_run_dir(tmp_path)
+
+
 def test_a_transcript_folder_with_a_manifest_of_another_tool_is_read(tmp_path: Path) -> None:
     """Any manifest.json that held the word "stages" (an eval harness's
     {"stages": ["generate", "judge"]}) made its folder a featdisco run: its transcripts were

@@ -100,10 +100,10 @@ def is_run_dir(path: Path) -> bool:
     if not manifest.is_file():
         return False
     try:
-        with manifest.open("rb") as f:
-            if b'"stages"' not in f.read(1 << 16):  # a run's manifest opens with it
-                return False
-        data = orjson.loads(manifest.read_bytes())
+        raw = manifest.read_bytes()  # a run's manifest is small; its keys are sorted, so "stages"
+        if b'"stages"' not in raw:  # comes after analyses and artefacts, however many there are
+            return False
+        data = orjson.loads(raw)
     except (OSError, orjson.JSONDecodeError):
         return False
     stages = data.get("stages") if isinstance(data, dict) else None
