@@ -234,6 +234,17 @@ def safe_name(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-") or "x"
 
 
+def unclaimed_name(name: str, held_by: str | None, owner: str, keep: int | None = None) -> str:
+    """``name`` for the results of ``owner`` (a question, a label file's path), unless the
+    run holds it for another owner (``held_by``): then ``name`` (its first ``keep``
+    characters) with a digest of ``owner``, so two owners alike in name never replace each
+    other's results."""
+    if held_by is None or held_by == owner:
+        return name
+    base = name[:keep].rstrip("_") if keep else name
+    return f"{base}_{hashlib.sha1(owner.encode()).hexdigest()[:6]}"
+
+
 def analysis_name(base: str, args: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     """``base`` when ``args`` are the defaults, else ``base`` and the arguments that differ
     (``compare_model`` with ``--unit transcript`` → ``compare_model_unit-transcript``), so

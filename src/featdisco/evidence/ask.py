@@ -161,14 +161,12 @@ def ask_name(question: str) -> str:
 def free_ask_name(run_dir: Path, question: str) -> str:
     """:func:`ask_name`, unless the run holds an ask of another question under it (alike in
     its first 40 characters): then with a digest of the question, so it replaces nothing."""
-    import hashlib
+    from featdisco.analysis.provenance import unclaimed_name
 
     name = ask_name(question)
     manifest = RunDir(run_dir).manifest if (run_dir / "manifest.json").exists() else {}
     held = ((manifest.get("asks") or {}).get(name) or {}).get("question")
-    if held is None or held == question:
-        return name
-    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
+    return unclaimed_name(name, held, question, keep=33)
 
 
 # ----------------------------------------------------------------------------- context

@@ -190,13 +190,11 @@ def free_scan_name(run: RunDir, question: str) -> str:
     """:func:`scan_name`, unless the run already holds a scan of another question under it
     (two questions alike in their first 40 characters): then that name with a digest of the
     question, so the second never replaces the first's results (and a label file's target)."""
-    import hashlib
+    from featdisco.analysis.provenance import unclaimed_name
 
     name = scan_name(question)
     held = ((run.manifest.get("scans") or {}).get(name) or {}).get("question")
-    if held is None or held == question:
-        return name
-    return f"{name[:33].rstrip('_')}_{hashlib.sha1(question.encode()).hexdigest()[:6]}"
+    return unclaimed_name(name, held, question, keep=33)
 
 
 def check_name(name: str) -> str:

@@ -294,21 +294,20 @@ def validate(run_dir: str | Path, labels_path: str | Path, *, write: bool = True
 def validation_name(run: RunDir, labels_path: Path) -> str:
     """``validation_<file name>``, unless the run holds the validation of another file of that
     name (another folder's labels.csv): then with a digest of this file's full path."""
-    import hashlib
     import shlex
 
-    from featdisco.analysis.provenance import safe_name
+    from featdisco.analysis.provenance import safe_name, unclaimed_name
 
     name = "validation_" + safe_name(labels_path.stem)
     entry = (run.manifest.get("analyses") or {}).get(name) or {}
     try:
-        held = shlex.split(str(entry.get("command") or ""))[-1:]  # the labels file it was computed from
+        words = shlex.split(str(entry.get("command") or ""))
     except ValueError:
-        held = []
+        words = []
+    held = words[-1] if words else None  # the labels file it was computed from
     full = str(labels_path.resolve())
-    if not held or held[0] in (full, str(labels_path)):
-        return name
-    return f"{name}_{hashlib.sha1(full.encode()).hexdigest()[:6]}"
+    # an entry recorded as typed (before paths were resolved) is this file's when it reads the same
+    return unclaimed_name(name, full if held == str(labels_path) else held, full)
 
 
 def _target_problem(lab: Label, piece_kind: str, scans: list[str], cluster_kind: dict[int, str],
